@@ -1,0 +1,116 @@
+"""JSONL and `datasets.Dataset` I/O for samples.
+
+Paths inside a JSONL file are relative to that file's folder, so a dataset folder can be moved
+as a whole. On reading they become absolute; on writing, paths under the output folder are made
+relative again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from ego3s.data.schema import Sample, SampleError
+from ego3s.files import atomic_open
+
+_PATH_FIELDS = ("video", "image")
+
+
+def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
+               errors: list[SampleError] | None = None) -> list[Sample]:
+    """Read and validate samples. Invalid records raise SampleError naming file, line, id and
+    field; with `skip_invalid` they are appended to `errors` instead, so a long job can count them."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such sample file")
+    base = path.resolve().parent
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise SampleError(f"not valid UTF-8 ({e.reason} at byte {e.start})")
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SampleError(f"not valid JSON ({e.msg} at column {e.colno})")
+                s = Sample.from_dict(record)
+                if s.id in seen:
+                    raise SampleError(f"duplicate id (first seen on line {seen[s.id]})", field="id", sample_id=s.id)
+                seen[s.id] = lineno
+                for name in _PATH_FIELDS:
+                    p = getattr(s, name)
+                    if p is not None and not os.path.isabs(p):
+                        setattr(s, name, str(base / p))
+                samples.append(s)
+            except SampleError as e:
+                e = e.located(file=str(path), line=lineno)
+                if not skip_invalid:
+                    raise e
+                if errors is not None:
+                    errors.append(e)
+    return samples
+
+
+def write_jsonl(path: str | os.PathLike, samples: Iterable[Sample]) -> int:
+    """Validate and write atomically; duplicate ids are an error. Returns the count written."""
+    path = Path(path)
+    base = path.resolve().parent
+    seen: set[str] = set()
+    n = 0
+    with atomic_open(path, "w") as f:
+        for s in samples:
+            s.validate()
+            if s.id in seen:
+                raise SampleError("duplicate id", field="id", sample_id=s.id, file=str(path))
+            seen.add(s.id)
+            d = s.to_dict()
+            for name in _PATH_FIELDS:
+                p = d.get(name)
+                if p is not None and os.path.isabs(p):
+                    try:
+                        d[name] = str(Path(p).relative_to(base))
+                    except ValueError:
+                        pass
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def to_dataset(samples: list[Sample]):
+    """A `datasets.Dataset` with one column per field. Nested fields are kept as JSON strings so
+    that samples with and without interaction annotations share one Arrow schema."""
+    import datasets
+
+    rows = []
+    for s in samples:
+        d = s.to_dict()
+        d["interaction"] = json.dumps(d["interaction"]) if d["interaction"] is not None else None
+        d["meta"] = json.dumps(d["meta"])
+        d["options"] = json.dumps(d["options"]) if d["options"] is not None else None
+        rows.append(d)
+    if not rows:
+        return datasets.Dataset.from_dict({k: [] for k in Sample.__dataclass_fields__})
+    return datasets.Dataset.from_list(rows)
+
+
+def from_dataset(ds) -> list[Sample]:
+    """Inverse of `to_dataset`."""
+    out = []
+    for i, row in enumerate(ds):
+        d = dict(row)
+        for k in ("interaction", "meta", "options"):
+            if isinstance(d.get(k), str):
+                d[k] = json.loads(d[k])
+        try:
+            out.append(Sample.from_dict(d))
+        except SampleError as e:
+            raise e.located(line=i) from None
+    return out
