@@ -119,7 +119,7 @@ class Sample:
                     raise SampleError("missing required field", field=name)
             inter = d.get("interaction")
             s = Sample(**{**d, "interaction": _interaction_from(inter) if inter is not None else None,
-                          "meta": d.get("meta") or {}})
+                          "meta": {} if d.get("meta") is None else d["meta"]})
             s.validate()
             return s
         except SampleError as e:
