@@ -1,0 +1,103 @@
+"""Selection baselines, adapted to video QA (see docs/selection.md for each adaptation).
+
+Each function takes what its method needs (precomputed by the scorer or read from a training
+log) and returns the selected ids in rank order. Budgets are respected exactly when enough
+candidates exist; ties are broken by a seeded shuffle so results are deterministic by seed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+
+
+def _seeded_order(ids: list[str], seed: int) -> list[str]:
+    ids = sorted(ids)
+    random.Random(seed).shuffle(ids)
+    return ids
+
+
+def select_random(ids: list[str], budget: int, seed: int = 0) -> list[str]:
+    return _seeded_order(ids, seed)[: max(0, budget)]
+
+
+def select_full(ids: list[str]) -> list[str]:
+    return list(ids)
+
+
+def select_s1(samples: list, solved: dict[str, bool], reasoning_len: dict[str, float], budget: int,
+              seed: int = 0, min_question_words: int = 3, category_field: str = "template") -> list[str]:
+    """s1's three stages. Quality: drop samples with a too-short question, an empty answer or no
+    score (unreadable video). Difficulty: drop what the base model already solves. Diversity:
+    round-robin over question categories (`meta[category_field]`, else the question's first two
+    words), taking within each category the samples with the longest reasoning first."""
+    pool = [s for s in samples if len(s.question.split()) >= min_question_words and s.answer_text.strip()
+            and s.id in solved]
+    pool = [s for s in pool if not solved[s.id]]
+    by_cat: dict[str, list] = defaultdict(list)
+    for s in pool:
+        cat = str(s.meta.get(category_field) or " ".join(s.question.lower().split()[:2]))
+        by_cat[cat].append(s)
+    order = {sid: i for i, sid in enumerate(_seeded_order([s.id for s in pool], seed))}
+    queues = {c: sorted(v, key=lambda s: (-reasoning_len.get(s.id, 0.0), order[s.id])) for c, v in by_cat.items()}
+    cats = _seeded_order(list(queues), seed)
+    out: list[str] = []
+    while len(out) < budget and any(queues.values()):
+        for c in cats:
+            if queues[c] and len(out) < budget:
+                out.append(queues[c].pop(0).id)
+    return out
+
+
+def select_limo(pass_counts: dict[str, int], quality: dict[str, float], budget: int, band: tuple[int, int] = (1, 3),
+                seed: int = 0) -> list[str]:
+    """LIMO: keep samples the model solves in `band` (inclusive) of its K samples, i.e. hard but
+    solvable, then rank by the quality of their correct reasoning (higher first)."""
+    lo, hi = band
+    pool = [i for i, c in pass_counts.items() if lo <= c <= hi]
+    order = {sid: i for i, sid in enumerate(_seeded_order(pool, seed))}
+    pool.sort(key=lambda i: (-quality.get(i, 0.0), order[i]))
+    return pool[: max(0, budget)]
+
+
+def learning_impact(trajectories: dict[str, dict[int, float]]) -> dict[str, float | None]:
+    """LIMR's learning-impact score per sample:
+    ``1 - sum_k (r_ik - rbar_k)^2 / sum_k (1 - rbar_k)^2``, where `r_ik` is sample i's mean
+    reward (scaled to [0, 1]) in epoch k and `rbar_k` the mean over samples in epoch k. Epochs in
+    which a sample was not drawn are left out of both sums; a sample never drawn scores None."""
+    per_epoch: dict[int, list[float]] = defaultdict(list)
+    for traj in trajectories.values():
+        for k, r in traj.items():
+            per_epoch[k].append(r)
+    rbar = {k: sum(v) / len(v) for k, v in per_epoch.items()}
+    out: dict[str, float | None] = {}
+    for sid, traj in trajectories.items():
+        if not traj:
+            out[sid] = None
+            continue
+        num = sum((r - rbar[k]) ** 2 for k, r in traj.items())
+        den = sum((1 - rbar[k]) ** 2 for k in traj)
+        out[sid] = 1.0 - num / den if den > 0 else (1.0 if num == 0 else -math.inf)
+    return out
+
+
+def trajectories_from_log(records: list[dict], steps_per_epoch: int | None = None,
+                          reward_key: str = "accuracy", reward_max: float = 1.0) -> dict[str, dict[int, float]]:
+    """Per-sample, per-epoch mean reward from the training reward log (see docs/training.md):
+    lines ``{"step", "epoch", "sample_id", "rewards": {component: [group values]}}``."""
+    sums: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for rec in records:
+        epoch = int(rec["epoch"]) if steps_per_epoch is None else int(rec["step"]) // steps_per_epoch
+        vals = rec["rewards"][reward_key] if isinstance(rec["rewards"], dict) else rec["rewards"]
+        vals = [v for v in vals if v is not None and math.isfinite(v)]
+        if vals:
+            sums[rec["sample_id"]][epoch].append(sum(vals) / len(vals) / reward_max)
+    return {sid: {k: sum(v) / len(v) for k, v in ep.items()} for sid, ep in sums.items()}
+
+
+def select_limr(impact: dict[str, float | None], budget: int, seed: int = 0) -> list[str]:
+    pool = [i for i, v in impact.items() if v is not None and math.isfinite(v)]
+    order = {sid: i for i, sid in enumerate(_seeded_order(pool, seed))}
+    pool.sort(key=lambda i: (-impact[i], order[i]))
+    return pool[: max(0, budget)]
