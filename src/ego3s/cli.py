@@ -71,6 +71,29 @@ def build_model(kind: str = typer.Argument(..., help="tiny (tests) or smol (demo
     typer.echo(f"built {kind} model in {path}")
 
 
+@app.command("build-ego4d")
+def build_ego4d_cmd(
+        annotations: Path = typer.Option(..., help="Ego4D annotations folder (<ego4d_data>/v2/annotations)"),
+        video_root: Path = typer.Option(..., help="folder of <video_uid>.mp4 (full_scale) or <clip_uid>.mp4 (clips)"),
+        out: Path = typer.Option(..., help="output folder: train.jsonl and report.json"),
+        size: int = typer.Option(12000, help="samples to build"),
+        closed_fraction: float = typer.Option(0.5, help="share of 4-option closed questions"),
+        seed: int = typer.Option(0),
+        layout: str = typer.Option("full_scale", help="full_scale or clips (see docs/ego4d.md)"),
+        splits: str = typer.Option("train", help="comma-separated NLQ splits (val feeds QAEgo4D's test)")) -> None:
+    """Build the Ego4D OpenQA + CloseQA training subset from NLQ + FHO annotations (docs/ego4d.md)."""
+    from ego3s.data.ego4d import build_ego4d, summary
+
+    try:
+        _, report = build_ego4d(annotations, video_root, out, size=size, closed_fraction=closed_fraction, seed=seed,
+                                layout=layout, splits=tuple(s.strip() for s in splits.split(",") if s.strip()))
+    except (ValueError, FileNotFoundError) as e:  # Ego4DFormatError names file, record and field
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(summary(report))
+    typer.echo(f"wrote {out / 'train.jsonl'} and {out / 'report.json'}")
+
+
 def main(argv: Optional[list[str]] = None) -> None:  # pragma: no cover - console entry point
     app(argv)
 
