@@ -1,0 +1,196 @@
+"""`ego3s train`: GRPO (or RLOO, DAPO, Dr. GRPO) on video with the interaction-centric reward.
+
+Reads a JSONL of samples (a selected subset or any pool), builds the TRL dataset, and runs
+`VideoGRPOTrainer`. Writes checkpoints (with the curriculum state when ECR is on), TRL's logs,
+and `rewards.jsonl`: one line per (step, sample) with the group's reward components, which the
+LIMR baseline and the curriculum read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ego3s.curriculum.monitor import ECRConfig
+
+
+@dataclass
+class TrainingConfig:
+    model: str = field(default="", metadata={"help": "local model folder to start from"})
+    data: str = field(default="", metadata={"help": "training samples (JSONL, ego3s schema)"})
+    out: str = field(default="runs/train", metadata={"help": "output folder (checkpoints, logs, rewards.jsonl)"})
+    strategy: str = field(default="grpo", metadata={"help": "grpo, rloo, dapo or dr_grpo"})
+    # the interaction-centric reward (paper's names)
+    alpha: float = field(default=0.5, metadata={"help": "penalty weight for object mentions above N"})
+    N: int = field(default=5, metadata={"help": "allowed object mentions inside <think>"})
+    H: float = field(default=1.1, metadata={"help": "r_int only when r_acc + r_fmt >= H"})
+    interaction_reward: bool = field(default=True, metadata={"help": "add r_int (off: plain accuracy + format)"})
+    open_metric: str = field(default="rouge_l", metadata={"help": "open-QA accuracy: rouge_l or similarity"})
+    # optimisation (paper's names where it has them)
+    learning_rate: float = field(default=1e-6, metadata={"help": "AdamW learning rate"})
+    batch_size: int = field(default=512, metadata={
+        "help": "completions per optimizer step, all devices (prompts x num_generations)"})
+    per_device_train_batch_size: int = field(default=8, metadata={"help": "completions per device per micro-step"})
+    num_generations: int = field(default=8, metadata={"help": "G: completions per prompt"})
+    max_completion_length: int = field(default=256, metadata={"help": "tokens per completion"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})
+    beta: float = field(default=0.04, metadata={"help": "KL coefficient (0: no reference model)"})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps (-1: use num_train_epochs)"})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "epochs over the data"})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "linear warm-up share"})
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha"})
+    freeze_vision: bool = field(default=True, metadata={"help": "keep the vision tower frozen (full fine-tuning)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
+    # video
+    view: str = field(default="full", metadata={"help": "view the policy trains on (full; others for ablations)"})
+    nframes: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps)"})
+    fps: float = field(default=2.0, metadata={"help": "sampling fps when nframes is None"})
+    max_frames: int = field(default=16, metadata={"help": "at most this many frames per clip"})
+    max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap"})
+    min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor"})
+    backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
+    # bookkeeping
+    save_steps: int = field(default=100, metadata={"help": "checkpoint every N steps"})
+    save_total_limit: int | None = field(default=None, metadata={"help": "keep at most N checkpoints"})
+    logging_steps: int = field(default=1, metadata={"help": "log every N steps"})
+    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb"})
+    seed: int = field(default=0, metadata={"help": "seed"})
+    ecr: ECRConfig = field(default_factory=ECRConfig)
+    candidates: str | None = field(default=None, metadata={
+        "help": "ECR candidate pool (JSONL): unselected samples probed at a refresh (None: no ECR pool)"})
+
+
+def training_dataset(samples, fmt: str = "reasoning"):
+    """The TRL dataset: a conversational `prompt` (visual placeholder only; frames are loaded by
+    the trainer), the whole sample as JSON, and the columns the rewards read."""
+    import datasets
+
+    from ego3s.models.prompts import build_messages
+
+    rows = []
+    for s in samples:
+        visual = "video" if s.video is not None else "image" if s.image is not None else None
+        rows.append({
+            "prompt": build_messages(s, fmt=fmt, visual=visual),
+            "sample": json.dumps(s.to_dict()),
+            "sample_id": s.id, "task": s.task, "answer": s.answer,
+            "options": json.dumps(s.options), "interaction": json.dumps(s.to_dict()["interaction"]),
+        })
+    return datasets.Dataset.from_list(rows)
+
+
+def reward_functions(cfg: TrainingConfig, vocabulary: list[str]) -> list:
+    from ego3s.rl import rewards as R
+
+    funcs = [R.make_accuracy_reward(cfg.open_metric), R.format_reward]
+    if cfg.interaction_reward:
+        funcs.append(R.make_interaction_reward(alpha=cfg.alpha, N=cfg.N, H=cfg.H, vocabulary=vocabulary,
+                                               open_metric=cfg.open_metric))
+    if cfg.strategy == "dapo":
+        from trl.rewards import get_soft_overlong_punishment
+
+        f = get_soft_overlong_punishment(cfg.max_completion_length, max(1, cfg.max_completion_length // 4))
+        f.__name__ = "overlong"
+        funcs.append(f)
+    return funcs
+
+
+def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False):
+    from trl import GRPOConfig
+
+    from ego3s.rl.strategies import grpo_config_kwargs
+
+    per_step = cfg.per_device_train_batch_size * world_size
+    if cfg.batch_size % per_step:
+        raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of per_device_train_batch_size x "
+                         f"devices = {per_step}")
+    if per_step % cfg.num_generations and cfg.batch_size % cfg.num_generations:
+        raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of num_generations {cfg.num_generations}")
+    kw = {"beta": cfg.beta, **grpo_config_kwargs(cfg.strategy)}
+    return GRPOConfig(
+        output_dir=cfg.out, learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.batch_size // per_step,
+        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
+        warmup_steps=cfg.warmup_ratio, gradient_checkpointing=cfg.gradient_checkpointing,
+        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to], seed=cfg.seed, bf16=bf16,
+        remove_unused_columns=False, shuffle_dataset=True, log_completions=False,
+        **kw)
+
+
+def last_checkpoint(out: str | Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(out)) if Path(out).is_dir() else None
+
+
+def _checkpoint_step(ckpt: str) -> int:
+    state = json.loads((Path(ckpt) / "trainer_state.json").read_text())
+    return int(state["global_step"])
+
+
+def _truncate_reward_log(path: Path, step: int) -> None:
+    """Drop reward records written after the checkpoint we resume from: those steps are redone,
+    and their records would otherwise be counted twice."""
+    from ego3s.files import atomic_open, read_log
+
+    if not path.exists():
+        return
+    keep = [r for r in read_log(path) if r["step"] < step]
+    with atomic_open(path, "w") as f:
+        for r in keep:
+            f.write(json.dumps(r) + "\n")
+
+
+def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processor=None, callbacks=None):
+    """Train; returns the trainer (its state holds the log history)."""
+    import torch
+
+    from ego3s.data.io import read_jsonl
+    from ego3s.files import write_json
+    from ego3s.models.loading import load_model
+    from ego3s.rl.rewards import object_vocabulary
+    from ego3s.rl.trainer import VideoGRPOTrainer
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    errors: list = []
+    samples = read_jsonl(cfg.data, skip_invalid=True, errors=errors)
+    if not samples:
+        raise ValueError(f"{cfg.data}: no valid training samples ({len(errors)} invalid)")
+    if model is None:
+        model, processor = load_model(cfg.model, dtype=cfg.dtype)
+    if cfg.freeze_vision and not cfg.lora and hasattr(model, "visual"):
+        for p in model.visual.parameters():
+            p.requires_grad_(False)
+    peft_config = None
+    if cfg.lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05, task_type="CAUSAL_LM",
+                                 target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    bf16 = next(model.parameters()).dtype == torch.bfloat16
+    args = grpo_args(cfg, world, bf16=bf16)
+    sampling = {"nframes": cfg.nframes, "fps": cfg.fps, "max_frames": cfg.max_frames,
+                "max_pixels": cfg.max_pixels, "min_pixels": cfg.min_pixels, "backend": cfg.backend}
+    trainer = VideoGRPOTrainer(
+        model=model, processing_class=processor, args=args,
+        reward_funcs=reward_functions(cfg, object_vocabulary(samples)),
+        train_dataset=training_dataset(samples), peft_config=peft_config, callbacks=callbacks,
+        sampling=sampling, view=cfg.view, reward_log=str(out / "rewards.jsonl"), strategy=cfg.strategy)
+    write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
+    ckpt = last_checkpoint(out) if resume else None
+    if ckpt is not None:
+        _truncate_reward_log(out / "rewards.jsonl", _checkpoint_step(ckpt))
+    trainer.train(resume_from_checkpoint=ckpt)
+    trainer.save_model(str(out / "final"))
+    processor.save_pretrained(str(out / "final"))
+    return trainer

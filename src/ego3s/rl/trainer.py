@@ -1,0 +1,232 @@
+"""GRPO on video: TRL's GRPOTrainer with every sample's visual inputs carried into every forward.
+
+What TRL 1.16 gets wrong for video (and why this subclass exists): its rollout path hands
+`{"type": "video"}` prompts to the processor and generates from the video, but the forward passes
+that compute the old, reference and current log-probabilities (the loss) receive only
+`input_ids`/`attention_mask` plus *image* tensors. The video placeholder tokens are then embedded
+as text and the model falls back to 1-D positions: it trains on something it never generated
+from, silently.
+
+Here each training row carries its own visual tensors (`pixel_values_videos`, `video_grid_thw`,
+`second_per_grid_ts`, or the image equivalents) in a per-row list that TRL's batch splitting and
+shuffling keep aligned with the row. A forward pre-hook feeds the rows' tensors, plus
+`mm_token_type_ids` rebuilt from the token ids (what Qwen2.5-VL needs for its 3-D M-RoPE
+positions), into every forward pass TRL makes, in the order it makes them. Everything else
+(accelerate, DeepSpeed/FSDP, PEFT, logging, the loss variants) is TRL's.
+
+Prompts are encoded with ego3s's own frame sampler and views (`ego3s.models.inputs.encode`), so
+selection, training and evaluation see the same frames.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+
+from ego3s.data.schema import Sample
+from ego3s.files import append_jsonl
+from ego3s.models.inputs import encode
+from ego3s.models.prompts import build_messages
+
+VISUAL_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw")
+
+
+def sample_from_row(row: dict) -> Sample:
+    """The Sample a training row was made from (stored whole in its `sample` column)."""
+    return Sample.from_dict(json.loads(row["sample"]))
+
+
+def merge_visual(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Concatenate the per-row visual tensors of consecutive rows, in row order (the order in
+    which Qwen-style models consume them, matching the placeholder tokens)."""
+    out: dict[str, list[torch.Tensor]] = {}
+    for r in rows:
+        for k in VISUAL_KEYS:
+            if r.get(k) is not None:
+                out.setdefault(k, []).append(r[k])
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def mm_token_type_ids(input_ids: torch.Tensor, image_token_id: int | None, video_token_id: int | None) -> torch.Tensor:
+    types = torch.zeros_like(input_ids)
+    if image_token_id is not None:
+        types[input_ids == image_token_id] = 1
+    if video_token_id is not None:
+        types[input_ids == video_token_id] = 2
+    return types
+
+
+class _VisualFeeder:
+    """Forward pre-hook: gives each forward call the visual tensors of the rows it is given.
+
+    TRL computes log-probs in chunks of consecutive rows; the hook walks the row list with a
+    cursor, so it needs no knowledge of TRL's chunking."""
+
+    def __init__(self, rows: list[dict], image_token_id, video_token_id):
+        self.rows, self.cursor = rows, 0
+        self.image_token_id, self.video_token_id = image_token_id, video_token_id
+
+    def __call__(self, module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is None:
+            return None
+        n = ids.shape[0]
+        chunk = self.rows[self.cursor:self.cursor + n]
+        if len(chunk) != n:
+            raise RuntimeError(f"visual feeder: forward over {n} rows but only {len(chunk)} visual rows remain "
+                               f"(cursor {self.cursor} of {len(self.rows)})")
+        self.cursor += n
+        vis = merge_visual(chunk)
+        device = ids.device
+        for k, v in vis.items():
+            kwargs[k] = v.to(device)
+        if vis:
+            kwargs["mm_token_type_ids"] = mm_token_type_ids(ids, self.image_token_id, self.video_token_id)
+        return args, kwargs
+
+
+class VideoGRPOTrainer(GRPOTrainer):
+    """GRPOTrainer for video/image VLMs whose training rows carry a `sample` column (the JSON of an
+    ego3s Sample). Extra arguments:
+
+    - `sampling`: frame sampling kwargs for `load_sample_clip` (nframes/fps/max_frames/...);
+    - `view`: which counterfactual view the policy is trained on (`full`; others for ablations);
+    - `reward_log`: path of the per-step, per-sample reward log (JSONL) that LIMR and the
+      curriculum read;
+    - `strategy`: `grpo`, `rloo`, `dapo` or `dr_grpo` (see `ego3s.rl.strategies`);
+    - `on_rewards`: a callback `(step, records)` given each step's per-sample reward records
+      (the curriculum uses it).
+    """
+
+    def __init__(self, *args, sampling: dict | None = None, view: str = "full", reward_log: str | None = None,
+                 strategy: str = "grpo", on_rewards=None, prompt_format: str = "reasoning", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ego_sampling = dict(sampling or {})
+        self.ego_view = view
+        self.ego_reward_log = reward_log
+        self.ego_strategy = strategy
+        self.ego_prompt_format = prompt_format
+        self.on_rewards = on_rewards
+        self._rows_visual: list[dict] | None = None
+        self._rows_prompt_ids: list[list[int]] | None = None
+        self._rows_mm: list[list[int]] | None = None
+        self._batch_ids: list[str] | None = None
+        cfg = self.model.config
+        self._image_token_id = getattr(cfg, "image_token_id", None)
+        self._video_token_id = getattr(cfg, "video_token_id", None)
+        self.visual_stats = {"rows": 0, "skipped_unreadable": 0}
+
+    # ------------------------------------------------------------------ encoding prompts ourselves
+    def _encode_rows(self, inputs: list[dict]) -> None:
+        """Encode each row's prompt with its clip (one decode per distinct sample)."""
+        from ego3s.data.video import VideoError
+        from ego3s.select.scoring import ScoringConfig, visual_input
+
+        cfg = ScoringConfig(views=[self.ego_view], **{k: v for k, v in self.ego_sampling.items()
+                                                      if k in ScoringConfig.__dataclass_fields__})
+        cache: dict[str, tuple] = {}
+        visual, prompt_ids, mm = [], [], []
+        for row in inputs:
+            sample = sample_from_row(row)
+            if sample.id not in cache:
+                try:
+                    kind, vis = visual_input(sample, self.ego_view, cfg)
+                except (VideoError, OSError, ValueError) as e:
+                    # One bad sample never kills a run: train on it without its video (counted).
+                    self.visual_stats["skipped_unreadable"] += 1
+                    import logging
+
+                    logging.getLogger(__name__).warning("sample %s: video unreadable, text only: %s", sample.id, e)
+                    kind, vis = None, None
+                msgs = build_messages(sample, fmt=self.ego_prompt_format, visual=kind)
+                enc = encode(self.processing_class, [msgs], [vis])
+                keep = enc["attention_mask"][0].bool()
+                cache[sample.id] = (
+                    enc["input_ids"][0][keep].tolist(),
+                    enc["mm_token_type_ids"][0][keep].tolist() if "mm_token_type_ids" in enc else None,
+                    {k: enc[k] for k in VISUAL_KEYS if k in enc},
+                )
+            ids, types, vis_t = cache[sample.id]
+            prompt_ids.append(ids)
+            mm.append(types)
+            visual.append(vis_t)
+        self.visual_stats["rows"] += len(inputs)
+        self._rows_visual, self._rows_prompt_ids, self._rows_mm = visual, prompt_ids, mm
+
+    def _tokenize_prompts(self, prompts: list):
+        if self._rows_prompt_ids is None or len(prompts) != len(self._rows_prompt_ids):
+            return super()._tokenize_prompts(prompts)
+        fields: dict[str, Any] = merge_visual(self._rows_visual)
+        if fields:
+            fields["mm_token_type_ids"] = [t if t is not None else [0] * len(p)
+                                           for t, p in zip(self._rows_mm, self._rows_prompt_ids)]
+        return [list(p) for p in self._rows_prompt_ids], None, fields
+
+    # ------------------------------------------------------------------ carrying visuals to the loss
+    def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):
+        rows = self._rows_visual
+        if not rows or not any(rows):
+            return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+        if len(rows) != input_ids.shape[0]:
+            raise RuntimeError(f"{input_ids.shape[0]} rows in the forward batch but {len(rows)} visual rows")
+        feeder = _VisualFeeder(rows, self._image_token_id, self._video_token_id)
+        handle = model.register_forward_pre_hook(feeder, with_kwargs=True)
+        try:
+            return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+        finally:
+            handle.remove()
+
+    def _generate_and_score_completions(self, inputs):
+        self._encode_rows(inputs)
+        self._batch_ids = [sample_from_row(r).id for r in inputs]
+        try:
+            out = super()._generate_and_score_completions(inputs)
+        finally:
+            visual = self._rows_visual
+            self._rows_visual = self._rows_prompt_ids = self._rows_mm = None
+        out["visual"] = visual
+        if self.ego_strategy == "rloo":
+            g = self.num_generations if self.model.training else self.num_generations_eval
+            if g > 1:  # leave-one-out baseline = group-mean baseline scaled by G / (G - 1)
+                out["advantages"] = out["advantages"] * (g / (g - 1))
+        return out
+
+    def _compute_loss(self, model, inputs):
+        self._rows_visual = inputs.get("visual")
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._rows_visual = None
+
+    # ------------------------------------------------------------------ per-sample reward log
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self.model.training and (self.ego_reward_log or self.on_rewards):
+            from accelerate.utils import gather_object
+
+            ids = gather_object(list(self._batch_ids or []))
+            records = self._group_records(ids, rewards_per_func.detach().float().cpu())
+            if self.accelerator.is_main_process and self.ego_reward_log:
+                for rec in records:
+                    append_jsonl(self.ego_reward_log, rec)
+            if self.on_rewards is not None:
+                self.on_rewards(self.state.global_step, records)
+        return rewards_per_func
+
+    def _group_records(self, ids: list[str], rewards: torch.Tensor) -> list[dict]:
+        g = self.num_generations
+        names = [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(self.reward_funcs)]
+        weights = self.reward_weights.cpu().tolist()
+        records = []
+        for start in range(0, len(ids), g):
+            block = rewards[start:start + g]
+            comp = {n: [None if math.isnan(x) else x for x in block[:, j].tolist()] for j, n in enumerate(names)}
+            total = [sum(w * (0.0 if math.isnan(x) else x) for w, x in zip(weights, row)) for row in block.tolist()]
+            comp["total"] = total
+            records.append({"step": int(self.state.global_step), "epoch": float(self.state.epoch or 0.0),
+                            "sample_id": ids[start], "rewards": comp})
+        return records

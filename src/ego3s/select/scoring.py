@@ -1,0 +1,202 @@
+"""Per-view scores `s_v`: the model's expected correctness under the full, blind and context views.
+
+Two estimators (see docs/selection.md):
+- `likelihood`: one teacher-forced forward pass per (sample, view). Closed QA: p(gold letter)
+  renormalised over the option letters; open QA: geometric-mean token probability of the answer.
+- `sampling`: K rollouts with the RL prompt, mean accuracy reward.
+
+Scores go to a `ScoreCache` as they are computed, so a killed run resumes where it stopped. A
+sample whose video cannot be read gets `score: None` with the error, is counted, and is never
+fatal.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from ego3s.data.schema import LETTERS, Sample
+from ego3s.data.video import VideoError, load_image, load_sample_clip, make_view
+from ego3s.models.inputs import encode
+from ego3s.models.prompts import build_messages, target_text
+from ego3s.select.cache import ScoreCache
+
+VIEWS = ("full", "blind", "context")
+
+
+@dataclass
+class ScoringConfig:
+    estimator: str = field(default="likelihood", metadata={"help": "likelihood (teacher-forced) or sampling (K rollouts)"})
+    views: list[str] = field(default_factory=lambda: list(VIEWS), metadata={"help": "views to score"})
+    blind_mode: str = field(default="blank", metadata={"help": "blank (same-shape gray clip) or none (no video)"})
+    context_fill: str = field(default="mean", metadata={"help": "mean (frame mean colour) or blur"})
+    nframes: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps)"})
+    fps: float = field(default=2.0, metadata={"help": "sampling fps when nframes is None"})
+    max_frames: int = field(default=16, metadata={"help": "at most this many frames per clip"})
+    max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap (None: Qwen's default)"})
+    min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor (None: Qwen's default)"})
+    backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
+    batch_size: int = field(default=8, metadata={"help": "samples per forward pass (likelihood)"})
+    num_samples: int = field(default=8, metadata={"help": "K rollouts per view (sampling)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (sampling)"})
+    max_new_tokens: int = field(default=256, metadata={"help": "completion length cap (sampling)"})
+
+    def sampling_kwargs(self) -> dict:
+        kw = {"fps": self.fps, "max_frames": self.max_frames, "backend": self.backend}
+        if self.nframes is not None:
+            kw["nframes"] = self.nframes
+        if self.max_pixels is not None:
+            kw["max_pixels"] = self.max_pixels
+        if self.min_pixels is not None:
+            kw["min_pixels"] = self.min_pixels
+        return kw
+
+
+def visual_input(sample: Sample, view: str, cfg: ScoringConfig, clip=None):
+    """(visual kind for the prompt, clip or image or None) of one sample under one view.
+
+    `clip` is the already decoded full clip when the caller has it (one decode for all views)."""
+    if sample.video is not None:
+        clip = clip if clip is not None else load_sample_clip(sample, **cfg.sampling_kwargs())
+        v = make_view(clip, view, sample.interaction, fill=cfg.context_fill, blind=cfg.blind_mode)
+        return ("video", v) if v is not None else (None, None)
+    if sample.image is not None:
+        from ego3s.data.video import Clip
+
+        img = load_image(sample.image)
+        if view == "full":
+            return "image", img
+        one = Clip(frames=img[None], timestamps=np.zeros(1), fps=1.0, source=sample.image)
+        v = make_view(one, view, sample.interaction, fill=cfg.context_fill, blind=cfg.blind_mode)
+        return ("image", v.frames[0]) if v is not None else (None, None)
+    return None, None  # text-only sample: every view is the same
+
+
+def letter_token_ids(tokenizer, n: int) -> list[int]:
+    ids = []
+    for letter in LETTERS[:n]:
+        tok = tokenizer.encode(letter, add_special_tokens=False)
+        if len(tok) != 1:
+            raise ValueError(f"option letter {letter!r} is not a single token for this tokenizer ({tok})")
+        ids.append(tok[0])
+    return ids
+
+
+@torch.inference_mode()
+def likelihood_batch(model, processor, items: list[tuple[Sample, list, object]]) -> list[float]:
+    """Scores of one batch of (sample, messages, visual) under the likelihood estimator."""
+    samples = [s for s, _, _ in items]
+    enc = encode(processor, [m for _, m, _ in items], [v for _, _, v in items],
+                 answers=[target_text(s, fmt="direct") for s in samples])
+    labels = enc.pop("labels")
+    keep = int((labels != -100).sum(1).max()) + 1
+    enc = enc.to(model.device)
+    out = model(**enc, logits_to_keep=keep, use_cache=False)
+    logits = out.logits[:, -keep:].float()  # position j predicts token j+1
+    labels = labels[:, -keep:].to(logits.device)
+    scores = []
+    for i, s in enumerate(samples):
+        pos = (labels[i] != -100).nonzero().flatten()
+        if s.task == "closeqa":
+            ids = letter_token_ids(processor.tokenizer, len(s.options))
+            first = logits[i, pos[0] - 1, ids]
+            scores.append(float(torch.softmax(first, -1)[s.answer_index]))
+        else:
+            logp = torch.log_softmax(logits[i, pos - 1], -1).gather(1, labels[i, pos][:, None]).squeeze(1)
+            scores.append(float(logp.mean().exp()))
+    return scores
+
+
+@torch.inference_mode()
+def sampling_batch(model, processor, items: list[tuple[Sample, list, object]], cfg: ScoringConfig,
+                   reward: Callable | None = None) -> list[tuple[float, list[str]]]:
+    """(mean accuracy reward over K rollouts, the rollouts) for each item."""
+    from ego3s.rl.rewards import accuracy_reward
+
+    reward = reward or accuracy_reward
+    enc = encode(processor, [m for _, m, _ in items], [v for _, _, v in items]).to(model.device)
+    k = cfg.num_samples
+    out = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=1.0, top_k=0,
+                         max_new_tokens=cfg.max_new_tokens, num_return_sequences=k,
+                         pad_token_id=processor.tokenizer.pad_token_id)
+    texts = processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    results = []
+    for i, (s, _, _) in enumerate(items):
+        comps = texts[i * k:(i + 1) * k]
+        r = reward(comps, task=[s.task] * k, answer=[s.answer] * k, options=[s.options] * k)
+        r = [x for x in r if x is not None and math.isfinite(x)]
+        results.append((sum(r) / len(r) if r else 0.0, comps))
+    return results
+
+
+def score_all(model, processor, samples: list[Sample], cfg: ScoringConfig, cache: ScoreCache,
+              progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict:
+    """Fill `cache` with a score for every (sample, view); return counts for the report.
+
+    Samples are processed in batches ordered by prompt length (padding-aware), all views of a
+    sample from one decode. Finished (sample, view) pairs already in the cache are skipped."""
+    from tqdm.auto import tqdm
+
+    fmt = "direct" if cfg.estimator == "likelihood" else "reasoning"
+    todo = [s for s in samples if any((s.id, v) not in cache for v in cfg.views)]
+    # padding-aware batching: similar prompt lengths together (frames dominate the length)
+    todo.sort(key=lambda s: ((s.end or 0) - (s.start or 0), len(s.question) + len(s.answer_text)))
+    stats = {"scored": 0, "skipped_unreadable": 0, "cached": len(samples) - len(todo)}
+    bar = tqdm(total=len(todo), desc=f"scoring ({cfg.estimator})", unit="sample", disable=not progress)
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), cfg.batch_size):
+        batch = todo[start:start + cfg.batch_size]
+        per_view: dict[str, list] = {v: [] for v in cfg.views}
+        for s in batch:
+            try:
+                clip = load_sample_clip(s, **cfg.sampling_kwargs()) if s.video is not None else None
+                ready = {}
+                for v in cfg.views:
+                    if (s.id, v) not in cache:
+                        kind, vis = visual_input(s, v, cfg, clip)
+                        ready[v] = (s, build_messages(s, fmt=fmt, visual=kind), vis)
+            except (VideoError, OSError, ValueError) as e:
+                stats["skipped_unreadable"] += 1
+                for v in cfg.views:
+                    cache.put(s.id, v, None, error=str(e)[:500])
+                continue
+            for v, item in ready.items():
+                per_view[v].append(item)
+        for v, items in per_view.items():
+            if not items:
+                continue
+            if cfg.estimator == "likelihood":
+                for (s, _, _), sc in zip(items, likelihood_batch(model, processor, items)):
+                    cache.put(s.id, v, sc)
+            elif cfg.estimator == "sampling":
+                for (s, _, _), (sc, comps) in zip(items, sampling_batch(model, processor, items, cfg)):
+                    cache.put(s.id, v, sc, completions=comps)
+            else:
+                raise ValueError(f"unknown estimator {cfg.estimator!r}; use likelihood or sampling")
+        stats["scored"] += len(batch)
+        bar.update(len(batch))
+        bar.set_postfix(samples_per_s=f"{stats['scored'] / (time.perf_counter() - t0):.2f}")
+        if on_batch is not None:
+            on_batch(stats["scored"])
+    bar.close()
+    stats["seconds"] = time.perf_counter() - t0
+    return stats
+
+
+def score_table(samples: Iterable[Sample], cache: ScoreCache, views: Iterable[str] = VIEWS) -> list[dict]:
+    """One row per sample: `s_full`, `s_blind`, `s_context` (None where missing) and any error."""
+    rows = []
+    for s in samples:
+        r = {"id": s.id}
+        for v in views:
+            rec = cache.get(s.id, v)
+            r[f"s_{v}"] = rec["score"] if rec else None
+            if rec and rec.get("error"):
+                r["error"] = rec["error"]
+        rows.append(r)
+    return rows
