@@ -94,6 +94,75 @@ def build_ego4d_cmd(
     typer.echo(f"wrote {out / 'train.jsonl'} and {out / 'report.json'}")
 
 
+@app.command("synth")
+def synth_cmd(
+        out: Path = typer.Option(..., help="dataset folder: videos/, <split>.jsonl, audit.json, card.md"),
+        seed: int = typer.Option(0, help="master seed: same seed, same dataset"),
+        train: int = typer.Option(12000, help="training pool size"),
+        test: int = typer.Option(1000, help="size of each test split (test_id, test_atypical)"),
+        probe: int = typer.Option(1000, help="probe split size (curriculum re-scoring)"),
+        p_typical: float = typer.Option(0.7, help="share of typical interactions in train, test_id and probe"),
+        frames: int = typer.Option(12, help="frames per clip"),
+        size: int = typer.Option(168, help="frame side in pixels (multiples of 28 suit Qwen2.5-VL)"),
+        fps: float = typer.Option(4.0, help="clip frame rate"),
+        workers: Optional[int] = typer.Option(None, help="processes (default: all cores)"),
+        audit: bool = typer.Option(True, "--audit/--no-audit", help="shortcut audit into audit.json and card.md"),
+        preview: bool = typer.Option(False, "--preview/--no-preview", help="also write preview.png")) -> None:
+    """Generate EgoSynth, the procedural egocentric benchmark with measurable shortcuts (docs/egosynth.md).
+    Deterministic by seed; a rerun into the same folder keeps the videos already written."""
+    from ego3s.data.egosynth import EgoSynthConfig, generate, synth_summary
+
+    try:
+        cfg = EgoSynthConfig(seed=seed, train=train, test=test, probe=probe, p_typical=p_typical, frames=frames,
+                             size=size, fps=fps)
+        summary = generate(out, cfg, workers=workers, audit=audit, preview=preview,
+                           log=lambda m: typer.echo(m, err=True))
+    except ValueError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(synth_summary(summary))
+
+
+@app.command("select", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def select_cmd(ctx: typer.Context,
+               config: Optional[Path] = typer.Option(None, help="YAML config (see configs/selection_config.yaml)"),
+               method: Optional[str] = typer.Option(None, help="csm, random, full, s1, limo or limr"),
+               limit: Optional[int] = typer.Option(None, help="only the first N candidates (quick looks)"),
+               quiet: bool = typer.Option(False, help="no progress bar")) -> None:
+    """Select training samples (CSM or a baseline). Extra `key=value` arguments override the config,
+    e.g. `csm.lambda_c=0.2 scoring.estimator=sampling out=runs/sel`."""
+    from ego3s.config import ConfigError, load_config
+    from ego3s.select.run import SelectionConfig, run_selection
+
+    overrides = list(ctx.args) + ([f"method={method}"] if method else []) + ([f"limit={limit}"] if limit else [])
+    try:
+        cfg = load_config(SelectionConfig, config, overrides)
+        report = run_selection(cfg, progress=not quiet)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{report['method']}: kept {report['selected']} of {report['candidates']} "
+               f"({100 * report['kept_fraction']:.1f}%); report in {Path(cfg.out) / 'report.md'}")
+
+
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train_cmd(ctx: typer.Context,
+              config: Optional[Path] = typer.Option(None, help="YAML config (see configs/training_config.yaml)"),
+              resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`")) -> None:
+    """GRPO/RLOO/DAPO/Dr.GRPO on video with the interaction-centric reward. Extra `key=value`
+    arguments override the config, e.g. `strategy=dapo max_steps=200 ecr.ecr=false`."""
+    from ego3s.config import ConfigError, load_config
+    from ego3s.rl.train import TrainingConfig, run_training
+
+    try:
+        cfg = load_config(TrainingConfig, config, list(ctx.args))
+        trainer = run_training(cfg, resume=resume)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"trained {trainer.state.global_step} steps; model in {Path(cfg.out) / 'final'}")
+
+
 def main(argv: Optional[list[str]] = None) -> None:  # pragma: no cover - console entry point
     app(argv)
 
