@@ -105,6 +105,11 @@ class VideoGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, sampling: dict | None = None, view: str = "full", reward_log: str | None = None,
                  strategy: str = "grpo", on_rewards=None, prompt_format: str = "reasoning", **kwargs):
         super().__init__(*args, **kwargs)
+        from ego3s.models.loading import patch_qwen25_rope_index
+
+        for m in (self.model, getattr(self, "ref_model", None)):
+            if m is not None:  # TRL may load the reference model itself: give it the same positions
+                patch_qwen25_rope_index(m)
         self.ego_sampling = dict(sampling or {})
         self.ego_view = view
         self.ego_reward_log = reward_log
