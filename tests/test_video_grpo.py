@@ -10,6 +10,7 @@ from trl import GRPOTrainer
 from conftest import write_video
 from ego3s.data import Sample, write_jsonl
 from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
+from ego3s.models.inputs import vision_token_ids
 from ego3s.rl.trainer import VideoGRPOTrainer
 
 LOGP_ATOL = 1e-5  # float32, same kernels: only summation order may differ
@@ -40,7 +41,8 @@ def _trainer(tiny_model_dir, tmp_path, samples, strategy="grpo", G=2, **kw):
                          num_generations=G, max_completion_length=8, max_steps=1, learning_rate=1e-3,
                          nframes=4, max_pixels=84 * 84, min_pixels=28 * 28, beta=0.04, **kw)
     return VideoGRPOTrainer(
-        model=model, processing_class=processor, args=grpo_args(cfg),
+        model=model, processing_class=processor,
+        args=grpo_args(cfg, suppress_tokens=vision_token_ids(processor.tokenizer)),
         reward_funcs=reward_functions(cfg, ["cup", "knife"]), train_dataset=training_dataset(samples),
         sampling={"nframes": 4, "max_pixels": 84 * 84, "min_pixels": 28 * 28}, strategy=strategy,
         reward_log=str(tmp_path / "rewards.jsonl"))
@@ -153,6 +155,7 @@ def test_training_step_forwards_carry_visuals_and_reward_log(tiny_model_dir, tmp
     log = read_log(tmp_path / "rewards.jsonl")
     assert sorted(r["sample_id"] for r in log) == sorted(s.id for s in samples)
     assert all(len(r["rewards"]["total"]) == 2 and r["step"] == 0 for r in log)
+    assert set(log[0]["rewards"]) == {"accuracy", "format", "interaction", "total"}
 
 
 @pytest.mark.parametrize("strategy, factor", [("grpo", None), ("rloo", 2.0), ("dr_grpo", None)])

@@ -93,6 +93,10 @@ class Sample:
     interaction: Interaction | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        if isinstance(self.interaction, dict):  # Sample(..., interaction={...}) is allowed
+            self.interaction = _interaction_from(self.interaction)
+
     @property
     def answer_index(self) -> int:
         return LETTERS.index(self.answer)

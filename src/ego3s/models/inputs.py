@@ -191,3 +191,14 @@ def encode(processor, messages_list: Sequence[list[dict]], clips_list: Sequence[
     if "second_per_grid_ts" in data:
         data["second_per_grid_ts"] = data["second_per_grid_ts"].to(torch.float32)
     return BatchFeature(data)
+
+
+VISION_SPECIAL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def vision_token_ids(tokenizer) -> list[int]:
+    """Ids of the vision placeholder tokens. Generation must never emit them: a sampled
+    `<|video_pad|>` in a completion makes the next teacher-forced forward count one placeholder
+    more than there are visual features, and the step crashes (seen with untrained policies)."""
+    vocab = tokenizer.get_vocab()
+    return sorted({vocab[t] for t in VISION_SPECIAL_TOKENS if t in vocab})

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ego3s.curriculum.monitor import ECRConfig
+from ego3s.select.csm import CSMThresholds
 
 
 @dataclass
@@ -62,7 +63,10 @@ class TrainingConfig:
     seed: int = field(default=0, metadata={"help": "seed"})
     ecr: ECRConfig = field(default_factory=ECRConfig)
     candidates: str | None = field(default=None, metadata={
-        "help": "ECR candidate pool (JSONL): unselected samples probed at a refresh (None: no ECR pool)"})
+        "help": "ECR candidate pool (JSONL): unselected samples probed at a refresh (None: only the training data)"})
+    csm: CSMThresholds = field(default_factory=CSMThresholds, metadata={"help": "ECR re-scoring thresholds"})
+    embedder: str | None = field(default=None, metadata={"help": "sentence embedder for ECR relevance (None: MiniLM)"})
+    ecr_batch_size: int = field(default=8, metadata={"help": "samples per forward when ECR re-scores"})
 
 
 def training_dataset(samples, fmt: str = "reasoning"):
@@ -100,7 +104,7 @@ def reward_functions(cfg: TrainingConfig, vocabulary: list[str]) -> list:
     return funcs
 
 
-def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False):
+def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, suppress_tokens: list[int] | None = None):
     from trl import GRPOConfig
 
     from ego3s.rl.strategies import grpo_config_kwargs
@@ -122,6 +126,7 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False):
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to], seed=cfg.seed, bf16=bf16,
         remove_unused_columns=False, shuffle_dataset=True, log_completions=False,
+        generation_kwargs={"suppress_tokens": list(suppress_tokens)} if suppress_tokens else None,
         **kw)
 
 
@@ -147,6 +152,33 @@ def _truncate_reward_log(path: Path, step: int) -> None:
     with atomic_open(path, "w") as f:
         for r in keep:
             f.write(json.dumps(r) + "\n")
+
+
+def make_ecr_scorer(cfg: TrainingConfig, processor, samples_by_id: dict, curriculum, out: Path):
+    """CSM re-scoring with the current policy, as ECR calls it: `scorer(model, ids) -> rows`."""
+    from ego3s.select.cache import ScoreCache
+    from ego3s.select.csm import apply_filters
+    from ego3s.select.run import relevance_scores
+    from ego3s.select.scoring import ScoringConfig, score_all, score_table
+
+    scoring = ScoringConfig(nframes=cfg.nframes, fps=cfg.fps, max_frames=cfg.max_frames, max_pixels=cfg.max_pixels,
+                            min_pixels=cfg.min_pixels, backend=cfg.backend, batch_size=cfg.ecr_batch_size)
+    relevance: dict = {}
+
+    def scorer(model, ids: list[str]) -> list[dict]:
+        probe = [samples_by_id[i] for i in ids]
+        missing = [s for s in probe if s.id not in relevance]
+        if missing:
+            relevance.update(relevance_scores(missing, cfg.embedder))
+        # one cache per refresh: the policy differs at each refresh; a crash mid-refresh resumes
+        cache = ScoreCache(out / "ecr_cache", refresh=curriculum.refreshes, **asdict(scoring))
+        score_all(model, processor, probe, scoring, cache, progress=False)
+        rows = score_table(probe, cache)
+        for r in rows:
+            r["relevance"] = relevance[r["id"]]
+        return apply_filters(rows, cfg.csm)
+
+    return scorer
 
 
 def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processor=None, callbacks=None):
@@ -178,18 +210,37 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
                                  target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     bf16 = next(model.parameters()).dtype == torch.bfloat16
-    args = grpo_args(cfg, world, bf16=bf16)
+    from ego3s.models.inputs import vision_token_ids
+
+    args = grpo_args(cfg, world, bf16=bf16, suppress_tokens=vision_token_ids(processor.tokenizer))
     sampling = {"nframes": cfg.nframes, "fps": cfg.fps, "max_frames": cfg.max_frames,
                 "max_pixels": cfg.max_pixels, "min_pixels": cfg.min_pixels, "backend": cfg.backend}
+    pool = samples
+    curriculum, scorer, callbacks = None, None, list(callbacks or [])
+    if cfg.ecr.ecr:
+        from ego3s.curriculum.ecr import Curriculum, ECRCallback
+
+        extra = read_jsonl(cfg.candidates, skip_invalid=True, errors=errors) if cfg.candidates else []
+        seen = {s.id for s in samples}
+        pool = samples + [s for s in extra if s.id not in seen]
+        curriculum = Curriculum(cfg.ecr, [s.id for s in pool], [s.id for s in samples], seed=cfg.seed, out=out,
+                                meta={s.id: s.meta for s in pool})
+        scorer = make_ecr_scorer(cfg, processor, {s.id: s for s in pool}, curriculum, out)
+        callbacks.append(ECRCallback(curriculum))
     trainer = VideoGRPOTrainer(
         model=model, processing_class=processor, args=args,
-        reward_funcs=reward_functions(cfg, object_vocabulary(samples)),
-        train_dataset=training_dataset(samples), peft_config=peft_config, callbacks=callbacks,
-        sampling=sampling, view=cfg.view, reward_log=str(out / "rewards.jsonl"), strategy=cfg.strategy)
+        reward_funcs=reward_functions(cfg, object_vocabulary(pool)),
+        train_dataset=training_dataset(pool), peft_config=peft_config, callbacks=callbacks,
+        sampling=sampling, view=cfg.view, reward_log=str(out / "rewards.jsonl"), strategy=cfg.strategy,
+        curriculum=curriculum, ecr_scorer=scorer)
     write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
     ckpt = last_checkpoint(out) if resume else None
     if ckpt is not None:
         _truncate_reward_log(out / "rewards.jsonl", _checkpoint_step(ckpt))
+        if curriculum is not None:
+            from ego3s.curriculum.ecr import restore
+
+            restore(curriculum, ckpt)
     trainer.train(resume_from_checkpoint=ckpt)
     trainer.save_model(str(out / "final"))
     processor.save_pretrained(str(out / "final"))

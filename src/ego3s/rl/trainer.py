@@ -60,6 +60,12 @@ def mm_token_type_ids(input_ids: torch.Tensor, image_token_id: int | None, video
     return types
 
 
+def reward_name(func, i: int = 0) -> str:
+    """`accuracy_reward` -> `accuracy`: the component names of the reward log."""
+    name = getattr(func, "__name__", None) or f"reward_{i}"
+    return name[: -len("_reward")] if name.endswith("_reward") else name
+
+
 class _VisualFeeder:
     """Forward pre-hook: gives each forward call the visual tensors of the rows it is given.
 
@@ -103,7 +109,10 @@ class VideoGRPOTrainer(GRPOTrainer):
     """
 
     def __init__(self, *args, sampling: dict | None = None, view: str = "full", reward_log: str | None = None,
-                 strategy: str = "grpo", on_rewards=None, prompt_format: str = "reasoning", **kwargs):
+                 strategy: str = "grpo", on_rewards=None, prompt_format: str = "reasoning", curriculum=None,
+                 ecr_scorer=None, **kwargs):
+        # set before TRL's __init__, which builds the sampler through _get_train_sampler
+        self.curriculum, self.ecr_scorer = curriculum, ecr_scorer
         super().__init__(*args, **kwargs)
         from ego3s.models.loading import patch_qwen25_rope_index
 
@@ -207,10 +216,53 @@ class VideoGRPOTrainer(GRPOTrainer):
         finally:
             self._rows_visual = None
 
+    # ------------------------------------------------------------------ curriculum
+    def _get_train_sampler(self, dataset=None):
+        if self.curriculum is None:
+            return super()._get_train_sampler(dataset)
+        from ego3s.curriculum.ecr import PoolSampler
+
+        return PoolSampler(self.curriculum, self.num_generations, self.args.generation_batch_size // self.num_generations,
+                           self.num_iterations * self.args.steps_per_generation, seed=self.args.seed)
+
+    def _curriculum_step(self, records: list[dict]) -> None:
+        from ego3s.curriculum.ecr import refresh_with_csm
+
+        step = int(self.state.global_step)
+        decision = self.curriculum.observe_step(step, records)
+        if not decision or not decision["stagnant"] or self.ecr_scorer is None:
+            return
+        dist = None
+        if self.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list, gather_object
+
+            def broadcast(obj):
+                box = [obj]
+                broadcast_object_list(box, from_process=0)
+                return box[0]
+
+            dist = (self.accelerator.process_index, self.accelerator.num_processes,
+                    lambda part: gather_object([part]), broadcast)
+        model = self.accelerator.unwrap_model(self.model)
+        was_training = model.training
+        model.eval()
+        try:
+            event = refresh_with_csm(self.curriculum, step, decision, lambda ids: self.ecr_scorer(model, ids), dist)
+        finally:
+            model.train(was_training)
+        if self.accelerator.is_main_process:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "ECR refresh at step %d: variance ratio %.3f < %.2f; pool %d -> %d (+%d, -%d)", step, event["ratio"],
+                self.curriculum.cfg.lambda_s, event["pool_before"], event["pool_after"], len(event["added"]),
+                len(event["removed"]))
+        self._metrics["train"]["ecr/refreshes"].append(float(self.curriculum.refreshes))
+
     # ------------------------------------------------------------------ per-sample reward log
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        if self.model.training and (self.ego_reward_log or self.on_rewards):
+        if self.model.training and (self.ego_reward_log or self.on_rewards or self.curriculum is not None):
             from accelerate.utils import gather_object
 
             ids = gather_object(list(self._batch_ids or []))
@@ -220,11 +272,13 @@ class VideoGRPOTrainer(GRPOTrainer):
                     append_jsonl(self.ego_reward_log, rec)
             if self.on_rewards is not None:
                 self.on_rewards(self.state.global_step, records)
+            if self.curriculum is not None:
+                self._curriculum_step(records)
         return rewards_per_func
 
     def _group_records(self, ids: list[str], rewards: torch.Tensor) -> list[dict]:
         g = self.num_generations
-        names = [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(self.reward_funcs)]
+        names = [reward_name(f, i) for i, f in enumerate(self.reward_funcs)]
         weights = self.reward_weights.cpu().tolist()
         records = []
         for start in range(0, len(ids), g):

@@ -22,7 +22,7 @@ import torch
 
 from ego3s.data.schema import LETTERS, Sample
 from ego3s.data.video import VideoError, load_image, load_sample_clip, make_view
-from ego3s.models.inputs import encode
+from ego3s.models.inputs import encode, vision_token_ids
 from ego3s.models.prompts import build_messages, target_text
 from ego3s.select.cache import ScoreCache
 
@@ -123,7 +123,8 @@ def sampling_batch(model, processor, items: list[tuple[Sample, list, object]], c
     k = cfg.num_samples
     out = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=1.0, top_k=0,
                          max_new_tokens=cfg.max_new_tokens, num_return_sequences=k,
-                         pad_token_id=processor.tokenizer.pad_token_id)
+                         pad_token_id=processor.tokenizer.pad_token_id,
+                         suppress_tokens=vision_token_ids(processor.tokenizer))
     texts = processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     results = []
     for i, (s, _, _) in enumerate(items):

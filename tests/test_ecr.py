@@ -1,0 +1,96 @@
+"""ECR end to end on the tiny model: a forced stagnation triggers a refresh, later batches come
+from the new pool, and a resume after the refresh continues with the same pool."""
+
+import json
+
+import pytest
+
+from conftest import write_video
+from ego3s.curriculum.ecr import Curriculum, PoolSampler
+from ego3s.curriculum.monitor import ECRConfig
+from ego3s.data import Sample, write_jsonl
+from ego3s.files import read_log
+
+
+def _samples(tmp_path, prefix, n, typical):
+    out = []
+    for i in range(n):
+        out.append(Sample(
+            id=f"{prefix}{i}", question="What did I pick up?", answer="A", task="closeqa", options=["cup", "knife"],
+            video=write_video(tmp_path / f"{prefix}{i}.mp4", n=4, seed=i), meta={"typical": typical},
+            interaction={"objects": [{"name": "cup"}], "action": "pick up",
+                         "boxes": [{"t": 0.0, "label": "cup", "box": [0.2, 0.2, 0.6, 0.6]}]}))
+    return out
+
+
+def always_right(completions, **kw):  # every rollout correct: zero variance, every group mastered
+    return [1.0] * len(completions)
+
+
+always_right.__name__ = "accuracy_reward"
+
+
+def _cfg(tiny_model_dir, tmp_path, max_steps):
+    from ego3s.rl.train import TrainingConfig
+    from ego3s.select.csm import CSMThresholds
+
+    return TrainingConfig(
+        model=tiny_model_dir, data=str(tmp_path / "selected.jsonl"), candidates=str(tmp_path / "pool.jsonl"),
+        out=str(tmp_path / "run"), batch_size=8, per_device_train_batch_size=8, num_generations=2,
+        max_completion_length=4, max_steps=max_steps, save_steps=1, learning_rate=1e-4, beta=0.0, nframes=4,
+        max_pixels=56 * 56, min_pixels=28 * 28, dtype="float32",
+        ecr=ECRConfig(monitoring_interval=2, probing_set_size=4, mastered_window=2, min_pool_size=1),
+        csm=CSMThresholds(lambda_c=-2.0, lambda_f=-1e9, lambda_o=-2.0))  # every probed sample is high-value
+
+
+def test_forced_stagnation_refreshes_and_resume_keeps_the_pool(tiny_model_dir, tmp_path, monkeypatch):
+    import ego3s.rl.train as T
+
+    monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_right])
+    selected = _samples(tmp_path, "sel", 4, True)
+    fresh = _samples(tmp_path, "new", 8, False)
+    write_jsonl(tmp_path / "selected.jsonl", selected)
+    write_jsonl(tmp_path / "pool.jsonl", selected + fresh)
+    cfg = _cfg(tiny_model_dir, tmp_path, 5)
+    trainer = T.run_training(cfg)
+    run = tmp_path / "run"
+    events = read_log(run / "ecr_events.jsonl")
+    assert len(events) >= 1
+    ev = events[0]
+    # windows of 2 steps: reference = steps 0-1 (variance 0), steps 2-3 also 0 -> stagnation at step 3
+    assert ev["step"] == 3 and ev["ratio"] == 0.0 and ev["pool_before"] == 4
+    assert set(ev["removed"]) == {s.id for s in selected}  # all mastered
+    assert ev["added"] and ev["atypical_share_before"] == 0.0
+    # the batches after the refresh come from the new pool only
+    log = read_log(run / "rewards.jsonl")
+    before = {r["sample_id"] for r in log if r["step"] <= 3}
+    after = {r["sample_id"] for r in log if r["step"] == 4}
+    assert before <= {s.id for s in selected}
+    assert after and after <= set(ev["added"])
+    saved = json.loads((run / "checkpoint-5" / "ecr_state.json").read_text())
+    assert saved["refreshes"] == len(events) and saved["active"] == trainer.curriculum.active
+    assert (run / "ecr_timeline.png").stat().st_size > 1000
+
+    # resume from checkpoint-5 and train 2 more steps: the restored pool is the one saved
+    cfg.max_steps = 7
+    trainer2 = T.run_training(cfg, resume=True)
+    log2 = read_log(run / "rewards.jsonl")
+    later = {r["sample_id"] for r in log2 if r["step"] >= 5}
+    assert later and later <= set(saved["active"]) | set(trainer2.curriculum.active)
+    assert trainer2.curriculum.refreshes >= saved["refreshes"]
+    assert trainer2.state.global_step == 7
+
+
+def test_pool_sampler_follows_the_live_pool():
+    cur = Curriculum(ECRConfig(), [f"s{i}" for i in range(10)], ["s0", "s1", "s2", "s3"], seed=0)
+    it = iter(PoolSampler(cur, mini_repeat_count=2, batch_size=2, repeat_count=1, seed=0))
+    first = [next(it) for _ in range(4)]
+    assert first[0] == first[1] and first[2] == first[3] and set(first) <= {0, 1, 2, 3}
+    cur.active = ["s8", "s9"]
+    nxt = [next(it) for _ in range(4)]
+    assert set(nxt) == {8, 9}
+
+
+def test_unknown_active_ids_are_an_error():
+    with pytest.raises(ValueError, match="not in the training dataset"):
+        Curriculum(ECRConfig(), ["a"], ["b"])
