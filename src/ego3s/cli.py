@@ -163,6 +163,94 @@ def train_cmd(ctx: typer.Context,
     typer.echo(f"trained {trainer.state.global_step} steps; model in {Path(cfg.out) / 'final'}")
 
 
+@app.command("eval")
+def eval_cmd(
+        data: str = typer.Option(..., help="benchmarks, comma-separated, e.g. QAEgo4D,EgoTextVQA,EgoSchema,"
+                                           "EgoPlan2,EgoThink,EgoSynth"),
+        model: str = typer.Option(..., help="local model folder"),
+        root: Optional[str] = typer.Option(None, help="benchmarks root (each read from <root>/<subdir>)"),
+        path: Optional[list[str]] = typer.Option(None, "--path", help="NAME=PATH: a benchmark's folder or file"),
+        opt: Optional[list[str]] = typer.Option(None, "--opt", help="NAME.KEY=VALUE load option, e.g. "
+                                                                    "EgoTextVQA.video_root=/videos"),
+        view: str = typer.Option("full", help="full, blind or context"),
+        blind_mode: str = typer.Option("none", help="blind view: none (no visual entry) or blank (gray clip)"),
+        limit: Optional[int] = typer.Option(None, help="only the first N samples of each benchmark"),
+        frames: Optional[int] = typer.Option(None, help="frames per clip (default: by --fps)"),
+        fps: float = typer.Option(2.0, help="sampling fps"),
+        max_frames: int = typer.Option(16, help="at most this many frames per clip"),
+        max_pixels: Optional[int] = typer.Option(None, help="per-frame pixel cap"),
+        min_pixels: Optional[int] = typer.Option(None, help="per-frame pixel floor"),
+        batch_size: int = typer.Option(8, help="samples per generate call (per rank)"),
+        fmt: str = typer.Option("direct", help="direct, reasoning or official"),
+        max_new_tokens: Optional[int] = typer.Option(None, help="answer budget (default: the benchmark's; "
+                                                                  "512 for reasoning)"),
+        judge_model: Optional[str] = typer.Option(None, help="LLM judge model name"),
+        judge_base_url: Optional[str] = typer.Option(None, help="judge endpoint (default $OPENAI_BASE_URL)"),
+        judge_api_key: Optional[str] = typer.Option(None, help="judge key (default $OPENAI_API_KEY)"),
+        out: str = typer.Option("runs/eval", help="output folder"),
+        verbose: bool = typer.Option(False, "--verbose", help="print a few samples per benchmark"),
+        icu: bool = typer.Option(False, "--icu", help="interaction cue utilization (textual + attention)"),
+        dtype: str = typer.Option("auto", help="auto, bfloat16, float32"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
+    """Evaluate a model on benchmarks; data-parallel under torchrun, resumable (docs/evaluation.md)."""
+    from ego3s.eval.runner import EvalConfig, parse_assignments, parse_options, run_eval
+
+    try:
+        cfg = EvalConfig(data=data, model=model, root=root, paths=parse_assignments(path), options=parse_options(opt),
+                         view=view, blind_mode=blind_mode, limit=limit, frames=frames, fps=fps, max_frames=max_frames,
+                         max_pixels=max_pixels, min_pixels=min_pixels, batch_size=batch_size, fmt=fmt,
+                         max_new_tokens=max_new_tokens, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key, out=out,
+                         verbose=verbose, icu=icu, dtype=dtype, progress=not quiet)
+        results = run_eval(cfg, echo=typer.echo)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    if results:
+        typer.echo(f"results in {Path(out) / 'results.md'}")
+
+
+@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run_cmd(ctx: typer.Context,
+            config: Optional[Path] = typer.Option(None, help="YAML config (see configs/ego3s.yaml)"),
+            from_stage: Optional[str] = typer.Option(None, "--from", help="restart from this stage: data, model, "
+                                                     "warmup, select, train, eval or report")) -> None:
+    """Select -> train with curriculum -> evaluate -> report, resumable. Extra `key=value`
+    arguments override the config, e.g. `training.max_steps=50 out=runs/mine`."""
+    _pipeline(config, list(ctx.args), from_stage)
+
+
+@app.command("demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def demo_cmd(ctx: typer.Context,
+             from_stage: Optional[str] = typer.Option(None, "--from", help="restart from this stage")) -> None:
+    """`ego3s run` on the built-in defaults (configs/demo.yaml): EgoSynth, the offline smol
+    backbone, minutes on a CPU."""
+    _pipeline(_packaged_config("demo.yaml"), list(ctx.args), from_stage)
+
+
+def _packaged_config(name: str) -> Path:
+    """configs/NAME of the source checkout ego3s is installed from (editable install)."""
+    p = Path(__file__).resolve().parents[2] / "configs" / name
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: not found; run from a source checkout (pip install -e .) or pass --config")
+    return p
+
+
+def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional[str]) -> None:
+    import time
+
+    from ego3s.config import ConfigError, load_config
+    from ego3s.pipeline import RunConfig, run_pipeline
+
+    t = time.perf_counter()
+    try:
+        cfg = load_config(RunConfig, config, overrides)
+        report = run_pipeline(cfg, from_stage=from_stage, echo=lambda m: typer.echo(m, err=True))
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"done in {time.perf_counter() - t:.0f} s; report: {report}")
+
+
 def main(argv: Optional[list[str]] = None) -> None:  # pragma: no cover - console entry point
     app(argv)
 

@@ -1,0 +1,104 @@
+"""Supervised warm-up: teach a backbone with a random vision tower to read EgoSynth clips.
+
+The smol backbone's language model is SmolLM2 (pretrained) but its vision tower starts random, so
+it has nothing to select or reason with. A short supervised run on QA pairs (direct answers)
+trains the vision tower and the merger (and optionally the language model) through HF Trainer,
+with a collator that encodes clips with ego3s's own sampler, so checkpoints, resume, progress
+bars and multi-GPU come from transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class WarmupConfig:
+    steps: int = field(default=200, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=8, metadata={"help": "samples per step (per device)"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
+    train_language_model: bool = field(default=False, metadata={
+        "help": "also train the language model (else only the vision tower and merger)"})
+    fmt: str = field(default="direct", metadata={"help": "answer format: direct or reasoning"})
+    nframes: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps)"})
+    fps: float = field(default=2.0, metadata={"help": "sampling fps"})
+    max_frames: int = field(default=16, metadata={"help": "at most this many frames"})
+    max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap"})
+    min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor"})
+    backend: str = field(default="pyav", metadata={"help": "video decoder"})
+    seed: int = field(default=0, metadata={"help": "seed"})
+    save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
+
+
+class ClipCollator:
+    """Rows (sample dicts) -> teacher-forced batches with labels on the answer tokens only."""
+
+    def __init__(self, processor, cfg: WarmupConfig):
+        from ego3s.select.scoring import ScoringConfig
+
+        self.processor, self.cfg = processor, cfg
+        self.scoring = ScoringConfig(nframes=cfg.nframes, fps=cfg.fps, max_frames=cfg.max_frames,
+                                     max_pixels=cfg.max_pixels, min_pixels=cfg.min_pixels, backend=cfg.backend)
+        self.skipped = 0
+
+    def __call__(self, rows: list[dict]):
+        import json
+
+        from ego3s.data.schema import Sample
+        from ego3s.data.video import VideoError
+        from ego3s.models.inputs import encode
+        from ego3s.models.prompts import build_messages, target_text
+        from ego3s.select.scoring import visual_input
+
+        msgs, visuals, answers = [], [], []
+        eos = self.processor.tokenizer.eos_token or ""
+        for row in rows:
+            s = Sample.from_dict(json.loads(row["sample"]))
+            try:
+                kind, vis = visual_input(s, "full", self.scoring)
+            except (VideoError, OSError, ValueError):
+                self.skipped += 1  # one unreadable clip never stops the warm-up
+                continue
+            msgs.append(build_messages(s, fmt=self.cfg.fmt, visual=kind))
+            visuals.append(vis)
+            answers.append(target_text(s, fmt=self.cfg.fmt) + eos)
+        if not msgs:
+            raise RuntimeError("warm-up batch: every sample in the batch was unreadable")
+        return dict(encode(self.processor, msgs, visuals, answers=answers))
+
+
+def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool = False) -> Path:
+    """Train and save the warmed-up model (with its processor) to `out/final`."""
+    import json
+
+    import datasets
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from ego3s.data.io import read_jsonl
+    from ego3s.models.loading import load_model, patch_qwen25_rope_index
+    from ego3s.rl.train import last_checkpoint
+
+    model, processor = load_model(model_dir, dtype="float32" if not torch.cuda.is_available() else "bfloat16")
+    patch_qwen25_rope_index(model)
+    for name, p in model.named_parameters():
+        p.requires_grad_(cfg.train_language_model or name.startswith(("model.visual.", "visual.")))
+    samples = read_jsonl(data, skip_invalid=True)
+    ds = datasets.Dataset.from_list([{"sample": json.dumps(s.to_dict())} for s in samples])
+    args = TrainingArguments(
+        output_dir=out, max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10,
+        save_steps=cfg.save_steps, seed=cfg.seed, report_to=[], remove_unused_columns=False,
+        bf16=next(model.parameters()).dtype == torch.bfloat16, dataloader_num_workers=0,
+        disable_tqdm=False)
+    collator = ClipCollator(processor, cfg)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator)
+    trainer.train(resume_from_checkpoint=last_checkpoint(out) if resume else None)
+    final = Path(out) / "final"
+    trainer.save_model(str(final))
+    processor.save_pretrained(str(final))
+    from ego3s.files import write_json
+
+    write_json(Path(out) / "log_history.json", trainer.state.log_history)
+    return final

@@ -1,0 +1,200 @@
+"""`ego3s run` / `ego3s demo`: the whole method in one resumable job.
+
+Stages, in order, each into its own folder of the run:
+
+    data -> model -> warmup -> select -> train -> eval -> report
+
+`manifest.json` records the config, versions, git commit, seeds and, per stage, its status,
+outputs and timing. A rerun skips finished stages and resumes the unfinished one from its own
+on-disk state (EgoSynth keeps written clips, scoring has its cache, training its checkpoints,
+evaluation its prediction logs). `--from STAGE` deletes that stage's outputs and the later ones,
+and runs again from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ego3s.data.egosynth import EgoSynthConfig
+from ego3s.eval.runner import EvalConfig
+from ego3s.files import write_json
+from ego3s.models.warmup import WarmupConfig
+from ego3s.rl.train import TrainingConfig
+from ego3s.select.run import SelectionConfig
+
+STAGES = ("data", "model", "warmup", "select", "train", "eval", "report")
+
+
+@dataclass
+class RunConfig:
+    out: str = field(default="runs/ego3s", metadata={"help": "run folder"})
+    seed: int = field(default=0, metadata={"help": "seed of every stage"})
+    model: str = field(default="smol", metadata={"help": "smol or tiny (built offline), or a local model folder"})
+    data: str | None = field(default=None, metadata={
+        "help": "training pool (JSONL); None generates EgoSynth with `egosynth`"})
+    eval_data: list[str] = field(default_factory=lambda: ["EgoSynth"], metadata={
+        "help": "benchmarks to evaluate base and trained models on"})
+    egosynth: EgoSynthConfig = field(default_factory=EgoSynthConfig)
+    warmup_enabled: bool = field(default=True, metadata={"help": "supervised warm-up before selection"})
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for d in ("ego3s", "torch", "transformers", "trl", "accelerate", "datasets"):
+        try:
+            out[d] = md.version(d)
+        except md.PackageNotFoundError:
+            out[d] = None
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class Run:
+    """The run folder and its manifest."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg, self.dir = cfg, Path(cfg.out)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "manifest.json"
+        import json
+
+        self.manifest = json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}}
+        self.manifest.update(config=dataclasses.asdict(cfg), versions=versions(), git_commit=git_commit(),
+                             seeds={"run": cfg.seed})
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.path, self.manifest)
+
+    def done(self, stage: str) -> bool:
+        return self.manifest["stages"].get(stage, {}).get("status") == "done"
+
+    def outputs(self, stage: str) -> dict:
+        return self.manifest["stages"].get(stage, {}).get("outputs", {})
+
+    def reset_from(self, stage: str) -> None:
+        for s in STAGES[STAGES.index(stage):]:
+            self.manifest["stages"].pop(s, None)
+            shutil.rmtree(self.dir / s, ignore_errors=True)
+        self.save()
+
+    def run_stage(self, stage: str, fn: Callable[[], dict], echo: Callable[[str], None]) -> dict:
+        if self.done(stage):
+            echo(f"[{stage}] done already, skipping")
+            return self.outputs(stage)
+        echo(f"[{stage}] running")
+        entry = self.manifest["stages"].setdefault(stage, {})
+        entry.update(status="running", attempts=entry.get("attempts", 0) + 1)
+        self.save()
+        t = time.perf_counter()
+        outputs = fn()
+        entry.update(status="done", seconds=round(time.perf_counter() - t, 1), outputs=outputs)
+        self.save()
+        echo(f"[{stage}] done in {entry['seconds']} s")
+        return outputs
+
+
+def run_pipeline(cfg: RunConfig, from_stage: str | None = None, echo: Callable[[str], None] = print) -> Path:
+    """Run (or resume) every stage; returns the report's path."""
+    from ego3s.models import BUILDERS
+
+    run = Run(cfg)
+    if from_stage is not None:
+        if from_stage not in STAGES:
+            raise ValueError(f"unknown stage {from_stage!r}; stages: {STAGES}")
+        run.reset_from(from_stage)
+    d = run.dir
+
+    def data() -> dict:
+        if cfg.data:
+            return {"pool": str(Path(cfg.data).resolve()), "egosynth": None}
+        from ego3s.data.egosynth import generate
+
+        es = dataclasses.replace(cfg.egosynth, seed=cfg.seed)
+        generate(d / "data", es, audit=True, preview=False, log=None)
+        return {"pool": str(d / "data" / "train.jsonl"), "egosynth": str(d / "data")}
+
+    pool = run.run_stage("data", data, echo)["pool"]
+    egosynth_dir = run.outputs("data").get("egosynth")
+
+    def model() -> dict:
+        if cfg.model in BUILDERS:
+            return {"base": str(BUILDERS[cfg.model](d / "model" / cfg.model, seed=cfg.seed))}
+        return {"base": str(Path(cfg.model).resolve())}
+
+    base = run.run_stage("model", model, echo)["base"]
+
+    def warm() -> dict:
+        if not cfg.warmup_enabled:
+            return {"model": base}
+        from ego3s.models.warmup import warmup
+
+        wc = dataclasses.replace(cfg.warmup, seed=cfg.seed)
+        return {"model": str(warmup(base, pool, str(d / "warmup"), wc, resume=True))}
+
+    start = run.run_stage("warmup", warm, echo)["model"]
+
+    def select() -> dict:
+        from ego3s.select.run import run_selection
+
+        sc = dataclasses.replace(cfg.selection, data=pool, model=start, out=str(d / "select"), seed=cfg.seed)
+        rep = run_selection(sc)
+        return {"selected": str(d / "select" / "selected.jsonl"), "kept": rep["selected"],
+                "candidates": rep["candidates"]}
+
+    selected = run.run_stage("select", select, echo)["selected"]
+
+    def train() -> dict:
+        from ego3s.files import write_json as wj
+        from ego3s.rl.train import run_training
+
+        tc = dataclasses.replace(cfg.training, model=start, data=selected, candidates=pool,
+                                 out=str(d / "train"), seed=cfg.seed)
+        trainer = run_training(tc, resume=True)
+        wj(d / "train" / "log_history.json", trainer.state.log_history)
+        return {"model": str(d / "train" / "final"), "steps": trainer.state.global_step}
+
+    trained = run.run_stage("train", train, echo)["model"]
+
+    def evaluate() -> dict:
+        from ego3s.eval.runner import run_eval
+
+        paths = dict(cfg.evaluation.paths)
+        if egosynth_dir:
+            paths.setdefault("EgoSynth", egosynth_dir)
+        out = {}
+        for tag, path in (("base", start), ("trained", trained)):
+            ec = dataclasses.replace(cfg.evaluation, data=list(cfg.eval_data), model=path, paths=paths,
+                                     out=str(d / "eval" / tag))
+            res = run_eval(ec, echo=echo)
+            out[tag] = str(d / "eval" / tag / "results.json") if res is not None else None
+        return out
+
+    run.run_stage("eval", evaluate, echo)
+
+    def report() -> dict:
+        from ego3s.report import render_report
+
+        return {"html": str(render_report(d))}
+
+    return Path(run.run_stage("report", report, echo)["html"])
