@@ -1,0 +1,731 @@
+"""`ego3s eval`: one runner for every benchmark, data-parallel under `torchrun`, resumable.
+
+    cfg = EvalConfig(data=["EgoSynth", "EgoThink"], model="/models/Qwen2.5-VL-7B-Instruct",
+                     root="../shared/benchmarks", view="full", out="runs/eval")
+    results = run_eval(cfg)          # rank 0: the results dict; other ranks: {}
+
+Per benchmark (`ego3s.eval.benchmarks`): load the samples (the first `limit`), take this rank's
+shard (`samples[rank::world]`), drop those already predicted (every `predictions.rank*.jsonl` of
+the benchmark's folder, a torn last line ignored), sort the rest by an estimate of the prompt length
+(answer budget, visual kind, frames, text tokens; longest first), generate greedily in batches,
+and append one line per sample to this rank's `predictions.rank{r}.jsonl` as soon as its batch is
+done. A sample that cannot be prepared (missing or unreadable video/image, no interaction boxes
+for the `context` view, inputs the processor rejects) gets a `skipped` line with the reason; it is
+counted, never fatal. Then all ranks meet at a barrier and rank 0 reads every rank file (whatever
+the number of ranks of earlier runs), scores with the benchmark's `score` (the judge, if any, on
+rank 0 only), and writes `results.json`, `results.md`, `results.csv` and per benchmark
+`per_sample.jsonl`. See docs/evaluation.md, "Running evaluations".
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ego3s.data.schema import Sample
+from ego3s.files import append_jsonl, read_log, write_json, write_text
+
+VIEWS = ("full", "blind", "context")
+FORMATS = ("direct", "reasoning", "official")
+PRED_GLOB = "predictions.rank*.jsonl"
+# config keys that change what a prediction is: a resumed run must agree on them
+RUN_KEYS = ("view", "blind_mode", "context_fill", "fmt", "frames", "fps", "max_frames", "max_pixels", "min_pixels",
+            "backend", "max_new_tokens", "reasoning_max_new_tokens", "system", "dtype")
+
+
+@dataclass
+class EvalConfig:
+    data: list[str] = field(default_factory=list, metadata={
+        "help": "benchmarks, e.g. QAEgo4D,EgoTextVQA,EgoSchema,EgoPlan2,EgoThink,EgoSynth (registry names or "
+                "aliases; a comma-separated string is split)"})
+    model: str = field(default="", metadata={"help": "local model folder (Hugging Face layout)"})
+    root: str | None = field(default=None, metadata={
+        "help": "benchmarks root: each benchmark is read from <root>/<subdir> (e.g. ../shared/benchmarks)"})
+    paths: dict[str, str] = field(default_factory=dict, metadata={
+        "help": "per-benchmark folder or file overriding root: {name: path} (CLI: --path EgoSynth=/data/egosynth)"})
+    options: dict[str, dict] = field(default_factory=dict, metadata={
+        "help": "per-benchmark load options: {name: {key: value}} (CLI: --opt EgoTextVQA.video_root=/videos)"})
+    view: str = field(default="full", metadata={"help": "full, blind (no visual evidence) or context (boxes masked)"})
+    blind_mode: str = field(default="none", metadata={
+        "help": "blind view: none (no visual entry at all, needs no video file) or blank (gray clip, same shape)"})
+    context_fill: str = field(default="mean", metadata={"help": "context view: mean (frame mean colour) or blur"})
+    limit: int | None = field(default=None, metadata={"help": "only the first N samples of each benchmark"})
+    frames: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps, at most max_frames)"})
+    fps: float = field(default=2.0, metadata={"help": "sampling fps when frames is None"})
+    max_frames: int = field(default=16, metadata={"help": "at most this many frames per clip"})
+    max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap (None: Qwen's rule)"})
+    min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor (None: Qwen's default)"})
+    backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
+    batch_size: int = field(default=8, metadata={"help": "samples per generate call (per rank)"})
+    fmt: str = field(default="direct", metadata={"help": "prompt format: direct, reasoning or official"})
+    max_new_tokens: int | None = field(default=None, metadata={
+        "help": "answer budget for every sample (None: the benchmark's for direct/official, "
+                "reasoning_max_new_tokens for reasoning)"})
+    reasoning_max_new_tokens: int = field(default=512, metadata={"help": "answer budget of the reasoning format"})
+    system: str | None = field(default=None, metadata={"help": "system prompt (None: the chat template's)"})
+    judge_model: str | None = field(default=None, metadata={"help": "LLM judge model name (None: no judge)"})
+    judge_base_url: str | None = field(default=None, metadata={
+        "help": "OpenAI-compatible endpoint of the judge (default $OPENAI_BASE_URL)"})
+    judge_api_key: str | None = field(default=None, metadata={"help": "judge API key (default $OPENAI_API_KEY)"})
+    judge_concurrency: int = field(default=8, metadata={"help": "judge requests in flight"})
+    out: str = field(default="runs/eval", metadata={"help": "output folder (predictions, results, judge cache)"})
+    verbose: bool = field(default=False, metadata={"help": "print a few samples per benchmark"})
+    icu: bool = field(default=False, metadata={
+        "help": "interaction cue utilization, textual and attention (eager attention), where annotations allow"})
+    icu_layers: str = field(default="mean", metadata={"help": "attention ICU: mean over all layers, or last"})
+    retry_skipped: bool = field(default=False, metadata={"help": "on resume, retry samples skipped before"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    progress: bool = field(default=True, metadata={"help": "progress bars"})
+    dist_timeout_minutes: float = field(default=360.0, metadata={
+        "help": "torch.distributed timeout: the longest a rank waits at the barrier for the others"})
+
+    def __post_init__(self):
+        if isinstance(self.data, str):
+            self.data = [d.strip() for d in self.data.split(",") if d.strip()]
+        if self.view not in VIEWS:
+            raise ValueError(f"view must be one of {VIEWS}, got {self.view!r}")
+        if self.blind_mode not in ("none", "blank"):
+            raise ValueError(f"blind_mode must be 'none' or 'blank', got {self.blind_mode!r}")
+        if self.fmt not in FORMATS:
+            raise ValueError(f"fmt must be one of {FORMATS}, got {self.fmt!r}")
+        if self.icu_layers not in ("mean", "last"):
+            raise ValueError(f"icu_layers must be 'mean' or 'last', got {self.icu_layers!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"limit must be >= 0, got {self.limit}")
+
+    def scoring(self):
+        """The `ScoringConfig` whose sampling settings `ego3s.select.scoring.visual_input` reads."""
+        from ego3s.select.scoring import ScoringConfig
+
+        return ScoringConfig(nframes=self.frames, fps=self.fps, max_frames=self.max_frames,
+                             max_pixels=self.max_pixels, min_pixels=self.min_pixels, backend=self.backend,
+                             blind_mode=self.blind_mode, context_fill=self.context_fill)
+
+    def public(self) -> dict:
+        """The config as written to disk (no API key)."""
+        d = dataclasses.asdict(self)
+        if d.get("judge_api_key"):
+            d["judge_api_key"] = "***"
+        return d
+
+
+def parse_assignments(items, what: str = "NAME=VALUE") -> dict[str, str]:
+    """`["EgoSynth=/data/x"]` -> `{"EgoSynth": "/data/x"}`."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"{item!r} is not {what}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def parse_options(items) -> dict[str, dict]:
+    """`["EgoTextVQA.video_root=/v", "QAEgo4D.window=full"]` -> `{"EgoTextVQA": {"video_root": "/v"}, ...}`;
+    values are parsed as YAML (numbers, lists, booleans)."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for k, v in parse_assignments(items, "NAME.KEY=VALUE").items():
+        if "." not in k:
+            raise ValueError(f"option {k!r} must be NAME.KEY=VALUE")
+        name, key = k.split(".", 1)
+        out.setdefault(name, {})[key] = yaml.safe_load(v) if v else ""
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed
+
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_distributed(timeout_minutes: float) -> bool:
+    """Initialise the default process group when WORLD_SIZE > 1 (nccl on GPU, gloo on CPU).
+    True when this call initialised it (and so should destroy it)."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    _, world, local = dist_info()
+    if world <= 1 or not dist.is_available() or dist.is_initialized():
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(local)
+    dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    return True
+
+
+def barrier() -> None:
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[torch.cuda.current_device()])
+        else:
+            dist.barrier()
+
+
+def shard(samples: list, rank: int, world: int) -> list:
+    """This rank's deterministic share: every `world`-th sample from `rank`."""
+    return samples[rank::world]
+
+
+# ----------------------------------------------------------------------------------------------
+# Prediction files
+
+def repair_log(path: Path) -> None:
+    """Cut a torn last line (no newline) so that appending after a crash stays valid JSONL."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_predictions(folder: Path) -> dict[str, dict]:
+    """Every record of every `predictions.rank*.jsonl` in `folder`, by sample id. A prediction
+    wins over a `skipped` record of the same id; otherwise the first one read is kept."""
+    out: dict[str, dict] = {}
+    for path in sorted(folder.glob(PRED_GLOB)):
+        for rec in read_log(path):
+            sid = rec.get("id") if isinstance(rec, dict) else None
+            if sid is None:
+                continue
+            old = out.get(sid)
+            if old is None or ("skipped" in old and "skipped" not in rec):
+                out[sid] = rec
+    return out
+
+
+def check_run(out: Path, key: dict) -> None:
+    """Refuse to mix predictions of different settings in one folder."""
+    path = out / "run.json"
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return
+    diff = [k for k in key if k in old and old[k] != key[k]]
+    if diff:
+        raise ValueError(f"{out}: holds predictions made with other settings ("
+                         + ", ".join(f"{k}: {old[k]!r} then, {key[k]!r} now" for k in diff)
+                         + "); use another --out or delete the folder")
+
+
+# ----------------------------------------------------------------------------------------------
+# Samples -> inputs
+
+class Skip(Exception):
+    """A sample that cannot be evaluated; `reason` is the counter's key."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _skip_reason(sample: Sample, e: Exception) -> str:
+    from ego3s.data.video import VideoError
+
+    msg = str(e)
+    kind = "video" if sample.video is not None else "image"
+    if isinstance(e, VideoError):
+        return f"missing_{kind}" if ("no such file" in msg or "not a regular file" in msg) else f"unreadable_{kind}"
+    return "bad_sample"
+
+
+def prepare(sample: Sample, bench, cfg: EvalConfig, scfg) -> tuple[list[dict], Any, Any]:
+    """(messages, visual for `encode`, clip or None) of one sample under the configured view;
+    raises `Skip`. The blind view with blind_mode='none' opens no file."""
+    from ego3s.data.video import VideoError
+    from ego3s.select.scoring import visual_input
+
+    if cfg.view == "context" and (sample.interaction is None or not sample.interaction.boxes):
+        raise Skip("no_interaction", f"sample {sample.id!r}: the context view needs interaction boxes")
+    if cfg.view == "blind" and cfg.blind_mode == "none":
+        kind, vis, clip = None, None, None
+    else:
+        try:
+            if sample.video is not None:
+                from ego3s.data.video import load_sample_clip
+
+                clip = load_sample_clip(sample, **scfg.sampling_kwargs())
+                kind, vis = visual_input(sample, cfg.view, scfg, clip)
+                clip = vis if kind == "video" else None  # the clip the model sees (its frames, timestamps)
+            else:
+                kind, vis = visual_input(sample, cfg.view, scfg)
+                clip = None
+        except (VideoError, OSError, ValueError) as e:
+            raise Skip(_skip_reason(sample, e), str(e)[:500]) from None
+    msgs = bench.build_messages(sample, fmt=cfg.fmt, visual=kind, system=cfg.system)
+    return msgs, vis, clip
+
+
+def answer_budget(sample: Sample, bench, cfg: EvalConfig) -> int:
+    if cfg.max_new_tokens is not None:
+        return int(cfg.max_new_tokens)
+    if cfg.fmt == "reasoning":
+        return int(cfg.reasoning_max_new_tokens)
+    return int(bench.max_new_tokens(sample, cfg.fmt))
+
+
+def length_key(sample: Sample, text_tokens: int, cfg: EvalConfig) -> tuple:
+    """An estimate of the prompt length for bucketing (frames dominate, then text), without
+    opening any file: the number of frames Qwen's sampler would take from the sample's window."""
+    if cfg.view == "blind" and cfg.blind_mode == "none":
+        return (0, 0, text_tokens)
+    if sample.video is not None:
+        if cfg.frames is not None:
+            frames = cfg.frames
+        else:
+            lo = sample.start or 0.0
+            hi = sample.end if sample.end is not None else sample.cutoff
+            frames = cfg.max_frames if hi is None else min(cfg.max_frames, max(4, (hi - lo) * cfg.fps))
+        return (2, frames, text_tokens)
+    return (1 if sample.image is not None else 0, 0, text_tokens)
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation
+
+def _stop_ids(model, tokenizer) -> set[int]:
+    ids = set()
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for v in (eos if isinstance(eos, (list, tuple)) else [eos]):
+        if v is not None:
+            ids.add(int(v))
+    for v in (tokenizer.eos_token_id, tokenizer.pad_token_id):
+        if v is not None:
+            ids.add(int(v))
+    return ids
+
+
+def generate_batch(model, processor, enc, budgets: list[int]) -> tuple[list[list[int]], dict]:
+    """Greedy answers (token ids up to the first stop token, each cut to its own budget) for one
+    encoded batch (`ego3s.models.inputs.encode`), and the batch's statistics."""
+    import torch
+
+    tok = processor.tokenizer
+    prompt_tokens = enc["attention_mask"].sum(1).tolist()
+    enc = enc.to(model.device)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(**enc, do_sample=False, max_new_tokens=max(budgets), pad_token_id=pad,
+                             temperature=None, top_p=None, top_k=None)
+    if torch.cuda.is_available() and model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+    seconds = time.perf_counter() - t0
+    new = out[:, enc["input_ids"].shape[1]:].tolist()
+    stop = _stop_ids(model, tok)
+    answers = []
+    for row, budget in zip(new, budgets):
+        ids = []
+        for t in row[:budget]:
+            if t in stop:
+                break
+            ids.append(int(t))
+        answers.append(ids)
+    return answers, {"prompt_tokens": prompt_tokens, "seconds": seconds, "batch_size": len(budgets)}
+
+
+def _bench_folder(out: Path, bench) -> Path:
+    return out / bench.name
+
+
+def _load_benchmark(name: str, cfg: EvalConfig):
+    from ego3s.eval.benchmarks import get_benchmark
+
+    bench = get_benchmark(name)
+    path = None
+    for k, v in cfg.paths.items():
+        if get_benchmark(k).name == bench.name:
+            path = Path(v)
+    if path is None:
+        if cfg.root is None:
+            raise ValueError(f"benchmark {name!r}: no path; give --root or --path {name}=PATH")
+        path = bench.locate(cfg.root)
+    opts = {}
+    for k, v in cfg.options.items():
+        if get_benchmark(k).name == bench.name:
+            opts.update(v)
+    samples = bench.load(path, **opts)
+    if cfg.limit is not None:
+        samples = samples[: cfg.limit]
+    return bench, path, samples
+
+
+def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConfig, pred_path: Path, *,
+                   done: set[str], rank: int, on_batch: Callable[[int], None] | None = None) -> dict:
+    """Generate this rank's remaining samples of one benchmark; append each result to `pred_path`."""
+    from tqdm.auto import tqdm
+
+    from ego3s.eval.icu import attention_icu
+    from ego3s.models.inputs import encode
+
+    scfg = cfg.scoring()
+    todo = [s for s in samples if s.id not in done]
+    tok = processor.tokenizer
+    texts = [bench.question_text(s, cfg.fmt) for s in todo]
+    lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if todo else []
+    order = sorted(range(len(todo)), key=lambda i: (answer_budget(todo[i], bench, cfg),
+                                                    length_key(todo[i], lengths[i], cfg), todo[i].id), reverse=True)
+    todo = [todo[i] for i in order]
+    stats = Counter()
+    bar = tqdm(total=len(todo), desc=f"[rank {rank}] {bench.name}", unit="sample", position=rank,
+               leave=rank == 0, disable=not cfg.progress)
+    for start in range(0, len(todo), cfg.batch_size):
+        batch = todo[start:start + cfg.batch_size]
+        ready = []
+        for s in batch:
+            t0 = time.perf_counter()
+            try:
+                msgs, vis, clip = prepare(s, bench, cfg, scfg)
+            except Skip as e:
+                append_jsonl(pred_path, {"id": s.id, "rank": rank, "skipped": e.reason, "error": str(e)})
+                stats[f"skipped_{e.reason}"] += 1
+                continue
+            ready.append((s, msgs, vis, clip, time.perf_counter() - t0))
+        groups = [ready]
+        while groups:
+            group = groups.pop(0)
+            if not group:
+                continue
+            try:
+                enc = encode(processor, [m for _, m, _, _, _ in group], [v for _, _, v, _, _ in group])
+            except ValueError as e:  # inputs the processor rejects: isolate the bad sample
+                if len(group) > 1:
+                    groups += [[g] for g in group]
+                    continue
+                s = group[0][0]
+                append_jsonl(pred_path, {"id": s.id, "rank": rank, "skipped": "bad_input", "error": str(e)[:500]})
+                stats["skipped_bad_input"] += 1
+                continue
+            answers, info = generate_batch(model, processor, enc, [answer_budget(s, bench, cfg) for s, *_ in group])
+            for (s, msgs, vis, clip, t_load), ids, n_prompt in zip(group, answers, info["prompt_tokens"]):
+                output = tok.decode(ids, skip_special_tokens=True)
+                rec = {"id": s.id, "rank": rank, "output": output, "extracted": bench.extract(s, output),
+                       "prompt_tokens": int(n_prompt), "new_tokens": len(ids), "t_load": round(t_load, 4),
+                       "t_generate": round(info["seconds"], 4), "batch_size": info["batch_size"]}
+                if cfg.icu and clip is not None and s.interaction is not None and s.interaction.boxes:
+                    t1 = time.perf_counter()
+                    try:
+                        rec["icu_attention"] = attention_icu(model, processor, msgs, clip, ids, s.interaction.boxes,
+                                                             layers=cfg.icu_layers)
+                    except (ValueError, RuntimeError) as e:
+                        rec["icu_error"] = str(e)[:300]
+                    rec["t_icu"] = round(time.perf_counter() - t1, 4)
+                append_jsonl(pred_path, rec)
+                stats["generated"] += 1
+        stats["batches"] += 1
+        bar.update(len(batch))
+        if on_batch is not None:
+            on_batch(len(batch))
+    bar.close()
+    return dict(stats)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring and reports
+
+def _correct(bench, sample: Sample, output: str) -> bool:
+    from ego3s.answers import exact_match
+
+    pred = bench.extract(sample, output)
+    if sample.task == "closeqa":
+        return pred == sample.answer
+    return exact_match(pred or "", sample.answer) >= 1.0
+
+
+def score_benchmark(bench, path, samples: list[Sample], records: dict[str, dict], cfg: EvalConfig, judge=None
+                    ) -> tuple[dict, list[dict]]:
+    """The results of one benchmark from its merged prediction records; (summary, per-sample rows)."""
+    from ego3s.answers import extract_think
+    from ego3s.eval.icu import named_interaction, summarize_attention, textual_icu
+
+    skipped = Counter()
+    scored, outputs, missing = [], {}, 0
+    for s in samples:
+        rec = records.get(s.id)
+        if rec is None:
+            missing += 1
+        elif "skipped" in rec:
+            skipped[rec["skipped"]] += 1
+        else:
+            scored.append(s)
+            outputs[s.id] = rec.get("output") or ""
+    res = bench.score(scored, outputs, judge=judge if bench.needs_judge else None) if scored else {
+        "benchmark": bench.name, "n": 0, "missing_predictions": 0, "metrics": {}, "by": {}, "judge": None,
+        "per_sample": []}
+    rows = res.pop("per_sample", [])
+    by_id = {r.get("id"): r for r in rows}
+    for s in scored:
+        r = by_id.get(s.id)
+        if r is not None:
+            rec = records[s.id]
+            r["output"] = rec.get("output")
+            if "icu_attention" in rec:
+                r["icu_attention"] = rec["icu_attention"]
+    recs = [records[s.id] for s in scored]
+    gen = sum(r.get("new_tokens", 0) for r in recs)
+    summary = {"benchmark": bench.name, "path": str(path), "n_samples": len(samples), "n_scored": len(scored),
+               "n_missing": missing, "skipped": dict(sorted(skipped.items())), "n_skipped": sum(skipped.values()),
+               **{k: v for k, v in res.items() if k not in ("benchmark", "n")},
+               "timing": {"generate_s": round(sum(r.get("t_generate", 0) / max(r.get("batch_size", 1), 1)
+                                                  for r in recs), 3),
+                          "load_s": round(sum(r.get("t_load", 0) for r in recs), 3),
+                          "new_tokens": gen, "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in recs),
+                          "ranks": sorted({r.get("rank") for r in recs if r.get("rank") is not None})}}
+    if cfg.icu:
+        text_rows = []
+        for s in scored:
+            out = outputs[s.id]
+            text_rows.append({"correct": _correct(bench, s, out), "named": named_interaction(extract_think(out), s)})
+        att = [records[s.id].get("icu_attention") for s in scored]
+        summary["icu"] = {"textual": textual_icu(text_rows), "attention": summarize_attention(att),
+                          "attention_layers": cfg.icu_layers,
+                          "attention_errors": sum(1 for s in scored if "icu_error" in records[s.id])}
+    return summary, rows
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def _numeric(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            or v is None}
+
+
+def _md_table(header: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) for c in r) + " |" for r in rows]
+    return lines
+
+
+def _flat_by(by: dict) -> list[tuple[str, str, dict]]:
+    """(group, category, metrics) of a score's `by` (nested dicts of `{"n", metric...}`)."""
+    out = []
+    for group, table in (by or {}).items():
+        if isinstance(table, dict):
+            for cat, m in table.items():
+                if isinstance(m, dict):
+                    out.append((group, str(cat), _numeric(m)))
+    return out
+
+
+def results_markdown(results: dict) -> str:
+    """`results.md`: an overview, then per benchmark its metrics, breakdowns, skips and ICU."""
+    benches = results["benchmarks"]
+    names = []
+    for b in benches.values():
+        for k in _numeric(b.get("metrics", {})):
+            if k not in names and k != "n":
+                names.append(k)
+    lines = [f"# Evaluation: {results['model']}", "",
+             f"view `{results['config']['view']}`, format `{results['config']['fmt']}`, "
+             f"{results['world_size']} rank(s), model fingerprint `{results['model_fingerprint']}`", ""]
+    lines += _md_table(["benchmark", "scored", "skipped", *names],
+                       [[b["benchmark"], b["n_scored"], b["n_skipped"], *[b.get("metrics", {}).get(k) for k in names]]
+                        for b in benches.values()])
+    for b in benches.values():
+        lines += ["", f"## {b['benchmark']}", "",
+                  f"{b['n_scored']} scored of {b['n_samples']} from `{b['path']}`"
+                  + (f"; skipped: {', '.join(f'{k} {v}' for k, v in b['skipped'].items())}" if b["skipped"] else "")
+                  + (f"; not yet predicted: {b['n_missing']}" if b["n_missing"] else ""), ""]
+        lines += _md_table(["metric", "value"], [[k, v] for k, v in _numeric(b.get("metrics", {})).items()])
+        groups: dict[str, list] = {}
+        for group, cat, m in _flat_by(b.get("by")):
+            groups.setdefault(group, []).append((cat, m))
+        for group, cats in groups.items():
+            cols = [k for k in cats[0][1] if k != "n"]
+            lines += ["", f"by {group}:", ""]
+            lines += _md_table([group, "n", *cols], [[c, m.get("n"), *[m.get(k) for k in cols]] for c, m in cats])
+        if b.get("judge"):
+            j = b["judge"]
+            lines += ["", f"judge `{j.get('model')}` ({j.get('rubric')}): judged {j.get('judged')}, failed "
+                      f"{j.get('judge_failed')}, cache hits {j.get('cache_hits')}"]
+        if b.get("icu"):
+            t, a = b["icu"]["textual"], b["icu"]["attention"]
+            lines += ["", "interaction cue utilization:", ""]
+            lines += _md_table(["form", "value (%)", "chance (%)", "n"],
+                               [["textual (correct answers naming an interaction object)", t["share"], None,
+                                 t["n_correct"]],
+                                [f"attention in boxes ({b['icu']['attention_layers']} layers)", a["in_box"], a["area"],
+                                 a["n"]]])
+    return "\n".join(lines) + "\n"
+
+
+def results_csv(results: dict) -> str:
+    """`results.csv`: long format, one row per (benchmark, group, category, metric)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["benchmark", "group", "category", "n", "metric", "value"])
+    for b in results["benchmarks"].values():
+        m = _numeric(b.get("metrics", {}))
+        for k, v in m.items():
+            w.writerow([b["benchmark"], "overall", "all", b["n_scored"], k, "" if v is None else v])
+        for group, cat, mm in _flat_by(b.get("by")):
+            for k, v in mm.items():
+                if k != "n":
+                    w.writerow([b["benchmark"], group, cat, mm.get("n"), k, "" if v is None else v])
+        for reason, n in b["skipped"].items():
+            w.writerow([b["benchmark"], "skipped", reason, n, "count", n])
+        if b.get("icu"):
+            t, a = b["icu"]["textual"], b["icu"]["attention"]
+            w.writerow([b["benchmark"], "icu", "textual", t["n_correct"], "share",
+                        "" if t["share"] is None else t["share"]])
+            for k in ("in_box", "area", "ratio"):
+                w.writerow([b["benchmark"], "icu", "attention", a["n"], k, "" if a.get(k) is None else a[k]])
+    return buf.getvalue()
+
+
+def results_table(results: dict) -> str:
+    """The printed overview: one line per benchmark with its overall metrics."""
+    lines = []
+    for b in results["benchmarks"].values():
+        metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in _numeric(b.get("metrics", {})).items()
+                            if k != "n" and v is not None)
+        skip = f", skipped {b['n_skipped']} ({', '.join(f'{k} {v}' for k, v in b['skipped'].items())})" \
+            if b["n_skipped"] else ""
+        lines.append(f"{b['benchmark']:<20} n={b['n_scored']}{skip}: {metrics or '-'}")
+        if b.get("icu"):
+            t, a = b["icu"]["textual"], b["icu"]["attention"]
+            lines.append(f"{'':<20} ICU textual {_fmt(t['share'])} (of {t['n_correct']} correct), attention in boxes "
+                         f"{_fmt(a['in_box'])} vs area {_fmt(a['area'])} (n={a['n']})")
+    return "\n".join(lines)
+
+
+def examples_text(bench, samples: list[Sample], records: dict, k: int = 3) -> str:
+    lines = [f"--- {bench.name}: {k} samples"]
+    shown = 0
+    for s in samples:
+        rec = records.get(s.id)
+        if rec is None or "skipped" in rec:
+            continue
+        gold = f"{s.answer} ({s.answer_text})" if s.task == "closeqa" else s.answer
+        lines += [f"[{s.id}] Q: {s.question.strip()[:300]}", f"    output:    {rec.get('output', '')[:300]!r}",
+                  f"    extracted: {rec.get('extracted')!r}   gold: {gold!r}"]
+        shown += 1
+        if shown >= k:
+            break
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# The runner
+
+def run_eval(cfg: EvalConfig, model=None, processor=None, echo: Callable[[str], None] | None = None) -> dict:
+    """Evaluate `cfg.model` on `cfg.data`; see the module docstring. Returns the results dict on
+    rank 0 (also written to `cfg.out`), `{}` on the other ranks. `model`/`processor` may be given
+    (already loaded; with `icu` a given model is switched to eager attention); `echo` prints the
+    table and, with `verbose`, a few samples."""
+    from ego3s.models.loading import load_model, model_fingerprint
+
+    if not cfg.data:
+        raise ValueError("no benchmarks given (data)")
+    out = Path(cfg.out)
+    rank, world, _ = dist_info()
+    owned = init_distributed(cfg.dist_timeout_minutes)
+    try:
+        t_start = time.perf_counter()
+        # all ranks load the annotations (cheap) and agree on the sample lists
+        loaded, seen = [], set()
+        for name in cfg.data:
+            bench, path, samples = _load_benchmark(name, cfg)
+            if bench.name not in seen:  # the same benchmark named twice runs once
+                seen.add(bench.name)
+                loaded.append((bench, path, samples))
+        if model is None:
+            if not cfg.model:
+                raise ValueError("no model given (model: a local model folder)")
+            model, processor = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device,
+                                          attn_implementation="eager" if cfg.icu else None)
+        elif cfg.icu and getattr(model.config, "_attn_implementation", "eager") != "eager":
+            model.set_attn_implementation("eager")
+        fingerprint = model_fingerprint(cfg.model if cfg.model and Path(cfg.model).is_dir() else model)
+        key = {"model_fingerprint": fingerprint, **{k: getattr(cfg, k) for k in RUN_KEYS}}
+        check_run(out, key)
+        out.mkdir(parents=True, exist_ok=True)
+        if rank == 0 and not (out / "run.json").exists():
+            write_json(out / "run.json", key)
+
+        # generate this rank's shards
+        gen_stats = {}
+        plans = []
+        for bench, path, samples in loaded:
+            folder = _bench_folder(out, bench)
+            folder.mkdir(parents=True, exist_ok=True)
+            pred_path = folder / f"predictions.rank{rank}.jsonl"
+            repair_log(pred_path)
+            records = read_predictions(folder)
+            done = {i for i, r in records.items() if not (cfg.retry_skipped and "skipped" in r)}
+            plans.append((bench, path, samples, pred_path, done))
+        barrier()  # every rank has read the files before anyone appends to them
+        for bench, path, samples, pred_path, done in plans:
+            gen_stats[bench.name] = generate_shard(model, processor, bench, shard(samples, rank, world), cfg,
+                                                   pred_path, done=done, rank=rank)
+        barrier()
+        if rank != 0:
+            return {}
+
+        # rank 0: gather, score, report
+        judge = None
+        if cfg.judge_model and any(b.needs_judge for b, _, _ in loaded):
+            from ego3s.eval.judge import Judge
+
+            judge = Judge(cfg.judge_model, base_url=cfg.judge_base_url, api_key=cfg.judge_api_key,
+                          cache=out / "judge_cache.jsonl", concurrency=cfg.judge_concurrency)
+        results = {"model": cfg.model, "model_fingerprint": fingerprint, "world_size": world,
+                   "config": cfg.public(), "benchmarks": {}}
+        for bench, path, samples in loaded:
+            folder = _bench_folder(out, bench)
+            records = read_predictions(folder)
+            summary, rows = score_benchmark(bench, path, samples, records, cfg, judge=judge)
+            summary["this_run"] = gen_stats.get(bench.name, {})
+            summary["rank_files"] = sorted(p.name for p in folder.glob(PRED_GLOB))
+            if "submission" in summary:
+                write_json(folder / "submission.json", summary.pop("submission"))
+            write_text(folder / "per_sample.jsonl",
+                       "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+            results["benchmarks"][bench.name] = summary
+            if cfg.verbose and echo is not None:
+                echo(examples_text(bench, samples, records))
+        results["seconds"] = round(time.perf_counter() - t_start, 3)
+        if judge is not None:
+            results["judge"] = judge.info()
+        write_json(out / "results.json", results)
+        write_text(out / "results.md", results_markdown(results))
+        write_text(out / "results.csv", results_csv(results))
+        if echo is not None:
+            echo(results_table(results))
+        return results
+    finally:
+        if owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
