@@ -363,8 +363,13 @@ def to_image(x: float, y: float, cam) -> tuple[float, float]:
 
 def encode_mp4(frames: np.ndarray, fps: float, crf: int = 26, preset: str = "superfast") -> bytes:
     """H.264 (libx264, yuv420p) in MP4 from (T, H, W, 3) uint8 or packed (T, H, W) uint32 frames.
-    Single-threaded and bit-exact: the same frames give the same bytes on every run."""
-    import av
+    Single-threaded and bit-exact: the same frames give the same bytes on every run.
+    Without PyAV (e.g. a GPU image that only has OpenCV) it falls back to OpenCV's MPEG-4 Part 2
+    encoder: still deterministic on one machine, but other bytes than the H.264 path."""
+    try:
+        import av
+    except ImportError:
+        return _encode_mp4_opencv(frames, fps)
 
     packed = frames.ndim == 3
     h, w = frames.shape[1:3]
@@ -386,9 +391,46 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 26, preset: str = "sup
     return buf.getvalue()
 
 
+def _encode_mp4_opencv(frames: np.ndarray, fps: float) -> bytes:
+    import os
+    import tempfile
+
+    import cv2
+
+    if frames.ndim == 3:  # packed RGBA uint32 -> RGB
+        frames = frames.view(np.uint8).reshape(*frames.shape, 4)[..., :3]
+    h, w = frames.shape[1:3]
+    fd, tmp = tempfile.mkstemp(suffix=".mp4")
+    os.close(fd)
+    try:
+        wr = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (int(w), int(h)))
+        if not wr.isOpened():
+            raise RuntimeError("OpenCV cannot write mp4v video here")
+        for f in frames:
+            wr.write(np.ascontiguousarray(f[:, :, ::-1]))
+        wr.release()
+        with open(tmp, "rb") as f:
+            return f.read()
+    finally:
+        os.unlink(tmp)
+
+
 def decode_mp4(path) -> np.ndarray:
     """All frames of a video as uint8 (T, H, W, 3)."""
-    import av
+    try:
+        import av
+    except ImportError:
+        import cv2
+
+        cap = cv2.VideoCapture(str(path))
+        out = []
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            out.append(bgr[:, :, ::-1])
+        cap.release()
+        return np.stack(out)
 
     with av.open(str(path)) as c:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])

