@@ -251,6 +251,21 @@ def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional
     typer.echo(f"done in {time.perf_counter() - t:.0f} s; report: {report}")
 
 
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="run folder of `ego3s run`"),
+               out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default RUN_DIR/report/index.html)")
+               ) -> None:
+    """Render a run folder as one self-contained HTML page and print its path (docs/report.md)."""
+    from ego3s.report import render_report
+
+    try:
+        path = render_report(run_dir, out)
+    except FileNotFoundError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(str(path))
+
+
 def main(argv: Optional[list[str]] = None) -> None:  # pragma: no cover - console entry point
     app(argv)
 

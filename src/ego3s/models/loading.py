@@ -242,7 +242,8 @@ def model_fingerprint(path_or_model: Any) -> str:
     with torch.no_grad():
         for name, p in model.named_parameters():
             flat = p.detach().reshape(-1)
-            idx = torch.linspace(0, flat.numel() - 1, min(64, flat.numel()), device=flat.device).long()
+            k = min(64, flat.numel())  # integer spacing: float linspace overshoots on large tensors
+            idx = torch.arange(k, device=flat.device) * (flat.numel() - 1) // max(k - 1, 1)
             vals = flat[idx].float().cpu().numpy()
             h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
             h.update(vals.tobytes())
