@@ -20,7 +20,15 @@ class WarmupConfig:
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
     train_language_model: bool = field(default=False, metadata={
         "help": "also train the language model (else only the vision tower and merger)"})
-    fmt: str = field(default="direct", metadata={"help": "answer format: direct or reasoning"})
+    fmt: str = field(default="direct", metadata={
+        "help": "direct (answer only) or reasoning (a cold start in the RL format: template rationale "
+                "inside <think>, then the answer)"})
+    grounded_share: float = field(default=0.5, metadata={
+        "help": "reasoning warm-up: share of rationales that name the interaction (the rest describe only "
+                "the scene), so RL has room to raise grounding"})
+    vision_learning_rate: float | None = field(default=None, metadata={
+        "help": "learning rate of the vision tower and merger (None: learning_rate); a random tower "
+                "needs more than a pretrained language model"})
     nframes: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps)"})
     fps: float = field(default=2.0, metadata={"help": "sampling fps"})
     max_frames: int = field(default=16, metadata={"help": "at most this many frames"})
@@ -29,6 +37,23 @@ class WarmupConfig:
     backend: str = field(default="pyav", metadata={"help": "video decoder"})
     seed: int = field(default=0, metadata={"help": "seed"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
+
+
+def rationale(sample, grounded_share: float = 0.5) -> str:
+    """A template rationale for the reasoning cold start. Deterministic per sample id: a share of
+    samples get one that names the interaction (objects and action, from the annotation), the others
+    one that describes only the scene, which is what a prior-driven model would write."""
+    import zlib
+
+    it = sample.interaction
+    grounded = it is not None and zlib.crc32(sample.id.encode()) % 1000 < grounded_share * 1000
+    if grounded:
+        hand = str(sample.meta.get("hand", "")).replace("_", " ")
+        who = f"my {hand} hand" if hand in ("left", "right") else "my hand"
+        return f"I watch {who}: it takes the {it.objects[0].name} ({it.action})."
+    scene = sample.meta.get("scene")
+    return f"I am in the {scene} and think about what usually happens here." if scene else \
+        "I think about what usually happens in a scene like this."
 
 
 class ClipCollator:
@@ -62,7 +87,10 @@ class ClipCollator:
                 continue
             msgs.append(build_messages(s, fmt=self.cfg.fmt, visual=kind))
             visuals.append(vis)
-            answers.append(target_text(s, fmt=self.cfg.fmt) + eos)
+            target = target_text(s, fmt=self.cfg.fmt)
+            if self.cfg.fmt == "reasoning":
+                target = f"<think>{rationale(s, self.cfg.grounded_share)}</think>{target}"
+            answers.append(target + eos)
         if not msgs:
             raise RuntimeError("warm-up batch: every sample in the batch was unreadable")
         return dict(encode(self.processor, msgs, visuals, answers=answers))
@@ -93,7 +121,13 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
         bf16=next(model.parameters()).dtype == torch.bfloat16, dataloader_num_workers=0,
         disable_tqdm=False)
     collator = ClipCollator(processor, cfg)
-    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator)
+    optimizers = (None, None)
+    if cfg.vision_learning_rate is not None:
+        vis = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(("model.visual.", "visual."))]
+        rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(("model.visual.", "visual."))]
+        groups = [{"params": vis, "lr": cfg.vision_learning_rate}] + ([{"params": rest, "lr": cfg.learning_rate}] if rest else [])
+        optimizers = (torch.optim.AdamW(groups, weight_decay=0.0), None)  # the scheduler scales each group
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator, optimizers=optimizers)
     trainer.train(resume_from_checkpoint=last_checkpoint(out) if resume else None)
     final = Path(out) / "final"
     trainer.save_model(str(final))

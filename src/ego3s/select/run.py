@@ -57,6 +57,10 @@ class SelectionConfig:
     limr_log: str | None = field(default=None, metadata={
         "help": "LIMR: rewards.jsonl of a full-data `ego3s train` run"})
     limr_reward: str = field(default="accuracy", metadata={"help": "LIMR: reward component of the trajectories"})
+    min_kept: int = field(default=0, metadata={
+        "help": "CSM: when fewer samples pass, top up with the closest misses (most filters passed, then "
+                "highest interaction reliance, then language-prior gain); counted as `topped_up` in the "
+                "report. 0 keeps the method pure."})
 
 
 def _budget(cfg: SelectionConfig, n: int) -> int:
@@ -115,6 +119,8 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
             r["relevance"] = rel[r["id"]]
         rows = apply_filters(rows, cfg.csm)
         selected = [r["id"] for r in rows if r["kept"]]
+        topped = _top_up(rows, cfg.min_kept - len(selected))
+        selected += topped
     elif cfg.method == "random":
         selected = baselines.select_random(ids, budget, cfg.seed)
     elif cfg.method == "full":
@@ -160,11 +166,23 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
     }
     if cfg.method == "csm":
         report["funnel"] = funnel(rows)
+        report["topped_up"] = len(topped)
         report["thresholds"] = asdict(cfg.csm)
         _histograms(out, rows, samples, cfg.csm)
     write_json(out / "report.json", report)
     write_text(out / "report.md", _markdown(report))
     return report
+
+
+def _top_up(rows: list[dict], n: int) -> list[str]:
+    """The `n` best samples that failed CSM (see `min_kept`); marks them `topped_up`."""
+    if n <= 0:
+        return []
+    misses = [r for r in rows if not r["kept"] and not r.get("invalid")]
+    misses.sort(key=lambda r: (-(r["pass_coarse"] + r["pass_fine"] + r["pass_relevance"]), -r["fine"], -r["coarse"]))
+    for r in misses[:n]:
+        r["topped_up"] = True
+    return [r["id"] for r in misses[:n]]
 
 
 def _finite(x) -> bool:
@@ -270,6 +288,8 @@ def _markdown(report: dict) -> str:
     if sc:
         lines.append(f"- scored: {sc.get('scored', 0)}, from cache: {sc.get('cached', 0)}, "
                      f"unreadable (skipped, counted): {sc.get('skipped_unreadable', 0)}")
+    if report.get("topped_up"):
+        lines.append(f"- topped up to `min_kept` with the closest misses: {report['topped_up']}")
     if "funnel" in report:
         f = report["funnel"]
         lines += ["", "## Funnel", "", "| stage | samples |", "| --- | --- |",
