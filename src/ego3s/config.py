@@ -101,6 +101,11 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
             return v
         raise ConfigError(f"{where}: expected true/false, got {v!r}")
     if tp in (int, float):
+        if isinstance(v, str):  # YAML 1.1 reads `1e-6` (no dot) as a string
+            try:
+                v = float(v)
+            except ValueError:
+                pass
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {v!r}")
         if tp is int and isinstance(v, float) and not v.is_integer():

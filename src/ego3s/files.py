@@ -54,14 +54,39 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     """Append one line and fsync: used for logs that must survive a crash line by line.
 
-    A crash can leave a torn last line; readers of such logs skip a final line that does not
-    parse (see `read_log`)."""
+    A crash can leave a torn last line: readers skip it (`read_log`), and the next append cuts it
+    first (`repair_log`), so it is never glued to a new record."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    repair_log(path)
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def repair_log(path: str | os.PathLike) -> bool:
+    """Cut a torn final line (no trailing newline) off an append-only log before appending to it
+    again; otherwise the next `append_jsonl` glues its record onto the torn line, and that
+    corrupt line, no longer the last, makes every later `read_log` fail. Returns whether it cut."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return False
+        f.seek(0)
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[keep:])
+            f.write(b"\n")  # a whole record that only lacks its newline: keep it
+        except ValueError:
+            f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:

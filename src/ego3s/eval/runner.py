@@ -191,17 +191,6 @@ def shard(samples: list, rank: int, world: int) -> list:
 # ----------------------------------------------------------------------------------------------
 # Prediction files
 
-def repair_log(path: Path) -> None:
-    """Cut a torn last line (no newline) so that appending after a crash stays valid JSONL."""
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb+") as f:
-        data = f.read()
-        if data.endswith(b"\n"):
-            return
-        f.truncate(data.rfind(b"\n") + 1)
-
-
 def read_predictions(folder: Path) -> dict[str, dict]:
     """Every record of every `predictions.rank*.jsonl` in `folder`, by sample id. A prediction
     wins over a `skipped` record of the same id; otherwise the first one read is kept."""
@@ -681,7 +670,6 @@ def run_eval(cfg: EvalConfig, model=None, processor=None, echo: Callable[[str], 
             folder = _bench_folder(out, bench)
             folder.mkdir(parents=True, exist_ok=True)
             pred_path = folder / f"predictions.rank{rank}.jsonl"
-            repair_log(pred_path)
             records = read_predictions(folder)
             done = {i for i, r in records.items() if not (cfg.retry_skipped and "skipped" in r)}
             plans.append((bench, path, samples, pred_path, done))

@@ -248,3 +248,23 @@ def model_fingerprint(path_or_model: Any) -> str:
             h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
             h.update(vals.tobytes())
     return h.hexdigest()[:20]
+
+
+def load_checkpoint_weights(model, checkpoint: str | os.PathLike) -> None:
+    """Load a Trainer checkpoint's weights into `model`, strictly.
+
+    transformers 5 saves Qwen2.5-VL under its legacy key names (`model.layers.*`, `visual.*`) and
+    the Trainer's resume loads them non-strictly into the current names
+    (`model.language_model.*`, `model.visual.*`): nothing matches, only a warning is printed, and
+    a resumed run silently continues from the *initial* weights (huggingface/transformers#43701).
+    `from_pretrained` knows the key mapping, so we load through it and copy the tensors over."""
+    import torch
+
+    loaded = type(model).from_pretrained(checkpoint, dtype=next(model.parameters()).dtype, local_files_only=True)
+    state = loaded.state_dict()
+    with torch.no_grad():
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RuntimeError(f"{checkpoint}: checkpoint does not match the model (missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]})")
+    del loaded

@@ -106,12 +106,13 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
 
     from ego3s.data.io import read_jsonl
     from ego3s.models.loading import load_model, patch_qwen25_rope_index
-    from ego3s.rl.train import last_checkpoint
+    from ego3s.models.loading import load_checkpoint_weights
+    from ego3s.rl.train import VISION_PREFIXES, last_checkpoint
 
     model, processor = load_model(model_dir, dtype="float32" if not torch.cuda.is_available() else "bfloat16")
     patch_qwen25_rope_index(model)
     for name, p in model.named_parameters():
-        p.requires_grad_(cfg.train_language_model or name.startswith(("model.visual.", "visual.")))
+        p.requires_grad_(cfg.train_language_model or name.startswith(VISION_PREFIXES))
     samples = read_jsonl(data, skip_invalid=True)
     ds = datasets.Dataset.from_list([{"sample": json.dumps(s.to_dict())} for s in samples])
     args = TrainingArguments(
@@ -123,12 +124,15 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
     collator = ClipCollator(processor, cfg)
     optimizers = (None, None)
     if cfg.vision_learning_rate is not None:
-        vis = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(("model.visual.", "visual."))]
-        rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(("model.visual.", "visual."))]
+        vis = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(VISION_PREFIXES)]
+        rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(VISION_PREFIXES)]
         groups = [{"params": vis, "lr": cfg.vision_learning_rate}] + ([{"params": rest, "lr": cfg.learning_rate}] if rest else [])
         optimizers = (torch.optim.AdamW(groups, weight_decay=0.0), None)  # the scheduler scales each group
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator, optimizers=optimizers)
-    trainer.train(resume_from_checkpoint=last_checkpoint(out) if resume else None)
+    ckpt = last_checkpoint(out) if resume else None
+    if ckpt is not None:
+        load_checkpoint_weights(model, ckpt)  # the Trainer's own resume misses them (see there)
+    trainer.train(resume_from_checkpoint=ckpt)
     final = Path(out) / "final"
     trainer.save_model(str(final))
     processor.save_pretrained(str(final))

@@ -131,10 +131,21 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
         **kw)
 
 
-def last_checkpoint(out: str | Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+VISION_PREFIXES = ("model.visual.", "visual.")
 
-    return get_last_checkpoint(str(out)) if Path(out).is_dir() else None
+
+def last_checkpoint(out: str | Path, required: tuple[str, ...] = ("trainer_state.json",)) -> str | None:
+    """The newest *complete* `checkpoint-N` in `out`: one killed while being written lacks the
+    files saved last (`trainer_state.json`; `ecr_state.json` when the curriculum is on)."""
+    out = Path(out)
+    if not out.is_dir():
+        return None
+    steps = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*")
+                   if p.name.split("-")[1].isdigit())
+    for _, p in reversed(steps):
+        if all((p / f).exists() for f in required):
+            return str(p)
+    return None
 
 
 def _checkpoint_step(ckpt: str) -> int:
@@ -200,9 +211,10 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
         raise ValueError(f"{cfg.data}: no valid training samples ({len(errors)} invalid)")
     if model is None:
         model, processor = load_model(cfg.model, dtype=cfg.dtype)
-    if cfg.freeze_vision and not cfg.lora and hasattr(model, "visual"):
-        for p in model.visual.parameters():
-            p.requires_grad_(False)
+    if cfg.freeze_vision and not cfg.lora:
+        for name, p in model.named_parameters():
+            if name.startswith(VISION_PREFIXES):
+                p.requires_grad_(False)
     peft_config = None
     if cfg.lora:
         from peft import LoraConfig
@@ -235,8 +247,13 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
         sampling=sampling, view=cfg.view, reward_log=str(out / "rewards.jsonl"), strategy=cfg.strategy,
         curriculum=curriculum, ecr_scorer=scorer)
     write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
-    ckpt = last_checkpoint(out) if resume else None
+    required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())
+    ckpt = last_checkpoint(out, required) if resume else None
     if ckpt is not None:
+        if peft_config is None:
+            from ego3s.models.loading import load_checkpoint_weights
+
+            load_checkpoint_weights(trainer.model, ckpt)
         _truncate_reward_log(out / "rewards.jsonl", _checkpoint_step(ckpt))
         if curriculum is not None:
             from ego3s.curriculum.ecr import restore
