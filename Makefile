@@ -15,8 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/ego3s build-model smol --out runs/models/smol
-	$(VENV)/bin/ego3s info
+	$(VENV)/bin/ego3s demo
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
