@@ -32,14 +32,14 @@ def _samples(tmp_path):
     ]
 
 
-def _trainer(tiny_model_dir, tmp_path, samples, strategy="grpo", G=2, **kw):
+def _trainer(tiny_model_dir, tmp_path, samples, strategy="grpo", G=2, beta=0.04, **kw):
     from ego3s.models.loading import load_model
 
     model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
     cfg = TrainingConfig(model=tiny_model_dir, out=str(tmp_path / "run"), strategy=strategy,
                          batch_size=G * len(samples), per_device_train_batch_size=G * len(samples),
                          num_generations=G, max_completion_length=8, max_steps=1, learning_rate=1e-3,
-                         nframes=4, max_pixels=84 * 84, min_pixels=28 * 28, beta=0.04, **kw)
+                         nframes=4, max_pixels=84 * 84, min_pixels=28 * 28, beta=beta, **kw)
     return VideoGRPOTrainer(
         model=model, processing_class=processor,
         args=grpo_args(cfg, suppress_tokens=vision_token_ids(processor.tokenizer)),
@@ -177,3 +177,28 @@ def test_strategy_advantages_hand_computed(tiny_model_dir, tmp_path, strategy, f
         expected = centred
     assert total.tolist() == [1.0, 0.0, 2.0, 1.5]
     torch.testing.assert_close(out["advantages"], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("strategy", ["grpo", "dapo", "dr_grpo"])
+def test_strategy_loss_hand_computed(tiny_model_dir, tmp_path, strategy, monkeypatch):
+    """One step, one iteration: the ratio is exactly 1, so each loss is a known weighting of -A."""
+    samples = _samples(tmp_path)[:2]
+    trainer = _trainer(tiny_model_dir, tmp_path, samples, strategy=strategy, beta=0.0)
+    fixed = torch.zeros(4, len(trainer.reward_funcs))  # dapo adds the overlong reward
+    fixed[:, :3] = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.5]])
+    monkeypatch.setattr(GRPOTrainer, "_calculate_rewards", lambda self, *a: fixed.clone())
+    rows = [r for r in trainer.train_dataset for _ in range(2)]
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop otherwise
+    out = trainer._generate_and_score_completions(rows)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.25])
+    out["advantages"] = adv
+    loss = trainer._compute_loss(trainer.model, out)
+    n = out["completion_mask"].sum(1).float()  # tokens per completion
+    if strategy == "grpo":  # mean over each sequence's tokens, then over sequences
+        expected = -adv.mean()
+    elif strategy == "dapo":  # one mean over all tokens of the batch
+        expected = -(adv * n).sum() / n.sum()
+    else:  # Dr. GRPO: a constant normaliser, rows x max_completion_length
+        expected = -(adv * n).sum() / (len(n) * trainer.max_completion_length)
+    torch.testing.assert_close(loss.detach(), expected, atol=1e-6, rtol=0)
