@@ -202,3 +202,33 @@ def test_strategy_loss_hand_computed(tiny_model_dir, tmp_path, strategy, monkeyp
     else:  # Dr. GRPO: a constant normaliser, rows x max_completion_length
         expected = -(adv * n).sum() / (len(n) * trainer.max_completion_length)
     torch.testing.assert_close(loss.detach(), expected, atol=1e-6, rtol=0)
+
+
+def test_dapo_dynamic_sampling_refills_zero_variance_groups(tiny_model_dir, tmp_path, monkeypatch):
+    """Groups with all-equal rewards are replaced by fresh prompts until every group carries
+    signal; the batch keeps its shape and the loss runs on it."""
+    samples = _samples(tmp_path)  # v4, v6, img, txt
+    trainer = _trainer(tiny_model_dir, tmp_path, samples, strategy="dapo", beta=0.0)
+    calls = []
+
+    def rewards(self, inputs, prompts, completions, ids):
+        # "v4" always gets 1.0 (zero variance: no signal); other groups get 1, 0, 1, 0, ...
+        calls.append([r["sample_id"] for r in inputs])
+        vals = [1.0 if r["sample_id"] == "v4" else float(i % 2) for i, r in enumerate(inputs)]
+        t = torch.zeros(len(inputs), len(self.reward_funcs))
+        t[:, 0] = torch.tensor(vals)
+        return t
+
+    monkeypatch.setattr(GRPOTrainer, "_calculate_rewards", rewards)
+    trainer.dynamic_sampling_rounds = 8
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    rows = [r for r in trainer.train_dataset if r["sample_id"] in ("v4", "v6") for _ in range(2)]
+    out = trainer._generate_and_score_completions(rows)
+    assert len(calls) >= 2  # the v4 group was regenerated at least once
+    groups = out["advantages"].view(-1, 2)
+    assert not (groups == 0).all(dim=1).any(), "a zero-variance group is left"
+    assert out["completion_ids"].shape[0] == 4 and len(out["visual"]) == 4
+    assert out["num_items_in_batch"] == out["completion_mask"].sum()
+    loss = trainer._compute_loss(trainer.model, out)
+    assert torch.isfinite(loss)

@@ -4,7 +4,7 @@
 | --- | --- | --- | --- |
 | `grpo` | (r - mean_group) / std_group | per sequence, then batch mean | KL to the reference (`beta`) |
 | `rloo` | r - mean of the other G-1 rewards = G/(G-1) (r - mean_group) | per sequence | applied by the trainer |
-| `dapo` | (r - mean_group) / std_group | token level over the batch | clip-higher 0.2/0.28, soft overlong penalty, no KL, dynamic sampling |
+| `dapo` | (r - mean_group) / std_group | token level over the batch | clip-higher 0.2/0.28, soft overlong penalty, no KL, dynamic sampling (zero-variance groups refilled with fresh prompts, `dynamic_sampling_rounds`; one process) |
 | `dr_grpo` | r - mean_group (no std) | constant (max completion length) | |
 """
 

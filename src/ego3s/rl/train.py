@@ -23,6 +23,8 @@ class TrainingConfig:
     data: str = field(default="", metadata={"help": "training samples (JSONL, ego3s schema)"})
     out: str = field(default="runs/train", metadata={"help": "output folder (checkpoints, logs, rewards.jsonl)"})
     strategy: str = field(default="grpo", metadata={"help": "grpo, rloo, dapo or dr_grpo"})
+    dynamic_sampling_rounds: int = field(default=3, metadata={
+        "help": "dapo: rounds of refilling zero-variance groups with fresh prompts per batch (0: off)"})
     # the interaction-centric reward (paper's names)
     alpha: float = field(default=0.5, metadata={"help": "penalty weight for object mentions above N"})
     N: int = field(default=5, metadata={"help": "allowed object mentions inside <think>"})
@@ -245,7 +247,7 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
         reward_funcs=reward_functions(cfg, object_vocabulary(pool)),
         train_dataset=training_dataset(pool), peft_config=peft_config, callbacks=callbacks,
         sampling=sampling, view=cfg.view, reward_log=str(out / "rewards.jsonl"), strategy=cfg.strategy,
-        curriculum=curriculum, ecr_scorer=scorer)
+        curriculum=curriculum, ecr_scorer=scorer, dynamic_sampling_rounds=cfg.dynamic_sampling_rounds)
     write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
     required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())
     ckpt = last_checkpoint(out, required) if resume else None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from typing import Any
 
 import torch
@@ -58,6 +59,40 @@ def mm_token_type_ids(input_ids: torch.Tensor, image_token_id: int | None, video
     if video_token_id is not None:
         types[input_ids == video_token_id] = 2
     return types
+
+
+_LEFT_PADDED = ("prompt_ids", "prompt_mask")
+
+
+def replace_rows(out: dict, rows: list[int], new: dict, pad_id: int = 0) -> dict:
+    """`out` with its rows `rows` replaced by the rows of `new`, in order, re-padding per-token
+    tensors (prompts are left-padded, completions right-padded) to the wider of the two."""
+    import torch.nn.functional as F
+
+    merged = dict(out)
+    for k, v in out.items():
+        if k == "num_items_in_batch" or k not in new:
+            continue
+        w = new[k]
+        if isinstance(v, list):
+            v = list(v)
+            for j, r in enumerate(rows):
+                v[r] = w[j]
+        elif isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == out["advantages"].shape[0]:
+            if v.dim() == 2 and v.shape[1] != w.shape[1]:
+                width = max(v.shape[1], w.shape[1])
+                def pad(t):
+                    extra = width - t.shape[1]
+                    fill = pad_id if k.endswith("_ids") else 0
+                    return F.pad(t, (extra, 0) if k in _LEFT_PADDED else (0, extra), value=fill)
+                v, w = pad(v), pad(w)
+            v = v.clone()
+            v[rows] = w.to(v.device, v.dtype)
+        merged[k] = v
+    if "num_items_in_batch" in out:
+        mask = merged["completion_mask"] if "tool_mask" not in merged else merged["completion_mask"] * merged["tool_mask"]
+        merged["num_items_in_batch"] = mask.sum().to(out["num_items_in_batch"].device)
+    return merged
 
 
 def reward_name(func, i: int = 0) -> str:
@@ -110,9 +145,10 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *args, sampling: dict | None = None, view: str = "full", reward_log: str | None = None,
                  strategy: str = "grpo", on_rewards=None, prompt_format: str = "reasoning", curriculum=None,
-                 ecr_scorer=None, **kwargs):
+                 ecr_scorer=None, dynamic_sampling_rounds: int = 3, **kwargs):
         # set before TRL's __init__, which builds the sampler through _get_train_sampler
         self.curriculum, self.ecr_scorer = curriculum, ecr_scorer
+        self.dynamic_sampling_rounds = dynamic_sampling_rounds
         super().__init__(*args, **kwargs)
         from ego3s.models.loading import patch_qwen25_rope_index
 
@@ -195,6 +231,13 @@ class VideoGRPOTrainer(GRPOTrainer):
             handle.remove()
 
     def _generate_and_score_completions(self, inputs):
+        out = self._score_rows(inputs)
+        if self.ego_strategy == "dapo" and self.model.training and self.dynamic_sampling_rounds > 0:
+            out = self._dynamic_sampling(inputs, out)
+        return out
+
+    def _score_rows(self, inputs):
+        """TRL's generate-and-score with each row's visuals encoded by ego3s and carried along."""
         self._encode_rows(inputs)
         self._batch_ids = [sample_from_row(r).id for r in inputs]
         try:
@@ -207,6 +250,35 @@ class VideoGRPOTrainer(GRPOTrainer):
             g = self.num_generations if self.model.training else self.num_generations_eval
             if g > 1:  # leave-one-out baseline = group-mean baseline scaled by G / (G - 1)
                 out["advantages"] = out["advantages"] * (g / (g - 1))
+        return out
+
+    # ------------------------------------------------------------------ DAPO dynamic sampling
+    def _dynamic_sampling(self, inputs, out):
+        """DAPO's dynamic sampling, which TRL lacks: groups whose rewards are all equal (zero
+        advantage, no learning signal) are replaced by groups of freshly drawn prompts until the
+        batch is full of informative groups or `dynamic_sampling_rounds` is spent. The batch keeps
+        its shape, so TRL's accumulation and logging are unchanged. Groups must not span
+        processes, so under several processes it is skipped (with a warning, once)."""
+        if self.accelerator.num_processes > 1:
+            if not getattr(self, "_warned_ds", False):
+                import logging
+
+                logging.getLogger(__name__).warning("DAPO dynamic sampling runs on one process only; skipped")
+                self._warned_ds = True
+            return out
+        g = self.num_generations
+        rng = random.Random(self.args.seed * 7919 + int(self.state.global_step))
+        for _ in range(self.dynamic_sampling_rounds):
+            dead = (out["advantages"].view(-1, g) == 0).all(dim=1).nonzero().flatten().tolist()
+            self._metrics["train"]["dapo/zero_variance_groups"].append(float(len(dead)))
+            if not dead:
+                break
+            pool = ([self.curriculum.index[i] for i in self.curriculum.active] if self.curriculum is not None
+                    else list(range(len(self.train_dataset))))
+            fresh = [self.train_dataset[rng.choice(pool)] for _ in dead]
+            new = self._score_rows([row for row in fresh for _ in range(g)])
+            rows = [r for d in dead for r in range(d * g, (d + 1) * g)]
+            out = replace_rows(out, rows, new, pad_id=self._tokenizer.pad_token_id or 0)
         return out
 
     def _compute_loss(self, model, inputs):
