@@ -534,7 +534,11 @@ def section_select(run: Run) -> str:
                 f'(<b>{pct(rep.get("kept_fraction"))}</b>)')
         if _num(rep.get("seconds")):
             line += f" in {duration(rep['seconds'])}"
-        line += ".</p>"
+        line += "."
+        if rep.get("topped_up"):
+            line += (f" {fmt(rep['topped_up'])} of them failed the filters and were added as the closest misses "
+                     f"(<code>min_kept</code>).")
+        line += "</p>"
         parts.append(line)
         th = rep.get("thresholds") or {}
         if th:
@@ -1307,8 +1311,11 @@ def summary_cards(run: Run, cur: Any) -> str:
     cards = []
     rep = run.json("select/report.json", "selection report")
     if isinstance(rep, dict) and _num(rep.get("selected")):
-        cards.append(("selected", f"{fmt(rep['selected'])} / {fmt(rep.get('candidates'))}",
-                      f"{pct(rep.get('kept_fraction'))} kept by {rep.get('method', '?')}"))
+        topped = rep.get("topped_up") or 0
+        note = f"{pct(rep.get('kept_fraction'))} kept by {rep.get('method', '?')}"
+        if topped:
+            note = f"{fmt(rep['selected'] - topped)} passed {rep.get('method', '?')}, {fmt(topped)} topped up"
+        cards.append(("selected", f"{fmt(rep['selected'])} / {fmt(rep.get('candidates'))}", note))
     hist, _ = run.log_history()
     _, steps = _points(hist, "step")
     _, rew = _points(hist, "reward")
