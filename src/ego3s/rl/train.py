@@ -184,8 +184,11 @@ def make_ecr_scorer(cfg: TrainingConfig, processor, samples_by_id: dict, curricu
         missing = [s for s in probe if s.id not in relevance]
         if missing:
             relevance.update(relevance_scores(missing, cfg.embedder, cfg.relevance_file))
-        # one cache per refresh: the policy differs at each refresh; a crash mid-refresh resumes
-        cache = ScoreCache(out / "ecr_cache", refresh=curriculum.refreshes, **asdict(scoring))
+        # keyed by the policy's weights: a crash mid-refresh resumes, a new run never reuses old scores
+        from ego3s.models.loading import model_fingerprint
+
+        cache = ScoreCache(out / "ecr_cache", refresh=curriculum.refreshes, model=model_fingerprint(model),
+                           **asdict(scoring))
         score_all(model, processor, probe, scoring, cache, progress=False)
         rows = score_table(probe, cache)
         for r in rows:
