@@ -1,9 +1,10 @@
-"""Models: load any Hugging Face image-text-to-text model, prompts, inputs, and the two offline builders.
+"""Models: load any Hugging Face image-text-to-text model, prompts, inputs, and the offline builders.
 
 - `load_model(path)` -> (model, processor); `model_fingerprint(path_or_model)` -> cache key
 - `build_messages(sample, fmt=..., visual=...)` -> chat messages
 - `encode(processor, messages_list, clips_list, answers=None)` -> model inputs
-- `BUILDERS`: `tiny` (unit tests) and `smol` (SmolLM2-135M + random vision tower, the demo backbone)
+- `BUILDERS`: `tiny` (unit tests), `tiny-qwen2vl` (the same as a Qwen2-VL: cross-architecture tests)
+  and `smol` (SmolLM2-135M + random vision tower, the demo backbone)
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from ego3s.models.smol import build_smol
-from ego3s.models.tiny import build_tiny
+from ego3s.models.tiny import build_tiny, build_tiny_qwen2vl
 
-BUILDERS = {"tiny": build_tiny, "smol": build_smol}
+BUILDERS = {"tiny": build_tiny, "smol": build_smol, "tiny-qwen2vl": build_tiny_qwen2vl}
 
 _LAZY = {
     "load_model": "ego3s.models.loading",
@@ -32,4 +33,4 @@ def __getattr__(name: str) -> Any:  # torch / transformers are imported on first
     raise AttributeError(f"module 'ego3s.models' has no attribute {name!r}")
 
 
-__all__ = ["BUILDERS", "build_smol", "build_tiny", *_LAZY]
+__all__ = ["BUILDERS", "build_smol", "build_tiny", "build_tiny_qwen2vl", *_LAZY]

@@ -1,4 +1,4 @@
-"""A tiny random Qwen2.5-VL (well under a million parameters) for unit tests.
+"""A tiny random Qwen2.5-VL (well under a million parameters) for unit tests, and its Qwen2-VL twin.
 
 Everything is built locally: the config, a byte-level BPE tokenizer trained with the `tokenizers`
 library on a small built-in corpus (with Qwen's special tokens and chat template), the image and
@@ -7,6 +7,10 @@ video processors, and random weights drawn from a fixed seed. The result is an o
 
     path = build_tiny("/tmp/tiny")
     model, processor = load_model(path)
+
+`build_tiny_qwen2vl` writes the same thing as a Qwen2-VL (`Qwen2VLForConditionalGeneration`,
+`Qwen2VLProcessor`; no window attention, no absolute time in M-RoPE), to check that training,
+scoring and evaluation carry across architectures.
 """
 
 from __future__ import annotations
@@ -127,9 +131,12 @@ def _wrap_tokenizer(raw, chat_template: str):
     return tok
 
 
-def make_processor(tokenizer, chat_template: str, *, min_pixels: int = 28 * 28, max_pixels: int = 28 * 28 * 1280):
+def make_processor(tokenizer, chat_template: str, *, min_pixels: int = 28 * 28, max_pixels: int = 28 * 28 * 1280,
+                   processor_class=None):
     """A Qwen2.5-VL processor (image processor + video processor + tokenizer) with Qwen's
-    patch geometry: patch 14, merge 2, temporal patch 2."""
+    patch geometry: patch 14, merge 2, temporal patch 2. `processor_class` (default
+    `Qwen2_5_VLProcessor`) may be another Qwen-family processor taking the same parts
+    (`Qwen2VLProcessor`)."""
     from transformers import Qwen2_5_VLProcessor
     from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
@@ -140,8 +147,9 @@ def make_processor(tokenizer, chat_template: str, *, min_pixels: int = 28 * 28, 
                                             **geometry)
     video_processor = Qwen2VLVideoProcessor(size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
                                             do_sample_frames=False, **geometry)
-    return Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                               video_processor=video_processor, chat_template=chat_template)
+    cls = processor_class or Qwen2_5_VLProcessor
+    return cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+               chat_template=chat_template)
 
 
 def tiny_config(tokenizer, *, initializer_range: float = 0.2):
@@ -163,6 +171,30 @@ def tiny_config(tokenizer, *, initializer_range: float = 0.2):
         window_size=112, out_hidden_size=64, fullatt_block_indexes=[1], initializer_range=initializer_range,
     )
     return Qwen2_5_VLConfig(
+        text_config=text, vision_config=vision, tie_word_embeddings=True,
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+
+
+def tiny_qwen2vl_config(tokenizer, *, initializer_range: float = 0.2):
+    """The Qwen2-VL counterpart of `tiny_config`: same text stack and patch geometry; Qwen2-VL's
+    vision tower (full attention in every block, `embed_dim` inside, `hidden_size` out to the
+    language model) and M-RoPE without absolute time (temporal position = temporal patch index)."""
+    from transformers import Qwen2VLConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, hidden_act="silu", max_position_embeddings=4096,
+        rms_norm_eps=1e-6, use_sliding_window=False, initializer_range=initializer_range,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+        bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+    )
+    vision = dict(depth=2, embed_dim=64, hidden_size=64, mlp_ratio=2, num_heads=4, hidden_act="quick_gelu",
+                  in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
+                  initializer_range=initializer_range)
+    return Qwen2VLConfig(
         text_config=text, vision_config=vision, tie_word_embeddings=True,
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
@@ -254,6 +286,34 @@ def build_tiny(out_dir: str | os.PathLike, *, seed: int = 0, force: bool = False
                                                    do_sample=False)
         model.save_pretrained(tmp)
         make_processor(tokenizer, template).save_pretrained(tmp)
+        return {"transformers": transformers.__version__, "parameters": sum(p.numel() for p in model.parameters())}
+
+    return cached_build(out_dir, want, force, write)
+
+
+def build_tiny_qwen2vl(out_dir: str | os.PathLike, *, seed: int = 0, force: bool = False) -> Path:
+    """Write a tiny random Qwen2-VL (model + `Qwen2VLProcessor`) to `out_dir` and return the path.
+
+    Same tokenizer, chat template, patch geometry and caching as `build_tiny`; deterministic by
+    `seed`. For checking that the pipeline carries across VLM architectures."""
+    want = {"builder": "tiny-qwen2vl", "version": TINY_VERSION, "seed": seed}
+
+    def write(tmp: Path) -> dict[str, Any]:
+        import torch
+        import transformers
+        from transformers import GenerationConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+        template = qwen_chat_template()
+        tokenizer = _wrap_tokenizer(_train_tokenizer(vocab_size=768), template)
+        config = tiny_qwen2vl_config(tokenizer)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = Qwen2VLForConditionalGeneration(config).to(torch.float32).eval()
+        eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+        model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+                                                   do_sample=False)
+        model.save_pretrained(tmp)
+        make_processor(tokenizer, template, processor_class=Qwen2VLProcessor).save_pretrained(tmp)
         return {"transformers": transformers.__version__, "parameters": sum(p.numel() for p in model.parameters())}
 
     return cached_build(out_dir, want, force, write)
