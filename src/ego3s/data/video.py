@@ -23,7 +23,7 @@ import dataclasses
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Iterator, Sequence
 
@@ -51,6 +51,30 @@ BLANK_VALUE = 128  # the blind view's constant gray
 BOX_TOLERANCE = 1.0  # seconds a track's first/last box is held beyond its annotated span
 _SEEK_GAP = 60  # frames; when the container's index can't tell, seek across gaps longer than this
 _DECORD_CHUNK = 32  # frames per decord batch, so memory stays bounded before resizing
+
+
+@dataclass
+class FrameSampling:
+    """How clips are sampled, shared by the configs of every stage (scoring, warm-up, training),
+    so that selection, training and evaluation see the same frames. Keys stay flat in YAML."""
+
+    nframes: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps)"})
+    fps: float = field(default=2.0, metadata={"help": "sampling fps when nframes is None"})
+    max_frames: int = field(default=16, metadata={"help": "at most this many frames per clip"})
+    max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap (None: Qwen's rule)"})
+    min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor (None: Qwen's default)"})
+    backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
+
+    def sampling_kwargs(self) -> dict:
+        """The `load_clip` keyword arguments these settings stand for."""
+        kw = {"fps": self.fps, "max_frames": self.max_frames, "backend": self.backend}
+        for k in ("nframes", "max_pixels", "min_pixels"):
+            if getattr(self, k) is not None:
+                kw[k] = getattr(self, k)
+        return kw
+
+    def frame_sampling(self) -> "FrameSampling":
+        return FrameSampling(**{k: getattr(self, k) for k in FrameSampling.__dataclass_fields__})
 
 
 class VideoError(ValueError):

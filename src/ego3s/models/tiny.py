@@ -262,33 +262,43 @@ def cached_build(out_dir: str | os.PathLike, want: dict[str, Any], force: bool,
     return out
 
 
+def _build_tiny_family(out_dir, name: str, family: str, seed: int, force: bool) -> Path:
+    """Shared by the tiny builders: local tokenizer, a tiny config of `family`, random weights."""
+    want = {"builder": name, "version": TINY_VERSION, "seed": seed}
+
+    def write(tmp: Path) -> dict[str, Any]:
+        import torch
+        import transformers
+        from transformers import (GenerationConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration,
+                                  Qwen2VLProcessor)
+
+        template = qwen_chat_template()
+        tokenizer = _wrap_tokenizer(_train_tokenizer(vocab_size=768), template)
+        if family == "qwen2_5_vl":
+            config, model_class, processor_class = tiny_config(tokenizer), Qwen2_5_VLForConditionalGeneration, None
+        else:
+            config, model_class, processor_class = (tiny_qwen2vl_config(tokenizer), Qwen2VLForConditionalGeneration,
+                                                    Qwen2VLProcessor)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = model_class(config).to(torch.float32).eval()
+        eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
+        model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
+                                                   do_sample=False)
+        model.save_pretrained(tmp)
+        make_processor(tokenizer, template, processor_class=processor_class).save_pretrained(tmp)
+        return {"transformers": transformers.__version__, "parameters": sum(p.numel() for p in model.parameters())}
+
+    return cached_build(out_dir, want, force, write)
+
+
 def build_tiny(out_dir: str | os.PathLike, *, seed: int = 0, force: bool = False) -> Path:
     """Write a tiny random Qwen2.5-VL (model + processor) to `out_dir` and return the path.
 
     Deterministic by `seed`. Skips the work when `out_dir` already holds the same build
     (`force=True` rebuilds).
     """
-    want = {"builder": "tiny", "version": TINY_VERSION, "seed": seed}
-
-    def write(tmp: Path) -> dict[str, Any]:
-        import torch
-        import transformers
-        from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
-
-        template = qwen_chat_template()
-        tokenizer = _wrap_tokenizer(_train_tokenizer(vocab_size=768), template)
-        config = tiny_config(tokenizer)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
-        eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
-        model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
-                                                   do_sample=False)
-        model.save_pretrained(tmp)
-        make_processor(tokenizer, template).save_pretrained(tmp)
-        return {"transformers": transformers.__version__, "parameters": sum(p.numel() for p in model.parameters())}
-
-    return cached_build(out_dir, want, force, write)
+    return _build_tiny_family(out_dir, "tiny", "qwen2_5_vl", seed, force)
 
 
 def build_tiny_qwen2vl(out_dir: str | os.PathLike, *, seed: int = 0, force: bool = False) -> Path:
@@ -296,24 +306,4 @@ def build_tiny_qwen2vl(out_dir: str | os.PathLike, *, seed: int = 0, force: bool
 
     Same tokenizer, chat template, patch geometry and caching as `build_tiny`; deterministic by
     `seed`. For checking that the pipeline carries across VLM architectures."""
-    want = {"builder": "tiny-qwen2vl", "version": TINY_VERSION, "seed": seed}
-
-    def write(tmp: Path) -> dict[str, Any]:
-        import torch
-        import transformers
-        from transformers import GenerationConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
-
-        template = qwen_chat_template()
-        tokenizer = _wrap_tokenizer(_train_tokenizer(vocab_size=768), template)
-        config = tiny_qwen2vl_config(tokenizer)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = Qwen2VLForConditionalGeneration(config).to(torch.float32).eval()
-        eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
-        model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
-                                                   do_sample=False)
-        model.save_pretrained(tmp)
-        make_processor(tokenizer, template, processor_class=Qwen2VLProcessor).save_pretrained(tmp)
-        return {"transformers": transformers.__version__, "parameters": sum(p.numel() for p in model.parameters())}
-
-    return cached_build(out_dir, want, force, write)
+    return _build_tiny_family(out_dir, "tiny-qwen2vl", "qwen2_vl", seed, force)

@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ego3s.data.video import FrameSampling
+
 
 @dataclass
-class WarmupConfig:
+class WarmupConfig(FrameSampling):
     steps: int = field(default=200, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=8, metadata={"help": "samples per step (per device)"})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
@@ -29,12 +31,6 @@ class WarmupConfig:
     vision_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the vision tower and merger (None: learning_rate); a random tower "
                 "needs more than a pretrained language model"})
-    nframes: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps)"})
-    fps: float = field(default=2.0, metadata={"help": "sampling fps"})
-    max_frames: int = field(default=16, metadata={"help": "at most this many frames"})
-    max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap"})
-    min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor"})
-    backend: str = field(default="pyav", metadata={"help": "video decoder"})
     seed: int = field(default=0, metadata={"help": "seed"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
 
@@ -63,8 +59,7 @@ class ClipCollator:
         from ego3s.select.scoring import ScoringConfig
 
         self.processor, self.cfg = processor, cfg
-        self.scoring = ScoringConfig(nframes=cfg.nframes, fps=cfg.fps, max_frames=cfg.max_frames,
-                                     max_pixels=cfg.max_pixels, min_pixels=cfg.min_pixels, backend=cfg.backend)
+        self.scoring = ScoringConfig(**vars(cfg.frame_sampling()))
         self.skipped = 0
 
     def __call__(self, rows: list[dict]):

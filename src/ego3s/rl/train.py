@@ -14,11 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ego3s.curriculum.monitor import ECRConfig
+from ego3s.data.video import FrameSampling
 from ego3s.select.csm import CSMThresholds
 
 
 @dataclass
-class TrainingConfig:
+class TrainingConfig(FrameSampling):
     model: str = field(default="", metadata={"help": "local model folder to start from"})
     data: str = field(default="", metadata={"help": "training samples (JSONL, ego3s schema)"})
     out: str = field(default="runs/train", metadata={"help": "output folder (checkpoints, logs, rewards.jsonl)"})
@@ -51,12 +52,6 @@ class TrainingConfig:
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
     # video
     view: str = field(default="full", metadata={"help": "view the policy trains on (full; others for ablations)"})
-    nframes: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps)"})
-    fps: float = field(default=2.0, metadata={"help": "sampling fps when nframes is None"})
-    max_frames: int = field(default=16, metadata={"help": "at most this many frames per clip"})
-    max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap"})
-    min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor"})
-    backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
     # bookkeeping
     save_steps: int = field(default=100, metadata={"help": "checkpoint every N steps"})
     save_total_limit: int | None = field(default=None, metadata={"help": "keep at most N checkpoints"})
@@ -175,8 +170,7 @@ def make_ecr_scorer(cfg: TrainingConfig, processor, samples_by_id: dict, curricu
     from ego3s.select.run import relevance_scores
     from ego3s.select.scoring import ScoringConfig, score_all, score_table
 
-    scoring = ScoringConfig(nframes=cfg.nframes, fps=cfg.fps, max_frames=cfg.max_frames, max_pixels=cfg.max_pixels,
-                            min_pixels=cfg.min_pixels, backend=cfg.backend, batch_size=cfg.ecr_batch_size)
+    scoring = ScoringConfig(**asdict(cfg.frame_sampling()), batch_size=cfg.ecr_batch_size)
     relevance: dict = {}
 
     def scorer(model, ids: list[str]) -> list[dict]:
@@ -231,8 +225,7 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
     from ego3s.models.inputs import vision_token_ids
 
     args = grpo_args(cfg, world, bf16=bf16, suppress_tokens=vision_token_ids(processor.tokenizer))
-    sampling = {"nframes": cfg.nframes, "fps": cfg.fps, "max_frames": cfg.max_frames,
-                "max_pixels": cfg.max_pixels, "min_pixels": cfg.min_pixels, "backend": cfg.backend}
+    sampling = asdict(cfg.frame_sampling())
     pool = samples
     curriculum, scorer, callbacks = None, None, list(callbacks or [])
     if cfg.ecr.ecr:

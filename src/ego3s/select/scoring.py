@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ego3s.data.schema import LETTERS, Sample
-from ego3s.data.video import VideoError, load_image, load_sample_clip, make_view
+from ego3s.data.video import FrameSampling, VideoError, load_image, load_sample_clip, make_view
 from ego3s.models.inputs import encode, vision_token_ids
 from ego3s.models.prompts import build_messages, target_text
 from ego3s.select.cache import ScoreCache
@@ -30,31 +30,15 @@ VIEWS = ("full", "blind", "context")
 
 
 @dataclass
-class ScoringConfig:
+class ScoringConfig(FrameSampling):
     estimator: str = field(default="likelihood", metadata={"help": "likelihood (teacher-forced) or sampling (K rollouts)"})
     views: list[str] = field(default_factory=lambda: list(VIEWS), metadata={"help": "views to score"})
     blind_mode: str = field(default="blank", metadata={"help": "blank (same-shape gray clip) or none (no video)"})
     context_fill: str = field(default="mean", metadata={"help": "mean (frame mean colour) or blur"})
-    nframes: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps)"})
-    fps: float = field(default=2.0, metadata={"help": "sampling fps when nframes is None"})
-    max_frames: int = field(default=16, metadata={"help": "at most this many frames per clip"})
-    max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap (None: Qwen's default)"})
-    min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor (None: Qwen's default)"})
-    backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
     batch_size: int = field(default=8, metadata={"help": "samples per forward pass (likelihood)"})
     num_samples: int = field(default=8, metadata={"help": "K rollouts per view (sampling)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (sampling)"})
     max_new_tokens: int = field(default=256, metadata={"help": "completion length cap (sampling)"})
-
-    def sampling_kwargs(self) -> dict:
-        kw = {"fps": self.fps, "max_frames": self.max_frames, "backend": self.backend}
-        if self.nframes is not None:
-            kw["nframes"] = self.nframes
-        if self.max_pixels is not None:
-            kw["max_pixels"] = self.max_pixels
-        if self.min_pixels is not None:
-            kw["min_pixels"] = self.min_pixels
-        return kw
 
 
 def visual_input(sample: Sample, view: str, cfg: ScoringConfig, clip=None):
