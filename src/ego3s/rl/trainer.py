@@ -139,12 +139,12 @@ class VideoGRPOTrainer(GRPOTrainer):
     - `reward_log`: path of the per-step, per-sample reward log (JSONL) that LIMR and the
       curriculum read;
     - `strategy`: `grpo`, `rloo`, `dapo` or `dr_grpo` (see `ego3s.rl.strategies`);
-    - `on_rewards`: a callback `(step, records)` given each step's per-sample reward records
-      (the curriculum uses it).
+    - `curriculum`, `ecr_scorer`: ECR's pool and its CSM re-scorer (see `ego3s.curriculum.ecr`);
+    - `dynamic_sampling_rounds`: DAPO's refills of zero-variance groups per batch.
     """
 
     def __init__(self, *args, sampling: dict | None = None, view: str = "full", reward_log: str | None = None,
-                 strategy: str = "grpo", on_rewards=None, prompt_format: str = "reasoning", curriculum=None,
+                 strategy: str = "grpo", prompt_format: str = "reasoning", curriculum=None,
                  ecr_scorer=None, dynamic_sampling_rounds: int = 3, **kwargs):
         # set before TRL's __init__, which builds the sampler through _get_train_sampler
         self.curriculum, self.ecr_scorer = curriculum, ecr_scorer
@@ -160,7 +160,6 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.ego_reward_log = reward_log
         self.ego_strategy = strategy
         self.ego_prompt_format = prompt_format
-        self.on_rewards = on_rewards
         self._rows_visual: list[dict] | None = None
         self._rows_prompt_ids: list[list[int]] | None = None
         self._rows_mm: list[list[int]] | None = None
@@ -168,7 +167,6 @@ class VideoGRPOTrainer(GRPOTrainer):
         cfg = self.model.config
         self._image_token_id = getattr(cfg, "image_token_id", None)
         self._video_token_id = getattr(cfg, "video_token_id", None)
-        self.visual_stats = {"rows": 0, "skipped_unreadable": 0}
 
     # ------------------------------------------------------------------ encoding prompts ourselves
     def _encode_rows(self, inputs: list[dict]) -> None:
@@ -187,7 +185,7 @@ class VideoGRPOTrainer(GRPOTrainer):
                     kind, vis = visual_input(sample, self.ego_view, cfg)
                 except (VideoError, OSError, ValueError) as e:
                     # One bad sample never kills a run: train on it without its video (counted).
-                    self.visual_stats["skipped_unreadable"] += 1
+                    self._metrics["train"]["visual/unreadable_samples"].append(1.0)
                     import logging
 
                     logging.getLogger(__name__).warning("sample %s: video unreadable, text only: %s", sample.id, e)
@@ -204,7 +202,6 @@ class VideoGRPOTrainer(GRPOTrainer):
             prompt_ids.append(ids)
             mm.append(types)
             visual.append(vis_t)
-        self.visual_stats["rows"] += len(inputs)
         self._rows_visual, self._rows_prompt_ids, self._rows_mm = visual, prompt_ids, mm
 
     def _tokenize_prompts(self, prompts: list):
@@ -334,7 +331,7 @@ class VideoGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ per-sample reward log
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        if self.model.training and (self.ego_reward_log or self.on_rewards or self.curriculum is not None):
+        if self.model.training and (self.ego_reward_log or self.curriculum is not None):
             from accelerate.utils import gather_object
 
             ids = gather_object(list(self._batch_ids or []))
@@ -342,8 +339,6 @@ class VideoGRPOTrainer(GRPOTrainer):
             if self.accelerator.is_main_process and self.ego_reward_log:
                 for rec in records:
                     append_jsonl(self.ego_reward_log, rec)
-            if self.on_rewards is not None:
-                self.on_rewards(self.state.global_step, records)
             if self.curriculum is not None:
                 self._curriculum_step(records)
         return rewards_per_func
