@@ -4,7 +4,6 @@ without duplicating reward records of steps it redoes."""
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 

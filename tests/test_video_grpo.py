@@ -8,7 +8,7 @@ from PIL import Image
 from trl import GRPOTrainer
 
 from conftest import write_video
-from ego3s.data import Sample, write_jsonl
+from ego3s.data import Sample
 from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.models.inputs import vision_token_ids
 from ego3s.rl.trainer import VideoGRPOTrainer

@@ -548,6 +548,26 @@ def _first_line(e: Exception) -> str:
 # ----------------------------------------------------------------------------- views
 
 
+def sample_view(sample: Sample, view: str, cfg: FrameSampling, clip: Clip | None = None):
+    """(visual kind for the prompt, clip or image or None) of one sample under one view: what
+    every stage (scoring, warm-up, training, evaluation) feeds the model. `cfg` gives the frame
+    sampling, and optionally `context_fill` and `blind_mode`; `clip` is the already decoded full
+    clip when the caller has it (one decode for all views)."""
+    fill, blind = getattr(cfg, "context_fill", "mean"), getattr(cfg, "blind_mode", "blank")
+    if sample.video is not None:
+        clip = clip if clip is not None else load_sample_clip(sample, **cfg.sampling_kwargs())
+        v = make_view(clip, view, sample.interaction, fill=fill, blind=blind)
+        return ("video", v) if v is not None else (None, None)
+    if sample.image is not None:
+        img = load_image(sample.image)
+        if view == "full":
+            return "image", img
+        one = Clip(frames=img[None], timestamps=np.zeros(1), fps=1.0, source=sample.image)
+        v = make_view(one, view, sample.interaction, fill=fill, blind=blind)
+        return ("image", v.frames[0]) if v is not None else (None, None)
+    return None, None  # text-only sample: every view is the same
+
+
 def make_view(clip: Clip, view: str, interaction: Interaction | None = None, *, fill: str = "mean",
               blind: str = "blank", tolerance: float = BOX_TOLERANCE) -> Clip | None:
     """A counterfactual view of `clip` (a new Clip; the input is never modified).

@@ -105,7 +105,7 @@ class EvalConfig:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
 
     def scoring(self):
-        """The `ScoringConfig` whose sampling settings `ego3s.select.scoring.visual_input` reads."""
+        """The `ScoringConfig` whose sampling settings `ego3s.data.video.sample_view` reads."""
         from ego3s.select.scoring import ScoringConfig
 
         return ScoringConfig(nframes=self.frames, fps=self.fps, max_frames=self.max_frames,
@@ -247,7 +247,7 @@ def prepare(sample: Sample, bench, cfg: EvalConfig, scfg) -> tuple[list[dict], A
     """(messages, visual for `encode`, clip or None) of one sample under the configured view;
     raises `Skip`. The blind view with blind_mode='none' opens no file."""
     from ego3s.data.video import VideoError
-    from ego3s.select.scoring import visual_input
+    from ego3s.data.video import sample_view
 
     if cfg.view == "context" and (sample.interaction is None or not sample.interaction.boxes):
         raise Skip("no_interaction", f"sample {sample.id!r}: the context view needs interaction boxes")
@@ -259,10 +259,10 @@ def prepare(sample: Sample, bench, cfg: EvalConfig, scfg) -> tuple[list[dict], A
                 from ego3s.data.video import load_sample_clip
 
                 clip = load_sample_clip(sample, **scfg.sampling_kwargs())
-                kind, vis = visual_input(sample, cfg.view, scfg, clip)
+                kind, vis = sample_view(sample, cfg.view, scfg, clip)
                 clip = vis if kind == "video" else None  # the clip the model sees (its frames, timestamps)
             else:
-                kind, vis = visual_input(sample, cfg.view, scfg)
+                kind, vis = sample_view(sample, cfg.view, scfg)
                 clip = None
         except (VideoError, OSError, ValueError) as e:
             raise Skip(_skip_reason(sample, e), str(e)[:500]) from None

@@ -69,14 +69,14 @@ class ClipCollator:
         from ego3s.data.video import VideoError
         from ego3s.models.inputs import encode
         from ego3s.models.prompts import build_messages, target_text
-        from ego3s.select.scoring import visual_input
+        from ego3s.data.video import sample_view
 
         msgs, visuals, answers = [], [], []
         eos = self.processor.tokenizer.eos_token or ""
         for row in rows:
             s = Sample.from_dict(json.loads(row["sample"]))
             try:
-                kind, vis = visual_input(s, "full", self.scoring)
+                kind, vis = sample_view(s, "full", self.scoring)
             except (VideoError, OSError, ValueError):
                 self.skipped += 1  # one unreadable clip never stops the warm-up
                 continue

@@ -172,7 +172,8 @@ class VideoGRPOTrainer(GRPOTrainer):
     def _encode_rows(self, inputs: list[dict]) -> None:
         """Encode each row's prompt with its clip (one decode per distinct sample)."""
         from ego3s.data.video import VideoError
-        from ego3s.select.scoring import ScoringConfig, visual_input
+        from ego3s.data.video import sample_view
+        from ego3s.select.scoring import ScoringConfig
 
         cfg = ScoringConfig(views=[self.ego_view], **{k: v for k, v in self.ego_sampling.items()
                                                       if k in ScoringConfig.__dataclass_fields__})
@@ -182,7 +183,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             sample = sample_from_row(row)
             if sample.id not in cache:
                 try:
-                    kind, vis = visual_input(sample, self.ego_view, cfg)
+                    kind, vis = sample_view(sample, self.ego_view, cfg)
                 except (VideoError, OSError, ValueError) as e:
                     # One bad sample never kills a run: train on it without its video (counted).
                     self._metrics["train"]["visual/unreadable_samples"].append(1.0)

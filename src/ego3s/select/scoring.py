@@ -17,11 +17,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-import numpy as np
 import torch
 
 from ego3s.data.schema import LETTERS, Sample
-from ego3s.data.video import FrameSampling, VideoError, load_image, load_sample_clip, make_view
+from ego3s.data.video import FrameSampling, VideoError, load_sample_clip, sample_view
 from ego3s.models.inputs import encode, vision_token_ids
 from ego3s.models.prompts import build_messages, target_text
 from ego3s.select.cache import ScoreCache
@@ -39,26 +38,6 @@ class ScoringConfig(FrameSampling):
     num_samples: int = field(default=8, metadata={"help": "K rollouts per view (sampling)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (sampling)"})
     max_new_tokens: int = field(default=256, metadata={"help": "completion length cap (sampling)"})
-
-
-def visual_input(sample: Sample, view: str, cfg: ScoringConfig, clip=None):
-    """(visual kind for the prompt, clip or image or None) of one sample under one view.
-
-    `clip` is the already decoded full clip when the caller has it (one decode for all views)."""
-    if sample.video is not None:
-        clip = clip if clip is not None else load_sample_clip(sample, **cfg.sampling_kwargs())
-        v = make_view(clip, view, sample.interaction, fill=cfg.context_fill, blind=cfg.blind_mode)
-        return ("video", v) if v is not None else (None, None)
-    if sample.image is not None:
-        from ego3s.data.video import Clip
-
-        img = load_image(sample.image)
-        if view == "full":
-            return "image", img
-        one = Clip(frames=img[None], timestamps=np.zeros(1), fps=1.0, source=sample.image)
-        v = make_view(one, view, sample.interaction, fill=cfg.context_fill, blind=cfg.blind_mode)
-        return ("image", v.frames[0]) if v is not None else (None, None)
-    return None, None  # text-only sample: every view is the same
 
 
 def letter_token_ids(tokenizer, n: int) -> list[int]:
@@ -143,7 +122,7 @@ def score_all(model, processor, samples: list[Sample], cfg: ScoringConfig, cache
                 ready = {}
                 for v in cfg.views:
                     if (s.id, v) not in cache:
-                        kind, vis = visual_input(s, v, cfg, clip)
+                        kind, vis = sample_view(s, v, cfg, clip)
                         ready[v] = (s, build_messages(s, fmt=fmt, visual=kind), vis)
             except (VideoError, OSError, ValueError) as e:
                 stats["skipped_unreadable"] += 1
