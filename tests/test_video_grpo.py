@@ -232,3 +232,21 @@ def test_dapo_dynamic_sampling_refills_zero_variance_groups(tiny_model_dir, tmp_
     assert out["num_items_in_batch"] == out["completion_mask"].sum()
     loss = trainer._compute_loss(trainer.model, out)
     assert torch.isfinite(loss)
+
+
+def test_generation_never_emits_vision_placeholders(tiny_model_dir, tmp_path):
+    """A policy that wants to emit <|video_pad|> (forced here through its logits) must not: one
+    sampled placeholder makes the next forward count more placeholders than visual features."""
+    samples = _samples(tmp_path)[:2]
+    trainer = _trainer(tiny_model_dir, tmp_path, samples, beta=0.0)
+    vid = trainer.model.config.video_token_id
+    handle = trainer.model.lm_head.register_forward_hook(
+        lambda m, i, out: out.index_add(-1, torch.tensor([vid]), torch.full_like(out[..., :1], 100.0)))
+    try:
+        rows = [r for r in trainer.train_dataset for _ in range(2)]
+        out = trainer._generate_and_score_completions(rows)
+    finally:
+        handle.remove()
+    banned = set(vision_token_ids(trainer.processing_class.tokenizer))
+    assert vid in banned
+    assert not (torch.isin(out["completion_ids"], torch.tensor(sorted(banned))) & out["completion_mask"].bool()).any()
