@@ -250,3 +250,17 @@ def test_generation_never_emits_vision_placeholders(tiny_model_dir, tmp_path):
     banned = set(vision_token_ids(trainer.processing_class.tokenizer))
     assert vid in banned
     assert not (torch.isin(out["completion_ids"], torch.tensor(sorted(banned))) & out["completion_mask"].bool()).any()
+
+
+def test_an_unreadable_video_does_not_stop_training(tiny_model_dir, tmp_path):
+    """A sample whose video is gone trains on its text alone, and is counted."""
+    samples = _samples(tmp_path)[:2]
+    (tmp_path / "a.mp4").unlink()  # sample "v4"
+    trainer = _trainer(tiny_model_dir, tmp_path, samples, beta=0.0)
+    rows = [r for r in trainer.train_dataset for _ in range(2)]
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    out = trainer._generate_and_score_completions(rows)
+    assert trainer._metrics["train"]["visual/unreadable_samples"] == [1.0]
+    assert out["visual"][0] == {} and "pixel_values_videos" in out["visual"][2]
+    assert torch.isfinite(trainer._compute_loss(trainer.model, out))
