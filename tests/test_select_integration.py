@@ -217,6 +217,16 @@ def test_s1_with_tiny_model(synth, tiny_model_dir, tmp_path):
     assert again == sel
 
 
+def test_limo_with_tiny_model(synth, tiny_model_dir, tmp_path):
+    """K rollouts per sample on the full view, pass counts from the cached rollouts, band filter."""
+    rep, sel = _baseline(synth, tmp_path, "limo", model=tiny_model_dir, budget=4, seed=0, limit=6, limo_k=2,
+                         limo_band=[0, 2], scoring=ScoringConfig(**{**SCORING, "max_new_tokens": 4}))
+    assert len(sel) == 4 and len(set(sel)) == 4  # band [0, 2] of 2 admits every scored sample
+    assert rep["budget"] == 4 and rep["scoring"]["scored"] == 6
+    rows = _csv(tmp_path / "limo" / "scores.csv")
+    assert len(rows) == 6 and all(0.0 <= float(r["s_full"]) <= 1.0 for r in rows)
+
+
 def test_limr_from_reward_log(synth, tmp_path):
     ids = [s.id for s in read_jsonl(synth / "train.jsonl")]
     log = tmp_path / "rewards.jsonl"

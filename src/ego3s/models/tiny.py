@@ -152,11 +152,10 @@ def make_processor(tokenizer, chat_template: str, *, min_pixels: int = 28 * 28, 
                chat_template=chat_template)
 
 
-def tiny_config(tokenizer, *, initializer_range: float = 0.2):
-    from transformers import Qwen2_5_VLConfig
-
+def _tiny_text(tokenizer, initializer_range: float) -> dict:
+    """The text stack both tiny families share."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    text = dict(
+    return dict(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, hidden_act="silu", max_position_embeddings=4096,
         rms_norm_eps=1e-6, use_sliding_window=False, initializer_range=initializer_range,
@@ -164,17 +163,26 @@ def tiny_config(tokenizer, *, initializer_range: float = 0.2):
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
         bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
     )
+
+
+def _vision_ids(tokenizer) -> dict:
+    """The vision placeholder token ids a Qwen-VL config carries."""
+    tid = tokenizer.convert_tokens_to_ids
+    return dict(image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"),
+                vision_start_token_id=tid("<|vision_start|>"), vision_end_token_id=tid("<|vision_end|>"))
+
+
+def tiny_config(tokenizer, *, initializer_range: float = 0.2):
+    from transformers import Qwen2_5_VLConfig
+
+    text = _tiny_text(tokenizer, initializer_range)
     vision = dict(
         depth=2, hidden_size=64, intermediate_size=128, num_heads=4, hidden_act="silu", in_channels=3,
         patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=2,
         # window 112 px = 4 x 4 merged patches; the last block attends globally as in Qwen2.5-VL
         window_size=112, out_hidden_size=64, fullatt_block_indexes=[1], initializer_range=initializer_range,
     )
-    return Qwen2_5_VLConfig(
-        text_config=text, vision_config=vision, tie_word_embeddings=True,
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )
+    return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **_vision_ids(tokenizer))
 
 
 def tiny_qwen2vl_config(tokenizer, *, initializer_range: float = 0.2):
@@ -183,22 +191,11 @@ def tiny_qwen2vl_config(tokenizer, *, initializer_range: float = 0.2):
     language model) and M-RoPE without absolute time (temporal position = temporal patch index)."""
     from transformers import Qwen2VLConfig
 
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
-    text = dict(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, hidden_act="silu", max_position_embeddings=4096,
-        rms_norm_eps=1e-6, use_sliding_window=False, initializer_range=initializer_range,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-        bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
-    )
+    text = _tiny_text(tokenizer, initializer_range)
     vision = dict(depth=2, embed_dim=64, hidden_size=64, mlp_ratio=2, num_heads=4, hidden_act="quick_gelu",
                   in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
                   initializer_range=initializer_range)
-    return Qwen2VLConfig(
-        text_config=text, vision_config=vision, tie_word_embeddings=True,
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
-    )
+    return Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **_vision_ids(tokenizer))
 
 
 def read_marker(out_dir: str | os.PathLike) -> dict[str, Any] | None:

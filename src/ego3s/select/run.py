@@ -202,7 +202,6 @@ def _scores(cfg, sc: ScoringConfig, samples, model, processor, progress):
 def _limo_stats(cache, samples):
     """Pass counts out of K and reasoning quality (mean format + interaction reward of the
     correct rollouts) from the cached rollouts."""
-    from ego3s.data.io import to_dataset
     from ego3s.rl.rewards import compute_rewards
 
     counts, quality = {}, {}
@@ -211,7 +210,7 @@ def _limo_stats(cache, samples):
         if not rec or rec.get("score") is None:
             continue
         comps = rec["completions"]
-        comp = compute_rewards(comps, to_dataset([s] * len(comps))[:])
+        comp = compute_rewards(comps, {k: [v] * len(comps) for k, v in s.to_dict().items()})
         correct = [i for i, a in enumerate(comp["accuracy"]) if a >= 1.0]
         counts[s.id] = len(correct)
         quality[s.id] = (sum(comp["format"][i] + comp["interaction"][i] for i in correct) / len(correct)
