@@ -49,6 +49,9 @@ class TrainingConfig(FrameSampling):
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha"})
     freeze_vision: bool = field(default=True, metadata={"help": "keep the vision tower frozen (full fine-tuning)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    shared_prefix_rollouts: bool = field(default=True, metadata={
+        "help": "without vLLM: encode the video and prefill each prompt once per group of G completions and "
+                "decode them from copies of the KV cache (same outputs as TRL's path, less compute)"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
     # video
     view: str = field(default="full", metadata={"help": "view the policy trains on (full; others for ablations)"})
@@ -243,7 +246,8 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
         reward_funcs=reward_functions(cfg, object_vocabulary(pool)),
         train_dataset=training_dataset(pool), peft_config=peft_config, callbacks=callbacks,
         sampling=sampling, view=cfg.view, reward_log=str(out / "rewards.jsonl"), strategy=cfg.strategy,
-        curriculum=curriculum, ecr_scorer=scorer, dynamic_sampling_rounds=cfg.dynamic_sampling_rounds)
+        curriculum=curriculum, ecr_scorer=scorer, dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
+        shared_prefix_rollouts=cfg.shared_prefix_rollouts)
     write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
     required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())
     ckpt = last_checkpoint(out, required) if resume else None

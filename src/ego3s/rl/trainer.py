@@ -140,12 +140,15 @@ class VideoGRPOTrainer(GRPOTrainer):
       curriculum read;
     - `strategy`: `grpo`, `rloo`, `dapo` or `dr_grpo` (see `ego3s.rl.strategies`);
     - `curriculum`, `ecr_scorer`: ECR's pool and its CSM re-scorer (see `ego3s.curriculum.ecr`);
-    - `dynamic_sampling_rounds`: DAPO's refills of zero-variance groups per batch.
+    - `dynamic_sampling_rounds`: DAPO's refills of zero-variance groups per batch;
+    - `shared_prefix_rollouts`: without vLLM, encode and prefill each group's prompt once and decode
+      its G completions from copies of the KV cache (`ego3s.rl.rollout`); falls back to TRL's path
+      when the rows of a group differ or the model is not a patched Qwen2.5-VL.
     """
 
     def __init__(self, *args, sampling: dict | None = None, view: str = "full", reward_log: str | None = None,
                  strategy: str = "grpo", prompt_format: str = "reasoning", curriculum=None,
-                 ecr_scorer=None, dynamic_sampling_rounds: int = 3, **kwargs):
+                 ecr_scorer=None, dynamic_sampling_rounds: int = 3, shared_prefix_rollouts: bool = True, **kwargs):
         # set before TRL's __init__, which builds the sampler through _get_train_sampler
         self.curriculum, self.ecr_scorer = curriculum, ecr_scorer
         self.dynamic_sampling_rounds = dynamic_sampling_rounds
@@ -160,6 +163,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.ego_reward_log = reward_log
         self.ego_strategy = strategy
         self.ego_prompt_format = prompt_format
+        self.ego_shared_prefix = shared_prefix_rollouts
         self._rows_visual: list[dict] | None = None
         self._rows_prompt_ids: list[list[int]] | None = None
         self._rows_mm: list[list[int]] | None = None
@@ -213,6 +217,63 @@ class VideoGRPOTrainer(GRPOTrainer):
             fields["mm_token_type_ids"] = [t if t is not None else [0] * len(p)
                                            for t, p in zip(self._rows_mm, self._rows_prompt_ids)]
         return [list(p) for p in self._rows_prompt_ids], None, fields
+
+    # ------------------------------------------------------------------ shared-prefix rollouts
+    def _shared_prefix_groups(self, prompt_ids: list, group: int) -> list[int] | None:
+        """Start rows of the prompt groups when the shared-prefix path applies, else None."""
+        from ego3s.rl import rollout
+
+        if (not self.ego_shared_prefix or self.use_vllm or getattr(self, "use_transformers_continuous_batching", False)
+                or self.tools or self._rows_visual is None or len(self._rows_visual) != len(prompt_ids)
+                or not rollout.supported(self.accelerator.unwrap_model(self.model))):
+            return None
+        return rollout.groups_of(prompt_ids, self._rows_visual, group)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        mode = "train" if self.model.training else "eval"
+        starts = self._shared_prefix_groups(prompt_ids, num_generations)
+        self._metrics[mode]["rollout/shared_prefix"].append(float(starts is not None))
+        if starts is None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        return self._generate_shared_prefix(prompt_ids, starts, num_generations), None
+
+    def _generate_shared_prefix(self, prompt_ids: list, starts: list[int], group: int) -> list[list[int]]:
+        """TRL's regular generation path (same contexts, generation config and EOS masking) with
+        one vision encoding and one prompt prefill per group (`ego3s.rl.rollout.group_generate`)."""
+        from transformers import Trainer
+        from trl.models import unwrap_model_for_generation
+        from trl.trainer.utils import pad
+
+        from ego3s.rl.rollout import group_generate
+
+        pad_id = self._tokenizer.pad_token_id
+        prompts = [torch.tensor(prompt_ids[s]) for s in starts]
+        ids = pad(prompts, padding_value=pad_id, padding_side="left", pad_to_multiple_of=self.pad_to_multiple_of)
+        mask = pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left",
+                   pad_to_multiple_of=self.pad_to_multiple_of)
+        inputs = {"input_ids": ids, "attention_mask": mask,
+                  "mm_token_type_ids": mm_token_type_ids(ids, self._image_token_id, self._video_token_id) * mask,
+                  **merge_visual([self._rows_visual[s] for s in starts])}
+        inputs = Trainer._prepare_inputs(self, inputs)  # to the device (TRL calls the same base method)
+        with (
+            unwrap_model_for_generation(self.model_wrapped, self.accelerator,
+                                        gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                                        generation_kwargs=self.generation_kwargs,
+                                        gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs)
+            as unwrapped,
+            torch.no_grad(),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            out = group_generate(unwrapped, inputs, group, self.generation_config)
+        completions = out[:, ids.shape[1]:].cpu()
+        # keep each completion up to and including its first EOS, as TRL does
+        eos = torch.isin(completions, torch.tensor(self.eos_token_ids))
+        result = []
+        for row, hit in zip(completions, eos):
+            end = int(hit.int().argmax()) + 1 if hit.any() else len(row)
+            result.append(row[:end].tolist())
+        return result
 
     # ------------------------------------------------------------------ carrying visuals to the loss
     def _get_per_token_logps_and_entropies(self, model, input_ids, *args, **kwargs):

@@ -1,0 +1,122 @@
+"""Group rollouts that share their prompt: encode the video and prefill each distinct prompt once,
+then decode its G completions from G copies of one KV cache.
+
+Why: GRPO samples G completions of one prompt. TRL (without vLLM) hands `generate` the G copies,
+and `generate` runs the vision tower and the prompt prefill once per copy; with a 2,000-token
+video prompt that is a large share of a rollout. Here each group's prompt is prefilled once, the
+cache is repeated G times (`Cache.batch_repeat_interleave`) and `generate` continues from it with
+the caller's generation config: same positions, masks, logits processors and sampling, so greedy
+outputs equal the stock path's.
+
+How the continuation lines up with the stock path:
+- the prefill covers every prompt token but the last; `generate` then gets the full prompts and the
+  cache, feeds only the last prompt token (it skips cached tokens) and samples the first completion
+  token over all G x B rows, as the stock path does;
+- Qwen2.5-VL's 3-D M-RoPE: the prefill gets the positions `generate` would build (a text row for
+  the mask, then t/h/w rows from the model's rope index), and the model's `rope_deltas` (the offset
+  of decode positions, per row) are repeated G times, so decode positions match the stock path's.
+
+Only models whose 3-D positions ego3s computes itself (Qwen2.5-VL with the reference rope index
+installed by `patch_qwen25_rope_index`) take this path: `supported` says which.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+VISUAL_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw")
+
+
+def _base(model):
+    """The transformers model under a PEFT wrapper (LoRA layers live inside it)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def supported(model) -> bool:
+    """True for models whose prompt positions ego3s builds (patched Qwen2.5-VL)."""
+    from ego3s.models.loading import qwen25_rope_index
+
+    inner = getattr(_base(model), "model", None)
+    fn = getattr(inner, "get_rope_index", None)
+    return getattr(fn, "__func__", None) is qwen25_rope_index
+
+
+def _cache_kwarg(model) -> str:
+    """transformers renamed `past_key_values` to `cache` (5.2x); use the name this version takes."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def prompt_positions(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(position_ids `(4, B, L)`, rope_deltas `(B, 1)`) of left-padded prompts: the text row that
+    `generate` puts first (for the attention mask), then the 3-D t/h/w rows."""
+    inner = _base(model).model
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    text = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    grids = {k: inputs.get(k) for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")}
+    pos3d, deltas = inner.get_rope_index(ids, mm_token_type_ids=inputs.get("mm_token_type_ids"),
+                                         attention_mask=mask, **grids)
+    return torch.cat([text[None], pos3d.to(text.device)]), deltas
+
+
+def prefill(model, inputs: dict, group: int):
+    """KV cache of every prompt token but the last, computed once per row and repeated `group`
+    times (rows i*group .. i*group + group-1 are copies of row i). Sets the model's rope_deltas
+    for the repeated rows."""
+    from transformers import DynamicCache
+
+    base = _base(model)
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    if ids.shape[1] < 2:
+        raise ValueError("shared-prefix prefill needs prompts of at least two tokens")
+    positions, deltas = prompt_positions(base, inputs)
+    cache = DynamicCache(config=base.config.get_text_config())
+    kw = {k: inputs[k] for k in VISUAL_KEYS if inputs.get(k) is not None}
+    if inputs.get("mm_token_type_ids") is not None:
+        kw["mm_token_type_ids"] = inputs["mm_token_type_ids"][:, :-1]
+    base(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[..., :-1], use_cache=True,
+         logits_to_keep=1, **{_cache_kwarg(base): cache}, **kw)
+    cache.batch_repeat_interleave(group)
+    base.model.rope_deltas = deltas.repeat_interleave(group, dim=0)
+    return cache
+
+
+def group_generate(model, inputs: dict, group: int, generation_config=None, **generate_kwargs) -> torch.Tensor:
+    """What `model.generate` returns for the batch in which each row of `inputs` appears `group`
+    times in a row (`(B * group, L + new)` token ids), with one vision encoding and one prefill per
+    row instead of `group`.
+
+    `inputs`: left-padded `input_ids`, `attention_mask`, `mm_token_type_ids` and the visual
+    tensors of the B distinct prompts. Call under `torch.no_grad()`."""
+    base = _base(model)
+    cache = prefill(base, inputs, group)
+    ids = inputs["input_ids"].repeat_interleave(group, dim=0)
+    mask = inputs["attention_mask"].repeat_interleave(group, dim=0)
+    return base.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config,
+                         **{_cache_kwarg(base): cache}, **generate_kwargs)
+
+
+def groups_of(prompt_ids: list, visual: list | None, group: int) -> list[int] | None:
+    """Start rows of the groups when the rows come in runs of `group` identical prompts with the
+    same visual tensors (how TRL repeats each prompt); None when any run differs."""
+    n = len(prompt_ids)
+    if group < 2 or n == 0 or n % group:
+        return None
+    starts = list(range(0, n, group))
+    for s in starts:
+        for r in range(s + 1, s + group):
+            if list(prompt_ids[r]) != list(prompt_ids[s]):
+                return None
+            if visual is not None and not _same_visual(visual[r], visual[s]):
+                return None
+    return starts
+
+
+def _same_visual(a: dict | None, b: dict | None) -> bool:
+    if a is b:
+        return True
+    a, b = a or {}, b or {}
+    if a.keys() != b.keys():
+        return False
+    return all(a[k] is b[k] or (a[k].shape == b[k].shape and torch.equal(a[k], b[k])) for k in a)

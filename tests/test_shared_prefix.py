@@ -1,0 +1,128 @@
+"""Shared-prefix group rollouts: one vision encoding and one prompt prefill per group of G, and the
+same completions as TRL's path (greedy), through the function and through the trainer."""
+
+import math
+
+import numpy as np
+import torch
+from transformers import GenerationConfig
+
+from conftest import write_video
+from ego3s.data import Sample
+from ego3s.data.video import Clip
+from ego3s.models.inputs import encode, vision_token_ids
+from ego3s.models.loading import load_model
+from ego3s.rl.rollout import group_generate, groups_of, supported
+from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
+from ego3s.rl.trainer import VideoGRPOTrainer
+
+
+class PrefillCount:
+    """Counts prompt rows prefilled (forwards over more than one token) and vision encodings."""
+
+    def __init__(self, model):
+        self.rows, self.encodings = 0, 0
+        self.h1 = model.model.register_forward_pre_hook(self.outer, with_kwargs=True)
+        self.h2 = model.model.visual.register_forward_pre_hook(self.visual)
+
+    def outer(self, module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] > 1:
+            self.rows += ids.shape[0]
+
+    def visual(self, module, args):
+        self.encodings += 1
+
+    def remove(self):
+        self.h1.remove()
+        self.h2.remove()
+
+
+def _clip(t, h, w, seed):
+    frames = np.random.default_rng(seed).integers(0, 255, (t, h, w, 3), dtype=np.uint8)
+    return Clip(frames=frames, timestamps=np.arange(t) / 2.0, fps=2.0)
+
+
+def test_group_generate_equals_generate_with_one_prefill_per_prompt(tiny_model_dir):
+    model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    assert supported(model)
+    msgs = [[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What did I pick up, and where?"}]}],
+            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Where?"}]}]]
+    clips = [_clip(4, 56, 84, 0), _clip(2, 56, 56, 1)]  # different lengths: left padding is exercised
+    G = 3
+    gc = GenerationConfig(max_new_tokens=10, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+    stock_in = encode(processor, [m for m in msgs for _ in range(G)], [c for c in clips for _ in range(G)])
+    with torch.no_grad():
+        count = PrefillCount(model)
+        stock = model.generate(**stock_in, generation_config=gc)
+        stock_rows, stock_enc = count.rows, count.encodings
+        count.rows = count.encodings = 0
+        shared = group_generate(model, dict(encode(processor, msgs, clips)), G, gc)
+        count.remove()
+    assert torch.equal(stock, shared)
+    assert (stock_rows, count.rows) == (len(msgs) * G, len(msgs))  # one prefill per prompt, not per completion
+    assert count.encodings == 1 and stock_enc == 1  # one batched vision call, over B clips instead of B*G
+
+
+def test_groups_of_needs_identical_runs():
+    vis = {"pixel_values_videos": torch.ones(4, 3)}
+    assert groups_of([[1, 2], [1, 2], [3], [3]], [vis, vis, None, None], 2) == [0, 2]
+    assert groups_of([[1, 2], [1, 3]], None, 2) is None
+    assert groups_of([[1, 2], [1, 2]], [vis, {"pixel_values_videos": torch.zeros(4, 3)}], 2) is None
+    assert groups_of([[1], [1], [1]], None, 2) is None
+    assert groups_of([[1], [1]], None, 1) is None
+
+
+def _samples(tmp_path):
+    inter = {"objects": [{"name": "cup"}], "action": "pick up",
+             "boxes": [{"t": 0.0, "label": "cup", "box": [0.1, 0.1, 0.5, 0.5]}]}
+    return [
+        Sample(id="a", question="What did I pick up?", answer="A", task="closeqa", options=["cup", "knife"],
+               video=write_video(tmp_path / "a.mp4", n=8, seed=1), interaction=inter),
+        Sample(id="b", question="Where did I put the cup after washing it?", answer="in the sink", task="openqa",
+               video=write_video(tmp_path / "b.mp4", n=12, size=84, seed=2), interaction=inter),
+        Sample(id="txt", question="What colour is a banana?", answer="yellow", task="openqa"),
+    ]
+
+
+def _trainer(tiny_model_dir, tmp_path, samples, G=2, shared=True):
+    model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    cfg = TrainingConfig(model=tiny_model_dir, out=str(tmp_path / "run"), batch_size=G * len(samples),
+                         per_device_train_batch_size=G * len(samples), num_generations=G, max_completion_length=8,
+                         max_steps=1, learning_rate=1e-3, beta=0.0)
+    sampling = {"nframes": 4, "max_pixels": 84 * 84, "min_pixels": 28 * 28}
+    return VideoGRPOTrainer(
+        model=model, processing_class=processor,
+        args=grpo_args(cfg, suppress_tokens=vision_token_ids(processor.tokenizer)),
+        reward_funcs=reward_functions(cfg, ["cup", "knife"]), train_dataset=training_dataset(samples),
+        sampling=sampling, shared_prefix_rollouts=shared)
+
+
+def test_trainer_rollouts_same_as_trl_with_one_prefill_per_group(tiny_model_dir, tmp_path):
+    samples = _samples(tmp_path)
+    G = 3
+    trainer = _trainer(tiny_model_dir, tmp_path, samples, G=G)
+    trainer.generation_config.do_sample = False  # greedy: the two paths must agree token for token
+    trainer.model.eval()
+    rows = [r for r in trainer.train_dataset for _ in range(G)]  # TRL repeats each prompt G times in a row
+    outs, prefilled = {}, {}
+    for shared in (False, True):
+        trainer.ego_shared_prefix = shared
+        count = PrefillCount(trainer.model)
+        with torch.no_grad():
+            outs[shared] = trainer._generate_and_score_completions(rows)
+        count.remove()
+        prefilled[shared] = count.rows  # rollout prefill, then the teacher-forced passes (one row each)
+    for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask"):
+        assert torch.equal(outs[False][k], outs[True][k]), k
+    n = len(rows)
+    assert prefilled[False] - prefilled[True] == n - len(samples)  # G prefills per group -> 1
+    assert trainer._metrics["eval"]["rollout/shared_prefix"] == [0.0, 1.0]
+
+
+def test_training_step_with_shared_prefix(tiny_model_dir, tmp_path):
+    trainer = _trainer(tiny_model_dir, tmp_path, _samples(tmp_path), G=2)
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert logs and math.isfinite(logs[-1]["loss"])
+    assert logs[-1]["rollout/shared_prefix"] == 1.0
