@@ -64,16 +64,23 @@ class Curriculum:
         decision when a window closed (`decision["stagnant"]` asks for a refresh)."""
         if not records:
             return None
-        rewards, g = [], len(records[0]["rewards"]["total"])
+        rewards, g, unscorable = [], len(records[0]["rewards"]["total"]), 0
         for r in records:
-            tot = [x if x is not None and math.isfinite(x) else 0.0 for x in r["rewards"]["total"]]
+            tot = r["rewards"]["total"]
             if len(tot) != g:
                 continue
-            rewards += tot
             acc = r["rewards"].get("accuracy") or []
             hist = self.outcomes.setdefault(r["sample_id"], [])
             hist.append(bool(acc) and all(a is not None and a >= 1.0 for a in acc))
             del hist[:-self.cfg.mastered_window]
+            if all(isinstance(x, (int, float)) and math.isfinite(x) for x in tot):
+                rewards += tot
+            else:  # an unscorable completion (null or NaN total): reading it as 0 would fake variance
+                unscorable += 1
+        if unscorable:
+            self.monitor["non_finite_groups"] = self.monitor.get("non_finite_groups", 0) + unscorable
+        if not rewards:
+            return None  # nothing scorable this step: no variance to observe
         variance, zero_share = group_stats(rewards, g)
         decision = observe(self.monitor, step, variance, self.cfg)
         self.monitor.setdefault("zero_share", []).append([step, zero_share])

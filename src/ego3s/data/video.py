@@ -81,6 +81,15 @@ class VideoError(ValueError):
     """A video (or image) that cannot be read or sampled as asked; the message names the file."""
 
 
+MIN_SIDE = 8  # pixels: a smaller source frame holds no picture (a broken encode), only upscaled noise
+
+
+def _check_source_size(path: str, height: int, width: int) -> None:
+    """Refuse frames too small to show anything, instead of silently upscaling a pixel to a grid."""
+    if min(height, width) < MIN_SIDE:
+        raise VideoError(f"{path}: frames of {width}x{height} pixels, below the {MIN_SIDE}-pixel minimum side")
+
+
 @dataclass
 class Clip:
     """Frames as the model will see them.
@@ -260,6 +269,7 @@ def load_clip(path: str | os.PathLike, *, start: float | None = None, end: float
         frames, size = [], None
         for rgb in read(indices):
             if size is None:
+                _check_source_size(path, rgb.shape[0], rgb.shape[1])
                 try:
                     size = video_size(rgb.shape[0], rgb.shape[1], n, min_pixels=min_pixels, max_pixels=max_pixels,
                                       total_pixels=total_pixels, resized_height=resized_height,
@@ -300,6 +310,7 @@ def load_image(path: str | os.PathLike, *, min_pixels: int = IMAGE_MIN_PIXELS, m
                 rgb = im.convert("RGB")
     except (OSError, Image.DecompressionBombError, ValueError) as e:
         raise VideoError(f"{path}: cannot read as an image ({e})") from None
+    _check_source_size(path, rgb.height, rgb.width)
     try:
         if resized_height is not None and resized_width is not None:
             h, w = smart_resize(resized_height, resized_width)

@@ -392,7 +392,8 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ per-sample reward log
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        rewards_per_func = self._unscorable_if_not_finite(
+            super()._calculate_rewards(inputs, prompts, completions, completion_ids_list))
         if self.model.training and (self.ego_reward_log or self.curriculum is not None):
             from accelerate.utils import gather_object
 
@@ -405,6 +406,25 @@ class VideoGRPOTrainer(GRPOTrainer):
                 self._curriculum_step(records)
         return rewards_per_func
 
+    def _unscorable_if_not_finite(self, rewards: torch.Tensor) -> torch.Tensor:
+        """A completion with a NaN or infinite reward part becomes unscorable (every part NaN): TRL
+        leaves it out of its group's baseline and gives it a zero advantage. Left as it is, TRL's
+        nansum reads a NaN part as 0 and an infinity turns its whole group's advantages into NaN,
+        then 0: wrong numbers without a trace. ego3s's reward functions never return None, so any
+        non-finite value is a fault; it is counted as `rewards/non_finite`."""
+        bad = ~torch.isfinite(rewards).all(dim=1)
+        if not bad.any():
+            return rewards
+        rewards = rewards.clone()
+        rewards[bad] = torch.nan
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["rewards/non_finite"].append(float(bad.sum()))
+        import logging
+
+        logging.getLogger(__name__).warning("%d completion(s) with a non-finite reward: unscorable, zero advantage",
+                                            int(bad.sum()))
+        return rewards
+
     def _group_records(self, ids: list[str], rewards: torch.Tensor) -> list[dict]:
         g = self.num_generations
         names = [reward_name(f, i) for i, f in enumerate(self.reward_funcs)]
@@ -413,7 +433,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         for start in range(0, len(ids), g):
             block = rewards[start:start + g]
             comp = {n: [None if math.isnan(x) else x for x in block[:, j].tolist()] for j, n in enumerate(names)}
-            total = [sum(w * (0.0 if math.isnan(x) else x) for w, x in zip(weights, row)) for row in block.tolist()]
+            total = [None if any(math.isnan(x) for x in row) else sum(w * x for w, x in zip(weights, row))
+                     for row in block.tolist()]  # unscorable: null, never a made-up 0
             comp["total"] = total
             records.append({"step": int(self.state.global_step), "epoch": float(self.state.epoch or 0.0),
                             "sample_id": ids[start], "rewards": comp})
