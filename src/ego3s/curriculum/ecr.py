@@ -35,8 +35,9 @@ STATE_FILE = "ecr_state.json"
 
 class Curriculum:
     def __init__(self, cfg: ECRConfig, all_ids: list[str], active: list[str], seed: int = 0,
-                 out: str | Path | None = None, meta: dict[str, dict] | None = None):
-        self.cfg, self.seed = cfg, seed
+                 out: str | Path | None = None, meta: dict[str, dict] | None = None, writer: bool = True):
+        """`writer`: whether this process appends to the event log (one per run, the main process)."""
+        self.cfg, self.seed, self.writer = cfg, seed, writer
         self.all_ids = list(all_ids)
         self.index = {sid: i for i, sid in enumerate(self.all_ids)}
         unknown = [i for i in active if i not in self.index]
@@ -118,7 +119,7 @@ class Curriculum:
                  "probed": decision.get("probed"), "high_value": len(high_value)}
         event.update(self._shares(before, self.active))
         mark_refresh(self.monitor, step, event)
-        if self.out is not None:
+        if self.out is not None and self.writer:
             append_jsonl(self.out / "ecr_events.jsonl", {"step": step, **event})
         return {"step": step, **event}
 
@@ -183,6 +184,9 @@ def refresh_with_csm(curriculum: Curriculum, step: int, decision: dict, score_fn
     event = curriculum.apply_refresh(step, {**decision, "probed": len(probe)}, high)
     if dist is not None:
         curriculum.active = dist[3](curriculum.active)
+        pools = {tuple(p) for p in dist[2](curriculum.active)}
+        if len(pools) != 1:  # the samplers would serve different pools: stop rather than train on a mix
+            raise RuntimeError(f"ECR refresh at step {step}: ranks hold {len(pools)} different pools")
     return event
 
 

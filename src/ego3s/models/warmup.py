@@ -115,7 +115,7 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10,
         save_steps=cfg.save_steps, seed=cfg.seed, report_to=[], remove_unused_columns=False,
         bf16=next(model.parameters()).dtype == torch.bfloat16, dataloader_num_workers=0,
-        disable_tqdm=False)
+        disable_tqdm=False, use_cpu=not torch.cuda.is_available())  # see ego3s.rl.train.grpo_args
     collator = ClipCollator(processor, cfg)
     optimizers = (None, None)
     if cfg.vision_learning_rate is not None:

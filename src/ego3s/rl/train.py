@@ -40,6 +40,9 @@ class TrainingConfig(FrameSampling):
     num_generations: int = field(default=8, metadata={"help": "G: completions per prompt"})
     max_completion_length: int = field(default=256, metadata={"help": "tokens per completion"})
     temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})
+    layout_invariant_sampling: bool = field(default=False, metadata={
+        "help": "draw each rollout from its own key (seed, step, sample, replica) so 1 and N GPUs give the same "
+                "completions at the same global batch (temperature only; see ego3s.rl.sampling)"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient (0: no reference model)"})
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps (-1: use num_train_epochs)"})
     num_train_epochs: float = field(default=1.0, metadata={"help": "epochs over the data"})
@@ -106,6 +109,7 @@ def reward_functions(cfg: TrainingConfig, vocabulary: list[str]) -> list:
 
 
 def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, suppress_tokens: list[int] | None = None):
+    import torch
     from trl import GRPOConfig
 
     from ego3s.rl.strategies import grpo_config_kwargs
@@ -127,6 +131,9 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to], seed=cfg.seed, bf16=bf16,
         remove_unused_columns=False, shuffle_dataset=True, log_completions=False,
+        # without a GPU, accelerate sets up gloo only when told it runs on CPU; otherwise torchrun's
+        # N processes silently train N independent copies
+        use_cpu=not torch.cuda.is_available(),
         generation_kwargs={"suppress_tokens": list(suppress_tokens)} if suppress_tokens else None,
         **kw)
 
@@ -238,7 +245,7 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
         seen = {s.id for s in samples}
         pool = samples + [s for s in extra if s.id not in seen]
         curriculum = Curriculum(cfg.ecr, [s.id for s in pool], [s.id for s in samples], seed=cfg.seed, out=out,
-                                meta={s.id: s.meta for s in pool})
+                                meta={s.id: s.meta for s in pool}, writer=int(os.environ.get("RANK", "0")) == 0)
         scorer = make_ecr_scorer(cfg, processor, {s.id: s for s in pool}, curriculum, out)
         callbacks.append(ECRCallback(curriculum))
     trainer = VideoGRPOTrainer(
@@ -247,7 +254,7 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
         train_dataset=training_dataset(pool), peft_config=peft_config, callbacks=callbacks,
         sampling=sampling, view=cfg.view, reward_log=str(out / "rewards.jsonl"), strategy=cfg.strategy,
         curriculum=curriculum, ecr_scorer=scorer, dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
-        shared_prefix_rollouts=cfg.shared_prefix_rollouts)
+        layout_invariant_sampling=cfg.layout_invariant_sampling, shared_prefix_rollouts=cfg.shared_prefix_rollouts)
     write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
     required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())
     ckpt = last_checkpoint(out, required) if resume else None

@@ -148,7 +148,8 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def __init__(self, *args, sampling: dict | None = None, view: str = "full", reward_log: str | None = None,
                  strategy: str = "grpo", prompt_format: str = "reasoning", curriculum=None,
-                 ecr_scorer=None, dynamic_sampling_rounds: int = 3, shared_prefix_rollouts: bool = True, **kwargs):
+                 ecr_scorer=None, dynamic_sampling_rounds: int = 3, layout_invariant_sampling: bool = False,
+                 shared_prefix_rollouts: bool = True, **kwargs):
         # set before TRL's __init__, which builds the sampler through _get_train_sampler
         self.curriculum, self.ecr_scorer = curriculum, ecr_scorer
         self.dynamic_sampling_rounds = dynamic_sampling_rounds
@@ -171,6 +172,47 @@ class VideoGRPOTrainer(GRPOTrainer):
         cfg = self.model.config
         self._image_token_id = getattr(cfg, "image_token_id", None)
         self._video_token_id = getattr(cfg, "video_token_id", None)
+        self._rollout_keys: list[int] | None = None
+        self._sampling_round = 0
+        self._layout_invariant = layout_invariant_sampling
+        if layout_invariant_sampling:
+            self._use_layout_invariant_sampling()
+
+    # ------------------------------------------------------------------ layout-invariant rollouts
+    def _use_layout_invariant_sampling(self) -> None:
+        """Sample each rollout from its own key (`ego3s.rl.sampling`) instead of the process RNG,
+        so 1 and N GPUs draw the same completions at the same global batch."""
+        from transformers import LogitsProcessorList
+
+        from ego3s.rl.sampling import GumbelSampler, check_supported
+
+        if self.use_vllm:
+            raise ValueError("layout_invariant_sampling needs transformers generation (not vLLM)")
+        check_supported(self.top_p, self.top_k, self.min_p)
+        greedy = {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        for k, v in greedy.items():
+            setattr(self.generation_config, k, v)
+        self.generation_kwargs.update(greedy)
+        model, generate = self.model, self.model.generate
+
+        def keyed_generate(*args, **kwargs):
+            if self._rollout_keys is not None:
+                procs = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+                procs.append(GumbelSampler(self._rollout_keys, self.temperature))
+                kwargs["logits_processor"] = procs
+            return generate(*args, **kwargs)
+
+        model.generate = keyed_generate
+
+    def _set_rollout_keys(self, ids: list[str]) -> None:
+        """One key per local row from its *global* row index, so a group split over ranks keeps
+        its replica numbers. TRL gives every rank an equal, contiguous slice of the batch."""
+        from ego3s.rl.sampling import row_key
+
+        g = self.num_generations if self.model.training else self.num_generations_eval
+        offset = self.accelerator.process_index * len(ids)
+        step = f"{int(self.state.global_step)}.{self._sampling_round}"
+        self._rollout_keys = [row_key(self.args.seed, step, sid, (offset + i) % g) for i, sid in enumerate(ids)]
 
     # ------------------------------------------------------------------ encoding prompts ourselves
     def _encode_rows(self, inputs: list[dict]) -> None:
@@ -299,11 +341,13 @@ class VideoGRPOTrainer(GRPOTrainer):
         """TRL's generate-and-score with each row's visuals encoded by ego3s and carried along."""
         self._encode_rows(inputs)
         self._batch_ids = [sample_from_row(r).id for r in inputs]
+        if self._layout_invariant:
+            self._set_rollout_keys(self._batch_ids)
         try:
             out = super()._generate_and_score_completions(inputs)
         finally:
             visual = self._rows_visual
-            self._rows_visual = self._rows_prompt_ids = self._rows_mm = None
+            self._rows_visual = self._rows_prompt_ids = self._rows_mm = self._rollout_keys = None
         out["visual"] = visual
         if self.ego_strategy == "rloo":
             g = self.num_generations if self.model.training else self.num_generations_eval
@@ -327,7 +371,8 @@ class VideoGRPOTrainer(GRPOTrainer):
             return out
         g = self.num_generations
         rng = random.Random(self.args.seed * 7919 + int(self.state.global_step))
-        for _ in range(self.dynamic_sampling_rounds):
+        for round_ in range(1, self.dynamic_sampling_rounds + 1):
+            self._sampling_round = round_  # fresh keys for refilled groups
             dead = (out["advantages"].view(-1, g) == 0).all(dim=1).nonzero().flatten().tolist()
             self._metrics["train"]["dapo/zero_variance_groups"].append(float(len(dead)))
             if not dead:
@@ -338,6 +383,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             new = self._score_rows([row for row in fresh for _ in range(g)])
             rows = [r for d in dead for r in range(d * g, (d + 1) * g)]
             out = replace_rows(out, rows, new, pad_id=self._tokenizer.pad_token_id or 0)
+        self._sampling_round = 0
         return out
 
     def _compute_loss(self, model, inputs):
