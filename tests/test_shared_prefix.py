@@ -126,3 +126,26 @@ def test_training_step_with_shared_prefix(tiny_model_dir, tmp_path):
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert logs and math.isfinite(logs[-1]["loss"])
     assert logs[-1]["rollout/shared_prefix"] == 1.0
+
+
+def test_sampling_estimator_shares_the_prefix(tiny_model_dir, monkeypatch):
+    """CSM's sampling estimator (K rollouts per sample) takes the shared path; same draws, same seed."""
+    from ego3s.rl import rollout
+    from ego3s.select.scoring import ScoringConfig, sampling_batch
+
+    model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    items = []
+    for i, q in enumerate(["What did I pick up?", "Where did I put the cup after washing it?"]):
+        s = Sample(id=f"s{i}", question=q, answer="A", task="closeqa", options=["cup", "knife"])
+        msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}]
+        items.append((s, msgs, _clip(2, 56, 56, i)))
+    cfg = ScoringConfig(estimator="sampling", num_samples=3, max_new_tokens=6)
+    runs = {}
+    for shared in (True, False):
+        monkeypatch.setattr(rollout, "supported", lambda m, shared=shared: shared)
+        count = PrefillCount(model)
+        torch.manual_seed(0)
+        runs[shared] = (sampling_batch(model, processor, items, cfg), count.rows)
+        count.remove()
+    assert runs[True][0] == runs[False][0]
+    assert (runs[True][1], runs[False][1]) == (2, 6)

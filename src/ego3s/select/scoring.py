@@ -23,6 +23,7 @@ from ego3s.data.schema import LETTERS, Sample
 from ego3s.data.video import FrameSampling, VideoError, load_sample_clip, sample_view
 from ego3s.models.inputs import encode, vision_token_ids
 from ego3s.models.prompts import build_messages, target_text
+from ego3s.rl import rollout
 from ego3s.select.cache import ScoreCache
 
 VIEWS = ("full", "blind", "context")
@@ -84,10 +85,12 @@ def sampling_batch(model, processor, items: list[tuple[Sample, list, object]], c
     reward = reward or accuracy_reward
     enc = encode(processor, [m for _, m, _ in items], [v for _, _, v in items]).to(model.device)
     k = cfg.num_samples
-    out = model.generate(**enc, do_sample=True, temperature=cfg.temperature, top_p=1.0, top_k=0,
-                         max_new_tokens=cfg.max_new_tokens, num_return_sequences=k,
-                         pad_token_id=processor.tokenizer.pad_token_id,
-                         suppress_tokens=vision_token_ids(processor.tokenizer))
+    kw = dict(do_sample=True, temperature=cfg.temperature, top_p=1.0, top_k=0, max_new_tokens=cfg.max_new_tokens,
+              pad_token_id=processor.tokenizer.pad_token_id, suppress_tokens=vision_token_ids(processor.tokenizer))
+    if k > 1 and rollout.supported(model):  # one vision encoding and prefill per sample, not K
+        out = rollout.group_generate(model, dict(enc), k, **kw)
+    else:
+        out = model.generate(**enc, num_return_sequences=k, **kw)
     texts = processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     results = []
     for i, (s, _, _) in enumerate(items):
