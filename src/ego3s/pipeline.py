@@ -165,13 +165,11 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None, echo: Callable[[
     selected = run.run_stage("select", select, echo)["selected"]
 
     def train() -> dict:
-        from ego3s.files import write_json as wj
         from ego3s.rl.train import run_training
 
         tc = dataclasses.replace(cfg.training, model=start, data=selected, candidates=pool,
                                  out=str(d / "train"), seed=cfg.seed)
         trainer = run_training(tc, resume=True)
-        wj(d / "train" / "log_history.json", trainer.state.log_history)
         return {"model": str(d / "train" / "final"), "steps": trainer.state.global_step}
 
     trained = run.run_stage("train", train, echo)["model"]

@@ -259,7 +259,8 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
     required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())
     ckpt = last_checkpoint(out, required) if resume else None
     if ckpt is not None:
-        if peft_config is None:
+        # DeepSpeed and FSDP resume through their own sharded states, which transformers#43701 spares
+        if peft_config is None and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
             from ego3s.models.loading import load_checkpoint_weights
 
             load_checkpoint_weights(trainer.model, ckpt)
@@ -270,5 +271,7 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
             restore(curriculum, ckpt)
     trainer.train(resume_from_checkpoint=ckpt)
     trainer.save_model(str(out / "final"))
-    processor.save_pretrained(str(out / "final"))
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(out / "final"))
+        write_json(out / "log_history.json", trainer.state.log_history)  # losses, rewards, step times
     return trainer
