@@ -126,21 +126,21 @@ def main(argv=None):
     data = samples(Path(tempfile.mkdtemp(prefix="bench_train_clips_")), max(a.prompts, 1) * 4, a.frames, a.side)
     results = []
     tiny = C.model_folder(None, a.model, True) if (a.smoke and not a.model) else None
+    setup = {"prompts": a.prompts, "group": a.group, "micro_batch": a.micro_batch, "new_tokens": a.new_tokens,
+             "frames": a.frames, "side": a.side, "beta": a.beta, "warmup": a.warmup, "steps": a.steps}
     for mode in a.modes.split(","):
         path = tiny or C.model_folder(a.lora_arch if mode == "lora" else a.full_arch, a.model, a.smoke)
         for ckpt in a.checkpointing.split(","):
             r = run_config(path, a.smoke, data, lora=mode == "lora", checkpointing=ckpt == "on", a=a)
             r["arch"] = "tiny" if tiny else (a.model or (a.lora_arch if mode == "lora" else a.full_arch))
             results.append(r)
+            C.write_result(a.out, "train_step", {**setup, "results": results})  # kept if a later run overruns
     print(f"device: {C.device_name()}; {a.prompts} prompt(s) x G={a.group}, {a.new_tokens} new tokens, "
           f"{a.frames} frames x {a.side} px, micro-batch {a.micro_batch}, beta {a.beta}; "
           f"median of {a.steps} steps after {a.warmup} warm-up")
     print(C.table(["arch", "mode", "grad ckpt", "step s", "tokens/step", "tokens/s", "peak GiB", "error"],
                   [[r["arch"], r["mode"], r["gradient_checkpointing"], r["step_s_median"], r["tokens_per_step"],
                     r["tokens_per_s"], r["peak_mem_gib"] or "-", r["error"] or ""] for r in results]))
-    C.write_result(a.out, "train_step", {"prompts": a.prompts, "group": a.group, "micro_batch": a.micro_batch,
-                                         "new_tokens": a.new_tokens, "frames": a.frames, "side": a.side,
-                                         "beta": a.beta, "warmup": a.warmup, "steps": a.steps, "results": results})
     return 0
 
 

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Every GPU benchmark in sequence on one H100, sized to finish within about 8 minutes (about 7 on an
+# H100 80GB; the first run also builds the random-weight 7B and 3B reference models in /tmp).
+# JSON files go to ${OUT:-/tmp}/bench/, logs beside them, and one combined table to stdout.
+#
+#   bash benchmarks/run_gpu.sh            # from the repository root, with the carried wheels in .whl/
+#
+# The GPU image has no PyAV/decord: clips are written and decoded with OpenCV. A benchmark that
+# fails or overruns its time box is reported and the next one still runs.
+set -u
+cd "$(dirname "$0")/.."
+source benchmarks/gpu_setup.sh || { echo "gpu_setup.sh failed"; exit 1; }
+DIR="${OUT:-/tmp}/bench"
+mkdir -p "$DIR"
+STAMP=$(date +%F)
+FAILED=()
+
+bench() {  # bench NAME SECONDS script args...
+  local name=$1 limit=$2
+  shift 2
+  local t0=$SECONDS
+  echo "=== $name (time box ${limit}s)"
+  if timeout "$limit" python3 "$@" --out "$DIR/${STAMP}_${name}.json" > "$DIR/$name.log" 2>&1; then
+    grep -v '^{' "$DIR/$name.log" | grep -E '^(\||device|shared|likelihood|batched|[0-9.]+ TFLOP)' || true
+  else
+    FAILED+=("$name")
+    echo "!!! $name failed or ran out of time; last lines of $DIR/$name.log:"
+    tail -5 "$DIR/$name.log"
+  fi
+  echo "--- $name: $((SECONDS - t0)) s"
+}
+
+python3 - <<'PY'  # build both reference models first (skipped when already in /tmp)
+import sys
+sys.path.insert(0, "benchmarks")
+import _common as C
+for arch in ("7b", "3b"):
+    print(arch, C.model_folder(arch, None, False), flush=True)
+PY
+
+bench rollout    100 benchmarks/bench_rollout.py --arch 7b --frames 16 --side 448 --group 8 --new-tokens 256 --reps 2
+bench select     110 benchmarks/bench_select.py --arch 7b --n 8 --frames 16 --side 448 --batch-size 4 \
+                     --k 8 --sampling-n 4 --max-new-tokens 128 --backend opencv
+bench eval        50 benchmarks/bench_eval.py --arch 7b --n 16 --batch-size 8 --frames 16 --side 448 --backend opencv
+bench train_step 150 benchmarks/bench_train_step.py --lora-arch 7b --full-arch 3b --prompts 1 --group 8 \
+                     --micro-batch 2 --new-tokens 64 --frames 16 --side 448 --warmup 1 --steps 2 --backend opencv
+
+echo
+echo "=== summary ($DIR)"
+python3 benchmarks/summary.py "$DIR"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  echo "failed: ${FAILED[*]}"
+  exit 1
+fi

@@ -1,0 +1,72 @@
+"""Every benchmark script runs end to end in its `--smoke` mode (tiny model, CPU) and writes the
+JSON keys docs/PERFORMANCE.md and benchmarks/summary.py read. Timings are not checked."""
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+COMMON = {"benchmark", "device", "torch", "transformers", "date", "git_commit"}
+
+
+@pytest.fixture(scope="module")
+def bench_modules():
+    sys.path.insert(0, str(BENCH))
+    yield lambda name: importlib.import_module(name)
+    sys.path.remove(str(BENCH))
+
+
+def _run(mod, args, tmp_path):
+    out = tmp_path / "result.json"
+    assert mod.main(["--smoke", *args, "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert COMMON <= data.keys()
+    return data
+
+
+def test_rollout(bench_modules, tiny_model_dir, tmp_path):
+    r = _run(bench_modules("bench_rollout"), ["--model", tiny_model_dir], tmp_path)
+    assert {"greedy_identical", "prefill_s", "rollout_s", "tokens_per_s", "speedup", "prompt_tokens"} <= r.keys()
+    assert r["greedy_identical"] is True
+    assert set(r["tokens_per_s"]) == {"stock", "shared"}
+
+
+def test_select(bench_modules, tiny_model_dir, tmp_path):
+    r = _run(bench_modules("bench_select"), ["--model", tiny_model_dir], tmp_path)
+    assert {"results", "likelihood_over_sampling", "mfu"} <= r.keys()
+    assert {"flops_per_sample", "peak_tflops", "forward_tflops", "forward_mfu", "pipeline_mfu"} <= r["mfu"].keys()
+    assert r["mfu"]["flops_per_sample"] > 0
+    views = [",".join(x["views"]) for x in r["results"]]
+    assert "full" in views and "blind (no video)" in views
+
+
+def test_eval(bench_modules, tiny_model_dir, tmp_path):
+    r = _run(bench_modules("bench_eval"), ["--model", tiny_model_dir], tmp_path)
+    assert [x["mode"] for x in r["runs"]] == ["one at a time", "batched"]
+    assert {"samples_per_s", "load_s", "generate_s"} <= r["runs"][0].keys() and "batched_over_single" in r
+
+
+def test_train_step(bench_modules, tiny_model_dir, tmp_path):
+    r = _run(bench_modules("bench_train_step"), ["--model", tiny_model_dir, "--checkpointing", "on"], tmp_path)
+    assert [(x["mode"], x["gradient_checkpointing"]) for x in r["results"]] == [("lora", True), ("full", True)]
+    for x in r["results"]:
+        assert x["error"] is None and {"step_s_median", "tokens_per_s", "tokens_per_step"} <= x.keys()
+
+
+def test_decode(bench_modules, tmp_path):
+    r = _run(bench_modules("bench_decode"), [], tmp_path)
+    assert {"rows", "seconds", "fps", "qwen_vl_utils"} <= r.keys()
+    assert all(x["indices_match"] for x in r["rows"])
+    assert {x["frames"] for x in r["rows"]} == {16, 64}
+
+
+def test_summary_reads_every_result(bench_modules, tmp_path, capsys):
+    summary = bench_modules("summary")
+    (tmp_path / "x.json").write_text(json.dumps({"benchmark": "eval", "device": "cpu", "runs": [
+        {"mode": "one at a time", "batch_size": 1, "samples_per_s": 1.0},
+        {"mode": "batched", "batch_size": 4, "samples_per_s": 3.0}], "batched_over_single": 3.0}))
+    assert summary.main([str(tmp_path)]) == 0
+    assert "3.00x batched/single" in capsys.readouterr().out
