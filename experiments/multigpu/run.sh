@@ -57,12 +57,14 @@ PY
   yaml "$MG/ddp.yaml" "${common[@]}" out="$MG/ddp" per_device_train_batch_size=$((16 / N))
   yaml "$MG/z3.yaml" "${common[@]}" out="$MG/z3" per_device_train_batch_size=$((16 / N))
   rm -rf "$MG/one" "$MG/ddp" "$MG/z3"
-  t0=$SECONDS; CUDA_VISIBLE_DEVICES=0 python3 -m ego3s.cli train --config "$MG/one.yaml" 2>&1 | quiet | tail -4
-  echo "one GPU: $((SECONDS - t0)) s"
+  t0=$SECONDS; CUDA_VISIBLE_DEVICES=0 python3 -m ego3s.cli train --config "$MG/one.yaml" 2>&1 | quiet \
+    > "$OUTDIR/mg_train_one.log"; tail -2 "$OUTDIR/mg_train_one.log"; echo "one GPU: $((SECONDS - t0)) s"
   t0=$SECONDS; accelerate launch --multi_gpu --num_processes "$N" --mixed_precision no -m ego3s.cli train \
-    --config "$MG/ddp.yaml" 2>&1 | quiet | tail -4; echo "DDP x$N: $((SECONDS - t0)) s"
+    --config "$MG/ddp.yaml" 2>&1 | quiet > "$OUTDIR/mg_train_ddp.log"; tail -2 "$OUTDIR/mg_train_ddp.log"
+  echo "DDP x$N: $((SECONDS - t0)) s"
   t0=$SECONDS; accelerate launch --config_file configs/accelerate/zero3.yaml --num_processes "$N" \
-    --mixed_precision no -m ego3s.cli train --config "$MG/z3.yaml" 2>&1 | quiet | tail -8
+    --mixed_precision no -m ego3s.cli train --config "$MG/z3.yaml" 2>&1 | quiet > "$OUTDIR/mg_train_z3.log"
+  grep -m1 -B2 -A30 "Traceback" "$OUTDIR/mg_train_z3.log" || tail -3 "$OUTDIR/mg_train_z3.log"
   echo "ZeRO-3 x$N: $((SECONDS - t0)) s"
   for run in ddp z3; do
     echo "== one GPU vs $run"; python3 experiments/multigpu/compare.py "$MG/one" "$MG/$run" --json "$OUTDIR/mg_parity_$run.json"
@@ -77,9 +79,10 @@ if [ "$phase" = eval ]; then
   [ -f "$MG/tiny_data/test_id.jsonl" ] || ego3s synth --out "$MG/tiny_data" --train 12 --test 16 --probe 0 --frames 8 --size 56 --no-audit | tail -1
   [ -f "$MG/data448/test_id.jsonl" ] || ego3s synth --out "$MG/data448" --train 32 --test 64 --probe 0 --frames 16 --size 448 --no-audit | tail -1
   [ -f "$MG/ref3b/config.json" ] || python3 -c "from ego3s.models.reference import build_reference as b; b('$MG/ref3b', '3b')" 2>&1 | quiet
-  for spec in "tiny:$MG/tiny:$MG/tiny_data:float32:3136" "3b:$MG/ref3b:$MG/data448:bfloat16:200704"; do
-    IFS=: read -r name model data dtype px <<< "$spec"
-    args=(--data EgoSynth --path "EgoSynth=$data" --model "$model" --batch-size 8 --frames 16 --max-pixels "$px"
+  for spec in "tiny:$MG/tiny:$MG/tiny_data:float32:3136:8" "3b:$MG/ref3b:$MG/data448:bfloat16:200704:16"; do
+    IFS=: read -r name model data dtype px frames <<< "$spec"
+    args=(--data EgoSynth --path "EgoSynth=$data" --model "$model" --batch-size 8 --frames "$frames" --backend opencv
+      --max-pixels "$px"
       --min-pixels "$px" --max-new-tokens 16 --dtype "$dtype" --quiet)
     rm -rf "$MG/eval_${name}_1" "$MG/eval_${name}_$N"
     t0=$(date +%s.%N); CUDA_VISIBLE_DEVICES=0 python3 -m ego3s.cli eval "${args[@]}" --out "$MG/eval_${name}_1" 2>&1 | quiet | tail -3
@@ -117,11 +120,13 @@ if [ "$phase" = zero3 ]; then
   rm -rf "$MG/z3_3b" "$MG/one_3b"
   pid=$(memwatch "$OUTDIR/mg_mem_z3_3b.csv")
   t0=$SECONDS; accelerate launch --config_file configs/accelerate/zero3.yaml --num_processes "$N" \
-    -m ego3s.cli train --config "$MG/z3_3b.yaml" 2>&1 | quiet | tail -12
+    -m ego3s.cli train --config "$MG/z3_3b.yaml" 2>&1 | quiet > "$OUTDIR/mg_train_z3_3b.log"
+  grep -m1 -B2 -A30 "Traceback" "$OUTDIR/mg_train_z3_3b.log" || tail -3 "$OUTDIR/mg_train_z3_3b.log"
   echo "ZeRO-3 3B x$N: $((SECONDS - t0)) s"; kill "$pid"
   if [ "${SKIP_ONE:-0}" != 1 ]; then
     pid=$(memwatch "$OUTDIR/mg_mem_one_3b.csv")
-    t0=$SECONDS; CUDA_VISIBLE_DEVICES=0 python3 -m ego3s.cli train --config "$MG/one_3b.yaml" 2>&1 | quiet | tail -6
+    t0=$SECONDS; CUDA_VISIBLE_DEVICES=0 python3 -m ego3s.cli train --config "$MG/one_3b.yaml" 2>&1 | quiet \
+      > "$OUTDIR/mg_train_one_3b.log"; tail -3 "$OUTDIR/mg_train_one_3b.log"
     echo "one GPU 3B: $((SECONDS - t0)) s"; kill "$pid"
   fi
   python3 - "$MG" "$OUTDIR" <<'PY'
