@@ -34,7 +34,7 @@ def group_stats(rewards: list[float], group_size: int) -> tuple[float, float]:
     for i in range(0, len(rewards), group_size):
         g = rewards[i:i + group_size]
         mu = sum(g) / len(g)
-        variances.append(sum((x - mu) ** 2 for x in g) / len(g))
+        variances.append(sum((x - mu) * (x - mu) for x in g) / len(g))  # overflows to inf, never raises
     n = len(variances)
     return (sum(variances) / n, sum(v <= 1e-12 for v in variances) / n) if n else (0.0, 0.0)
 

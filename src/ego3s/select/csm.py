@@ -34,13 +34,14 @@ def apply_filters(rows: list[dict], th: CSMThresholds) -> list[dict]:
 
     Rows need `s_full`, `s_blind`, `s_context` and `relevance` (None when the sample has no
     interaction annotation: it then fails the relevance filter, since nothing says it needs the
-    interaction). A row whose scores are missing or not finite fails every filter and is marked
-    with `invalid` so reports can count it instead of hiding it."""
+    interaction). A row whose scores are missing, not finite or outside [0, 1] (no expected
+    correctness can be) fails every filter and is marked with `invalid` so reports can count it
+    instead of hiding it."""
     out = []
     for r in rows:
         r = dict(r)
         scores = [r.get("s_full"), r.get("s_blind"), r.get("s_context")]
-        if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in scores):
+        if not all(isinstance(x, (int, float)) and 0.0 <= x <= 1.0 for x in scores):  # NaN fails too
             r.update(coarse=None, fine=None, pass_coarse=False, pass_fine=False, pass_relevance=False,
                      kept=False, invalid=True)
             out.append(r)
