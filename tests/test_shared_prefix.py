@@ -4,6 +4,7 @@ same completions as TRL's path (greedy), through the function and through the tr
 import math
 
 import numpy as np
+import pytest
 import torch
 from transformers import GenerationConfig
 
@@ -85,17 +86,23 @@ def _samples(tmp_path):
     ]
 
 
-def _trainer(tiny_model_dir, tmp_path, samples, G=2, shared=True):
+def _trainer(tiny_model_dir, tmp_path, samples, G=2, shared=True, lora=False, **kw):
     model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
     cfg = TrainingConfig(model=tiny_model_dir, out=str(tmp_path / "run"), batch_size=G * len(samples),
                          per_device_train_batch_size=G * len(samples), num_generations=G, max_completion_length=8,
                          max_steps=1, learning_rate=1e-3, beta=0.0)
     sampling = {"nframes": 4, "max_pixels": 84 * 84, "min_pixels": 28 * 28}
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
+                                 target_modules=r".*language_model.*\.(q_proj|v_proj)")
     return VideoGRPOTrainer(
         model=model, processing_class=processor,
         args=grpo_args(cfg, suppress_tokens=vision_token_ids(processor.tokenizer)),
         reward_funcs=reward_functions(cfg, ["cup", "knife"]), train_dataset=training_dataset(samples),
-        sampling=sampling, shared_prefix_rollouts=shared)
+        sampling=sampling, shared_prefix_rollouts=shared, peft_config=peft_config, **kw)
 
 
 def test_trainer_rollouts_same_as_trl_with_one_prefill_per_group(tiny_model_dir, tmp_path):
@@ -120,12 +127,29 @@ def test_trainer_rollouts_same_as_trl_with_one_prefill_per_group(tiny_model_dir,
     assert trainer._metrics["eval"]["rollout/shared_prefix"] == [0.0, 1.0]
 
 
-def test_training_step_with_shared_prefix(tiny_model_dir, tmp_path):
-    trainer = _trainer(tiny_model_dir, tmp_path, _samples(tmp_path), G=2)
+@pytest.mark.parametrize("lora", [False, True])
+def test_training_step_with_shared_prefix(tiny_model_dir, tmp_path, lora):
+    trainer = _trainer(tiny_model_dir, tmp_path, _samples(tmp_path), G=2, lora=lora)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert logs and math.isfinite(logs[-1]["loss"])
     assert logs[-1]["rollout/shared_prefix"] == 1.0
+
+
+def test_keyed_sampling_draws_the_same_rollouts_either_path(tiny_model_dir, tmp_path):
+    """Layout-invariant (keyed) sampling wraps the policy's generate; the shared path goes through it."""
+    samples = _samples(tmp_path)
+    G = 2
+    trainer = _trainer(tiny_model_dir, tmp_path, samples, G=G, layout_invariant_sampling=True)
+    trainer.model.eval()
+    rows = [r for r in trainer.train_dataset for _ in range(G)]
+    outs = {}
+    for shared in (False, True):
+        trainer.ego_shared_prefix = shared
+        with torch.no_grad():
+            outs[shared] = trainer._generate_and_score_completions(rows)
+    assert torch.equal(outs[False]["completion_ids"], outs[True]["completion_ids"])
+    assert trainer._metrics["eval"]["rollout/shared_prefix"] == [0.0, 1.0]
 
 
 def test_sampling_estimator_shares_the_prefix(tiny_model_dir, monkeypatch):

@@ -89,12 +89,12 @@ def group_generate(model, inputs: dict, group: int, generation_config=None, **ge
 
     `inputs`: left-padded `input_ids`, `attention_mask`, `mm_token_type_ids` and the visual
     tensors of the B distinct prompts. Call under `torch.no_grad()`."""
-    base = _base(model)
-    cache = prefill(base, inputs, group)
+    cache = prefill(model, inputs, group)
     ids = inputs["input_ids"].repeat_interleave(group, dim=0)
     mask = inputs["attention_mask"].repeat_interleave(group, dim=0)
-    return base.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config,
-                         **{_cache_kwarg(base): cache}, **generate_kwargs)
+    # through the caller's model (a PEFT wrapper, or a model whose generate was wrapped), as TRL calls it
+    return model.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config,
+                          **{_cache_kwarg(_base(model)): cache}, **generate_kwargs)
 
 
 def groups_of(prompt_ids: list, visual: list | None, group: int) -> list[int] | None:
