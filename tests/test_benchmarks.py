@@ -4,12 +4,19 @@ JSON keys docs/PERFORMANCE.md and benchmarks/summary.py read. Timings are not ch
 import importlib
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 COMMON = {"benchmark", "device", "torch", "transformers", "date", "git_commit"}
+
+
+@pytest.fixture(autouse=True)
+def _temp_here(tmp_path, monkeypatch):
+    """The scripts' scratch folders (clips, checkpoints) go under pytest's tmp, not /tmp."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 @pytest.fixture(scope="module")
