@@ -160,9 +160,9 @@ def _checkpoint_step(ckpt: str) -> int:
     return int(state["global_step"])
 
 
-def _truncate_reward_log(path: Path, step: int) -> None:
-    """Drop reward records written after the checkpoint we resume from: those steps are redone,
-    and their records would otherwise be counted twice."""
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop records (reward log, ECR events) written after the checkpoint we resume from: those
+    steps are redone, and their records would otherwise be counted twice."""
     from ego3s.files import atomic_open, read_log
 
     if not path.exists():
@@ -258,20 +258,55 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
     write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
     required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())
     ckpt = last_checkpoint(out, required) if resume else None
+    for log in ("rewards.jsonl", "ecr_events.jsonl"):  # from scratch (no checkpoint): step 0, an empty log
+        _truncate_log(out / log, _checkpoint_step(ckpt) if ckpt is not None else 0)
+    loaded = False
     if ckpt is not None:
         # DeepSpeed and FSDP resume through their own sharded states, which transformers#43701 spares
         if peft_config is None and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
             from ego3s.models.loading import load_checkpoint_weights
 
             load_checkpoint_weights(trainer.model, ckpt)
-        _truncate_reward_log(out / "rewards.jsonl", _checkpoint_step(ckpt))
+            loaded = True
         if curriculum is not None:
             from ego3s.curriculum.ecr import restore
 
             restore(curriculum, ckpt)
-    trainer.train(resume_from_checkpoint=ckpt)
-    trainer.save_model(str(out / "final"))
+    if loaded and _finished(ckpt, cfg.max_steps):
+        # transformers' loop takes a step before it checks max_steps: resuming a run killed after its
+        # last checkpoint (while saving `final`) would train, log and observe one step too many
+        from transformers import TrainerState
+
+        trainer.state = TrainerState.load_from_json(str(Path(ckpt) / "trainer_state.json"))
+        for cb in callbacks:  # what they write at the end (the curriculum's state and timeline)
+            cb.on_train_end(trainer.args, trainer.state, trainer.control)
+    else:
+        trainer.train(resume_from_checkpoint=ckpt)
+    _save_final(trainer, processor, out / "final")
     if trainer.is_world_process_zero():
-        processor.save_pretrained(str(out / "final"))
         write_json(out / "log_history.json", trainer.state.log_history)  # losses, rewards, step times
     return trainer
+
+
+def _finished(ckpt: str, max_steps: int) -> bool:
+    """Whether a checkpoint already reached this run's `max_steps` (unknown, so False, when the
+    run is sized in epochs)."""
+    return 0 < max_steps <= _checkpoint_step(ckpt)
+
+
+def _save_final(trainer, processor, path: Path) -> None:
+    """Save the final model into `<path>.partial`, then rename it to `path`: a kill mid-save
+    leaves a `.partial` folder (redone by a resume), never a `final` that looks complete."""
+    import shutil
+
+    tmp = path.with_name(path.name + ".partial")
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))  # every rank: sharded states are gathered here
+    if main:
+        processor.save_pretrained(str(tmp))
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    trainer.accelerator.wait_for_everyone()
