@@ -15,7 +15,7 @@ MG=${MG:-/root/mg}
 OUTDIR=${OUT:-/tmp}
 mkdir -p "$MG"
 ego3s() { python3 -m ego3s.cli "$@"; }
-quiet() { grep -v "Loading weights\|Writing model\|it/s\]$\|s/it\]$" ; }
+quiet() { grep --line-buffered -v "Loading weights\|Writing model\|it/s\]$\|s/it\]$" ; }
 
 memwatch() {  # memwatch FILE: sample every GPU's used memory every 0.5 s until killed
   nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 500 > "$1" &
@@ -44,9 +44,10 @@ if [ "$phase" = parity ]; then
   python3 - "$MG" <<'PY'
 import json, sys
 mg = sys.argv[1]
-lines = open(f"{mg}/tiny_data/train.jsonl").read().splitlines()
-open(f"{mg}/selected.jsonl", "w").write("\n".join(lines[:4]) + "\n")
-json.dump({json.loads(l)["id"]: 1.0 for l in lines}, open(f"{mg}/relevance.json", "w"))
+from ego3s.data import read_jsonl, write_jsonl
+samples = read_jsonl(f"{mg}/tiny_data/train.jsonl")  # video paths resolved against the data folder
+write_jsonl(f"{mg}/selected.jsonl", samples[:4])
+json.dump({s.id: 1.0 for s in samples}, open(f"{mg}/relevance.json", "w"))
 PY
   common=(model="$MG/tiny" data="$MG/selected.jsonl" candidates="$MG/tiny_data/train.jsonl" batch_size=16
     num_generations=4 max_completion_length=12 max_steps=6 save_steps=6 learning_rate=1.0e-3 beta=0.0 nframes=4
@@ -59,14 +60,16 @@ PY
   rm -rf "$MG/one" "$MG/ddp" "$MG/z3"
   t0=$SECONDS; CUDA_VISIBLE_DEVICES=0 python3 -m ego3s.cli train --config "$MG/one.yaml" 2>&1 | quiet \
     > "$OUTDIR/mg_train_one.log"; tail -2 "$OUTDIR/mg_train_one.log"; echo "one GPU: $((SECONDS - t0)) s"
+  if [[ " ${RUNS:-ddp z3} " == *" ddp "* ]]; then
   t0=$SECONDS; accelerate launch --multi_gpu --num_processes "$N" --mixed_precision no -m ego3s.cli train \
     --config "$MG/ddp.yaml" 2>&1 | quiet > "$OUTDIR/mg_train_ddp.log"; tail -2 "$OUTDIR/mg_train_ddp.log"
   echo "DDP x$N: $((SECONDS - t0)) s"
+  fi
   t0=$SECONDS; accelerate launch --config_file configs/accelerate/zero3.yaml --num_processes "$N" \
     --mixed_precision no -m ego3s.cli train --config "$MG/z3.yaml" 2>&1 | quiet > "$OUTDIR/mg_train_z3.log"
   grep -m1 -B2 -A30 "Traceback" "$OUTDIR/mg_train_z3.log" || tail -3 "$OUTDIR/mg_train_z3.log"
   echo "ZeRO-3 x$N: $((SECONDS - t0)) s"
-  for run in ddp z3; do
+  for run in ${RUNS:-ddp z3}; do
     echo "== one GPU vs $run"; python3 experiments/multigpu/compare.py "$MG/one" "$MG/$run" --json "$OUTDIR/mg_parity_$run.json"
   done
   tar czf "$OUTDIR/mg_parity_runs.tgz" -C "$MG" --ignore-failed-read one/rewards.jsonl one/ecr_events.jsonl \
@@ -113,14 +116,14 @@ if [ "$phase" = zero3 ]; then
   [ -f "$MG/ref3b/config.json" ] || python3 -c "from ego3s.models.reference import build_reference as b; b('$MG/ref3b', '3b')" 2>&1 | quiet
   common=(model="$MG/ref3b" data="$MG/data448/train.jsonl" batch_size=16 num_generations=8
     max_completion_length=${ZLEN:-128} max_steps=${ZSTEPS:-4} save_steps=1000 learning_rate=1.0e-6 beta=0.0 nframes=16
-    max_pixels=200704 min_pixels=200704 gradient_checkpointing=true backend=opencv ecr.ecr=false
+    max_pixels=200704 min_pixels=200704 gradient_checkpointing=true logging_steps=1 backend=opencv ecr.ecr=false
     layout_invariant_sampling=true)
   yaml "$MG/z3_3b.yaml" "${common[@]}" out="$MG/z3_3b" per_device_train_batch_size=$((16 / N))
   yaml "$MG/one_3b.yaml" "${common[@]}" out="$MG/one_3b" per_device_train_batch_size=8
   rm -rf "$MG/z3_3b" "$MG/one_3b"
   pid=$(memwatch "$OUTDIR/mg_mem_z3_3b.csv")
-  t0=$SECONDS; accelerate launch --config_file configs/accelerate/zero3.yaml --num_processes "$N" \
-    -m ego3s.cli train --config "$MG/z3_3b.yaml" 2>&1 | quiet > "$OUTDIR/mg_train_z3_3b.log"
+  t0=$SECONDS; timeout "${ZTIMEOUT:-600}" accelerate launch --config_file configs/accelerate/zero3.yaml \
+    --num_processes "$N" -m ego3s.cli train --config "$MG/z3_3b.yaml" 2>&1 | quiet > "$OUTDIR/mg_train_z3_3b.log"
   grep -m1 -B2 -A30 "Traceback" "$OUTDIR/mg_train_z3_3b.log" || tail -3 "$OUTDIR/mg_train_z3_3b.log"
   echo "ZeRO-3 3B x$N: $((SECONDS - t0)) s"; kill "$pid"
   if [ "${SKIP_ONE:-0}" != 1 ]; then

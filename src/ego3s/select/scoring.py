@@ -51,7 +51,9 @@ def letter_token_ids(tokenizer, n: int) -> list[int]:
     return ids
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: ECR scores with the live policy, and under DeepSpeed ZeRO-3 the
+# parameters gathered here would become inference tensors that the next backward cannot use
+@torch.no_grad()
 def likelihood_batch(model, processor, items: list[tuple[Sample, list, object]]) -> list[float]:
     """Scores of one batch of (sample, messages, visual) under the likelihood estimator."""
     samples = [s for s, _, _ in items]
@@ -76,7 +78,7 @@ def likelihood_batch(model, processor, items: list[tuple[Sample, list, object]])
     return scores
 
 
-@torch.inference_mode()
+@torch.no_grad()  # see likelihood_batch
 def sampling_batch(model, processor, items: list[tuple[Sample, list, object]], cfg: ScoringConfig,
                    reward: Callable | None = None) -> list[tuple[float, list[str]]]:
     """(mean accuracy reward over K rollouts, the rollouts) for each item."""
