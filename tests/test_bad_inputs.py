@@ -282,7 +282,8 @@ def check_output(kind, corpus, tmp_path):
     extract_answer(text), extract_think(text), format_ok(text)
     assert time.perf_counter() - t0 < 30, "a huge output must not stall a training step"
     records = {s.id: {"id": s.id, "output": text} for s in (closed, opened)}
-    summary, rows = score_benchmark(get_benchmark("EgoSynth"), "x", [closed, opened], records, EvalConfig(data=["EgoSynth"]))
+    summary, _ = score_benchmark(get_benchmark("EgoSynth"), "x", [closed, opened], records,
+                                 EvalConfig(data=["EgoSynth"]))
     assert summary["n_scored"] == 2 and summary["n_skipped"] == 0
     m = summary["metrics"]
     assert 0.0 <= m["rouge_l"] <= 100.0 and m["accuracy"] in (0.0, 100.0)

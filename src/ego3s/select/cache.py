@@ -11,7 +11,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from ego3s.files import append_jsonl, read_log
+from ego3s.files import append_jsonl, read_log, write_text
 
 
 def setup_key(**settings) -> str:
@@ -29,7 +29,7 @@ class ScoreCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         meta = self.path.with_suffix(".settings.json")
         if not meta.exists():
-            meta.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
+            write_text(meta, json.dumps(settings, indent=2, sort_keys=True, default=str))  # atomic: never torn
         self._data = {(r["id"], r["view"]): r for r in read_log(self.path)}
 
     def __contains__(self, key: tuple[str, str]) -> bool:
