@@ -77,8 +77,15 @@ def forward_flops(model, processor, frames: int, side: int, batch: int) -> tuple
                  answers=["B<|im_end|>"] * batch)
     enc = {k: v.to(model.device) for k, v in enc.items() if k != "labels"}
     with torch.inference_mode():
-        with FlopCounterMode(display=False) as counter:
-            model(**enc)
+        # counted with eager attention: torch's counter rejects SDPA's grouped-query shapes (the
+        # 7B's 28 query / 4 key-value heads); eager attention does the same matmuls explicitly
+        impl = model.config._attn_implementation
+        model.set_attn_implementation("eager")
+        try:
+            with FlopCounterMode(display=False) as counter:
+                model(**enc)
+        finally:
+            model.set_attn_implementation(impl)
         flops = float(counter.get_total_flops())
         model(**enc)
         times = [C.timed(model, **enc)[0] for _ in range(3)]
