@@ -121,14 +121,16 @@ if [ "$phase" = zero3 ]; then
   yaml "$MG/z3_3b.yaml" "${common[@]}" out="$MG/z3_3b" per_device_train_batch_size=$((16 / N))
   yaml "$MG/one_3b.yaml" "${common[@]}" out="$MG/one_3b" per_device_train_batch_size=8
   rm -rf "$MG/z3_3b" "$MG/one_3b"
+  if [ "${SKIP_Z3:-0}" != 1 ]; then
   pid=$(memwatch "$OUTDIR/mg_mem_z3_3b.csv")
   t0=$SECONDS; timeout "${ZTIMEOUT:-600}" accelerate launch --config_file configs/accelerate/zero3.yaml \
     --num_processes "$N" -m ego3s.cli train --config "$MG/z3_3b.yaml" 2>&1 | quiet > "$OUTDIR/mg_train_z3_3b.log"
   grep -m1 -B2 -A30 "Traceback" "$OUTDIR/mg_train_z3_3b.log" || tail -3 "$OUTDIR/mg_train_z3_3b.log"
   echo "ZeRO-3 3B x$N: $((SECONDS - t0)) s"; kill "$pid"
+  fi
   if [ "${SKIP_ONE:-0}" != 1 ]; then
     pid=$(memwatch "$OUTDIR/mg_mem_one_3b.csv")
-    t0=$SECONDS; CUDA_VISIBLE_DEVICES=0 python3 -m ego3s.cli train --config "$MG/one_3b.yaml" 2>&1 | quiet \
+    t0=$SECONDS; CUDA_VISIBLE_DEVICES=0 timeout "${ZTIMEOUT:-600}" python3 -m ego3s.cli train --config "$MG/one_3b.yaml" 2>&1 | quiet \
       > "$OUTDIR/mg_train_one_3b.log"; tail -3 "$OUTDIR/mg_train_one_3b.log"
     echo "one GPU 3B: $((SECONDS - t0)) s"; kill "$pid"
   fi
