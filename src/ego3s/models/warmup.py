@@ -52,8 +52,27 @@ def rationale(sample, grounded_share: float = 0.5) -> str:
         "I think about what usually happens in a scene like this."
 
 
+def trace_text(sample, source: str = "template", grounded_share: float = 0.5) -> str:
+    """The reasoning that goes inside `<think>` for a supervised target: the template rationale
+    above (`source="template"`), or a trace stored with the sample (`source="meta.KEY"`, e.g.
+    `meta.rationale`, written by an annotator or a stronger model). A missing trace is an error,
+    not a silent fallback: a cold start on half template, half real traces is a different run."""
+    if source == "template":
+        return rationale(sample, grounded_share)
+    if not source.startswith("meta.") or source == "meta.":
+        raise ValueError(f"rationale must be 'template' or 'meta.KEY', got {source!r}")
+    key = source[len("meta."):]
+    value = sample.meta.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"sample {sample.id!r}: field meta.{key} (the reasoning trace) is missing or empty")
+    return value.strip().removeprefix("<think>").removesuffix("</think>").strip()
+
+
 class ClipCollator:
-    """Rows (sample dicts) -> teacher-forced batches with labels on the answer tokens only."""
+    """Rows (sample dicts) -> teacher-forced batches with labels on the answer tokens only.
+
+    `cfg` is a WarmupConfig or an SFT config (ego3s.models.sft): frame settings, `fmt`,
+    `grounded_share` and, optionally, `rationale` (where the reasoning trace comes from)."""
 
     def __init__(self, processor, cfg: WarmupConfig):
         from ego3s.select.scoring import ScoringConfig
@@ -84,11 +103,27 @@ class ClipCollator:
             visuals.append(vis)
             target = target_text(s, fmt=self.cfg.fmt)
             if self.cfg.fmt == "reasoning":
-                target = f"<think>{rationale(s, self.cfg.grounded_share)}</think>{target}"
+                source = getattr(self.cfg, "rationale", "template")
+                target = f"<think>{trace_text(s, source, self.cfg.grounded_share)}</think>{target}"
             answers.append(target + eos)
         if not msgs:
             raise RuntimeError("warm-up batch: every sample in the batch was unreadable")
         return dict(encode(self.processor, msgs, visuals, answers=answers))
+
+
+def vision_optimizer(model, learning_rate: float, vision_learning_rate: float | None):
+    """AdamW with its own learning rate for the vision tower and merger (a random tower needs more
+    than a pretrained language model), or None (the Trainer's default optimizer) without one."""
+    import torch
+
+    from ego3s.rl.train import VISION_PREFIXES
+
+    if vision_learning_rate is None:
+        return None
+    vis = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(VISION_PREFIXES)]
+    rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(VISION_PREFIXES)]
+    groups = [{"params": vis, "lr": vision_learning_rate}] + ([{"params": rest, "lr": learning_rate}] if rest else [])
+    return torch.optim.AdamW(groups, weight_decay=0.0)  # the scheduler scales each group
 
 
 def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool = False) -> Path:
@@ -117,12 +152,7 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
         bf16=next(model.parameters()).dtype == torch.bfloat16, dataloader_num_workers=0,
         disable_tqdm=False, use_cpu=not torch.cuda.is_available())  # see ego3s.rl.train.grpo_args
     collator = ClipCollator(processor, cfg)
-    optimizers = (None, None)
-    if cfg.vision_learning_rate is not None:
-        vis = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith(VISION_PREFIXES)]
-        rest = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(VISION_PREFIXES)]
-        groups = [{"params": vis, "lr": cfg.vision_learning_rate}] + ([{"params": rest, "lr": cfg.learning_rate}] if rest else [])
-        optimizers = (torch.optim.AdamW(groups, weight_decay=0.0), None)  # the scheduler scales each group
+    optimizers = (vision_optimizer(model, cfg.learning_rate, cfg.vision_learning_rate), None)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator, optimizers=optimizers)
     ckpt = last_checkpoint(out) if resume else None
     if ckpt is not None:

@@ -141,6 +141,14 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
 VISION_PREFIXES = ("model.visual.", "visual.")
 
 
+def lora_config(r: int, alpha: int, dropout: float = 0.05):
+    """LoRA on the language model's attention and MLP projections (the vision tower stays as it is)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
+                      target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+
+
 def last_checkpoint(out: str | Path, required: tuple[str, ...] = ("trainer_state.json",)) -> str | None:
     """The newest *complete* `checkpoint-N` in `out`: one killed while being written lacks the
     files saved last (`trainer_state.json`; `ecr_state.json` when the curriculum is on)."""
@@ -224,12 +232,7 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
         for name, p in model.named_parameters():
             if name.startswith(VISION_PREFIXES):
                 p.requires_grad_(False)
-    peft_config = None
-    if cfg.lora:
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05, task_type="CAUSAL_LM",
-                                 target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+    peft_config = lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     bf16 = next(model.parameters()).dtype == torch.bfloat16
     from ego3s.models.inputs import vision_token_ids
