@@ -9,12 +9,13 @@ an error, never a silent drop.
 """
 
 import json
+import shutil
 from collections import OrderedDict
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from ego3s.data.egosynth import EgoSynthConfig, generate
 from ego3s.models.merge import MergeError, detect, merge
@@ -77,9 +78,23 @@ def test_sft_lowers_loss_checkpoints_and_resumes(tiny_model_dir, synth, tmp_path
     assert torch.allclose(sft_loss, plain, atol=1e-5), (sft_loss, plain)
     assert abs(float(plain - blind)) > 1e-4  # the video matters to that loss
 
-    resumed = run_sft(replace(cfg, max_steps=6), resume=True)
-    assert resumed.state.global_step == 6 and (out / "checkpoint-6").is_dir()
-    assert [h["step"] for h in resumed.state.log_history if "loss" in h][-2:] == [5, 6]
+    # killed after checkpoint-2: the resumed run trains steps 3 and 4 again and ends where the
+    # uninterrupted one did
+    uninterrupted = load_file(out / "final" / "model.safetensors")
+    shutil.rmtree(out / "checkpoint-4")
+    shutil.rmtree(out / "final")
+    resumed = run_sft(cfg, resume=True)
+    assert resumed.state.global_step == 4
+    assert [h["step"] for h in resumed.state.log_history if "loss" in h] == [1, 2, 3, 4]
+    again = load_file(out / "final" / "model.safetensors")
+    assert set(again) == set(uninterrupted)
+    for k in again:
+        torch.testing.assert_close(again[k], uninterrupted[k], atol=1e-6, rtol=1e-5)
+    # resuming a finished run only rewrites final/ (no fifth step)
+    shutil.rmtree(out / "final")
+    assert run_sft(cfg, resume=True).state.global_step == 4
+    for k in again:
+        assert torch.equal(load_file(out / "final" / "model.safetensors")[k], again[k])
 
 
 def test_missing_trace_is_an_error(tiny_model_dir, synth, tmp_path):

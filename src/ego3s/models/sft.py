@@ -108,7 +108,7 @@ def run_sft(cfg: SFTRunConfig, resume: bool = False):
     from ego3s.files import write_json
     from ego3s.models.loading import load_checkpoint_weights, load_model
     from ego3s.models.warmup import ClipCollator, vision_optimizer
-    from ego3s.rl.train import VISION_PREFIXES, _save_final, last_checkpoint, lora_config
+    from ego3s.rl.train import VISION_PREFIXES, _finished, _save_final, last_checkpoint, lora_config
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,9 +129,22 @@ def run_sft(cfg: SFTRunConfig, resume: bool = False):
     write_json(out / "sft_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
     ckpt = last_checkpoint(out) if resume else None
     if ckpt is not None and not cfg.lora and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
-        # the Trainer's own resume loads nothing for Qwen2.5-VL (transformers#43701; see there)
+        # the Trainer's own resume loads nothing for Qwen2.5-VL (transformers#43701; see there);
+        # LoRA adapters and DeepSpeed/FSDP states it does load
         load_checkpoint_weights(trainer.model, ckpt)
-    trainer.train(resume_from_checkpoint=ckpt)
+    if ckpt is not None and _finished(ckpt, cfg.max_steps):
+        # the newest checkpoint already reached max_steps (killed while saving final/): transformers
+        # would train one step more, so only its weights and state are taken
+        from transformers import TrainerState
+
+        if cfg.lora:
+            from peft import set_peft_model_state_dict
+            from peft.utils import load_peft_weights
+
+            set_peft_model_state_dict(trainer.model, load_peft_weights(ckpt, device="cpu"))
+        trainer.state = TrainerState.load_from_json(str(Path(ckpt) / "trainer_state.json"))
+    else:
+        trainer.train(resume_from_checkpoint=ckpt)
     _save_final(trainer, processor, out / "final")
     if trainer.is_world_process_zero():
         write_json(out / "log_history.json", trainer.state.log_history)
