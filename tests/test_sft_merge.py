@@ -228,3 +228,11 @@ def test_detect_says_what_it_found(tiny_model_dir, tmp_path):
     with pytest.raises(MergeError, match="already a Hugging Face model"):
         merge(tiny_model_dir, tmp_path / "o", echo=lambda m: None)
     assert not Path(tmp_path / "o").exists()
+
+
+def test_shipped_sft_config_loads():
+    from ego3s.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = load_config(SFTRunConfig, root / "configs" / "sft_config.yaml", ["lora=true", "max_steps=5"])
+    assert cfg.lora and cfg.max_steps == 5 and cfg.rationale == "meta.rationale"
