@@ -128,11 +128,12 @@ def run_sft(cfg: SFTRunConfig, resume: bool = False):
         peft_config=lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora else None)
     write_json(out / "sft_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
     ckpt = last_checkpoint(out) if resume else None
-    if ckpt is not None and not cfg.lora and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled  # their states load only in train()
+    if ckpt is not None and not cfg.lora and not sharded:
         # the Trainer's own resume loads nothing for Qwen2.5-VL (transformers#43701; see there);
         # LoRA adapters and DeepSpeed/FSDP states it does load
         load_checkpoint_weights(trainer.model, ckpt)
-    if ckpt is not None and _finished(ckpt, cfg.max_steps):
+    if ckpt is not None and not sharded and _finished(ckpt, cfg.max_steps):
         # the newest checkpoint already reached max_steps (killed while saving final/): transformers
         # would train one step more, so only its weights and state are taken
         from transformers import TrainerState
