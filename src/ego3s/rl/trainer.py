@@ -95,6 +95,14 @@ def replace_rows(out: dict, rows: list[int], new: dict, pad_id: int = 0) -> dict
     return merged
 
 
+def first_rows(out: dict, n: int) -> dict:
+    """The first `n` rows of a scored batch (per-row lists and tensors; other entries as they are)."""
+    rows = out["advantages"].shape[0]
+    return {k: v[:n] if isinstance(v, list) and len(v) == rows or
+            isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows else v
+            for k, v in out.items()}
+
+
 def reward_name(func, i: int = 0) -> str:
     """`accuracy_reward` -> `accuracy`: the component names of the reward log."""
     name = getattr(func, "__name__", None) or f"reward_{i}"
@@ -360,29 +368,42 @@ class VideoGRPOTrainer(GRPOTrainer):
         """DAPO's dynamic sampling, which TRL lacks: groups whose rewards are all equal (zero
         advantage, no learning signal) are replaced by groups of freshly drawn prompts until the
         batch is full of informative groups or `dynamic_sampling_rounds` is spent. The batch keeps
-        its shape, so TRL's accumulation and logging are unchanged. Groups must not span
-        processes, so under several processes it is skipped (with a warning, once)."""
-        if self.accelerator.num_processes > 1:
+        its shape, so TRL's accumulation and logging are unchanged.
+
+        Under several processes each rank refills its own groups, which needs whole groups per
+        rank (rows per rank a multiple of `num_generations`; else skipped, with a warning). Scoring
+        gathers rewards over all ranks, so every rank scores the same number of fresh groups in a
+        round (the most any rank needs) and drops the ones it does not need."""
+        g = self.num_generations
+        world = self.accelerator.num_processes
+        if world > 1 and len(inputs) % g:
             if not getattr(self, "_warned_ds", False):
                 import logging
 
-                logging.getLogger(__name__).warning("DAPO dynamic sampling runs on one process only; skipped")
+                logging.getLogger(__name__).warning(
+                    "DAPO dynamic sampling skipped: %d rows per process is not a multiple of num_generations %d, "
+                    "so groups span processes", len(inputs), g)
                 self._warned_ds = True
             return out
-        g = self.num_generations
-        rng = random.Random(self.args.seed * 7919 + int(self.state.global_step))
+        rng = random.Random((self.args.seed * 7919 + int(self.state.global_step)) * 131 + self.accelerator.process_index)
         for round_ in range(1, self.dynamic_sampling_rounds + 1):
             self._sampling_round = round_  # fresh keys for refilled groups
             dead = (out["advantages"].view(-1, g) == 0).all(dim=1).nonzero().flatten().tolist()
             self._metrics["train"]["dapo/zero_variance_groups"].append(float(len(dead)))
-            if not dead:
+            need = len(dead)
+            if world > 1:
+                from accelerate.utils import gather_object
+
+                need = max(gather_object([need]))
+            if not need:
                 break
             pool = ([self.curriculum.index[i] for i in self.curriculum.active] if self.curriculum is not None
                     else list(range(len(self.train_dataset))))
-            fresh = [self.train_dataset[rng.choice(pool)] for _ in dead]
-            new = self._score_rows([row for row in fresh for _ in range(g)])
+            fresh = [self.train_dataset[rng.choice(pool)] for _ in range(need)]
+            new = first_rows(self._score_rows([row for row in fresh for _ in range(g)]), len(dead) * g)
             rows = [r for d in dead for r in range(d * g, (d + 1) * g)]
-            out = replace_rows(out, rows, new, pad_id=self._tokenizer.pad_token_id or 0)
+            if rows:
+                out = replace_rows(out, rows, new, pad_id=self._tokenizer.pad_token_id or 0)
         self._sampling_round = 0
         return out
 
