@@ -304,9 +304,9 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
            "atypical_share": sel["atypical_share"], "topped_up": sel["topped_up"],
            "selection_s": sel["seconds"], "prereq_s": sel["prereq_s"], "train_s": walls[-1]["wall_s"] if walls else 0.0,
            "steps": steps, "ecr_refreshes": len(events), "eval": ev,
-           "curve": [{**p, "gpu_s": round(offset + (p["train_s"] or 0.0), 2)} for p in points],
+           "curve": [{**p, "gpu_s": round(offset + (p["train_s"] or 0.0), 3)} for p in points],
            "base_fingerprint": prep["fingerprint"], "device": device_name()}
-    row["gpu_s"] = round(offset + row["train_s"], 2)
+    row["gpu_s"] = round(offset + row["train_s"], 3)
     write_json(d / "row.json", row)
     return row
 
@@ -383,11 +383,10 @@ def _spread(xs) -> dict:
     return {"mean": _mean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else None, "n": len(vals)}
 
 
-def _cell(v: dict) -> str:
+def _cell(v: dict, digits: int = 1) -> str:
     if v["mean"] is None:
         return "-"
-    whole = float(v["mean"]).is_integer() and not v["std"]  # sample counts
-    s = f"{v['mean']:.0f}" if whole else f"{v['mean']:.1f}"
+    s = f"{v['mean']:.{digits}f}"
     return s + (f" ± {v['std']:.1f}" if v["std"] else "")
 
 
@@ -415,7 +414,7 @@ def table_markdown(t: dict, cfg: dict) -> str:
                 lines.append(f"| {label} | not run |" + " |" * (len(HEADER) - 2))
                 continue
             reach = _cell(e["values"]["reach_s"]) + f" ({e['reached']}/{len(e['runs'])} reached)"
-            cells = [_cell(e["values"][k]) for k in COLUMNS if k != "reach_s"]
+            cells = [_cell(e["values"][k], 0 if k in ("selected", "trained_on") else 1) for k in COLUMNS if k != "reach_s"]
             lines.append(f"| {label} | {len(e['runs'])} | " + " | ".join(cells) + f" | {reach} |")
         lines.append("")
     lines += [f"GPU-time(Ego3S to reach full-data accuracy) / GPU-time(full data): **{_fmt(t['ratio'], 3)}** "
@@ -566,7 +565,7 @@ def estimate(cfg: dict) -> dict:
         rows[f"{name}_s{seed}"] = round(train_s + eval_s + curve_s)
     selections = {m: round(s) for m, s in select_s.items() if any(cfg["rows"][n]["select"] == m for n in cfg["rows"])}
     total = prep + sum(rows.values()) + sum(selections.values())
-    sessions = math.ceil(total / (z["session_s"] - z["session_overhead_s"] - prep))
+    sessions = math.ceil((total - prep) / (z["session_s"] - z["session_overhead_s"] - prep))  # each redoes prep
     return {"prep_s": round(prep), "selection_s": selections, "rows_s": rows, "total_s": round(total),
             "total_min": round(total / 60, 1), "sessions": sessions,
             "with_session_overheads_min": round((total + (sessions - 1) * prep + sessions * z["session_overhead_s"]) / 60, 1)}
@@ -580,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="the tiny model on the CPU, a few samples, 1-2 steps a row")
     ap.add_argument("--out", help="run folder (default: the config's out)")
     ap.add_argument("--rows", help="comma-separated rows to run (LIMR brings in the full-data row); default all")
-    ap.add_argument("--time-limit", type=float, help="start no row after this many seconds (then write and pack)")
+    ap.add_argument("--time-limit", type=float, help="seconds for this call: start no row whose estimate (--estimate, "
+                    "with its selection) would overrun it; then write the table and pack")
     ap.add_argument("--pack", help="write a tgz of the small result files here")
     ap.add_argument("--restore", help="unpack an earlier session's pack into the run folder first")
     ap.add_argument("--estimate", action="store_true", help="print the GPU-time estimate of the config and exit")
@@ -610,9 +610,11 @@ def main(argv: list[str] | None = None) -> int:
             echo(f"rows to run: {', '.join(f'{n}_s{s}' for n, s in todo) or 'none'}")
             if todo:
                 prep = prepare(cfg, root, echo)
+                est = estimate(cfg)
                 for n, s in todo:
-                    if a.time_limit and time.perf_counter() - t0 > a.time_limit:
-                        echo(f"time limit reached: stopping before {n}_s{s}")
+                    need = est["rows_s"][f"{n}_s{s}"] + est["selection_s"].get(cfg["rows"][n]["select"], 0)
+                    if a.time_limit and time.perf_counter() - t0 + need > a.time_limit:
+                        echo(f"time limit: {n}_s{s} needs ~{need} s more than is left; stopping")
                         break
                     t = time.perf_counter()
                     run_row(cfg, root, prep, n, s, echo)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Issue #9's table on the GPU image, one time-boxed call at a time (docs/RESULTS.md, "How the
+# reproduction is sized"). From the repo root:
+#   bash experiments/egosynth/table_gpu.sh [ROWS] [SECONDS]
+# ROWS: comma-separated rows (default: all, in table.yaml's order); SECONDS: this call's time box
+# (default 570, under the device's 600 s per command). Rerun it until run.log says "rows to run: none":
+# finished rows are skipped, a killed stage resumes. Needs .whl/ (benchmarks/gpu_setup.sh) and the
+# smol GGUF split in .gguf/a and .gguf/b (carried in two calls: each is ~48 MB of the 64 MiB carry).
+# Restores an earlier session's results from $RESTORE (default experiments/egosynth/results/table_pack.tgz)
+# and packs the small results into $OUT/egosynth_table.tgz.
+set -uo pipefail
+rows=${1:-}
+limit=${2:-570}
+source benchmarks/gpu_setup.sh || exit 1
+gguf=/tmp/smol.gguf
+if [ ! -s "$gguf" ]; then
+  parts=$(printf '%s\n' .gguf/*/gguf_part_* | sort -t/ -k3)  # by part number, whatever the folder
+  cat $parts > "$gguf.tmp" && mv "$gguf.tmp" "$gguf"
+fi
+export EGO3S_SMOL_GGUF=$gguf
+ls -la "$gguf"
+restore=${RESTORE:-experiments/egosynth/results/table_pack.tgz}
+args=(--time-limit $((limit - 30)) --pack "${OUT:-/tmp}/egosynth_table.tgz")  # rows are started only if their estimate fits
+[ -n "$rows" ] && args+=(--rows "$rows")
+[ -f "$restore" ] && args+=(--restore "$restore")
+timeout "$limit" python3 experiments/egosynth/run.py "${args[@]}" 2>&1 \
+  | grep --line-buffered -v "Loading weights\|Writing model\|it/s\]$\|s/it\]$" | tee -a "${OUT:-/tmp}/table_run.log"
+rc=${PIPESTATUS[0]}
+echo "driver exit: $rc"
+if [ "$rc" != 0 ]; then  # killed by the time box: table and pack from what is finished
+  python3 experiments/egosynth/run.py --table-only --pack "${OUT:-/tmp}/egosynth_table.tgz" 2>&1 | tail -3
+fi
+ls -la "${OUT:-/tmp}"
+exit $rc

@@ -1,0 +1,98 @@
+"""Issue #9's driver (experiments/egosynth/run.py) in its --smoke mode: the tiny model on the CPU.
+
+A subset of the rows (the two headline rows with two seeds each and LIMR, which needs the full-data
+run) runs end to end; the table must list every row of every section (those not run marked),
+give every column of the rows that ran with numbers in range, and a rerun must skip finished rows.
+The pack of small results must restore finished rows into a fresh folder. The real config must fit
+the issue's budget of about 50 GPU-minutes by the driver's own estimate.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS = ["full", "ego3s", "limr"]
+
+
+def _driver():
+    spec = importlib.util.spec_from_file_location("egosynth_table_driver", ROOT / "experiments/egosynth/run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    drv = _driver()
+    out = tmp_path_factory.mktemp("table") / "run"
+    pack = out.parent / "pack.tgz"
+    assert drv.main(["--smoke", "--out", str(out), "--rows", ",".join(ROWS), "--pack", str(pack)]) == 0
+    return drv, out, pack
+
+
+def test_table_has_every_row_and_column(smoke):
+    drv, out, _ = smoke
+    cfg = drv.load_table_config(ROOT / "experiments/egosynth/table.yaml", smoke=True)
+    t = json.loads((out / "table.json").read_text())
+    md = (out / "table.md").read_text()
+    for sec in drv.SECTIONS:
+        for name, label in t["sections"][sec]:
+            assert f"| {label} |" in md
+    assert set(t["rows"]) == set(ROWS)
+    for name, e in t["rows"].items():
+        seeds = cfg["headline_seeds"] if name in cfg["headline"] else cfg["seeds"]
+        assert e["seeds"] == seeds
+        for r in e["runs"]:
+            for k in ("test_id", "test_atypical"):
+                for m in ("accuracy", "em", "rouge_l"):
+                    assert 0.0 <= r["eval"][k][m] <= 100.0
+            assert 0.0 <= r["eval"]["icu_attention"] <= 100.0 and 0.0 < r["eval"]["icu_area"] < 100.0
+            assert 0 < r["trained_on"] <= r["selected"] + cfg["data"]["train"] and 0 <= r["atypical_share"] <= 100
+            assert r["gpu_s"] >= r["train_s"] > 0 and r["steps"] == cfg["train"]["max_steps"]
+            steps = [p["step"] for p in r["curve"]]
+            assert steps == list(range(0, cfg["train"]["max_steps"] + 1, cfg["eval_every"]))
+            assert all(0.0 <= p["accuracy"] <= 100.0 for p in r["curve"])
+            assert [p["gpu_s"] for p in r["curve"]] == sorted(p["gpu_s"] for p in r["curve"])
+            assert not list((out / "rows" / f"{name}_s{r['seed']}" / "train").glob("checkpoint-*"))
+        assert e["values"]["id_acc"]["n"] == len(e["runs"])
+    limr = t["rows"]["limr"]["runs"][0]
+    assert limr["prereq_s"] == t["rows"]["full"]["runs"][0]["train_s"] > 0  # LIMR pays for its full-data run
+    assert t["rows"]["ego3s"]["values"]["id_acc"]["std"] is not None  # spread over seeds
+    assert "GPU-time(Ego3S to reach full-data accuracy)" in md and "not run" in md
+    for png in ("accuracy_vs_time.png", "reward_variance.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_rerun_skips_finished_rows(smoke):
+    drv, out, _ = smoke
+    before = {p: p.stat().st_mtime_ns for p in (out / "rows").glob("*/row.json")}
+    assert drv.main(["--smoke", "--out", str(out), "--rows", ",".join(ROWS)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "rows").glob("*/row.json")} == before
+    assert (out / "run.log").read_text().splitlines()[-2].endswith("rows to run: none")
+
+
+def test_pack_restores_finished_rows(smoke, tmp_path):
+    drv, out, pack = smoke
+    assert pack.stat().st_size < 16 << 20
+    fresh = tmp_path / "fresh"
+    assert drv.restore(pack, fresh) > 0
+    cfg = drv.load_table_config(ROOT / "experiments/egosynth/table.yaml", smoke=True, out=str(fresh))
+    assert all((drv.row_dir(fresh, n, s) / "row.json").exists() for n, s in drv.plan(cfg, ROWS))
+    assert json.loads((fresh / "table.json").read_text())["rows"].keys() == set(ROWS)
+
+
+def test_real_config_fits_the_budget():
+    drv = _driver()
+    cfg = drv.load_table_config(ROOT / "experiments/egosynth/table.yaml")
+    est = drv.estimate(cfg)
+    assert est["total_min"] <= 50 and len(est["rows_s"]) == len(drv.plan(cfg))
+    assert [n for n, _ in drv.plan(cfg)].index("full") < [n for n, _ in drv.plan(cfg)].index("limr")
