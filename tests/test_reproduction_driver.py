@@ -87,6 +87,7 @@ def test_pack_restores_finished_rows(smoke, tmp_path):
     assert drv.restore(pack, fresh) > 0
     cfg = drv.load_table_config(ROOT / "experiments/egosynth/table.yaml", smoke=True, out=str(fresh))
     assert all((drv.row_dir(fresh, n, s) / "row.json").exists() for n, s in drv.plan(cfg, ROWS))
+    assert not (fresh / "prep").exists() and not (fresh / "select").exists()  # this session warms up anew
     assert json.loads((fresh / "table.json").read_text())["rows"].keys() == set(ROWS)
 
 

@@ -526,10 +526,16 @@ def pack(root: Path, dest: Path, max_file: int = 4 << 20) -> Path:
 
 
 def restore(tgz: Path, root: Path) -> int:
-    """Unpack finished rows (and the rest) of an earlier session's pack; files present are kept."""
+    """Unpack the finished rows of an earlier session's pack; files present are kept. Its prep/ and
+    select/ are left out: they describe a base model this session does not have (it warms up anew),
+    and so are rows without row.json (their manifest would point at missing checkpoints)."""
     n = 0
     with tarfile.open(tgz) as tar:
+        names = set(tar.getnames())
         for m in tar.getmembers():
+            parts = Path(m.name).parts
+            if parts[0] in ("prep", "select") or (parts[0] == "rows" and f"rows/{parts[1]}/row.json" not in names):
+                continue
             if m.isfile() and not (root / m.name).exists():
                 tar.extract(m, root, filter="data")
                 n += 1

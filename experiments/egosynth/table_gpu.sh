@@ -15,7 +15,13 @@ source benchmarks/gpu_setup.sh || exit 1
 gguf=/tmp/smol.gguf
 if [ ! -s "$gguf" ]; then
   parts=$(printf '%s\n' .gguf/*/gguf_part_* | sort -t/ -k3)  # by part number, whatever the folder
-  cat $parts > "$gguf.tmp" && mv "$gguf.tmp" "$gguf"
+  cat $parts > "$gguf.tmp"
+  size=$(stat -c %s "$gguf.tmp")
+  if [ "$size" != 98362432 ]; then  # SmolLM2-135M-Instruct.Q4_1.gguf
+    echo "GGUF parts add up to $size bytes, not 98362432: carry .gguf/a and .gguf/b (two calls)"; rm -f "$gguf.tmp"
+  else
+    mv "$gguf.tmp" "$gguf"
+  fi
 fi
 export EGO3S_SMOL_GGUF=$gguf
 ls -la "$gguf"
