@@ -52,6 +52,9 @@ class TrainingConfig(FrameSampling):
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha"})
     freeze_vision: bool = field(default=True, metadata={"help": "keep the vision tower frozen (full fine-tuning)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
+    vision_feature_cache: bool = field(default=True, metadata={
+        "help": "with the vision tower frozen, encode each clip once per generation batch in the log-prob "
+                "forwards instead of once per completion (ego3s.rl.vision_cache)"})
     shared_prefix_rollouts: bool = field(default=True, metadata={
         "help": "without vLLM: encode the video and prefill each prompt once per group of G completions and "
                 "decode them from copies of the KV cache (same outputs as TRL's path, less compute)"})
@@ -257,7 +260,8 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
         train_dataset=training_dataset(pool), peft_config=peft_config, callbacks=callbacks,
         sampling=sampling, view=cfg.view, reward_log=str(out / "rewards.jsonl"), strategy=cfg.strategy,
         curriculum=curriculum, ecr_scorer=scorer, dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
-        layout_invariant_sampling=cfg.layout_invariant_sampling, shared_prefix_rollouts=cfg.shared_prefix_rollouts)
+        layout_invariant_sampling=cfg.layout_invariant_sampling, shared_prefix_rollouts=cfg.shared_prefix_rollouts,
+        vision_feature_cache=cfg.vision_feature_cache)
     write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
     required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())
     ckpt = last_checkpoint(out, required) if resume else None

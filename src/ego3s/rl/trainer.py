@@ -115,9 +115,10 @@ class _VisualFeeder:
     TRL computes log-probs in chunks of consecutive rows; the hook walks the row list with a
     cursor, so it needs no knowledge of TRL's chunking."""
 
-    def __init__(self, rows: list[dict], image_token_id, video_token_id):
+    def __init__(self, rows: list[dict], image_token_id, video_token_id, vision_cache=None):
         self.rows, self.cursor = rows, 0
         self.image_token_id, self.video_token_id = image_token_id, video_token_id
+        self.vision_cache = vision_cache
 
     def __call__(self, module, args, kwargs):
         ids = kwargs.get("input_ids")
@@ -135,6 +136,9 @@ class _VisualFeeder:
             kwargs[k] = v.to(device)
         if vis:
             kwargs["mm_token_type_ids"] = mm_token_type_ids(ids, self.image_token_id, self.video_token_id)
+        if self.vision_cache is not None and "pixel_values_videos" in vis:
+            keys = [r.get("video_key") for r in chunk if r.get("pixel_values_videos") is not None]
+            self.vision_cache.keys = keys if all(keys) else None
         return args, kwargs
 
 
@@ -151,13 +155,15 @@ class VideoGRPOTrainer(GRPOTrainer):
     - `dynamic_sampling_rounds`: DAPO's refills of zero-variance groups per batch;
     - `shared_prefix_rollouts`: without vLLM, encode and prefill each group's prompt once and decode
       its G completions from copies of the KV cache (`ego3s.rl.rollout`); falls back to TRL's path
-      when the rows of a group differ or the model is not a patched Qwen2.5-VL.
+      when the rows of a group differ or the model is not a patched Qwen2.5-VL;
+    - `vision_feature_cache`: with the vision tower frozen, encode each clip once per generation
+      batch in the log-prob forwards instead of once per row (`ego3s.rl.vision_cache`).
     """
 
     def __init__(self, *args, sampling: dict | None = None, view: str = "full", reward_log: str | None = None,
                  strategy: str = "grpo", prompt_format: str = "reasoning", curriculum=None,
                  ecr_scorer=None, dynamic_sampling_rounds: int = 3, layout_invariant_sampling: bool = False,
-                 shared_prefix_rollouts: bool = True, **kwargs):
+                 shared_prefix_rollouts: bool = True, vision_feature_cache: bool = True, **kwargs):
         # set before TRL's __init__, which builds the sampler through _get_train_sampler
         self.curriculum, self.ecr_scorer = curriculum, ecr_scorer
         self.dynamic_sampling_rounds = dynamic_sampling_rounds
@@ -185,6 +191,15 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._layout_invariant = layout_invariant_sampling
         if layout_invariant_sampling:
             self._use_layout_invariant_sampling()
+        self._vision_cache = None
+        if vision_feature_cache:
+            from ego3s.rl.vision_cache import VisionCache
+
+            cache = VisionCache()
+            if cache.install(self.model):  # the reference model starts as the policy: same frozen tower
+                if getattr(self, "ref_model", None) is not None:
+                    cache.install(self.ref_model)
+                self._vision_cache = cache
 
     # ------------------------------------------------------------------ layout-invariant rollouts
     def _use_layout_invariant_sampling(self) -> None:
@@ -248,10 +263,13 @@ class VideoGRPOTrainer(GRPOTrainer):
                 msgs = build_messages(sample, fmt=self.ego_prompt_format, visual=kind)
                 enc = encode(self.processing_class, [msgs], [vis])
                 keep = enc["attention_mask"][0].bool()
+                vis_t = {k: enc[k] for k in VISUAL_KEYS if k in enc}
+                if "pixel_values_videos" in vis_t:  # names the clip for the vision feature cache
+                    vis_t["video_key"] = f"{sample.id}|{self.ego_view}"
                 cache[sample.id] = (
                     enc["input_ids"][0][keep].tolist(),
                     enc["mm_token_type_ids"][0][keep].tolist() if "mm_token_type_ids" in enc else None,
-                    {k: enc[k] for k in VISUAL_KEYS if k in enc},
+                    vis_t,
                 )
             ids, types, vis_t = cache[sample.id]
             prompt_ids.append(ids)
@@ -332,12 +350,14 @@ class VideoGRPOTrainer(GRPOTrainer):
             return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
         if len(rows) != input_ids.shape[0]:
             raise RuntimeError(f"{input_ids.shape[0]} rows in the forward batch but {len(rows)} visual rows")
-        feeder = _VisualFeeder(rows, self._image_token_id, self._video_token_id)
+        feeder = _VisualFeeder(rows, self._image_token_id, self._video_token_id, self._vision_cache)
         handle = model.register_forward_pre_hook(feeder, with_kwargs=True)
         try:
             return super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
         finally:
             handle.remove()
+            if self._vision_cache is not None:
+                self._vision_cache.keys = None
 
     def _generate_and_score_completions(self, inputs):
         out = self._score_rows(inputs)
@@ -347,6 +367,12 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def _score_rows(self, inputs):
         """TRL's generate-and-score with each row's visuals encoded by ego3s and carried along."""
+        if self._vision_cache is not None:  # features of the last batch's clips: report, then drop
+            c = self._vision_cache
+            if c.encoded + c.reused:
+                self._metrics["train"]["vision/reused_share"].append(c.reused / (c.encoded + c.reused))
+            c.encoded = c.reused = 0
+            c.clear()
         self._encode_rows(inputs)
         self._batch_ids = [sample_from_row(r).id for r in inputs]
         if self._layout_invariant:
