@@ -71,6 +71,10 @@ def test_groups_of_needs_identical_runs():
     assert groups_of([[1, 2], [1, 3]], None, 2) is None
     assert groups_of([[1, 2], [1, 2]], [vis, {"pixel_values_videos": torch.zeros(4, 3)}], 2) is None
     assert groups_of([[1], [1], [1]], None, 2) is None
+    # rows carry the vision cache's clip name beside their tensors: equal copies match, others not
+    keyed = {"pixel_values_videos": torch.ones(4, 3), "video_key": "s1|full"}
+    assert groups_of([[1], [1]], [keyed, dict(keyed)], 2) == [0]
+    assert groups_of([[1], [1]], [keyed, {**keyed, "video_key": "s2|full"}], 2) is None
     assert groups_of([[1], [1]], None, 1) is None
 
 

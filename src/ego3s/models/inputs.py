@@ -18,6 +18,9 @@ import numpy as np
 import torch
 from transformers import BatchFeature
 
+# the processor outputs that carry a sample's pixels and their grids, in the order models consume them
+VISUAL_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw")
+
 IGNORE_INDEX = -100
 # per-token keys (padded with these values); everything else is a per-visual tensor
 _TOKEN_KEYS = {"input_ids": None, "attention_mask": 0, "mm_token_type_ids": 0, "token_type_ids": 0}

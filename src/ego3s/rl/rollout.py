@@ -26,7 +26,8 @@ import inspect
 
 import torch
 
-VISUAL_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw")
+from ego3s.models.inputs import VISUAL_KEYS
+
 
 
 def _base(model):
@@ -119,4 +120,5 @@ def _same_visual(a: dict | None, b: dict | None) -> bool:
     a, b = a or {}, b or {}
     if a.keys() != b.keys():
         return False
-    return all(a[k] is b[k] or (a[k].shape == b[k].shape and torch.equal(a[k], b[k])) for k in a)
+    return all(a[k] is b[k] or (a[k].shape == b[k].shape and torch.equal(a[k], b[k])
+                                if isinstance(a[k], torch.Tensor) else a[k] == b[k]) for k in a)

@@ -30,10 +30,9 @@ from trl import GRPOTrainer
 
 from ego3s.data.schema import Sample
 from ego3s.files import append_jsonl
-from ego3s.models.inputs import encode
+from ego3s.models.inputs import VISUAL_KEYS, encode
 from ego3s.models.prompts import build_messages
 
-VISUAL_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts", "pixel_values", "image_grid_thw")
 
 
 def sample_from_row(row: dict) -> Sample:
