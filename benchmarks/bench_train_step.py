@@ -71,6 +71,10 @@ def run_config(path, smoke, data, *, lora, checkpointing, a) -> dict:
         peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05, task_type="CAUSAL_LM",
                                  target_modules=LORA_TARGETS)
     bf16 = next(model.parameters()).dtype == torch.bfloat16
+    if not lora:  # as `ego3s train` does: fp32 master weights unless --master-weights bfloat16
+        from ego3s.models.loading import upcast_trainable
+
+        upcast_trainable(model, a.master_weights)
     args = grpo_args(cfg, bf16=bf16, suppress_tokens=vision_token_ids(processor.tokenizer))
     args.save_strategy = "no"
     args.disable_tqdm = True
@@ -90,6 +94,7 @@ def run_config(path, smoke, data, *, lora, checkpointing, a) -> dict:
     times, tokens = timer.times[a.warmup:], timer.tokens[a.warmup:]
     step = C.median(times)
     res = {"mode": "lora" if lora else "full", "gradient_checkpointing": checkpointing, "error": error,
+           "master_weights": None if lora else a.master_weights,
            "trainable_params_m": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) / 1e6,
            "step_s_median": step, "step_s_all": timer.times, "tokens_per_step": C.median(tokens),
            "tokens_per_s": C.median(tokens) / step if times else float("nan"),
@@ -107,6 +112,7 @@ def main(argv=None):
     ap.add_argument("--full-arch", default="3b", help="architecture for full fine-tuning")
     ap.add_argument("--model", default=None, help="one local model folder for every run instead")
     ap.add_argument("--modes", default="lora,full")
+    ap.add_argument("--master-weights", default="float32", help="full fine-tuning: float32 or bfloat16")
     ap.add_argument("--checkpointing", default="off,on")
     ap.add_argument("--prompts", type=int, default=1, help="prompts per optimizer step")
     ap.add_argument("--group", type=int, default=8, help="G: completions per prompt")

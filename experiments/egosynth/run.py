@@ -57,18 +57,29 @@ def load_table_config(path: str | Path, smoke: bool = False, out: str | None = N
 
 
 def plan(cfg: dict, only: list[str] | None = None) -> list[tuple[str, int]]:
-    """(row, seed) in run order: YAML order, a row's seeds together, LIMR's full-data run first."""
+    """(row, seed) in run order. Default: YAML order, a row's seeds together. `only` (e.g.
+    ["ego3s:0", "csm", "full:0"]) runs those rows, or one seed of a row, in the order given, so the
+    evidence wanted first comes first. LIMR's full-data runs go before it in either case."""
     names = list(cfg["rows"])
-    if only:
-        unknown = sorted(set(only) - set(names))
-        if unknown:
-            raise SystemExit(f"unknown rows {unknown}; rows: {names}")
-        wanted = set(only) | ({"full"} if "limr" in only else set())
-        names = [n for n in names if n in wanted]
-    if "limr" in names and "full" in names and names.index("limr") < names.index("full"):
-        names.remove("full")
-        names.insert(names.index("limr"), "full")
-    return [(n, s) for n in names for s in seeds_of(cfg, n)]
+    if not only:
+        todo = [(n, s) for n in names for s in seeds_of(cfg, n)]
+    else:
+        todo = []
+        for item in only:
+            name, _, seed = item.partition(":")
+            if name not in names:
+                raise SystemExit(f"unknown row {name!r}; rows: {names}")
+            seeds = seeds_of(cfg, name)
+            if seed and int(seed) not in seeds:
+                raise SystemExit(f"row {name!r} has seeds {seeds}, not {seed}")
+            todo += [(name, s) for s in ([int(seed)] if seed else seeds) if (name, s) not in todo]
+    first_limr = next((i for i, (n, _) in enumerate(todo) if n == "limr"), None)
+    full = [("full", s) for s in seeds_of(cfg, "full")]
+    if first_limr is not None and not all(x in todo[:first_limr] for x in full):
+        rest = [x for x in todo if x[0] != "full"]
+        at = rest.index(todo[first_limr])
+        todo = rest[:at] + full + rest[at:]
+    return todo
 
 
 def seeds_of(cfg: dict, name: str) -> list[int]:
@@ -584,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default=str(HERE / "table.yaml"))
     ap.add_argument("--smoke", action="store_true", help="the tiny model on the CPU, a few samples, 1-2 steps a row")
     ap.add_argument("--out", help="run folder (default: the config's out)")
-    ap.add_argument("--rows", help="comma-separated rows to run (LIMR brings in the full-data row); default all")
+    ap.add_argument("--rows", help="comma-separated rows (or row:seed) to run, in this order (LIMR brings in the "
+                    "full-data rows); default all, in the config's order")
     ap.add_argument("--time-limit", type=float, help="seconds for this call: start no row whose estimate (--estimate, "
                     "with its selection) would overrun it; then write the table and pack")
     ap.add_argument("--pack", help="write a tgz of the small result files here")

@@ -260,7 +260,9 @@ def load_checkpoint_weights(model, checkpoint: str | os.PathLike) -> None:
     `from_pretrained` knows the key mapping, so we load through it and copy the tensors over."""
     import torch
 
-    loaded = type(model).from_pretrained(checkpoint, dtype=next(model.parameters()).dtype, local_files_only=True)
+    dtypes = {p.dtype for p in model.parameters()}
+    dtype = torch.float32 if torch.float32 in dtypes else next(model.parameters()).dtype  # fp32 master weights
+    loaded = type(model).from_pretrained(checkpoint, dtype=dtype, local_files_only=True)
     state = loaded.state_dict()
     with torch.no_grad():
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -268,3 +270,38 @@ def load_checkpoint_weights(model, checkpoint: str | os.PathLike) -> None:
         raise RuntimeError(f"{checkpoint}: checkpoint does not match the model (missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]})")
     del loaded
+
+
+MASTER_WEIGHTS = ("float32", "bfloat16")
+
+
+def upcast_trainable(model, master_weights: str = "float32") -> torch.dtype | None:
+    """Keep the trainable parameters in float32 while the compute runs in bf16 (autocast).
+
+    A bf16 weight holds 8 significant bits: an AdamW step of size lr changes a weight w only when
+    lr > |w| / 256, so at RL learning rates (1e-6 to 1e-5) almost every update of a pure-bf16 model
+    rounds away (at 1e-5, 6% of a 0.05-scale layer's weights move in 5 steps; tests/test_master_weights.py)
+    and training silently does nothing. DeepSpeed and FSDP keep fp32 masters themselves and PEFT
+    upcasts LoRA adapters; the plain one-GPU path (TRL, HF Trainer) does not. Returns the dtype the
+    trainable weights had (to save the final model in it), or None when nothing was cast."""
+    if master_weights not in MASTER_WEIGHTS:
+        raise ValueError(f"master_weights must be one of {MASTER_WEIGHTS}, got {master_weights!r}")
+    if master_weights != "float32" or os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true" \
+            or os.environ.get("ACCELERATE_USE_FSDP") == "true":
+        return None
+    low = None
+    for p in model.parameters():
+        if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16):
+            low = p.dtype
+            p.data = p.data.float()
+    return low
+
+
+def downcast(model, dtype: torch.dtype | None) -> None:
+    """Undo `upcast_trainable` once training is over, so the final model is saved in the dtype it
+    was loaded in (a 7B model in fp32 would be twice the size for no gain at inference)."""
+    if dtype is None:
+        return
+    for p in model.parameters():
+        if p.dtype == torch.float32:
+            p.data = p.data.to(dtype)

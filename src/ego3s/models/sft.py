@@ -49,6 +49,9 @@ class SFTRunConfig(FrameSampling):
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
+    master_weights: str = field(default="float32", metadata={
+        "help": "float32: trained weights in fp32 with bf16 compute; bfloat16: pure bf16 (loses small "
+                "updates; see ego3s.models.loading.upcast_trainable)"})
     save_steps: int = field(default=100, metadata={"help": "checkpoint every N steps"})
     save_total_limit: int | None = field(default=None, metadata={"help": "keep at most N checkpoints"})
     logging_steps: int = field(default=1, metadata={"help": "log every N steps"})
@@ -106,7 +109,7 @@ def run_sft(cfg: SFTRunConfig, resume: bool = False):
     from trl import SFTTrainer
 
     from ego3s.files import write_json
-    from ego3s.models.loading import load_checkpoint_weights, load_model
+    from ego3s.models.loading import downcast, load_checkpoint_weights, load_model, upcast_trainable
     from ego3s.models.warmup import ClipCollator, vision_optimizer
     from ego3s.rl.train import VISION_PREFIXES, _finished, _save_final, last_checkpoint, lora_config
 
@@ -121,6 +124,7 @@ def run_sft(cfg: SFTRunConfig, resume: bool = False):
             if name.startswith(VISION_PREFIXES):
                 p.requires_grad_(False)
     bf16 = next(model.parameters()).dtype == torch.bfloat16
+    loaded_dtype = None if cfg.lora else upcast_trainable(model, cfg.master_weights)
     optimizer = None if cfg.lora else vision_optimizer(model, cfg.learning_rate, cfg.vision_learning_rate)
     trainer = SFTTrainer(
         model=model, args=sft_args(cfg, bf16), train_dataset=ds, processing_class=processor,
@@ -146,6 +150,7 @@ def run_sft(cfg: SFTRunConfig, resume: bool = False):
         trainer.state = TrainerState.load_from_json(str(Path(ckpt) / "trainer_state.json"))
     else:
         trainer.train(resume_from_checkpoint=ckpt)
+    downcast(model, loaded_dtype)
     _save_final(trainer, processor, out / "final")
     if trainer.is_world_process_zero():
         write_json(out / "log_history.json", trainer.state.log_history)

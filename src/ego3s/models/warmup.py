@@ -31,6 +31,9 @@ class WarmupConfig(FrameSampling):
     vision_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the vision tower and merger (None: learning_rate); a random tower "
                 "needs more than a pretrained language model"})
+    master_weights: str = field(default="float32", metadata={
+        "help": "float32: trained weights in fp32 with bf16 compute on a GPU; bfloat16: pure bf16 (loses "
+                "small updates; see ego3s.models.loading.upcast_trainable)"})
     seed: int = field(default=0, metadata={"help": "seed"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
 
@@ -135,7 +138,7 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
     from transformers import Trainer, TrainingArguments
 
     from ego3s.data.io import read_jsonl
-    from ego3s.models.loading import load_model, patch_qwen25_rope_index
+    from ego3s.models.loading import downcast, load_model, patch_qwen25_rope_index, upcast_trainable
     from ego3s.models.loading import load_checkpoint_weights
     from ego3s.rl.train import VISION_PREFIXES, last_checkpoint
 
@@ -143,13 +146,15 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
     patch_qwen25_rope_index(model)
     for name, p in model.named_parameters():
         p.requires_grad_(cfg.train_language_model or name.startswith(VISION_PREFIXES))
+    bf16 = next(model.parameters()).dtype == torch.bfloat16
+    loaded_dtype = upcast_trainable(model, cfg.master_weights)
     samples = read_jsonl(data, skip_invalid=True)
     ds = datasets.Dataset.from_list([{"sample": json.dumps(s.to_dict())} for s in samples])
     args = TrainingArguments(
         output_dir=out, max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10,
         save_steps=cfg.save_steps, seed=cfg.seed, report_to=[], remove_unused_columns=False,
-        bf16=next(model.parameters()).dtype == torch.bfloat16, dataloader_num_workers=0,
+        bf16=bf16, dataloader_num_workers=0,
         disable_tqdm=False, use_cpu=not torch.cuda.is_available())  # see ego3s.rl.train.grpo_args
     collator = ClipCollator(processor, cfg)
     optimizers = (vision_optimizer(model, cfg.learning_rate, cfg.vision_learning_rate), None)
@@ -158,6 +163,7 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
     if ckpt is not None:
         load_checkpoint_weights(model, ckpt)  # the Trainer's own resume misses them (see there)
     trainer.train(resume_from_checkpoint=ckpt)
+    downcast(model, loaded_dtype)
     final = Path(out) / "final"
     trainer.save_model(str(final))
     processor.save_pretrained(str(final))

@@ -59,6 +59,10 @@ class TrainingConfig(FrameSampling):
         "help": "without vLLM: encode the video and prefill each prompt once per group of G completions and "
                 "decode them from copies of the KV cache (same outputs as TRL's path, less compute)"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
+    master_weights: str = field(default="float32", metadata={
+        "help": "float32: keep the trained weights in fp32 with bf16 compute (bf16 weights lose updates "
+                "below lr ~|w|/256: ego3s.models.loading.upcast_trainable); bfloat16: pure bf16, half the "
+                "memory of the trained weights and their optimizer states"})
     # video
     view: str = field(default="full", metadata={"help": "view the policy trains on (full; others for ablations)"})
     # bookkeeping
@@ -238,6 +242,9 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
     peft_config = lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     bf16 = next(model.parameters()).dtype == torch.bfloat16
+    from ego3s.models.loading import downcast, upcast_trainable
+
+    loaded_dtype = None if cfg.lora else upcast_trainable(model, cfg.master_weights)  # PEFT upcasts adapters
     from ego3s.models.inputs import vision_token_ids
 
     args = grpo_args(cfg, world, bf16=bf16, suppress_tokens=vision_token_ids(processor.tokenizer))
@@ -289,6 +296,7 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
             cb.on_train_end(trainer.args, trainer.state, trainer.control)
     else:
         trainer.train(resume_from_checkpoint=ckpt)
+    downcast(model, loaded_dtype)
     _save_final(trainer, processor, out / "final")
     if trainer.is_world_process_zero():
         write_json(out / "log_history.json", trainer.state.log_history)  # losses, rewards, step times

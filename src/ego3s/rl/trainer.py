@@ -359,9 +359,13 @@ class VideoGRPOTrainer(GRPOTrainer):
                 self._vision_cache.keys = None
 
     def _generate_and_score_completions(self, inputs):
-        out = self._score_rows(inputs)
-        if self.ego_strategy == "dapo" and self.model.training and self.dynamic_sampling_rounds > 0:
-            out = self._dynamic_sampling(inputs, out)
+        # bf16 compute for the rollouts and old log-probs too: with fp32 master weights
+        # (ego3s.models.loading.upcast_trainable) they would otherwise run in fp32, outside the
+        # autocast that accelerate puts around the loss only
+        with self.accelerator.autocast():
+            out = self._score_rows(inputs)
+            if self.ego_strategy == "dapo" and self.model.training and self.dynamic_sampling_rounds > 0:
+                out = self._dynamic_sampling(inputs, out)
         return out
 
     def _score_rows(self, inputs):
