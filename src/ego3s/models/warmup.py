@@ -163,6 +163,10 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
     if ckpt is not None:
         load_checkpoint_weights(model, ckpt)  # the Trainer's own resume misses them (see there)
     trainer.train(resume_from_checkpoint=ckpt)
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:  # the Trainer logs NaN losses as 0 and carries on; a NaN base model must not reach selection
+        raise FloatingPointError(f"warm-up {out}: {len(bad)} weights are NaN/inf after training (first: {bad[0]}); "
+                                 "lower learning_rate / vision_learning_rate")
     downcast(model, loaded_dtype)
     final = Path(out) / "final"
     trainer.save_model(str(final))
