@@ -38,6 +38,7 @@ for arch in ("7b", "3b"):
     print(arch, C.model_folder(arch, None, False), flush=True)
 PY
 
+bench vision      60 benchmarks/bench_vision.py --arch 7b --frames 16 --side 448 --reps 5
 bench rollout     90 benchmarks/bench_rollout.py --arch 7b --frames 16 --side 448 --group 8 --new-tokens 256 --reps 2
 bench select     100 benchmarks/bench_select.py --arch 7b --n 8 --frames 16 --side 448 --batch-size 4 \
                      --k 8 --sampling-n 4 --max-new-tokens 128 --backend opencv
@@ -48,6 +49,8 @@ bench train_step 170 benchmarks/bench_train_step.py --lora-arch 7b --full-arch 3
 echo
 echo "=== summary ($DIR)"
 python3 benchmarks/summary.py "$DIR"
+# the device returns at most 8 files: the logs travel as one archive beside the JSON files
+tar czf "$DIR/logs.tgz" -C "$DIR" $(cd "$DIR" && ls *.log) && rm -f "$DIR"/*.log
 if [ ${#FAILED[@]} -gt 0 ]; then
   echo "failed: ${FAILED[*]}"
   exit 1

@@ -33,6 +33,10 @@ def rows_for(r: dict) -> list[list]:
         return [["GRPO step", f"{x['arch']} {x['mode']}, grad ckpt {'on' if x['gradient_checkpointing'] else 'off'}",
                  f"{x['step_s_median']:.2f} s/step" if not x.get("error") else x["error"][:40],
                  f"{x['tokens_per_s']:.0f} tok/s" if not x.get("error") else ""] for x in r["results"]]
+    if name == "vision":
+        return [["vision tower", f"{r['frames']} frames x {r['side']} px, window attention {m}",
+                 f"{x['s_median'] * 1e3:.0f} ms ({x['tflops']:.0f} TFLOP/s)",
+                 f"{r['speedup']:.2f}x grouped/loop" if m == "grouped" else ""] for m, x in r["results"].items()]
     if name == "decode":
         return [["decoding", f"{x['loader']}, {x['frames']} frames", f"{x['s_median']:.2f} s",
                  f"{x['speedup_vs_qwen']:.2f}x vs Qwen utils" if x.get("speedup_vs_qwen") else ""] for x in r["rows"]]

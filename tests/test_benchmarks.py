@@ -77,3 +77,9 @@ def test_summary_reads_every_result(bench_modules, tmp_path, capsys):
         {"mode": "batched", "batch_size": 4, "samples_per_s": 3.0}], "batched_over_single": 3.0}))
     assert summary.main([str(tmp_path)]) == 0
     assert "3.00x batched/single" in capsys.readouterr().out
+
+
+def test_vision(bench_modules, tmp_path):
+    r = _run(bench_modules("bench_vision"), [], tmp_path)
+    assert set(r["results"]) == {"loop", "grouped"} and r["flops"] > 0
+    assert r["max_abs_diff"] <= 1e-4 * max(1.0, r["max_abs_value"])

@@ -59,7 +59,7 @@ def load_table_config(path: str | Path, smoke: bool = False, out: str | None = N
 def plan(cfg: dict, only: list[str] | None = None) -> list[tuple[str, int]]:
     """(row, seed) in run order. Default: YAML order, a row's seeds together. `only` (e.g.
     ["ego3s:0", "csm", "full:0"]) runs those rows, or one seed of a row, in the order given, so the
-    evidence wanted first comes first. LIMR's full-data runs go before it in either case."""
+    evidence wanted first comes first. LIMR's full-data run (first seed) goes before it in either case."""
     names = list(cfg["rows"])
     if not only:
         todo = [(n, s) for n in names for s in seeds_of(cfg, n)]
@@ -74,11 +74,11 @@ def plan(cfg: dict, only: list[str] | None = None) -> list[tuple[str, int]]:
                 raise SystemExit(f"row {name!r} has seeds {seeds}, not {seed}")
             todo += [(name, s) for s in ([int(seed)] if seed else seeds) if (name, s) not in todo]
     first_limr = next((i for i, (n, _) in enumerate(todo) if n == "limr"), None)
-    full = [("full", s) for s in seeds_of(cfg, "full")]
-    if first_limr is not None and not all(x in todo[:first_limr] for x in full):
-        rest = [x for x in todo if x[0] != "full"]
-        at = rest.index(todo[first_limr])
-        todo = rest[:at] + full + rest[at:]
+    full = ("full", seeds_of(cfg, "full")[0])  # LIMR reads this run's reward log
+    if first_limr is not None and full not in todo[:first_limr]:
+        if full in todo:
+            todo.remove(full)
+        todo.insert(next(i for i, (n, _) in enumerate(todo) if n == "limr"), full)
     return todo
 
 
@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="the tiny model on the CPU, a few samples, 1-2 steps a row")
     ap.add_argument("--out", help="run folder (default: the config's out)")
     ap.add_argument("--rows", help="comma-separated rows (or row:seed) to run, in this order (LIMR brings in the "
-                    "full-data rows); default all, in the config's order")
+                    "full-data run it reads); default all, in the config's order")
     ap.add_argument("--time-limit", type=float, help="seconds for this call: start no row whose estimate (--estimate, "
                     "with its selection) would overrun it; then write the table and pack")
     ap.add_argument("--pack", help="write a tgz of the small result files here")

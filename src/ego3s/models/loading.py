@@ -48,13 +48,15 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "auto",
-               attn_implementation: str | None = None) -> tuple[Any, Any]:
+               attn_implementation: str | None = None, grouped_vision_attention: bool = True) -> tuple[Any, Any]:
     """(model, processor) from a local folder through `AutoModelForImageTextToText` /
     `AutoProcessor`, offline. The model is in eval mode on `device`.
 
     dtype: "auto" (bfloat16 on GPU, float32 on CPU), "bfloat16", "float32" or "float16".
     device: "auto" (GPU of this rank if any, else CPU), "cpu" or "cuda".
     attn_implementation: None (transformers' default, SDPA), "sdpa", "eager", "flash_attention_2".
+    grouped_vision_attention: Qwen2.5-VL with SDPA: the vision tower's window attention in a few
+        batched calls instead of one per window (ego3s.models.vision_attention; same math).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -79,6 +81,10 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "a
         model = model.to(dev)
     model.eval()
     patch_qwen25_rope_index(model)
+    if grouped_vision_attention:
+        from ego3s.models.vision_attention import patch_vision_attention
+
+        patch_vision_attention(model)
     processor = AutoProcessor.from_pretrained(p, local_files_only=True)
     return model, processor
 

@@ -1,0 +1,152 @@
+"""Can the smol backbone's vision tower, trained from scratch, see which object the hand takes?
+
+A diagnostic for the reproduction's base model (docs/RESULTS.md): the warmed-up smol model scores
+the same with and without the interaction region (CSM's `context` view), so it never looks at the
+hand. This probe removes the language model from the question: the smol vision tower (random
+init, as in `ego3s build-model smol`) plus an attention-pooling head is trained to name the
+grasped object of EgoSynth clips, and tested on held-out typical and atypical clips under the
+`full` and `context` views. If it fails at a resolution, no warm-up at that resolution can make
+the full model use the interaction; if it succeeds and the accuracy falls under `context`, the
+tower reads the interaction region and the bottleneck is the coupling to the language model.
+
+    python experiments/egosynth/vision_probe.py --side 112 --train 1000 --epochs 4 --out /tmp/probe112.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def clips(data_dir: Path, split: str, side: int, nframes: int, views: tuple[str, ...]):
+    """Per view: the processor's patch tensors and grids for every clip of a split, and the
+    grasped-object labels and `typical` flags."""
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    from ego3s.data.io import read_jsonl
+    from ego3s.data.video import FrameSampling, load_sample_clip, make_view
+
+    proc = Qwen2VLVideoProcessor(patch_size=14, temporal_patch_size=2, merge_size=2,
+                                 size={"shortest_edge": side * side, "longest_edge": side * side})
+    samples = read_jsonl(data_dir / f"{split}.jsonl")
+    fs = FrameSampling(nframes=nframes, max_pixels=side * side, min_pixels=side * side, backend="pyav")
+    out = {v: [] for v in views}
+    labels, typical = [], []
+    for s in samples:
+        clip = load_sample_clip(s, **fs.sampling_kwargs())
+        for v in views:
+            c = make_view(clip, v, s.interaction)
+            enc = proc(videos=[c.frames], return_tensors="pt", do_resize=False, do_sample_frames=False)
+            out[v].append((enc["pixel_values_videos"], enc["video_grid_thw"]))
+        labels.append(s.interaction.objects[0].name)
+        typical.append(bool(s.meta.get("typical")))
+    return out, labels, typical
+
+
+class Probe(nn.Module):
+    def __init__(self, n_classes: int):
+        super().__init__()
+        from transformers import Qwen2_5_VLConfig
+        from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
+
+        from ego3s.models.smol import VISION
+
+        cfg = Qwen2_5_VLConfig(vision_config={**VISION, "out_hidden_size": 576}).vision_config
+        self.visual = Qwen2_5_VisionTransformerPretrainedModel._from_config(cfg)
+        self.query = nn.Parameter(torch.randn(576) * 0.02)
+        self.head = nn.Linear(576, n_classes)
+
+    def forward(self, batch):
+        feats = []
+        for pix, grid in batch:  # clips one by one: their token counts are equal but the API is per batch
+            out = self.visual(pix, grid_thw=grid)
+            tok = out.pooler_output if hasattr(out, "pooler_output") else out
+            if isinstance(tok, (list, tuple)):
+                tok = torch.cat(list(tok), 0)
+            w = torch.softmax(tok @ self.query / 24.0, 0)
+            feats.append((w[:, None] * tok).sum(0))
+        return self.head(torch.stack(feats))
+
+
+def accuracy(model, data, y, idx) -> float:
+    if not idx:
+        return float("nan")
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model([data[i] for i in idx[j:j + 32]]).argmax(-1) for j in range(0, len(idx), 32)])
+    model.train()
+    return float((pred == torch.tensor([y[i] for i in idx])).float().mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--side", type=int, default=112)
+    ap.add_argument("--frames", type=int, default=4)
+    ap.add_argument("--train", type=int, default=1000)
+    ap.add_argument("--test", type=int, default=150)
+    ap.add_argument("--p-typical", type=float, default=0.5)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", default=None, help="EgoSynth folder (generated when missing)")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    from ego3s.data.egosynth import OBJECTS, EgoSynthConfig, generate
+
+    torch.manual_seed(a.seed)
+    data_dir = Path(a.data or f"/tmp/probe_data_{a.train}_{a.test}_{a.p_typical}")
+    if not (data_dir / "train.jsonl").exists():
+        generate(data_dir, EgoSynthConfig(seed=a.seed, train=a.train, test=a.test, probe=0, p_typical=a.p_typical,
+                                          frames=8, size=224, fps=4.0), audit=False, log=None)
+    t0 = time.time()
+    names = sorted(OBJECTS)
+    tr, ytr, _ = clips(data_dir, "train", a.side, a.frames, ("full",))
+    te_id, y_id, _ = clips(data_dir, "test_id", a.side, a.frames, ("full", "context"))
+    te_at, y_at, _ = clips(data_dir, "test_atypical", a.side, a.frames, ("full", "context"))
+    ytr, y_id, y_at = ([names.index(n) for n in ys] for ys in (ytr, y_id, y_at))
+    decode_s = time.time() - t0
+    model = Probe(len(names))
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
+    n = len(ytr)
+    steps = a.epochs * ((n + a.batch - 1) // a.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=steps, pct_start=0.1)
+    rng = np.random.default_rng(a.seed)
+    history, t1 = [], time.time()
+    for epoch in range(a.epochs):
+        order = rng.permutation(n)
+        losses = []
+        for j in range(0, n, a.batch):
+            idx = order[j:j + a.batch]
+            logits = model([tr["full"][i] for i in idx])
+            loss = nn.functional.cross_entropy(logits, torch.tensor([ytr[i] for i in idx]))
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
+               "train_acc": accuracy(model, tr["full"], ytr, list(range(min(n, 300)))),
+               "id_full": accuracy(model, te_id["full"], y_id, list(range(len(y_id)))),
+               "atypical_full": accuracy(model, te_at["full"], y_at, list(range(len(y_at))))}
+        history.append(row)
+        print(json.dumps(row), flush=True)
+    final = {"id_context": accuracy(model, te_id["context"], y_id, list(range(len(y_id)))),
+             "atypical_context": accuracy(model, te_at["context"], y_at, list(range(len(y_at))))}
+    res = {"side": a.side, "frames": a.frames, "train": a.train, "test": a.test, "p_typical": a.p_typical,
+           "epochs": a.epochs, "lr": a.lr, "classes": len(names), "chance": 1 / len(names),
+           "decode_s": round(decode_s, 1), "train_s": round(time.time() - t1, 1), "history": history,
+           **history[-1], **final}
+    Path(a.out).write_text(json.dumps(res, indent=2))
+    print(json.dumps({k: v for k, v in res.items() if k != "history"}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
