@@ -10,7 +10,7 @@ Layout of the run folder (`out` in the YAML):
     select/<method>  one selection per method (per seed for the seeded ones), shared by the rows
     rows/<row>_s<seed>/  train/ (checkpoints every `eval_every` steps, wall.jsonl), eval/, curve/,
                      row.json (written last: a row with row.json is finished and skipped on rerun)
-    table.md, table.json, accuracy_vs_time.png, reward_variance.png
+    table.md, table.json, accuracy_vs_time.png, reward_variance.png, reward_curves.png
 
 Every stage resumes (the pipeline's manifest per folder; training from its checkpoints, evaluation
 from its predictions), so a killed run or a new session continues where it stopped. A new session
@@ -496,6 +496,38 @@ def plot_variance(root: Path, t: dict, path: Path, names=("ego3s", "csm_irl", "c
     _save(fig, path)
 
 
+CURVES = (("reward", "total reward"), ("rewards/accuracy_reward/mean", "accuracy reward"),
+          ("interaction/mentions", "object mentions in <think>"), ("frac_reward_zero_std", "zero-variance groups"))
+
+
+def plot_rewards(root: Path, t: dict, path: Path, names=("ego3s", "csm_irl", "csm", "full")) -> None:
+    """Training curves per step (issue #5): total and accuracy reward, interaction-object mentions
+    (logged by the rows with the interaction reward) and the share of zero-variance groups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(13, 3.4))
+    for i, name in enumerate(n for n in names if n in t["rows"]):
+        for j, r in enumerate(t["rows"][name]["runs"]):
+            hist = row_dir(root, name, r["seed"]) / "train" / "log_history.json"
+            if not hist.exists():
+                continue
+            steps = [h for h in json.loads(hist.read_text()) if "reward" in h]
+            for ax, (key, _) in zip(axes, CURVES):
+                pts = [(h["step"], h[key]) for h in steps if h.get(key) is not None]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, lw=1.2, color=f"C{i}", alpha=0.9 if j == 0 else 0.45,
+                            label=f"{name} s{r['seed']}")
+    for ax, (_, title) in zip(axes, CURVES):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+    axes[0].legend(fontsize=7)
+    _save(fig, path)
+
+
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -513,6 +545,7 @@ def write_table(cfg: dict, root: Path) -> dict:
     write_text(root / "table.md", table_markdown(t, cfg))
     plot_accuracy_vs_time(t, root / "accuracy_vs_time.png")
     plot_variance(root, t, root / "reward_variance.png")
+    plot_rewards(root, t, root / "reward_curves.png")
     return t
 
 

@@ -5,24 +5,31 @@
 # ROWS: comma-separated rows (default: all, in table.yaml's order); SECONDS: this call's time box
 # (default 570, under the device's 600 s per command). Rerun it until run.log says "rows to run: none":
 # finished rows are skipped, a killed stage resumes. Needs .whl/ (benchmarks/gpu_setup.sh) and the
-# smol GGUF split in .gguf/a and .gguf/b (carried in two calls: each is ~48 MB of the 64 MiB carry).
+# smol GGUF split in .gguf/a and .gguf/b, carried in two calls in a row (each ~48 MB of the 64 MiB
+# carry): first `carry: [.gguf/a]` (it only stages the half and exits), then `carry: [.whl, .gguf/b]`.
 # Restores an earlier session's results from $RESTORE (default experiments/egosynth/results/table_pack.tgz)
 # and packs the small results into $OUT/egosynth_table.tgz.
 set -uo pipefail
 rows=${1:-}
 limit=${2:-570}
-source benchmarks/gpu_setup.sh || exit 1
+# The GGUF travels in two halves, one per call; a path not carried is removed from the device's
+# checkout, so each half is staged in /tmp, which lasts while the machine stays warm (30 s idle).
 gguf=/tmp/smol.gguf
+stage=/tmp/ego3s_gguf
 if [ ! -s "$gguf" ]; then
-  parts=$(printf '%s\n' .gguf/*/gguf_part_* | sort -t/ -k3)  # by part number, whatever the folder
-  cat $parts > "$gguf.tmp"
+  mkdir -p "$stage"
+  for part in .gguf/*/gguf_part_*; do [ -f "$part" ] && cp -n "$part" "$stage/"; done
+  cat $(ls "$stage"/gguf_part_* 2>/dev/null | sort) > "$gguf.tmp" 2>/dev/null
   size=$(stat -c %s "$gguf.tmp")
   if [ "$size" != 98362432 ]; then  # SmolLM2-135M-Instruct.Q4_1.gguf
-    echo "GGUF parts add up to $size bytes, not 98362432: carry .gguf/a and .gguf/b (two calls)"; rm -f "$gguf.tmp"
-  else
-    mv "$gguf.tmp" "$gguf"
+    rm -f "$gguf.tmp"
+    echo "GGUF parts staged in $stage: $(ls "$stage" | tr '\n' ' ')($size of 98362432 bytes);" \
+         "call again at once carrying the other half (.gguf/a, then .gguf/b with .whl)"
+    exit 0
   fi
+  mv "$gguf.tmp" "$gguf"
 fi
+source benchmarks/gpu_setup.sh || exit 1
 export EGO3S_SMOL_GGUF=$gguf
 ls -la "$gguf"
 restore=${RESTORE:-experiments/egosynth/results/table_pack.tgz}
