@@ -227,6 +227,10 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
     from ego3s.rl.rewards import object_vocabulary
     from ego3s.rl.trainer import VideoGRPOTrainer
 
+    from ego3s.models.loading import MASTER_WEIGHTS
+
+    if cfg.master_weights not in MASTER_WEIGHTS:  # before minutes of loading, not after
+        raise ValueError(f"master_weights must be one of {MASTER_WEIGHTS}, got {cfg.master_weights!r}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     errors: list = []
