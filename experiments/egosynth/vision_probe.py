@@ -9,7 +9,7 @@ grasped object of EgoSynth clips, and tested on held-out typical and atypical cl
 the full model use the interaction; if it succeeds and the accuracy falls under `context`, the
 tower reads the interaction region and the bottleneck is the coupling to the language model.
 
-    python experiments/egosynth/vision_probe.py --side 112 --train 1000 --epochs 4 --out /tmp/probe112.json
+    python experiments/egosynth/vision_probe.py --side 112 --train 1500 --epochs 6 --out /tmp/probe112.json
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 
-def clips(data_dir: Path, split: str, side: int, nframes: int, views: tuple[str, ...]):
+def clips(data_dir: Path, split: str, side: int, nframes: int, views: tuple[str, ...], backend: str):
     """Per view: the processor's patch tensors and grids for every clip of a split, and the
     grasped-object labels and `typical` flags."""
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
@@ -35,7 +35,7 @@ def clips(data_dir: Path, split: str, side: int, nframes: int, views: tuple[str,
     proc = Qwen2VLVideoProcessor(patch_size=14, temporal_patch_size=2, merge_size=2,
                                  size={"shortest_edge": side * side, "longest_edge": side * side})
     samples = read_jsonl(data_dir / f"{split}.jsonl")
-    fs = FrameSampling(nframes=nframes, max_pixels=side * side, min_pixels=side * side, backend="pyav")
+    fs = FrameSampling(nframes=nframes, max_pixels=side * side, min_pixels=side * side, backend=backend)
     out = {v: [] for v in views}
     labels, typical = [], []
     for s in samples:
@@ -43,7 +43,8 @@ def clips(data_dir: Path, split: str, side: int, nframes: int, views: tuple[str,
         for v in views:
             c = make_view(clip, v, s.interaction)
             enc = proc(videos=[c.frames], return_tensors="pt", do_resize=False, do_sample_frames=False)
-            out[v].append((enc["pixel_values_videos"], enc["video_grid_thw"]))
+            # kept on the CPU in bf16 (10,000 clips of 8 x 224 px: about 24 GB), moved per batch
+            out[v].append((enc["pixel_values_videos"].to(torch.bfloat16), enc["video_grid_thw"]))
         labels.append(s.interaction.objects[0].name)
         typical.append(bool(s.meta.get("typical")))
     return out, labels, typical
@@ -59,18 +60,27 @@ class Probe(nn.Module):
 
         cfg = Qwen2_5_VLConfig(vision_config={**VISION, "out_hidden_size": 576}).vision_config
         self.visual = Qwen2_5_VisionTransformerPretrainedModel._from_config(cfg)
+        from ego3s.models.vision_attention import patch_vision_attention
+
+        patch_vision_attention(self.visual)  # windows batched: what ego3s.models.load_model does
         self.query = nn.Parameter(torch.randn(576) * 0.02)
         self.head = nn.Linear(576, n_classes)
 
     def forward(self, batch):
+        """One tower call for the whole batch (clips are separate sequences in `cu_seqlens`), then
+        attention pooling per clip."""
+        dev = self.query.device
+        pix = torch.cat([p for p, _ in batch]).to(dev, torch.float32)
+        grid = torch.cat([g for _, g in batch]).to(dev)
+        out = self.visual(pix, grid_thw=grid)
+        tok = out.pooler_output if hasattr(out, "pooler_output") else out
+        if isinstance(tok, (list, tuple)):
+            tok = torch.cat(list(tok), 0)
+        merge = self.visual.spatial_merge_size ** 2
         feats = []
-        for pix, grid in batch:  # clips one by one: their token counts are equal but the API is per batch
-            out = self.visual(pix, grid_thw=grid)
-            tok = out.pooler_output if hasattr(out, "pooler_output") else out
-            if isinstance(tok, (list, tuple)):
-                tok = torch.cat(list(tok), 0)
-            w = torch.softmax(tok @ self.query / 24.0, 0)
-            feats.append((w[:, None] * tok).sum(0))
+        for t in tok.split((grid.prod(-1) // merge).tolist()):
+            w = torch.softmax(t @ self.query / 24.0, 0)
+            feats.append((w[:, None] * t).sum(0))
         return self.head(torch.stack(feats))
 
 
@@ -78,16 +88,23 @@ def accuracy(model, data, y, idx) -> float:
     if not idx:
         return float("nan")
     model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model([data[i] for i in idx[j:j + 32]]).argmax(-1) for j in range(0, len(idx), 32)])
+    with torch.no_grad(), _autocast():
+            pred = torch.cat([model([data[i] for i in idx[j:j + 32]]).argmax(-1).cpu() for j in range(0, len(idx), 32)])
     model.train()
     return float((pred == torch.tensor([y[i] for i in idx])).float().mean())
+
+
+def _autocast():
+    """bf16 compute on a GPU (fp32 weights), nothing on the CPU."""
+    import contextlib
+
+    return torch.autocast("cuda", dtype=torch.bfloat16) if torch.cuda.is_available() else contextlib.nullcontext()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--side", type=int, default=112)
-    ap.add_argument("--frames", type=int, default=4)
+    ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--train", type=int, default=1000)
     ap.add_argument("--test", type=int, default=150)
     ap.add_argument("--p-typical", type=float, default=0.5)
@@ -96,6 +113,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None, help="EgoSynth folder (generated when missing)")
+    ap.add_argument("--backend", default=None, help="pyav, decord or opencv (default: pyav if installed)")
+    ap.add_argument("--workers", type=int, default=None, help="EgoSynth generation workers")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     from ego3s.data.egosynth import OBJECTS, EgoSynthConfig, generate
@@ -104,15 +123,19 @@ def main() -> None:
     data_dir = Path(a.data or f"/tmp/probe_data_{a.train}_{a.test}_{a.p_typical}")
     if not (data_dir / "train.jsonl").exists():
         generate(data_dir, EgoSynthConfig(seed=a.seed, train=a.train, test=a.test, probe=0, p_typical=a.p_typical,
-                                          frames=8, size=224, fps=4.0), audit=False, log=None)
+                                          frames=8, size=224, fps=4.0), workers=a.workers, audit=False, log=None)
+    import importlib.util
+
+    backend = a.backend or ("pyav" if importlib.util.find_spec("av") else "opencv")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     t0 = time.time()
     names = sorted(OBJECTS)
-    tr, ytr, _ = clips(data_dir, "train", a.side, a.frames, ("full",))
-    te_id, y_id, _ = clips(data_dir, "test_id", a.side, a.frames, ("full", "context"))
-    te_at, y_at, _ = clips(data_dir, "test_atypical", a.side, a.frames, ("full", "context"))
+    tr, ytr, _ = clips(data_dir, "train", a.side, a.frames, ("full",), backend)
+    te_id, y_id, _ = clips(data_dir, "test_id", a.side, a.frames, ("full", "context"), backend)
+    te_at, y_at, _ = clips(data_dir, "test_atypical", a.side, a.frames, ("full", "context"), backend)
     ytr, y_id, y_at = ([names.index(n) for n in ys] for ys in (ytr, y_id, y_at))
     decode_s = time.time() - t0
-    model = Probe(len(names))
+    model = Probe(len(names)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
     n = len(ytr)
     steps = a.epochs * ((n + a.batch - 1) // a.batch)
@@ -124,8 +147,9 @@ def main() -> None:
         losses = []
         for j in range(0, n, a.batch):
             idx = order[j:j + a.batch]
-            logits = model([tr["full"][i] for i in idx])
-            loss = nn.functional.cross_entropy(logits, torch.tensor([ytr[i] for i in idx]))
+            with _autocast():
+                logits = model([tr["full"][i] for i in idx])
+            loss = nn.functional.cross_entropy(logits.float(), torch.tensor([ytr[i] for i in idx], device=device))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -140,7 +164,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     final = {"id_context": accuracy(model, te_id["context"], y_id, list(range(len(y_id)))),
              "atypical_context": accuracy(model, te_at["context"], y_at, list(range(len(y_at))))}
-    res = {"side": a.side, "frames": a.frames, "train": a.train, "test": a.test, "p_typical": a.p_typical,
+    res = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "side": a.side, "frames": a.frames, "train": a.train, "test": a.test, "p_typical": a.p_typical,
            "epochs": a.epochs, "lr": a.lr, "classes": len(names), "chance": 1 / len(names),
            "decode_s": round(decode_s, 1), "train_s": round(time.time() - t1, 1), "history": history,
            **history[-1], **final}
