@@ -28,7 +28,8 @@ CONFIG = {
     "seed": 0,
     "model": "tiny",
     "egosynth": {"train": 12, "test": 4, "probe": 4, "frames": 8, "size": 56},
-    "warmup": {"steps": 2, "batch_size": 2, "nframes": 4, "max_pixels": PIX, "min_pixels": PIX},
+    "warmup": {"steps": 2, "batch_size": 2, "nframes": 4, "max_pixels": PIX, "min_pixels": PIX,
+               "vision_pretrain_steps": 1, "vision_pretrain_batch_size": 2},
     "selection": {
         "method": "csm",
         # relaxed so that samples survive a random tiny model's scores
@@ -173,6 +174,8 @@ def test_every_stage_writes_its_outputs(ref):
     warm = ref / "warmup" / "final"
     assert Path(m["stages"]["warmup"]["outputs"]["model"]) == warm
     assert (warm / "model.safetensors").is_file() and (warm / "tokenizer.json").is_file()
+    vp = json.loads((ref / "warmup" / "vision_pretrain.json").read_text())
+    assert vp["steps"] == 1 and vp["usable"] == 12 and vp["unreadable"] == 0
 
     # selection: some samples kept, report consistent with the file
     sel = read_jsonl(ref / "select" / "selected.jsonl")

@@ -22,7 +22,7 @@ def test_probe_runs_and_batches_exactly(tmp_path, monkeypatch):
     vp = _probe()
     out = tmp_path / "probe.json"
     monkeypatch.setattr("sys.argv", ["vision_probe", "--side", "56", "--frames", "4", "--train", "8", "--test", "2",
-                                     "--epochs", "1", "--batch", "4", "--data", str(tmp_path / "data"),
+                                     "--epochs", "1", "--batch", "4", "--box-weight", "1", "--data", str(tmp_path / "data"),
                                      "--out", str(out)])
     vp.main()
     r = json.loads(out.read_text())
@@ -33,6 +33,6 @@ def test_probe_runs_and_batches_exactly(tmp_path, monkeypatch):
     torch.manual_seed(0)
     model = vp.Probe(30).eval()
     with torch.no_grad():
-        together = model(data["full"])
-        alone = torch.cat([model([c]) for c in data["full"]])
+        together = model(data["full"])[1]
+        alone = torch.cat([model([c])[1] for c in data["full"]])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)

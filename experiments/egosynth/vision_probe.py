@@ -24,64 +24,73 @@ import torch
 from torch import nn
 
 
-def clips(data_dir: Path, split: str, side: int, nframes: int, views: tuple[str, ...], backend: str):
-    """Per view: the processor's patch tensors and grids for every clip of a split, and the
-    grasped-object labels and `typical` flags."""
+def _one(args):
+    """One clip: per view (pixels in bf16, grid), the object's name, the token box targets."""
+    s, side, nframes, views, backend = args
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    from ego3s.data.io import read_jsonl
     from ego3s.data.video import FrameSampling, load_sample_clip, make_view
+    from ego3s.models.vision_pretrain import encode_clips, token_box_targets
 
+    torch.set_num_threads(1)
     proc = Qwen2VLVideoProcessor(patch_size=14, temporal_patch_size=2, merge_size=2,
                                  size={"shortest_edge": side * side, "longest_edge": side * side})
-    samples = read_jsonl(data_dir / f"{split}.jsonl")
     fs = FrameSampling(nframes=nframes, max_pixels=side * side, min_pixels=side * side, backend=backend)
-    out = {v: [] for v in views}
-    labels, typical = [], []
-    for s in samples:
-        clip = load_sample_clip(s, **fs.sampling_kwargs())
-        for v in views:
-            c = make_view(clip, v, s.interaction)
-            enc = proc(videos=[c.frames], return_tensors="pt", do_resize=False, do_sample_frames=False)
-            # kept on the CPU in bf16 (10,000 clips of 8 x 224 px: about 24 GB), moved per batch
-            out[v].append((enc["pixel_values_videos"].to(torch.bfloat16), enc["video_grid_thw"]))
-        labels.append(s.interaction.objects[0].name)
-        typical.append(bool(s.meta.get("typical")))
-    return out, labels, typical
+    clip = load_sample_clip(s, **fs.sampling_kwargs())
+    per_view = {}
+    for v in views:
+        pix, grid = encode_clips(proc, [make_view(clip, v, s.interaction)])
+        # kept on the CPU in bf16 (10,000 clips of 8 x 224 px: about 24 GB), moved per batch
+        per_view[v] = (pix.to(torch.bfloat16), grid)
+    boxes = token_box_targets(s.interaction, clip.timestamps, per_view["full"][1][0].tolist(), 2)
+    return per_view, s.interaction.objects[0].name, boxes
+
+
+def clips(data_dir: Path, split: str, side: int, nframes: int, views: tuple[str, ...], backend: str,
+          workers: int = 1):
+    """Per view: the processor's patch tensors and grids for every clip of a split; the
+    grasped-object labels; the token box targets of the full view. Decoded in `workers` processes."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ego3s.data.io import read_jsonl
+
+    jobs = [(s, side, nframes, views, backend) for s in read_jsonl(data_dir / f"{split}.jsonl")]
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            done = list(pool.map(_one, jobs, chunksize=16))
+    else:
+        done = [_one(j) for j in jobs]
+    out = {v: [d[0][v] for d in done] for v in views}
+    return out, [d[1] for d in done], [d[2] for d in done]
 
 
 class Probe(nn.Module):
+    """The smol vision tower (random init, as `ego3s build-model smol` makes it) and the heads
+    `ego3s.models.vision_pretrain` trains it with."""
+
     def __init__(self, n_classes: int):
         super().__init__()
         from transformers import Qwen2_5_VLConfig
         from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
         from ego3s.models.smol import VISION
+        from ego3s.models.vision_attention import patch_vision_attention
+        from ego3s.models.vision_pretrain import VisionHeads
 
         cfg = Qwen2_5_VLConfig(vision_config={**VISION, "out_hidden_size": 576}).vision_config
         self.visual = Qwen2_5_VisionTransformerPretrainedModel._from_config(cfg)
-        from ego3s.models.vision_attention import patch_vision_attention
-
         patch_vision_attention(self.visual)  # windows batched: what ego3s.models.load_model does
-        self.query = nn.Parameter(torch.randn(576) * 0.02)
-        self.head = nn.Linear(576, n_classes)
+        self.heads = VisionHeads(576, n_classes)
 
     def forward(self, batch):
-        """One tower call for the whole batch (clips are separate sequences in `cu_seqlens`), then
-        attention pooling per clip."""
-        dev = self.query.device
+        """(box logits of every token, class logits per clip) for a list of (pixels, grid)."""
+        from ego3s.models.vision_pretrain import tower_tokens
+
+        dev = self.heads.query.device
         pix = torch.cat([p for p, _ in batch]).to(dev, torch.float32)
         grid = torch.cat([g for _, g in batch]).to(dev)
-        out = self.visual(pix, grid_thw=grid)
-        tok = out.pooler_output if hasattr(out, "pooler_output") else out
-        if isinstance(tok, (list, tuple)):
-            tok = torch.cat(list(tok), 0)
-        merge = self.visual.spatial_merge_size ** 2
-        feats = []
-        for t in tok.split((grid.prod(-1) // merge).tolist()):
-            w = torch.softmax(t @ self.query / 24.0, 0)
-            feats.append((w[:, None] * t).sum(0))
-        return self.head(torch.stack(feats))
+        tok, counts = tower_tokens(self.visual, pix, grid)
+        return self.heads(tok.float(), counts)
 
 
 def accuracy(model, data, y, idx) -> float:
@@ -89,7 +98,7 @@ def accuracy(model, data, y, idx) -> float:
         return float("nan")
     model.eval()
     with torch.no_grad(), _autocast():
-            pred = torch.cat([model([data[i] for i in idx[j:j + 32]]).argmax(-1).cpu() for j in range(0, len(idx), 32)])
+            pred = torch.cat([model([data[i] for i in idx[j:j + 32]])[1].argmax(-1).cpu() for j in range(0, len(idx), 32)])
     model.train()
     return float((pred == torch.tensor([y[i] for i in idx])).float().mean())
 
@@ -111,10 +120,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--box-weight", type=float, default=0.0,
+                    help="add the dense interaction-box loss with this weight (0: the object label only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None, help="EgoSynth folder (generated when missing)")
     ap.add_argument("--backend", default=None, help="pyav, decord or opencv (default: pyav if installed)")
-    ap.add_argument("--workers", type=int, default=None, help="EgoSynth generation workers")
+    ap.add_argument("--workers", type=int, default=None, help="processes for EgoSynth generation and decoding")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     from ego3s.data.egosynth import OBJECTS, EgoSynthConfig, generate
@@ -130,9 +141,10 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     t0 = time.time()
     names = sorted(OBJECTS)
-    tr, ytr, _ = clips(data_dir, "train", a.side, a.frames, ("full",), backend)
-    te_id, y_id, _ = clips(data_dir, "test_id", a.side, a.frames, ("full", "context"), backend)
-    te_at, y_at, _ = clips(data_dir, "test_atypical", a.side, a.frames, ("full", "context"), backend)
+    w = a.workers or 1
+    tr, ytr, btr = clips(data_dir, "train", a.side, a.frames, ("full",), backend, w)
+    te_id, y_id, _ = clips(data_dir, "test_id", a.side, a.frames, ("full", "context"), backend, w)
+    te_at, y_at, _ = clips(data_dir, "test_atypical", a.side, a.frames, ("full", "context"), backend, w)
     ytr, y_id, y_at = ([names.index(n) for n in ys] for ys in (ytr, y_id, y_at))
     decode_s = time.time() - t0
     model = Probe(len(names)).to(device)
@@ -148,8 +160,11 @@ def main() -> None:
         for j in range(0, n, a.batch):
             idx = order[j:j + a.batch]
             with _autocast():
-                logits = model([tr["full"][i] for i in idx])
+                box_logit, logits = model([tr["full"][i] for i in idx])
             loss = nn.functional.cross_entropy(logits.float(), torch.tensor([ytr[i] for i in idx], device=device))
+            if a.box_weight:  # the dense objective of ego3s.models.vision_pretrain
+                target = torch.cat([btr[i] for i in idx]).to(device)
+                loss = loss + a.box_weight * nn.functional.binary_cross_entropy_with_logits(box_logit.float(), target)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -165,7 +180,7 @@ def main() -> None:
     final = {"id_context": accuracy(model, te_id["context"], y_id, list(range(len(y_id)))),
              "atypical_context": accuracy(model, te_at["context"], y_at, list(range(len(y_at))))}
     res = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "side": a.side, "frames": a.frames, "train": a.train, "test": a.test, "p_typical": a.p_typical,
-           "epochs": a.epochs, "lr": a.lr, "classes": len(names), "chance": 1 / len(names),
+           "epochs": a.epochs, "lr": a.lr, "box_weight": a.box_weight, "classes": len(names), "chance": 1 / len(names),
            "decode_s": round(decode_s, 1), "train_s": round(time.time() - t1, 1), "history": history,
            **history[-1], **final}
     Path(a.out).write_text(json.dumps(res, indent=2))

@@ -1,0 +1,164 @@
+"""Pretrain a from-scratch vision tower on the interaction before the question-answering warm-up.
+
+The smol backbone's tower starts random. Trained only through the language model on QA pairs it
+learns the scene and never the object in the hand (docs/RESULTS.md: CSM's `context` view scores
+exactly like `full`, and the vision probe names the grasped object of atypical clips at 0-1%).
+Real LVLMs bring a tower pretrained on grounding data; this is the synthetic analogue, from the
+annotations every interaction sample carries:
+
+- dense: for every merged visual token, whether its cell overlaps an interaction box (object or
+  hand) in either frame of its temporal pair (binary cross-entropy; teaches *where*);
+- per clip: the grasped object's name, through attention pooling (cross-entropy; teaches *what*).
+
+`pretrain_vision` trains `model.model.visual` in place; `VisionHeads` is also what the vision
+probe (experiments/egosynth/vision_probe.py) trains.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ego3s.data.video import FrameSampling
+
+
+@dataclass
+class VisionPretrainConfig(FrameSampling):
+    steps: int = field(default=0, metadata={"help": "optimizer steps (0: no vision pretraining)"})
+    batch_size: int = field(default=16, metadata={"help": "clips per step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (tower and heads)"})
+    box_weight: float = field(default=1.0, metadata={"help": "weight of the dense box loss against the object loss"})
+    seed: int = field(default=0, metadata={"help": "seed (clip order, head init)"})
+
+
+def token_box_targets(interaction, timestamps: Sequence[float], grid_thw: Sequence[int], merge: int,
+                      temporal_patch: int = 2) -> torch.Tensor:
+    """(tokens,) 0/1: does the cell of each merged token (raster order t, h, w, as the tower
+    outputs them) overlap an interaction box in any frame of its temporal patch?"""
+    from ego3s.data.video import boxes_at
+
+    t_n, h_n, w_n = (int(x) for x in grid_thw)
+    hh, ww = h_n // merge, w_n // merge
+    out = np.zeros((t_n, hh, ww), dtype=np.float32)
+    for ti in range(t_n):
+        for f in range(ti * temporal_patch, min((ti + 1) * temporal_patch, len(timestamps))):
+            for _, (x1, y1, x2, y2) in boxes_at(interaction.boxes, float(timestamps[f])):
+                r0, r1 = math.floor(y1 * hh), math.ceil(y2 * hh)
+                c0, c1 = math.floor(x1 * ww), math.ceil(x2 * ww)
+                out[ti, max(r0, 0):min(r1, hh), max(c0, 0):min(c1, ww)] = 1.0
+    return torch.from_numpy(out.reshape(-1))
+
+
+class VisionHeads(nn.Module):
+    """A per-token box logit and an attention-pooled clip classifier over a tower's merged tokens."""
+
+    def __init__(self, dim: int, n_classes: int):
+        super().__init__()
+        self.box = nn.Linear(dim, 1)
+        self.query = nn.Parameter(torch.randn(dim) * 0.02)
+        self.cls = nn.Linear(dim, n_classes)
+        self.scale = dim ** 0.5
+
+    def forward(self, tokens: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(box logits over all tokens, class logits per clip)."""
+        pooled = []
+        for t in tokens.split(counts):
+            w = torch.softmax(t @ self.query / self.scale, 0)
+            pooled.append((w[:, None] * t).sum(0))
+        return self.box(tokens).squeeze(-1), self.cls(torch.stack(pooled))
+
+
+def tower_tokens(tower, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """The merged tokens of several clips in one tower call, and each clip's token count."""
+    out = tower(pixel_values, grid_thw=grid_thw)
+    tok = out.pooler_output if hasattr(out, "pooler_output") else out
+    if isinstance(tok, (list, tuple)):
+        tok = torch.cat(list(tok), 0)
+    merge = tower.spatial_merge_size ** 2
+    return tok, (grid_thw.prod(-1) // merge).tolist()
+
+
+def encode_clips(video_processor, clips) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = video_processor(videos=[c.frames for c in clips], return_tensors="pt", do_resize=False,
+                          do_sample_frames=False)
+    return enc["pixel_values_videos"], enc["video_grid_thw"]
+
+
+def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConfig, progress: bool = True) -> dict:
+    """Train the vision tower of `model` in place; returns counts and the last losses/accuracy.
+
+    Samples without a video, an object or boxes are skipped (counted); an unreadable clip is
+    skipped and counted, never fatal."""
+    from tqdm.auto import tqdm
+
+    from ego3s.data.video import VideoError, load_sample_clip
+
+    usable = [s for s in samples if s.video and s.interaction and s.interaction.objects and s.interaction.boxes]
+    names = sorted({s.interaction.objects[0].name for s in usable})
+    stats = {"samples": len(samples), "usable": len(usable), "classes": len(names), "unreadable": 0}
+    if cfg.steps <= 0 or not usable:
+        return stats
+    tower = model.model.visual if hasattr(model, "model") and hasattr(model.model, "visual") else model.visual
+    dev = next(tower.parameters()).device
+    dim = tower.config.out_hidden_size
+    torch.manual_seed(cfg.seed)
+    heads = VisionHeads(dim, len(names)).to(dev)
+    was_training, flags = tower.training, [p.requires_grad for p in tower.parameters()]
+    tower.train()
+    params = list(tower.parameters()) + list(heads.parameters())
+    for p in tower.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, total_steps=cfg.steps, pct_start=0.1)
+    rng = np.random.default_rng(cfg.seed)
+    order, pos = rng.permutation(len(usable)), 0
+    sampling = cfg.sampling_kwargs()
+    merge = tower.spatial_merge_size
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    recent: list[tuple[float, float, float]] = []
+    bar = tqdm(range(cfg.steps), desc="vision pretraining", disable=not progress)
+    for _ in bar:
+        clips, batch = [], []
+        while len(clips) < cfg.batch_size:
+            if pos == len(order):
+                order, pos = rng.permutation(len(usable)), 0
+            s = usable[order[pos]]
+            pos += 1
+            try:
+                clips.append(load_sample_clip(s, **sampling))
+                batch.append(s)
+            except (VideoError, OSError, ValueError):
+                stats["unreadable"] += 1
+                if stats["unreadable"] > 10 * cfg.batch_size and not clips:
+                    raise RuntimeError("vision pretraining: every clip tried so far was unreadable")
+        pix, grid = encode_clips(processor.video_processor, clips)
+        dtype = next(tower.parameters()).dtype
+        boxes = torch.cat([token_box_targets(s.interaction, c.timestamps, g.tolist(), merge)
+                           for s, c, g in zip(batch, clips, grid)]).to(dev)
+        labels = torch.tensor([names.index(s.interaction.objects[0].name) for s in batch], device=dev)
+        with amp:
+            tok, counts = tower_tokens(tower, pix.to(dev, dtype), grid.to(dev))
+            box_logit, cls_logit = heads(tok.float(), counts)
+        box_loss = nn.functional.binary_cross_entropy_with_logits(box_logit.float(), boxes)
+        cls_loss = nn.functional.cross_entropy(cls_logit.float(), labels)
+        loss = cls_loss + cfg.box_weight * box_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        acc = float((cls_logit.argmax(-1) == labels).float().mean())
+        recent = (recent + [(cls_loss.item(), box_loss.item(), acc)])[-20:]
+        bar.set_postfix(obj=f"{np.mean([r[0] for r in recent]):.3f}", box=f"{np.mean([r[1] for r in recent]):.3f}",
+                        acc=f"{np.mean([r[2] for r in recent]):.2f}")
+    tower.train(was_training)
+    for p, flag in zip(tower.parameters(), flags):
+        p.requires_grad_(flag)
+    stats.update(steps=cfg.steps, object_loss=float(np.mean([r[0] for r in recent])),
+                 box_loss=float(np.mean([r[1] for r in recent])), object_acc=float(np.mean([r[2] for r in recent])))
+    return stats

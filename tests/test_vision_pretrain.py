@@ -1,0 +1,60 @@
+"""Vision pretraining on interaction labels (ego3s.models.vision_pretrain): the dense box targets
+on hand-made boxes, and a few real steps on the tiny model's tower."""
+
+import json
+
+import pytest
+import torch
+
+from ego3s.data.schema import Interaction, InteractionObject, TimedBox
+from ego3s.models.vision_pretrain import VisionPretrainConfig, pretrain_vision, token_box_targets
+
+
+def test_token_box_targets_mark_the_cells_a_box_touches():
+    it = Interaction(objects=[InteractionObject("mug")], boxes=[
+        TimedBox(0.0, "mug", [0.0, 0.0, 0.5, 0.5]), TimedBox(1.0, "mug", [0.0, 0.0, 0.5, 0.5]),
+        TimedBox(3.0, "right_hand", [0.75, 0.75, 1.0, 1.0])])
+    # 4 frames -> 2 temporal tokens; 8 x 8 patches, merge 2 -> 4 x 4 tokens per temporal token
+    t = token_box_targets(it, [0.0, 0.5, 1.0, 2.5], [2, 8, 8], merge=2).reshape(2, 4, 4)
+    first = torch.zeros(4, 4)
+    first[:2, :2] = 1  # the mug's top-left quarter; the hand's one box (t = 3) is held 1 s: not yet
+    assert torch.equal(t[0], first)
+    second = first.clone()
+    second[3, 3] = 1  # frame 3 (t = 2.5) adds the hand's bottom-right cell
+    assert torch.equal(t[1], second)
+    assert token_box_targets(Interaction(objects=[]), [0.0, 0.5], [1, 4, 4], merge=2).sum() == 0
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from ego3s.data.egosynth import EgoSynthConfig, generate
+
+    out = tmp_path_factory.mktemp("egosynth")
+    generate(out, EgoSynthConfig(train=6, test=0, probe=0, frames=8, size=56), workers=1, audit=False, log=None)
+    return out
+
+
+def test_pretrain_moves_the_tower_and_restores_its_flags(tiny_model_dir, synth, tmp_path):
+    from ego3s.data.io import read_jsonl
+    from ego3s.models.loading import load_model
+
+    model, processor = load_model(tiny_model_dir, dtype="float32")
+    tower = model.model.visual
+    for p in tower.parameters():
+        p.requires_grad_(False)  # as a caller that trains only the language model would leave it
+    before = {n: p.detach().clone() for n, p in tower.named_parameters()}
+    samples = read_jsonl(synth / "train.jsonl")
+    bad = json.loads(json.dumps(samples[0].to_dict()))
+    bad["id"], bad["video"] = "unreadable", str(tmp_path / "missing.mp4")
+    from ego3s.data.schema import Sample
+
+    cfg = VisionPretrainConfig(steps=2, batch_size=3, learning_rate=1e-3, nframes=4, max_pixels=56 * 56,
+                               min_pixels=56 * 56)
+    stats = pretrain_vision(model, processor, [Sample.from_dict(bad)] + samples, cfg, progress=False)
+    assert stats["usable"] == 7 and stats["steps"] == 2 and stats["unreadable"] >= 1
+    assert stats["classes"] == len({s.interaction.objects[0].name for s in samples} | {bad["interaction"]["objects"][0]["name"]})
+    assert 0.0 <= stats["object_acc"] <= 1.0 and stats["box_loss"] > 0
+    moved = sum(not torch.equal(p, before[n]) for n, p in tower.named_parameters())
+    assert moved == len(before)  # every tower tensor, the merger included
+    assert not any(p.requires_grad for p in tower.parameters())
+    assert pretrain_vision(model, processor, samples, VisionPretrainConfig(steps=0))["classes"] > 0
