@@ -118,7 +118,7 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
     rng = np.random.default_rng(cfg.seed)
     order, pos = rng.permutation(len(usable)), 0
     sampling = cfg.sampling_kwargs()
-    merge = tower.spatial_merge_size
+    merge, temporal = tower.spatial_merge_size, tower.config.temporal_patch_size
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     recent: list[tuple[float, float, float]] = []
     bar = tqdm(range(cfg.steps), desc="vision pretraining", disable=not progress)
@@ -138,7 +138,7 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
                     raise RuntimeError("vision pretraining: every clip tried so far was unreadable")
         pix, grid = encode_clips(processor.video_processor, clips)
         dtype = next(tower.parameters()).dtype
-        boxes = torch.cat([token_box_targets(s.interaction, c.timestamps, g.tolist(), merge)
+        boxes = torch.cat([token_box_targets(s.interaction, c.timestamps, g.tolist(), merge, temporal)
                            for s, c, g in zip(batch, clips, grid)]).to(dev)
         labels = torch.tensor([names.index(s.interaction.objects[0].name) for s in batch], device=dev)
         with amp:
