@@ -246,7 +246,7 @@ _inter = st.one_of(st.none(), st.just(json.dumps(INTER)), st.just(INTER), st.jus
                    st.just({"objects": "cup"}), st.just({"objects": [{"name": ""}, 3, {"synonyms": ["x"]}]}))
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(_completion, st.sampled_from(["closeqa", "openqa", None, "bogus"]),
                           st.one_of(st.none(), st.sampled_from(["B", "a red cup", "", "Z"])),
                           st.one_of(st.none(), st.just(json.dumps(OPTS)), st.just(OPTS), st.just("[")),
