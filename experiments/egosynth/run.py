@@ -21,7 +21,6 @@ row records the base model's fingerprint so rows made from different base models
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import shutil
@@ -590,7 +589,7 @@ def restore(tgz: Path, root: Path) -> int:
 
 def estimate(cfg: dict) -> dict:
     """GPU seconds of the table from the measured rates in `sizing` (docs/RESULTS.md)."""
-    z, tr, ev = cfg["sizing"], cfg["train"], cfg["evaluation"]
+    z, tr = cfg["sizing"], cfg["train"]
     pool = cfg["data"]["train"]
     questions = 2 * cfg["data"]["test"]
     curve_q = 2 * cfg["curve_questions"]
