@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from ego3s.data.schema import Interaction, InteractionObject, TimedBox
-from ego3s.models.vision_pretrain import VisionPretrainConfig, pretrain_vision, token_box_targets
+from ego3s.data.video import FrameSampling
+from ego3s.models.vision_pretrain import pretrain_vision, token_box_targets
+from ego3s.models.warmup import VisionPretrainConfig
 
 
 def test_token_box_targets_mark_the_cells_a_box_touches():
@@ -48,13 +50,13 @@ def test_pretrain_moves_the_tower_and_restores_its_flags(tiny_model_dir, synth, 
     bad["id"], bad["video"] = "unreadable", str(tmp_path / "missing.mp4")
     from ego3s.data.schema import Sample
 
-    cfg = VisionPretrainConfig(steps=2, batch_size=3, learning_rate=1e-3, nframes=4, max_pixels=56 * 56,
-                               min_pixels=56 * 56)
-    stats = pretrain_vision(model, processor, [Sample.from_dict(bad)] + samples, cfg, progress=False)
+    cfg = VisionPretrainConfig(steps=2, batch_size=3, learning_rate=1e-3)
+    sampling = FrameSampling(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
+    stats = pretrain_vision(model, processor, [Sample.from_dict(bad)] + samples, cfg, sampling, progress=False)
     assert stats["usable"] == 7 and stats["steps"] == 2 and stats["unreadable"] >= 1
     assert stats["classes"] == len({s.interaction.objects[0].name for s in samples} | {bad["interaction"]["objects"][0]["name"]})
     assert 0.0 <= stats["object_acc"] <= 1.0 and stats["box_loss"] > 0
     moved = sum(not torch.equal(p, before[n]) for n, p in tower.named_parameters())
     assert moved == len(before)  # every tower tensor, the merger included
     assert not any(p.requires_grad for p in tower.parameters())
-    assert pretrain_vision(model, processor, samples, VisionPretrainConfig(steps=0))["classes"] > 0
+    assert pretrain_vision(model, processor, samples, VisionPretrainConfig(steps=0), sampling)["classes"] > 0

@@ -17,7 +17,6 @@ probe (experiments/egosynth/vision_probe.py) trains.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -25,15 +24,7 @@ import torch
 from torch import nn
 
 from ego3s.data.video import FrameSampling
-
-
-@dataclass
-class VisionPretrainConfig(FrameSampling):
-    steps: int = field(default=0, metadata={"help": "optimizer steps (0: no vision pretraining)"})
-    batch_size: int = field(default=16, metadata={"help": "clips per step"})
-    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (tower and heads)"})
-    box_weight: float = field(default=1.0, metadata={"help": "weight of the dense box loss against the object loss"})
-    seed: int = field(default=0, metadata={"help": "seed (clip order, head init)"})
+from ego3s.models.warmup import VisionPretrainConfig
 
 
 def token_box_targets(interaction, timestamps: Sequence[float], grid_thw: Sequence[int], merge: int,
@@ -89,8 +80,11 @@ def encode_clips(video_processor, clips) -> tuple[torch.Tensor, torch.Tensor]:
     return enc["pixel_values_videos"], enc["video_grid_thw"]
 
 
-def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConfig, progress: bool = True) -> dict:
-    """Train the vision tower of `model` in place; returns counts and the last losses/accuracy.
+def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConfig, sampling: FrameSampling,
+                    seed: int = 0, progress: bool = True) -> dict:
+    """Train the vision tower of `model` in place on clips sampled as `sampling` says (the
+    warm-up's); `seed` fixes the clip order and the heads. Returns counts and the last
+    losses/accuracy.
 
     Samples without a video, an object or boxes are skipped (counted); an unreadable clip is
     skipped and counted, never fatal."""
@@ -106,7 +100,7 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
     tower = model.model.visual if hasattr(model, "model") and hasattr(model.model, "visual") else model.visual
     dev = next(tower.parameters()).device
     dim = tower.config.out_hidden_size
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     heads = VisionHeads(dim, len(names)).to(dev)
     was_training, flags = tower.training, [p.requires_grad for p in tower.parameters()]
     tower.train()
@@ -115,9 +109,9 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, total_steps=cfg.steps, pct_start=0.1)
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(seed)
     order, pos = rng.permutation(len(usable)), 0
-    sampling = cfg.sampling_kwargs()
+    load_kwargs = sampling.sampling_kwargs()
     merge, temporal = tower.spatial_merge_size, tower.config.temporal_patch_size
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     recent: list[tuple[float, float, float]] = []
@@ -130,7 +124,7 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
             s = usable[order[pos]]
             pos += 1
             try:
-                clips.append(load_sample_clip(s, **sampling))
+                clips.append(load_sample_clip(s, **load_kwargs))
                 batch.append(s)
             except (VideoError, OSError, ValueError):
                 stats["unreadable"] += 1

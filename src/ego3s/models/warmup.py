@@ -16,6 +16,17 @@ from ego3s.data.video import FrameSampling
 
 
 @dataclass
+class VisionPretrainConfig:
+    """The vision tower alone on the interaction annotations before the QA warm-up
+    (ego3s.models.vision_pretrain); frames as the warm-up samples them."""
+
+    steps: int = field(default=0, metadata={"help": "optimizer steps (0: no vision pretraining)"})
+    batch_size: int = field(default=16, metadata={"help": "clips per step"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (tower and heads)"})
+    box_weight: float = field(default=1.0, metadata={"help": "weight of the dense box loss against the object loss"})
+
+
+@dataclass
 class WarmupConfig(FrameSampling):
     steps: int = field(default=200, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=8, metadata={"help": "samples per step (per device)"})
@@ -34,12 +45,7 @@ class WarmupConfig(FrameSampling):
     master_weights: str = field(default="float32", metadata={
         "help": "float32: trained weights in fp32 with bf16 compute on a GPU; bfloat16: pure bf16 (loses "
                 "small updates; see ego3s.models.loading.upcast_trainable)"})
-    vision_pretrain_steps: int = field(default=0, metadata={
-        "help": "steps of vision pretraining on the interaction annotations (boxes, grasped object) before the "
-                "QA warm-up (ego3s.models.vision_pretrain); 0: none"})
-    vision_pretrain_batch_size: int = field(default=16, metadata={"help": "clips per vision pretraining step"})
-    vision_pretrain_learning_rate: float = field(default=1e-3, metadata={"help": "vision pretraining learning rate"})
-    vision_pretrain_box_weight: float = field(default=1.0, metadata={"help": "weight of the dense box loss"})
+    vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
     seed: int = field(default=0, metadata={"help": "seed"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
 
@@ -165,16 +171,13 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
     collator = ClipCollator(processor, cfg)
     optimizers = (vision_optimizer(model, cfg.learning_rate, cfg.vision_learning_rate), None)
     ckpt = last_checkpoint(out) if resume else None
-    if cfg.vision_pretrain_steps > 0 and ckpt is None:  # a checkpoint already holds the pretrained tower
+    if cfg.vision_pretrain.steps > 0 and ckpt is None:  # a checkpoint already holds the pretrained tower
         from ego3s.files import write_json
-        from ego3s.models.vision_pretrain import VisionPretrainConfig, pretrain_vision
+        from ego3s.models.vision_pretrain import pretrain_vision
 
-        vp = VisionPretrainConfig(**vars(cfg.frame_sampling()), steps=cfg.vision_pretrain_steps,
-                                  batch_size=cfg.vision_pretrain_batch_size,
-                                  learning_rate=cfg.vision_pretrain_learning_rate,
-                                  box_weight=cfg.vision_pretrain_box_weight, seed=cfg.seed)
+        stats = pretrain_vision(model, processor, samples, cfg.vision_pretrain, cfg.frame_sampling(), seed=cfg.seed)
         Path(out).mkdir(parents=True, exist_ok=True)
-        write_json(Path(out) / "vision_pretrain.json", pretrain_vision(model, processor, samples, vp))
+        write_json(Path(out) / "vision_pretrain.json", stats)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator, optimizers=optimizers)
     if ckpt is not None:
         load_checkpoint_weights(model, ckpt)  # the Trainer's own resume misses them (see there)
