@@ -29,7 +29,7 @@ CONFIG = {
     "model": "tiny",
     "egosynth": {"train": 12, "test": 4, "probe": 4, "frames": 8, "size": 56},
     "warmup": {"steps": 2, "batch_size": 2, "nframes": 4, "max_pixels": PIX, "min_pixels": PIX,
-               "vision_pretrain": {"steps": 1, "batch_size": 2}},
+               "vision_pretrain": {"steps": 1, "batch_size": 2, "workers": 0}},
     "selection": {
         "method": "csm",
         # relaxed so that samples survive a random tiny model's scores

@@ -97,6 +97,11 @@ def test_real_config_fits_the_budget():
     est = drv.estimate(cfg)
     assert est["total_min"] <= 50 and len(est["rows_s"]) == len(drv.plan(cfg))
     assert [n for n, _ in drv.plan(cfg)].index("full") < [n for n, _ in drv.plan(cfg)].index("limr")
+    # a row's own `train`/`eval_every` override the common keys (the long Ego3S run of issues #5 and #6)
+    assert cfg["rows"]["ego3s_long"]["train"]["max_steps"] > cfg["train"]["max_steps"]
+    assert est["rows_s"]["ego3s_long_s0"] > 3 * est["rows_s"]["ego3s_s0"]
+    assert drv.load_table_config(ROOT / "experiments/egosynth/table.yaml", smoke=True)["rows"]["ego3s_long"]["train"] == {
+        "max_steps": 3}
 
 
 def test_rows_run_in_the_order_given_with_limr_after_full():

@@ -50,10 +50,14 @@ def test_pretrain_moves_the_tower_and_restores_its_flags(tiny_model_dir, synth, 
     bad["id"], bad["video"] = "unreadable", str(tmp_path / "missing.mp4")
     from ego3s.data.schema import Sample
 
-    cfg = VisionPretrainConfig(steps=2, batch_size=3, learning_rate=1e-3)
+    cfg = VisionPretrainConfig(steps=4, batch_size=3, learning_rate=1e-3, held_out=2, workers=2)
     sampling = FrameSampling(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
     stats = pretrain_vision(model, processor, [Sample.from_dict(bad)] + samples, cfg, sampling, progress=False)
-    assert stats["usable"] == 7 and stats["steps"] == 2 and stats["unreadable"] >= 1
+    assert stats["usable"] == 7 and stats["steps"] == 4 and stats["unreadable"] == 1
+    assert stats["train_clips"] + stats["held_out_clips"] == 6
+    held = stats["held_out"]  # object accuracy of the held-out clips, unmasked and with the interaction masked
+    assert set(held) == {"full", "context"} and all(0.0 <= held[v]["all"] <= 1.0 for v in held)
+    assert [c["step"] for c in stats["curve"]] == [1, 2, 3, 4] and stats["curve"][-1]["full"] == held["full"]
     assert stats["classes"] == len({s.interaction.objects[0].name for s in samples} | {bad["interaction"]["objects"][0]["name"]})
     assert 0.0 <= stats["object_acc"] <= 1.0 and stats["box_loss"] > 0
     moved = sum(not torch.equal(p, before[n]) for n, p in tower.named_parameters())

@@ -39,7 +39,8 @@ HERE = Path(__file__).resolve().parent
 PAPER = {"ego3s_h": 32.6, "full_h": 60.5}
 SEEDED = ("random", "limo", "limr")  # selection methods whose result depends on the seed
 SECTIONS = {"selection": "Data selection at matched budget (plain GRPO reward unless noted)",
-            "rl": "RL strategy on CSM data", "ablation": "Ablation"}
+            "rl": "RL strategy on CSM data", "ablation": "Ablation",
+            "long": "Longer runs (more steps than the matched rows; not part of the comparison)"}
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -272,10 +273,10 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
     spec = cfg["rows"][name]
     d = row_dir(root, name, seed)
     sel = select(cfg, root, prep, spec["select"], seed, echo)
-    tc = from_dict(TrainingConfig, merge(cfg["train"], {
+    tc = from_dict(TrainingConfig, merge(merge(cfg["train"], spec.get("train") or {}), {
         "strategy": spec["strategy"], "interaction_reward": spec["irl"], "ecr": {"ecr": spec["ecr"]},
         "model": prep["base"], "data": str(Path(sel["dir"]) / "selected.jsonl"), "candidates": prep["pool"],
-        "out": str(d / "train"), "seed": seed, "save_steps": cfg["eval_every"],
+        "out": str(d / "train"), "seed": seed, "save_steps": spec.get("eval_every", cfg["eval_every"]),
         "relevance_file": prep["relevance"]}), "train.")
     run = Run(RunConfig(out=str(d), seed=seed, model=prep["base"], data=tc.data, warmup_enabled=False, training=tc))
 
@@ -465,7 +466,7 @@ def plot_accuracy_vs_time(t: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def plot_variance(root: Path, t: dict, path: Path, names=("ego3s", "csm_irl", "csm")) -> None:
+def plot_variance(root: Path, t: dict, path: Path, names=("ego3s_long", "ego3s", "csm_irl", "csm")) -> None:
     """Mean within-group reward variance per step, with the ECR refreshes as vertical lines."""
     import matplotlib
 
@@ -595,10 +596,10 @@ def estimate(cfg: dict) -> dict:
     curve_q = 2 * cfg["curve_questions"]
     step_scale = tr["batch_size"] / 64 * tr["max_completion_length"] / 96
     step_s = z["grpo_s_per_step"] * step_scale
-    checkpoints = tr["max_steps"] // cfg["eval_every"] + (tr["max_steps"] % cfg["eval_every"] > 0)
     eval_s = z["load_s"] + questions * z["eval_s_per_question"]
-    curve_s = checkpoints * (z["load_s"] + curve_q * z["eval_s_per_question"])
+    vision_steps = (cfg["warmup"].get("vision_pretrain") or {}).get("steps", 0)
     prep = (z["data_s"] + z["build_s"] + cfg["warmup"]["steps"] * cfg["warmup"]["batch_size"] * z["warmup_s_per_sample"]
+            + vision_steps * z.get("vision_pretrain_s_per_step", 0.0)
             + eval_s + z["load_s"] + curve_q * z["eval_s_per_question"])
     k = cfg["selection"].get("limo_k", 32)
     select_s = {"full": 0.0, "random": 0.0, "limr": 0.0, "csm": z["load_s"] + 3 * pool * z["score_s_per_sample_view"],
@@ -608,9 +609,11 @@ def estimate(cfg: dict) -> dict:
     rows = {}
     for name, seed in plan(cfg):
         spec = cfg["rows"][name]
-        train_s = z["load_s"] + tr["max_steps"] * step_s * (z["dapo_factor"] if spec["strategy"] == "dapo" else 1)
+        steps, every = (spec.get("train") or {}).get("max_steps", tr["max_steps"]), spec.get("eval_every", cfg["eval_every"])
+        train_s = z["load_s"] + steps * step_s * (z["dapo_factor"] if spec["strategy"] == "dapo" else 1)
         if spec["ecr"]:
-            train_s += refresh * (tr["max_steps"] // cfg["train"]["ecr"]["monitoring_interval"])  # worst case
+            train_s += refresh * (steps // cfg["train"]["ecr"]["monitoring_interval"])  # worst case
+        curve_s = (steps // every + (steps % every > 0)) * (z["load_s"] + curve_q * z["eval_s_per_question"])
         rows[f"{name}_s{seed}"] = round(train_s + eval_s + curve_s)
     selections = {m: round(s) for m, s in select_s.items() if any(cfg["rows"][n]["select"] == m for n in cfg["rows"])}
     total = prep + sum(rows.values()) + sum(selections.values())

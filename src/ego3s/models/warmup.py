@@ -24,6 +24,9 @@ class VisionPretrainConfig:
     batch_size: int = field(default=16, metadata={"help": "clips per step"})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate (tower and heads)"})
     box_weight: float = field(default=1.0, metadata={"help": "weight of the dense box loss against the object loss"})
+    held_out: int = field(default=200, metadata={
+        "help": "clips kept out of training to measure object accuracy under the full and context views"})
+    workers: int = field(default=4, metadata={"help": "processes that decode the clips (0: in the main process)"})
 
 
 @dataclass
