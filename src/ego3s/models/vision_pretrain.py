@@ -114,12 +114,26 @@ def _first(batch):
     return batch[0]
 
 
+def _one_thread(_):
+    torch.set_num_threads(1)  # one decoding process per core, not a thread pool in each
+
+
+def _own(item):
+    """Copies of a worker's tensors: keeping thousands of shared-memory tensors alive exhausts file
+    descriptors (torch shares them by descriptor)."""
+    if item is None:
+        return None
+    return {k: (tuple(t.clone() for t in v) if isinstance(v, tuple) else v.clone() if torch.is_tensor(v) else v)
+            for k, v in item.items()}
+
+
 def _encode_all(samples, processor, sampling, names, views, merge, temporal, workers: int, desc: str, progress: bool):
     from tqdm.auto import tqdm
 
     ds = _Encoded(samples, processor.video_processor, sampling, names, views, merge, temporal)
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=_first)
-    items = list(tqdm(loader, total=len(ds), desc=desc, disable=not progress))
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=_first,
+                                         worker_init_fn=_one_thread if workers else None)
+    items = [_own(x) for x in tqdm(loader, total=len(ds), desc=desc, disable=not progress)]
     return [x for x in items if x is not None], sum(x is None for x in items)
 
 
