@@ -41,6 +41,14 @@ def test_rollout(bench_modules, tiny_model_dir, tmp_path):
     assert set(r["tokens_per_s"]) == {"stock", "shared"}
 
 
+def test_rollout_static_cache(bench_modules, tiny_model_dir, tmp_path):
+    """The third path (StaticCache; not compiled on the CPU) beside the other two, with its own greedy check."""
+    r = _run(bench_modules("bench_rollout"), ["--model", tiny_model_dir, "--static-cache"], tmp_path)
+    assert set(r["tokens_per_s"]) == set(r["prefill_s"]) == set(r["warmup_s"]) == {"stock", "shared", "shared+static"}
+    assert r["greedy_identical"] is True and r["greedy_static"]["identical_to_stock"] is True
+    assert r["speedup_static"] > 0 and {"graphs", "graph_breaks", "cudagraph_skips"} <= r["compile"].keys()
+
+
 def test_select(bench_modules, tiny_model_dir, tmp_path):
     r = _run(bench_modules("bench_select"), ["--model", tiny_model_dir], tmp_path)
     assert {"results", "likelihood_over_sampling", "mfu"} <= r.keys()
