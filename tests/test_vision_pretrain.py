@@ -64,3 +64,42 @@ def test_pretrain_moves_the_tower_and_restores_its_flags(tiny_model_dir, synth, 
     assert moved == len(before)  # every tower tensor, the merger included
     assert not any(p.requires_grad for p in tower.parameters())
     assert pretrain_vision(model, processor, samples, VisionPretrainConfig(steps=0), sampling)["classes"] > 0
+
+
+def test_non_finite_steps_are_skipped_and_a_diverged_tower_stops(tiny_model_dir, synth, monkeypatch):
+    from ego3s.data.io import read_jsonl
+    from ego3s.models import vision_pretrain as vp
+    from ego3s.models.loading import load_model
+
+    model, processor = load_model(tiny_model_dir, dtype="float32")
+    samples = read_jsonl(synth / "train.jsonl")
+    sampling = FrameSampling(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
+    real, calls = vp.tower_tokens, {"n": 0}
+
+    def nan_on_second_step(tower, pix, grid):
+        calls["n"] += 1
+        tok, counts = real(tower, pix, grid)
+        return (tok * float("nan") if calls["n"] == 2 and tower.training else tok), counts
+
+    monkeypatch.setattr(vp, "tower_tokens", nan_on_second_step)
+    cfg = VisionPretrainConfig(steps=3, batch_size=2, held_out=0, workers=0)
+    stats = pretrain_vision(model, processor, samples, cfg, sampling, progress=False)
+    assert stats["skipped_steps"] == 1
+    assert all(torch.isfinite(p).all() for p in model.model.visual.parameters())  # the NaN step never landed
+
+    monkeypatch.setattr(vp, "tower_tokens", lambda tower, pix, grid: (lambda t: (t[0] * float("nan"), t[1]))(
+        real(tower, pix, grid)))
+    with pytest.raises(FloatingPointError, match="non-finite steps in a row"):
+        pretrain_vision(model, processor, samples, VisionPretrainConfig(steps=vp.MAX_SKIPS_IN_A_ROW + 5, batch_size=2,
+                                                                         held_out=0, workers=0), sampling, progress=False)
+
+
+def test_warmup_stops_at_the_first_nan_log():
+    from types import SimpleNamespace
+
+    from ego3s.models.warmup import stop_on_nan
+
+    cb, state = stop_on_nan(), SimpleNamespace(global_step=40)
+    cb.on_log(None, state, None, logs={"loss": 0.5, "grad_norm": 1.2, "learning_rate": 1e-4})
+    with pytest.raises(FloatingPointError, match="step 40"):
+        cb.on_log(None, state, None, logs={"loss": 0.0, "grad_norm": float("nan")})

@@ -80,6 +80,9 @@ def encode_clips(video_processor, clips) -> tuple[torch.Tensor, torch.Tensor]:
     return enc["pixel_values_videos"], enc["video_grid_thw"]
 
 
+MAX_SKIPS_IN_A_ROW = 20
+
+
 class _Encoded(torch.utils.data.Dataset):
     """One sample -> its clip in the tower's input form (decoded in a DataLoader worker), or None
     when the video cannot be read."""
@@ -215,6 +218,7 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
     dtype = next(tower.parameters()).dtype
     checkpoints = {round(cfg.steps * k / 4) for k in (1, 2, 3)} if held_items else set()
     order, pos, recent, curve = rng.permutation(len(train_items)), 0, [], []
+    skipped, run_of_skips = 0, 0
     bar = tqdm(range(1, cfg.steps + 1), desc="vision pretraining", disable=not progress)
     for step in bar:
         batch = []
@@ -233,7 +237,18 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
         loss = cls_loss + cfg.box_weight * box_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+        if not (torch.isfinite(loss) and torch.isfinite(norm)):
+            # one non-finite gradient would make every weight NaN (clipping scales by it): skip the
+            # step; a tower whose forward keeps overflowing has diverged, and the run stops here
+            # instead of training the warm-up on NaN (H200, lr 1e-3: NaN at step ~810 of 4,000)
+            skipped, run_of_skips = skipped + 1, run_of_skips + 1
+            sched.step()
+            if run_of_skips >= MAX_SKIPS_IN_A_ROW:
+                raise FloatingPointError(f"vision pretraining diverged: {run_of_skips} non-finite steps in a row "
+                                         f"(up to step {step}); lower warmup.vision_pretrain.learning_rate")
+            continue
+        run_of_skips = 0
         opt.step()
         sched.step()
         acc = float((cls_logit.argmax(-1) == labels).float().mean())
@@ -246,7 +261,7 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
     tower.train(was_training)
     for p, flag in zip(tower.parameters(), flags):
         p.requires_grad_(flag)
-    stats.update(steps=cfg.steps, object_loss=float(np.mean([r[0] for r in recent])),
+    stats.update(steps=cfg.steps, skipped_steps=skipped, object_loss=float(np.mean([r[0] for r in recent])),
                  box_loss=float(np.mean([r[1] for r in recent])), object_acc=float(np.mean([r[2] for r in recent])))
     if held_items:
         stats["held_out"] = _held_out_accuracy(tower, heads, held_items, cfg.batch_size, dev, amp)

@@ -144,6 +144,25 @@ def vision_optimizer(model, learning_rate: float, vision_learning_rate: float | 
     return torch.optim.AdamW(groups, weight_decay=0.0)  # the scheduler scales each group
 
 
+def stop_on_nan():
+    """A Trainer callback that raises at the first logged non-finite loss or gradient norm. The
+    Trainer logs a NaN loss as 0 and trains on (the H200 warm-up of session 4 ran 400 NaN steps
+    before the final weight check); this stops it at the next logging step."""
+    import math
+
+    from transformers import TrainerCallback
+
+    class StopOnNaN(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            bad = {k: v for k, v in (logs or {}).items()
+                   if k in ("loss", "grad_norm") and isinstance(v, (int, float)) and not math.isfinite(v)}
+            if bad:
+                raise FloatingPointError(f"warm-up diverged at step {state.global_step}: {bad}; "
+                                         "lower learning_rate / vision_learning_rate")
+
+    return StopOnNaN()
+
+
 def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool = False) -> Path:
     """Train and save the warmed-up model (with its processor) to `out/final`."""
     import json
@@ -181,7 +200,8 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
         stats = pretrain_vision(model, processor, samples, cfg.vision_pretrain, cfg.frame_sampling(), seed=cfg.seed)
         Path(out).mkdir(parents=True, exist_ok=True)
         write_json(Path(out) / "vision_pretrain.json", stats)
-    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator, optimizers=optimizers)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator, optimizers=optimizers,
+                      callbacks=[stop_on_nan()])
     if ckpt is not None:
         load_checkpoint_weights(model, ckpt)  # the Trainer's own resume misses them (see there)
     trainer.train(resume_from_checkpoint=ckpt)
