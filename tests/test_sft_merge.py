@@ -236,3 +236,25 @@ def test_shipped_sft_config_loads():
     root = Path(__file__).resolve().parents[1]
     cfg = load_config(SFTRunConfig, root / "configs" / "sft_config.yaml", ["lora=true", "max_steps=5"])
     assert cfg.lora and cfg.max_steps == 5 and cfg.rationale == "meta.rationale"
+
+
+def test_reasoning_warmup_trains_a_share_in_the_direct_format(tiny_model_dir, synth):
+    """A base model that only saw <think> gives CSM's direct-answer likelihoods noise (H200,
+    session 4: s_full = s_context = s_blind); `direct_share` trains that share answer-only."""
+    from ego3s.data.io import read_jsonl
+    from ego3s.models.loading import load_model
+    from ego3s.models.warmup import WarmupConfig, sample_format
+
+    samples = read_jsonl(synth / "traces.jsonl")
+    ids = [f"s{i}" for i in range(400)]
+    half = [sample_format(samples[0].__class__.from_dict({**samples[0].to_dict(), "id": i}), "reasoning", 0.5)
+            for i in ids]
+    assert 150 < half.count("direct") < 250 and set(half) == {"direct", "reasoning"}
+    assert sample_format(samples[0], "direct", 0.0) == "direct" and sample_format(samples[0], "reasoning", 0.0) == "reasoning"
+    _, processor = load_model(tiny_model_dir, dtype="float32")
+    pix = 56 * 56
+    for share, think in ((0.0, True), (1.0, False)):
+        cfg = WarmupConfig(fmt="reasoning", direct_share=share, nframes=4, max_pixels=pix, min_pixels=pix)
+        batch = _batch(processor, cfg, synth)
+        text = processor.tokenizer.decode(batch["input_ids"][0][batch["labels"][0] != -100])
+        assert ("<think>" in text) is think, text

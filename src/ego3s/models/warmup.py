@@ -42,6 +42,10 @@ class WarmupConfig(FrameSampling):
     grounded_share: float = field(default=0.5, metadata={
         "help": "reasoning warm-up: share of rationales that name the interaction (the rest describe only "
                 "the scene), so RL has room to raise grounding"})
+    direct_share: float = field(default=0.0, metadata={
+        "help": "reasoning warm-up: share of samples trained in the direct format (answer only) instead, so "
+                "that the base model answers both ways, as real LVLMs do: CSM's likelihood estimator scores "
+                "the direct answer, and a model that only ever saw <think> gives it noise"})
     vision_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the vision tower and merger (None: learning_rate); a random tower "
                 "needs more than a pretrained language model"})
@@ -86,6 +90,16 @@ def trace_text(sample, source: str = "template", grounded_share: float = 0.5) ->
     return value.strip().removeprefix("<think>").removesuffix("</think>").strip()
 
 
+def sample_format(sample, fmt: str, direct_share: float = 0.0) -> str:
+    """The format one sample is trained in: `fmt`, except that a reasoning warm-up trains a
+    deterministic `direct_share` of samples (by id) in the direct format."""
+    import zlib
+
+    if fmt == "reasoning" and zlib.crc32(f"direct:{sample.id}".encode()) % 1000 < direct_share * 1000:
+        return "direct"
+    return fmt
+
+
 class ClipCollator:
     """Rows (sample dicts) -> teacher-forced batches with labels on the answer tokens only.
 
@@ -117,10 +131,11 @@ class ClipCollator:
             except (VideoError, OSError, ValueError):
                 self.skipped += 1  # one unreadable clip never stops the warm-up
                 continue
-            msgs.append(build_messages(s, fmt=self.cfg.fmt, visual=kind))
+            fmt = sample_format(s, self.cfg.fmt, getattr(self.cfg, "direct_share", 0.0))
+            msgs.append(build_messages(s, fmt=fmt, visual=kind))
             visuals.append(vis)
-            target = target_text(s, fmt=self.cfg.fmt)
-            if self.cfg.fmt == "reasoning":
+            target = target_text(s, fmt=fmt)
+            if fmt == "reasoning":
                 source = getattr(self.cfg, "rationale", "template")
                 target = f"<think>{trace_text(s, source, self.cfg.grounded_share)}</think>{target}"
             answers.append(target + eos)
