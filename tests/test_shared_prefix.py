@@ -117,18 +117,21 @@ def test_trainer_rollouts_same_as_trl_with_one_prefill_per_group(tiny_model_dir,
     trainer.model.eval()
     rows = [r for r in trainer.train_dataset for _ in range(G)]  # TRL repeats each prompt G times in a row
     outs, prefilled = {}, {}
-    for shared in (False, True):
-        trainer.ego_shared_prefix = shared
+    for shared, static in ((False, False), (True, False), (True, True)):
+        trainer.ego_shared_prefix, trainer.ego_static_cache = shared, static
         count = PrefillCount(trainer.model)
         with torch.no_grad():
-            outs[shared] = trainer._generate_and_score_completions(rows)
+            outs[shared, static] = trainer._generate_and_score_completions(rows)
         count.remove()
-        prefilled[shared] = count.rows  # rollout prefill, then the teacher-forced passes (one row each)
+        prefilled[shared, static] = count.rows  # rollout prefill, then the teacher-forced passes (one row each)
     for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask"):
-        assert torch.equal(outs[False][k], outs[True][k]), k
+        assert torch.equal(outs[False, False][k], outs[True, False][k]), k
+        assert torch.equal(outs[False, False][k], outs[True, True][k]), k  # the static-cache decode too
     n = len(rows)
-    assert prefilled[False] - prefilled[True] == n - len(samples)  # G prefills per group -> 1
-    assert trainer._metrics["eval"]["rollout/shared_prefix"] == [0.0, 1.0]
+    assert prefilled[False, False] - prefilled[True, False] == n - len(samples)  # G prefills per group -> 1
+    assert prefilled[True, True] == prefilled[True, False]
+    assert getattr(trainer.model, "_ego_static_cache", None) is not None  # the static path really ran
+    assert trainer._metrics["eval"]["rollout/shared_prefix"] == [0.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("lora", [False, True])

@@ -58,6 +58,10 @@ class TrainingConfig(FrameSampling):
     shared_prefix_rollouts: bool = field(default=True, metadata={
         "help": "without vLLM: encode the video and prefill each prompt once per group of G completions and "
                 "decode them from copies of the KV cache (same outputs as TRL's path, less compute)"})
+    static_cache_rollouts: bool = field(default=False, metadata={
+        "help": "with shared_prefix_rollouts: decode against a static KV cache that transformers compiles with "
+                "CUDA graphs (1.77x stock TRL's rollout throughput on an H200, 7B, G=8, 256 tokens; the first "
+                "rollout pays about 30 s of compilation, a new prompt-length bucket of 256 tokens recompiles)"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
     master_weights: str = field(default="float32", metadata={
         "help": "float32: keep the trained weights in fp32 with bf16 compute (bf16 weights lose updates "
@@ -272,6 +276,7 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
         sampling=sampling, view=cfg.view, reward_log=str(out / "rewards.jsonl"), strategy=cfg.strategy,
         curriculum=curriculum, ecr_scorer=scorer, dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
         layout_invariant_sampling=cfg.layout_invariant_sampling, shared_prefix_rollouts=cfg.shared_prefix_rollouts,
+        static_cache_rollouts=cfg.static_cache_rollouts,
         vision_feature_cache=cfg.vision_feature_cache)
     write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
     required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())

@@ -155,6 +155,8 @@ class VideoGRPOTrainer(GRPOTrainer):
     - `shared_prefix_rollouts`: without vLLM, encode and prefill each group's prompt once and decode
       its G completions from copies of the KV cache (`ego3s.rl.rollout`); falls back to TRL's path
       when the rows of a group differ or the model is not a patched Qwen2.5-VL;
+    - `static_cache_rollouts`: with shared-prefix rollouts, decode against a static KV cache that
+      transformers compiles (CUDA graphs) on the first rollout (`group_generate(static_cache=True)`);
     - `vision_feature_cache`: with the vision tower frozen, encode each clip once per generation
       batch in the log-prob forwards instead of once per row (`ego3s.rl.vision_cache`).
     """
@@ -162,7 +164,8 @@ class VideoGRPOTrainer(GRPOTrainer):
     def __init__(self, *args, sampling: dict | None = None, view: str = "full", reward_log: str | None = None,
                  strategy: str = "grpo", prompt_format: str = "reasoning", curriculum=None,
                  ecr_scorer=None, dynamic_sampling_rounds: int = 3, layout_invariant_sampling: bool = False,
-                 shared_prefix_rollouts: bool = True, vision_feature_cache: bool = True, **kwargs):
+                 shared_prefix_rollouts: bool = True, static_cache_rollouts: bool = False,
+                 vision_feature_cache: bool = True, **kwargs):
         # set before TRL's __init__, which builds the sampler through _get_train_sampler
         self.curriculum, self.ecr_scorer = curriculum, ecr_scorer
         self.dynamic_sampling_rounds = dynamic_sampling_rounds
@@ -178,6 +181,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.ego_strategy = strategy
         self.ego_prompt_format = prompt_format
         self.ego_shared_prefix = shared_prefix_rollouts
+        self.ego_static_cache = static_cache_rollouts
         self._rows_visual: list[dict] | None = None
         self._rows_prompt_ids: list[list[int]] | None = None
         self._rows_mm: list[list[int]] | None = None
@@ -332,7 +336,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            out = group_generate(unwrapped, inputs, group, self.generation_config)
+            out = group_generate(unwrapped, inputs, group, self.generation_config, static_cache=self.ego_static_cache)
         completions = out[:, ids.shape[1]:].cpu()
         # keep each completion up to and including its first EOS, as TRL does
         eos = torch.isin(completions, torch.tensor(self.eos_token_ids))
