@@ -115,3 +115,16 @@ def test_rows_run_in_the_order_given_with_limr_after_full():
         drv.plan(cfg, ["csm:5"])
     with pytest.raises(SystemExit, match="unknown row"):
         drv.plan(cfg, ["nope"])
+
+
+def test_select_only_prepares_and_selects_without_rows(smoke):
+    """--select-only: the quick loop for iterating on the base model (issue #4's evidence)."""
+    drv, out, _ = smoke
+    before = sorted(p.name for p in (out / "rows").iterdir())
+    assert drv.main(["--smoke", "--out", str(out), "--select-only", "csm,s1"]) == 0
+    log = (out / "run.log").read_text().splitlines()
+    kept = [line for line in log if "] kept " in line]
+    assert [line.split("[select ")[1].split("]")[0] for line in kept[-2:]] == ["csm", "s1"]
+    assert "atypical" in kept[-1] and "(pool " in kept[-1]
+    assert (out / "select" / "s1" / "done.json").exists()
+    assert sorted(p.name for p in (out / "rows").iterdir()) == before  # no row ran

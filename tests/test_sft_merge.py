@@ -258,3 +258,20 @@ def test_reasoning_warmup_trains_a_share_in_the_direct_format(tiny_model_dir, sy
         batch = _batch(processor, cfg, synth)
         text = processor.tokenizer.decode(batch["input_ids"][0][batch["labels"][0] != -100])
         assert ("<think>" in text) is think, text
+
+
+def test_collator_skips_and_lists_an_unreadable_clip(tiny_model_dir, synth, tmp_path):
+    from ego3s.data.io import read_jsonl
+    from ego3s.models.loading import load_model
+    from ego3s.models.warmup import ClipCollator, WarmupConfig
+
+    good = read_jsonl(synth / "traces.jsonl")[0].to_dict()
+    bad = {**good, "id": "broken", "video": str(tmp_path / "missing.mp4")}
+    _, processor = load_model(tiny_model_dir, dtype="float32")
+    log = tmp_path / "skipped.jsonl"
+    pix = 56 * 56
+    collate = ClipCollator(processor, WarmupConfig(nframes=4, max_pixels=pix, min_pixels=pix), skip_log=log)
+    batch = collate([{"sample": json.dumps(bad)}, {"sample": json.dumps(good)}])
+    assert batch["input_ids"].shape[0] == 1 and collate.skipped == 1
+    (line,) = log.read_text().splitlines()
+    assert json.loads(line)["id"] == "broken" and "missing.mp4" in json.loads(line)["error"]

@@ -180,3 +180,9 @@ def test_sampling_estimator_shares_the_prefix(tiny_model_dir, monkeypatch):
         count.remove()
     assert runs[True][0] == runs[False][0]
     assert (runs[True][1], runs[False][1]) == (2, 6)
+    monkeypatch.setattr(rollout, "supported", lambda m: True)
+    torch.manual_seed(0)
+    static = sampling_batch(model, processor, items, ScoringConfig(estimator="sampling", num_samples=3, max_new_tokens=6,
+                                                                   static_cache=True))
+    assert getattr(model, "_ego_static_cache", None) is not None  # decoded against the static cache
+    assert [len(c) for _, c in static] == [3, 3] and all(0.0 <= r <= 1.0 for r, _ in static)

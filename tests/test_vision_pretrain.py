@@ -103,3 +103,15 @@ def test_warmup_stops_at_the_first_nan_log():
     cb.on_log(None, state, None, logs={"loss": 0.5, "grad_norm": 1.2, "learning_rate": 1e-4})
     with pytest.raises(FloatingPointError, match="step 40"):
         cb.on_log(None, state, None, logs={"loss": 0.0, "grad_norm": float("nan")})
+
+
+def test_heads_pool_a_batch_of_equal_clips_as_clip_by_clip():
+    from ego3s.models.vision_pretrain import VisionHeads
+
+    torch.manual_seed(0)
+    heads, tokens = VisionHeads(8, 5), torch.randn(12, 8)
+    box, cls = heads(tokens, [4, 4, 4])  # batched path
+    _, one = heads(tokens[:4], [4])
+    _, mixed = heads(torch.cat([tokens, tokens[:2]]), [4, 4, 4, 2])  # per-clip path
+    assert box.shape == (12,) and cls.shape == (3, 5)
+    assert torch.allclose(cls[0], one[0], atol=1e-6) and torch.allclose(cls, mixed[:3], atol=1e-6)

@@ -613,7 +613,8 @@ def estimate(cfg: dict) -> dict:
         steps, every = (spec.get("train") or {}).get("max_steps", tr["max_steps"]), spec.get("eval_every", cfg["eval_every"])
         train_s = z["load_s"] + steps * step_s * (z["dapo_factor"] if spec["strategy"] == "dapo" else 1)
         if spec["ecr"]:
-            train_s += refresh * (steps // cfg["train"]["ecr"]["monitoring_interval"])  # worst case
+            # worst case: a refresh every other window (after one, a new reference window is needed)
+            train_s += refresh * (steps // (2 * cfg["train"]["ecr"]["monitoring_interval"]))
         curve_s = (steps // every + (steps % every > 0)) * (z["load_s"] + curve_q * z["eval_s_per_question"])
         rows[f"{name}_s{seed}"] = round(train_s + eval_s + curve_s)
     selections = {m: round(s) for m, s in select_s.items() if any(cfg["rows"][n]["select"] == m for n in cfg["rows"])}
@@ -639,6 +640,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--restore", help="unpack an earlier session's pack into the run folder first")
     ap.add_argument("--estimate", action="store_true", help="print the GPU-time estimate of the config and exit")
     ap.add_argument("--table-only", action="store_true", help="rebuild table and plots from finished rows")
+    ap.add_argument("--select-only", help="comma-separated selection methods (csm, s1, ...): prepare the base "
+                    "model, run these selections, print what each kept (atypical share against the pool's) and "
+                    "stop before the rows; for iterating on the base model")
     a = ap.parse_args(argv)
     cfg = load_table_config(a.config, a.smoke, a.out)
     if a.estimate:
@@ -662,11 +666,24 @@ def main(argv: list[str] | None = None) -> int:
             todo = [(n, s) for n, s in plan(cfg, a.rows.split(",") if a.rows else None)
                     if not (row_dir(root, n, s) / "row.json").exists()]
             echo(f"rows to run: {', '.join(f'{n}_s{s}' for n, s in todo) or 'none'}")
+            if a.select_only:
+                from ego3s.data.io import read_jsonl
+
+                prep = prepare(cfg, root, echo)
+                pool_share = atypical_share(read_jsonl(prep["pool"]))
+                for method in a.select_only.split(","):
+                    sel = select(cfg, root, prep, method, 0, echo)
+                    echo(f"[select {method}] kept {sel['selected']}, atypical {sel['atypical_share']}% "
+                         f"(pool {pool_share}%), topped up {sel['topped_up']}, funnel {sel['funnel']}")
+                todo = []
             if todo:
                 prep = prepare(cfg, root, echo)
                 est = estimate(cfg)
                 for n, s in todo:
-                    need = est["rows_s"][f"{n}_s{s}"] + est["selection_s"].get(cfg["rows"][n]["select"], 0)
+                    method = cfg["rows"][n]["select"]
+                    key = f"{method}_s{s}" if method in SEEDED else method
+                    selected = (root / "select" / key / "done.json").exists()  # one from another base is redone: rare
+                    need = est["rows_s"][f"{n}_s{s}"] + (0 if selected else est["selection_s"].get(method, 0))
                     if a.time_limit and time.perf_counter() - t0 + need > a.time_limit:
                         echo(f"time limit: {n}_s{s} needs ~{need} s more than is left; stopping")
                         break

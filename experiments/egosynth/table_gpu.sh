@@ -8,7 +8,8 @@
 # smol GGUF split in .gguf/a and .gguf/b, carried in two calls in a row (each ~48 MB of the 64 MiB
 # carry): first `carry: [.gguf/a]` (it only stages the half and exits), then `carry: [.whl, .gguf/b]`.
 # Restores an earlier session's results from $RESTORE (default experiments/egosynth/results/table_pack.tgz)
-# and packs the small results into $OUT/egosynth_table.tgz. CONFIG=path runs another table config.
+# and packs the small results into $OUT/egosynth_table.tgz. CONFIG=path runs another table config;
+# SELECT_ONLY=csm prepares the base model and runs only that selection (run.py --select-only).
 set -uo pipefail
 rows=${1:-}
 limit=${2:-570}
@@ -36,6 +37,7 @@ restore=${RESTORE:-experiments/egosynth/results/table_pack.tgz}
 args=(--time-limit $((limit - 30)) --pack "${OUT:-/tmp}/egosynth_table.tgz")  # rows are started only if their estimate fits
 [ -n "$rows" ] && args+=(--rows "$rows")
 [ -n "${CONFIG:-}" ] && args+=(--config "$CONFIG")  # another table config (default: table.yaml)
+[ -n "${SELECT_ONLY:-}" ] && args+=(--select-only "$SELECT_ONLY")  # base model + these selections, no rows
 [ -f "$restore" ] && args+=(--restore "$restore")
 timeout "$limit" python3 experiments/egosynth/run.py "${args[@]}" 2>&1 \
   | grep --line-buffered -v "Loading weights\|Writing model\|it/s\]$\|s/it\]$" | tee -a "${OUT:-/tmp}/table_run.log"

@@ -55,6 +55,9 @@ class WarmupConfig(FrameSampling):
     vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
     seed: int = field(default=0, metadata={"help": "seed"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
+    workers: int = field(default=0, metadata={
+        "help": "DataLoader processes that decode the clips (0: in the training process); unreadable clips "
+                "are listed in skipped.jsonl either way"})
 
 
 def rationale(sample, grounded_share: float = 0.5) -> str:
@@ -106,10 +109,10 @@ class ClipCollator:
     `cfg` is a WarmupConfig or an SFT config (ego3s.models.sft): frame settings, `fmt`,
     `grounded_share` and, optionally, `rationale` (where the reasoning trace comes from)."""
 
-    def __init__(self, processor, cfg: WarmupConfig):
+    def __init__(self, processor, cfg: WarmupConfig, skip_log: str | Path | None = None):
         from ego3s.select.scoring import ScoringConfig
 
-        self.processor, self.cfg = processor, cfg
+        self.processor, self.cfg, self.skip_log = processor, cfg, skip_log
         self.scoring = ScoringConfig(**vars(cfg.frame_sampling()))
         self.skipped = 0
 
@@ -128,8 +131,12 @@ class ClipCollator:
             s = Sample.from_dict(json.loads(row["sample"]))
             try:
                 kind, vis = sample_view(s, "full", self.scoring)
-            except (VideoError, OSError, ValueError):
+            except (VideoError, OSError, ValueError) as e:
                 self.skipped += 1  # one unreadable clip never stops the warm-up
+                if self.skip_log:  # one small write per line: appends from DataLoader workers do not interleave
+                    line = json.dumps({"id": s.id, "video": s.video, "error": str(e)}) + "\n"
+                    with open(self.skip_log, "a", encoding="utf-8") as f:
+                        f.write(line)
                 continue
             fmt = sample_format(s, self.cfg.fmt, getattr(self.cfg, "direct_share", 0.0))
             msgs.append(build_messages(s, fmt=fmt, visual=kind))
@@ -203,9 +210,10 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
         output_dir=out, max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10,
         save_steps=cfg.save_steps, seed=cfg.seed, report_to=[], remove_unused_columns=False,
-        bf16=bf16, dataloader_num_workers=0,
+        bf16=bf16, dataloader_num_workers=cfg.workers,
         disable_tqdm=False, use_cpu=not torch.cuda.is_available())  # see ego3s.rl.train.grpo_args
-    collator = ClipCollator(processor, cfg)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    collator = ClipCollator(processor, cfg, skip_log=Path(out) / "skipped.jsonl")
     optimizers = (vision_optimizer(model, cfg.learning_rate, cfg.vision_learning_rate), None)
     ckpt = last_checkpoint(out) if resume else None
     if cfg.vision_pretrain.steps > 0 and ckpt is None:  # a checkpoint already holds the pretrained tower
@@ -224,6 +232,9 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
     if bad:  # the Trainer logs NaN losses as 0 and carries on; a NaN base model must not reach selection
         raise FloatingPointError(f"warm-up {out}: {len(bad)} weights are NaN/inf after training (first: {bad[0]}); "
                                  "lower learning_rate / vision_learning_rate")
+    skipped = Path(out) / "skipped.jsonl"
+    if skipped.exists():
+        print(f"warm-up: {len(skipped.read_text().splitlines())} unreadable clips skipped, listed in {skipped}")
     downcast(model, loaded_dtype)
     final = Path(out) / "final"
     trainer.save_model(str(final))

@@ -39,6 +39,9 @@ class ScoringConfig(FrameSampling):
     num_samples: int = field(default=8, metadata={"help": "K rollouts per view (sampling)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (sampling)"})
     max_new_tokens: int = field(default=256, metadata={"help": "completion length cap (sampling)"})
+    static_cache: bool = field(default=False, metadata={
+        "help": "sampling: decode the K rollouts against a compiled static KV cache (ego3s.rl.rollout; on a "
+                "GPU the first batch pays the compilation)"})
 
 
 def letter_token_ids(tokenizer, n: int) -> list[int]:
@@ -90,7 +93,7 @@ def sampling_batch(model, processor, items: list[tuple[Sample, list, object]], c
     kw = dict(do_sample=True, temperature=cfg.temperature, top_p=1.0, top_k=0, max_new_tokens=cfg.max_new_tokens,
               pad_token_id=processor.tokenizer.pad_token_id, suppress_tokens=vision_token_ids(processor.tokenizer))
     if k > 1 and rollout.supported(model):  # one vision encoding and prefill per sample, not K
-        out = rollout.group_generate(model, dict(enc), k, **kw)
+        out = rollout.group_generate(model, dict(enc), k, static_cache=cfg.static_cache, **kw)
     else:
         out = model.generate(**enc, num_return_sequences=k, **kw)
     texts = processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
