@@ -45,7 +45,20 @@ def environment() -> dict:
         commit = "unknown"
     return {"device": device_name(), "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"), "git_commit": commit}
+                timespec="seconds"), "git_commit": commit, "code_hash": code_hash()}
+
+
+def code_hash() -> str:
+    """A hash of the package and benchmark sources as they are on disk. The device machine's copy
+    of the repository keeps the session's first commit under a newer working tree, so
+    `git_commit` alone can name code that did not run; equal hashes mean the same code."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for f in sorted([*(ROOT / "src" / "ego3s").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]):
+        h.update(str(f.relative_to(ROOT)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def sync() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
-COMMON = {"benchmark", "device", "torch", "transformers", "date", "git_commit"}
+COMMON = {"benchmark", "device", "torch", "transformers", "date", "git_commit", "code_hash"}
 
 
 @pytest.fixture(autouse=True)
