@@ -103,6 +103,8 @@ def test_warmup_stops_at_the_first_nan_log():
     cb.on_log(None, state, None, logs={"loss": 0.5, "grad_norm": 1.2, "learning_rate": 1e-4})
     with pytest.raises(FloatingPointError, match="step 40"):
         cb.on_log(None, state, None, logs={"loss": 0.0, "grad_norm": float("nan")})
+    with pytest.raises(FloatingPointError):
+        cb.on_log(None, state, None, logs={"loss": "0", "grad_norm": "nan"})  # as printed by the progress bar
 
 
 def test_heads_pool_a_batch_of_equal_clips_as_clip_by_clip():
@@ -115,3 +117,13 @@ def test_heads_pool_a_batch_of_equal_clips_as_clip_by_clip():
     _, mixed = heads(torch.cat([tokens, tokens[:2]]), [4, 4, 4, 2])  # per-clip path
     assert box.shape == (12,) and cls.shape == (3, 5)
     assert torch.allclose(cls[0], one[0], atol=1e-6) and torch.allclose(cls, mixed[:3], atol=1e-6)
+
+
+def test_a_diverging_warmup_stops_at_its_first_nan_log(tiny_model_dir, synth, tmp_path):
+    from ego3s.models.warmup import WarmupConfig, warmup
+
+    cfg = WarmupConfig(steps=10, batch_size=2, learning_rate=1e8, nframes=4, max_pixels=56 * 56, min_pixels=56 * 56,
+                       train_language_model=True)
+    with pytest.raises(FloatingPointError, match="diverged at step 10"):  # the first log (logging_steps 10)
+        warmup(tiny_model_dir, str(synth / "train.jsonl"), str(tmp_path / "w"), cfg)
+    assert not (tmp_path / "w" / "final").exists()

@@ -170,19 +170,26 @@ def stop_on_nan():
     """A Trainer callback that raises at the first logged non-finite loss or gradient norm. The
     Trainer logs a NaN loss as 0 and trains on (the H200 warm-up of session 4 ran 400 NaN steps
     before the final weight check); this stops it at the next logging step."""
-    import math
-
     from transformers import TrainerCallback
 
     class StopOnNaN(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
-            bad = {k: v for k, v in (logs or {}).items()
-                   if k in ("loss", "grad_norm") and isinstance(v, (int, float)) and not math.isfinite(v)}
+            bad = {k: v for k, v in (logs or {}).items() if k in ("loss", "grad_norm") and not _finite(v)}
             if bad:
                 raise FloatingPointError(f"warm-up diverged at step {state.global_step}: {bad}; "
                                          "lower learning_rate / vision_learning_rate")
 
     return StopOnNaN()
+
+
+def _finite(value) -> bool:
+    """Logged numbers arrive as floats (or, formatted for display, as strings)."""
+    import math
+
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True  # not a number: nothing to judge
 
 
 def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool = False) -> Path:
