@@ -41,6 +41,8 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--side", type=int, default=448)
     ap.add_argument("--backend", default=C.default_backend())
+    ap.add_argument("--static-cache", action="store_true", help="decode against a compiled static cache "
+                    "(EvalConfig.static_cache); both batch sizes are warmed up (compiled) before timing")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU, small sizes")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
@@ -52,13 +54,14 @@ def main(argv=None):
     bench = get_benchmark("egoschema")
     pix = a.side * a.side
     runs = []
-    for tag, bs in (("warm-up", a.batch_size), ("one at a time", 1), ("batched", a.batch_size)):
+    warm = [("warm-up", a.batch_size)] + ([("warm-up 1", 1)] if a.static_cache else [])
+    for tag, bs in (*warm, ("one at a time", 1), ("batched", a.batch_size)):
         cfg = EvalConfig(frames=a.frames, max_pixels=pix, min_pixels=pix, backend=a.backend, batch_size=bs,
-                         progress=False, out=str(folder))
+                         progress=False, out=str(folder), static_cache=a.static_cache)
         pred = folder / f"pred-{tag.replace(' ', '_')}.jsonl"
-        todo = ss[: a.batch_size] if tag == "warm-up" else ss
+        todo = ss[:bs] if tag.startswith("warm-up") else ss
         seconds, _ = C.timed(generate_shard, model, processor, bench, todo, cfg, pred, done=set(), rank=0)
-        if tag == "warm-up":
+        if tag.startswith("warm-up"):
             continue
         recs = read_log(pred)
         runs.append({"mode": tag, "batch_size": bs, "samples": len(todo), "seconds": seconds,
@@ -69,12 +72,13 @@ def main(argv=None):
                      "prompt_tokens_mean": sum(r.get("prompt_tokens", 0) for r in recs) / max(len(recs), 1)})
     ratio = runs[1]["samples_per_s"] / runs[0]["samples_per_s"]
     print(f"device: {C.device_name()}; EgoSchema-style 5-way, {a.frames} frames x {a.side} px, "
-          f"{a.n} questions, decoder {a.backend}")
+          f"{a.n} questions, decoder {a.backend}, static cache {a.static_cache}")
     print(C.table(["mode", "batch", "samples/s", "s", "decode+view s", "generate s", "prompt tokens"],
                   [[r["mode"], r["batch_size"], r["samples_per_s"], r["seconds"], r["load_s"], r["generate_s"],
                     r["prompt_tokens_mean"]] for r in runs]))
     print(f"batched / one at a time: {ratio:.2f}x")
     C.write_result(a.out, "eval", {"frames": a.frames, "side": a.side, "n": a.n, "backend": a.backend,
+                                   "static_cache": a.static_cache,
                                    "runs": runs, "batched_over_single": ratio})
     return 0
 

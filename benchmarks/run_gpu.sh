@@ -39,10 +39,13 @@ for arch in ("7b", "3b"):
 PY
 
 bench vision      60 benchmarks/bench_vision.py --arch 7b --frames 16 --side 448 --reps 5
-bench rollout     90 benchmarks/bench_rollout.py --arch 7b --frames 16 --side 448 --group 8 --new-tokens 256 --reps 2
+bench rollout    150 benchmarks/bench_rollout.py --arch 7b --frames 16 --side 448 --group 8 --new-tokens 256 --reps 2 \
+                     --static-cache
 bench select     100 benchmarks/bench_select.py --arch 7b --n 8 --frames 16 --side 448 --batch-size 4 \
                      --k 8 --sampling-n 4 --max-new-tokens 128 --backend opencv
 bench eval        50 benchmarks/bench_eval.py --arch 7b --n 16 --batch-size 8 --frames 16 --side 448 --backend opencv
+bench eval_static 110 benchmarks/bench_eval.py --arch 7b --n 16 --batch-size 8 --frames 16 --side 448 --backend opencv \
+                     --static-cache
 bench train_step 170 benchmarks/bench_train_step.py --lora-arch 7b --full-arch 3b --prompts 1 --group 8 \
                      --micro-batch 2 --new-tokens 64 --frames 16 --side 448 --warmup 1 --steps 2 --backend opencv
 

@@ -14,9 +14,10 @@ def rows_for(r: dict) -> list[list]:
     """(workload, what, figure, ratio) rows of one benchmark's JSON."""
     name = r.get("benchmark")
     if name == "rollout":
+        ratio = {"shared": f"{r['speedup']:.2f}x shared/stock; greedy identical: {r['greedy_identical']}",
+                 "shared+static": f"{r.get('speedup_static', 0):.2f}x static/stock"}
         return [["rollout", f"G={r['group']}, {r['new_tokens']} tokens, {path}", f"{r['tokens_per_s'][path]:.0f} tok/s",
-                 f"{r['speedup']:.2f}x shared/stock; greedy identical: {r['greedy_identical']}" if path == "shared"
-                 else ""] for path in ("stock", "shared")]
+                 ratio.get(path, "")] for path in r["tokens_per_s"]]
     if name == "select":
         out = [["selection", f"{x['estimator']} {','.join(x['views'])}", f"{x['samples_per_s']:.3g} samples/s", ""]
                for x in r["results"]]
@@ -27,7 +28,8 @@ def rows_for(r: dict) -> list[list]:
                     f"MFU {m['pipeline_mfu']:.1%}; likelihood/sampling {r['likelihood_over_sampling']:.1f}x"])
         return out
     if name == "eval":
-        return [["evaluation", f"{x['mode']} (batch {x['batch_size']})", f"{x['samples_per_s']:.3g} samples/s",
+        static = ", static cache" if r.get("static_cache") else ""
+        return [["evaluation", f"{x['mode']} (batch {x['batch_size']}){static}", f"{x['samples_per_s']:.3g} samples/s",
                  f"{r['batched_over_single']:.2f}x batched/single" if x["batch_size"] > 1 else ""] for x in r["runs"]]
     if name == "train_step":
         return [["GRPO step", f"{x['arch']} {x['mode']}, grad ckpt {'on' if x['gradient_checkpointing'] else 'off'}",
@@ -49,7 +51,7 @@ def main(argv=None):
     for f in sorted(folder.glob("*.json")):
         r = json.loads(f.read_text())
         devices.add(f"{r.get('device')} | torch {r.get('torch')} | transformers {r.get('transformers')} | "
-                    f"commit {r.get('git_commit')} | {r.get('date', '')[:10]}")
+                    f"commit {r.get('git_commit')} (code {r.get('code_hash', '?')}) | {r.get('date', '')[:10]}")
         rows += rows_for(r)
     for d in sorted(devices):
         print(d)

@@ -62,6 +62,9 @@ def test_eval(bench_modules, tiny_model_dir, tmp_path):
     r = _run(bench_modules("bench_eval"), ["--model", tiny_model_dir], tmp_path)
     assert [x["mode"] for x in r["runs"]] == ["one at a time", "batched"]
     assert {"samples_per_s", "load_s", "generate_s"} <= r["runs"][0].keys() and "batched_over_single" in r
+    assert r["static_cache"] is False
+    r = _run(bench_modules("bench_eval"), ["--model", tiny_model_dir, "--static-cache"], tmp_path)
+    assert r["static_cache"] is True and [x["mode"] for x in r["runs"]] == ["one at a time", "batched"]
 
 
 def test_train_step(bench_modules, tiny_model_dir, tmp_path):

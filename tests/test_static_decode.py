@@ -82,3 +82,20 @@ def test_static_decode_step_compiles_as_one_graph(loaded):
         torch._dynamo.reset()
     assert torch.equal(static, dynamic)
     assert graphs == 1
+
+
+def test_evaluation_answers_the_same_through_the_static_cache(tiny_model_dir):
+    """`ego3s eval --static_cache`: the batched greedy answers equal the plain path's."""
+    from ego3s.eval.runner import generate_batch
+
+    model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    rng = np.random.default_rng(0)
+    clips = [Clip(frames=rng.integers(0, 256, (n, 56, 56, 3), dtype=np.uint8), timestamps=[i / 2 for i in range(n)],
+                  fps=2.0) for n in (4, 2)]
+    msgs = [[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}]
+            for q in ("What did I pick up?", "Where did I put it after that?")]
+    enc = encode(processor, msgs, clips)
+    plain, _ = generate_batch(model, processor, enc, [6, 4])
+    static, _ = generate_batch(model, processor, enc, [6, 4], static_cache=True)
+    assert static == plain and all(plain)  # same, non-empty answers
+    assert getattr(model, "_ego_static_cache", None) is not None  # the static path really ran
