@@ -127,3 +127,40 @@ def test_a_diverging_warmup_stops_at_its_first_nan_log(tiny_model_dir, synth, tm
     with pytest.raises(FloatingPointError, match="diverged at step 10"):  # the first log (logging_steps 10)
         warmup(tiny_model_dir, str(synth / "train.jsonl"), str(tmp_path / "w"), cfg)
     assert not (tmp_path / "w" / "final").exists()
+
+
+def test_warmup_can_keep_the_pretrained_tower_fixed(tiny_model_dir, synth, tmp_path, monkeypatch):
+    """`train_vision_tower: false`: vision pretraining trains the tower, the QA warm-up only the
+    merger and the language model."""
+    from safetensors.torch import load_file
+
+    from ego3s.models import vision_pretrain as vp
+    from ego3s.models.warmup import VisionPretrainConfig, WarmupConfig, warmup
+
+    pretrained = {}
+
+    def spy(model, *args, **kwargs):  # the tower as vision pretraining leaves it
+        stats = real(model, *args, **kwargs)
+        pretrained.update({f"visual.{k}": v.detach().clone() for k, v in model.model.visual.state_dict().items()})
+        return stats
+
+    real = vp.pretrain_vision
+    monkeypatch.setattr(vp, "pretrain_vision", spy)
+    pix = 56 * 56
+    vcfg = VisionPretrainConfig(steps=2, batch_size=2, held_out=0, workers=0)
+    common = dict(steps=2, batch_size=2, learning_rate=1e-3, nframes=4, max_pixels=pix, min_pixels=pix,
+                  train_language_model=True, vision_pretrain=vcfg)
+    before = load_file(f"{tiny_model_dir}/model.safetensors")
+    block = next(k for k in before if k.startswith("visual.blocks.0") and k.endswith("qkv.weight"))
+    merger = next(k for k in before if k.startswith("visual.merger") and k.endswith("weight"))
+    lm = next(k for k in before if "visual" not in k and k.endswith("q_proj.weight"))
+    after = {}
+    for frozen in (False, True):
+        final = warmup(tiny_model_dir, str(synth / "train.jsonl"), str(tmp_path / f"w{frozen}"),
+                       WarmupConfig(**common, train_vision_tower=not frozen))
+        after[frozen] = load_file(f"{final}/model.safetensors")
+        assert not torch.equal(pretrained[block], before[block])  # pretraining moved the tower
+        # frozen: exactly the pretrained tower; trained: the QA warm-up moved it further
+        assert torch.equal(after[frozen][block], pretrained[block]) is frozen
+        for k in (merger, lm):  # the merger and the language model learn either way
+            assert not torch.equal(after[frozen][k], before[k]), k

@@ -46,6 +46,9 @@ class WarmupConfig(FrameSampling):
         "help": "reasoning warm-up: share of samples trained in the direct format (answer only) instead, so "
                 "that the base model answers both ways, as real LVLMs do: CSM's likelihood estimator scores "
                 "the direct answer, and a model that only ever saw <think> gives it noise"})
+    train_vision_tower: bool = field(default=True, metadata={
+        "help": "train the vision tower in the QA warm-up (false: only the merger and, with "
+                "train_language_model, the language model learn to read a tower kept as vision pretraining left it)"})
     vision_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the vision tower and merger (None: learning_rate); a random tower "
                 "needs more than a pretrained language model"})
@@ -221,7 +224,6 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
         disable_tqdm=False, use_cpu=not torch.cuda.is_available())  # see ego3s.rl.train.grpo_args
     Path(out).mkdir(parents=True, exist_ok=True)
     collator = ClipCollator(processor, cfg, skip_log=Path(out) / "skipped.jsonl")
-    optimizers = (vision_optimizer(model, cfg.learning_rate, cfg.vision_learning_rate), None)
     ckpt = last_checkpoint(out) if resume else None
     if cfg.vision_pretrain.steps > 0 and ckpt is None:  # a checkpoint already holds the pretrained tower
         from ego3s.files import write_json
@@ -230,6 +232,11 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
         stats = pretrain_vision(model, processor, samples, cfg.vision_pretrain, cfg.frame_sampling(), seed=cfg.seed)
         Path(out).mkdir(parents=True, exist_ok=True)
         write_json(Path(out) / "vision_pretrain.json", stats)
+    if not cfg.train_vision_tower:  # after pretraining, and on resume too: the optimizer's groups must match
+        for name, p in model.named_parameters():
+            if name.startswith(VISION_PREFIXES) and ".merger." not in name:
+                p.requires_grad_(False)
+    optimizers = (vision_optimizer(model, cfg.learning_rate, cfg.vision_learning_rate), None)
     trainer = Trainer(model=model, args=args, train_dataset=ds, data_collator=collator, optimizers=optimizers,
                       callbacks=[stop_on_nan()])
     if ckpt is not None:
