@@ -103,7 +103,6 @@ def main(argv=None):
             res["greedy_static"] = {
                 "identical_to_stock": vs_stock is None, "first_mismatch_vs_stock": vs_stock,
                 "first_mismatch_vs_shared": first_mismatch(greedy["shared"], greedy["shared+static"], prompt_tokens)}
-            res["compile"] = compile_counters()
         # 2. prefill alone: G copies vs one shared prefill (+ cache expansion, + copy into the static cache)
         n = max(a.reps, 2)
         res["prefill_s"] = {
