@@ -25,6 +25,8 @@ def test_token_box_targets_mark_the_cells_a_box_touches():
     second[3, 3] = 1  # frame 3 (t = 2.5) adds the hand's bottom-right cell
     assert torch.equal(t[1], second)
     assert token_box_targets(Interaction(objects=[]), [0.0, 0.5], [1, 4, 4], merge=2).sum() == 0
+    objects = token_box_targets(it, [0.0, 0.5, 1.0, 2.5], [2, 8, 8], merge=2, objects_only=True).reshape(2, 4, 4)
+    assert torch.equal(objects[0], first) and torch.equal(objects[1], first)  # the hand's cell is not an object's
 
 
 @pytest.fixture(scope="module")
@@ -164,3 +166,32 @@ def test_warmup_can_keep_the_pretrained_tower_fixed(tiny_model_dir, synth, tmp_p
         assert torch.equal(after[frozen][block], pretrained[block]) is frozen
         for k in (merger, lm):  # the merger and the language model learn either way
             assert not torch.equal(after[frozen][k], before[k]), k
+
+
+def test_name_alignment_pulls_the_object_tokens_towards_the_name_embedding(tiny_model_dir, synth):
+    """lm_align: the merged tokens on the object's box move towards the language model's input
+    embedding of the object's name; the language model itself is not trained."""
+    from ego3s.data.io import read_jsonl
+    from ego3s.models.loading import load_model
+    from ego3s.models.vision_pretrain import name_prototypes
+
+    model, processor = load_model(tiny_model_dir, dtype="float32")
+    protos = name_prototypes(model, processor.tokenizer, ["cutting board", "mug"])
+    emb = model.get_input_embeddings().weight
+    ids = processor.tokenizer(" mug", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(protos[1], torch.nn.functional.normalize(emb[ids].mean(0), dim=0), atol=1e-6)
+    lm_before = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("model.visual")}
+    samples = read_jsonl(synth / "train.jsonl")
+    sampling = FrameSampling(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
+    cfg = VisionPretrainConfig(steps=30, batch_size=4, learning_rate=3e-3, held_out=2, workers=0, lm_align=1.0)
+    torch.manual_seed(0)
+    stats = pretrain_vision(model, processor, samples, cfg, sampling, progress=False)
+    first = stats["curve"][0]
+    # 30 steps on 4 clips: the name loss falls well below chance (ln of the classes) ...
+    assert stats["name_loss"] < 0.5 * torch.log(torch.tensor(float(stats["classes"]))).item()
+    # ... and the held-out report says how often the object's tokens read as its name
+    assert 0.0 <= stats["held_out"]["full"]["as_name"]["all"] <= 1.0 and "as_name" in first["context"]
+    assert all(torch.equal(p, lm_before[n]) for n, p in model.named_parameters() if n in lm_before)
+    off = pretrain_vision(model, processor, samples, VisionPretrainConfig(steps=1, batch_size=2, held_out=2, workers=0),
+                          sampling, progress=False)
+    assert "name_loss" not in off and "as_name" not in off["held_out"]["full"]

@@ -40,7 +40,7 @@ args=(--time-limit $((limit - 30)) --pack "${OUT:-/tmp}/egosynth_table.tgz")  # 
 [ -n "${SELECT_ONLY:-}" ] && args+=(--select-only "$SELECT_ONLY")  # base model + these selections, no rows
 [ -f "$restore" ] && args+=(--restore "$restore")
 timeout "$limit" python3 experiments/egosynth/run.py "${args[@]}" 2>&1 \
-  | grep --line-buffered -v "Loading weights\|Writing model\|it/s\]$\|s/it\]$" | tee -a "${OUT:-/tmp}/table_run.log"
+  | grep --line-buffered -v "cap_pixels_per_frame\|Loading weights\|Writing model\|it/s\]$\|s/it\]$" | tee -a "${OUT:-/tmp}/table_run.log"
 rc=${PIPESTATUS[0]}
 echo "driver exit: $rc"
 if [ "$rc" != 0 ]; then  # killed by the time box: table and pack from what is finished

@@ -8,7 +8,13 @@ annotations every interaction sample carries:
 
 - dense: for every merged visual token, whether its cell overlaps an interaction box (object or
   hand) in either frame of its temporal pair (binary cross-entropy; teaches *where*);
-- per clip: the grasped object's name, through attention pooling (cross-entropy; teaches *what*).
+- per clip: the grasped object's name, through attention pooling (cross-entropy; teaches *what*);
+- optionally (`lm_align`), per merged token on the object's box: the object's name again, as the
+  nearest of the names' input embeddings in the language model (cosine, cross-entropy). The QA
+  warm-up then finds the object where a language model reads best, a token that looks like its
+  name, instead of having to learn a readout of the tower's features first: session 4's base had a
+  tower that named the object of 83% of atypical clips and a language model that still answered
+  from the scene (docs/RESULTS.md). The language model is not trained here.
 
 `pretrain_vision` trains `model.model.visual` in place; `VisionHeads` is also what the vision
 probe (experiments/egosynth/vision_probe.py) trains.
@@ -28,9 +34,10 @@ from ego3s.models.warmup import VisionPretrainConfig
 
 
 def token_box_targets(interaction, timestamps: Sequence[float], grid_thw: Sequence[int], merge: int,
-                      temporal_patch: int = 2) -> torch.Tensor:
+                      temporal_patch: int = 2, objects_only: bool = False) -> torch.Tensor:
     """(tokens,) 0/1: does the cell of each merged token (raster order t, h, w, as the tower
-    outputs them) overlap an interaction box in any frame of its temporal patch?"""
+    outputs them) overlap an interaction box (only the objects' with `objects_only`, not the
+    hands') in any frame of its temporal patch?"""
     from ego3s.data.video import boxes_at
 
     t_n, h_n, w_n = (int(x) for x in grid_thw)
@@ -38,11 +45,32 @@ def token_box_targets(interaction, timestamps: Sequence[float], grid_thw: Sequen
     out = np.zeros((t_n, hh, ww), dtype=np.float32)
     for ti in range(t_n):
         for f in range(ti * temporal_patch, min((ti + 1) * temporal_patch, len(timestamps))):
-            for _, (x1, y1, x2, y2) in boxes_at(interaction.boxes, float(timestamps[f])):
+            for label, (x1, y1, x2, y2) in boxes_at(interaction.boxes, float(timestamps[f])):
+                if objects_only and label in HAND_LABELS:
+                    continue
                 r0, r1 = math.floor(y1 * hh), math.ceil(y2 * hh)
                 c0, c1 = math.floor(x1 * ww), math.ceil(x2 * ww)
                 out[ti, max(r0, 0):min(r1, hh), max(c0, 0):min(c1, ww)] = 1.0
     return torch.from_numpy(out.reshape(-1))
+
+
+HAND_LABELS = ("left_hand", "right_hand")
+ALIGN_SCALE = 20.0  # cosine logits of the name alignment: a 0.25 cosine margin is a 5-nat margin
+
+
+def name_prototypes(model, tokenizer, names: Sequence[str]) -> torch.Tensor:
+    """(classes, hidden) unit vectors: the mean input embedding of each name's tokens as it
+    appears inside a sentence (" cutting board"), from the language model the tower feeds."""
+    emb = model.get_input_embeddings().weight.detach()
+    rows = []
+    for name in names:
+        ids = tokenizer(" " + name, add_special_tokens=False)["input_ids"]
+        rows.append(emb[torch.tensor(ids, device=emb.device)].float().mean(0))
+    return nn.functional.normalize(torch.stack(rows), dim=-1)
+
+
+def align_logits(tokens: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    return ALIGN_SCALE * nn.functional.normalize(tokens.float(), dim=-1) @ prototypes.T
 
 
 class VisionHeads(nn.Module):
@@ -114,8 +142,10 @@ class _Encoded(torch.utils.data.Dataset):
         for v in self.views:
             pix, grid = encode_clips(self.proc, [make_view(clip, v, s.interaction)])
             item[v] = (pix.to(torch.bfloat16), grid)  # bf16 on the CPU: 0.6 MB per 8-frame 112 px clip
-        item["boxes"] = token_box_targets(s.interaction, clip.timestamps, item["full"][1][0].tolist(),
-                                          self.merge, self.temporal)
+        grid = item["full"][1][0].tolist()
+        item["boxes"] = token_box_targets(s.interaction, clip.timestamps, grid, self.merge, self.temporal)
+        item["object_cells"] = token_box_targets(s.interaction, clip.timestamps, grid, self.merge, self.temporal,
+                                                 objects_only=True).bool()
         return item
 
 
@@ -170,17 +200,25 @@ def _batch(items, view: str, dev, dtype):
     return pix, grid
 
 
+def _shares(hits: dict) -> dict:
+    return {"typical": float(np.mean(hits[True])) if hits[True] else None,
+            "atypical": float(np.mean(hits[False])) if hits[False] else None,
+            "all": float(np.mean(hits[True] + hits[False])) if hits[True] + hits[False] else None}
+
+
 @torch.no_grad()
-def _held_out_accuracy(tower, heads, items, batch_size: int, dev, amp) -> dict:
+def _held_out_accuracy(tower, heads, items, batch_size: int, dev, amp, prototypes=None) -> dict:
     """Object accuracy on held-out clips under `full` and `context` (interaction masked), per
     typical/atypical: the tower reads the hand-object interaction when `context` costs accuracy,
-    above all on atypical clips, whose object the scene never predicts."""
+    above all on atypical clips, whose object the scene never predicts. With `prototypes`, also
+    `as_name`: how often the mean token on the object's box lies nearest the object's name in the
+    language model's embeddings (what the QA warm-up can read without learning a readout)."""
     was = tower.training
     tower.eval()
     dtype = next(tower.parameters()).dtype
     out = {}
     for view in ("full", "context"):
-        hits = {True: [], False: []}
+        hits, named = {True: [], False: []}, {True: [], False: []}
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
             with amp:
@@ -188,9 +226,15 @@ def _held_out_accuracy(tower, heads, items, batch_size: int, dev, amp) -> dict:
                 _, logits = heads(tok.float(), counts)
             for x, pred in zip(chunk, logits.argmax(-1).tolist()):
                 hits[x["typical"]].append(pred == x["label"])
-        out[view] = {"typical": float(np.mean(hits[True])) if hits[True] else None,
-                     "atypical": float(np.mean(hits[False])) if hits[False] else None,
-                     "all": float(np.mean(hits[True] + hits[False]))}
+            if prototypes is not None:
+                for x, t in zip(chunk, tok.split(counts)):
+                    cells = x["object_cells"].to(t.device)
+                    if cells.any():
+                        mean = nn.functional.normalize(t[cells].float(), dim=-1).mean(0, keepdim=True)
+                        named[x["typical"]].append(int(align_logits(mean, prototypes).argmax()) == x["label"])
+        out[view] = _shares(hits)
+        if prototypes is not None:
+            out[view]["as_name"] = _shares(named)
     tower.train(was)
     return out
 
@@ -232,6 +276,7 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
 
     torch.manual_seed(seed)
     heads = VisionHeads(tower.config.out_hidden_size, len(names)).to(dev)
+    prototypes = name_prototypes(model, processor.tokenizer, names).to(dev) if cfg.lm_align > 0 else None
     was_training, flags = tower.training, [p.requires_grad for p in tower.parameters()]
     tower.train()
     params = list(tower.parameters()) + list(heads.parameters())
@@ -260,6 +305,13 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
         box_loss = nn.functional.binary_cross_entropy_with_logits(box_logit.float(), boxes)
         cls_loss = nn.functional.cross_entropy(cls_logit.float(), labels)
         loss = cls_loss + cfg.box_weight * box_loss
+        align_loss = torch.zeros((), device=dev)
+        if prototypes is not None:
+            cells = torch.cat([x["object_cells"] for x in batch]).to(dev)
+            if cells.any():
+                per_token = torch.repeat_interleave(labels, torch.tensor(counts, device=dev))
+                align_loss = nn.functional.cross_entropy(align_logits(tok[cells], prototypes), per_token[cells])
+                loss = loss + cfg.lm_align * align_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -277,19 +329,21 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
         opt.step()
         sched.step()
         acc = float((cls_logit.argmax(-1) == labels).float().mean())
-        recent = (recent + [(cls_loss.item(), box_loss.item(), acc)])[-20:]
+        recent = (recent + [(cls_loss.item(), box_loss.item(), acc, align_loss.item())])[-20:]
         bar.set_postfix(obj=f"{np.mean([r[0] for r in recent]):.3f}", box=f"{np.mean([r[1] for r in recent]):.3f}",
-                        acc=f"{np.mean([r[2] for r in recent]):.2f}")
+                        acc=f"{np.mean([r[2] for r in recent]):.2f}", name=f"{np.mean([r[3] for r in recent]):.3f}")
         if step in checkpoints:
             curve.append({"step": step, "train_acc": float(np.mean([r[2] for r in recent])),
-                          **_held_out_accuracy(tower, heads, held_items, cfg.batch_size, dev, amp)})
+                          **_held_out_accuracy(tower, heads, held_items, cfg.batch_size, dev, amp, prototypes)})
     tower.train(was_training)
     for p, flag in zip(tower.parameters(), flags):
         p.requires_grad_(flag)
     stats.update(steps=cfg.steps, skipped_steps=skipped, object_loss=float(np.mean([r[0] for r in recent])),
                  box_loss=float(np.mean([r[1] for r in recent])), object_acc=float(np.mean([r[2] for r in recent])))
+    if prototypes is not None:
+        stats["name_loss"] = float(np.mean([r[3] for r in recent]))
     if held_items:
-        stats["held_out"] = _held_out_accuracy(tower, heads, held_items, cfg.batch_size, dev, amp)
+        stats["held_out"] = _held_out_accuracy(tower, heads, held_items, cfg.batch_size, dev, amp, prototypes)
         curve.append({"step": cfg.steps, "train_acc": stats["object_acc"], **stats["held_out"]})
     stats["curve"] = curve
     return stats

@@ -27,6 +27,9 @@ class VisionPretrainConfig:
     held_out: int = field(default=200, metadata={
         "help": "clips kept out of training to measure object accuracy under the full and context views"})
     workers: int = field(default=4, metadata={"help": "processes that decode the clips (0: in the main process)"})
+    lm_align: float = field(default=0.0, metadata={
+        "help": "weight of the name alignment: merged tokens on the object's box trained towards the object "
+                "name's input embedding in the language model (0: off)"})
 
 
 @dataclass
