@@ -91,6 +91,38 @@ def test_pool_sampler_follows_the_live_pool():
     assert set(nxt) == {8, 9}
 
 
+def test_an_epoch_keeps_its_length_when_the_pool_shrinks():
+    """The Trainer plans its epochs from the sampler's length at the start; a shorter epoch after a
+    refresh would end training before max_steps."""
+    cur = Curriculum(ECRConfig(), [f"s{i}" for i in range(10)], [f"s{i}" for i in range(8)], seed=0)
+    sampler = PoolSampler(cur, mini_repeat_count=2, batch_size=2, repeat_count=1, seed=0)
+    n = len(sampler)
+    assert n == 8 * 2
+    cur.active = ["s9"]
+    epoch = list(sampler)
+    assert len(sampler) == n and len(epoch) == n and set(epoch) == {9}
+    restored = Curriculum(ECRConfig(), cur.all_ids, ["s9"])
+    restored.load_state_dict(cur.state_dict())
+    assert restored.epoch_size == 8  # a resumed run keeps the first pool's epoch length
+
+
+def test_training_reaches_max_steps_after_the_pool_shrinks(tiny_model_dir, tmp_path, monkeypatch):
+    import ego3s.rl.train as T
+
+    monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_right])
+    selected = _samples(tmp_path, "sel", 8, True)  # two generation batches of 4 prompts per epoch
+    fresh = _samples(tmp_path, "new", 1, False)
+    write_jsonl(tmp_path / "selected.jsonl", selected)
+    write_jsonl(tmp_path / "pool.jsonl", selected + fresh)
+    cfg = _cfg(tiny_model_dir, tmp_path, 8)
+    cfg.save_steps = 100
+    trainer = T.run_training(cfg)
+    events = read_log(tmp_path / "run" / "ecr_events.jsonl")
+    assert events and events[0]["pool_after"] < events[0]["pool_before"]  # 8 mastered out, at most 1 in
+    assert trainer.state.global_step == 8
+    assert max(r["step"] for r in read_log(tmp_path / "run" / "rewards.jsonl")) == 7
+
+
 def test_unknown_active_ids_are_an_error():
     with pytest.raises(ValueError, match="not in the training dataset"):
         Curriculum(ECRConfig(), ["a"], ["b"])

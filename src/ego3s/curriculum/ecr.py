@@ -44,6 +44,8 @@ class Curriculum:
         if unknown:
             raise ValueError(f"active pool ids not in the training dataset: {unknown[:5]}")
         self.active = list(active)
+        # the sampler's epoch length, fixed by the first pool: the Trainer plans its epochs from it
+        self.epoch_size = max(1, len(self.active))
         self.monitor = new_state()
         self.outcomes: dict[str, list[bool]] = {}  # per sample: was each recent group all-correct?
         self.refreshes = 0
@@ -53,11 +55,13 @@ class Curriculum:
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
         return {"active": self.active, "monitor": self.monitor, "outcomes": self.outcomes,
-                "refreshes": self.refreshes, "config": asdict(self.cfg), "seed": self.seed}
+                "refreshes": self.refreshes, "config": asdict(self.cfg), "seed": self.seed,
+                "epoch_size": self.epoch_size}
 
     def load_state_dict(self, d: dict) -> None:
         self.active, self.monitor = list(d["active"]), d["monitor"]
         self.outcomes, self.refreshes = {k: list(v) for k, v in d["outcomes"].items()}, int(d["refreshes"])
+        self.epoch_size = int(d.get("epoch_size", self.epoch_size))
 
     # ---------------------------------------------------------------- per step
     def observe_step(self, step: int, records: list[dict]) -> dict | None:
@@ -143,7 +147,12 @@ class PoolSampler(Sampler):
 
     def __iter__(self):
         """One epoch = `len(self)` indices. Each chunk is drawn from the pool as it is when the
-        chunk starts; a pool smaller than a chunk is cycled (reshuffled) to fill it."""
+        chunk starts; a pool smaller than a chunk is cycled (reshuffled) to fill it.
+
+        The epoch keeps the length of the first pool whatever the pool becomes: the Trainer
+        computes its number of epochs once, from this length, so an epoch that shrank with the
+        pool ended the run early and silently (H200, session 5: 68 of 200 steps after a refresh
+        took the pool from 204 to 24 samples)."""
         order: list[int] = []
         for _ in range(self._chunks()):
             live = [self.cur.index[i] for i in self.cur.active]
@@ -158,7 +167,7 @@ class PoolSampler(Sampler):
                     yield from [idx] * self.g
 
     def _chunks(self) -> int:
-        return max(1, len(self.cur.active) // self.batch_size)
+        return max(1, self.cur.epoch_size // self.batch_size)
 
     def __len__(self) -> int:
         return self._chunks() * self.batch_size * self.g * self.repeat
