@@ -931,10 +931,12 @@ def section_curriculum(run: Run, data) -> str:
                          fmt(len(e["added"]) if isinstance(e.get("added"), list) else e.get("added")),
                          fmt(len(e["removed"]) if isinstance(e.get("removed"), list) else e.get("removed")),
                          fmt(e.get("probed")), fmt(e.get("high_value")),
+                         pct(e.get("atypical_share_probed")), pct(e.get("atypical_share_high_value")),
                          pct(e.get("atypical_share_before")), pct(e.get("atypical_share_after"))])
         parts.append("<h3>Refresh events</h3>" + table(
             ["step", "variance ratio", "window mean", "reference", "pool", "added", "removed", "probed",
-             "high-value", "atypical before", "atypical after"], rows, "events", num_from=0))
+             "high-value", "atypical probed", "atypical high-value", "atypical before", "atypical after"],
+            rows, "events", num_from=0))
     else:
         parts.append('<p class="small">No refresh: the reward variance never fell below the threshold '
                      "(or ECR was off).</p>")

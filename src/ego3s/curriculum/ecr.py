@@ -120,20 +120,22 @@ class Curriculum:
         event = {"ratio": decision["ratio"], "window_mean": decision["window_mean"],
                  "reference": decision["reference"], "pool_before": len(before), "pool_after": len(self.active),
                  "removed": sorted(set(before) - set(self.active)), "added": added,
-                 "probed": decision.get("probed"), "high_value": len(high_value)}
-        event.update(self._shares(before, self.active))
+                 "probed": decision.get("probed"), "high_value": len(high_value),
+                 "atypical_share_before": self.atypical_share(before),
+                 "atypical_share_after": self.atypical_share(self.active)}
+        if "atypical_share_probed" in decision:  # what CSM with the current policy keeps, against what it saw
+            event["atypical_share_probed"] = decision["atypical_share_probed"]
+            event["atypical_share_high_value"] = self.atypical_share(high_value)
         mark_refresh(self.monitor, step, event)
         if self.out is not None and self.writer:
             append_jsonl(self.out / "ecr_events.jsonl", {"step": step, **event})
         return {"step": step, **event}
 
-    def _shares(self, before, after) -> dict:
-        """Share of atypical samples before/after (EgoSynth carries `typical` in meta)."""
-        def share(ids):
-            vals = [self.meta.get(i, {}).get("typical") for i in ids]
-            vals = [v for v in vals if v is not None]
-            return sum(not v for v in vals) / len(vals) if vals else None
-        return {"atypical_share_before": share(before), "atypical_share_after": share(after)}
+    def atypical_share(self, ids) -> float | None:
+        """Share of atypical samples among `ids` (EgoSynth carries `typical` in meta; None elsewhere)."""
+        vals = [self.meta.get(i, {}).get("typical") for i in ids]
+        vals = [v for v in vals if v is not None]
+        return sum(not v for v in vals) / len(vals) if vals else None
 
 
 class PoolSampler(Sampler):
@@ -190,7 +192,8 @@ def refresh_with_csm(curriculum: Curriculum, step: int, decision: dict, score_fn
         rows = {r["id"]: r for part in gather(score_fn(shard)) for r in part}
         rows = [rows[i] for i in probe if i in rows]
     high = [r["id"] for r in rows if r.get("kept")]
-    event = curriculum.apply_refresh(step, {**decision, "probed": len(probe)}, high)
+    event = curriculum.apply_refresh(
+        step, {**decision, "probed": len(probe), "atypical_share_probed": curriculum.atypical_share(probe)}, high)
     if dist is not None:
         curriculum.active = dist[3](curriculum.active)
         pools = {tuple(p) for p in dist[2](curriculum.active)}

@@ -485,9 +485,9 @@ class VideoGRPOTrainer(GRPOTrainer):
             import logging
 
             logging.getLogger(__name__).warning(
-                "ECR refresh at step %d: variance ratio %.3f < %.2f; pool %d -> %d (+%d, -%d)", step, event["ratio"],
-                self.curriculum.cfg.lambda_s, event["pool_before"], event["pool_after"], len(event["added"]),
-                len(event["removed"]))
+                "ECR refresh at step %d: variance ratio %.3f < %.2f; pool %d -> %d (+%d, -%d); high-value %d of %d "
+                "probed", step, event["ratio"], self.curriculum.cfg.lambda_s, event["pool_before"], event["pool_after"],
+                len(event["added"]), len(event["removed"]), event["high_value"], event["probed"] or 0)
         self._metrics["train"]["ecr/refreshes"].append(float(self.curriculum.refreshes))
 
     # ------------------------------------------------------------------ per-sample reward log
