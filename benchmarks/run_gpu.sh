@@ -7,6 +7,7 @@
 #
 # The GPU image has no PyAV/decord: clips are written and decoded with OpenCV. A benchmark that
 # fails or overruns its time box is reported and the next one still runs.
+# ONLY="eval eval_static" runs just those (names as in the `bench` lines below).
 set -u
 cd "$(dirname "$0")/.."
 source benchmarks/gpu_setup.sh || { echo "gpu_setup.sh failed"; exit 1; }
@@ -18,6 +19,7 @@ FAILED=()
 bench() {  # bench NAME SECONDS script args...
   local name=$1 limit=$2
   shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return; fi
   local t0=$SECONDS
   echo "=== $name (time box ${limit}s)"
   if timeout "$limit" python3 "$@" --out "$DIR/${STAMP}_${name}.json" > "$DIR/$name.log" 2>&1; then
