@@ -497,30 +497,44 @@ def plot_variance(root: Path, t: dict, path: Path, names=("ego3s_long", "ego3s",
 
 
 CURVES = (("reward", "total reward"), ("rewards/accuracy_reward/mean", "accuracy reward"),
+          ("rewards/interaction_reward/mean", "interaction reward"),
           ("interaction/mentions", "object mentions in <think>"), ("frac_reward_zero_std", "zero-variance groups"))
 
 
-def plot_rewards(root: Path, t: dict, path: Path, names=("ego3s", "csm_irl", "csm", "full")) -> None:
-    """Training curves per step (issue #5): total and accuracy reward, interaction-object mentions
-    (logged by the rows with the interaction reward) and the share of zero-variance groups."""
+def _rolling(ys, k: int) -> list[float]:
+    return [statistics.fmean(ys[max(0, i - k + 1):i + 1]) for i in range(len(ys))]
+
+
+def plot_rewards(root: Path, t: dict, path: Path, names=("ego3s", "csm_irl", "csm", "full"), smooth: int = 1) -> None:
+    """Training curves per step (issue #5): total, accuracy and interaction reward, interaction-object
+    mentions (the last two logged by the rows with the interaction reward) and the share of
+    zero-variance groups. `smooth` > 1 draws each step faintly under its trailing mean over
+    `smooth` steps and marks ECR refreshes (dashed), for long runs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(13, 3.4))
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(15, 3.4))
     for i, name in enumerate(n for n in names if n in t["rows"]):
         for j, r in enumerate(t["rows"][name]["runs"]):
-            hist = row_dir(root, name, r["seed"]) / "train" / "log_history.json"
-            if not hist.exists():
+            train = row_dir(root, name, r["seed"]) / "train"
+            if not (train / "log_history.json").exists():
                 continue
-            steps = [h for h in json.loads(hist.read_text()) if "reward" in h]
+            steps = [h for h in json.loads((train / "log_history.json").read_text()) if "reward" in h]
+            events = train / "ecr_events.jsonl"
+            refreshes = [e["step"] for e in read_log(events)] if smooth > 1 and events.exists() else []
             for ax, (key, _) in zip(axes, CURVES):
                 pts = [(h["step"], h[key]) for h in steps if h.get(key) is not None]
                 if pts:
                     xs, ys = zip(*pts)
-                    ax.plot(xs, ys, lw=1.2, color=f"C{i}", alpha=0.9 if j == 0 else 0.45,
-                            label=f"{name} s{r['seed']}")
+                    label = f"{name} s{r['seed']}"
+                    if smooth > 1:
+                        ax.plot(xs, ys, lw=0.6, color=f"C{i}", alpha=0.3)
+                        ys, label = _rolling(list(ys), smooth), f"{label} ({smooth}-step mean)"
+                    ax.plot(xs, ys, lw=1.2, color=f"C{i}", alpha=0.9 if j == 0 else 0.45, label=label)
+                for x in refreshes:
+                    ax.axvline(x, color=f"C{i}", ls="--", lw=0.8)
     for ax, (_, title) in zip(axes, CURVES):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
@@ -546,6 +560,8 @@ def write_table(cfg: dict, root: Path) -> dict:
     plot_accuracy_vs_time(t, root / "accuracy_vs_time.png")
     plot_variance(root, t, root / "reward_variance.png")
     plot_rewards(root, t, root / "reward_curves.png")
+    if "ego3s_long" in t["rows"]:
+        plot_rewards(root, t, root / "reward_curves_long.png", names=("ego3s_long",), smooth=10)
     return t
 
 
