@@ -130,8 +130,17 @@ def test_trainer_rollouts_same_as_trl_with_one_prefill_per_group(tiny_model_dir,
     n = len(rows)
     assert prefilled[False, False] - prefilled[True, False] == n - len(samples)  # G prefills per group -> 1
     assert prefilled[True, True] == prefilled[True, False]
-    assert getattr(trainer.model, "_ego_static_cache", None) is not None  # the static path really ran
+    # these prompts differ in length (left padding): the static path declines them
+    assert getattr(trainer.model, "_ego_static_cache", None) is None
     assert trainer._metrics["eval"]["rollout/shared_prefix"] == [0.0, 1.0, 1.0]
+    one = [trainer.train_dataset[0]] * G  # one prompt, no padding: decoded against the static cache
+    single = {}
+    for static in (False, True):
+        trainer.ego_static_cache = static
+        with torch.no_grad():
+            single[static] = trainer._generate_and_score_completions(one)
+    assert torch.equal(single[False]["completion_ids"], single[True]["completion_ids"])
+    assert getattr(trainer.model, "_ego_static_cache", None) is not None  # the static path really ran
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -166,7 +175,7 @@ def test_sampling_estimator_shares_the_prefix(tiny_model_dir, monkeypatch):
 
     model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
     items = []
-    for i, q in enumerate(["What did I pick up?", "Where did I put the cup after washing it?"]):
+    for i, q in enumerate(["What did I pick up?"] * 2):  # one length (different clips): no padding
         s = Sample(id=f"s{i}", question=q, answer="A", task="closeqa", options=["cup", "knife"])
         msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}]
         items.append((s, msgs, _clip(2, 56, 56, i)))
