@@ -8,6 +8,7 @@ qwen_vl_utils is the reference for the sampling rules.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -203,6 +204,66 @@ def test_seeking_returns_the_frames_of_a_full_decode(videos, full_frames, backen
         assert np.array_equal(clip.frames, ref)
     else:  # another colour converter may round differently
         assert np.abs(clip.frames.astype(int) - ref).max() <= 2
+
+
+def _write_b_frames(path, kept, fps=30):
+    """x264 with non-reference B-frames in a fixed pattern, I/P B B B P B B B ... (lossy: lossless
+    x264 writes none), a keyframe every 24; `kept`: the timestamps written, in frames (gaps make a
+    variable-rate video)."""
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.time_base = Fraction(1, fps)
+        s.options = {"crf": "12", "x264-params": "keyint=24:min-keyint=24:scenecut=0:bframes=3:b-pyramid=none:b-adapt=0"}
+        for i in kept:
+            f = av.VideoFrame.from_ndarray(frame_pixels(i), format="rgb24")
+            f.pts, f.time_base = i, Fraction(1, fps)
+            for pkt in s.encode(f):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+
+
+def _every_frame(path):
+    """(index as _pyav_frames computes it, pixels, is a B-frame) of every frame, in order."""
+    with av.open(str(path)) as c:
+        st = c.streams.video[0]
+        rate, t0 = Fraction(st.average_rate), st.start_time or 0
+        return [(math.floor((f.pts - t0) * st.time_base * rate + Fraction(1, 2)), f.to_ndarray(format="rgb24"),
+                 f.pict_type == av.video.frame.PictureType.B) for f in c.decode(st)], st.frames
+
+
+def test_frames_no_other_frame_needs_are_skipped(tmp_path):
+    """Reaching the last frame of each keyframe interval skips the non-reference B-frames before
+    it, with the same pixels as a full decode."""
+    path = tmp_path / "b.mp4"
+    _write_b_frames(path, range(96))
+    frames, total = _every_frame(path)
+    assert sum(b for _, _, b in frames) > 30  # most frames are B-frames
+    indices = list(range(23, 96, 24))
+    stats = {}
+    with av.open(str(path)) as c:
+        got = list(_pyav_frames(c, c.streams.video[0], indices, total, str(path), stats))
+    assert all(np.array_equal(g, frames[i][1]) for g, i in zip(got, indices))
+    assert stats["decoded"] < 0.6 * 24 * len(indices) and stats["redone"] == 0, stats
+
+
+def test_a_skipped_frame_that_is_the_answer_is_decoded_again(tmp_path):
+    """Variable frame rate: no frame at some indices. The frame for index i is then the last one
+    before it, which may be a skipped B-frame: it must be decoded again, not replaced."""
+    path = tmp_path / "vfr.mp4"
+    _write_b_frames(path, [n + 3 * (n // 7) for n in range(84)])  # 7 frames, a gap of 3, 7 frames, ...
+    frames, total = _every_frame(path)
+    have = {i for i, _, _ in frames}
+    gaps = [w for w in range(1, total) if w not in have]
+    assert gaps
+    answer = {w: [f for f in frames if f[0] <= w][-1] for w in gaps}  # frames are in presentation order
+    assert any(a[2] for a in answer.values())  # some answers are B-frames
+    stats = {}
+    with av.open(str(path)) as c:
+        got = list(_pyav_frames(c, c.streams.video[0], gaps, total, str(path), stats))
+    assert all(np.array_equal(g, answer[w][1]) for g, w in zip(got, gaps))
+    assert stats["redone"] > 0
 
 
 def test_seeking_decodes_only_what_it_needs(videos, full_frames):
