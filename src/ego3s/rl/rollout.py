@@ -34,6 +34,7 @@ installed by `patch_qwen25_rope_index`) take this path: `supported` says which.
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 
 import torch
@@ -127,17 +128,13 @@ def static_copy(model, cache, max_len: int):
     return static
 
 
-_PADDED_LOGGED = []
-
-
+@functools.cache
 def _log_padded_once() -> None:
-    if not _PADDED_LOGGED:
-        import logging
+    import logging
 
-        logging.getLogger(__name__).warning(
-            "static-cache decoding skipped for left-padded batches (measured 10x slower than one prompt at a "
-            "time through the compiled step); they decode with a dynamic cache")
-        _PADDED_LOGGED.append(True)
+    logging.getLogger(__name__).warning(
+        "static-cache decoding skipped for left-padded batches (measured 10x slower than one prompt at a "
+        "time through the compiled step); they decode with a dynamic cache")
 
 
 def _max_length(prompt_len: int, gc, generate_kwargs: dict) -> int:
