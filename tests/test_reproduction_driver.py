@@ -128,3 +128,19 @@ def test_select_only_prepares_and_selects_without_rows(smoke):
     assert "atypical" in kept[-1] and "(pool " in kept[-1]
     assert (out / "select" / "s1" / "done.json").exists()
     assert sorted(p.name for p in (out / "rows").iterdir()) == before  # no row ran
+
+
+def test_vision_pretraining_gets_its_own_pool(tmp_path):
+    """`vision_data:` (optional): an EgoSynth pool of its own for vision pretraining, so that the QA
+    warm-up can keep another mix of typical and atypical clips."""
+    import yaml
+
+    drv = _driver()
+    cfg = yaml.safe_load((ROOT / "experiments/egosynth/table.yaml").read_text())
+    cfg["vision_data"] = {"seed": 2, "train": 6, "test": 0, "probe": 0, "p_typical": 0.2, "frames": 8, "size": 56}
+    path = tmp_path / "table.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert drv.main(["--smoke", "--config", str(path), "--out", str(out), "--select-only", "csm"]) == 0
+    stats = json.loads((out / "prep" / "warmup" / "vision_pretrain.json").read_text())
+    assert stats["data"] == str(out / "prep" / "vision_data" / "train.jsonl") and stats["samples"] == 6

@@ -195,3 +195,17 @@ def test_name_alignment_pulls_the_object_tokens_towards_the_name_embedding(tiny_
     off = pretrain_vision(model, processor, samples, VisionPretrainConfig(steps=1, batch_size=2, held_out=2, workers=0),
                           sampling, progress=False)
     assert "name_loss" not in off and "as_name" not in off["held_out"]["full"]
+
+
+def test_vision_pretraining_can_read_its_own_pool(tiny_model_dir, synth, tmp_path):
+    """`vision_pretrain.data`: the tower pretrains on another JSONL than the QA warm-up's."""
+    from ego3s.data.io import read_jsonl, write_jsonl
+    from ego3s.models.warmup import VisionPretrainConfig, WarmupConfig, warmup
+
+    write_jsonl(tmp_path / "vision.jsonl", read_jsonl(synth / "train.jsonl")[:4])
+    pix = 56 * 56
+    vcfg = VisionPretrainConfig(steps=1, batch_size=2, held_out=0, workers=0, data=str(tmp_path / "vision.jsonl"))
+    warmup(tiny_model_dir, str(synth / "train.jsonl"), str(tmp_path / "w"),
+           WarmupConfig(steps=1, batch_size=2, nframes=4, max_pixels=pix, min_pixels=pix, vision_pretrain=vcfg))
+    stats = json.loads((tmp_path / "w" / "vision_pretrain.json").read_text())
+    assert stats["samples"] == 4 and stats["data"] == str(tmp_path / "vision.jsonl")  # not the warm-up's 6

@@ -27,6 +27,9 @@ class VisionPretrainConfig:
     held_out: int = field(default=200, metadata={
         "help": "clips kept out of training to measure object accuracy under the full and context views"})
     workers: int = field(default=4, metadata={"help": "processes that decode the clips (0: in the main process)"})
+    data: str | None = field(default=None, metadata={
+        "help": "JSONL of the clips to pretrain on (default: the warm-up's own data); a pool with more atypical "
+                "clips teaches the tower the hand while the QA warm-up keeps its data's priors"})
     lm_align: float = field(default=0.0, metadata={
         "help": "weight of the name alignment: merged tokens on the object's box trained towards the object "
                 "name's input embedding in the language model (0: off)"})
@@ -232,7 +235,10 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
         from ego3s.files import write_json
         from ego3s.models.vision_pretrain import pretrain_vision
 
-        stats = pretrain_vision(model, processor, samples, cfg.vision_pretrain, cfg.frame_sampling(), seed=cfg.seed)
+        vdata = cfg.vision_pretrain.data
+        clips = read_jsonl(vdata, skip_invalid=True) if vdata else samples
+        stats = pretrain_vision(model, processor, clips, cfg.vision_pretrain, cfg.frame_sampling(), seed=cfg.seed)
+        stats["data"] = vdata or data
         Path(out).mkdir(parents=True, exist_ok=True)
         write_json(Path(out) / "vision_pretrain.json", stats)
     if not cfg.train_vision_tower:  # after pretraining, and on resume too: the optimizer's groups must match
