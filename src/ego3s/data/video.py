@@ -411,6 +411,9 @@ def _pyav_frames(container, stream, indices: Sequence[int], total: int, path: st
     import av
 
     tb, rate = stream.time_base, Fraction(stream.average_rate or stream.guessed_rate)
+    # variable rate (average below the nominal rate): several frames can round to one index, and
+    # the answer is the last of them, so a frame at index w is kept only once the next one is past w
+    variable = bool(stream.guessed_rate) and rate != Fraction(stream.guessed_rate)
     t0 = stream.start_time or 0
     stats = stats if stats is not None else {}
     stats.setdefault("decoded", 0)
@@ -508,7 +511,7 @@ def _pyav_frames(container, stream, indices: Sequence[int], total: int, path: st
                     pushed.append(got)
                     break
                 current = got
-                if got[0] == w:
+                if got[0] == w and not variable:
                     break
             if current is not None and current[0] < w and any(
                     p > (current[1].pts or 0) and index_of(p) <= w for p in unseen):
