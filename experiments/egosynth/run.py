@@ -104,12 +104,14 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
     warm_data_cfg = from_dict(EgoSynthConfig, cfg["warmup_data"], "warmup_data.")
     vision_data_cfg = from_dict(EgoSynthConfig, cfg["vision_data"], "vision_data.") if cfg.get("vision_data") else None
     warm_cfg = from_dict(WarmupConfig, {**cfg["warmup"], "seed": cfg["data_seed"]}, "warmup.")
+    if vision_data_cfg is not None:  # vision pretraining's own pool (else the warm-up's), generated below
+        warm_cfg.vision_pretrain.data = str(d / "vision_data" / "train.jsonl")
     run = Run(RunConfig(out=str(d), seed=cfg["data_seed"], model=cfg["model"], egosynth=data_cfg, warmup=warm_cfg))
 
     def data() -> dict:
         generate(d / "data", data_cfg, audit=True, preview=False, log=None)
         generate(d / "warmup_data", warm_data_cfg, audit=False, preview=False, log=None)
-        if vision_data_cfg is not None:  # vision pretraining's own pool (else the warm-up's)
+        if vision_data_cfg is not None:
             generate(d / "vision_data", vision_data_cfg, audit=False, preview=False, log=None)
         curve = d / "curve_data"  # the fixed subset of the accuracy-over-time curves
         from ego3s.data.io import read_jsonl, write_jsonl
@@ -120,8 +122,7 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
         if rel:  # a copy the rows add to (ECR probes), next to the data it belongs to
             shutil.copy(rel, d / "relevance.json")
         return {"pool": str(d / "data" / "train.jsonl"), "egosynth": str(d / "data"), "curve": str(curve),
-                "warmup_pool": str(d / "warmup_data" / "train.jsonl"), "relevance": str(d / "relevance.json"),
-                "vision_pool": str(d / "vision_data" / "train.jsonl") if vision_data_cfg is not None else None}
+                "warmup_pool": str(d / "warmup_data" / "train.jsonl"), "relevance": str(d / "relevance.json")}
 
     paths = run.run_stage("data", data, echo)
 
@@ -131,7 +132,6 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
     built = run.run_stage("model", model, echo)["base"]
 
     def warm() -> dict:
-        warm_cfg.vision_pretrain.data = paths.get("vision_pool")
         final = warmup(built, paths["warmup_pool"], str(d / "warmup"), warm_cfg, resume=True)
         _drop_checkpoints(d / "warmup")
         from ego3s.models.loading import model_fingerprint

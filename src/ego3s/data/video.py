@@ -407,7 +407,7 @@ def _pyav_frames(container, stream, indices: Sequence[int], total: int, path: st
 
     The frame for index i is the last frame whose timestamp rounds to an index <= i (exactly
     frame i in a constant-rate video). `stats`, when given, counts 'decoded' frames, 'seeks' and
-    'redone' (frames decoded again without skipping)."""
+    'redone' (wanted frames whose stretch was decoded again without skipping)."""
     import av
 
     tb, rate = stream.time_base, Fraction(stream.average_rate or stream.guessed_rate)
