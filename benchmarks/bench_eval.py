@@ -43,11 +43,21 @@ def main(argv=None):
     ap.add_argument("--backend", default=C.default_backend())
     ap.add_argument("--static-cache", action="store_true", help="decode against a compiled static cache "
                     "(EvalConfig.static_cache); both batch sizes are warmed up (compiled) before timing")
+    ap.add_argument("--fmt", default="direct", choices=["direct", "reasoning"],
+                    help="prompt format: direct (EgoSchema's 16-token answer) or reasoning (<think> first, as an "
+                         "RL-trained model answers; random weights never stop early, so every answer takes the budget)")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the format's)")
+    ap.add_argument("--static-padded", action="store_true", help="with --static-cache: left-padded batches "
+                    "decode through the static cache too (by default they decode dynamically, ego3s.rl.rollout)")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU, small sizes")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     if a.smoke:
         a.n, a.batch_size, a.frames, a.side = 4, 4, 4, 56
+    if a.static_padded:
+        from ego3s.rl import rollout
+
+        rollout.STATIC_PADDED = True
     model, processor = C.load(C.model_folder(a.arch, a.model, a.smoke), a.smoke)
     folder = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     ss = samples(folder, a.n, a.frames, a.side)
@@ -57,7 +67,8 @@ def main(argv=None):
     warm = [("warm-up", a.batch_size)] + ([("warm-up 1", 1)] if a.static_cache else [])
     for tag, bs in (*warm, ("one at a time", 1), ("batched", a.batch_size)):
         cfg = EvalConfig(frames=a.frames, max_pixels=pix, min_pixels=pix, backend=a.backend, batch_size=bs,
-                         progress=False, out=str(folder), static_cache=a.static_cache)
+                         progress=False, out=str(folder), static_cache=a.static_cache, fmt=a.fmt,
+                         max_new_tokens=a.max_new_tokens)
         pred = folder / f"pred-{tag.replace(' ', '_')}.jsonl"
         todo = ss[:bs] if tag.startswith("warm-up") else ss
         seconds, _ = C.timed(generate_shard, model, processor, bench, todo, cfg, pred, done=set(), rank=0)
@@ -72,13 +83,15 @@ def main(argv=None):
                      "prompt_tokens_mean": sum(r.get("prompt_tokens", 0) for r in recs) / max(len(recs), 1)})
     ratio = runs[1]["samples_per_s"] / runs[0]["samples_per_s"]
     print(f"device: {C.device_name()}; EgoSchema-style 5-way, {a.frames} frames x {a.side} px, "
-          f"{a.n} questions, decoder {a.backend}, static cache {a.static_cache}")
+          f"{a.n} questions, decoder {a.backend}, static cache {a.static_cache}, format {a.fmt}, "
+          f"{runs[0]['new_tokens_mean']:.0f} answer tokens on average")
     print(C.table(["mode", "batch", "samples/s", "s", "decode+view s", "generate s", "prompt tokens"],
                   [[r["mode"], r["batch_size"], r["samples_per_s"], r["seconds"], r["load_s"], r["generate_s"],
                     r["prompt_tokens_mean"]] for r in runs]))
     print(f"batched / one at a time: {ratio:.2f}x")
     C.write_result(a.out, "eval", {"frames": a.frames, "side": a.side, "n": a.n, "backend": a.backend,
-                                   "static_cache": a.static_cache,
+                                   "static_cache": a.static_cache, "static_padded": a.static_padded, "fmt": a.fmt,
+                                   "max_new_tokens": a.max_new_tokens,
                                    "runs": runs, "batched_over_single": ratio})
     return 0
 

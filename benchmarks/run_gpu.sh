@@ -48,6 +48,10 @@ bench select     100 benchmarks/bench_select.py --arch 7b --n 8 --frames 16 --si
 bench eval        50 benchmarks/bench_eval.py --arch 7b --n 16 --batch-size 8 --frames 16 --side 448 --backend opencv
 bench eval_static 110 benchmarks/bench_eval.py --arch 7b --n 16 --batch-size 8 --frames 16 --side 448 --backend opencv \
                      --static-cache
+bench eval_reason 150 benchmarks/bench_eval.py --arch 7b --n 16 --batch-size 8 --frames 16 --side 448 --backend opencv \
+                     --fmt reasoning --max-new-tokens 256
+bench eval_reason_static 150 benchmarks/bench_eval.py --arch 7b --n 16 --batch-size 8 --frames 16 --side 448 \
+                     --backend opencv --fmt reasoning --max-new-tokens 256 --static-cache
 bench train_step 170 benchmarks/bench_train_step.py --lora-arch 7b --full-arch 3b --prompts 1 --group 8 \
                      --micro-batch 2 --new-tokens 64 --frames 16 --side 448 --warmup 1 --steps 2 --backend opencv
 

@@ -65,6 +65,10 @@ def test_eval(bench_modules, tiny_model_dir, tmp_path):
     assert r["static_cache"] is False
     r = _run(bench_modules("bench_eval"), ["--model", tiny_model_dir, "--static-cache"], tmp_path)
     assert r["static_cache"] is True and [x["mode"] for x in r["runs"]] == ["one at a time", "batched"]
+    r = _run(bench_modules("bench_eval"), ["--model", tiny_model_dir, "--fmt", "reasoning", "--max-new-tokens", "6"],
+             tmp_path)
+    assert r["fmt"] == "reasoning" and r["max_new_tokens"] == 6
+    assert all(0 < x["new_tokens_mean"] <= 6 for x in r["runs"])
 
 
 def test_train_step(bench_modules, tiny_model_dir, tmp_path):

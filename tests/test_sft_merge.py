@@ -275,3 +275,40 @@ def test_collator_skips_and_lists_an_unreadable_clip(tiny_model_dir, synth, tmp_
     assert batch["input_ids"].shape[0] == 1 and collate.skipped == 1
     (line,) = log.read_text().splitlines()
     assert json.loads(line)["id"] == "broken" and "missing.mp4" in json.loads(line)["error"]
+
+
+def test_context_share_masks_the_interaction_of_typical_samples_only(tiny_model_dir, synth):
+    """A base that never saw a hidden hand cannot fall back on the scene, and CSM's fine filter then
+    keeps typical samples (session 5: s_context 0.30 vs s_full 0.61 on typical object questions)."""
+    import torch
+
+    from ego3s.data.io import read_jsonl
+    from ego3s.models.loading import load_model
+    from ego3s.models.warmup import ClipCollator, WarmupConfig, sample_view_name
+
+    samples = read_jsonl(synth / "train.jsonl")
+    typical = next(s for s in samples if s.meta["typical"])
+    atypical = next(s for s in samples if not s.meta["typical"])
+    renamed = [typical.__class__.from_dict({**typical.to_dict(), "id": f"s{i}"}) for i in range(400)]
+    views = [sample_view_name(s, 0.3) for s in renamed]
+    assert 80 < views.count("context") < 160 and views == [sample_view_name(s, 0.3) for s in renamed]
+    assert {sample_view_name(s, 0.0) for s in renamed} == {"full"}
+    assert sample_view_name(atypical, 1.0) == "full" and sample_view_name(typical, 1.0) == "context"
+    with pytest.raises(ValueError, match="context_share"):
+        WarmupConfig(context_share=1.5)
+
+    _, processor = load_model(tiny_model_dir, dtype="float32")
+    pix = 56 * 56
+
+    def batch(sample, share):
+        cfg = WarmupConfig(fmt="reasoning", grounded_share=1.0, context_share=share, nframes=4,
+                           max_pixels=pix, min_pixels=pix)
+        b = ClipCollator(processor, cfg)([{"sample": json.dumps(sample.to_dict())}])
+        return b, processor.tokenizer.decode(b["input_ids"][0][b["labels"][0] != -100])
+
+    (full, full_text), (masked, masked_text) = batch(typical, 0.0), batch(typical, 1.0)
+    assert not torch.equal(full["pixel_values_videos"], masked["pixel_values_videos"])
+    assert "I watch" in full_text and "I watch" not in masked_text and "I am in the" in masked_text
+    assert masked_text.endswith(full_text.split("</think>")[1])  # same answer
+    (a0, _), (a1, _) = batch(atypical, 0.0), batch(atypical, 1.0)
+    assert torch.equal(a0["pixel_values_videos"], a1["pixel_values_videos"])

@@ -9,6 +9,7 @@ bars and multi-GPU come from transformers.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,11 @@ class WarmupConfig(FrameSampling):
         "help": "reasoning warm-up: share of samples trained in the direct format (answer only) instead, so "
                 "that the base model answers both ways, as real LVLMs do: CSM's likelihood estimator scores "
                 "the direct answer, and a model that only ever saw <think> gives it noise"})
+    context_share: float = field(default=0.0, metadata={
+        "help": "share of the samples whose scene alone gives the answer (meta `typical`, EgoSynth's flag) "
+                "shown in the context view, interaction masked, with the same answer: the base learns to fall "
+                "back on the scene when the hand is hidden, as web-pretrained LVLMs do, which is the behaviour "
+                "CSM's fine filter measures"})
     train_vision_tower: bool = field(default=True, metadata={
         "help": "train the vision tower in the QA warm-up (false: only the merger and, with "
                 "train_language_model, the language model learn to read a tower kept as vision pretraining left it)"})
@@ -68,13 +74,16 @@ class WarmupConfig(FrameSampling):
         "help": "DataLoader processes that decode the clips (0: in the training process); unreadable clips "
                 "are listed in skipped.jsonl either way"})
 
+    def __post_init__(self):
+        for name in ("grounded_share", "direct_share", "context_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"warmup.{name} must be in [0, 1], got {getattr(self, name)!r}")
+
 
 def rationale(sample, grounded_share: float = 0.5) -> str:
     """A template rationale for the reasoning cold start. Deterministic per sample id: a share of
     samples get one that names the interaction (objects and action, from the annotation), the others
     one that describes only the scene, which is what a prior-driven model would write."""
-    import zlib
-
     it = sample.interaction
     grounded = it is not None and zlib.crc32(sample.id.encode()) % 1000 < grounded_share * 1000
     if grounded:
@@ -102,11 +111,19 @@ def trace_text(sample, source: str = "template", grounded_share: float = 0.5) ->
     return value.strip().removeprefix("<think>").removesuffix("</think>").strip()
 
 
+def sample_view_name(sample, context_share: float = 0.0) -> str:
+    """`context` for a deterministic `context_share` (by id) of the samples flagged `typical` in
+    their metadata (the scene shows the answer), else `full`. Samples without the flag, or without
+    an interaction to mask, always get the full view."""
+    if (context_share > 0 and sample.meta.get("typical") is True and sample.interaction is not None
+            and zlib.crc32(f"context:{sample.id}".encode()) % 1000 < context_share * 1000):
+        return "context"
+    return "full"
+
+
 def sample_format(sample, fmt: str, direct_share: float = 0.0) -> str:
     """The format one sample is trained in: `fmt`, except that a reasoning warm-up trains a
     deterministic `direct_share` of samples (by id) in the direct format."""
-    import zlib
-
     if fmt == "reasoning" and zlib.crc32(f"direct:{sample.id}".encode()) % 1000 < direct_share * 1000:
         return "direct"
     return fmt
@@ -139,7 +156,8 @@ class ClipCollator:
         for row in rows:
             s = Sample.from_dict(json.loads(row["sample"]))
             try:
-                kind, vis = sample_view(s, "full", self.scoring)
+                view = sample_view_name(s, getattr(self.cfg, "context_share", 0.0))
+                kind, vis = sample_view(s, view, self.scoring)
             except (VideoError, OSError, ValueError) as e:
                 self.skipped += 1  # one unreadable clip never stops the warm-up
                 if self.skip_log:  # one small write per line: appends from DataLoader workers do not interleave
@@ -153,7 +171,8 @@ class ClipCollator:
             target = target_text(s, fmt=fmt)
             if fmt == "reasoning":
                 source = getattr(self.cfg, "rationale", "template")
-                target = f"<think>{trace_text(s, source, self.cfg.grounded_share)}</think>{target}"
+                grounded = self.cfg.grounded_share if view == "full" else 0.0  # the hand is hidden: scene rationale
+                target = f"<think>{trace_text(s, source, grounded)}</think>{target}"
             answers.append(target + eos)
         if not msgs:
             raise RuntimeError("warm-up batch: every sample in the batch was unreadable")

@@ -97,6 +97,7 @@ def prefill(model, inputs: dict, group: int):
 
 
 STATIC_BUCKET = 256  # static cache lengths are rounded up to a multiple of this
+STATIC_PADDED = False  # let left-padded batches take the static path (benchmarks/bench_eval.py --static-padded)
 
 
 def static_copy(model, cache, max_len: int):
@@ -157,7 +158,7 @@ def group_generate(model, inputs: dict, group: int, generation_config=None, stat
     once), because through the compiled step it decoded 10x slower than one prompt at a time
     (H200, 7B architecture, batches of 8 EgoSchema-style prompts, session 5), while unpadded groups
     (one prompt repeated, as in rollouts of one prompt) gain 1.55x."""
-    if static_cache and not bool(inputs["attention_mask"].all()):
+    if static_cache and not STATIC_PADDED and not bool(inputs["attention_mask"].all()):
         _log_padded_once()
         static_cache = False
     cache = prefill(model, inputs, group)
