@@ -47,17 +47,11 @@ def main(argv=None):
                     help="prompt format: direct (EgoSchema's 16-token answer) or reasoning (<think> first, as an "
                          "RL-trained model answers; random weights never stop early, so every answer takes the budget)")
     ap.add_argument("--max-new-tokens", type=int, default=None, help="answer budget (default: the format's)")
-    ap.add_argument("--static-padded", action="store_true", help="with --static-cache: left-padded batches "
-                    "decode through the static cache too (by default they decode dynamically, ego3s.rl.rollout)")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU, small sizes")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
     if a.smoke:
         a.n, a.batch_size, a.frames, a.side = 4, 4, 4, 56
-    if a.static_padded:
-        from ego3s.rl import rollout
-
-        rollout.STATIC_PADDED = True
     model, processor = C.load(C.model_folder(a.arch, a.model, a.smoke), a.smoke)
     folder = Path(tempfile.mkdtemp(prefix="bench_eval_"))
     ss = samples(folder, a.n, a.frames, a.side)
@@ -90,7 +84,7 @@ def main(argv=None):
                     r["prompt_tokens_mean"]] for r in runs]))
     print(f"batched / one at a time: {ratio:.2f}x")
     C.write_result(a.out, "eval", {"frames": a.frames, "side": a.side, "n": a.n, "backend": a.backend,
-                                   "static_cache": a.static_cache, "static_padded": a.static_padded, "fmt": a.fmt,
+                                   "static_cache": a.static_cache, "fmt": a.fmt,
                                    "max_new_tokens": a.max_new_tokens,
                                    "runs": runs, "batched_over_single": ratio})
     return 0

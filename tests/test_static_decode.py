@@ -58,30 +58,50 @@ def test_static_cache_same_tokens_as_dynamic_and_stock(loaded):
     assert held[0] is held[1]  # same shape: refilled in place, not reallocated
 
 
-def test_a_padded_batch_decodes_dynamically(loaded, caplog):
-    """Left-padded batches skip the static path (10x slower through it on an H200): same tokens,
-    no static cache, one warning."""
+def test_the_static_cache_only_grows(loaded):
+    """A shorter prompt after a longer one reuses the longer cache (one shape for the compiled step:
+    a cache that followed each batch's length across a bucket boundary made padded evaluation
+    batches re-record their CUDA graphs), with the same tokens as the dynamic path."""
+    model, processor = loaded
+    model.__dict__.pop("_ego_static_cache", None)
+    long_new, short_new = STATIC_BUCKET + 4, 4  # the first needs two buckets, the second one
+    held = []
+    for new, q in ((long_new, "What did I pick up?"), (short_new, "Which hand?")):
+        inputs = dict(encode(processor, _msgs(q), [_clip(2, 56, 56, 0)]))
+        gc = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                              pad_token_id=processor.tokenizer.pad_token_id)
+        with torch.no_grad():
+            dynamic = group_generate(model, inputs, G, gc)
+            static = group_generate(model, inputs, G, gc, static_cache=True)
+        assert torch.equal(static, dynamic)
+        held.append(model._ego_static_cache[1])
+    assert held[0] is held[1] and held[0].layers[0].keys.shape[2] == 2 * STATIC_BUCKET
+
+
+def test_a_padded_batch_through_the_static_cache(loaded):
+    """Left-padded batches take the static path too (with the grow-only cache they decoded 1.36x
+    faster than dynamically on an H200): the same tokens as the dynamic path."""
     model, processor = loaded
     inputs = dict(encode(processor, _msgs("What did I pick up, and where?", "Where?"),
                          [_clip(4, 56, 84, 0), _clip(2, 56, 56, 1)]))
     assert inputs["attention_mask"][:, 0].tolist().count(0) == 1  # one row is left-padded
     model.__dict__.pop("_ego_static_cache", None)
-    with torch.no_grad(), caplog.at_level("WARNING"):
+    with torch.no_grad():
         dynamic = group_generate(model, inputs, G, _gc(processor))
         static = group_generate(model, inputs, G, _gc(processor), static_cache=True)
     assert torch.equal(static, dynamic)
-    assert getattr(model, "_ego_static_cache", None) is None
+    assert model._ego_static_cache[1].layers[0].keys.shape[0] == 2 * G  # the static path ran
 
 
-@pytest.mark.slow
-def test_static_decode_step_compiles_as_one_graph(loaded):
+@pytest.mark.parametrize("questions", [("What did I pick up?", "What did I pick up?"),
+                                       ("What did I pick up, and where?", "Where?")], ids=["unpadded", "padded"])
+def test_static_decode_step_compiles_as_one_graph(loaded, questions):
     """transformers' auto-compile takes the decode step (forced onto the CPU, eager backend: dynamo
     tracing only, no inductor): one graph, no graph breaks (fullgraph) nor recompiles across steps."""
     from torch._dynamo.utils import counters
 
     model, processor = loaded
-    inputs = dict(encode(processor, _msgs("What did I pick up?", "What did I pick up?"),
-                         [_clip(4, 56, 84, 0), _clip(4, 56, 84, 1)]))
+    inputs = dict(encode(processor, _msgs(*questions), [_clip(4, 56, 84, 0), _clip(4, 56, 84, 1)]))
     cc = CompileConfig(backend="eager", fullgraph=True, mode=None, dynamic=False)
     cc._compile_all_devices = True  # auto-compile is otherwise CUDA (and XPU/TPU) only
     torch._dynamo.reset()
