@@ -2,6 +2,7 @@
 on hand-made boxes, and a few real steps on the tiny model's tower."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -209,3 +210,35 @@ def test_vision_pretraining_can_read_its_own_pool(tiny_model_dir, synth, tmp_pat
            WarmupConfig(steps=1, batch_size=2, nframes=4, max_pixels=pix, min_pixels=pix, vision_pretrain=vcfg))
     stats = json.loads((tmp_path / "w" / "vision_pretrain.json").read_text())
     assert stats["samples"] == 4 and stats["data"] == str(tmp_path / "vision.jsonl")  # not the warm-up's 6
+
+
+def test_context_share_trains_typical_clips_with_the_interaction_masked(tiny_model_dir, synth):
+    """`context_share`: those clips reach the tower as CSM's context view and count in the object
+    loss only (their box cells show the fill colour, not the object)."""
+    from ego3s.data.io import read_jsonl
+    from ego3s.data.video import load_sample_clip, make_view
+    from ego3s.models.loading import load_model
+    from ego3s.models.vision_pretrain import _Encoded, encode_clips
+
+    model, processor = load_model(tiny_model_dir, dtype="float32")
+    samples = read_jsonl(synth / "train.jsonl")
+    sampling = FrameSampling(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
+    names = sorted({s.interaction.objects[0].name for s in samples})
+    tower = model.model.visual
+    ds = _Encoded(samples, processor.video_processor, sampling, names, ("input",), tower.spatial_merge_size,
+                  tower.config.temporal_patch_size, context_share=1.0)
+    for i, s in enumerate(samples):
+        item = ds[i]
+        assert item["masked"] is bool(s.meta["typical"])
+        view = "context" if item["masked"] else "full"
+        want, _ = encode_clips(processor.video_processor, [make_view(load_sample_clip(s, **sampling.sampling_kwargs()),
+                                                                     view, s.interaction)])
+        assert torch.equal(item["input"][0], want.to(torch.bfloat16))
+    assert any(ds[i]["masked"] for i in range(len(samples))) and not all(ds[i]["masked"] for i in range(len(samples)))
+
+    cfg = VisionPretrainConfig(steps=2, batch_size=6, held_out=0, workers=0, lm_align=1.0, context_share=1.0)
+    stats = pretrain_vision(model, processor, samples, cfg, sampling, progress=False)
+    assert stats["masked_clips"] == sum(bool(s.meta["typical"]) for s in samples)
+    assert all(math.isfinite(stats[k]) for k in ("box_loss", "name_loss", "object_loss"))
+    with pytest.raises(ValueError, match="context_share"):
+        VisionPretrainConfig(context_share=2.0)

@@ -14,7 +14,11 @@ annotations every interaction sample carries:
   warm-up then finds the object where a language model reads best, a token that looks like its
   name, instead of having to learn a readout of the tower's features first: session 4's base had a
   tower that named the object of 83% of atypical clips and a language model that still answered
-  from the scene (docs/RESULTS.md). The language model is not trained here.
+  from the scene (docs/RESULTS.md). The language model is not trained here;
+- optionally (`context_share`), a share of the typical clips is shown with the interaction masked
+  (CSM's context view) and trained on the object loss alone: the object must then be found among
+  the scene's copies of it. Session 6's base misread small copies, and CSM's fine filter kept
+  those typical clips as if they needed the hand (docs/RESULTS.md).
 
 `pretrain_vision` trains `model.model.visual` in place; `VisionHeads` is also what the vision
 probe (experiments/egosynth/vision_probe.py) trains.
@@ -122,27 +126,30 @@ class _Encoded(torch.utils.data.Dataset):
     when the video cannot be read."""
 
     def __init__(self, samples, video_processor, sampling: FrameSampling, names: list[str], views: tuple[str, ...],
-                 merge: int, temporal: int):
+                 merge: int, temporal: int, context_share: float = 0.0):
         self.samples, self.proc, self.kw = samples, video_processor, sampling.sampling_kwargs()
         self.names, self.views, self.merge, self.temporal = names, views, merge, temporal
+        self.context_share = context_share
 
     def __len__(self):
         return len(self.samples)
 
     def __getitem__(self, i):
         from ego3s.data.video import VideoError, load_sample_clip, make_view
+        from ego3s.models.warmup import sample_view_name
 
         s = self.samples[i]
         try:
             clip = load_sample_clip(s, **self.kw)
         except (VideoError, OSError, ValueError):
             return None
+        shown = sample_view_name(s, self.context_share)  # what the "input" view is: full, or context
         item = {"label": self.names.index(s.interaction.objects[0].name),
-                "typical": bool((s.meta or {}).get("typical", True))}
+                "typical": bool((s.meta or {}).get("typical", True)), "masked": shown == "context"}
         for v in self.views:
-            pix, grid = encode_clips(self.proc, [make_view(clip, v, s.interaction)])
+            pix, grid = encode_clips(self.proc, [make_view(clip, shown if v == "input" else v, s.interaction)])
             item[v] = (pix.to(torch.bfloat16), grid)  # bf16 on the CPU: 0.6 MB per 8-frame 112 px clip
-        grid = item["full"][1][0].tolist()
+        grid = item[self.views[0]][1][0].tolist()
         item["boxes"] = token_box_targets(s.interaction, clip.timestamps, grid, self.merge, self.temporal)
         item["object_cells"] = token_box_targets(s.interaction, clip.timestamps, grid, self.merge, self.temporal,
                                                  objects_only=True).bool()
@@ -166,10 +173,11 @@ def _own(item):
             for k, v in item.items()}
 
 
-def _encode_all(samples, processor, sampling, names, views, merge, temporal, workers: int, desc: str, progress: bool):
+def _encode_all(samples, processor, sampling, names, views, merge, temporal, workers: int, desc: str, progress: bool,
+                context_share: float = 0.0):
     from tqdm.auto import tqdm
 
-    ds = _Encoded(samples, processor.video_processor, sampling, names, views, merge, temporal)
+    ds = _Encoded(samples, processor.video_processor, sampling, names, views, merge, temporal, context_share)
     loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=_first,
                                          worker_init_fn=_one_thread if workers else None)
     items = [_own(x) for x in tqdm(loader, total=len(ds), desc=desc, disable=not progress)]
@@ -267,9 +275,11 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
     train = [usable[i] for i in order[n_held:]]
     enc = dict(processor=processor, sampling=sampling, names=names, merge=merge, temporal=temporal,
                workers=cfg.workers, progress=progress)
-    train_items, bad = _encode_all(train, views=("full",), desc="vision pretraining: decoding", **enc)
+    train_items, bad = _encode_all(train, views=("input",), desc="vision pretraining: decoding",
+                                   context_share=cfg.context_share, **enc)
     held_items, bad_held = _encode_all(held, views=("full", "context"), desc="vision pretraining: held-out", **enc)
-    stats.update(unreadable=bad + bad_held, train_clips=len(train_items), held_out_clips=len(held_items))
+    stats.update(unreadable=bad + bad_held, train_clips=len(train_items), held_out_clips=len(held_items),
+                 masked_clips=sum(x["masked"] for x in train_items))
     if not train_items:
         raise RuntimeError(f"vision pretraining: none of the {len(train)} training clips could be read")
     stats["pool_on_device"] = _to_device_if_it_fits(train_items + held_items, dev)
@@ -300,14 +310,18 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
         boxes = torch.cat([x["boxes"] for x in batch]).to(dev)
         labels = torch.tensor([x["label"] for x in batch], device=dev)
         with amp:
-            tok, counts = tower_tokens(tower, *_batch(batch, "full", dev, dtype))
+            tok, counts = tower_tokens(tower, *_batch(batch, "input", dev, dtype))
             box_logit, cls_logit = heads(tok.float(), counts)
-        box_loss = nn.functional.binary_cross_entropy_with_logits(box_logit.float(), boxes)
+        unmasked = torch.repeat_interleave(torch.tensor([not x["masked"] for x in batch], device=dev),
+                                           torch.tensor(counts, device=dev))
+        box_loss = (nn.functional.binary_cross_entropy_with_logits(box_logit[unmasked].float(), boxes[unmasked])
+                    if unmasked.any() else torch.zeros((), device=dev))  # a masked clip shows no interaction
         cls_loss = nn.functional.cross_entropy(cls_logit.float(), labels)
         loss = cls_loss + cfg.box_weight * box_loss
         align_loss = torch.zeros((), device=dev)
         if prototypes is not None:
-            cells = torch.cat([x["object_cells"] for x in batch]).to(dev)
+            # the object's cells of a masked clip hold the fill colour, not the object: not aligned
+            cells = torch.cat([x["object_cells"] & (not x["masked"]) for x in batch]).to(dev)
             if cells.any():
                 per_token = torch.repeat_interleave(labels, torch.tensor(counts, device=dev))
                 align_loss = nn.functional.cross_entropy(align_logits(tok[cells], prototypes), per_token[cells])

@@ -34,6 +34,14 @@ class VisionPretrainConfig:
     lm_align: float = field(default=0.0, metadata={
         "help": "weight of the name alignment: merged tokens on the object's box trained towards the object "
                 "name's input embedding in the language model (0: off)"})
+    context_share: float = field(default=0.0, metadata={
+        "help": "share of the typical clips (meta `typical`: the scene shows the object) trained in the context "
+                "view, interaction masked, on the object loss alone: the tower learns to find the object in the "
+                "scene too, which CSM's fine filter needs the base to do (docs/RESULTS.md, session 6)"})
+
+    def __post_init__(self):
+        if not 0.0 <= self.context_share <= 1.0:
+            raise ValueError(f"warmup.vision_pretrain.context_share must be in [0, 1], got {self.context_share!r}")
 
 
 @dataclass
