@@ -130,8 +130,8 @@ def test_trainer_rollouts_same_as_trl_with_one_prefill_per_group(tiny_model_dir,
     n = len(rows)
     assert prefilled[False, False] - prefilled[True, False] == n - len(samples)  # G prefills per group -> 1
     assert prefilled[True, True] == prefilled[True, False]
-    # these prompts differ in length (left padding): the static path declines them
-    assert getattr(trainer.model, "_ego_static_cache", None) is None
+    # these prompts differ in length (left padding): the static path took them too, same tokens
+    assert trainer.model._ego_static_cache[0][0] == n
     assert trainer._metrics["eval"]["rollout/shared_prefix"] == [0.0, 1.0, 1.0]
     one = [trainer.train_dataset[0]] * G  # one prompt, no padding: decoded against the static cache
     single = {}
