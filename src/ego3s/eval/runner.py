@@ -67,8 +67,8 @@ class EvalConfig:
     batch_size: int = field(default=8, metadata={"help": "samples per generate call (per rank)"})
     static_cache: bool = field(default=False, metadata={
         "help": "decode against a static KV cache that transformers compiles with CUDA graphs (patched "
-                "Qwen2.5-VL; ego3s.rl.rollout): faster decode steps for long answers, one compilation per batch "
-                "size and 256-token length bucket"})
+                "Qwen2.5-VL; ego3s.rl.rollout): faster decode steps, one compilation per batch size (the cache "
+                "grows to the longest prompt, recompiling once each time, and is reused)"})
     fmt: str = field(default="direct", metadata={"help": "prompt format: direct, reasoning or official"})
     max_new_tokens: int | None = field(default=None, metadata={
         "help": "answer budget for every sample (None: the benchmark's for direct/official, "

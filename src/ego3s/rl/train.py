@@ -61,7 +61,8 @@ class TrainingConfig(FrameSampling):
     static_cache_rollouts: bool = field(default=False, metadata={
         "help": "with shared_prefix_rollouts: decode against a static KV cache that transformers compiles with "
                 "CUDA graphs (1.77x stock TRL's rollout throughput on an H200, 7B, G=8, 256 tokens; the first "
-                "rollout pays about 30 s of compilation, a new prompt-length bucket of 256 tokens recompiles)"})
+                "rollout pays about 30 s of compilation; a prompt longer than any before grows the cache and "
+                "recompiles, once)"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
     master_weights: str = field(default="float32", metadata={
         "help": "float32: keep the trained weights in fp32 with bf16 compute (bf16 weights lose updates "
