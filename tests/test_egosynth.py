@@ -131,6 +131,33 @@ def test_boxes_cover_the_drawn_pixels(dataset):
     assert np.abs(decode_mp4(s.video).astype(np.int16) - rendered).mean() < 8
 
 
+def test_scene_object_boxes_cover_their_pixels():
+    """meta.gt.scene_objects: each object lying in the scene has a box per frame in view that holds
+    the pixels it adds to the rendered frame (render with and without it; the warp samples the
+    canvas at the nearest pixel, hence one pixel of slack)."""
+    cfg, W = SMALL, SMALL.size
+    for split, idx in (("train", 0), ("train", 3), ("test_atypical", 1)):
+        pl, _ = es._plan(cfg, split, idx, cfg.p_of(split))
+        meta = es.generate_samples(split, 1, cfg, start=idx)[0].meta
+        assert [o["name"] for o in meta["gt"]["scene_objects"]] == [es.OBJECTS[n].name for n, *_ in pl.distractors]
+        full = es.to_rgb(es._render(pl, cfg))
+        for k, entry in enumerate(meta["gt"]["scene_objects"]):
+            without = es.to_rgb(es._render(dataclasses.replace(pl, distractors=pl.distractors[:k] + pl.distractors[k + 1:]),
+                                           cfg))
+            boxes = {round(b[0] * cfg.fps): b[1:] for b in entry["boxes"]}
+            tight = 0
+            for f in range(cfg.frames):
+                ys, xs = np.nonzero((full[f] != without[f]).any(-1))
+                if len(xs) == 0:
+                    continue  # hidden by what is drawn over it
+                x0, y0, x1, y1 = boxes[f]
+                assert xs.min() >= x0 * W - 1.01 and xs.max() + 1 <= x1 * W + 1.01, (split, idx, k, f)
+                assert ys.min() >= y0 * W - 1.01 and ys.max() + 1 <= y1 * W + 1.01, (split, idx, k, f)
+                tight += max(abs(xs.min() - x0 * W), abs(xs.max() + 1 - x1 * W), abs(ys.min() - y0 * W),
+                             abs(ys.max() + 1 - y1 * W)) <= 3
+            assert tight, (split, idx, k)  # not just any large box: tight where nothing covers it
+
+
 def test_every_question_answerable_and_tampering_caught():
     samples = [s for split in ("train", "test_atypical") for s in es.generate_samples(split, 300, SMALL)]
     problems = {s.id: es.check_answerable(s) for s in samples}

@@ -800,6 +800,27 @@ def _geometry(pl: _Plan, f: int, size: int) -> list[tuple[str | None, list, bool
     return out
 
 
+def _scene_boxes(pl: _Plan, cfg: EgoSynthConfig) -> list[dict]:
+    """Per-frame boxes of the objects lying in the scene (`distractors`, in draw order): what a
+    tower must find to answer from the scene when the hand is hidden (vision pretraining's
+    `scene_align`). Each is {"name", "boxes": [[t, x1, y1, x2, y2], ...]} in frame units, for the
+    frames where some of it is in view; the hand or the held object may cover part of a box."""
+    out = []
+    for name, x, y, a in pl.distractors:
+        track = []
+        for f in range(cfg.frames):
+            cam = pl.cam[f]
+            ix, iy = to_image(x, y, cam)
+            prims = place(_parts("obj", name, pl.gain), ix * cfg.size, iy * cfg.size, a - float(cam[2]),
+                          float(cam[3]) * cfg.size * OBJ_SCALE)
+            b = _box(prims, cfg.size)
+            if b is not None:
+                track.append([round(f / cfg.fps, 4), *b])
+        if track:
+            out.append({"name": OBJECTS[name].name, "boxes": track})
+    return out
+
+
 def _box(prims, size: int) -> list[float] | None:
     """Normalised box of the pixels the primitives can cover inside the frame: their visible
     extent snapped outwards to whole pixels (pixel j is covered when its centre j + 0.5 is inside
@@ -913,7 +934,7 @@ def _sample(pl: _Plan, rng: np.random.Generator, cfg: EgoSynthConfig, geos: list
                "object_angles": [round(math.degrees(a), 2) for a in pl.obj_pose[:, 2]],
                "dest_box": _zone_box(pl, pl.c1),
                "release_xy": [round(v, 4) for v in to_image(*pl.obj_pose[pl.c1, :2], pl.cam[pl.c1])],
-               "hold_t": qa["hold_t"], "idle_hand": pl.idle},
+               "hold_t": qa["hold_t"], "idle_hand": pl.idle, "scene_objects": _scene_boxes(pl, cfg)},
         "generator": {"name": "egosynth", "version": VERSION, "seed": cfg.seed, "index": pl.index,
                       "p_typical": pl.p_typical, "frames": T, "fps": cfg.fps, "size": size},
     }

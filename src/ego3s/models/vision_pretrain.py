@@ -15,6 +15,10 @@ annotations every interaction sample carries:
   name, instead of having to learn a readout of the tower's features first: session 4's base had a
   tower that named the object of 83% of atypical clips and a language model that still answered
   from the scene (docs/RESULTS.md). The language model is not trained here;
+- optionally (`scene_align`), per merged token on the box of an object lying in the scene
+  (EgoSynth's `meta.gt.scene_objects`; not on the interaction's boxes): that object's name, as
+  `lm_align` does for the grasped one, so that the scene's objects too reach the language model
+  as tokens that look like their names;
 - optionally (`context_share`), a share of the typical clips is shown with the interaction masked
   (CSM's context view) and trained on the object loss alone: the object must then be found among
   the scene's copies of it. Session 6's base misread small copies, and CSM's fine filter kept
@@ -56,6 +60,29 @@ def token_box_targets(interaction, timestamps: Sequence[float], grid_thw: Sequen
                 c0, c1 = math.floor(x1 * ww), math.ceil(x2 * ww)
                 out[ti, max(r0, 0):min(r1, hh), max(c0, 0):min(c1, ww)] = 1.0
     return torch.from_numpy(out.reshape(-1))
+
+
+def scene_token_labels(scene_objects, timestamps: Sequence[float], grid_thw: Sequence[int], merge: int,
+                       temporal_patch: int, names: Sequence[str], exclude: torch.Tensor) -> torch.Tensor:
+    """(tokens,) int64: the index in `names` of the scene object whose box each merged token's cell
+    overlaps, or -1 where none does, where two different objects do, where the name is not in
+    `names`, or where `exclude` (the interaction's cells) is set. `scene_objects`: EgoSynth's
+    `meta.gt.scene_objects` ([{"name", "boxes": [[t, x1, y1, x2, y2], ...]}])."""
+    from ego3s.data.schema import Interaction, TimedBox
+
+    out = torch.full(exclude.shape, -1, dtype=torch.long)
+    clash = torch.zeros(exclude.shape, dtype=torch.bool)
+    for k, obj in enumerate(scene_objects or []):
+        if obj["name"] not in names:
+            continue
+        boxes = [TimedBox(float(b[0]), f"scene{k}", [float(v) for v in b[1:5]]) for b in obj["boxes"]]
+        cells = token_box_targets(Interaction(objects=[], boxes=boxes), timestamps, grid_thw, merge,
+                                  temporal_patch).bool()
+        idx = names.index(obj["name"])
+        clash |= cells & (out >= 0) & (out != idx)
+        out[cells] = idx
+    out[clash | exclude.bool()] = -1
+    return out
 
 
 HAND_LABELS = ("left_hand", "right_hand")
@@ -153,6 +180,8 @@ class _Encoded(torch.utils.data.Dataset):
         item["boxes"] = token_box_targets(s.interaction, clip.timestamps, grid, self.merge, self.temporal)
         item["object_cells"] = token_box_targets(s.interaction, clip.timestamps, grid, self.merge, self.temporal,
                                                  objects_only=True).bool()
+        item["scene_cells"] = scene_token_labels(((s.meta or {}).get("gt") or {}).get("scene_objects"), clip.timestamps,
+                                                 grid, self.merge, self.temporal, self.names, item["boxes"])
         return item
 
 
@@ -226,7 +255,7 @@ def _held_out_accuracy(tower, heads, items, batch_size: int, dev, amp, prototype
     dtype = next(tower.parameters()).dtype
     out = {}
     for view in ("full", "context"):
-        hits, named = {True: [], False: []}, {True: [], False: []}
+        hits, named, scene_named = {True: [], False: []}, {True: [], False: []}, {True: [], False: []}
         for i in range(0, len(items), batch_size):
             chunk = items[i:i + batch_size]
             with amp:
@@ -240,9 +269,14 @@ def _held_out_accuracy(tower, heads, items, batch_size: int, dev, amp, prototype
                     if cells.any():
                         mean = nn.functional.normalize(t[cells].float(), dim=-1).mean(0, keepdim=True)
                         named[x["typical"]].append(int(align_logits(mean, prototypes).argmax()) == x["label"])
+                    scene = x["scene_cells"].to(t.device)
+                    if (scene >= 0).any():
+                        pred = align_logits(t[scene >= 0].float(), prototypes).argmax(-1)
+                        scene_named[x["typical"]].append(float((pred == scene[scene >= 0]).float().mean()))
         out[view] = _shares(hits)
         if prototypes is not None:
             out[view]["as_name"] = _shares(named)
+            out[view]["scene_as_name"] = _shares(scene_named)
     tower.train(was)
     return out
 
@@ -286,7 +320,8 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
 
     torch.manual_seed(seed)
     heads = VisionHeads(tower.config.out_hidden_size, len(names)).to(dev)
-    prototypes = name_prototypes(model, processor.tokenizer, names).to(dev) if cfg.lm_align > 0 else None
+    aligned = cfg.lm_align > 0 or cfg.scene_align > 0
+    prototypes = name_prototypes(model, processor.tokenizer, names).to(dev) if aligned else None
     was_training, flags = tower.training, [p.requires_grad for p in tower.parameters()]
     tower.train()
     params = list(tower.parameters()) + list(heads.parameters())
@@ -318,14 +353,19 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
                     if unmasked.any() else torch.zeros((), device=dev))  # a masked clip shows no interaction
         cls_loss = nn.functional.cross_entropy(cls_logit.float(), labels)
         loss = cls_loss + cfg.box_weight * box_loss
-        align_loss = torch.zeros((), device=dev)
-        if prototypes is not None:
+        align_loss = scene_loss = torch.zeros((), device=dev)
+        if cfg.lm_align > 0:
             # the object's cells of a masked clip hold the fill colour, not the object: not aligned
             cells = torch.cat([x["object_cells"] & (not x["masked"]) for x in batch]).to(dev)
             if cells.any():
                 per_token = torch.repeat_interleave(labels, torch.tensor(counts, device=dev))
                 align_loss = nn.functional.cross_entropy(align_logits(tok[cells], prototypes), per_token[cells])
                 loss = loss + cfg.lm_align * align_loss
+        if cfg.scene_align > 0:
+            scene = torch.cat([x["scene_cells"] for x in batch]).to(dev)
+            if (scene >= 0).any():
+                scene_loss = nn.functional.cross_entropy(align_logits(tok[scene >= 0], prototypes), scene[scene >= 0])
+                loss = loss + cfg.scene_align * scene_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -343,7 +383,7 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
         opt.step()
         sched.step()
         acc = float((cls_logit.argmax(-1) == labels).float().mean())
-        recent = (recent + [(cls_loss.item(), box_loss.item(), acc, align_loss.item())])[-20:]
+        recent = (recent + [(cls_loss.item(), box_loss.item(), acc, align_loss.item(), scene_loss.item())])[-20:]
         bar.set_postfix(obj=f"{np.mean([r[0] for r in recent]):.3f}", box=f"{np.mean([r[1] for r in recent]):.3f}",
                         acc=f"{np.mean([r[2] for r in recent]):.2f}", name=f"{np.mean([r[3] for r in recent]):.3f}")
         if step in checkpoints:
@@ -354,8 +394,10 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
         p.requires_grad_(flag)
     stats.update(steps=cfg.steps, skipped_steps=skipped, object_loss=float(np.mean([r[0] for r in recent])),
                  box_loss=float(np.mean([r[1] for r in recent])), object_acc=float(np.mean([r[2] for r in recent])))
-    if prototypes is not None:
+    if cfg.lm_align > 0:
         stats["name_loss"] = float(np.mean([r[3] for r in recent]))
+    if cfg.scene_align > 0:
+        stats["scene_name_loss"] = float(np.mean([r[4] for r in recent]))
     if held_items:
         stats["held_out"] = _held_out_accuracy(tower, heads, held_items, cfg.batch_size, dev, amp, prototypes)
         curve.append({"step": cfg.steps, "train_acc": stats["object_acc"], **stats["held_out"]})

@@ -39,6 +39,11 @@ class VisionPretrainConfig:
                 "view, interaction masked, on the object loss alone: the tower learns to find the object in the "
                 "scene too, which CSM's fine filter needs the base to do (docs/RESULTS.md, session 6)"})
 
+    scene_align: float = field(default=0.0, metadata={
+        "help": "weight of the name alignment of the objects lying in the scene: merged tokens on their boxes "
+                "(meta gt.scene_objects, EgoSynth) trained towards their names' input embeddings, as lm_align "
+                "does for the grasped object (0: off)"})
+
     def __post_init__(self):
         if not 0.0 <= self.context_share <= 1.0:
             raise ValueError(f"warmup.vision_pretrain.context_share must be in [0, 1], got {self.context_share!r}")
