@@ -16,7 +16,7 @@ import yaml
 
 from ego3s.data import egosynth as E
 from ego3s.data.egosynth_render import to_rgb
-from ego3s.data.video import Clip, make_view
+from ego3s.data.video import box_to_pixels, boxes_at
 
 
 def copy_pixels(cfg: E.EgoSynthConfig, index: int, sample) -> tuple[int, int]:
@@ -25,9 +25,11 @@ def copy_pixels(cfg: E.EgoSynthConfig, index: int, sample) -> tuple[int, int]:
     with_copies = to_rgb(E._render(pl, cfg))
     without = to_rgb(E._render(dataclasses.replace(pl, distractors=[d for d in pl.distractors if d[0] != pl.obj]), cfg))
     shown = (with_copies != without).any(-1)
-    noise = np.random.default_rng(0).integers(0, 256, with_copies.shape, dtype=np.uint8)
-    t = np.arange(cfg.frames) / cfg.fps
-    boxed = (make_view(Clip(frames=noise, timestamps=t, fps=cfg.fps), "context", sample.interaction).frames != noise).any(-1)
+    boxed = np.zeros_like(shown)  # what CSM's context view masks
+    for f in range(cfg.frames):
+        for _, box in boxes_at(sample.interaction.boxes, f / cfg.fps):
+            y0, y1, x0, x1 = box_to_pixels(box, cfg.size, cfg.size)
+            boxed[f, y0:y1, x0:x1] = True
     return int(shown.sum()), int((shown & ~boxed).sum())
 
 

@@ -2,14 +2,13 @@
 session 5) while one prompt repeated G times gains 1.55x. Times `new` greedy tokens for a batch
 of 8 prompts, unpadded (one prompt x 8) and padded (8 prompts of different lengths), three ways:
 transformers' dynamic cache, transformers' own static cache (`cache_implementation="static"`),
-and ego3s's shared-prefix static copy without its padding check. Run it with
+and ego3s's shared-prefix static copy (`group_generate(..., static_cache=True)`). Run it with
 TORCH_LOGS=recompiles,graph_breaks,cudagraphs to see what the compiled step does.
 
     python experiments/static_decode/padded_probe.py --arch 7b --new 64
 """
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
@@ -26,16 +25,6 @@ def messages(i: int) -> list[dict]:
     words = "several times " * (i % 4)
     return [{"role": "user", "content": [{"type": "video"},
                                          {"type": "text", "text": f"What does C do {words}with the cup? Answer."}]}]
-
-
-def ours(model, enc, new):
-    """group_generate with static_cache=True, minus its padding check."""
-    cache = rollout.prefill(model, enc, 1)
-    gc = copy.deepcopy(model.generation_config)
-    gc.disable_compile = False
-    cache = rollout.static_copy(model, cache, enc["input_ids"].shape[1] + new)
-    return model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], generation_config=gc,
-                          past_key_values=cache, max_new_tokens=new, min_new_tokens=new, do_sample=False)
 
 
 def main(argv=None):
@@ -55,7 +44,8 @@ def main(argv=None):
     ways = {"dynamic": lambda enc: model.generate(**enc, max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False),
             "hf static": lambda enc: model.generate(**enc, max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False,
                                                     cache_implementation="static"),
-            "ego3s static": lambda enc: ours(model, enc, a.new)}
+            "ego3s static": lambda enc: rollout.group_generate(model, enc, 1, static_cache=True, max_new_tokens=a.new,
+                                                               min_new_tokens=a.new, do_sample=False)}
     rows = []
     for bname, enc in batches.items():
         enc = {k: v.to(model.device) for k, v in enc.items()}

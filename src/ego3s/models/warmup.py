@@ -16,6 +16,12 @@ from pathlib import Path
 from ego3s.data.video import FrameSampling
 
 
+def _check_shares(cfg, prefix: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"{prefix}.{name} must be in [0, 1], got {getattr(cfg, name)!r}")
+
+
 @dataclass
 class VisionPretrainConfig:
     """The vision tower alone on the interaction annotations before the QA warm-up
@@ -38,15 +44,13 @@ class VisionPretrainConfig:
         "help": "share of the typical clips (meta `typical`: the scene shows the object) trained in the context "
                 "view, interaction masked, on the object loss alone: the tower learns to find the object in the "
                 "scene too, which CSM's fine filter needs the base to do (docs/RESULTS.md, session 6)"})
-
     scene_align: float = field(default=0.0, metadata={
         "help": "weight of the name alignment of the objects lying in the scene: merged tokens on their boxes "
                 "(meta gt.scene_objects, EgoSynth) trained towards their names' input embeddings, as lm_align "
                 "does for the grasped object (0: off)"})
 
     def __post_init__(self):
-        if not 0.0 <= self.context_share <= 1.0:
-            raise ValueError(f"warmup.vision_pretrain.context_share must be in [0, 1], got {self.context_share!r}")
+        _check_shares(self, "warmup.vision_pretrain", ("context_share",))
 
 
 @dataclass
@@ -88,9 +92,7 @@ class WarmupConfig(FrameSampling):
                 "are listed in skipped.jsonl either way"})
 
     def __post_init__(self):
-        for name in ("grounded_share", "direct_share", "context_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"warmup.{name} must be in [0, 1], got {getattr(self, name)!r}")
+        _check_shares(self, "warmup", ("grounded_share", "direct_share", "context_share"))
 
 
 def rationale(sample, grounded_share: float = 0.5) -> str:
