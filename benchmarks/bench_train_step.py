@@ -52,7 +52,7 @@ def samples(folder: Path, n: int, frames: int, side: int) -> list[Sample]:
     return out
 
 
-def run_config(path, smoke, data, *, lora, checkpointing, a) -> dict:
+def run_config(path, smoke, data, *, lora, checkpointing, static, a) -> dict:
     """One configuration: fresh model and trainer, warm-up steps, timed steps."""
     model, processor = C.load(path, smoke)
     G = a.group
@@ -83,7 +83,8 @@ def run_config(path, smoke, data, *, lora, checkpointing, a) -> dict:
     trainer = VideoGRPOTrainer(
         model=model, processing_class=processor, args=args, reward_funcs=reward_functions(cfg, ["cup", "knife"]),
         train_dataset=training_dataset(data), peft_config=peft_config, callbacks=[timer],
-        sampling={"nframes": a.frames, "max_pixels": pix, "min_pixels": pix, "backend": a.backend})
+        sampling={"nframes": a.frames, "max_pixels": pix, "min_pixels": pix, "backend": a.backend},
+        static_cache_rollouts=static)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     error = None
@@ -93,7 +94,8 @@ def run_config(path, smoke, data, *, lora, checkpointing, a) -> dict:
         error = f"out of memory: {str(e)[:200]}"
     times, tokens = timer.times[a.warmup:], timer.tokens[a.warmup:]
     step = C.median(times)
-    res = {"mode": "lora" if lora else "full", "gradient_checkpointing": checkpointing, "error": error,
+    res = {"mode": "lora" if lora else "full", "gradient_checkpointing": checkpointing, "static_cache": static,
+           "error": error,
            "master_weights": None if lora else a.master_weights,
            "trainable_params_m": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) / 1e6,
            "step_s_median": step, "step_s_all": timer.times, "tokens_per_step": C.median(tokens),
@@ -114,6 +116,7 @@ def main(argv=None):
     ap.add_argument("--modes", default="lora,full")
     ap.add_argument("--master-weights", default="float32", help="full fine-tuning: float32 or bfloat16")
     ap.add_argument("--checkpointing", default="off,on")
+    ap.add_argument("--static-cache", default="off", help="rollouts against a static KV cache: off, on or off,on")
     ap.add_argument("--prompts", type=int, default=1, help="prompts per optimizer step")
     ap.add_argument("--group", type=int, default=8, help="G: completions per prompt")
     ap.add_argument("--micro-batch", type=int, default=2, help="completions per forward/backward")
@@ -137,15 +140,18 @@ def main(argv=None):
     for mode in a.modes.split(","):
         path = tiny or C.model_folder(a.lora_arch if mode == "lora" else a.full_arch, a.model, a.smoke)
         for ckpt in a.checkpointing.split(","):
-            r = run_config(path, a.smoke, data, lora=mode == "lora", checkpointing=ckpt == "on", a=a)
-            r["arch"] = "tiny" if tiny else (a.model or (a.lora_arch if mode == "lora" else a.full_arch))
-            results.append(r)
-            C.write_result(a.out, "train_step", {**setup, "results": results})  # kept if a later run overruns
+            for static in a.static_cache.split(","):
+                r = run_config(path, a.smoke, data, lora=mode == "lora", checkpointing=ckpt == "on",
+                               static=static == "on", a=a)
+                r["arch"] = "tiny" if tiny else (a.model or (a.lora_arch if mode == "lora" else a.full_arch))
+                results.append(r)
+                C.write_result(a.out, "train_step", {**setup, "results": results})  # kept if a later run overruns
     print(f"device: {C.device_name()}; {a.prompts} prompt(s) x G={a.group}, {a.new_tokens} new tokens, "
           f"{a.frames} frames x {a.side} px, micro-batch {a.micro_batch}, beta {a.beta}; "
           f"median of {a.steps} steps after {a.warmup} warm-up")
-    print(C.table(["arch", "mode", "grad ckpt", "step s", "tokens/step", "tokens/s", "peak GiB", "error"],
-                  [[r["arch"], r["mode"], r["gradient_checkpointing"], r["step_s_median"], r["tokens_per_step"],
+    print(C.table(["arch", "mode", "grad ckpt", "static", "step s", "tokens/step", "tokens/s", "peak GiB", "error"],
+                  [[r["arch"], r["mode"], r["gradient_checkpointing"], r["static_cache"], r["step_s_median"],
+                    r["tokens_per_step"],
                     r["tokens_per_s"], r["peak_mem_gib"] or "-", r["error"] or ""] for r in results]))
     return 0
 

@@ -32,7 +32,8 @@ def rows_for(r: dict) -> list[list]:
         return [["evaluation", f"{x['mode']} (batch {x['batch_size']}){static}", f"{x['samples_per_s']:.3g} samples/s",
                  f"{r['batched_over_single']:.2f}x batched/single" if x["batch_size"] > 1 else ""] for x in r["runs"]]
     if name == "train_step":
-        return [["GRPO step", f"{x['arch']} {x['mode']}, grad ckpt {'on' if x['gradient_checkpointing'] else 'off'}",
+        return [["GRPO step", f"{x['arch']} {x['mode']}, grad ckpt {'on' if x['gradient_checkpointing'] else 'off'}"
+                 + (", static cache" if x.get("static_cache") else ""),
                  f"{x['step_s_median']:.2f} s/step" if not x.get("error") else x["error"][:40],
                  f"{x['tokens_per_s']:.0f} tok/s" if not x.get("error") else ""] for x in r["results"]]
     if name == "vision":

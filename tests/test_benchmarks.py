@@ -76,6 +76,9 @@ def test_train_step(bench_modules, tiny_model_dir, tmp_path):
     assert [(x["mode"], x["gradient_checkpointing"]) for x in r["results"]] == [("lora", True), ("full", True)]
     for x in r["results"]:
         assert x["error"] is None and {"step_s_median", "tokens_per_s", "tokens_per_step"} <= x.keys()
+    r = _run(bench_modules("bench_train_step"), ["--model", tiny_model_dir, "--modes", "lora", "--checkpointing", "off",
+                                                 "--static-cache", "on"], tmp_path)
+    assert [(x["mode"], x["static_cache"], x["error"]) for x in r["results"]] == [("lora", True, None)]
 
 
 def test_decode(bench_modules, tmp_path):
