@@ -20,8 +20,8 @@ from qwen_vl_utils import vision_process as qv
 
 from ego3s.data.schema import Interaction, InteractionObject, Sample, TimedBox
 from ego3s.data.video import (BACKENDS, BLANK_VALUE, Clip, VideoError, _pyav_frames, box_to_pixels, boxes_at,
-                              frame_window, load_clip, load_image, load_sample_clip, make_view, sample_indices,
-                              sample_nframes, video_size)
+                              default_decode_threads, frame_window, load_clip, load_image, load_sample_clip,
+                              make_view, sample_indices, sample_nframes, stretches, video_size)
 
 H, W = 56, 84  # multiples of 28: with resized_height/width = H, W frames come back unresized
 NATIVE = dict(resized_height=H, resized_width=W)
@@ -62,7 +62,8 @@ def videos(tmp_path_factory):
              "c.mp4": (100, 25, {"gop": 25, "faststart": True}),  # 4 s, index before the data
              "long.mp4": (600, 10, {"gop": 10, "bframes": 0}),  # 60 s
              "short.mp4": (5, 10, {}),  # 0.5 s
-             "m4v.mp4": (60, 10, {"codec": "mpeg4", "gop": 9})}  # 6 s
+             "m4v.mp4": (60, 10, {"codec": "mpeg4", "gop": 9}),  # 6 s
+             "long_m4v.mp4": (400, 10, {"codec": "mpeg4", "gop": 9})}  # 40 s: threaded stretches, late seeks
     out = {}
     for name, (n, fps, kw) in specs.items():
         write_video(d / name, n, fps, **kw)
@@ -337,6 +338,47 @@ def test_clip_feeds_the_qwen_video_processor(videos):
     assert out["video_metadata"][0].sampled_fps == pytest.approx(clip.fps)
 
 
+# ----------------------------------------------------------------------------- threaded decoding
+
+
+def test_stretches_cut_long_windows_only():
+    short = np.arange(0, 200, 10)  # under 240 frames from first to last: one stretch
+    assert [p.tolist() for p in stretches(short, 8)] == [short.tolist()]
+    long = sample_indices(0, 5399, 16)
+    parts = stretches(long, 8)
+    assert len(parts) == 8 and np.array_equal(np.concatenate(parts), long) and min(map(len, parts)) >= 2
+    assert len(stretches(long[:5], 8)) == 2  # at least two frames a stretch
+    assert len(stretches(long, 1)) == 1
+
+
+@pytest.mark.parametrize("name,kw", [("long.mp4", {"nframes": 16}), ("long.mp4", {"nframes": 64}),
+                                     ("long.mp4", {"start": 7.3, "end": 51.0, "fps": 1.0}),
+                                     ("long_m4v.mp4", {"nframes": 24}), ("long_m4v.mp4", {"fps": 3.0})])
+def test_threaded_decoding_returns_the_frames_of_a_full_decode(videos, full_frames, name, kw):
+    one = load_clip(videos[name], decode_threads=1, **NATIVE, **kw)
+    assert [index_of(f) for f in one.frames] == one.indices.tolist()
+    if name == "long.mp4":  # lossless: every pixel
+        assert np.array_equal(one.frames, full_frames[name][one.indices])
+    for threads in (2, 3, 8):
+        clip = load_clip(videos[name], decode_threads=threads, **NATIVE, **kw)
+        assert np.array_equal(clip.frames, one.frames) and np.array_equal(clip.indices, one.indices)
+
+
+def _threads_in_worker(_):
+    return default_decode_threads()
+
+
+def test_default_decode_threads_is_one_in_a_dataloader_worker():
+    assert default_decode_threads() >= 2  # two per core, so even a one-core machine overlaps decoding
+    loader = torch.utils.data.DataLoader(range(2), batch_size=None, num_workers=1, collate_fn=_threads_in_worker)
+    assert list(loader) == [1, 1]
+
+
+def test_decode_threads_must_be_positive(videos):
+    with pytest.raises(ValueError, match="decode_threads"):
+        load_clip(videos["long.mp4"], decode_threads=0)
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -367,6 +409,9 @@ def broken(videos, tmp_path_factory):
     out["audio.m4a"] = str(d / "audio.m4a")
     Image.fromarray(frame_pixels(3)).save(d / "image.png")  # a still image is not a video
     out["image.png"] = str(d / "image.png")
+    write_video(d / "long_fast.mp4", 600, 10, gop=10, bframes=0, faststart=True)
+    (d / "trunc_long.mp4").write_bytes((d / "long_fast.mp4").read_bytes()[: (d / "long_fast.mp4").stat().st_size // 2])
+    out["trunc_long.mp4"] = str(d / "trunc_long.mp4")
     (d / "folder.mp4").mkdir()
     out["folder.mp4"] = str(d / "folder.mp4")
     return out
@@ -389,6 +434,13 @@ def test_decode_error_mid_file_is_a_video_error(broken):
         load_clip(broken["trunc_fast.mp4"])  # the frames at the end are gone
     clip = load_clip(broken["trunc_fast.mp4"], end=1.0, **NATIVE)  # the start is intact, and is all we read
     assert [index_of(f) for f in clip.frames] == clip.indices.tolist()
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_a_stretch_that_fails_in_its_thread_is_a_video_error_naming_the_file(broken, threads):
+    with pytest.raises(VideoError) as e:  # the second half of the 60 s clip is gone
+        load_clip(broken["trunc_long.mp4"], nframes=16, decode_threads=threads)
+    assert broken["trunc_long.mp4"] in str(e.value)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -9,7 +9,8 @@ frames, at the size the Qwen2.5-VL processor would produce itself:
 - what size: Qwen's `smart_resize` (sides multiples of 28) under a per-frame and a whole-clip pixel
   budget;
 - how: by seeking (PyAV by default, decord as an option), decoding only from the keyframe before
-  each needed stretch, never the whole file for a short window or a sparse sample.
+  each needed stretch, never the whole file for a short window or a sparse sample; PyAV decodes
+  the stretches of a long window in several threads (`decode_threads`).
 
 `make_view` builds the counterfactual views of a clip that Select (CSM) scores: `full`, `blind`
 (no visual evidence) and `context` (the annotated interaction boxes masked in every frame).
@@ -23,6 +24,9 @@ import dataclasses
 import math
 import os
 import re
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Iterator, Sequence
@@ -51,6 +55,7 @@ BLANK_VALUE = 128  # the blind view's constant gray
 BOX_TOLERANCE = 1.0  # seconds a track's first/last box is held beyond its annotated span
 _SEEK_GAP = 60  # frames; when the container's index can't tell, seek across gaps longer than this
 _DECORD_CHUNK = 32  # frames per decord batch, so memory stays bounded before resizing
+_THREADED_WINDOW = 4 * _SEEK_GAP  # frames: PyAV splits shorter windows into no stretches (thread start > gain)
 
 
 @dataclass
@@ -64,11 +69,14 @@ class FrameSampling:
     max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap (None: Qwen's rule)"})
     min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor (None: Qwen's default)"})
     backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
+    decode_threads: int | None = field(default=None, metadata={
+        "help": "PyAV: threads that decode one long clip's stretches (None: 1 in a DataLoader worker, "
+                "else min(8, 2 x CPUs))"})
 
     def sampling_kwargs(self) -> dict:
         """The `load_clip` keyword arguments these settings stand for."""
         kw = {"fps": self.fps, "max_frames": self.max_frames, "backend": self.backend}
-        for k in ("nframes", "max_pixels", "min_pixels"):
+        for k in ("nframes", "max_pixels", "min_pixels", "decode_threads"):
             if getattr(self, k) is not None:
                 kw[k] = getattr(self, k)
         return kw
@@ -247,17 +255,21 @@ def load_clip(path: str | os.PathLike, *, start: float | None = None, end: float
               min_frames: int = FPS_MIN_FRAMES, max_frames: int = FPS_MAX_FRAMES,
               min_pixels: int = VIDEO_MIN_PIXELS, max_pixels: int | None = None,
               total_pixels: float = VIDEO_TOTAL_PIXELS, resized_height: int | None = None,
-              resized_width: int | None = None, backend: str = "pyav") -> Clip:
+              resized_width: int | None = None, backend: str = "pyav",
+              decode_threads: int | None = None) -> Clip:
     """Decode the frames Qwen2.5-VL would sample from `path` and resize them to its grid.
 
     `start`/`end`: window in seconds; `cutoff`: only frames strictly before it. `nframes`, when
     given, wins over `fps`. `max_pixels=None` means Qwen's per-frame cap (see `video_size`).
+    `decode_threads` (PyAV): threads for one clip's stretches, same frames (see `_open_pyav`).
     Raises VideoError naming the file for anything wrong with the file or the window."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     path = _existing_file(path)
-    opener = {"pyav": _open_pyav, "decord": _open_decord, "opencv": _open_opencv}[backend]
-    total, video_fps, read, close = opener(path)
+    if backend == "pyav":
+        total, video_fps, read, close = _open_pyav(path, decode_threads)
+    else:
+        total, video_fps, read, close = {"decord": _open_decord, "opencv": _open_opencv}[backend](path)
     try:
         try:
             first, last = frame_window(total, video_fps, start=start, end=end, cutoff=cutoff)
@@ -266,17 +278,21 @@ def load_clip(path: str | os.PathLike, *, start: float | None = None, end: float
         except ValueError as e:
             raise VideoError(f"{path}: {e}") from None
         indices = sample_indices(first, last, n)
-        frames, size = [], None
-        for rgb in read(indices):
-            if size is None:
-                _check_source_size(path, rgb.shape[0], rgb.shape[1])
-                try:
-                    size = video_size(rgb.shape[0], rgb.shape[1], n, min_pixels=min_pixels, max_pixels=max_pixels,
-                                      total_pixels=total_pixels, resized_height=resized_height,
-                                      resized_width=resized_width)
-                except ValueError as e:
-                    raise VideoError(f"{path}: {e}") from None
-            frames.append(_resize(rgb, size))
+        size, lock = [], threading.Lock()
+
+        def convert(rgb: np.ndarray) -> np.ndarray:  # readers resize as they decode: memory stays bounded
+            with lock:
+                if not size:
+                    _check_source_size(path, rgb.shape[0], rgb.shape[1])
+                    try:
+                        size.append(video_size(rgb.shape[0], rgb.shape[1], n, min_pixels=min_pixels,
+                                               max_pixels=max_pixels, total_pixels=total_pixels,
+                                               resized_height=resized_height, resized_width=resized_width))
+                    except ValueError as e:
+                        raise VideoError(f"{path}: {e}") from None
+            return _resize(rgb, size[0])
+
+        frames = list(read(indices, convert))
     finally:
         close()
     if len(frames) != n:
@@ -341,12 +357,31 @@ def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((w, h), Image.BICUBIC))
 
 
-# A backend opener returns (frame count, fps, read, close); read(ascending indices) yields one RGB
-# (H, W, 3) uint8 frame per index, at the video's own size.
-Reader = Callable[[np.ndarray], Iterator[np.ndarray]]
+# A backend opener returns (frame count, fps, read, close); read(ascending indices, convert) yields
+# convert(frame) for one RGB (H, W, 3) uint8 frame per index, at the video's own size.
+Reader = Callable[[np.ndarray, Callable[[np.ndarray], np.ndarray]], Iterator[np.ndarray]]
 
 
-def _open_pyav(path: str) -> tuple[int, float, Reader, Callable[[], None]]:
+def default_decode_threads() -> int:
+    """1 inside a DataLoader worker (the workers already decode clips side by side), else
+    min(8, 2 x CPUs): PyAV holds the GIL for part of each frame, so two threads per core overlap."""
+    data = sys.modules.get("torch.utils.data")
+    if data is not None and data.get_worker_info() is not None:
+        return 1
+    return min(8, 2 * (os.cpu_count() or 1))
+
+
+def stretches(indices: np.ndarray, threads: int) -> list[np.ndarray]:
+    """The sampled indices cut into contiguous stretches, one per decoding thread: none for a short
+    window (starting threads and opening the file again costs more than it saves), and at least
+    two frames per stretch."""
+    k = min(threads, len(indices) // 2)
+    if k <= 1 or indices[-1] - indices[0] < _THREADED_WINDOW:
+        return [indices]
+    return np.array_split(indices, k)
+
+
+def _open_pyav(path: str, decode_threads: int | None = None) -> tuple[int, float, Reader, Callable[[], None]]:
     try:
         import av
     except ImportError:
@@ -373,9 +408,30 @@ def _open_pyav(path: str) -> tuple[int, float, Reader, Callable[[], None]]:
         container.close()
         raise VideoError(f"{path}: cannot read the video stream ({e})") from None
 
-    def read(indices: np.ndarray) -> Iterator[np.ndarray]:
+    threads = decode_threads if decode_threads is not None else default_decode_threads()
+    if threads < 1:
+        container.close()
+        raise ValueError(f"decode_threads must be >= 1, got {threads}")
+
+    def stretch(part: np.ndarray, convert, own: bool) -> list[np.ndarray]:
+        """One stretch with its own file handle (the first reuses the open one): the seeks and
+        decoder of one stretch never touch another's, so the frames are those of one pass."""
+        c = av.open(path) if own else container
         try:
-            yield from _pyav_frames(container, stream, indices, total, path)
+            return [convert(rgb) for rgb in _pyav_frames(c, c.streams.video[0], part, total, path)]
+        finally:
+            if own:
+                c.close()
+
+    def read(indices: np.ndarray, convert) -> Iterator[np.ndarray]:
+        parts = stretches(indices, threads)
+        try:
+            if len(parts) == 1:
+                yield from (convert(rgb) for rgb in _pyav_frames(container, stream, indices, total, path))
+                return
+            with ThreadPoolExecutor(len(parts), thread_name_prefix="ego3s-decode") as pool:
+                for frames in pool.map(stretch, parts, [convert] * len(parts), [i > 0 for i in range(len(parts))]):
+                    yield from frames
         except av.FFmpegError as e:
             raise VideoError(f"{path}: decoding failed ({e})") from e
 
@@ -545,14 +601,14 @@ def _open_decord(path: str) -> tuple[int, float, Reader, Callable[[], None]]:
     except Exception as e:
         raise VideoError(f"{path}: decord cannot open it as a video ({_first_line(e)})") from None
 
-    def read(indices: np.ndarray) -> Iterator[np.ndarray]:
+    def read(indices: np.ndarray, convert) -> Iterator[np.ndarray]:
         for k in range(0, len(indices), _DECORD_CHUNK):
             chunk = [int(i) for i in indices[k:k + _DECORD_CHUNK]]
             try:
                 batch = vr.get_batch(chunk).asnumpy()
             except Exception as e:
                 raise VideoError(f"{path}: decoding frames {chunk[0]}..{chunk[-1]} failed ({_first_line(e)})") from None
-            yield from batch
+            yield from (convert(rgb) for rgb in batch)
 
     return total, rate, read, lambda: None
 
@@ -574,7 +630,7 @@ def _open_opencv(path: str) -> tuple[int, float, Reader, Callable[[], None]]:
         cap.release()
         raise VideoError(f"{path}: no video frames (frame count {total}, fps {rate})")
 
-    def read(indices: np.ndarray) -> Iterator[np.ndarray]:
+    def read(indices: np.ndarray, convert) -> Iterator[np.ndarray]:
         pos = 0
         for i in indices:
             while pos <= i:
@@ -584,7 +640,7 @@ def _open_opencv(path: str) -> tuple[int, float, Reader, Callable[[], None]]:
             ok, bgr = cap.retrieve()
             if not ok:
                 raise VideoError(f"{path}: decoding frame {i} failed")
-            yield bgr[:, :, ::-1].copy()
+            yield convert(bgr[:, :, ::-1].copy())
 
     return total, rate, read, cap.release
 
