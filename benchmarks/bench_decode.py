@@ -19,7 +19,7 @@ os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")  # read by qwen_vl_
 import numpy as np
 
 import _common as C
-from ego3s.data.video import load_clip
+from ego3s.data.video import default_decode_threads, load_clip
 
 
 def write_long_clip(path: Path, seconds: float, fps: int, width: int, height: int, gop: int) -> float:
@@ -91,6 +91,9 @@ def main(argv=None):
     ap.add_argument("--max-pixels", type=int, default=448 * 448)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--video", default=None, help="time an existing video instead of writing one")
+    ap.add_argument("--loaders", default="pyav:1,pyav,decord,opencv",
+                    help="ego3s backends to time (installed ones only); pyav:N decodes with N threads, "
+                         "pyav with the default (min(8, 2 x CPUs))")
     ap.add_argument("--smoke", action="store_true", help="a 10-second 320x180 clip, one repeat")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
@@ -115,11 +118,18 @@ def main(argv=None):
             shape = list(video.shape)
             rows.append({"loader": "qwen_vl_utils (decord)", "frames": n, "s_median": C.median(qwen_times),
                          "s_all": qwen_times, "indices_match": True, "shape_tchw": shape})
-        for b in backends():
+        for loader in a.loaders.split(","):
+            b, _, threads = loader.partition(":")
+            if b not in backends():
+                continue
+            kw = {"decode_threads": int(threads) if threads else None} if b == "pyav" else {}
             times = []
             for _ in range(a.reps):
-                t, clip = C.timed(load_clip, path, nframes=n, max_pixels=a.max_pixels, backend=b)
+                t, clip = C.timed(load_clip, path, nframes=n, max_pixels=a.max_pixels, backend=b, **kw)
                 times.append(t)
+            if b == "pyav":
+                k = kw["decode_threads"] or default_decode_threads()
+                b = f"{b}, {k} thread{'s' if k > 1 else ''}"
             same = qwen_idx is None or [int(i) for i in clip.indices] == qwen_idx
             if not same:
                 raise AssertionError(f"{b}, {n} frames: ego3s indices {clip.indices.tolist()} != Qwen's {qwen_idx}")
@@ -131,7 +141,7 @@ def main(argv=None):
     for r in rows:
         q = next((x for x in rows if x["frames"] == r["frames"] and x["loader"].startswith("qwen")), None)
         r["speedup_vs_qwen"] = q["s_median"] / r["s_median"] if q else None
-    print(f"device: {C.device_name()}; {a.seconds:g} s at {a.fps} fps, {a.width}x{a.height}, GOP {a.gop}; "
+    print(f"device: {C.device_name()}, {os.cpu_count()} CPUs; {a.seconds:g} s at {a.fps} fps, {a.width}x{a.height}, GOP {a.gop}; "
           f"max_pixels {a.max_pixels}; median of {a.reps}")
     print(C.table(["loader", "frames", "s (median)", "frames/s", "vs Qwen utils", "same indices"],
                   [[r["loader"], r["frames"], r["s_median"], r["frames"] / r["s_median"],
@@ -139,7 +149,7 @@ def main(argv=None):
                    for r in rows]))
     C.write_result(a.out, "decode", {"seconds": a.seconds, "fps": a.fps, "width": a.width, "height": a.height,
                                      "gop": a.gop, "max_pixels": a.max_pixels, "reps": a.reps, "write_s": write_s,
-                                     "qwen_vl_utils": have_qwen, "rows": rows})
+                                     "qwen_vl_utils": have_qwen, "cpus": os.cpu_count(), "rows": rows})
     return 0
 
 

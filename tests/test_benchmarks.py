@@ -3,6 +3,7 @@ JSON keys docs/PERFORMANCE.md and benchmarks/summary.py read. Timings are not ch
 
 import importlib
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -86,6 +87,8 @@ def test_decode(bench_modules, tmp_path):
     assert {"rows", "seconds", "fps", "qwen_vl_utils"} <= r.keys()
     assert all(x["indices_match"] for x in r["rows"])
     assert {x["frames"] for x in r["rows"]} == {16, 64}
+    pyav = [x["loader"] for x in r["rows"] if x["loader"].startswith("ego3s (pyav")]
+    assert pyav[:2] == ["ego3s (pyav, 1 thread)", f"ego3s (pyav, {min(8, 2 * os.cpu_count())} threads)"]
 
 
 def test_summary_reads_every_result(bench_modules, tmp_path, capsys):
