@@ -538,3 +538,12 @@ def test_full_and_blind_views():
         make_view(clip, "context")
     with pytest.raises(ValueError, match="view"):
         make_view(clip, "nope")
+
+
+def test_decode_threads_reaches_every_stage():
+    from ego3s.eval.runner import EvalConfig
+    from ego3s.rl.train import TrainingConfig
+
+    assert "decode_threads" not in TrainingConfig().sampling_kwargs()  # None: load_clip's default
+    assert TrainingConfig(decode_threads=2).sampling_kwargs()["decode_threads"] == 2
+    assert EvalConfig(decode_threads=3).scoring().sampling_kwargs()["decode_threads"] == 3

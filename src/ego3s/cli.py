@@ -221,6 +221,8 @@ def eval_cmd(
         max_pixels: Optional[int] = typer.Option(None, help="per-frame pixel cap"),
         min_pixels: Optional[int] = typer.Option(None, help="per-frame pixel floor"),
         backend: str = typer.Option("pyav", help="video decoder: pyav, decord or opencv"),
+        decode_threads: Optional[int] = typer.Option(None, help="PyAV threads per long clip (default min(8, 2 x "
+                                                                "CPUs))"),
         batch_size: int = typer.Option(8, help="samples per generate call (per rank)"),
         fmt: str = typer.Option("direct", help="direct, reasoning or official"),
         max_new_tokens: Optional[int] = typer.Option(None, help="answer budget (default: the benchmark's; "
@@ -239,7 +241,8 @@ def eval_cmd(
     try:
         cfg = EvalConfig(data=data, model=model, root=root, paths=parse_assignments(path), options=parse_options(opt),
                          view=view, blind_mode=blind_mode, limit=limit, frames=frames, fps=fps, max_frames=max_frames,
-                         max_pixels=max_pixels, min_pixels=min_pixels, backend=backend, batch_size=batch_size, fmt=fmt,
+                         max_pixels=max_pixels, min_pixels=min_pixels, backend=backend, decode_threads=decode_threads,
+                         batch_size=batch_size, fmt=fmt,
                          max_new_tokens=max_new_tokens, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key, out=out,
                          verbose=verbose, icu=icu, dtype=dtype, progress=not quiet)
         results = run_eval(cfg, echo=typer.echo)

@@ -64,6 +64,8 @@ class EvalConfig:
     max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap (None: Qwen's rule)"})
     min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor (None: Qwen's default)"})
     backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
+    decode_threads: int | None = field(default=None, metadata={
+        "help": "PyAV: threads that decode one long clip's stretches (None: min(8, 2 x CPUs))"})
     batch_size: int = field(default=8, metadata={"help": "samples per generate call (per rank)"})
     static_cache: bool = field(default=False, metadata={
         "help": "decode against a static KV cache that transformers compiles with CUDA graphs (patched "
@@ -114,7 +116,8 @@ class EvalConfig:
 
         return ScoringConfig(nframes=self.frames, fps=self.fps, max_frames=self.max_frames,
                              max_pixels=self.max_pixels, min_pixels=self.min_pixels, backend=self.backend,
-                             blind_mode=self.blind_mode, context_fill=self.context_fill)
+                             decode_threads=self.decode_threads, blind_mode=self.blind_mode,
+                             context_fill=self.context_fill)
 
     def public(self) -> dict:
         """The config as written to disk (no API key)."""
