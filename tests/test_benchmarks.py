@@ -3,7 +3,6 @@ JSON keys docs/PERFORMANCE.md and benchmarks/summary.py read. Timings are not ch
 
 import importlib
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -88,7 +87,9 @@ def test_decode(bench_modules, tmp_path):
     assert all(x["indices_match"] for x in r["rows"])
     assert {x["frames"] for x in r["rows"]} == {16, 64}
     pyav = [x["loader"] for x in r["rows"] if x["loader"].startswith("ego3s (pyav")]
-    assert pyav[:2] == ["ego3s (pyav, 1 thread)", f"ego3s (pyav, {min(8, 2 * os.cpu_count())} threads)"]
+    from ego3s.data.video import default_decode_threads
+
+    assert pyav[:2] == ["ego3s (pyav, 1 thread)", f"ego3s (pyav, {default_decode_threads()} threads)"]
 
 
 def test_summary_reads_every_result(bench_modules, tmp_path, capsys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,8 @@ def test_pack_restores_finished_rows(smoke, tmp_path):
     assert pack.stat().st_size < 16 << 20
     fresh = tmp_path / "fresh"
     assert drv.restore(pack, fresh) > 0
+    with tarfile.open(pack) as tar:  # per-question answers travel, so rows can be compared question by question
+        assert any(n.startswith("rows/") and "/eval/" in n and "/predictions.rank" in n for n in tar.getnames())
     cfg = drv.load_table_config(ROOT / "experiments/egosynth/table.yaml", smoke=True, out=str(fresh))
     assert all((drv.row_dir(fresh, n, s) / "row.json").exists() for n, s in drv.plan(cfg, ROWS))
     assert not (fresh / "prep").exists() and not (fresh / "select").exists()  # this session warms up anew

@@ -368,8 +368,15 @@ def _threads_in_worker(_):
     return default_decode_threads()
 
 
-def test_default_decode_threads_is_one_in_a_dataloader_worker():
+def test_default_decode_threads_is_one_in_a_dataloader_worker(monkeypatch):
     assert default_decode_threads() >= 2  # two per core, so even a one-core machine overlaps decoding
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert default_decode_threads() == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # eight torchrun ranks share the 16 CPUs
+    assert default_decode_threads() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "64")
+    assert default_decode_threads() == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     loader = torch.utils.data.DataLoader(range(2), batch_size=None, num_workers=1, collate_fn=_threads_in_worker)
     assert list(loader) == [1, 1]
 

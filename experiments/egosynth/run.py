@@ -574,9 +574,12 @@ def write_table(cfg: dict, root: Path) -> dict:
 
 PACKED = ("table.md", "table.json", "*.png", "run.log", "prep/manifest.json", "prep/data/audit.json",
           "prep/warmup/log_history.json",
-          "prep/warmup/vision_pretrain.json", "prep/base_eval/results.*", "prep/base_curve/results.json",
+          "prep/warmup/vision_pretrain.json", "prep/base_eval/results.*", "prep/base_eval/*/predictions.rank*.jsonl",
+          "prep/base_curve/results.json",
           "select/*/done.json", "select/*/report.*", "select/*/scores.csv", "select/*/hist_*.png",
-          "rows/*/row.json", "rows/*/manifest.json", "rows/*/eval/results.*", "rows/*/curve/*/results.json",
+          "rows/*/row.json", "rows/*/manifest.json", "rows/*/eval/results.*",
+          "rows/*/eval/*/predictions.rank*.jsonl",  # per-question answers: which questions each row gets right
+          "rows/*/curve/*/results.json",
           "rows/*/train/*.json", "rows/*/train/*.jsonl", "rows/*/train/*.png")
 
 

@@ -222,7 +222,7 @@ def eval_cmd(
         min_pixels: Optional[int] = typer.Option(None, help="per-frame pixel floor"),
         backend: str = typer.Option("pyav", help="video decoder: pyav, decord or opencv"),
         decode_threads: Optional[int] = typer.Option(None, help="PyAV threads per long clip (default min(8, 2 x "
-                                                                "CPUs))"),
+                                                                "CPUs / ranks here))"),
         batch_size: int = typer.Option(8, help="samples per generate call (per rank)"),
         fmt: str = typer.Option("direct", help="direct, reasoning or official"),
         max_new_tokens: Optional[int] = typer.Option(None, help="answer budget (default: the benchmark's; "

@@ -71,7 +71,7 @@ class FrameSampling:
     backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
     decode_threads: int | None = field(default=None, metadata={
         "help": "PyAV: threads that decode one long clip's stretches (None: 1 in a DataLoader worker, "
-                "else min(8, 2 x CPUs))"})
+                "else min(8, 2 x CPUs / processes on this machine))"})
 
     def sampling_kwargs(self) -> dict:
         """The `load_clip` keyword arguments these settings stand for."""
@@ -364,11 +364,14 @@ Reader = Callable[[np.ndarray, Callable[[np.ndarray], np.ndarray]], Iterator[np.
 
 def default_decode_threads() -> int:
     """1 inside a DataLoader worker (the workers already decode clips side by side), else
-    min(8, 2 x CPUs): PyAV holds the GIL for part of each frame, so two threads per core overlap."""
+    min(8, 2 x CPUs / local processes): PyAV holds the GIL for part of each frame, so two threads
+    per core overlap, and the processes torchrun starts on one machine share its CPUs."""
     data = sys.modules.get("torch.utils.data")
     if data is not None and data.get_worker_info() is not None:
         return 1
-    return min(8, 2 * (os.cpu_count() or 1))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    return max(1, min(8, 2 * cpus // local))
 
 
 def stretches(indices: np.ndarray, threads: int) -> list[np.ndarray]:

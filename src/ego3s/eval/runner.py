@@ -65,7 +65,7 @@ class EvalConfig:
     min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor (None: Qwen's default)"})
     backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
     decode_threads: int | None = field(default=None, metadata={
-        "help": "PyAV: threads that decode one long clip's stretches (None: min(8, 2 x CPUs))"})
+        "help": "PyAV: threads that decode one long clip's stretches (None: min(8, 2 x CPUs / ranks here))"})
     batch_size: int = field(default=8, metadata={"help": "samples per generate call (per rank)"})
     static_cache: bool = field(default=False, metadata={
         "help": "decode against a static KV cache that transformers compiles with CUDA graphs (patched "
