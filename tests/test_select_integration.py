@@ -273,3 +273,15 @@ def test_unreadable_videos_are_counted_not_fatal(csm_run, synth, tmp_path):
         assert rows[s.id]["invalid"] == "False" and 0.0 <= float(rows[s.id]["s_full"]) <= 1.0
     assert "unreadable (skipped, counted): 2" in (Path(cfg.out) / "report.md").read_text()
     assert not {samples[1].id, samples[2].id} & {s.id for s in read_jsonl(Path(cfg.out) / "selected.jsonl")}
+
+
+def test_cache_key_ignores_decode_threads_and_nothing_that_changes_a_score(tmp_path):
+    from dataclasses import asdict
+
+    from ego3s.select.cache import ScoreCache
+
+    key = lambda sc: ScoreCache(tmp_path, model="m", **asdict(sc)).key  # noqa: E731
+    assert key(ScoringConfig(decode_threads=4)) == key(ScoringConfig()) == key(ScoringConfig(decode_threads=1))
+    assert key(ScoringConfig(nframes=8)) != key(ScoringConfig(nframes=16))
+    settings = {k: v for k, v in asdict(ScoringConfig()).items() if k != "decode_threads"}
+    assert ScoreCache(tmp_path, model="m", **settings).key == key(ScoringConfig())  # caches written before it

@@ -14,9 +14,14 @@ from pathlib import Path
 from ego3s.files import append_jsonl, read_log, write_text
 
 
+# settings that change how fast a score comes, never its value: left out of the key, so changing
+# them (or a release adding them) reuses the scores on disk
+SPEED_ONLY = ("decode_threads",)
+
+
 def setup_key(**settings) -> str:
     """A short stable hash of the settings that determine a score."""
-    blob = json.dumps(settings, sort_keys=True, default=str)
+    blob = json.dumps({k: v for k, v in settings.items() if k not in SPEED_ONLY}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
