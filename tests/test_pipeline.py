@@ -28,6 +28,7 @@ CONFIG = {
     "seed": 0,
     "model": "tiny",
     "egosynth": {"train": 12, "test": 4, "probe": 4, "frames": 8, "size": 56},
+    "warmup_egosynth": {"train": 10, "test": 0, "probe": 0, "p_typical": 0.5, "frames": 8, "size": 56},
     "warmup": {"steps": 2, "batch_size": 2, "nframes": 4, "max_pixels": PIX, "min_pixels": PIX,
                "vision_pretrain": {"steps": 1, "batch_size": 2, "workers": 0}},
     "selection": {
@@ -149,6 +150,22 @@ def interrupted(cfg_file) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- tests
+def test_warmup_pool_is_warmup_data_then_its_own_egosynth_then_the_training_pool(tmp_path):
+    from ego3s.data.egosynth import EgoSynthConfig
+    from ego3s.pipeline import RunConfig, warmup_pool
+
+    assert warmup_pool(RunConfig(), tmp_path, "rl.jsonl") == "rl.jsonl"
+    own = tmp_path / "cold.jsonl"
+    own.write_text("")
+    synth = EgoSynthConfig(train=3, test=0, probe=0, frames=8, size=56)
+    assert warmup_pool(RunConfig(warmup_data=str(own), warmup_egosynth=synth), tmp_path, "rl.jsonl") == str(own)
+    with pytest.raises(FileNotFoundError, match="warmup_data: .*missing.jsonl"):
+        warmup_pool(RunConfig(warmup_data=str(tmp_path / "missing.jsonl")), tmp_path, "rl.jsonl")
+    made = warmup_pool(RunConfig(seed=4, warmup_egosynth=synth), tmp_path, "rl.jsonl")
+    assert made == str(tmp_path / "warmup_data" / "train.jsonl")
+    assert json.loads((tmp_path / "warmup_data" / "config.json").read_text())["config"]["seed"] == 5
+
+
 def test_every_stage_writes_its_outputs(ref):
     m = _manifest(ref)
     assert list(m["stages"]) == ["data", "model", "warmup", "select", "train", "eval", "report"]
@@ -175,7 +192,11 @@ def test_every_stage_writes_its_outputs(ref):
     assert Path(m["stages"]["warmup"]["outputs"]["model"]) == warm
     assert (warm / "model.safetensors").is_file() and (warm / "tokenizer.json").is_file()
     vp = json.loads((ref / "warmup" / "vision_pretrain.json").read_text())
-    assert vp["steps"] == 1 and vp["usable"] == 12 and vp["unreadable"] == 0
+    assert vp["steps"] == 1 and vp["usable"] == 10 and vp["unreadable"] == 0  # its own pool (warmup_egosynth)
+    wpool = read_jsonl(m["stages"]["warmup"]["outputs"]["pool"])
+    assert m["stages"]["warmup"]["outputs"]["pool"] == str(ref / "warmup_data" / "train.jsonl") and len(wpool) == 10
+    rl = {(s.question, s.answer, s.meta["scene"]) for s in read_jsonl(ref / "data" / "train.jsonl")}
+    assert sum((s.question, s.answer, s.meta["scene"]) in rl for s in wpool) < 5  # another seed, not a copy
 
     # selection: some samples kept, report consistent with the file
     sel = read_jsonl(ref / "select" / "selected.jsonl")

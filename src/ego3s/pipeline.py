@@ -43,6 +43,11 @@ class RunConfig:
         "help": "benchmarks to evaluate base and trained models on"})
     egosynth: EgoSynthConfig = field(default_factory=EgoSynthConfig)
     warmup_enabled: bool = field(default=True, metadata={"help": "supervised warm-up before selection"})
+    warmup_data: str | None = field(default=None, metadata={
+        "help": "the warm-up's own pool (JSONL), e.g. a cold-start set; None: warmup_egosynth, else the training pool"})
+    warmup_egosynth: EgoSynthConfig | None = field(default=None, metadata={
+        "help": "generate the warm-up's own EgoSynth pool with these settings (seed: the run's + 1, so it never "
+                "repeats the training pool); only when warmup_data is None"})
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -114,6 +119,24 @@ class Run:
         return outputs
 
 
+def warmup_pool(cfg: RunConfig, run_dir: Path, pool: str) -> str:
+    """The JSONL the warm-up trains on: `warmup_data`, or an EgoSynth pool of its own generated
+    under `run_dir/warmup_data` (why its own: the reproduction's warm-up needs a less biased pool
+    than RL's, docs/RESULTS.md), or the training pool."""
+    if cfg.warmup_data:
+        path = Path(cfg.warmup_data)
+        if not path.is_file():
+            raise FileNotFoundError(f"warmup_data: {path} is not a file (a JSONL of samples)")
+        return str(path.resolve())
+    if cfg.warmup_egosynth is None:
+        return pool
+    from ego3s.data.egosynth import generate
+
+    es = dataclasses.replace(cfg.warmup_egosynth, seed=cfg.seed + 1)
+    generate(run_dir / "warmup_data", es, audit=False, preview=False, log=None)
+    return str(run_dir / "warmup_data" / "train.jsonl")
+
+
 def run_pipeline(cfg: RunConfig, from_stage: str | None = None, echo: Callable[[str], None] = print) -> Path:
     """Run (or resume) every stage; returns the report's path."""
     from ego3s.models import BUILDERS
@@ -150,7 +173,8 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None, echo: Callable[[
         from ego3s.models.warmup import warmup
 
         wc = dataclasses.replace(cfg.warmup, seed=cfg.seed)
-        return {"model": str(warmup(base, pool, str(d / "warmup"), wc, resume=True))}
+        wpool = warmup_pool(cfg, d, pool)
+        return {"model": str(warmup(base, wpool, str(d / "warmup"), wc, resume=True)), "pool": wpool}
 
     start = run.run_stage("warmup", warm, echo)["model"]
 
