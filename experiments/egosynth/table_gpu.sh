@@ -7,6 +7,8 @@
 # finished rows are skipped, a killed stage resumes. Needs .whl/ (benchmarks/gpu_setup.sh) and the
 # smol GGUF split in .gguf/a and .gguf/b, carried in two calls in a row (each ~48 MB of the 64 MiB
 # carry): first `carry: [.gguf/a]` (it only stages the half and exits), then `carry: [.whl, .gguf/b]`.
+# The second call is close to the 64 MiB limit (8 MB of tree + 50.4 MB + .whl): if the device refuses
+# it, move the wheels this script does not need (deepspeed, hjson) out of .whl for that call.
 # Restores an earlier session's results from $RESTORE (default experiments/egosynth/results/table_pack.tgz)
 # and packs the small results into $OUT/egosynth_table.tgz. CONFIG=path runs another table config;
 # SELECT_ONLY=csm prepares the base model and runs only that selection (run.py --select-only).
