@@ -60,7 +60,7 @@ def main(argv=None):
     runs = []
     warm = [("warm-up", a.batch_size)] + ([("warm-up 1", 1)] if a.static_cache else [])
     for tag, bs in (*warm, ("one at a time", 1), ("batched", a.batch_size)):
-        cfg = EvalConfig(frames=a.frames, max_pixels=pix, min_pixels=pix, backend=a.backend, batch_size=bs,
+        cfg = EvalConfig(nframes=a.frames, max_pixels=pix, min_pixels=pix, backend=a.backend, batch_size=bs,
                          progress=False, out=str(folder), static_cache=a.static_cache, fmt=a.fmt,
                          max_new_tokens=a.max_new_tokens)
         pred = folder / f"pred-{tag.replace(' ', '_')}.jsonl"

@@ -127,7 +127,7 @@ def eval_over_bad_videos(corpus, tiny, tmp_path_factory):
     recs = [_good(corpus)] + [kinds[k]["sample"] for k in _kinds("video")]
     (d / "test_id.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     cfg = EvalConfig(data=["EgoSynth"], paths={"EgoSynth": str(d / "test_id.jsonl")}, out=str(d / "out"),
-                     progress=False, batch_size=4, frames=4, max_pixels=PIX, min_pixels=28 * 28)
+                     progress=False, batch_size=4, nframes=4, max_pixels=PIX, min_pixels=28 * 28)
     return cfg, run_eval(cfg, tiny[0], tiny[1])
 
 

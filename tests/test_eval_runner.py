@@ -320,3 +320,20 @@ def test_icu_end_to_end_on_tiny(synth, tmp_path, tiny_model_dir):
             assert 0 <= a["in_box"] <= 1 and 0 < a["area"] <= 1 and 0 < a["visual_mass"] <= 1
             assert a["cells"] == 8 and a["rows"] == r["new_tokens"]
     assert "interaction cue utilization" in (tmp_path / "icu" / "results.md").read_text()
+
+
+def test_frames_is_still_read_as_the_old_name_of_nframes(tmp_path):
+    from ego3s.config import load_config
+    from ego3s.eval.runner import check_run
+
+    assert EvalConfig(frames=6).nframes == 6 and EvalConfig(frames=6).frames is None
+    assert EvalConfig(nframes=6, frames=6).nframes == 6
+    with pytest.raises(ValueError, match="frames .* and nframes .* disagree"):
+        EvalConfig(nframes=8, frames=6)
+    (tmp_path / "old.yaml").write_text("frames: 4\n")
+    assert load_config(EvalConfig, tmp_path / "old.yaml").scoring().nframes == 4
+    # a folder whose run.json was written under the old name is still checked, under the new one
+    (tmp_path / "run.json").write_text(json.dumps({"frames": 8, "view": "full"}))
+    check_run(tmp_path, {"nframes": 8, "view": "full"})
+    with pytest.raises(ValueError, match="nframes: 8 then, 16 now"):
+        check_run(tmp_path, {"nframes": 16, "view": "full"})

@@ -42,7 +42,7 @@ CONFIG = {
         "max_completion_length": 8, "beta": 0.0, "save_steps": 1, "nframes": 4, "max_pixels": PIX, "min_pixels": PIX,
         "ecr": {"ecr": True, "monitoring_interval": 1, "probing_set_size": 4, "lambda_s": 0.6},
     },
-    "evaluation": {"fmt": "reasoning", "reasoning_max_new_tokens": 8, "frames": 4, "max_pixels": PIX,
+    "evaluation": {"fmt": "reasoning", "reasoning_max_new_tokens": 8, "nframes": 4, "max_pixels": PIX,
                    "min_pixels": PIX, "batch_size": 8, "progress": False},
 }
 STEPS = CONFIG["training"]["max_steps"]

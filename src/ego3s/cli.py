@@ -215,7 +215,8 @@ def eval_cmd(
         view: str = typer.Option("full", help="full, blind or context"),
         blind_mode: str = typer.Option("none", help="blind view: none (no visual entry) or blank (gray clip)"),
         limit: Optional[int] = typer.Option(None, help="only the first N samples of each benchmark"),
-        frames: Optional[int] = typer.Option(None, help="frames per clip (default: by --fps)"),
+        nframes: Optional[int] = typer.Option(None, "--nframes", "--frames",
+                                              help="frames per clip (default: by --fps)"),
         fps: float = typer.Option(2.0, help="sampling fps"),
         max_frames: int = typer.Option(16, help="at most this many frames per clip"),
         max_pixels: Optional[int] = typer.Option(None, help="per-frame pixel cap"),
@@ -240,7 +241,7 @@ def eval_cmd(
 
     try:
         cfg = EvalConfig(data=data, model=model, root=root, paths=parse_assignments(path), options=parse_options(opt),
-                         view=view, blind_mode=blind_mode, limit=limit, frames=frames, fps=fps, max_frames=max_frames,
+                         view=view, blind_mode=blind_mode, limit=limit, nframes=nframes, fps=fps, max_frames=max_frames,
                          max_pixels=max_pixels, min_pixels=min_pixels, backend=backend, decode_threads=decode_threads,
                          batch_size=batch_size, fmt=fmt,
                          max_new_tokens=max_new_tokens, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key, out=out,

@@ -37,7 +37,7 @@ VIEWS = ("full", "blind", "context")
 FORMATS = ("direct", "reasoning", "official")
 PRED_GLOB = "predictions.rank*.jsonl"
 # config keys that change what a prediction is: a resumed run must agree on them
-RUN_KEYS = ("view", "blind_mode", "context_fill", "fmt", "frames", "fps", "max_frames", "max_pixels", "min_pixels",
+RUN_KEYS = ("view", "blind_mode", "context_fill", "fmt", "nframes", "fps", "max_frames", "max_pixels", "min_pixels",
             "backend", "max_new_tokens", "reasoning_max_new_tokens", "system", "dtype")
 
 
@@ -58,8 +58,10 @@ class EvalConfig:
         "help": "blind view: none (no visual entry at all, needs no video file) or blank (gray clip, same shape)"})
     context_fill: str = field(default="mean", metadata={"help": "context view: mean (frame mean colour) or blur"})
     limit: int | None = field(default=None, metadata={"help": "only the first N samples of each benchmark"})
-    frames: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps, at most max_frames)"})
-    fps: float = field(default=2.0, metadata={"help": "sampling fps when frames is None"})
+    nframes: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps, at most max_frames)"})
+    frames: int | None = field(default=None, metadata={
+        "help": "the old name of nframes, still read (the other stages' configs always said nframes)"})
+    fps: float = field(default=2.0, metadata={"help": "sampling fps when nframes is None"})
     max_frames: int = field(default=16, metadata={"help": "at most this many frames per clip"})
     max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap (None: Qwen's rule)"})
     min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor (None: Qwen's default)"})
@@ -109,12 +111,17 @@ class EvalConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
+        if self.frames is not None:
+            if self.nframes is not None and self.nframes != self.frames:
+                raise ValueError(f"frames ({self.frames}) and nframes ({self.nframes}) disagree: frames is the old "
+                                 f"name of nframes; give nframes only")
+            self.nframes, self.frames = self.frames, None
 
     def scoring(self):
         """The `ScoringConfig` whose sampling settings `ego3s.data.video.sample_view` reads."""
         from ego3s.select.scoring import ScoringConfig
 
-        return ScoringConfig(nframes=self.frames, fps=self.fps, max_frames=self.max_frames,
+        return ScoringConfig(nframes=self.nframes, fps=self.fps, max_frames=self.max_frames,
                              max_pixels=self.max_pixels, min_pixels=self.min_pixels, backend=self.backend,
                              decode_threads=self.decode_threads, blind_mode=self.blind_mode,
                              context_fill=self.context_fill)
@@ -222,6 +229,8 @@ def check_run(out: Path, key: dict) -> None:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return
+    if "frames" in old and "nframes" not in old:  # written before EvalConfig.frames became nframes
+        old["nframes"] = old.pop("frames")
     diff = [k for k in key if k in old and old[k] != key[k]]
     if diff:
         raise ValueError(f"{out}: holds predictions made with other settings ("
@@ -291,8 +300,8 @@ def length_key(sample: Sample, text_tokens: int, cfg: EvalConfig) -> tuple:
     if cfg.view == "blind" and cfg.blind_mode == "none":
         return (0, 0, text_tokens)
     if sample.video is not None:
-        if cfg.frames is not None:
-            frames = cfg.frames
+        if cfg.nframes is not None:
+            frames = cfg.nframes
         else:
             lo = sample.start or 0.0
             hi = sample.end if sample.end is not None else sample.cutoff
