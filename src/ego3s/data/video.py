@@ -416,24 +416,25 @@ def _open_pyav(path: str, decode_threads: int | None = None) -> tuple[int, float
         container.close()
         raise ValueError(f"decode_threads must be >= 1, got {threads}")
 
-    def stretch(part: np.ndarray, convert, own: bool) -> list[np.ndarray]:
-        """One stretch with its own file handle (the first reuses the open one): the seeks and
-        decoder of one stretch never touch another's, so the frames are those of one pass."""
-        c = av.open(path) if own else container
-        try:
-            return [convert(rgb) for rgb in _pyav_frames(c, c.streams.video[0], part, total, path)]
-        finally:
-            if own:
-                c.close()
-
     def read(indices: np.ndarray, convert) -> Iterator[np.ndarray]:
         parts = stretches(indices, threads)
+
+        def stretch(k: int) -> list[np.ndarray]:
+            """Stretch k with its own file handle (the first reuses the open one): the seeks and
+            decoder of one stretch never touch another's, so the frames are those of one pass."""
+            c = av.open(path) if k else container
+            try:
+                return [convert(rgb) for rgb in _pyav_frames(c, c.streams.video[0], parts[k], total, path)]
+            finally:
+                if k:
+                    c.close()
+
         try:
             if len(parts) == 1:
-                yield from (convert(rgb) for rgb in _pyav_frames(container, stream, indices, total, path))
+                yield from stretch(0)
                 return
             with ThreadPoolExecutor(len(parts), thread_name_prefix="ego3s-decode") as pool:
-                for frames in pool.map(stretch, parts, [convert] * len(parts), [i > 0 for i in range(len(parts))]):
+                for frames in pool.map(stretch, range(len(parts))):
                     yield from frames
         except av.FFmpegError as e:
             raise VideoError(f"{path}: decoding failed ({e})") from e
