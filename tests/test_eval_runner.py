@@ -18,7 +18,7 @@ from ego3s.eval.icu import attention_in_box, cell_coverage, named_interaction, s
 from ego3s.eval.runner import EvalConfig, read_predictions, run_eval, shard
 from ego3s.files import read_log
 
-SHARED = Path(__file__).parents[2] / "shared" / "benchmarks"
+SHARED = Path(__file__).parents[1] / "data" / "benchmarks"
 PIXELS = dict(min_pixels=28 * 28 * 4, max_pixels=56 * 56)  # 56x56 frames: 2x2 cells per temporal patch
 INTERACTION = {"objects": [{"name": "cup", "synonyms": ["mug"]}], "action": "pick up",
                "boxes": [{"t": 0.0, "label": "cup", "box": [0.0, 0.0, 0.5, 0.5]},
@@ -219,8 +219,6 @@ def test_torchrun_two_processes_match_one(synth, tmp_path, tiny_model_dir):
         assert got == set(ids[r::2])
 
 
-@pytest.mark.skipif(not (SHARED / "egothink").is_dir() or not (SHARED / "egotextvqa").is_dir(),
-                    reason=f"real benchmark annotations not found in {SHARED}")
 def test_blind_run_on_real_annotation_files_without_videos(tiny, tmp_path, tiny_model_dir):
     model, processor = tiny
     cfg = EvalConfig(data=["EgoThink", "EgoTextVQA"], root=str(SHARED), model=tiny_model_dir, view="blind", limit=4,

@@ -1,7 +1,7 @@
 """`ego3s eval`: one runner for every benchmark, data-parallel under `torchrun`, resumable.
 
     cfg = EvalConfig(data=["EgoSynth", "EgoThink"], model="/models/Qwen2.5-VL-7B-Instruct",
-                     root="../shared/benchmarks", view="full", out="runs/eval")
+                     root="data/benchmarks", view="full", out="runs/eval")
     results = run_eval(cfg)          # rank 0: the results dict; other ranks: {}
 
 Per benchmark (`ego3s.eval.benchmarks`): load the samples (the first `limit`), take this rank's
@@ -51,7 +51,7 @@ class EvalConfig:
                 "aliases; a comma-separated string is split)"})
     model: str = field(default="", metadata={"help": "local model folder (Hugging Face layout)"})
     root: str | None = field(default=None, metadata={
-        "help": "benchmarks root: each benchmark is read from <root>/<subdir> (e.g. ../shared/benchmarks)"})
+        "help": "benchmarks root: each benchmark is read from <root>/<subdir> (e.g. data/benchmarks in the repository)"})
     paths: dict[str, str] = field(default_factory=dict, metadata={
         "help": "per-benchmark folder or file overriding root: {name: path} (CLI: --path EgoSynth=/data/egosynth)"})
     options: dict[str, dict] = field(default_factory=dict, metadata={
