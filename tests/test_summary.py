@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ego3s.report import build_html, mechanism_lines
-from ego3s.summary import paired_bootstrap, refreshes_used, summarize_run, wilson
+from ego3s.summary import refreshes_used, summarize_run, wilson
 
 
 def _write(path, obj):
@@ -56,13 +56,6 @@ def test_wilson_interval_matches_the_textbook_values():
     assert wilson(0, 0) == [None, None]
 
 
-def test_paired_bootstrap_bounds():
-    r = paired_bootstrap([1, 1, 1, 0], [1, 0, 0, 0])  # differences 0, 1, 1, 0: never negative
-    assert r["value"] == 50.0 and 0.0 <= r["ci95"][0] <= 50.0 <= r["ci95"][1] <= 100.0
-    assert (r["n_a_only"], r["n_b_only"]) == (2, 0)
-    assert paired_bootstrap([1, 1, 1], [0, 0, 0])["ci95"] == [100.0, 100.0]  # every resample the same
-
-
 def test_refreshes_used_counts_refreshes_drawn_later():
     events = [{"step": 5, "added": ["x"]}, {"step": 10, "added": ["y"]}, {"step": 12, "added": []}]
     assert refreshes_used(events, [{"step": 3, "sample_id": "y"}, {"step": 7, "sample_id": "x"}]) == 1
@@ -80,7 +73,8 @@ def test_summary_schema_and_figures(run):
     assert b["accuracy_ci95"] == pytest.approx([4.56, 69.94], abs=0.01)
     assert s["eval"]["trained"]["test_id"]["accuracy"] == 50.0
     p = s["paired"]["test_atypical"]
-    assert p["accuracy_delta"] == 50.0 and p["n"] == 4 and p["ci95"][0] >= 0.0
+    assert p["accuracy_delta"] == 50.0 and p["n"] == 4 and p["ci95"][0] >= 0.0  # differences 0, 1, 1, 0
+    assert (p["n_trained_only"], p["n_base_only"]) == (2, 0) and p["mcnemar_p"] == 0.5  # 2 * (1/2)^2
     assert s["paired"]["test_id"]["accuracy_delta"] == -50.0
     assert s["ecr"] == {"refreshes": 2, "refreshes_used": 1}
     assert s["reliance"]["trained"]["test_atypical"]["reliance"] == 20.0

@@ -11,7 +11,7 @@ Every figure is in percent (accuracies, shares) or percentage points (difference
 - `eval`: per model (`base`, `trained`) and EgoSynth split (`test_id`, `test_atypical`): closed
   question accuracy with its 95% Wilson interval, exact match on the open questions, the counts;
 - `paired`: per split, trained minus base closed-question accuracy on the same questions, with a
-  paired 95% interval (bootstrap over questions);
+  paired 95% interval (bootstrap over questions, `ego3s.eval.paired`) and the exact McNemar p;
 - `reliance`: per model and split, counterfactual reliance (full-view minus context-view
   accuracy, `ego3s eval --icu`), when the evaluation measured it;
 - `ecr`: refreshes, and how many of them added samples that training then drew (`refreshes_used`);
@@ -101,27 +101,14 @@ def _eval_entry(rows: list[dict], split: str) -> dict | None:
             "em": round(100.0 * sum(open_em) / len(open_em), 2) if open_em else None}
 
 
-def paired_bootstrap(a: list[float], b: list[float], resamples: int = 10_000, seed: int = 0) -> dict:
-    """mean(a) - mean(b) of paired 0/1 scores in percentage points, with a percentile 95% interval
-    (questions resampled with replacement, the same resample for both)."""
-    import numpy as np
-
-    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(1)
-    lo, hi = np.quantile(boots, [0.025, 0.975])
-    only_a, only_b = int((d > 0).sum()), int((d < 0).sum())
-    return {"value": round(100 * float(d.mean()), 2), "ci95": [round(100 * float(lo), 2), round(100 * float(hi), 2)],
-            "n": int(d.size), "n_a_only": only_a, "n_b_only": only_b}
-
-
 def _paired(base: list[dict], trained: list[dict], split: str) -> dict | None:
-    a, b = _closed(trained, split), _closed(base, split)
-    ids = sorted(set(a) & set(b))
-    if not ids:
+    from ego3s.eval.paired import compare_predictions
+
+    r = compare_predictions(_closed(trained, split), _closed(base, split))
+    if not r["n"]:
         return None
-    r = paired_bootstrap([a[i] for i in ids], [b[i] for i in ids])
-    return {"accuracy_delta": r["value"], "ci95": r["ci95"], "n": r["n"], "n_trained_only": r["n_a_only"], "n_base_only": r["n_b_only"]}
+    return {"accuracy_delta": r["value"], "ci95": r["ci95"], "n": r["n"], "mcnemar_p": r.get("mcnemar_p"),
+            "n_trained_only": r.get("n_a_only"), "n_base_only": r.get("n_b_only"), "interval": r["interval"]}
 
 
 def _reliance(run: Path, model: str) -> dict | None:
