@@ -140,7 +140,7 @@ def rate(rec: dict) -> tuple[str, float | None, str]:
         return "NLQ queries/s", r.get("read", 0) / wall, f"{r.get('read')} queries read, {r.get('built')} samples built"
     if name == "select" and out is not None:
         r = _load(out / "report.json") or {}
-        n = r.get("candidates") or r.get("pool") or r.get("n") or _count_lines(Path(outs[1])) if len(outs) > 1 else 0
+        n = r.get("candidates") or 0
         kept = _count_lines(out / "selected.jsonl")
         return "samples/s (3 views each)", n / wall if n else None, f"{n} samples scored, {kept} kept"
     if name.startswith("train") and out is not None:
@@ -162,7 +162,13 @@ def rate(rec: dict) -> tuple[str, float | None, str]:
 
 
 def table(args) -> None:
-    recs = [json.loads(line) for line in open(args.log) if line.strip()]
+    last: dict[str, dict] = {}  # a stage run again (a resumed driver) counts once, as last run
+    for line in open(args.log):
+        if line.strip():
+            r = json.loads(line)
+            last.pop(r["name"], None)
+            last[r["name"]] = r
+    recs = list(last.values())
     rows = []
     for r in recs:
         what, per_s, note = rate(r)

@@ -110,7 +110,7 @@ fi
 
 # 3. README step 3 / the GRPO example on one process: a few steps, ECR checked every step
 #    (lambda_s above any ratio: a refresh re-scores probing_set_size samples with the policy)
-ecr_now=(ecr.monitoring_interval=1 ecr.lambda_s=1.0e9 ecr.probing_set_size=8 save_steps=1000000)
+ecr_now=(ecr.monitoring_interval=1 ecr.lambda_s=1.0e9 ecr.probing_set_size=8 save_checkpoints=false)
 small=(max_steps="$STEPS" batch_size="$BATCH" per_device_train_batch_size="$GENERATIONS"
        num_generations="$GENERATIONS" max_completion_length="$MAX_COMPLETION" relevance_file="$RELEVANCE"
        report_to=none)
