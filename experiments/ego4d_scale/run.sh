@@ -56,10 +56,11 @@ mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 LOG=$WORK/stages.jsonl
 # `ego3s` as the README writes it; from a checkout without the console script, the module
-if ! command -v ego3s > /dev/null; then
-  ego3s() { "$PY" -m ego3s.cli "$@"; }
-  export -f ego3s
-  export PY
+if ! command -v ego3s > /dev/null; then  # a command on PATH: the examples and measure.py start it
+  mkdir -p "$WORK/bin"
+  printf '#!/usr/bin/env bash\nexec %q -m ego3s.cli "$@"\n' "$(command -v "$PY")" > "$WORK/bin/ego3s"
+  chmod +x "$WORK/bin/ego3s"
+  export PATH="$WORK/bin:$PATH"
 fi
 want() { [[ ",$STAGES," == *",$1,"* ]]; }
 measure() {  # measure NAME OUTPUTS CMD...: run and record one stage
