@@ -462,8 +462,11 @@ def test_prompts_for_every_benchmark(tmp_path):
         assert b.max_new_tokens(sample) > 0
     assert get_benchmark("egothink").question_text(samples["egothink"], "official").endswith("Short answer:")
     assert "Answer: [Full answer]" in get_benchmark("egotextvqa").question_text(samples["egotextvqa"], "official")
-    assert get_benchmark("egoschema_subset").question_text(samples["egoschema"], "official") == \
-        get_benchmark("egoschema_subset").question_text(samples["egoschema"], "direct")
+    # lmms-eval's egoschema_doc_to_text: question + "\n" + each "A. ..." option + its post-prompt
+    es = samples["egoschema"]
+    assert get_benchmark("egoschema_subset").question_text(es, "official") == \
+        es.question + "".join("\n" + "ABCDE"[i] + ". " + o for i, o in enumerate(es.options)) + \
+        "\nAnswer with the option's letter from the given choices directly."
     with pytest.raises(ValueError, match="fmt"):
         get_benchmark("egoschema_subset").question_text(samples["egoschema"], "fancy")
 
