@@ -160,6 +160,14 @@ def test_evaluation_metrics_reach_tensorboard(tiny_model_dir, tmp_path, monkeypa
     logged = {t for t in tb if t.startswith("eval/egothink/all/") and "/dimension/" not in t}
     numeric = {f"eval/egothink/all/{k}" for k, v in think.items() if isinstance(v, (int, float))}
     assert logged == numeric  # every numeric metric, nothing else
+    # the same run exported in lmms-eval's layout: the EgoThink dimension found is its lmms-eval task
+    from ego3s.eval.lmms_eval import export_lmms_eval
+
+    doc = json.loads(export_lmms_eval(res, tmp_path / "o").read_text())
+    assert doc["group_subtasks"]["egothink"] == ["egothink_activity"]
+    assert doc["results"]["egothink_activity"]["gpt_eval_score,none"] is None  # no judge: no made-up score
+    assert doc["results"]["egothink_activity"]["ego3s_em,none"] == pytest.approx(dim["em"])
+    assert doc["n-samples"]["egotextvqa-indoor"] == {"original": 2, "effective": 2}
 
 
 def test_selection_funnel_and_score_histograms_reach_tensorboard(tmp_path, monkeypatch):
@@ -177,3 +185,20 @@ def test_selection_funnel_and_score_histograms_reach_tensorboard(tmp_path, monke
     # one histogram per score, counting the finite values only
     assert tb["hist:select/score/s_full"] == [(0, 2.0)] and tb["hist:select/score/coarse"] == [(0, 2.0)]
     assert tb["hist:select/score/fine"] == [(0, 1.0)] and "hist:select/score/relevance" not in tb
+
+
+def test_trainer_arguments_take_the_list_and_log_completions():
+    from ego3s.models.sft import SFTRunConfig, sft_args
+    from ego3s.models.warmup import WarmupConfig
+    from ego3s.rl.train import TrainingConfig, grpo_args
+
+    args = grpo_args(TrainingConfig(out="/tmp/x", batch_size=4, per_device_train_batch_size=4, num_generations=2,
+                                    report_to="tensorboard", log_completions=True))
+    assert args.report_to == ["tensorboard"] and args.log_completions is True
+    assert grpo_args(TrainingConfig(out="/tmp/x", batch_size=4, per_device_train_batch_size=4,
+                                    num_generations=2)).report_to == []
+    assert sft_args(SFTRunConfig(out="/tmp/x", report_to=["tensorboard"]), bf16=False).report_to == ["tensorboard"]
+    assert WarmupConfig().report_to == "none" and report_to_list(WarmupConfig(report_to=["tensorboard"]).report_to)
+    with pytest.raises(ValueError, match="training.report_to: unknown tracker"):
+        grpo_args(TrainingConfig(out="/tmp/x", batch_size=4, per_device_train_batch_size=4, num_generations=2,
+                                 report_to="tensorbord"))
