@@ -58,7 +58,7 @@ fi
 JUDGE=()
 if [[ -n "${JUDGE_MODEL:-}" ]]; then JUDGE=(--judge-model "$JUDGE_MODEL"); fi
 torchrun --nproc-per-node="$NGPU" -m ego3s.cli eval \
-  --data QAEgo4D,EgoTextVQA,EgoSchema,EgoPlan2,EgoThink \
+  --data QAEgo4D,EgoTextVQA,egoschema_subset,EgoPlan2,EgoThink \
   --model "$OUT/final" \
   --root "$BENCH" \
   --out "$EVAL_OUT" \

@@ -102,7 +102,12 @@ class TrainingConfig(FrameSampling):
                 "still saved. A full fine-tuning checkpoint of the 7B holds its optimizer states (about 100 GB)"})
     save_total_limit: int | None = field(default=None, metadata={"help": "keep at most N checkpoints"})
     logging_steps: int = field(default=1, metadata={"help": "log every N steps"})
-    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb"})
+    report_to: str | list[str] = field(default="none", metadata={
+        "help": "trackers, as transformers' report_to: none, tensorboard, wandb, trackio, or a list of them "
+                "(ECR and reward metrics go to the same trackers)"})
+    log_completions: bool = field(default=False, metadata={
+        "help": "TRL's log_completions: print and log (wandb/trackio table) a sample of prompts and completions "
+                "at each logging step"})
     seed: int = field(default=0, metadata={"help": "seed"})
     ecr: ECRConfig = field(default_factory=ECRConfig)
     candidates: str | None = field(default=None, metadata={
@@ -179,6 +184,7 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
     from trl import GRPOConfig
 
     from ego3s.rl.strategies import grpo_config_kwargs, optimizer_steps_per_generation
+    from ego3s.tracking import trainer_report_to
 
     per_step = cfg.per_device_train_batch_size * world_size
     if cfg.batch_size % per_step:
@@ -200,8 +206,8 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
         warmup_steps=cfg.warmup_ratio, gradient_checkpointing=cfg.gradient_checkpointing,
         save_steps=cfg.save_steps, save_strategy="steps" if cfg.save_checkpoints else "no",
         save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
-        report_to=[] if cfg.report_to == "none" else [cfg.report_to], seed=cfg.seed, bf16=bf16,
-        remove_unused_columns=False, shuffle_dataset=True, log_completions=False,
+        report_to=trainer_report_to(cfg.report_to, "training.report_to"), seed=cfg.seed, bf16=bf16,
+        remove_unused_columns=False, shuffle_dataset=True, log_completions=cfg.log_completions,
         # without a GPU, accelerate sets up gloo only when told it runs on CPU; otherwise torchrun's
         # N processes silently train N independent copies
         use_cpu=not torch.cuda.is_available(),
@@ -295,6 +301,9 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
 
     if cfg.master_weights not in MASTER_WEIGHTS:  # before minutes of loading, not after
         raise ValueError(f"master_weights must be one of {MASTER_WEIGHTS}, got {cfg.master_weights!r}")
+    from ego3s.tracking import trainer_report_to
+
+    trainer_report_to(cfg.report_to, "training.report_to")  # unknown tracker or missing package: now
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     errors: list = []
