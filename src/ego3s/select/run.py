@@ -57,6 +57,9 @@ class SelectionConfig:
     limr_log: str | None = field(default=None, metadata={
         "help": "LIMR: rewards.jsonl of a full-data `ego3s train` run"})
     limr_reward: str = field(default="accuracy", metadata={"help": "LIMR: reward component of the trajectories"})
+    report_to: str | list[str] = field(default="none", metadata={
+        "help": "trackers for the funnel counts and score histograms (select/funnel/..., select/score/...): "
+                "none, tensorboard, wandb, trackio, or a list"})
     min_kept: int = field(default=0, metadata={
         "help": "CSM: when fewer samples pass, top up with the closest misses (most filters passed, then "
                 "highest interaction reliance, then language-prior gain); counted as `topped_up` in the "
@@ -92,6 +95,9 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
     """Run one selection method end to end and write its outputs; returns the report."""
     if cfg.method not in METHODS:
         raise ValueError(f"unknown selection method {cfg.method!r}; choose from {METHODS}")
+    from ego3s.tracking import trainer_report_to
+
+    trainer_report_to(cfg.report_to, "selection.report_to")  # an unknown tracker fails before the scoring
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     skipped_records: list = []
@@ -171,7 +177,25 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
         _histograms(out, rows, samples, cfg.csm)
     write_json(out / "report.json", report)
     write_text(out / "report.md", _markdown(report))
+    _track(cfg, report, rows)
     return report
+
+
+SCORE_KEYS = ("s_full", "s_blind", "s_context", "coarse", "fine", "relevance", "learning_impact")
+
+
+def _track(cfg: SelectionConfig, report: dict, rows: list[dict]) -> None:
+    """Funnel counts (`select/funnel/<stage>`, with `candidates`, `selected`) and one histogram per
+    score (`select/score/<name>`) to the trackers of `report_to`."""
+    from ego3s.tracking import open_tracker, selection_metrics
+
+    with open_tracker(cfg.report_to, cfg.out, run_name="select", config=cfg, where="selection.report_to") as t:
+        if not t.names:
+            return
+        t.scalars(selection_metrics({"candidates": report["candidates"], "selected": report["selected"],
+                                     **report.get("funnel", {})}))
+        for key in SCORE_KEYS:
+            t.histogram(f"select/score/{key}", [r.get(key) for r in rows])
 
 
 def _top_up(rows: list[dict], n: int) -> list[str]:
