@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ego3s.config import check_fields
+
 
 @dataclass
 class ECRConfig:
@@ -22,6 +24,11 @@ class ECRConfig:
     mastered_window: int = field(default=2, metadata={
         "help": "a sample is mastered when its last `mastered_window` groups were all correct"})
     min_pool_size: int = field(default=8, metadata={"help": "never shrink the active pool below this"})
+
+    def __post_init__(self):
+        check_fields(self, ranges={"lambda_s": "(0, inf)", "monitoring_interval": "[1, inf)",
+                                   "probing_set_size": "[0, inf)", "mastered_window": "[1, inf)",
+                                   "min_pool_size": "[0, inf)"})
 
 
 def group_stats(rewards: list[float], group_size: int) -> tuple[float, float]:

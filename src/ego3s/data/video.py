@@ -34,6 +34,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
+from ego3s.config import check_fields
 from ego3s.data.schema import Interaction, Sample, TimedBox
 
 # Qwen2.5-VL's constants (qwen_vl_utils.vision_process): 14 px patches merged 2x2 -> 28 px tokens.
@@ -72,6 +73,11 @@ class FrameSampling:
     decode_threads: int | None = field(default=None, metadata={
         "help": "PyAV: threads that decode one long clip's stretches (None: 1 in a DataLoader worker, "
                 "else min(8, 2 x CPUs / processes on this machine))"})
+
+    def __post_init__(self):
+        check_fields(self, choices={"backend": BACKENDS},
+                     ranges={"nframes": "[1, inf)", "fps": "(0, inf)", "max_frames": "[1, inf)",
+                             "max_pixels": "[1, inf)", "min_pixels": "[1, inf)", "decode_threads": "[1, inf)"})
 
     def sampling_kwargs(self) -> dict:
         """The `load_clip` keyword arguments these settings stand for."""

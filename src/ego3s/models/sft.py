@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ego3s.config import DTYPES, MASTER_WEIGHTS, REPORT_TO, ConfigError, check_fields, check_steps
 from ego3s.data.video import FrameSampling
 
 
@@ -57,6 +58,19 @@ class SFTRunConfig(FrameSampling):
     logging_steps: int = field(default=1, metadata={"help": "log every N steps"})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb"})
     seed: int = field(default=0, metadata={"help": "seed"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_fields(self, choices={"fmt": ("direct", "reasoning"), "loss_type": ("nll", "dft"), "dtype": DTYPES,
+                                    "master_weights": MASTER_WEIGHTS, "report_to": REPORT_TO},
+                     ranges={"grounded_share": "[0, 1]", "learning_rate": "(0, inf)",
+                             "vision_learning_rate": "(0, inf)", "per_device_train_batch_size": "[1, inf)",
+                             "gradient_accumulation_steps": "[1, inf)", "num_train_epochs": "(0, inf)",
+                             "warmup_ratio": "[0, 1)", "lora_r": "[1, inf)", "lora_alpha": "[1, inf)",
+                             "save_steps": "[1, inf)", "save_total_limit": "[1, inf)", "logging_steps": "[1, inf)"})
+        check_steps("max_steps", self.max_steps)
+        if self.rationale != "template" and (not self.rationale.startswith("meta.") or self.rationale == "meta."):
+            raise ConfigError(f"rationale: {self.rationale!r} is not one of template, meta.KEY")
 
 
 def sft_dataset(cfg: SFTRunConfig, errors: list | None = None):

@@ -13,13 +13,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ego3s.config import MASTER_WEIGHTS, check_fields
 from ego3s.data.video import FrameSampling
 
-
-def _check_shares(cfg, prefix: str, names: tuple[str, ...]) -> None:
-    for name in names:
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise ValueError(f"{prefix}.{name} must be in [0, 1], got {getattr(cfg, name)!r}")
+FORMATS = ("direct", "reasoning")
 
 
 @dataclass
@@ -50,7 +47,9 @@ class VisionPretrainConfig:
                 "does for the grasped object (0: off)"})
 
     def __post_init__(self):
-        _check_shares(self, "warmup.vision_pretrain", ("context_share",))
+        check_fields(self, ranges={"steps": "[0, inf)", "batch_size": "[1, inf)", "learning_rate": "(0, inf)",
+                                   "box_weight": "[0, inf)", "held_out": "[0, inf)", "workers": "[0, inf)",
+                                   "lm_align": "[0, inf)", "context_share": "[0, 1]", "scene_align": "[0, inf)"})
 
 
 @dataclass
@@ -92,7 +91,11 @@ class WarmupConfig(FrameSampling):
                 "are listed in skipped.jsonl either way"})
 
     def __post_init__(self):
-        _check_shares(self, "warmup", ("grounded_share", "direct_share", "context_share"))
+        super().__post_init__()
+        check_fields(self, choices={"fmt": FORMATS, "master_weights": MASTER_WEIGHTS},
+                     ranges={"steps": "[0, inf)", "batch_size": "[1, inf)", "learning_rate": "(0, inf)",
+                             "grounded_share": "[0, 1]", "direct_share": "[0, 1]", "context_share": "[0, 1]",
+                             "vision_learning_rate": "(0, inf)", "save_steps": "[1, inf)", "workers": "[0, inf)"})
 
 
 def rationale(sample, grounded_share: float = 0.5) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
+from ego3s.config import ConfigError, check_fields
 from ego3s.answers import as_text, extract_answer, extract_letter, extract_think, format_ok, rouge_l_f
 from ego3s.data.schema import LETTERS
 from ego3s.embedding import load_embedder  # re-exported: eval.metrics imports it from here
@@ -35,6 +36,7 @@ __all__ = ["RewardConfig", "accuracy_reward", "format_reward", "interaction_rewa
            "load_embedder"]
 
 log = logging.getLogger(__name__)
+OPEN_METRICS = ("rouge_l", "similarity")
 
 
 @dataclass
@@ -53,15 +55,10 @@ class RewardConfig:
         "help": "object names and synonyms counted as mentions (n); each sample's own objects are added"})
 
     def __post_init__(self):
-        if self.open_metric not in ("rouge_l", "similarity"):
-            raise ValueError(f"open_metric must be 'rouge_l' or 'similarity', got {self.open_metric!r}")
-        for name in ("alpha", "H"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
-                    name == "alpha" and v < 0):
-                raise ValueError(f"{name} must be a finite number{' >= 0' if name == 'alpha' else ''}, got {v!r}")
-        if isinstance(self.N, bool) or not isinstance(self.N, int) or self.N < 1:
-            raise ValueError(f"N must be an integer >= 1, got {self.N!r}")
+        check_fields(self, choices={"open_metric": OPEN_METRICS},
+                     ranges={"alpha": "[0, inf)", "H": "(-inf, inf)", "N": "[1, inf)"})
+        if not isinstance(self.N, int):
+            raise ConfigError(f"N: {self.N!r} is not an integer >= 1")
 
 
 # ----------------------------------------------------------------------------------------------

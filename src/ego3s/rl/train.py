@@ -13,8 +13,11 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ego3s.config import DTYPES, MASTER_WEIGHTS, REPORT_TO, check_fields, check_steps
 from ego3s.curriculum.monitor import ECRConfig
-from ego3s.data.video import FrameSampling
+from ego3s.data.video import VIEWS, FrameSampling
+from ego3s.rl.rewards import OPEN_METRICS
+from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
 
 
@@ -83,6 +86,19 @@ class TrainingConfig(FrameSampling):
     embedder: str | None = field(default=None, metadata={"help": "sentence embedder for ECR relevance (None: MiniLM)"})
     relevance_file: str | None = field(default=None, metadata={"help": "JSON {id: relevance} computed earlier"})
     ecr_batch_size: int = field(default=8, metadata={"help": "samples per forward when ECR re-scores"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_fields(self, choices={"strategy": tuple(STRATEGIES), "open_metric": OPEN_METRICS, "dtype": DTYPES,
+                                    "master_weights": MASTER_WEIGHTS, "view": VIEWS, "report_to": REPORT_TO},
+                     ranges={"dynamic_sampling_rounds": "[0, inf)", "alpha": "[0, inf)", "N": "[1, inf)",
+                             "H": "(-inf, inf)", "learning_rate": "(0, inf)", "batch_size": "[1, inf)",
+                             "per_device_train_batch_size": "[1, inf)", "num_generations": "[2, inf)",
+                             "max_completion_length": "[1, inf)", "temperature": "(0, inf)", "beta": "[0, inf)",
+                             "num_train_epochs": "(0, inf)", "warmup_ratio": "[0, 1)", "lora_r": "[1, inf)",
+                             "lora_alpha": "[1, inf)", "save_steps": "[1, inf)", "save_total_limit": "[1, inf)",
+                             "logging_steps": "[1, inf)", "ecr_batch_size": "[1, inf)"})
+        check_steps("max_steps", self.max_steps)
 
 
 def training_dataset(samples, fmt: str = "reasoning"):

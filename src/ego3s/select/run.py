@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ego3s.config import DEVICES, DTYPES, ConfigError, check_fields
 from ego3s.data.io import read_jsonl, write_jsonl
 from ego3s.files import write_json, write_text
 from ego3s.select import baselines
@@ -25,6 +26,7 @@ from ego3s.select.csm import CSMThresholds, apply_filters, funnel, relevance_tex
 from ego3s.select.scoring import ScoringConfig
 
 METHODS = ("csm", "random", "full", "s1", "limo", "limr")
+LIMR_REWARDS = ("total", "accuracy", "format", "interaction", "overlong")  # the components `ego3s train` logs
 
 
 @dataclass
@@ -61,6 +63,18 @@ class SelectionConfig:
         "help": "CSM: when fewer samples pass, top up with the closest misses (most filters passed, then "
                 "highest interaction reliance, then language-prior gain); counted as `topped_up` in the "
                 "report. 0 keeps the method pure."})
+
+    def __post_init__(self):
+        check_fields(self, choices={"method": METHODS, "dtype": DTYPES, "device": DEVICES,
+                                    "limr_reward": LIMR_REWARDS},
+                     ranges={"budget": "[0, inf)", "budget_fraction": "(0, 1]", "limit": "[0, inf)",
+                             "s1_min_question_words": "[0, inf)", "s1_solved_threshold": "[0, 1]",
+                             "limo_k": "[1, inf)", "min_kept": "[0, inf)"})
+        band = self.limo_band
+        if not (isinstance(band, (list, tuple)) and len(band) == 2
+                and all(isinstance(b, int) and not isinstance(b, bool) for b in band)
+                and 0 <= band[0] <= band[1] <= self.limo_k):
+            raise ConfigError(f"limo_band: {band!r} is not [low, high] with 0 <= low <= high <= limo_k ({self.limo_k})")
 
 
 def _budget(cfg: SelectionConfig, n: int) -> int:
