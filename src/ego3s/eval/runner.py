@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ego3s import skips
 from ego3s.config import DEVICES, DTYPES, check_fields
 from ego3s.data.schema import Sample
 from ego3s.data.video import BACKENDS
@@ -728,11 +729,16 @@ def run_eval(cfg: EvalConfig, model=None, processor=None, echo: Callable[[str], 
         results["seconds"] = round(time.perf_counter() - t_start, 3)
         if judge is not None:
             results["judge"] = judge.info()
+        results["skips"] = skips.from_eval(results)
         write_json(out / "results.json", results)
         write_text(out / "results.md", results_markdown(results))
         write_text(out / "results.csv", results_csv(results))
         if echo is not None:
             echo(results_table(results))
+        empty = [name for name, b in results["benchmarks"].items() if not b["n_scored"]]
+        if empty:
+            raise skips.nothing_produced("eval", f"evaluated 0 samples of {', '.join(empty)} (results in "
+                                         f"{out / 'results.md'})", results["skips"])
         return results
     finally:
         if owned:

@@ -66,17 +66,19 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "a
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if attn_implementation not in ATTENTION:
         raise ValueError(f"attn_implementation must be one of {ATTENTION}, got {attn_implementation!r}")
-    p = Path(path)
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{p}: no config.json; expected a local model folder (weights are never "
-                                "downloaded; build a test model with `ego3s build-model tiny --out DIR`)")
+    from ego3s.models.folder import ModelFolderError, check_model_folder
+
+    p = check_model_folder(path)  # names a missing or unreadable part, before transformers fails on it
     dev = resolve_device(device)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, dev), "local_files_only": True}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     if dev.type == "cuda":
         kwargs["device_map"] = {"": dev.index}  # load straight onto the GPU
-    model = AutoModelForImageTextToText.from_pretrained(p, **kwargs)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(p, **kwargs)
+    except (OSError, ValueError, KeyError) as e:  # e.g. an unknown model type or a torn pytorch_model.bin
+        raise ModelFolderError(f"{p}: cannot load the model: {str(e).strip().splitlines()[0][:300]}") from e
     if dev.type != "cuda":
         model = model.to(dev)
     model.eval()
@@ -85,7 +87,10 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "a
         from ego3s.models.vision_attention import patch_vision_attention
 
         patch_vision_attention(model)
-    processor = AutoProcessor.from_pretrained(p, local_files_only=True)
+    try:
+        processor = AutoProcessor.from_pretrained(p, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelFolderError(f"{p}: cannot load the processor: {str(e).strip().splitlines()[0][:300]}") from e
     return model, processor
 
 

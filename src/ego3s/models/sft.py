@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ego3s import skips
 from ego3s.config import DTYPES, MASTER_WEIGHTS, REPORT_TO, ConfigError, check_fields, check_steps
 from ego3s.data.video import FrameSampling
 
@@ -85,9 +86,10 @@ def sft_dataset(cfg: SFTRunConfig, errors: list | None = None):
 
     if cfg.fmt not in ("direct", "reasoning"):
         raise ValueError(f"fmt must be direct or reasoning, got {cfg.fmt!r}")
+    errors = [] if errors is None else errors
     samples = read_jsonl(cfg.data, skip_invalid=True, errors=errors)
     if not samples:
-        raise ValueError(f"{cfg.data}: no valid training samples")
+        raise skips.nothing_produced("sft", f"{cfg.data}: no valid training sample", skips.from_errors(errors))
     if cfg.fmt == "reasoning":
         for s in samples:
             try:
@@ -144,7 +146,8 @@ def run_sft(cfg: SFTRunConfig, resume: bool = False):
         model=model, args=sft_args(cfg, bf16), train_dataset=ds, processing_class=processor,
         data_collator=ClipCollator(processor, cfg), optimizers=(optimizer, None),
         peft_config=lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora else None)
-    write_json(out / "sft_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
+    trainer.skips = skips.from_errors(errors)
+    write_json(out / "sft_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors), "skips": trainer.skips})
     ckpt = last_checkpoint(out) if resume else None
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled  # their states load only in train()
     if ckpt is not None and not cfg.lora and not sharded:

@@ -9,10 +9,12 @@ bars and multi-GPU come from transformers.
 
 from __future__ import annotations
 
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ego3s import skips
 from ego3s.config import MASTER_WEIGHTS, check_fields
 from ego3s.data.video import FrameSampling
 
@@ -251,13 +253,19 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
     from ego3s.models.loading import load_checkpoint_weights
     from ego3s.rl.train import VISION_PREFIXES, last_checkpoint
 
+    errors: list = []
+    samples = read_jsonl(data, skip_invalid=True, errors=errors)  # before minutes of model loading
+    invalid = skips.from_errors(errors)
+    if not samples:
+        raise skips.nothing_produced("warmup", f"{data}: no valid sample", invalid)
+    for line in skips.lines(invalid, "warmup"):
+        print(line, file=sys.stderr)
     model, processor = load_model(model_dir, dtype="float32" if not torch.cuda.is_available() else "bfloat16")
     patch_qwen25_rope_index(model)
     for name, p in model.named_parameters():
         p.requires_grad_(cfg.train_language_model or name.startswith(VISION_PREFIXES))
     bf16 = next(model.parameters()).dtype == torch.bfloat16
     loaded_dtype = upcast_trainable(model, cfg.master_weights)
-    samples = read_jsonl(data, skip_invalid=True)
     ds = datasets.Dataset.from_list([{"sample": json.dumps(s.to_dict())} for s in samples])
     args = TrainingArguments(
         output_dir=out, max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
@@ -294,7 +302,8 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
                                  "lower learning_rate / vision_learning_rate")
     skipped = Path(out) / "skipped.jsonl"
     if skipped.exists():
-        print(f"warm-up: {len(skipped.read_text().splitlines())} unreadable clips skipped, listed in {skipped}")
+        print(f"warm-up: {len(skipped.read_text().splitlines())} unreadable clips skipped, listed in {skipped}",
+              file=sys.stderr)
     downcast(model, loaded_dtype)
     final = Path(out) / "final"
     trainer.save_model(str(final))

@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ego3s import skips
 from ego3s.config import DTYPES, MASTER_WEIGHTS, REPORT_TO, check_fields, check_steps
 from ego3s.curriculum.monitor import ECRConfig
 from ego3s.data.video import VIEWS, FrameSampling
@@ -257,7 +258,7 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
     errors: list = []
     samples = read_jsonl(cfg.data, skip_invalid=True, errors=errors)
     if not samples:
-        raise ValueError(f"{cfg.data}: no valid training samples ({len(errors)} invalid)")
+        raise skips.nothing_produced("train", f"{cfg.data}: no valid training sample", skips.from_errors(errors))
     if model is None:
         model, processor = load_model(cfg.model, dtype=cfg.dtype)
     if cfg.freeze_vision and not cfg.lora:
@@ -295,7 +296,9 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
         layout_invariant_sampling=cfg.layout_invariant_sampling, shared_prefix_rollouts=cfg.shared_prefix_rollouts,
         static_cache_rollouts=cfg.static_cache_rollouts,
         vision_feature_cache=cfg.vision_feature_cache)
-    write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
+    trainer.skips = skips.from_errors(errors)  # invalid records of the data and candidate pool
+    write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors),
+                                              "skips": trainer.skips})
     required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())
     ckpt = last_checkpoint(out, required) if resume else None
     for log in ("rewards.jsonl", "ecr_events.jsonl"):  # from scratch (no checkpoint): step 0, an empty log

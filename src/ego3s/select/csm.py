@@ -26,8 +26,9 @@ class CSMThresholds:
     eps: float = field(default=1e-6, metadata={"help": "floor of s_full in the fine criterion"})
 
     def __post_init__(self):
-        # s_full - s_blind and a cosine lie in [-1, 1]; the fine ratio is unbounded below
-        check_fields(self, ranges={"lambda_c": "[-1, 1]", "lambda_f": "(-inf, 1]", "lambda_o": "[-1, 1]",
+        # the criteria are at most 1 (coarse: s_full - s_blind; fine: a ratio; relevance: a cosine), so
+        # a higher threshold keeps nothing; any threshold below their range keeps everything (filter off)
+        check_fields(self, ranges={"lambda_c": "(-inf, 1)", "lambda_f": "(-inf, 1]", "lambda_o": "(-inf, 1]",
                                    "eps": "(0, 1]"})
 
 

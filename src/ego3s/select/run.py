@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ego3s.config import DEVICES, DTYPES, ConfigError, check_fields
 from ego3s.data.io import read_jsonl, write_jsonl
+from ego3s import skips
 from ego3s.files import write_json, write_text
 from ego3s.select import baselines
 from ego3s.select.csm import CSMThresholds, apply_filters, funnel, relevance_texts
@@ -183,9 +184,38 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
         report["topped_up"] = len(topped)
         report["thresholds"] = asdict(cfg.csm)
         _histograms(out, rows, samples, cfg.csm)
+    report["skips"] = _skips(skipped_records, rows)
     write_json(out / "report.json", report)
     write_text(out / "report.md", _markdown(report))
+    if not selected:
+        raise skips.nothing_produced("select", f"kept 0 of {len(samples)} candidates (report in {out / 'report.md'})",
+                                     report["skips"], _why_empty(cfg, report))
     return report
+
+
+def _skips(records: list, rows: list[dict]) -> dict:
+    """Invalid records, samples whose video or view could not be prepared, and invalid scores."""
+    out = skips.from_errors(records)
+    for r in rows:
+        if r.get("error"):
+            reason = ("no interaction boxes for the context view" if "needs interaction boxes" in r["error"]
+                      else "unreadable video")
+            skips.add(out, reason, 1, f"sample {r['id']!r}: {r['error']}")
+        elif r.get("invalid"):
+            skips.add(out, "invalid score (missing, not finite or outside [0, 1])", 1, f"sample {r['id']!r}")
+    return out
+
+
+def _why_empty(cfg: SelectionConfig, report: dict) -> str:
+    if not report["candidates"]:
+        return f"no valid candidate in {cfg.data}"
+    f = report.get("funnel")
+    if f is None:
+        return f"method {cfg.method!r} with budget {report['budget']}"
+    c = cfg.csm
+    return (f"CSM funnel: {f['scored'] - f['invalid']} validly scored, {f['after_coarse']} passed coarse "
+            f"(lambda_c={c.lambda_c}), {f['after_fine']} fine (lambda_f={c.lambda_f}), {f['after_relevance']} "
+            f"relevance (lambda_o={c.lambda_o}); lower a threshold or set min_kept")
 
 
 def _top_up(rows: list[dict], n: int) -> list[str]:
@@ -297,6 +327,7 @@ def _markdown(report: dict) -> str:
              f"- candidates: {report['candidates']}", f"- selected: {report['selected']} "
              f"({100 * report['kept_fraction']:.1f}%)",
              f"- invalid records skipped: {report['invalid_records_skipped']}"]
+    lines += [f"- {line}" for line in skips.lines(report.get("skips") or {})]
     sc = report.get("scoring") or {}
     if sc:
         lines.append(f"- scored: {sc.get('scored', 0)}, from cache: {sc.get('cached', 0)}, "
