@@ -17,14 +17,14 @@ from ego3s.eval.benchmarks import egothink as egothink_mod
 from ego3s.eval.judge import Judge
 from judge_server import JudgeServer
 
-SHARED = Path(__file__).parents[2] / "shared" / "benchmarks"
+SHARED = Path(__file__).parents[1] / "data" / "benchmarks"
 FIX = Path(__file__).parent / "fixtures" / "eval"
 
 
 def shared(sub: str) -> Path:
     p = SHARED / sub
     if not p.exists():
-        pytest.skip(f"{p} not found: the real annotation files live in ../shared/benchmarks beside the checkout")
+        pytest.skip(f"{p} not found: run `python data/benchmarks/fetch_egoschema.py` (see data/benchmarks/README.md)")
     return p
 
 

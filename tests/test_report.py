@@ -192,7 +192,11 @@ def make_fake_run(root: Path, steps: int = 300, refresh_step: int = 200) -> Path
                 "icu": {"textual": {"share": icu_text, "n_correct": 96, "n_named": int(icu_text * 0.96),
                                     "n_annotated": 200, "named_all": icu_text - 8},
                         "attention": {"n": 200, "in_box": icu_att, "area": 11.8, "ratio": round(icu_att / 11.8, 3),
-                                      "visual_mass": 41.0}, "attention_layers": "mean", "attention_errors": 0}}
+                                      "visual_mass": 41.0}, "attention_layers": "mean", "attention_errors": 0,
+                        "counterfactual_reliance": {
+                            "splits": {"all": {"value": icu_att / 2, "ci95": [icu_att / 2 - 3.5, icu_att / 2 + 3.25],
+                                               "n": 180, "full": 60.0, "context": 60.0 - icu_att / 2}},
+                            "excluded": {"no_interaction": 20}, "n_excluded": 20, "n_paired": 180}}}
 
     def bench_egoschema(acc):
         return {"benchmark": "EgoSchema", "path": "data/egoschema", "n_samples": 500, "n_scored": 498, "n_missing": 0,
@@ -254,6 +258,8 @@ def test_report_content(rendered):
     assert "+19.40" in page  # atypical-split accuracy 33.0 -> 52.4
     assert "+15.50" in page  # ICU textual 22.4 -> 37.9
     assert "attention in interaction boxes" in page
+    assert "counterfactual reliance, full − context accuracy (pp), all" in page
+    assert "[10.30, 17.05], n=180" in page and "+4.65" in page  # trained 13.80 vs base 9.15
     assert 'class="neg"' not in page.split('id="eval"')[1].split('id="samples"')[0]  # no regression in the fake
     # samples: same ids, reasoning shown, escaped
     assert "egs_test_0000" in page and "&lt;think&gt;" in page and "red mug" in page

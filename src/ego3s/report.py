@@ -1059,6 +1059,12 @@ def _icu_rows(b: dict) -> dict[str, Any]:
         out["attention in interaction boxes (%)"] = a.get("in_box")
         out["box area share = chance (%)"] = a.get("area")
         out["attention / area"] = a.get("ratio")
+    cr = icu.get("counterfactual_reliance") or {}
+    for split, e in (cr.get("splits") or {}).items():  # full - context accuracy, paired per question
+        lo, hi = (e.get("ci95") or [None, None])[:2]
+        out[f"counterfactual reliance, full − context accuracy (pp), {split}"] = e.get("value")
+        out[f"  95% interval, n ({split})"] = (f"[{lo:.2f}, {hi:.2f}], n={e.get('n')}" if _num(lo) and _num(hi)
+                                              else f"n={e.get('n')}")
     for k, v in (b.get("metrics") or {}).items():
         if k.startswith("icu") and (_num(v) or v is None):
             out[k] = v
@@ -1075,7 +1081,7 @@ def _icu_table(runs: dict, names: list[str], bench: str, has_delta: bool) -> str
     rows = []
     for k in keys:
         vals = [per[n].get(k) for n in names]
-        row = [k, *[mfmt(v) for v in vals]]
+        row = [k, *[v if isinstance(v, str) else mfmt(v) for v in vals]]
         if has_delta:
             bv, tv = per["base"].get(k), per["trained"].get(k)
             row.append(delta_cell(tv - bv if _num(bv) and _num(tv) else None))

@@ -2,7 +2,7 @@
 videos, indoor (2,216 QA, house-keeping, EgoSchema/Ego4D clips) and outdoor (4,848 QA, driving).
 
 Files: `indoor_total.json`, `outdoor_total.json`, `outdoor_real_time.json` (as mirrored in
-shared/benchmarks/egotextvqa), or the repository's `data/egotextvqa_{indoor,outdoor}/total.json`
+data/benchmarks/egotextvqa), or the repository's `data/egotextvqa_{indoor,outdoor}/total.json`
 and `data/egotextvqa_outdoor/real_time.json`. Each is `[{"dataset", "split", "task_setting",
 "data": [{"video_id", "question_id", "question", "question_type", "correct_answer", "timestamp"}]}]`.
 
