@@ -15,7 +15,12 @@ from typing import Iterable
 
 
 class NothingProduced(RuntimeError):
-    """A stage ended with an empty result; the message says which stage, where, and why."""
+    """A stage ended with an empty result; the message says which stage, where, and why, and
+    `skips` holds what was skipped on the way (printed one line per reason by the CLI)."""
+
+    def __init__(self, message: str, stage: str = "", skips: dict | None = None):
+        super().__init__(message)
+        self.stage, self.skips = stage, skips or {}
 
 
 def add(skips: dict, reason: str, count: int = 1, example: str | None = None) -> dict:
@@ -54,7 +59,7 @@ def nothing_produced(stage: str, what: str, skips: dict, why: str = "") -> Nothi
     """The error of a stage with an empty result: what is empty, why, and every skip reason."""
     reasons = "; ".join(f"{v['count']} {r}" for r, v in sorted(skips.items(), key=lambda kv: -kv[1]["count"]))
     parts = [f"{stage}: {what}"] + ([why] if why else []) + ([f"skipped: {reasons}"] if reasons else [])
-    return NothingProduced("; ".join(parts))
+    return NothingProduced("; ".join(parts), stage, skips)
 
 
 def from_eval(results: dict) -> dict:
@@ -71,3 +76,30 @@ def from_eval(results: dict) -> dict:
         add(out, f"{name}: judge failed", j.get("judge_failed") or 0,
             f"sample {first[0]!r}: {first[1]}" if first else None)
     return out
+
+
+def of_run(run_dir) -> dict[str, dict]:
+    """`{stage: skips}` of an `ego3s run` folder, from the files its stages wrote."""
+    import json
+    from pathlib import Path
+
+    d = Path(run_dir)
+    out: dict[str, dict] = {}
+
+    def read(path: Path) -> dict:
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    warm = d / "warmup" / "skipped.jsonl"
+    if warm.is_file():
+        n = sum(1 for line in warm.read_text().splitlines() if line.strip())
+        add(out.setdefault("warmup", {}), "unreadable clip", n, str(warm))
+    for stage, path in (("select", d / "select" / "report.json"), ("train", d / "train" / "training_config.json")):
+        if (s := read(path).get("skips")):
+            out[stage] = s
+    for res in sorted((d / "eval").glob("*/results.json")):
+        if (s := read(res).get("skips")):
+            out[f"eval {res.parent.name}"] = s
+    return {k: v for k, v in out.items() if v}
