@@ -114,8 +114,8 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "a
         raise ValueError(f"attn_implementation must be one of {ATTENTION}, got {attn_implementation!r}")
     from ego3s.models.folder import ModelFolderError, check_model_folder
 
-    if Path(path).is_dir():  # a local folder: name every missing part, not only config.json
-        check_model_folder(path)
+    if Path(path).is_dir() or str(path).startswith(("/", ".", "~")):  # a local folder, not a Hub id: name
+        check_model_folder(Path(path).expanduser())                        # every missing part, not only config.json
     p = check_model_folder(resolve_model_path(path))  # before transformers fails on a missing part
     dev = resolve_device(device)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, dev), "local_files_only": True}
