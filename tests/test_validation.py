@@ -249,6 +249,21 @@ def test_file_system_errors_are_one_line_naming_the_path(invalid, tmp_path, monk
     assert text in r.output and "Traceback" not in r.output
 
 
+def test_a_full_disk_while_writing_names_the_file(invalid, tmp_path, monkeypatch):
+    """ENOSPC raised by fsync (where a full disk shows) carries no file name; the atomic writer adds it."""
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    r = cli("select", "method=full", f"data={invalid['file']}", f"out={tmp_path / 'sel'}")
+    assert r.exit_code == 1
+    assert r.output.strip() == f"error: {tmp_path / 'sel' / 'selected.jsonl'}: no space left on the device: free " \
+                               "space or write the outputs elsewhere"
+    assert not list((tmp_path / "sel").glob(".*.tmp"))  # no temp file left behind
+
+
 def test_an_output_path_that_is_a_file_is_named(invalid, tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
     r = cli("select", "method=full", f"data={invalid['file']}", f"out={tmp_path / 'taken'}")
