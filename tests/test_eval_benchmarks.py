@@ -44,7 +44,10 @@ def scripted_judge(server, **kw):
 @pytest.mark.parametrize("name, canonical", [
     ("QAEgo4D", "qaego4d"), ("QAEgo4D-close", "qaego4d-close"), ("qaego4d_close", "qaego4d-close"),
     ("EgoTextVQA", "egotextvqa"), ("EgoTextVQA-indoor", "egotextvqa-indoor"), ("egotextvqa_outdoor", "egotextvqa-outdoor"),
-    ("EgoSchema", "egoschema"), ("EgoSchema-full", "egoschema-full"), ("EgoPlan2", "egoplan2"),
+    ("EgoSchema", "egoschema"), ("EgoSchema-full", "egoschema"), ("egoschema_subset", "egoschema-subset"),
+    ("EgoSchema-subset", "egoschema-subset"), ("egothink_forecasting", "egothink-forecasting"),
+    ("EgoThink-Object-affordance", "egothink-affordance"), ("egothink_forecast", "egothink-forecasting"),
+    ("EgoPlan2", "egoplan2"),
     ("EgoPlan-Bench2", "egoplan2"), ("egoplan_bench2", "egoplan2"), ("EgoThink", "egothink"), ("EgoSynth", "egosynth"),
     (" egosynth-ATYPICAL ", "egosynth-atypical"),
 ])
@@ -148,16 +151,18 @@ def test_egotextvqa_scoring_with_judge(server):
     server.reset_counts()
     r = get_benchmark("egotextvqa").score(ETV_SAMPLES, ETV_OUTPUTS, judge=scripted_judge(server, parse_retries=2))
     # judged: i1 yes/5, i2 yes/3 (a shared word), i3 empty -> no/0 without a request, i4 fails to parse
-    # (excluded, counted), o1 yes/5, o2 no/1.
+    # (graded no/0 as the official gpt_eval.py does, and counted), o1 yes/5, o2 no/1.
     assert r["judge"]["judge_failed"] == 1 and r["judge"]["judged"] == 5 and r["judge"]["empty_predictions"] == 1
     assert server.count == 4 + 3  # four good replies, three tries of the unparseable one
-    assert r["metrics"]["accuracy"] == 60.0 and r["metrics"]["score"] == 2.8
-    assert r["by"]["setting"]["indoor"] == {"n": 4, "accuracy": 66.67, "score": 2.67, "em": 25.0, "rouge_l": 37.5}
+    assert r["metrics"]["accuracy"] == 50.0 and r["metrics"]["score"] == round(14 / 6, 2)  # 3 yes of 6; 5+3+0+0+5+1
+    assert r["by"]["setting"]["indoor"] == {"n": 4, "accuracy": 50.0, "score": 2.0, "em": 25.0, "rouge_l": 37.5}
     assert r["by"]["setting"]["outdoor"]["accuracy"] == 50.0 and r["by"]["setting"]["outdoor"]["score"] == 3.0
-    assert r["by"]["question_type"]["indoor/kitchen"]["accuracy"] == 0.0  # i4 excluded, i3 = no
+    assert r["by"]["question_type"]["indoor/kitchen"] == {"n": 2, "accuracy": 0.0, "score": 0.0, "em": 0.0,
+                                                         "rouge_l": 0.0}
     assert set(r["by"]["question_type"]) == {"indoor/hands-on", "indoor/kitchen", "outdoor/location"}
     rows = {row["id"]: row for row in r["per_sample"]}
-    assert rows["i4"]["accuracy"] is None and rows["i3"]["score"] == 0.0 and rows["o1"]["score"] == 5.0
+    assert rows["i4"]["accuracy"] == 0.0 and rows["i4"]["score"] == 0.0 and rows["i4"]["judge_failed"] is True
+    assert rows["i3"]["score"] == 0.0 and rows["o1"]["score"] == 5.0 and "judge_failed" not in rows["o1"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,27 +174,27 @@ def test_egoschema_real_answers_and_first20(tmp_path):
 
     answers = load_answers(root)
     assert len(answers) == 500 and Counter(answers.values()) == {4: 117, 1: 108, 0: 101, 2: 91, 3: 83}
-    full = get_benchmark("egoschema-full").load(root)
+    full = get_benchmark("egoschema").load(root)
     assert len(full) == 20 and all(s.meta["answer_hidden"] and len(s.options) == 5 for s in full)
     assert full[0].id == "001934bb-81bd-4cd8-a574-0472ef3f6678" and full[0].video == str(root / f"{full[0].id}.mp4")
     assert full[0].options[4] == "C takes a break to drink from a cup, briefly shifting focus"
-    ego = get_benchmark("egoschema-full").load(root, ego4d_root=tmp_path)
+    ego = get_benchmark("egoschema").load(root, ego4d_root=tmp_path)
     assert ego[0].video == str(tmp_path / "2fa72a4f-b318-4e04-97b8-efdc3b039258.mp4")
     assert (ego[0].start, ego[0].end) == (240.0, 420.0)
-    assert get_benchmark("egoschema").load(root) == []  # none of the first 20 is in the public subset
+    assert get_benchmark("egoschema_subset").load(root) == []  # none of the first 20 is in the public subset
     # The subset with questions whose answers are public.
     qs = json.loads((root / "questions_first20.json").read_text())[:3]
     for q, uid in zip(qs, list(answers)[:3]):
         q["q_uid"] = uid
     (tmp_path / "questions.json").write_text(json.dumps(qs))
     shutil.copy(root / "subset_answers.json", tmp_path)
-    sub = get_benchmark("egoschema").load(tmp_path)
+    sub = get_benchmark("egoschema_subset").load(tmp_path)
     assert [s.answer for s in sub] == [LETTERS[answers[s.id]] for s in sub] and len(sub) == 3
 
 
 def test_egoschema_fixture_and_scoring(tmp_path):
-    full = get_benchmark("egoschema-full").load(FIX / "egoschema")
-    sub = get_benchmark("egoschema").load(FIX / "egoschema")
+    full = get_benchmark("egoschema").load(FIX / "egoschema")
+    sub = get_benchmark("egoschema_subset").load(FIX / "egoschema")
     assert [s.answer for s in sub] == ["D", "E"] and len(full) == 3 and full[2].meta["answer_hidden"]
     outputs = {
         "0074f737-11cb-497d-8d07-77c3a8127391": "The answer is D.",
@@ -197,7 +202,7 @@ def test_egoschema_fixture_and_scoring(tmp_path):
                                                 "</think><answer>B</answer>",
         "ffff0000-1111-2222-3333-444455556666": "Option (B)",
     }
-    r = get_benchmark("egoschema-full").score(full, outputs)
+    r = get_benchmark("egoschema").score(full, outputs)
     assert r["metrics"] == {"accuracy": 50.0, "n_scored": 2, "n_hidden": 1, "unparsed": 0}
     assert r["submission"] == {"0074f737-11cb-497d-8d07-77c3a8127391": 3, "00b9a0de-c59e-49cb-a127-6081e2fb8c8e": 1,
                                "ffff0000-1111-2222-3333-444455556666": 1}
@@ -206,7 +211,7 @@ def test_egoschema_fixture_and_scoring(tmp_path):
     out = write_submission(tmp_path / "sub.json", full, {**outputs, "ffff0000-1111-2222-3333-444455556666": "no idea"})
     assert json.loads((tmp_path / "sub.json").read_text()) == out and out["ffff0000-1111-2222-3333-444455556666"] == -1
     # "C" (the camera wearer) starts every option: the option's text is an answer, a bare "C" a letter.
-    r = get_benchmark("egoschema").score(sub, ["C is cooking a stir fry for lunch.", "C"])
+    r = get_benchmark("egoschema_subset").score(sub, ["C is cooking a stir fry for lunch.", "C"])
     assert [row["pred"] for row in r["per_sample"]] == ["D", "C"] and r["metrics"]["accuracy"] == 50.0
 
 
@@ -278,13 +283,30 @@ def test_egothink_scoring_with_judge(server):
 
 def test_qaego4d_open_loader():
     b = get_benchmark("QAEgo4D")
-    s = b.load(FIX / "qaego4d")
+    s = b.load(FIX / "qaego4d", window="moment")
     assert [x.task for x in s] == ["openqa"] * 4 and s[0].id == "9d2a9d3e-7b1f-4b3a-9d4e-1f2a3b4c5d6e_0"
     assert (s[0].start, s[0].end) == (42.0, 47.0) and s[0].answer == "in the drawer"
     assert s[0].video == str(FIX / "qaego4d" / "0a8f6747-7f79-4176-85ca-f5ec01a15435.mp4")
     assert s[3].start == 150.0 and s[3].end == pytest.approx(150.0 + 1 / 30)  # a one-frame moment
-    full = b.load(FIX / "qaego4d" / "annotations.test.json", window="full", video_root="/videos")
-    assert full[0].start is None and full[0].meta["moment"] == [42.0, 47.0] and full[0].video.startswith("/videos/")
+    full = b.load(FIX / "qaego4d" / "annotations.test.json", video_root="/videos")
+    assert full[0].video.startswith("/videos/")
+
+
+def test_qaego4d_defaults_to_the_whole_clip_as_the_benchmark():
+    """The benchmark feeds the whole NLQ clip (the model has to find the moment); the annotated
+    moment is an option, kept in meta either way."""
+    for name in ("QAEgo4D", "QAEgo4D-close"):
+        b = get_benchmark(name)
+        for x in b.load(FIX / "qaego4d"):
+            assert x.start is None and x.end is None and x.meta["window"] == "full"
+        assert b.load(FIX / "qaego4d")[0].meta["moment"] == [42.0, 47.0]
+        moment = b.load(FIX / "qaego4d", window="moment")
+        assert (moment[0].start, moment[0].end) == (42.0, 47.0)
+    from ego3s.eval.runner import EvalConfig, _load_benchmark
+
+    cfg = EvalConfig(data=["QAEgo4D"], paths={"QAEgo4D": str(FIX / "qaego4d")},
+                     options={"QAEgo4D": {"window": "moment"}})  # the config key: options.QAEgo4D.window
+    assert _load_benchmark("QAEgo4D", cfg)[2][0].start == 42.0
 
 
 def test_qaego4d_close_loader():
@@ -446,7 +468,7 @@ def test_prompts_for_every_benchmark(tmp_path):
     samples = {"egothink": get_benchmark("egothink").load(tmp_path)[0],
                "qaego4d": get_benchmark("qaego4d").load(FIX / "qaego4d")[0],
                "qaego4d-close": get_benchmark("qaego4d-close").load(FIX / "qaego4d")[0],
-               "egoschema": get_benchmark("egoschema").load(FIX / "egoschema")[0],
+               "egoschema": get_benchmark("egoschema_subset").load(FIX / "egoschema")[0],
                "egoplan2": get_benchmark("egoplan2").load(FIX / "egoplan2")[0],
                "egotextvqa": _etv("x", "indoor", "kitchen", "salt")}
     for name, sample in samples.items():
@@ -459,10 +481,13 @@ def test_prompts_for_every_benchmark(tmp_path):
         assert b.max_new_tokens(sample) > 0
     assert get_benchmark("egothink").question_text(samples["egothink"], "official").endswith("Short answer:")
     assert "Answer: [Full answer]" in get_benchmark("egotextvqa").question_text(samples["egotextvqa"], "official")
-    assert get_benchmark("egoschema").question_text(samples["egoschema"], "official") == \
-        get_benchmark("egoschema").question_text(samples["egoschema"], "direct")
+    # lmms-eval's egoschema_doc_to_text: question + "\n" + each "A. ..." option + its post-prompt
+    es = samples["egoschema"]
+    assert get_benchmark("egoschema_subset").question_text(es, "official") == \
+        es.question + "".join("\n" + "ABCDE"[i] + ". " + o for i, o in enumerate(es.options)) + \
+        "\nAnswer with the option's letter from the given choices directly."
     with pytest.raises(ValueError, match="fmt"):
-        get_benchmark("egoschema").question_text(samples["egoschema"], "fancy")
+        get_benchmark("egoschema_subset").question_text(samples["egoschema"], "fancy")
 
 
 @pytest.mark.parametrize("name, output, expected", [

@@ -262,9 +262,9 @@ def merge_cmd(checkpoint: Path = typer.Argument(..., help="a LoRA adapter folder
 
 @app.command("eval")
 def eval_cmd(
-        data: str = typer.Option(..., help="benchmarks, comma-separated, e.g. QAEgo4D,EgoTextVQA,EgoSchema,"
-                                           "EgoPlan2,EgoThink,EgoSynth"),
-        model: str = typer.Option(..., help="local model folder"),
+        data: str = typer.Option(..., help="benchmarks, comma-separated, e.g. QAEgo4D,EgoTextVQA,egoschema_subset,"
+                                           "EgoPlan2,EgoThink,EgoSynth (lmms-eval's task names work)"),
+        model: str = typer.Option(..., help="local model folder or a Hub id in the Hugging Face cache"),
         root: Optional[str] = typer.Option(None, help="benchmarks root (each read from <root>/<subdir>)"),
         path: Optional[list[str]] = typer.Option(None, "--path", help="NAME=PATH: a benchmark's folder or file"),
         opt: Optional[list[str]] = typer.Option(None, "--opt", help="NAME.KEY=VALUE load option, e.g. "
@@ -292,6 +292,10 @@ def eval_cmd(
         verbose: bool = typer.Option(False, "--verbose", help="print a few samples per benchmark"),
         icu: bool = typer.Option(False, "--icu", help="interaction cue utilization (textual + attention)"),
         dtype: str = typer.Option("auto", help="auto, bfloat16, float32"),
+        report_to: str = typer.Option("none", "--report-to", help="trackers, comma-separated: none, tensorboard, "
+                                                                   "wandb, trackio"),
+        export: Optional[str] = typer.Option(None, "--export", help="also write the results in another layout: "
+                                                                     "lmms-eval (<out>/lmms-eval/<model>/<date>_results.json)"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
     """Evaluate a model on benchmarks; data-parallel under torchrun, resumable (docs/evaluation.md)."""
     from ego3s.eval.runner import EvalConfig, parse_assignments, parse_options, run_eval
@@ -301,9 +305,15 @@ def eval_cmd(
                      max_pixels=max_pixels, min_pixels=min_pixels, backend=backend, decode_threads=decode_threads,
                      batch_size=batch_size, fmt=fmt,
                      max_new_tokens=max_new_tokens, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key, out=out,
-                     verbose=verbose, icu=icu, dtype=dtype, progress=not quiet)
+                     verbose=verbose, icu=icu, dtype=dtype, progress=not quiet, report_to=report_to)
+    if export not in (None, "lmms-eval"):
+        raise ValueError(f"--export: unknown layout {export!r}; known: lmms-eval")
     results = run_eval(cfg, echo=typer.echo)
     _echo_skips((results or {}).get("skips"), "eval")
+    if results and export == "lmms-eval":
+        from ego3s.eval.lmms_eval import export_lmms_eval
+
+        typer.echo(f"lmms-eval results in {export_lmms_eval(results, out)}")
     if results:
         typer.echo(f"results in {Path(out) / 'results.md'}")
 

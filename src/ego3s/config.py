@@ -71,9 +71,18 @@ def check_steps(key: str, value: Any) -> None:
             raise ConfigError(f"{key}: {value!r} is not -1 (use num_train_epochs) or an integer >= 1")
 
 
+def check_report_to(key: str, value: Any) -> None:
+    """`report_to`: "none", or tracker names (a list, or one string separated by commas)."""
+    from ego3s.tracking import report_to_list
+
+    try:
+        report_to_list(value, key)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
 DTYPES = ("auto", "bfloat16", "float32", "float16")
 DEVICES = ("auto", "cpu", "cuda")
-REPORT_TO = ("none", "tensorboard", "wandb")
 MASTER_WEIGHTS = ("float32", "bfloat16")
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ego3s import skips
-from ego3s.config import MASTER_WEIGHTS, check_fields
+from ego3s.config import MASTER_WEIGHTS, check_fields, check_report_to
 from ego3s.data.video import FrameSampling
 
 FORMATS = ("direct", "reasoning")
@@ -88,6 +88,9 @@ class WarmupConfig(FrameSampling):
     vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
     seed: int = field(default=0, metadata={"help": "seed"})
     save_steps: int = field(default=50, metadata={"help": "checkpoint every N steps"})
+    logging_steps: int = field(default=10, metadata={"help": "log every N steps"})
+    report_to: str | list[str] = field(default="none", metadata={
+        "help": "trackers, as transformers' report_to: none, tensorboard, wandb, trackio, or a list of them"})
     workers: int = field(default=0, metadata={
         "help": "DataLoader processes that decode the clips (0: in the training process); unreadable clips "
                 "are listed in skipped.jsonl either way"})
@@ -98,6 +101,7 @@ class WarmupConfig(FrameSampling):
                      ranges={"steps": "[0, inf)", "batch_size": "[1, inf)", "learning_rate": "(0, inf)",
                              "grounded_share": "[0, 1]", "direct_share": "[0, 1]", "context_share": "[0, 1]",
                              "vision_learning_rate": "(0, inf)", "save_steps": "[1, inf)", "workers": "[0, inf)"})
+        check_report_to("report_to", self.report_to)
 
 
 def rationale(sample, grounded_share: float = 0.5) -> str:
@@ -267,10 +271,13 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
     bf16 = next(model.parameters()).dtype == torch.bfloat16
     loaded_dtype = upcast_trainable(model, cfg.master_weights)
     ds = datasets.Dataset.from_list([{"sample": json.dumps(s.to_dict())} for s in samples])
+    from ego3s.tracking import trainer_report_to
+
     args = TrainingArguments(
         output_dir=out, max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
-        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=10,
-        save_steps=cfg.save_steps, seed=cfg.seed, report_to=[], remove_unused_columns=False,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=0.05,
+        logging_steps=cfg.logging_steps, save_steps=cfg.save_steps, seed=cfg.seed,
+        report_to=trainer_report_to(cfg.report_to, "warmup.report_to"), remove_unused_columns=False,
         bf16=bf16, dataloader_num_workers=cfg.workers,
         disable_tqdm=False, use_cpu=not torch.cuda.is_available())  # see ego3s.rl.train.grpo_args
     Path(out).mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ego3s import skips
-from ego3s.config import DTYPES, MASTER_WEIGHTS, REPORT_TO, check_fields, check_steps
+from ego3s.config import DTYPES, MASTER_WEIGHTS, check_fields, check_report_to, check_steps
 from ego3s.curriculum.monitor import ECRConfig
 from ego3s.data.video import VIEWS, FrameSampling
 from ego3s.rl.rewards import OPEN_METRICS
@@ -76,9 +76,17 @@ class TrainingConfig(FrameSampling):
     view: str = field(default="full", metadata={"help": "view the policy trains on (full; others for ablations)"})
     # bookkeeping
     save_steps: int = field(default=100, metadata={"help": "checkpoint every N steps"})
+    save_checkpoints: bool = field(default=True, metadata={
+        "help": "false: no checkpoint-N at all (transformers also writes one at the last step); `final` is "
+                "still saved. A full fine-tuning checkpoint of the 7B holds its optimizer states (about 100 GB)"})
     save_total_limit: int | None = field(default=None, metadata={"help": "keep at most N checkpoints"})
     logging_steps: int = field(default=1, metadata={"help": "log every N steps"})
-    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb"})
+    report_to: str | list[str] = field(default="none", metadata={
+        "help": "trackers, as transformers' report_to: none, tensorboard, wandb, trackio, or a list of them "
+                "(ECR and reward metrics go to the same trackers)"})
+    log_completions: bool = field(default=False, metadata={
+        "help": "TRL's log_completions: print and log (wandb/trackio table) a sample of prompts and completions "
+                "at each logging step"})
     seed: int = field(default=0, metadata={"help": "seed"})
     ecr: ECRConfig = field(default_factory=ECRConfig)
     candidates: str | None = field(default=None, metadata={
@@ -91,7 +99,7 @@ class TrainingConfig(FrameSampling):
     def __post_init__(self):
         super().__post_init__()
         check_fields(self, choices={"strategy": tuple(STRATEGIES), "open_metric": OPEN_METRICS, "dtype": DTYPES,
-                                    "master_weights": MASTER_WEIGHTS, "view": VIEWS, "report_to": REPORT_TO},
+                                    "master_weights": MASTER_WEIGHTS, "view": VIEWS},
                      ranges={"dynamic_sampling_rounds": "[0, inf)", "alpha": "[0, inf)", "N": "[1, inf)",
                              "H": "(-inf, inf)", "learning_rate": "(0, inf)", "batch_size": "[1, inf)",
                              "per_device_train_batch_size": "[1, inf)", "num_generations": "[2, inf)",
@@ -100,6 +108,7 @@ class TrainingConfig(FrameSampling):
                              "lora_alpha": "[1, inf)", "save_steps": "[1, inf)", "save_total_limit": "[1, inf)",
                              "logging_steps": "[1, inf)", "ecr_batch_size": "[1, inf)"})
         check_steps("max_steps", self.max_steps)
+        check_report_to("report_to", self.report_to)
 
 
 def training_dataset(samples, fmt: str = "reasoning"):
@@ -142,6 +151,7 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
     from trl import GRPOConfig
 
     from ego3s.rl.strategies import grpo_config_kwargs
+    from ego3s.tracking import trainer_report_to
 
     per_step = cfg.per_device_train_batch_size * world_size
     if cfg.batch_size % per_step:
@@ -157,9 +167,10 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
         warmup_steps=cfg.warmup_ratio, gradient_checkpointing=cfg.gradient_checkpointing,
-        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
-        report_to=[] if cfg.report_to == "none" else [cfg.report_to], seed=cfg.seed, bf16=bf16,
-        remove_unused_columns=False, shuffle_dataset=True, log_completions=False,
+        save_steps=cfg.save_steps, save_strategy="steps" if cfg.save_checkpoints else "no",
+        save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
+        report_to=trainer_report_to(cfg.report_to, "training.report_to"), seed=cfg.seed, bf16=bf16,
+        remove_unused_columns=False, shuffle_dataset=True, log_completions=cfg.log_completions,
         # without a GPU, accelerate sets up gloo only when told it runs on CPU; otherwise torchrun's
         # N processes silently train N independent copies
         use_cpu=not torch.cuda.is_available(),
@@ -253,6 +264,9 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
 
     if cfg.master_weights not in MASTER_WEIGHTS:  # before minutes of loading, not after
         raise ValueError(f"master_weights must be one of {MASTER_WEIGHTS}, got {cfg.master_weights!r}")
+    from ego3s.tracking import trainer_report_to
+
+    trainer_report_to(cfg.report_to, "training.report_to")  # unknown tracker or missing package: now
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     errors: list = []

@@ -461,6 +461,10 @@ class VideoGRPOTrainer(GRPOTrainer):
 
         step = int(self.state.global_step)
         decision = self.curriculum.observe_step(step, records)
+        from ego3s.tracking import ecr_metrics
+
+        for k, v in ecr_metrics(self.curriculum, decision).items():  # to the trackers, as train/ecr/...
+            self._metrics["train"][k].append(v)
         if not decision or not decision["stagnant"] or self.ecr_scorer is None:
             return
         dist = None

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ego3s.config import DEVICES, DTYPES, ConfigError, check_fields
+from ego3s.config import DEVICES, DTYPES, ConfigError, check_fields, check_report_to
 from ego3s.data.io import read_jsonl, write_jsonl
 from ego3s import skips
 from ego3s.files import write_json, write_text
@@ -60,6 +60,9 @@ class SelectionConfig:
     limr_log: str | None = field(default=None, metadata={
         "help": "LIMR: rewards.jsonl of a full-data `ego3s train` run"})
     limr_reward: str = field(default="accuracy", metadata={"help": "LIMR: reward component of the trajectories"})
+    report_to: str | list[str] = field(default="none", metadata={
+        "help": "trackers for the funnel counts and score histograms (select/funnel/..., select/score/...): "
+                "none, tensorboard, wandb, trackio, or a list"})
     min_kept: int = field(default=0, metadata={
         "help": "CSM: when fewer samples pass, top up with the closest misses (most filters passed, then "
                 "highest interaction reliance, then language-prior gain); counted as `topped_up` in the "
@@ -71,6 +74,7 @@ class SelectionConfig:
                      ranges={"budget": "[0, inf)", "budget_fraction": "(0, 1]", "limit": "[0, inf)",
                              "s1_min_question_words": "[0, inf)", "s1_solved_threshold": "[0, 1]",
                              "limo_k": "[1, inf)", "min_kept": "[0, inf)"})
+        check_report_to("report_to", self.report_to)
         band = self.limo_band
         if not (isinstance(band, (list, tuple)) and len(band) == 2
                 and all(isinstance(b, int) and not isinstance(b, bool) for b in band)
@@ -107,6 +111,9 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
     """Run one selection method end to end and write its outputs; returns the report."""
     if cfg.method not in METHODS:
         raise ValueError(f"unknown selection method {cfg.method!r}; choose from {METHODS}")
+    from ego3s.tracking import trainer_report_to
+
+    trainer_report_to(cfg.report_to, "selection.report_to")  # an unknown tracker fails before the scoring
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     skipped_records: list = []
@@ -187,6 +194,7 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
     report["skips"] = _skips(skipped_records, rows)
     write_json(out / "report.json", report)
     write_text(out / "report.md", _markdown(report))
+    _track(cfg, report, rows)
     if not selected:
         raise skips.nothing_produced("select", f"kept 0 of {len(samples)} candidates (report in {out / 'report.md'})",
                                      report["skips"], _why_empty(cfg, report))
@@ -216,6 +224,23 @@ def _why_empty(cfg: SelectionConfig, report: dict) -> str:
     return (f"CSM funnel: {f['scored'] - f['invalid']} validly scored, {f['after_coarse']} passed coarse "
             f"(lambda_c={c.lambda_c}), {f['after_fine']} fine (lambda_f={c.lambda_f}), {f['after_relevance']} "
             f"relevance (lambda_o={c.lambda_o}); lower a threshold or set min_kept")
+
+
+SCORE_KEYS = ("s_full", "s_blind", "s_context", "coarse", "fine", "relevance", "learning_impact")
+
+
+def _track(cfg: SelectionConfig, report: dict, rows: list[dict]) -> None:
+    """Funnel counts (`select/funnel/<stage>`, with `candidates`, `selected`) and one histogram per
+    score (`select/score/<name>`) to the trackers of `report_to`."""
+    from ego3s.tracking import open_tracker, selection_metrics
+
+    with open_tracker(cfg.report_to, cfg.out, run_name="select", config=cfg, where="selection.report_to") as t:
+        if not t.names:
+            return
+        t.scalars(selection_metrics({"candidates": report["candidates"], "selected": report["selected"],
+                                     **report.get("funnel", {})}))
+        for key in SCORE_KEYS:
+            t.histogram(f"select/score/{key}", [r.get(key) for r in rows])
 
 
 def _top_up(rows: list[dict], n: int) -> list[str]:
