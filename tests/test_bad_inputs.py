@@ -223,6 +223,7 @@ def check_reward(kind, corpus, tiny_model_dir, tmp_path, monkeypatch):
     # (accuracy, format, interaction) per completion; groups of 3
     rewards = torch.tensor([[kinds[kind]["value"], 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0],
                             [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    rewards = torch.cat([rewards, torch.zeros(6, len(trainer.reward_funcs) - 3)], 1)  # correctness: weight 0
     monkeypatch.setattr(GRPOTrainer, "_calculate_rewards", lambda self, *a: rewards.clone())
     rows = [r for r in trainer.train_dataset for _ in range(3)]
     trainer.model.train()

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ego3s import skips
-from ego3s.config import DTYPES, MASTER_WEIGHTS, check_fields, check_report_to, check_steps
+from ego3s.config import DTYPES, MASTER_WEIGHTS, ConfigError, check_fields, check_report_to, check_steps
 from ego3s.curriculum.monitor import ECRConfig
 from ego3s.data.video import VIEWS, FrameSampling
-from ego3s.rl.rewards import OPEN_METRICS
+from ego3s.rl.rewards import OPEN_CORRECT, OPEN_METRICS
 from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
 
@@ -29,13 +29,38 @@ class TrainingConfig(FrameSampling):
     out: str = field(default="runs/train", metadata={"help": "output folder (checkpoints, logs, rewards.jsonl)"})
     strategy: str = field(default="grpo", metadata={"help": "grpo, rloo, dapo or dr_grpo"})
     dynamic_sampling_rounds: int = field(default=3, metadata={
-        "help": "dapo: rounds of refilling zero-variance groups with fresh prompts per batch (0: off)"})
+        "help": "dapo: rounds of refilling groups whose answers are all right or all wrong with fresh prompts "
+                "per generation batch (0: off)"})
+    num_iterations: int = field(default=1, metadata={
+        "help": "optimizer passes over each generation batch (TRL's num_iterations, GRPO's mu). Above 1 the "
+                "policy moves away from the one that sampled, so the importance ratio and its clip act"})
+    optimizer_steps_per_generation: int | None = field(default=None, metadata={
+        "help": "optimizer steps (batches of batch_size completions) trained on one generation batch; TRL's "
+                "steps_per_generation = this x gradient accumulation steps. None: 1 (on-policy); dapo: the "
+                "DAPO paper's 16 (a rollout of 16 mini-batches), fewer when the data has fewer prompts"})
+    overlong_cache: int | None = field(default=None, metadata={
+        "help": "dapo: soft overlong punishment cache L_cache in tokens (penalty 0 up to max_completion_length - "
+                "L_cache, linear to -1 at max_completion_length). None: a fifth of max_completion_length, the "
+                "paper's 4,096 of 20,480"})
     # the interaction-centric reward (paper's names)
     alpha: float = field(default=0.5, metadata={"help": "penalty weight for object mentions above N"})
     N: int = field(default=5, metadata={"help": "allowed object mentions inside <think>"})
-    H: float = field(default=1.1, metadata={"help": "r_int only when r_acc + r_fmt >= H"})
+    H: float = field(default=1.1, metadata={
+        "help": "r_int only when correct + r_fmt >= H (1 < H <= 2: correct and well formed)"})
     interaction_reward: bool = field(default=True, metadata={"help": "add r_int (off: plain accuracy + format)"})
-    open_metric: str = field(default="rouge_l", metadata={"help": "open-QA accuracy: rouge_l or similarity"})
+    open_metric: str = field(default="rouge_l", metadata={
+        "help": "open-QA partial credit of a wrong answer: rouge_l or similarity (x open_partial_credit)"})
+    open_correct: str = field(default="rouge_l", metadata={
+        "help": "when an open answer is correct (r_acc = 1, r_int paid): rouge_l or similarity at or above "
+                "open_correct_threshold (ROUGE-L on normalised texts), exact (normalised match) or judge"})
+    open_correct_threshold: float = field(default=0.7, metadata={
+        "help": "threshold of the rouge_l / similarity correctness rules (docs/rewards.md argues 0.7)"})
+    open_partial_credit: float = field(default=0.5, metadata={
+        "help": "r_acc of a wrong open answer = this x open_metric; alpha + this <= 1 keeps every correct answer "
+                "at or above every wrong one"})
+    judge: dict | None = field(default=None, metadata={
+        "help": "open_correct: judge: ego3s.eval.judge.Judge keyword arguments (model, base_url, cache, ...) "
+                "plus rubric (egothink or egotextvqa)"})
     # optimisation (paper's names where it has them)
     learning_rate: float = field(default=1e-6, metadata={"help": "AdamW learning rate"})
     batch_size: int = field(default=512, metadata={
@@ -98,7 +123,8 @@ class TrainingConfig(FrameSampling):
 
     def __post_init__(self):
         super().__post_init__()
-        check_fields(self, choices={"strategy": tuple(STRATEGIES), "open_metric": OPEN_METRICS, "dtype": DTYPES,
+        check_fields(self, choices={"strategy": tuple(STRATEGIES), "open_metric": OPEN_METRICS,
+                                    "open_correct": OPEN_CORRECT, "dtype": DTYPES,
                                     "master_weights": MASTER_WEIGHTS, "view": VIEWS},
                      ranges={"dynamic_sampling_rounds": "[0, inf)", "alpha": "[0, inf)", "N": "[1, inf)",
                              "H": "(-inf, inf)", "learning_rate": "(0, inf)", "batch_size": "[1, inf)",
@@ -106,9 +132,16 @@ class TrainingConfig(FrameSampling):
                              "max_completion_length": "[1, inf)", "temperature": "(0, inf)", "beta": "[0, inf)",
                              "num_train_epochs": "(0, inf)", "warmup_ratio": "[0, 1)", "lora_r": "[1, inf)",
                              "lora_alpha": "[1, inf)", "save_steps": "[1, inf)", "save_total_limit": "[1, inf)",
-                             "logging_steps": "[1, inf)", "ecr_batch_size": "[1, inf)"})
+                             "logging_steps": "[1, inf)", "ecr_batch_size": "[1, inf)", "num_iterations": "[1, inf)",
+                             "optimizer_steps_per_generation": "[1, inf)", "overlong_cache": "[1, inf)",
+                             "open_correct_threshold": "[0, 1]", "open_partial_credit": "[0, 1]"})
         check_steps("max_steps", self.max_steps)
         check_report_to("report_to", self.report_to)
+        if self.overlong_cache is not None and self.overlong_cache > self.max_completion_length:
+            raise ConfigError(f"overlong_cache: {self.overlong_cache} exceeds max_completion_length "
+                              f"({self.max_completion_length})")
+        if self.open_correct == "judge" and not self.judge:
+            raise ConfigError("judge: open_correct 'judge' needs judge settings (at least {model: NAME})")
 
 
 def training_dataset(samples, fmt: str = "reasoning"):
@@ -133,24 +166,33 @@ def training_dataset(samples, fmt: str = "reasoning"):
 def reward_functions(cfg: TrainingConfig, vocabulary: list[str]) -> list:
     from ego3s.rl import rewards as R
 
-    funcs = [R.make_accuracy_reward(cfg.open_metric), R.format_reward]
+    rule = dict(open_metric=cfg.open_metric, open_correct=cfg.open_correct,
+                open_correct_threshold=cfg.open_correct_threshold, open_partial_credit=cfg.open_partial_credit,
+                judge=cfg.judge)
+    funcs = [R.make_accuracy_reward(**rule), R.format_reward]
     if cfg.interaction_reward:
-        funcs.append(R.make_interaction_reward(alpha=cfg.alpha, N=cfg.N, H=cfg.H, vocabulary=vocabulary,
-                                               open_metric=cfg.open_metric))
-    if cfg.strategy == "dapo":
+        funcs.append(R.make_interaction_reward(alpha=cfg.alpha, N=cfg.N, H=cfg.H, vocabulary=vocabulary, **rule))
+    funcs.append(R.make_correct_reward(**rule))  # weight 0: logged, and read by DAPO's dynamic sampling
+    from ego3s.rl.strategies import overlong_cache
+
+    cache = overlong_cache(cfg.strategy, cfg.overlong_cache, cfg.max_completion_length)
+    if cache is not None:  # TRL's implementation of DAPO's Eq. 13 (0, then linear to -1 at L_max)
         from trl.rewards import get_soft_overlong_punishment
 
-        f = get_soft_overlong_punishment(cfg.max_completion_length, max(1, cfg.max_completion_length // 4))
+        f = get_soft_overlong_punishment(cfg.max_completion_length, cache)
         f.__name__ = "overlong"
         funcs.append(f)
     return funcs
 
 
-def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, suppress_tokens: list[int] | None = None):
+def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, suppress_tokens: list[int] | None = None,
+              num_prompts: int | None = None):
+    """TRL's GRPOConfig for `cfg` on `world_size` devices; `num_prompts` (the training set's size)
+    caps dapo's default generation batch at what the data holds."""
     import torch
     from trl import GRPOConfig
 
-    from ego3s.rl.strategies import grpo_config_kwargs
+    from ego3s.rl.strategies import grpo_config_kwargs, optimizer_steps_per_generation
     from ego3s.tracking import trainer_report_to
 
     per_step = cfg.per_device_train_batch_size * world_size
@@ -160,10 +202,14 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
     if per_step % cfg.num_generations and cfg.batch_size % cfg.num_generations:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of num_generations {cfg.num_generations}")
     kw = {"beta": cfg.beta, **grpo_config_kwargs(cfg.strategy)}
+    accumulation = cfg.batch_size // per_step
+    per_generation = optimizer_steps_per_generation(cfg.strategy, cfg.optimizer_steps_per_generation,
+                                                    cfg.batch_size // cfg.num_generations, num_prompts)
     return GRPOConfig(
+        num_iterations=cfg.num_iterations, steps_per_generation=per_generation * accumulation,
         output_dir=cfg.out, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
-        gradient_accumulation_steps=cfg.batch_size // per_step,
+        gradient_accumulation_steps=accumulation,
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
         warmup_steps=cfg.warmup_ratio, gradient_checkpointing=cfg.gradient_checkpointing,
@@ -287,7 +333,8 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
     loaded_dtype = None if cfg.lora else upcast_trainable(model, cfg.master_weights)  # PEFT upcasts adapters
     from ego3s.models.inputs import vision_token_ids
 
-    args = grpo_args(cfg, world, bf16=bf16, suppress_tokens=vision_token_ids(processor.tokenizer))
+    args = grpo_args(cfg, world, bf16=bf16, suppress_tokens=vision_token_ids(processor.tokenizer),
+                     num_prompts=len(samples))
     sampling = asdict(cfg.frame_sampling())
     pool = samples
     curriculum, scorer, callbacks = None, None, list(callbacks or [])
