@@ -13,8 +13,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ego3s import skips
+from ego3s.config import DTYPES, MASTER_WEIGHTS, ConfigError, check_fields, check_report_to, check_steps
 from ego3s.curriculum.monitor import ECRConfig
-from ego3s.data.video import FrameSampling
+from ego3s.data.video import VIEWS, FrameSampling
+from ego3s.rl.rewards import OPEN_CORRECT, OPEN_METRICS
+from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
 
 
@@ -120,24 +124,26 @@ class TrainingConfig(FrameSampling):
     ecr_batch_size: int = field(default=8, metadata={"help": "samples per forward when ECR re-scores"})
 
     def __post_init__(self):
-        parent = getattr(super(), "__post_init__", None)
-        if parent is not None:
-            parent()
-        from ego3s.rl.strategies import STRATEGIES
-
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {sorted(STRATEGIES)}, got {self.strategy!r}")
-        for name, lo in (("num_iterations", 1), ("optimizer_steps_per_generation", 1), ("overlong_cache", 1),
-                         ("dynamic_sampling_rounds", 0)):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
-                raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+        super().__post_init__()
+        check_fields(self, choices={"strategy": tuple(STRATEGIES), "open_metric": OPEN_METRICS,
+                                    "open_correct": OPEN_CORRECT, "dtype": DTYPES,
+                                    "master_weights": MASTER_WEIGHTS, "view": VIEWS},
+                     ranges={"dynamic_sampling_rounds": "[0, inf)", "alpha": "[0, inf)", "N": "[1, inf)",
+                             "H": "(-inf, inf)", "learning_rate": "(0, inf)", "batch_size": "[1, inf)",
+                             "per_device_train_batch_size": "[1, inf)", "num_generations": "[2, inf)",
+                             "max_completion_length": "[1, inf)", "temperature": "(0, inf)", "beta": "[0, inf)",
+                             "num_train_epochs": "(0, inf)", "warmup_ratio": "[0, 1)", "lora_r": "[1, inf)",
+                             "lora_alpha": "[1, inf)", "save_steps": "[1, inf)", "save_total_limit": "[1, inf)",
+                             "logging_steps": "[1, inf)", "ecr_batch_size": "[1, inf)", "num_iterations": "[1, inf)",
+                             "optimizer_steps_per_generation": "[1, inf)", "overlong_cache": "[1, inf)",
+                             "open_correct_threshold": "[0, 1]", "open_partial_credit": "[0, 1]"})
+        check_steps("max_steps", self.max_steps)
+        check_report_to("report_to", self.report_to)
         if self.overlong_cache is not None and self.overlong_cache > self.max_completion_length:
-            raise ValueError(f"overlong_cache {self.overlong_cache} exceeds max_completion_length "
-                             f"{self.max_completion_length}")
-        from ego3s.rl.rewards import RewardConfig
-
-        RewardConfig(**reward_rule(self), alpha=self.alpha, N=self.N, H=self.H)  # its checks, before a long job
+            raise ConfigError(f"overlong_cache: {self.overlong_cache} exceeds max_completion_length "
+                              f"({self.max_completion_length})")
+        if self.open_correct == "judge" and not self.judge:
+            raise ConfigError("judge: open_correct 'judge' needs judge settings (at least {model: NAME})")
 
 
 def training_dataset(samples, fmt: str = "reasoning"):
@@ -319,7 +325,7 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
     errors: list = []
     samples = read_jsonl(cfg.data, skip_invalid=True, errors=errors)
     if not samples:
-        raise ValueError(f"{cfg.data}: no valid training samples ({len(errors)} invalid)")
+        raise skips.nothing_produced("train", f"{cfg.data}: no valid training sample", skips.from_errors(errors))
     if model is None:
         model, processor = load_model(cfg.model, dtype=cfg.dtype)
     if cfg.freeze_vision and not cfg.lora:
@@ -358,7 +364,9 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
         layout_invariant_sampling=cfg.layout_invariant_sampling, shared_prefix_rollouts=cfg.shared_prefix_rollouts,
         static_cache_rollouts=cfg.static_cache_rollouts,
         vision_feature_cache=cfg.vision_feature_cache)
-    write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
+    trainer.skips = skips.from_errors(errors)  # invalid records of the data and candidate pool
+    write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors),
+                                              "skips": trainer.skips})
     required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())
     ckpt = last_checkpoint(out, required) if resume else None
     for log in ("rewards.jsonl", "ecr_events.jsonl"):  # from scratch (no checkpoint): step 0, an empty log
