@@ -50,6 +50,9 @@ class TrainingConfig(FrameSampling):
         "help": "dapo: soft overlong punishment cache L_cache in tokens (penalty 0 up to max_completion_length - "
                 "L_cache, linear to -1 at max_completion_length). None: a fifth of max_completion_length, the "
                 "paper's 4,096 of 20,480"})
+    mask_truncated_completions: bool = field(default=False, metadata={
+        "help": "leave completions cut at max_completion_length out of the loss (TRL's option; DAPO's "
+                "'overlong filtering', which the paper replaced by the soft overlong punishment)"})
     # the interaction-centric reward (paper's names)
     alpha: float = field(default=0.5, metadata={"help": "penalty weight for object mentions above N"})
     N: int = field(default=5, metadata={"help": "allowed object mentions inside <think>"})
@@ -214,6 +217,7 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
                                                     cfg.batch_size // cfg.num_generations, num_prompts)
     return GRPOConfig(
         num_iterations=cfg.num_iterations, steps_per_generation=per_generation * accumulation,
+        mask_truncated_completions=cfg.mask_truncated_completions,
         output_dir=cfg.out, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=accumulation,
