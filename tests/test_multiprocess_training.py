@@ -46,7 +46,7 @@ def test_two_processes_train_like_one(synth, tmp_path, tiny_model_dir):
         beta=0.0, nframes=4, max_pixels=56 * 56, min_pixels=28 * 28, dtype="float32",
         layout_invariant_sampling=True, relevance_file=str(tmp_path / "relevance.json"),
         # the random tiny model gets every rollout wrong: zero variance, so ECR refreshes at step 3
-        ecr={"ecr": True, "monitoring_interval": 2, "probing_set_size": 6, "mastered_window": 2, "min_pool_size": 1},
+        ecr={"ecr": True, "monitoring_interval": 2, "monitoring_unit": "steps", "probing_set_size": 6, "mastered_window": 2, "min_pool_size": 1},
         csm={"lambda_c": -2.0, "lambda_f": -1.0e9, "lambda_o": -2.0})
     _train({**base, "out": str(tmp_path / "one"), "per_device_train_batch_size": 8}, tmp_path / "one.yaml", 1)
     _train({**base, "out": str(tmp_path / "two"), "per_device_train_batch_size": 4}, tmp_path / "two.yaml", 2)
