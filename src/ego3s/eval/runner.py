@@ -32,7 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ego3s import skips
+from ego3s.config import DEVICES, DTYPES, check_fields, check_report_to
 from ego3s.data.schema import Sample
+from ego3s.data.video import BACKENDS
 from ego3s.files import append_jsonl, read_log, write_json, write_text
 
 VIEWS = ("full", "blind", "context")
@@ -107,18 +110,15 @@ class EvalConfig:
     def __post_init__(self):
         if isinstance(self.data, str):
             self.data = [d.strip() for d in self.data.split(",") if d.strip()]
-        if self.view not in VIEWS:
-            raise ValueError(f"view must be one of {VIEWS}, got {self.view!r}")
-        if self.blind_mode not in ("none", "blank"):
-            raise ValueError(f"blind_mode must be 'none' or 'blank', got {self.blind_mode!r}")
-        if self.fmt not in FORMATS:
-            raise ValueError(f"fmt must be one of {FORMATS}, got {self.fmt!r}")
-        if self.icu_layers not in ("mean", "last"):
-            raise ValueError(f"icu_layers must be 'mean' or 'last', got {self.icu_layers!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.limit is not None and self.limit < 0:
-            raise ValueError(f"limit must be >= 0, got {self.limit}")
+        check_fields(self, choices={"view": VIEWS, "blind_mode": ("none", "blank"), "context_fill": ("mean", "blur"),
+                                    "fmt": FORMATS, "icu_layers": ("mean", "last"), "backend": BACKENDS,
+                                    "dtype": DTYPES, "device": DEVICES},
+                     ranges={"batch_size": "[1, inf)", "limit": "[0, inf)", "nframes": "[1, inf)",
+                             "frames": "[1, inf)", "fps": "(0, inf)", "max_frames": "[1, inf)",
+                             "max_pixels": "[1, inf)", "min_pixels": "[1, inf)", "decode_threads": "[1, inf)",
+                             "max_new_tokens": "[1, inf)", "reasoning_max_new_tokens": "[1, inf)",
+                             "judge_concurrency": "[1, inf)", "dist_timeout_minutes": "(0, inf)"})
+        check_report_to("report_to", self.report_to)
         if self.frames is not None:
             if self.nframes is not None and self.nframes != self.frames:
                 raise ValueError(f"frames ({self.frames}) and nframes ({self.nframes}) disagree: frames is the old "
@@ -826,12 +826,17 @@ def run_eval(cfg: EvalConfig, model=None, processor=None, echo: Callable[[str], 
         results["seconds"] = round(time.perf_counter() - t_start, 3)
         if judge is not None:
             results["judge"] = judge.info()
+        results["skips"] = skips.from_eval(results)
         write_json(out / "results.json", results)
         write_text(out / "results.md", results_markdown(results))
         write_text(out / "results.csv", results_csv(results))
         track_results(cfg, results)
         if echo is not None:
             echo(results_table(results))
+        empty = [name for name, b in results["benchmarks"].items() if not b["n_scored"]]
+        if empty:
+            raise skips.nothing_produced("eval", f"evaluated 0 samples of {', '.join(empty)} (results in "
+                                         f"{out / 'results.md'})", results["skips"])
         return results
     finally:
         if owned:
