@@ -235,6 +235,10 @@ def eval_cmd(
         verbose: bool = typer.Option(False, "--verbose", help="print a few samples per benchmark"),
         icu: bool = typer.Option(False, "--icu", help="interaction cue utilization (textual + attention)"),
         dtype: str = typer.Option("auto", help="auto, bfloat16, float32"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="OUT holds predictions of other settings or "
+                                                                  "another model: delete them instead of refusing"),
+        video_identity: str = typer.Option("stat", help="how video files are recognised in the prediction logs: "
+                                                        "stat (path, size, mtime) or content (a hash)"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
     """Evaluate a model on benchmarks; data-parallel under torchrun, resumable (docs/evaluation.md)."""
     from ego3s.eval.runner import EvalConfig, parse_assignments, parse_options, run_eval
@@ -245,7 +249,8 @@ def eval_cmd(
                          max_pixels=max_pixels, min_pixels=min_pixels, backend=backend, decode_threads=decode_threads,
                          batch_size=batch_size, fmt=fmt,
                          max_new_tokens=max_new_tokens, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key, out=out,
-                         verbose=verbose, icu=icu, dtype=dtype, progress=not quiet)
+                         verbose=verbose, icu=icu, dtype=dtype, progress=not quiet, overwrite=overwrite,
+                         video_identity=video_identity)
         results = run_eval(cfg, echo=typer.echo)
     except (ValueError, KeyError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)

@@ -72,6 +72,10 @@ class FrameSampling:
     decode_threads: int | None = field(default=None, metadata={
         "help": "PyAV: threads that decode one long clip's stretches (None: 1 in a DataLoader worker, "
                 "else min(8, 2 x CPUs / processes on this machine))"})
+    video_identity: str = field(default="stat", metadata={
+        "help": "how a video file is recognised in caches, prediction logs and run identities: stat (path, size, "
+                "modification time) or content (a hash of its bytes: survives copies and touches, reads every "
+                "file once per process)"})
 
     def sampling_kwargs(self) -> dict:
         """The `load_clip` keyword arguments these settings stand for."""
