@@ -148,7 +148,9 @@ def select_cmd(ctx: typer.Context,
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train_cmd(ctx: typer.Context,
               config: Optional[Path] = typer.Option(None, help="YAML config (see configs/training_config.yaml)"),
-              resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`")) -> None:
+              resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
+              overwrite: bool = typer.Option(False, "--overwrite", help="`out` holds another run's checkpoints: "
+                                                                      "delete them and start over")) -> None:
     """GRPO/RLOO/DAPO/Dr.GRPO on video with the interaction-centric reward. Extra `key=value`
     arguments override the config, e.g. `strategy=dapo max_steps=200 ecr.ecr=false`."""
     from ego3s.config import ConfigError, load_config
@@ -156,7 +158,7 @@ def train_cmd(ctx: typer.Context,
 
     try:
         cfg = load_config(TrainingConfig, config, list(ctx.args))
-        trainer = run_training(cfg, resume=resume)
+        trainer = run_training(cfg, resume=resume, overwrite=overwrite)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
@@ -166,7 +168,9 @@ def train_cmd(ctx: typer.Context,
 @app.command("sft", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sft_cmd(ctx: typer.Context,
             config: Optional[Path] = typer.Option(None, help="YAML config (see configs/sft_config.yaml)"),
-            resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`")) -> None:
+            resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
+            overwrite: bool = typer.Option(False, "--overwrite", help="`out` holds another run's checkpoints: "
+                                                                    "delete them and start over")) -> None:
     """Supervised fine-tuning on video (answers or <think> traces), through TRL's SFTTrainer with
     ego3s's frame sampler. Extra `key=value` arguments override the config, e.g. `lora=true max_steps=100`."""
     from ego3s.config import ConfigError, load_config
@@ -174,7 +178,7 @@ def sft_cmd(ctx: typer.Context,
 
     try:
         cfg = load_config(SFTRunConfig, config, list(ctx.args))
-        trainer = run_sft(cfg, resume=resume)
+        trainer = run_sft(cfg, resume=resume, overwrite=overwrite)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

@@ -114,8 +114,9 @@ def read_log(path: str | os.PathLike) -> list[dict]:
 LOCK_NAME = ".ego3s.lock"
 
 
-class FolderLocked(RuntimeError):
-    """Another live process writes into the folder; the message names it."""
+class FolderLocked(ValueError):
+    """Another live process writes into the folder; the message names it (a ValueError, as every
+    error about what a command was asked to do, so the CLI prints it as one line)."""
 
 
 _HELD: dict[str, int] = {}  # folder -> nesting depth held by this process

@@ -118,6 +118,14 @@ def _short(v: Any) -> str:
     return s if len(s) <= 80 else s[:77] + "..."
 
 
+def config_identity(cfg, leave_out: tuple[str, ...]) -> dict:
+    """A config dataclass as a dict without the keys that never change what a run computes (its
+    folder, how long it runs, how often it saves or logs, decoding speed knobs)."""
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(cfg).items() if k not in leave_out}
+
+
 def read_identity(out: str | os.PathLike) -> dict | None:
     path = Path(out) / IDENTITY_FILE
     try:
