@@ -94,7 +94,7 @@ def jsonl_fingerprint(path: str | os.PathLike, video_identity: str = "stat") -> 
 
 
 def describe_diff(old: dict, new: dict, limit: int = 6) -> str:
-    """`key: old -> new` for the keys that differ (flattened one level of nesting), at most `limit`."""
+    """`key: old then, new now` for the keys that differ (nested keys dotted), at most `limit`."""
     a, b = _flatten(old), _flatten(new)
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
     parts = [f"{k}: {_short(a.get(k, '<absent>'))} then, {_short(b.get(k, '<absent>'))} now" for k in keys[:limit]]

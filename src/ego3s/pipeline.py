@@ -103,7 +103,8 @@ class Run:
         return self.manifest["stages"].get(stage, {}).get("outputs", {})
 
     def reset_from(self, stage: str) -> None:
-        for s in STAGES[STAGES.index(stage):]:
+        stages = getattr(self, "stages", STAGES)
+        for s in stages[stages.index(stage):]:
             self.manifest["stages"].pop(s, None)
             shutil.rmtree(self.dir / s, ignore_errors=True)
         self.save()
@@ -112,7 +113,8 @@ class Run:
         """Compare each stage's input fingerprint with the one recorded when it ran; from the first
         that differs, delete the stage's outputs and the later ones (they are rerun), saying why."""
         self.fingerprints = chain_fingerprints(inputs)
-        for stage in STAGES:
+        self.stages = tuple(inputs)
+        for stage in self.stages:
             entry = self.manifest["stages"].get(stage)
             if entry is None or entry.get("input_fingerprint") == self.fingerprints[stage]:
                 continue
@@ -121,7 +123,7 @@ class Run:
             else:
                 diff = describe_diff(entry.get("inputs", {}), inputs[stage])
                 why = f"its inputs changed ({diff})" if diff else "an earlier stage was rerun"
-            later = STAGES[STAGES.index(stage) + 1:]
+            later = self.stages[self.stages.index(stage) + 1:]
             echo(f"[{stage}] reruns with {', '.join(later) or 'nothing after it'}: {why}; its earlier outputs "
                  f"are deleted")
             self.reset_from(stage)
@@ -185,16 +187,44 @@ def stage_inputs(cfg: RunConfig) -> dict[str, dict]:
             if cfg.warmup_enabled else {})},
         "select": {"seed": cfg.seed, "selection": a(cfg.selection)},
         "train": {"seed": cfg.seed, "training": a(cfg.training)},
-        "eval": {"eval_data": list(cfg.eval_data), "evaluation": a(cfg.evaluation)},
+        "eval": {"eval_data": list(cfg.eval_data), "evaluation": a(cfg.evaluation),
+                 "benchmarks": benchmark_identities(cfg)},
         "report": {},
     })
 
 
+def benchmark_identities(cfg: RunConfig) -> dict:
+    """The samples (content and files) of each evaluation benchmark read from outside the run (a
+    path in `evaluation.paths` or under `evaluation.root`): a benchmark rewritten in place makes
+    the eval stage run again. The run's own EgoSynth test splits are covered by the data stage."""
+    from ego3s.eval.benchmarks import get_benchmark
+    from ego3s.eval.runner import _load_benchmark
+    from ego3s.identity import data_fingerprint
+
+    out = {}
+    for name in cfg.eval_data:
+        try:
+            bench = get_benchmark(name).name
+        except (KeyError, ValueError):
+            continue  # an unknown name: the eval stage says so
+        external = cfg.evaluation.root is not None or any(get_benchmark(k).name == bench for k in cfg.evaluation.paths)
+        if not external:
+            continue
+        ec = dataclasses.replace(cfg.evaluation, data=[name])
+        try:
+            _, path, samples = _load_benchmark(name, ec)
+        except (OSError, ValueError, KeyError) as e:  # the eval stage reports it when it runs
+            out[name] = {"unreadable": str(e)[:200]}
+            continue
+        out[name] = {"path": str(path), "samples": data_fingerprint(samples, cfg.evaluation.video_identity)}
+    return out
+
+
 def chain_fingerprints(inputs: dict[str, dict]) -> dict[str, str]:
-    """Each stage's fingerprint: its inputs and the previous stage's fingerprint, so that a change
-    reaches every later stage."""
+    """Each stage's fingerprint (stages in the order of `inputs`): its inputs and the previous
+    stage's fingerprint, so that a change reaches every later stage."""
     out, prev = {}, None
-    for stage in STAGES:
+    for stage in inputs:
         prev = out[stage] = stable_hash({"inputs": inputs[stage], "upstream": prev})
     return out
 
