@@ -148,8 +148,8 @@ def scripted_reply(messages) -> str:
         pred = _between(user, "[The Start of Assistant's Answer]", "[The End of Assistant's Answer]") or ""
         grade = _grade(ref, pred)
         return f"Compared with the reference. Rating: [[{['0', '0.5', '1'][grade]}]]"
-    ref = _between(user, "Correct answer:", "\n") or ""
-    pred = _between(user, "Predicted answer:", "\n") or ""
+    ref = _between(user, "Correct Answer:", "\n") or ""  # EgoTextVQA's official prompt
+    pred = _between(user, "Predicted Answer:", "\n") or ""
     grade = _grade(ref, pred)
     return ["{'pred': 'no', 'score': 1}", "{'pred': 'yes', 'score': 3}", "{'pred': 'yes', 'score': 5}"][grade]
 

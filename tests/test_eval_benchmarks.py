@@ -17,14 +17,14 @@ from ego3s.eval.benchmarks import egothink as egothink_mod
 from ego3s.eval.judge import Judge
 from judge_server import JudgeServer
 
-SHARED = Path(__file__).parents[2] / "shared" / "benchmarks"
+SHARED = Path(__file__).parents[1] / "data" / "benchmarks"
 FIX = Path(__file__).parent / "fixtures" / "eval"
 
 
 def shared(sub: str) -> Path:
     p = SHARED / sub
     if not p.exists():
-        pytest.skip(f"{p} not found: the real annotation files live in ../shared/benchmarks beside the checkout")
+        pytest.skip(f"{p} not found: run `python data/benchmarks/fetch_egoschema.py` (see data/benchmarks/README.md)")
     return p
 
 
@@ -148,16 +148,18 @@ def test_egotextvqa_scoring_with_judge(server):
     server.reset_counts()
     r = get_benchmark("egotextvqa").score(ETV_SAMPLES, ETV_OUTPUTS, judge=scripted_judge(server, parse_retries=2))
     # judged: i1 yes/5, i2 yes/3 (a shared word), i3 empty -> no/0 without a request, i4 fails to parse
-    # (excluded, counted), o1 yes/5, o2 no/1.
+    # (graded no/0 as the official gpt_eval.py does, and counted), o1 yes/5, o2 no/1.
     assert r["judge"]["judge_failed"] == 1 and r["judge"]["judged"] == 5 and r["judge"]["empty_predictions"] == 1
     assert server.count == 4 + 3  # four good replies, three tries of the unparseable one
-    assert r["metrics"]["accuracy"] == 60.0 and r["metrics"]["score"] == 2.8
-    assert r["by"]["setting"]["indoor"] == {"n": 4, "accuracy": 66.67, "score": 2.67, "em": 25.0, "rouge_l": 37.5}
+    assert r["metrics"]["accuracy"] == 50.0 and r["metrics"]["score"] == round(14 / 6, 2)  # 3 yes of 6; 5+3+0+0+5+1
+    assert r["by"]["setting"]["indoor"] == {"n": 4, "accuracy": 50.0, "score": 2.0, "em": 25.0, "rouge_l": 37.5}
     assert r["by"]["setting"]["outdoor"]["accuracy"] == 50.0 and r["by"]["setting"]["outdoor"]["score"] == 3.0
-    assert r["by"]["question_type"]["indoor/kitchen"]["accuracy"] == 0.0  # i4 excluded, i3 = no
+    assert r["by"]["question_type"]["indoor/kitchen"] == {"n": 2, "accuracy": 0.0, "score": 0.0, "em": 0.0,
+                                                         "rouge_l": 0.0}
     assert set(r["by"]["question_type"]) == {"indoor/hands-on", "indoor/kitchen", "outdoor/location"}
     rows = {row["id"]: row for row in r["per_sample"]}
-    assert rows["i4"]["accuracy"] is None and rows["i3"]["score"] == 0.0 and rows["o1"]["score"] == 5.0
+    assert rows["i4"]["accuracy"] == 0.0 and rows["i4"]["score"] == 0.0 and rows["i4"]["judge_failed"] is True
+    assert rows["i3"]["score"] == 0.0 and rows["o1"]["score"] == 5.0 and "judge_failed" not in rows["o1"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -278,13 +280,30 @@ def test_egothink_scoring_with_judge(server):
 
 def test_qaego4d_open_loader():
     b = get_benchmark("QAEgo4D")
-    s = b.load(FIX / "qaego4d")
+    s = b.load(FIX / "qaego4d", window="moment")
     assert [x.task for x in s] == ["openqa"] * 4 and s[0].id == "9d2a9d3e-7b1f-4b3a-9d4e-1f2a3b4c5d6e_0"
     assert (s[0].start, s[0].end) == (42.0, 47.0) and s[0].answer == "in the drawer"
     assert s[0].video == str(FIX / "qaego4d" / "0a8f6747-7f79-4176-85ca-f5ec01a15435.mp4")
     assert s[3].start == 150.0 and s[3].end == pytest.approx(150.0 + 1 / 30)  # a one-frame moment
-    full = b.load(FIX / "qaego4d" / "annotations.test.json", window="full", video_root="/videos")
-    assert full[0].start is None and full[0].meta["moment"] == [42.0, 47.0] and full[0].video.startswith("/videos/")
+    full = b.load(FIX / "qaego4d" / "annotations.test.json", video_root="/videos")
+    assert full[0].video.startswith("/videos/")
+
+
+def test_qaego4d_defaults_to_the_whole_clip_as_the_benchmark():
+    """The benchmark feeds the whole NLQ clip (the model has to find the moment); the annotated
+    moment is an option, kept in meta either way."""
+    for name in ("QAEgo4D", "QAEgo4D-close"):
+        b = get_benchmark(name)
+        for x in b.load(FIX / "qaego4d"):
+            assert x.start is None and x.end is None and x.meta["window"] == "full"
+        assert b.load(FIX / "qaego4d")[0].meta["moment"] == [42.0, 47.0]
+        moment = b.load(FIX / "qaego4d", window="moment")
+        assert (moment[0].start, moment[0].end) == (42.0, 47.0)
+    from ego3s.eval.runner import EvalConfig, _load_benchmark
+
+    cfg = EvalConfig(data=["QAEgo4D"], paths={"QAEgo4D": str(FIX / "qaego4d")},
+                     options={"QAEgo4D": {"window": "moment"}})  # the config key: options.QAEgo4D.window
+    assert _load_benchmark("QAEgo4D", cfg)[2][0].start == 42.0
 
 
 def test_qaego4d_close_loader():

@@ -18,7 +18,7 @@ from ego3s.eval.icu import attention_in_box, cell_coverage, named_interaction, s
 from ego3s.eval.runner import EvalConfig, read_predictions, run_eval, shard
 from ego3s.files import read_log
 
-SHARED = Path(__file__).parents[2] / "shared" / "benchmarks"
+SHARED = Path(__file__).parents[1] / "data" / "benchmarks"
 PIXELS = dict(min_pixels=28 * 28 * 4, max_pixels=56 * 56)  # 56x56 frames: 2x2 cells per temporal patch
 INTERACTION = {"objects": [{"name": "cup", "synonyms": ["mug"]}], "action": "pick up",
                "boxes": [{"t": 0.0, "label": "cup", "box": [0.0, 0.0, 0.5, 0.5]},
@@ -224,8 +224,6 @@ def test_torchrun_two_processes_match_one(synth, tmp_path, tiny_model_dir):
         assert got == set(ids[r::2])
 
 
-@pytest.mark.skipif(not (SHARED / "egothink").is_dir() or not (SHARED / "egotextvqa").is_dir(),
-                    reason=f"real benchmark annotations not found in {SHARED}")
 def test_blind_run_on_real_annotation_files_without_videos(tiny, tmp_path, tiny_model_dir):
     model, processor = tiny
     cfg = EvalConfig(data=["EgoThink", "EgoTextVQA"], root=str(SHARED), model=tiny_model_dir, view="blind", limit=4,
@@ -325,6 +323,26 @@ def test_icu_end_to_end_on_tiny(synth, tmp_path, tiny_model_dir):
             assert 0 <= a["in_box"] <= 1 and 0 < a["area"] <= 1 and 0 < a["visual_mass"] <= 1
             assert a["cells"] == 8 and a["rows"] == r["new_tokens"]
     assert "interaction cue utilization" in (tmp_path / "icu" / "results.md").read_text()
+    # counterfactual reliance: the 5 annotated samples were also generated on the context view
+    from ego3s.answers import exact_match, extract_answer, extract_letter
+    from ego3s.data.io import read_jsonl
+
+    ctx = {r["id"]: r for r in read_log(tmp_path / "icu" / "egosynth" / "context" / "predictions.rank0.jsonl")}
+    assert set(ctx) == {"s0", "s1", "s2", "s3", "s4"}
+    full = read_predictions(tmp_path / "icu" / "egosynth")
+    gold = {s.id: s for s in read_jsonl(synth / "test_id.jsonl")}
+
+    def right(sid, out):
+        s = gold[sid]
+        if s.task == "closeqa":
+            return extract_letter(out, s.options) == s.answer
+        return exact_match(extract_answer(out) or "", s.answer) == 1.0
+
+    diffs = [right(i, full[i]["output"]) - right(i, ctx[i]["output"]) for i in ctx]
+    cr = icu["counterfactual_reliance"]
+    assert cr["n_paired"] == 5 and cr["excluded"] == {"no_interaction": 1}
+    assert cr["splits"]["all"]["value"] == pytest.approx(100 * sum(diffs) / 5)
+    assert res["benchmarks"]["egosynth"]["this_run"]["context_view"]["generated"] == 5
 
 
 def test_frames_is_still_read_as_the_old_name_of_nframes(tmp_path):

@@ -86,13 +86,34 @@ def test_parse_egothink_bad(text):
 def test_rubric_messages_and_keys():
     assert set(RUBRICS) == {"egotextvqa", "egothink"}
     m = EGOTEXTVQA.messages("Q {x}?", "ref {0}", "pred }{")  # braces in the values are kept as they are
-    assert m[0]["role"] == "system" and "Correct answer: ref {0}\nPredicted answer: pred }{\n" in m[1]["content"]
+    assert m[0]["role"] == "system" and "Correct Answer: ref {0}\nPredicted Answer: pred }{\n" in m[1]["content"]
+    assert "Question: Q {x}?\n" in m[1]["content"]
     assert "{'pred': 'yes', 'score': 5}" in m[1]["content"]
     m = EGOTHINK.messages("What am I doing?", "cooking", "frying eggs")
     assert "[The Start of Reference Answer]\ncooking\n[The End of Reference Answer]" in m[-1]["content"]
     assert "0, 0.5 or 1" in m[-1]["content"]
     k = request_key(m, 0.0, 512)
     assert k == request_key(m, 0.0, 512) and k != request_key(m, 0.0, 256) and k != request_key(m, 0.2, 512)
+
+
+def _digest(msgs) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(msgs, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def test_judge_prompts_are_the_official_ones_verbatim():
+    """SHA-256 of the messages the official code builds for these inputs, computed from the
+    official sources (EgoTextVQA gpt_eval.py `annotate` at d5d7ccd, evaluated with question, answer,
+    model_pred; EgoThink judge_prompts.jsonl single-math-v2 at fbafe8f, system prompt + the template's
+    `format(question, ref_answer_1, answer)`)."""
+    assert _digest(EGOTEXTVQA.messages("What does the sign say?", "gas sale", "gas sale {x}")) == \
+        "fc069c7f1282fdcd38a20f9cfd74f308eaa4e71e980c01f49f1c5a73efc006f9"
+    assert _digest(EGOTHINK.messages("What am I doing?", "cooking", "frying eggs")) == \
+        "615ace4becac40a223984969e378601394fd934a883a3fa57dedddb99debfb6a"
+    assert EGOTEXTVQA.messages("q", "a", "p")[0]["content"].startswith(
+        "You are an intelligent chatbot designed for evaluating the correctness of generative outputs")
 
 
 def test_judge_arguments():

@@ -345,3 +345,33 @@ def test_smol_video_forward_and_chat_template(smol_dir, smol):
     start = time.time()
     assert build_smol(smol_dir) == smol_dir  # cached build: returns at once
     assert time.time() - start < 5
+
+
+def test_mini_is_a_small_qwen25vl_with_egosynth_words_in_its_tokenizer(tmp_path):
+    """The CPU demo backbone: a few million parameters, the real Qwen2.5-VL classes, object names
+    of EgoSynth as whole tokens (what lm_align pulls the tower towards), and a video forward."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+
+    from ego3s.data.egosynth import OBJECTS
+    from ego3s.models import BUILDERS
+    from ego3s.models.loading import load_model
+
+    path = BUILDERS["mini"](tmp_path / "mini")
+    model, processor = load_model(str(path), dtype="float32", device="cpu")
+    assert isinstance(model, Qwen2_5_VLForConditionalGeneration) and isinstance(processor, Qwen2_5_VLProcessor)
+    n = sum(p.numel() for p in model.parameters())
+    assert 5e5 < n < 1e7
+    tok = processor.tokenizer
+    lengths = [len(tok(" " + name, add_special_tokens=False)["input_ids"]) for name in OBJECTS]
+    assert max(lengths) <= 3 and sum(x == 1 for x in lengths) > len(lengths) / 2
+    assert len(tok("What did I pick up in the kitchen?")["input_ids"]) <= 10  # one token a word
+    video = torch.rand(8, 3, 84, 84)
+    msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What did I pick up?"}]}]
+    text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[text], videos=[video], return_tensors="pt", do_rescale=False,
+                    videos_kwargs={"do_sample_frames": False})
+    assert enc["video_grid_thw"].tolist() == [[4, 6, 6]]  # 84 px = 6 x 6 patches of 14, 8 frames = 4 pairs
+    with torch.no_grad():
+        out = model(**enc)
+    assert torch.isfinite(out.logits).all()

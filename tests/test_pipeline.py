@@ -227,9 +227,17 @@ def test_every_stage_writes_its_outputs(ref):
         assert m["stages"]["eval"]["outputs"][tag] == str(ref / "eval" / tag / "results.json")
     assert json.loads((ref / "eval" / "trained" / "results.json").read_text())["model"] == str(tr / "final")
 
-    # report
+    # report, and summary.json beside it (every figure of the schema present)
     html = ref / "report" / "index.html"
     assert Path(m["stages"]["report"]["outputs"]["html"]) == html and html.stat().st_size > 1000
+    s = json.loads((ref / "summary.json").read_text())
+    assert s["select"]["pool"] == 12 and s["select"]["kept"] == len(sel)
+    for tag in ("base", "trained"):
+        for split in ("test_id", "test_atypical"):
+            e = s["eval"][tag][split]
+            assert e["n_closed"] + e["n_open"] == 4 and len(e["accuracy_ci95"]) == 2, (tag, split)
+    assert set(s["paired"]) == {"test_id", "test_atypical"} and s["ecr"]["refreshes"] is not None
+    assert "What this run shows" in html.read_text()
 
 
 def test_killed_mid_training(interrupted):

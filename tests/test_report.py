@@ -192,7 +192,11 @@ def make_fake_run(root: Path, steps: int = 300, refresh_step: int = 200) -> Path
                 "icu": {"textual": {"share": icu_text, "n_correct": 96, "n_named": int(icu_text * 0.96),
                                     "n_annotated": 200, "named_all": icu_text - 8},
                         "attention": {"n": 200, "in_box": icu_att, "area": 11.8, "ratio": round(icu_att / 11.8, 3),
-                                      "visual_mass": 41.0}, "attention_layers": "mean", "attention_errors": 0}}
+                                      "visual_mass": 41.0}, "attention_layers": "mean", "attention_errors": 0,
+                        "counterfactual_reliance": {
+                            "splits": {"all": {"value": icu_att / 2, "ci95": [icu_att / 2 - 3.5, icu_att / 2 + 3.25],
+                                               "n": 180, "full": 60.0, "context": 60.0 - icu_att / 2}},
+                            "excluded": {"no_interaction": 20}, "n_excluded": 20, "n_paired": 180}}}
 
     def bench_egoschema(acc):
         return {"benchmark": "EgoSchema", "path": "data/egoschema", "n_samples": 500, "n_scored": 498, "n_missing": 0,
@@ -254,6 +258,8 @@ def test_report_content(rendered):
     assert "+19.40" in page  # atypical-split accuracy 33.0 -> 52.4
     assert "+15.50" in page  # ICU textual 22.4 -> 37.9
     assert "attention in interaction boxes" in page
+    assert "counterfactual reliance, full − context accuracy (pp), all" in page
+    assert "[10.30, 17.05], n=180" in page and "+4.65" in page  # trained 13.80 vs base 9.15
     assert 'class="neg"' not in page.split('id="eval"')[1].split('id="samples"')[0]  # no regression in the fake
     # samples: same ids, reasoning shown, escaped
     assert "egs_test_0000" in page and "&lt;think&gt;" in page and "red mug" in page
@@ -380,3 +386,24 @@ def test_headless_chromium(rendered, tmp_path):
     w = re.search(r'data-width="(\d+)"', r.stdout)
     assert w and int(w.group(1)) <= 1280, f"page wider than the window: {w and w.group(1)}"
     assert not _console_problems(r.stderr), _console_problems(r.stderr)
+
+
+def test_curriculum_section_shows_the_schedule_and_refresh_use(tmp_path):
+    from ego3s.curriculum.monitor import ECRConfig, plan, plan_message
+
+    run = make_fake_run(tmp_path / "demo")
+    state = json.loads((run / "train" / "ecr_state.json").read_text())
+    sched = plan(ECRConfig(monitoring_interval=100), 50, 1.0, 64)
+    sched["message"] = plan_message(sched)
+    state.update(schedule=sched, refreshes=2, refreshes_used=1, refresh_usage=[
+        {"step": 200, "steps_after": 99, "added": 104, "added_drawn": 87, "added_draws": 93, "removed": 61,
+         "used": True},
+        {"step": 299, "steps_after": 0, "added": 12, "added_drawn": 0, "added_draws": 0, "removed": 3, "used": False}])
+    (run / "train" / "ecr_state.json").write_text(json.dumps(state))
+    page = render_report(run).read_text(encoding="utf-8")
+    cur = page.split('id="curriculum"')[1].split('id="eval"')[0]
+    assert "ECR cannot change this run" in cur and "no refresh possible" in cur
+    assert "1 of 2 refresh(es) used" in cur
+    assert re.search(r"<td[^>]*>200</td><td[^>]*>99</td><td[^>]*>104</td><td[^>]*>87</td><td[^>]*>93</td>"
+                     r"<td[^>]*>61</td><td[^>]*>yes</td>", cur)
+    assert re.search(r"<td[^>]*>299</td><td[^>]*>0</td>.*?<td[^>]*>no</td>", cur)

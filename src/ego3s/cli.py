@@ -282,10 +282,12 @@ def demo_cmd(ctx: typer.Context,
 
 
 def _packaged_config(name: str) -> Path:
-    """configs/NAME of the source checkout ego3s is installed from (editable install)."""
-    p = Path(__file__).resolve().parents[2] / "configs" / name
+    """The shipped config NAME: package data (`ego3s/configs/`, built from the repository's
+    configs/ folder, which `src/ego3s/configs` links to), so it works from a wheel as well."""
+    p = Path(__file__).resolve().parent / "configs" / name
     if not p.exists():
-        raise FileNotFoundError(f"{p}: not found; run from a source checkout (pip install -e .) or pass --config")
+        raise FileNotFoundError(f"{p}: not found; this ego3s install lacks its package data (reinstall, or pass "
+                                "--config)")
     return p
 
 

@@ -4,6 +4,9 @@ Stages, in order, each into its own folder of the run:
 
     data -> model -> warmup -> select -> train -> eval -> report
 
+The report stage writes `summary.json` (ego3s.summary: the headline figures and whether each of
+the method's four mechanisms showed) and the HTML report, whose top states the same in words.
+
 `manifest.json` records the config, versions, git commit, seeds and, per stage, its status,
 outputs, timing and input fingerprint: a hash of the config section the stage reads (and of its
 external inputs: a given training pool's samples and videos, a given model folder) chained with
@@ -41,7 +44,7 @@ STAGES = ("data", "model", "warmup", "select", "train", "eval", "report")
 class RunConfig:
     out: str = field(default="runs/ego3s", metadata={"help": "run folder"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
-    model: str = field(default="smol", metadata={"help": "smol or tiny (built offline), or a local model folder"})
+    model: str = field(default="smol", metadata={"help": "a builder (mini: the CPU demo backbone; smol: the GPU one; tiny: tests), or a local model folder"})
     data: str | None = field(default=None, metadata={
         "help": "training pool (JSONL); None generates EgoSynth with `egosynth`"})
     eval_data: list[str] = field(default_factory=lambda: ["EgoSynth"], metadata={
@@ -332,8 +335,12 @@ def _run_pipeline(cfg: RunConfig, from_stage: str | None, echo: Callable[[str], 
     run.run_stage("eval", evaluate, echo, inputs)
 
     def report() -> dict:
-        from ego3s.report import render_report
+        from ego3s.report import mechanism_lines, render_report
+        from ego3s.summary import summarize_run
 
-        return {"html": str(render_report(d))}
+        summary = summarize_run(d)  # summary.json first: the report's top reads it
+        for ok, line in mechanism_lines(summary):
+            echo(f"  [{ {True: 'showed', False: 'did not show', None: 'not measured'}[ok] }] {line}")
+        return {"html": str(render_report(d)), "summary": str(d / "summary.json")}
 
     return Path(run.run_stage("report", report, echo, inputs)["html"])

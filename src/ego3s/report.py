@@ -8,6 +8,9 @@ it opens from disk, in a mail attachment or on a machine without internet. Every
 folder is optional; a part that is absent (or unreadable) renders as a short note, never an
 exception. Sections, each from the files named:
 
+- What this run shows: the method's four mechanisms (CSM enrichment, trained beats base on
+  atypical clips with a paired interval, ECR refreshes trained on, counterfactual reliance rises),
+  each said to have shown or not, from `summary.json` (ego3s.summary; computed when absent).
 - Headline cards: kept samples, steps, reward start -> end, refreshes, main metric base -> trained.
 - Run: `manifest.json` (config, versions, git commit, seeds, per-stage status and timings).
 - Selection: `select/report.json` (funnel, breakdown selected vs pool), `select/hist_*.png`,
@@ -940,6 +943,30 @@ def section_curriculum(run: Run, data) -> str:
     else:
         parts.append('<p class="small">No refresh: the reward variance never fell below the threshold '
                      "(or ECR was off).</p>")
+    parts.append(ecr_usage_html(run.ecr_state()[0]))
+    return "".join(parts)
+
+
+def ecr_usage_html(state: dict | None) -> str:
+    """The schedule check made before training (how many refreshes the planned steps allow) and,
+    per refresh, the steps trained after it and the added samples drawn (`ecr_state.json`)."""
+    if not isinstance(state, dict):
+        return ""
+    parts = []
+    sched = state.get("schedule")
+    if isinstance(sched, dict) and sched.get("message"):
+        cls = "small" if sched.get("refreshes_possible") else "missing"
+        parts.append(f'<p class="{cls}">{esc(sched["message"])}.</p>')
+    usage = [u for u in state.get("refresh_usage") or [] if isinstance(u, dict)]
+    if usage:
+        parts.append(f"<h3>Refresh use</h3><p class=\"small\">{fmt(state.get('refreshes_used'))} of "
+                     f"{fmt(state.get('refreshes'))} refresh(es) used: a refresh is unused when no optimizer step "
+                     "trained on a batch drawn after it, or when none of the samples it added was drawn.</p>")
+        parts.append(table(["step", "optimizer steps after", "added", "added drawn (distinct)", "draws of added",
+                            "removed", "used"],
+                           [[fmt(u.get("step")), fmt(u.get("steps_after")), fmt(u.get("added")),
+                             fmt(u.get("added_drawn")), fmt(u.get("added_draws")), fmt(u.get("removed")),
+                             "yes" if u.get("used") else "no"] for u in usage], "usage", num_from=0, text_cols=[6]))
     return "".join(parts)
 
 
@@ -1059,6 +1086,12 @@ def _icu_rows(b: dict) -> dict[str, Any]:
         out["attention in interaction boxes (%)"] = a.get("in_box")
         out["box area share = chance (%)"] = a.get("area")
         out["attention / area"] = a.get("ratio")
+    cr = icu.get("counterfactual_reliance") or {}
+    for split, e in (cr.get("splits") or {}).items():  # full - context accuracy, paired per question
+        lo, hi = (e.get("ci95") or [None, None])[:2]
+        out[f"counterfactual reliance, full − context accuracy (pp), {split}"] = e.get("value")
+        out[f"  95% interval, n ({split})"] = (f"[{lo:.2f}, {hi:.2f}], n={e.get('n')}" if _num(lo) and _num(hi)
+                                              else f"n={e.get('n')}")
     for k, v in (b.get("metrics") or {}).items():
         if k.startswith("icu") and (_num(v) or v is None):
             out[k] = v
@@ -1075,7 +1108,7 @@ def _icu_table(runs: dict, names: list[str], bench: str, has_delta: bool) -> str
     rows = []
     for k in keys:
         vals = [per[n].get(k) for n in names]
-        row = [k, *[mfmt(v) for v in vals]]
+        row = [k, *[v if isinstance(v, str) else mfmt(v) for v in vals]]
         if has_delta:
             bv, tv = per["base"].get(k), per["trained"].get(k)
             row.append(delta_cell(tv - bv if _num(bv) and _num(tv) else None))
@@ -1277,6 +1310,8 @@ pre.out{white-space:pre-wrap;word-wrap:break-word;margin:0;padding:6px 10px 10px
  "DejaVu Sans Mono",Menlo,Consolas,monospace}
 .think{color:#3d4a5c;background:#f1f4f9}.answer{background:#fff3c4;font-weight:600}
 code{font:12px ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace}
+.claims{border:2px solid var(--bd);border-radius:8px;padding:4px 16px;margin:10px 0;background:#fbfcfd}
+.claims li{margin:6px 0;line-height:1.4}
 .cards{display:flex;flex-wrap:wrap;gap:10px;margin:10px 0 4px}
 .card{border:1px solid var(--bd);border-radius:6px;padding:8px 14px;min-width:150px;background:#fbfcfd}
 .ck{font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:var(--mut)}
@@ -1354,6 +1389,86 @@ def summary_cards(run: Run, cur: Any) -> str:
         f'<div class="cs">{sub if isinstance(sub, Raw) else esc(sub)}</div></div>' for k, v, sub in cards) + "</div>"
 
 
+def _ci_text(ci: Any) -> str:
+    lo, hi = (list(ci) + [None, None])[:2] if isinstance(ci, (list, tuple)) else (None, None)
+    return f"[{lo:+.1f}, {hi:+.1f}]" if _num(lo) and _num(hi) else "(no interval)"
+
+
+def _one(x: Any, sign: bool = False) -> str:
+    """A percentage or ratio with one decimal ("–" when absent)."""
+    return ("–" if not _num(x) else f"{x:+.1f}" if sign else f"{x:.1f}")
+
+
+def mechanism_lines(s: dict) -> list[tuple[bool | None, str]]:
+    """The four mechanisms of the method in plain words, each with whether it showed in this run
+    (True, False, or None when the run did not measure it), from `summary.json`'s content."""
+    m, sel, ev = s.get("mechanisms") or {}, s.get("select") or {}, s.get("eval") or {}
+    out = []
+    c = (m.get("csm_enrichment") or {})
+    if c.get("showed") is None:
+        out.append((None, "Counterfactual selection: not measured (no selection report with EgoSynth's typical/atypical "
+                          "flags)."))
+    else:
+        d = c["detail"]
+        verdict = ("kept mostly the samples only the hand can answer" if c["showed"]
+                   else f"did NOT enrich the hard samples {_one(d['threshold'])}-fold")
+        out.append((c["showed"], f"Counterfactual selection {verdict}: {fmt(sel.get('kept'))} of {fmt(sel.get('pool'))} "
+                                 f"samples kept, {_one(d['share_atypical_kept'])}% atypical against "
+                                 f"{_one(d['share_atypical_pool'])}% in the pool ({_one(d['enrichment'])}x; the bar is "
+                                 f"{_one(d['threshold'])}x)."))
+    g = m.get("atypical_gain") or {}
+    base = ((ev.get("base") or {}).get("test_atypical") or {}).get("accuracy")
+    trained = ((ev.get("trained") or {}).get("test_atypical") or {}).get("accuracy")
+    if g.get("showed") is None:
+        out.append((None, "Trained vs base on atypical clips: not measured (no paired evaluation of both models)."))
+    else:
+        d = g["detail"]
+        verdict = ("The trained model beats the base" if g["showed"]
+                   else "The trained model does NOT beat the base with confidence")
+        out.append((g["showed"], f"{verdict} on atypical clips (the hand contradicts every prior): closed-question "
+                                 f"accuracy {_one(base)}% -> {_one(trained)}%, a paired difference of "
+                                 f"{_one(d['accuracy_delta'], True)} points, 95% interval {_ci_text(d['ci95'])}"
+                                 f"{'' if g['showed'] else ' (it includes 0 or lies below it)'}."))
+    e = m.get("ecr_refresh") or {}
+    if e.get("showed") is None:
+        out.append((None, "Curriculum refresh (ECR): not measured (no curriculum state)."))
+    else:
+        d = e["detail"]
+        verdict = ("refreshed the training pool, and training drew the new samples" if e["showed"]
+                   else "did NOT refresh the pool with samples that were then trained on")
+        out.append((e["showed"], f"The evolving curriculum {verdict}: {fmt(d['refreshes'])} refreshes, "
+                                 f"{fmt(d['refreshes_used'])} of them trained on."))
+    r = m.get("reliance_rises") or {}
+    if r.get("showed") is None:
+        out.append((None, "Counterfactual reliance (full-view minus hand-masked accuracy): not measured (evaluate "
+                          "with icu: true)."))
+    else:
+        d = r["detail"]
+        verdict = ("rises: the trained model relies more on the hand" if r["showed"]
+                   else "does NOT rise: the trained model relies on the hand no more than the base")
+        out.append((r["showed"], f"Counterfactual reliance on atypical clips (accuracy with the hand visible minus "
+                                 f"with it masked) {verdict} ({_one(d['base'], True)} -> {_one(d['trained'], True)} points)."))
+    return out
+
+
+def section_mechanisms(run: Run) -> str:
+    """The report's top: did each of the method's four mechanisms show in this run (summary.json)?"""
+    s = run.json("summary.json", "summary")
+    if not isinstance(s, dict):
+        from ego3s.summary import summarize_run
+
+        s = summarize_run(run.root, write=False)
+    lines = mechanism_lines(s)
+    if not lines:
+        return ""
+    mark = {True: ('<span class="pos">✓ showed</span>'), False: '<span class="neg">✗ did not show</span>',
+            None: '<span class="small">– not measured</span>'}
+    n_yes = sum(1 for ok, _ in lines if ok)
+    head = f"{n_yes} of {len(lines)} mechanisms of the method showed in this run"
+    return (f'<div class="claims"><h2 style="margin-top:6px">What this run shows</h2><p><b>{esc(head)}.</b></p><ul>'
+            + "".join(f"<li>{mark[ok]} {esc(text)}</li>" for ok, text in lines) + "</ul></div>")
+
+
 def build_html(run_dir: str | Path) -> str:
     """The report page of `run_dir` as a string (see the module docstring)."""
     run = Run(Path(run_dir))
@@ -1387,6 +1502,7 @@ def build_html(run_dir: str | Path) -> str:
             f"<p>{' · '.join(sub)}</p><p>rendered {esc(now)} by ego3s {esc(__version__)}</p></header>",
             "<nav>" + "".join(f'<a href="#{sid}">{esc(t.split(":")[0])}</a>' for sid, t, _ in sections) + "</nav>",
             f'<main><p class="small" style="margin-top:10px">Parts found: {_parts_line(run)}</p>',
+            _guard("mechanisms", lambda: section_mechanisms(run)),
             _guard("summary", lambda: summary_cards(run, cur))]
     body += [f'<section id="{sid}"><h2>{esc(title)}</h2>{content}</section>' for sid, title, content in sections]
     body.append("</main><footer>Self-contained report: no scripts, no external resources. "

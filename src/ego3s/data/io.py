@@ -1,7 +1,10 @@
 """JSONL and `datasets.Dataset` I/O for samples.
 
-Paths inside a JSONL file are relative to that file's folder, so a dataset folder can be moved
-as a whole. On reading they become absolute; on writing, paths under the output folder are made
+Samples are read from a JSONL file or from a folder written by `datasets.Dataset.save_to_disk`
+(one column per schema field; `to_dataset` writes that layout, and nested fields may also be plain
+lists/dicts). Paths inside either are relative to the file's (the folder's) parent folder for
+JSONL (for a `datasets` folder: relative to that folder), so a dataset folder can be moved as a
+whole. On reading they become absolute; on writing, paths under the output folder are made
 relative again.
 """
 
@@ -20,11 +23,14 @@ _PATH_FIELDS = ("video", "image")
 
 def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
                errors: list[SampleError] | None = None) -> list[Sample]:
-    """Read and validate samples. Invalid records raise SampleError naming file, line, id and
-    field; with `skip_invalid` they are appended to `errors` instead, so a long job can count them."""
+    """Read and validate samples from a JSONL file (or a `save_to_disk` folder: `read_dataset_folder`).
+    Invalid records raise SampleError naming file, line, id and field; with `skip_invalid` they are
+    appended to `errors` instead, so a long job can count them."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such sample file")
+    if path.is_dir():
+        return read_dataset_folder(path, skip_invalid=skip_invalid, errors=errors)
     base = path.resolve().parent
     samples: list[Sample] = []
     seen: dict[str, int] = {}
@@ -114,3 +120,57 @@ def from_dataset(ds) -> list[Sample]:
         except SampleError as e:
             raise e.located(line=i) from None
     return out
+
+
+def is_dataset_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder written by `datasets.Dataset.save_to_disk`."""
+    p = Path(path)
+    return p.is_dir() and (p / "state.json").is_file() and (p / "dataset_info.json").is_file()
+
+
+def read_dataset_folder(path: str | os.PathLike, *, skip_invalid: bool = False,
+                        errors: list[SampleError] | None = None) -> list[Sample]:
+    """Samples from a `save_to_disk` folder, validated like JSONL records (row numbers from 0 in
+    place of line numbers; duplicate ids are an error). A `DatasetDict` folder is refused with the
+    split names, since which split to train on is the caller's choice."""
+    import datasets
+
+    path = Path(path)
+    if (path / "dataset_dict.json").is_file():
+        splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+        raise ValueError(f"{path}: a DatasetDict folder (splits {splits}); pass one split's folder, "
+                         f"e.g. {path / (splits[0] if splits else 'train')}")
+    if not is_dataset_folder(path):
+        raise FileNotFoundError(f"{path}: a folder, but not one written by datasets' save_to_disk "
+                                "(no state.json / dataset_info.json); samples are JSONL or such a folder")
+    ds = datasets.load_from_disk(str(path))
+    base = path.resolve()
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    for i, row in enumerate(ds):
+        try:
+            d = dict(row)
+            for k in ("interaction", "meta", "options"):
+                if isinstance(d.get(k), str):
+                    try:
+                        d[k] = json.loads(d[k])
+                    except json.JSONDecodeError as e:
+                        raise SampleError(f"not valid JSON ({e.msg})", field=k, sample_id=d.get("id"))
+            if d.get("meta") is None:
+                d["meta"] = {}
+            s = Sample.from_dict(d)
+            if s.id in seen:
+                raise SampleError(f"duplicate id (first seen in row {seen[s.id]})", field="id", sample_id=s.id)
+            seen[s.id] = i
+            for name in _PATH_FIELDS:
+                p = getattr(s, name)
+                if p is not None and not os.path.isabs(p):
+                    setattr(s, name, str(base / p))
+            samples.append(s)
+        except SampleError as e:
+            e = e.located(file=str(path), line=i)
+            if not skip_invalid:
+                raise e
+            if errors is not None:
+                errors.append(e)
+    return samples

@@ -22,6 +22,12 @@ is the fraction of its pixels inside that mask. Then
 
 A model that spreads its visual attention uniformly gets `in_box == area`; `in_box > area` means
 it looks at the interaction more than its size warrants.
+
+Counterfactual reliance (`counterfactual_reliance`): accuracy on the `full` view minus accuracy
+on the `context` view (every interaction box masked) of the same annotated questions, paired per
+question (`ego3s.eval.paired`). The reward never sees the context view, so unlike textual ICU a
+model cannot score high on it by naming objects: it measures how much the answers depend on the
+interaction pixels.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import numpy as np
 from ego3s.data.video import boxes_at, box_to_pixels
 
 __all__ = ["cell_coverage", "attention_in_box", "attention_icu", "textual_icu", "named_interaction",
-           "summarize_attention"]
+           "summarize_attention", "counterfactual_reliance", "reliance_scores"]
 
 LAYERS = ("mean", "last")
 
@@ -186,3 +192,76 @@ def summarize_attention(values: Sequence[dict | None]) -> dict:
     return {"n": len(vals), "in_box": round(100 * in_box, 2), "area": round(100 * area, 2),
             "ratio": round(in_box / area, 3) if area > 0 else None,
             "visual_mass": round(100 * float(np.mean([v.get("visual_mass", 0.0) for v in vals])), 2)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Counterfactual reliance
+
+def reliance_scores(sample, extracted) -> dict:
+    """The per-question scores that reliance pairs: `correct` (0/1: closed, extracted letter =
+    gold; open, normalised exact match) and, for open questions, the graded `rouge_l` (stemmed
+    ROUGE-L F, `ego3s.answers`)."""
+    from ego3s.answers import exact_match, rouge_l_f
+
+    if sample.task == "closeqa":
+        return {"correct": float(extracted == sample.answer)}
+    p = extracted or ""
+    return {"correct": float(exact_match(p, sample.answer) >= 1.0), "rouge_l": float(rouge_l_f(p, sample.answer))}
+
+
+def counterfactual_reliance(samples, full: dict, context: dict) -> dict:
+    """Full-view minus context-view accuracy of the same questions, per split.
+
+    `samples`: the benchmark's samples; `full` / `context`: `{id: reliance_scores(...)}` of each
+    view's scored predictions. A question counts when it has interaction boxes and a score in both
+    views; the others are excluded and counted by reason (`no_interaction`, `hidden_answer`,
+    `no_full`: no full-view prediction (skipped or missing), `no_context`: the context view was
+    skipped or not yet predicted). Splits: `all`, then each `meta.split` value. Each split holds
+    `value` (percentage points), `ci95`, `n`, `full`, `context` (accuracies, %), `n_full_only`,
+    `n_context_only` and `mcnemar_p` (exact), and `by_task` (the same per closeqa/openqa; open
+    also `rouge_l`, the paired difference of ROUGE-L F)."""
+    from collections import Counter
+
+    from ego3s.eval.paired import INTERVAL, paired_difference
+
+    excluded: Counter = Counter()
+    kept = []
+    for s in samples:
+        if s.interaction is None or not s.interaction.boxes:
+            excluded["no_interaction"] += 1
+        elif s.meta.get("answer_hidden"):
+            excluded["hidden_answer"] += 1
+        elif s.id not in full:
+            excluded["no_full"] += 1
+        elif s.id not in context:
+            excluded["no_context"] += 1
+        else:
+            kept.append(s)
+
+    def diff(group, key="correct") -> dict:
+        r = paired_difference([full[s.id][key] for s in group], [context[s.id][key] for s in group])
+        out = {"value": r["value"], "ci95": r["ci95"], "n": r["n"], "full": r["a"], "context": r["b"]}
+        if "mcnemar_p" in r:
+            out.update(n_full_only=r["n_a_only"], n_context_only=r["n_b_only"], mcnemar_p=r["mcnemar_p"])
+        return out
+
+    def split_entry(group) -> dict:
+        e = diff(group)
+        by_task = {}
+        for task in ("closeqa", "openqa"):
+            sub = [s for s in group if s.task == task]
+            if sub:
+                by_task[task] = diff(sub)
+                if task == "openqa":
+                    by_task[task]["rouge_l"] = diff(sub, "rouge_l")
+        e["by_task"] = by_task
+        return e
+
+    splits = {"all": split_entry(kept)}
+    names = sorted({str(s.meta["split"]) for s in kept if s.meta.get("split") is not None})
+    for name in names:
+        splits[name] = split_entry([s for s in kept if str(s.meta.get("split")) == name])
+    return {"metric": "accuracy (%): closed, extracted letter = gold; open, normalised exact match",
+            "difference": "full view minus context view (interaction boxes masked), percentage points",
+            "interval": INTERVAL, "splits": splits, "n_paired": len(kept),
+            "excluded": dict(sorted(excluded.items())), "n_excluded": sum(excluded.values())}

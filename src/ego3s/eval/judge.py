@@ -5,12 +5,13 @@
     results = judge.rate(EGOTHINK, [JudgeItem(id, question, reference, prediction), ...])
     # -> [Judgement(id, rating=0.5, ...), Judgement(id, rating=None, error="...")]
 
-- Rubrics (`EGOTEXTVQA`, `EGOTHINK`) are the benchmarks' official grading rules in prompts of our
-  own wording, each with a strict parser of its rating format (see docs/evaluation.md).
+- Rubrics (`EGOTEXTVQA`, `EGOTHINK`) are the benchmarks' official judge prompts, verbatim (the
+  source repository, file and commit beside each), each with a strict parser of its rating format
+  (see docs/evaluation.md).
 - Transport failures (timeouts, connection errors, HTTP 429 and 5xx) are retried with exponential
   backoff; an unparseable rating is asked for again (`parse_retries`); what still fails is a
-  `Judgement` with `rating=None` and the error, which scorers count as `judge_failed` and leave
-  out of the means. Errors that would fail every request (HTTP 401, 403, 404) raise `JudgeError`.
+  `Judgement` with `rating=None` and the error, which scorers count as `judge_failed` (EgoTextVQA
+  grades it no / 0, as its official script; EgoThink leaves it out, as its official script). Errors that would fail every request (HTTP 401, 403, 404) raise `JudgeError`.
 - Judgements are cached on disk in an append-only JSONL keyed by (judge model, hash of the
   request: messages, temperature, max tokens); a second run over the same items makes no request.
   Only parsed judgements are cached; the cache is read once when the judge is made, and only the
@@ -60,14 +61,17 @@ class Rubric:
     name: str
     version: str
     system: str | None
-    template: str  # str.format fields: question, reference, prediction
+    template: str  # the user prompt; `{field}` placeholders named by `fields`, other braces literal
     parse: Callable[[str], Any]
+    fields: tuple[str, str, str] = ("question", "reference", "prediction")  # placeholder names, in this order
     max_tokens: int = 256
 
     def messages(self, question: str, reference: str, prediction: str) -> list[dict[str, str]]:
         msgs = [{"role": "system", "content": self.system}] if self.system else []
-        msgs.append({"role": "user", "content": self.template.format(
-            question=question, reference=reference, prediction=prediction)})
+        values = dict(zip(self.fields, (question, reference, prediction)))
+        pattern = re.compile("{(" + "|".join(re.escape(f) for f in self.fields) + ")}")
+        # one pass: a value that itself contains "{answer}" is not filled again
+        msgs.append({"role": "user", "content": pattern.sub(lambda m: values[m.group(1)], self.template)})
         return msgs
 
 
@@ -130,62 +134,67 @@ def parse_egothink(text: str) -> float:
     return value
 
 
+# EgoTextVQA's judge prompt, verbatim: zhousheng97/EgoTextVQA, gpt_eval.py (`annotate`), commit
+# d5d7ccd05312f2806fe6d8e8b21543b4de729eae. The official f-string's fields are `question`, `answer`
+# (the lowercased correct answer) and `model_pred` (the lowercased prediction); the adjacent string
+# literals are kept as they are (the official prompt joins some of them without a space).
 EGOTEXTVQA = Rubric(
     name="egotextvqa",
-    version="1",
+    version="official-d5d7ccd",
     system=(
-        "You grade answers to questions about first-person videos in which scene text (signs, labels, "
-        "screens, packaging, book covers) matters. You are shown a question, its correct answer and a "
-        "predicted answer, and you decide whether the prediction means the same as the correct answer.\n"
-        "Grading rules:\n"
-        "- Judge meaning, not wording: synonyms and paraphrases of the correct answer are matches.\n"
-        "- Every part of the correct answer counts, prepositional phrases included. A prediction that "
-        "names the right thing but loses or changes where it is does not fully match: \"car wash\" is "
-        "not the same as \"at the car wash on your right\", and \"gas station\" is not the same as \"at "
-        "the gas station beside the sign 'gas sale'\".\n"
-        "- When the correct answer is a specific kind of string (a phone number, an email or web "
-        "address, a number, a date, a price, a name), the prediction must be that same kind of "
-        "string: \"visit their website\" does not match \"www.usps.com\", and \"the advertiser's contact "
-        "number\" does not match \"9849041316\".\n"
-        "- Decide whether the prediction is correct compared with the correct answer."
+        "You are an intelligent chatbot designed for evaluating the correctness of generative outputs for question-answer pairs. "
+        "Your task is to compare the predicted answer with the correct answer and determine if they match meaningfully. Here's how you can accomplish the task:"
+        "------"
+        "##INSTRUCTIONS: "
+        "- Focus on the meaningful match between the predicted answer and the correct answer. "
+        "Please note that not only matches of noun phrases between answers, but also matches of prepositional phrases. "
+        "For example, \"at the car wash on your right\" does not exactly match \"car wash\". "
+        "\"at the gas station beside the sign 'gas sale'\" does not exactly match \"gas station\".\n"
+        "- Consider synonyms or paraphrases as valid matches. "
+        "Note that the predicted answer must be consistent with the string type of the correct answer, which may include phone numbers, email addresses, numbers, dates, etc. "
+        "For example, the string types of \"www.usps.com\" and \"visit their website\" are inconsistent, "
+        "and the string types of \"9849041316\" and \"advertiser's contact number\" are inconsistent.\n"
+        "- Evaluate the correctness of the prediction compared to the answer."
     ),
     template=(
-        "Grade this question-answer pair about a video.\n\n"
+        "Please evaluate the following video-based question-answer pair:\n\n"
         "Question: {question}\n"
-        "Correct answer: {reference}\n"
-        "Predicted answer: {prediction}\n\n"
-        "Reply with a Python dictionary with exactly two keys: 'pred', the string 'yes' if the predicted "
-        "answer matches the correct answer and 'no' if it does not, and 'score', an INTEGER from 0 to 5 "
-        "that rates how well the meanings match (5 = a perfect match). Write the score as a number, "
-        "not a string. Reply with the dictionary only, without any other text or explanation, for "
-        "example {{'pred': 'yes', 'score': 5}} or {{'pred': 'no', 'score': 1}}."
+        "Correct Answer: {answer}\n"
+        "Predicted Answer: {model_pred}\n\n"
+        "Provide your eval_code only as a yes/no and score where the score is an integer value between 0 and 5, with 5 indicating the highest meaningful match. "
+        "Please generate the response in the form of a Python dictionary string with keys 'pred' and 'score', where value of 'pred' is a string of 'yes' or 'no' and value of 'score' is in INTEGER, not STRING. "
+        "DO NOT PROVIDE ANY OTHER OUTPUT TEXT OR EXPLANATION. Only provide the Python dictionary string. "
+        "For example, your response should look like this: {'pred': 'yes', 'score': 5}, {'pred': 'no', 'score': 1}."
     ),
     parse=parse_egotextvqa,
+    fields=("question", "answer", "model_pred"),
     max_tokens=64,
 )
 
+# EgoThink's judge prompt, verbatim: AdaCheng/EgoThink, judge_prompts.jsonl, entry "single-math-v2"
+# (system_prompt and prompt_template; the reference-based judge `gen_judgment.py` uses), commit
+# fbafe8fe4e963c8b30be62bafd5ce16f61bb0141. Fields `question`, `ref_answer_1`, `answer`.
 EGOTHINK = Rubric(
     name="egothink",
-    version="1",
+    version="official-fbafe8f",
     system="You are a helpful assistant.",
     template=(
-        "[Instruction]\n"
-        "Act as an impartial judge of the answer an AI assistant gave to the question below. You will "
-        "see a reference answer and the assistant's answer; compare the assistant's answer with the "
-        "reference and point out its mistakes. The assistant saw a first-person image together with "
-        "the question, but you are not shown the image, so judge only how close the assistant's answer "
-        "is to the reference answer: an answer that does not say the same thing as the reference, or "
-        "something very similar to it, is wrong. Be as objective as possible and give no credit to "
-        "uninformative answers. Treat short and long answers equally and look only at whether they are "
-        "correct. Begin with a short explanation, then rate the answer with exactly one of 0, 0.5 or 1 "
-        "(1 = correct, 0.5 = partly correct, 0 = wrong), strictly in this format: \"[[rating]]\", for "
-        "example: \"Rating: [[0.5]]\".\n\n"
-        "[Question]\n{question}\n\n"
-        "[The Start of Reference Answer]\n{reference}\n[The End of Reference Answer]\n\n"
-        "[The Start of Assistant's Answer]\n{prediction}\n[The End of Assistant's Answer]"
+        "[Instruction]\nPlease act as an impartial judge and evaluate the quality of the response provided by an "
+        "AI assistant to the user question displayed below. Your evaluation should consider correctness and "
+        "helpfulness. You will be given a reference answer and the assistant's answer. Begin your evaluation by "
+        "comparing the assistant's answer with the reference answer. Identify and correct any mistakes. The "
+        "assistant has access to an image alongwith questions but you will not be given images. Therefore, please "
+        "consider only how the answer is close to the reference answer. If the assistant's answer is not exactly "
+        "same as or similar to the answer, then he must be wrong.  Be as objective as possible. Discourage "
+        "uninformative answers. Also, equally treat short and long answers and focus on the correctness of "
+        "answers.  After providing your explanation, you must rate the response with either 0, 0.5 or 1 by "
+        "strictly following this format: \"[[rating]]\", for example: \"Rating: [[0.5]]\".\n\n[Question]\n"
+        "{question}\n\n[The Start of Reference Answer]\n{ref_answer_1}\n[The End of Reference Answer]\n\n"
+        "[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's Answer]"
     ),
     parse=parse_egothink,
-    max_tokens=512,
+    fields=("question", "ref_answer_1", "answer"),
+    max_tokens=2048,  # gen_judgment.py's max_tokens for OpenAI judges
 )
 
 RUBRICS = {r.name: r for r in (EGOTEXTVQA, EGOTHINK)}

@@ -1,7 +1,7 @@
 """`ego3s eval`: one runner for every benchmark, data-parallel under `torchrun`, resumable.
 
     cfg = EvalConfig(data=["EgoSynth", "EgoThink"], model="/models/Qwen2.5-VL-7B-Instruct",
-                     root="../shared/benchmarks", view="full", out="runs/eval")
+                     root="data/benchmarks", view="full", out="runs/eval")
     results = run_eval(cfg)          # rank 0: the results dict; other ranks: {}
 
 Per benchmark (`ego3s.eval.benchmarks`): load the samples (the first `limit`), take this rank's
@@ -14,7 +14,9 @@ for the `context` view, inputs the processor rejects) gets a `skipped` line with
 counted, never fatal. Then all ranks meet at a barrier and rank 0 reads every rank file (whatever
 the number of ranks of earlier runs), scores with the benchmark's `score` (the judge, if any, on
 rank 0 only), and writes `results.json`, `results.md`, `results.csv` and per benchmark
-`per_sample.jsonl`. See docs/evaluation.md, "Running evaluations".
+`per_sample.jsonl`. With `icu` on the full view, the annotated samples are also generated on the
+context view (`<benchmark>/context/`) for the counterfactual reliance. See docs/evaluation.md,
+"Running evaluations".
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ FORMATS = ("direct", "reasoning", "official")
 PRED_GLOB = "predictions.rank*.jsonl"
 # skip reasons that a rerun may cure (the file restored or fixed): tried again on every run
 RETRY_REASONS = ("missing_video", "unreadable_video", "missing_image", "unreadable_image")
+CONTEXT_DIR = "context"  # <out>/<benchmark>/context/: the context-view predictions of an --icu run
 # config keys that change what a prediction is: a resumed run must agree on them
 RUN_KEYS = ("view", "blind_mode", "context_fill", "fmt", "nframes", "fps", "max_frames", "max_pixels", "min_pixels",
             "backend", "max_new_tokens", "reasoning_max_new_tokens", "system", "dtype")
@@ -50,7 +53,7 @@ class EvalConfig:
                 "aliases; a comma-separated string is split)"})
     model: str = field(default="", metadata={"help": "local model folder (Hugging Face layout)"})
     root: str | None = field(default=None, metadata={
-        "help": "benchmarks root: each benchmark is read from <root>/<subdir> (e.g. ../shared/benchmarks)"})
+        "help": "benchmarks root: each benchmark is read from <root>/<subdir> (e.g. data/benchmarks in the repository)"})
     paths: dict[str, str] = field(default_factory=dict, metadata={
         "help": "per-benchmark folder or file overriding root: {name: path} (CLI: --path EgoSynth=/data/egosynth)"})
     options: dict[str, dict] = field(default_factory=dict, metadata={
@@ -512,11 +515,29 @@ def _correct(bench, sample: Sample, output: str) -> bool:
     return exact_match(pred or "", sample.answer) >= 1.0
 
 
-def score_benchmark(bench, path, samples: list[Sample], records: dict[str, dict], cfg: EvalConfig, judge=None
-                    ) -> tuple[dict, list[dict]]:
-    """The results of one benchmark from its merged prediction records; (summary, per-sample rows)."""
+def _annotated(sample: Sample) -> bool:
+    return sample.interaction is not None and bool(sample.interaction.boxes) and not sample.meta.get("answer_hidden")
+
+
+def _reliance_records(bench, samples: list[Sample], records: dict[str, dict]) -> dict[str, dict]:
+    """`{id: reliance_scores}` of the samples predicted (not skipped) in `records`."""
+    from ego3s.eval.icu import reliance_scores
+
+    out = {}
+    for s in samples:
+        rec = records.get(s.id)
+        if rec is not None and "skipped" not in rec:
+            out[s.id] = reliance_scores(s, bench.extract(s, rec.get("output") or ""))
+    return out
+
+
+def score_benchmark(bench, path, samples: list[Sample], records: dict[str, dict], cfg: EvalConfig, judge=None,
+                    context_records: dict[str, dict] | None = None) -> tuple[dict, list[dict]]:
+    """The results of one benchmark from its merged prediction records; (summary, per-sample rows).
+    `context_records`: with `icu` on the full view, the context view's records of the annotated
+    samples (`<out>/<benchmark>/context/`), for the counterfactual reliance."""
     from ego3s.answers import extract_think
-    from ego3s.eval.icu import named_interaction, summarize_attention, textual_icu
+    from ego3s.eval.icu import counterfactual_reliance, named_interaction, summarize_attention, textual_icu
 
     skipped = Counter()
     scored, outputs, missing = [], {}, 0
@@ -560,7 +581,30 @@ def score_benchmark(bench, path, samples: list[Sample], records: dict[str, dict]
         summary["icu"] = {"textual": textual_icu(text_rows), "attention": summarize_attention(att),
                           "attention_layers": cfg.icu_layers,
                           "attention_errors": sum(1 for s in scored if "icu_error" in records[s.id])}
+        if cfg.view == "full":
+            summary["icu"]["counterfactual_reliance"] = counterfactual_reliance(
+                samples, _reliance_records(bench, samples, records),
+                _reliance_records(bench, samples, context_records or {}))
+        else:
+            summary["icu"]["counterfactual_reliance"] = None
+            summary["icu"]["counterfactual_reliance_note"] = f"needs the full view (this run: {cfg.view})"
     return summary, rows
+
+
+def _reliance_md(cr: dict) -> list[str]:
+    rows = []
+    for split, e in cr["splits"].items():
+        rows.append([split, e["value"], _ci(e["ci95"]), e["full"], e["context"], e["n"],
+                     None if e.get("mcnemar_p") is None else f"{e['mcnemar_p']:.3g}"])
+    return (["", f"counterfactual reliance, {cr['difference']}; {cr['interval']}; excluded "
+             f"{cr['n_excluded']} ({', '.join(f'{k} {v}' for k, v in cr['excluded'].items()) or 'none'}):", ""]
+            + _md_table(["split", "reliance (pp)", "95% interval", "full (%)", "context (%)", "n", "McNemar p"],
+                        rows))
+
+
+def _ci(ci) -> str:
+    lo, hi = (ci or [None, None])[:2]
+    return "-" if lo is None or hi is None else f"[{lo:.2f}, {hi:.2f}]"
 
 
 def _fmt(v) -> str:
@@ -632,6 +676,8 @@ def results_markdown(results: dict) -> str:
                                  t["n_correct"]],
                                 [f"attention in boxes ({b['icu']['attention_layers']} layers)", a["in_box"], a["area"],
                                  a["n"]]])
+            if b["icu"].get("counterfactual_reliance"):
+                lines += _reliance_md(b["icu"]["counterfactual_reliance"])
     return "\n".join(lines) + "\n"
 
 
@@ -656,6 +702,12 @@ def results_csv(results: dict) -> str:
                         "" if t["share"] is None else t["share"]])
             for k in ("in_box", "area", "ratio"):
                 w.writerow([b["benchmark"], "icu", "attention", a["n"], k, "" if a.get(k) is None else a[k]])
+            cr = b["icu"].get("counterfactual_reliance")
+            for split, e in ((cr or {}).get("splits") or {}).items():
+                lo, hi = e["ci95"]
+                for k, v in (("reliance", e["value"]), ("reliance_ci95_lo", lo), ("reliance_ci95_hi", hi),
+                             ("full", e["full"]), ("context", e["context"])):
+                    w.writerow([b["benchmark"], "counterfactual_reliance", split, e["n"], k, "" if v is None else v])
     return buf.getvalue()
 
 
@@ -672,6 +724,11 @@ def results_table(results: dict) -> str:
             t, a = b["icu"]["textual"], b["icu"]["attention"]
             lines.append(f"{'':<20} ICU textual {_fmt(t['share'])} (of {t['n_correct']} correct), attention in boxes "
                          f"{_fmt(a['in_box'])} vs area {_fmt(a['area'])} (n={a['n']})")
+            cr = b["icu"].get("counterfactual_reliance")
+            if cr:
+                parts = [f"{k} {_fmt(e['value'])} {_ci(e['ci95'])} (n={e['n']})" for k, e in cr["splits"].items()]
+                lines.append(f"{'':<20} counterfactual reliance, full - context accuracy (pp, 95% interval): "
+                             + "; ".join(parts) + f"; excluded {cr['n_excluded']}")
     return "\n".join(lines)
 
 
@@ -744,6 +801,8 @@ def _run_eval(cfg: EvalConfig, model, processor, echo) -> dict:
 
         # generate this rank's shards
         gen_stats = {}
+        reliance = cfg.icu and cfg.view == "full"
+        ccfg = dataclasses.replace(cfg, view="context", icu=False)
         plans = []
         fps = {}  # benchmark -> {sample id: fingerprint}: a prediction counts only for its very sample
         for bench, path, samples in loaded:
@@ -753,11 +812,22 @@ def _run_eval(cfg: EvalConfig, model, processor, echo) -> dict:
             fps[bench.name] = {s.id: sample_fingerprint(s, cfg.video_identity) for s in samples}
             records = read_predictions(folder, fps[bench.name])
             done = {i for i, r in records.items() if is_done(r, cfg.retry_skipped)}
-            plans.append((bench, path, samples, pred_path, done))
+            plans.append((bench, path, samples, pred_path, done, cfg))
+            if reliance:  # the context view of the annotated samples, for the counterfactual reliance
+                cfolder = folder / CONTEXT_DIR
+                cfolder.mkdir(parents=True, exist_ok=True)
+                crecords = read_predictions(cfolder, fps[bench.name])
+                cdone = {i for i, r in crecords.items() if is_done(r, cfg.retry_skipped)}
+                plans.append((bench, path, [s for s in samples if _annotated(s)],
+                              cfolder / f"predictions.rank{rank}.jsonl", cdone, ccfg))
         barrier()  # every rank has read the files before anyone appends to them
-        for bench, path, samples, pred_path, done in plans:
-            gen_stats[bench.name] = generate_shard(model, processor, bench, shard(samples, rank, world), cfg,
-                                                   pred_path, done=done, rank=rank, fps=fps[bench.name])
+        for bench, path, samples, pred_path, done, pcfg in plans:
+            stats = generate_shard(model, processor, bench, shard(samples, rank, world), pcfg, pred_path, done=done,
+                                   rank=rank, fps=fps[bench.name])
+            if pcfg is cfg:
+                gen_stats[bench.name] = stats
+            else:
+                gen_stats[bench.name]["context_view"] = stats
         barrier()
         if rank != 0:
             return {}
@@ -774,7 +844,9 @@ def _run_eval(cfg: EvalConfig, model, processor, echo) -> dict:
         for bench, path, samples in loaded:
             folder = _bench_folder(out, bench)
             records = read_predictions(folder, fps[bench.name])
-            summary, rows = score_benchmark(bench, path, samples, records, cfg, judge=judge)
+            crecords = read_predictions(folder / CONTEXT_DIR, fps[bench.name]) if reliance else None
+            summary, rows = score_benchmark(bench, path, samples, records, cfg, judge=judge,
+                                            context_records=crecords)
             summary["this_run"] = gen_stats.get(bench.name, {})
             summary["rank_files"] = sorted(p.name for p in folder.glob(PRED_GLOB))
             if "submission" in summary:

@@ -4,17 +4,19 @@
 - `build_messages(sample, fmt=..., visual=...)` -> chat messages
 - `encode(processor, messages_list, clips_list, answers=None)` -> model inputs
 - `BUILDERS`: `tiny` (unit tests), `tiny-qwen2vl` (the same as a Qwen2-VL: cross-architecture tests)
-  and `smol` (SmolLM2-135M + random vision tower, the demo backbone)
+  `smol` (SmolLM2-135M + random vision tower, the GPU backbone) and `mini` (a few million parameters
+  from scratch, the CPU demo backbone)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ego3s.models.mini import build_mini
 from ego3s.models.smol import build_smol
 from ego3s.models.tiny import build_tiny, build_tiny_qwen2vl
 
-BUILDERS = {"tiny": build_tiny, "smol": build_smol, "tiny-qwen2vl": build_tiny_qwen2vl}
+BUILDERS = {"tiny": build_tiny, "smol": build_smol, "tiny-qwen2vl": build_tiny_qwen2vl, "mini": build_mini}
 
 _LAZY = {
     "load_model": "ego3s.models.loading",
@@ -33,4 +35,4 @@ def __getattr__(name: str) -> Any:  # torch / transformers are imported on first
     raise AttributeError(f"module 'ego3s.models' has no attribute {name!r}")
 
 
-__all__ = ["BUILDERS", "build_smol", "build_tiny", "build_tiny_qwen2vl", *_LAZY]
+__all__ = ["BUILDERS", "build_mini", "build_smol", "build_tiny", "build_tiny_qwen2vl", *_LAZY]

@@ -1,8 +1,12 @@
-"""Load any Hugging Face image-text-to-text model from a local folder, and fingerprint it.
+"""Load any Hugging Face image-text-to-text model from a local folder or a Hub id, and fingerprint it.
 
     model, processor = load_model("/models/Qwen2.5-VL-7B-Instruct", dtype="bfloat16")
+    model, processor = load_model("Qwen/Qwen2.5-VL-7B-Instruct")   # from the Hugging Face cache
 
-Everything is read with `local_files_only=True`: ego3s never downloads weights. For
+A name that is not a local folder is a Hub id, resolved to its snapshot folder in the Hugging Face
+cache (`HF_HUB_CACHE`, else `HF_HOME/hub`, read when called); with `HF_HUB_OFFLINE=1` only the cache
+is used (a clear error when the id is not there), otherwise a missing snapshot is downloaded, as
+transformers does. Everything after that reads the snapshot folder with `local_files_only=True`. For
 Qwen2.5-VL models the 3-D RoPE position index is replaced by the reference one (see
 `patch_qwen25_rope_index`).
 """
@@ -47,10 +51,52 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}[dtype]
 
 
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it (1/ON/YES/TRUE), at call time."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache: HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def resolve_model_path(name: str | os.PathLike, revision: str | None = None) -> Path:
+    """A local model folder (one with config.json) as it is; otherwise `name` as a Hub id (`org/name`),
+    resolved to its snapshot folder in the Hugging Face cache (`revision`: a branch, tag or commit;
+    default the cached `main`). Offline (HF_HUB_OFFLINE=1) nothing is downloaded."""
+    p = Path(name)
+    if (p / "config.json").is_file():
+        return p
+    if p.exists():
+        raise FileNotFoundError(f"{p}: no config.json; expected a model folder (build a test model with "
+                                "`ego3s build-model tiny --out DIR`)")
+    repo_id = str(name)
+    if repo_id.count("/") > 1 or repo_id.startswith((".", "/", "~")) or not repo_id.strip():
+        raise FileNotFoundError(f"{p}: no such model folder (and not a Hub id like org/name)")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache, offline = hub_cache_dir(), hub_offline()
+    try:
+        snap = Path(snapshot_download(repo_id, revision=revision, cache_dir=str(cache), local_files_only=offline))
+    except LocalEntryNotFoundError as e:
+        raise FileNotFoundError(
+            f"{repo_id}: not a local folder, and no snapshot of it in the Hugging Face cache {cache}"
+            + (" (HF_HUB_OFFLINE=1: nothing is downloaded; download it where the Hub is reachable, e.g. "
+               f"`hf download {repo_id}`, or pass a folder)" if offline else f" ({e})")) from None
+    if not (snap / "config.json").is_file():
+        raise FileNotFoundError(f"{repo_id}: snapshot {snap} has no config.json (not a transformers model)")
+    return snap
+
+
 def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "auto",
                attn_implementation: str | None = None, grouped_vision_attention: bool = True) -> tuple[Any, Any]:
-    """(model, processor) from a local folder through `AutoModelForImageTextToText` /
-    `AutoProcessor`, offline. The model is in eval mode on `device`.
+    """(model, processor) from a local folder or a Hub id (`resolve_model_path`) through
+    `AutoModelForImageTextToText` / `AutoProcessor`. The model is in eval mode on `device`.
 
     dtype: "auto" (bfloat16 on GPU, float32 on CPU), "bfloat16", "float32" or "float16".
     device: "auto" (GPU of this rank if any, else CPU), "cpu" or "cuda".
@@ -66,10 +112,7 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "a
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if attn_implementation not in ATTENTION:
         raise ValueError(f"attn_implementation must be one of {ATTENTION}, got {attn_implementation!r}")
-    p = Path(path)
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(f"{p}: no config.json; expected a local model folder (weights are never "
-                                "downloaded; build a test model with `ego3s build-model tiny --out DIR`)")
+    p = resolve_model_path(path)
     dev = resolve_device(device)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, dev), "local_files_only": True}
     if attn_implementation is not None:
@@ -223,7 +266,7 @@ def model_fingerprint(path_or_model: Any) -> str:
     if isinstance(path_or_model, (str, os.PathLike)):
         root = Path(path_or_model)
         if not root.is_dir():
-            raise FileNotFoundError(f"{root}: not a model folder")
+            root = resolve_model_path(path_or_model)  # a Hub id: its cached snapshot
         h.update(b"dir:")
         files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
         for p in files:

@@ -72,6 +72,9 @@ class TrainingConfig(FrameSampling):
     view: str = field(default="full", metadata={"help": "view the policy trains on (full; others for ablations)"})
     # bookkeeping
     save_steps: int = field(default=100, metadata={"help": "checkpoint every N steps"})
+    save_checkpoints: bool = field(default=True, metadata={
+        "help": "false: no checkpoint-N at all (transformers also writes one at the last step); `final` is "
+                "still saved. A full fine-tuning checkpoint of the 7B holds its optimizer states (about 100 GB)"})
     save_total_limit: int | None = field(default=None, metadata={"help": "keep at most N checkpoints"})
     logging_steps: int = field(default=1, metadata={"help": "log every N steps"})
     report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb"})
@@ -140,7 +143,8 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
         warmup_steps=cfg.warmup_ratio, gradient_checkpointing=cfg.gradient_checkpointing,
-        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps, save_strategy="steps" if cfg.save_checkpoints else "no",
+        save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to], seed=cfg.seed, bf16=bf16,
         remove_unused_columns=False, shuffle_dataset=True, log_completions=False,
         # without a GPU, accelerate sets up gloo only when told it runs on CPU; otherwise torchrun's

@@ -2,7 +2,7 @@
 answer extraction and the official scoring, one module each, behind one registry.
 
     bench = get_benchmark("EgoTextVQA-outdoor")        # case-insensitive, aliases allowed
-    samples = bench.load("../shared/benchmarks/egotextvqa")   # no video files needed
+    samples = bench.load("data/benchmarks/egotextvqa")   # no video files needed
     messages = bench.build_messages(samples[0], fmt="direct")  # or "reasoning", "official"
     result = bench.score(samples, {s.id: output, ...}, judge=Judge(...))  # judge optional
 
@@ -55,7 +55,7 @@ class Benchmark:
 
     @property
     def subdir(self) -> str:
-        """The benchmark's folder name under a benchmarks root (as in shared/benchmarks)."""
+        """The benchmark's folder name under a benchmarks root (as in data/benchmarks)."""
         return self.module.SUBDIR
 
     @property

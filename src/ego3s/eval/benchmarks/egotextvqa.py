@@ -2,7 +2,7 @@
 videos, indoor (2,216 QA, house-keeping, EgoSchema/Ego4D clips) and outdoor (4,848 QA, driving).
 
 Files: `indoor_total.json`, `outdoor_total.json`, `outdoor_real_time.json` (as mirrored in
-shared/benchmarks/egotextvqa), or the repository's `data/egotextvqa_{indoor,outdoor}/total.json`
+data/benchmarks/egotextvqa), or the repository's `data/egotextvqa_{indoor,outdoor}/total.json`
 and `data/egotextvqa_outdoor/real_time.json`. Each is `[{"dataset", "split", "task_setting",
 "data": [{"video_id", "question_id", "question", "question_type", "correct_answer", "timestamp"}]}]`.
 
@@ -13,8 +13,10 @@ and `data/egotextvqa_outdoor/real_time.json`. Each is `[{"dataset", "split", "ta
   `outdoor_videos`); not needed for blind runs.
 - Scoring (official `gpt_eval.py`): an LLM judge says yes/no and gives a 0-5 score per answer, on
   the lowercased, newline-free reference and prediction; accuracy = share of yes, score = mean;
-  per question type and overall. Failed judgements are left out and counted (the official script
-  counts them as no / 0). EM and ROUGE-L are always computed beside it.
+  per question type and overall. The judge prompt is the official one, verbatim
+  (`ego3s.eval.judge.EGOTEXTVQA`). A judgement that still fails after the retries is graded no / 0,
+  as the official script does, and counted (`judge_failed`, and `judge_failed: true` on its row).
+  EM and ROUGE-L are always computed beside it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ OFFICIAL_PROMPT = ("Based on the video, please briefly answer the following ques
                    "the following format: Answer: [Full answer]. If you cannot answer the question, please "
                    "answer 'Unanswerable' and briefly explain why you cannot answer.")
 FIELDS = {"accuracy": 100.0, "score": 1.0, "em": 100.0, "rouge_l": 100.0}
+# What official gpt_eval.py records when a judgement fails (`score_dict.get('pred', 'no')`, `.get('score', 0)`)
+FAILED = {"pred": "no", "score": 0}
 
 
 def load(path: str | os.PathLike, *, settings: Sequence[str] = ("indoor", "outdoor"), video_root=None,
@@ -143,8 +147,11 @@ def score(samples: Sequence[Sample], predictions, judge=None) -> dict:
         items = [JudgeItem(s.id, s.question, _clean(s.answer), _clean(p)) for s, p in zip(samples, preds)]
         ratings, jsum = C.run_judge(judge, EGOTEXTVQA, items, empty={"pred": "no", "score": 0})
         for row, r in zip(rows, ratings):
-            row["accuracy"] = None if r is None else float(r["pred"] == "yes")
-            row["score"] = None if r is None else float(r["score"])
+            if r is None:  # a failed judgement is graded no / 0, as the official gpt_eval.py does
+                row["judge_failed"] = True
+                r = FAILED
+            row["accuracy"] = float(r["pred"] == "yes")
+            row["score"] = float(r["score"])
     else:
         for row in rows:
             row["accuracy"] = row["score"] = None

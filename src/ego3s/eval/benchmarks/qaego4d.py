@@ -6,9 +6,10 @@ Files (not public; made from Ego4D + QAEgo4D by the official tools): `annotation
 (close), JSON lists of `{"video_id", "sample_id", "question", "answer", "moment_start_frame",
 "moment_end_frame"}`; the close file adds `"wrong_answers"` (3 strings).
 
-- Video: `<video_root>/<video_id>.mp4` (the NLQ clip). Clip window: the annotated moment,
-  `moment_*_frame / 30` seconds (`window="moment"`, the default), or the whole clip (`window="full"`,
-  what the episodic-memory setting of the papers feeds the model). The moment is kept in `meta`.
+- Video: `<video_root>/<video_id>.mp4` (the NLQ clip). Clip window: the whole clip
+  (`window="full"`, the default: the benchmark's episodic-memory protocol, where the model must find
+  the moment itself), or the annotated moment, `moment_*_frame / 30` seconds (`window="moment"`,
+  an easier oracle setting; `--opt QAEgo4D.window=moment`). The moment is kept in `meta`.
 - Open (official `eval.py`): exact match, BLEU-4 (sacreBLEU corpus score), ROUGE-L F (rouge-score,
   no stemming), METEOR (NLTK), and GroundVQA's sentence similarity (all-MiniLM-L6-v2). We report
   the official string-equality `plain_acc` beside our normalised `em`; METEOR omits WordNet
@@ -52,7 +53,7 @@ def _candidates(split: str, variant: str) -> tuple[str, ...]:
 
 
 def load(path: str | os.PathLike, *, variant: str = "open", split: str = "test", seeds: Sequence[int] = SEEDS,
-         window: str = "moment", fps: float = FPS, video_root=None, skip_invalid: bool = False) -> list[Sample]:
+         window: str = "full", fps: float = FPS, video_root=None, skip_invalid: bool = False) -> list[Sample]:
     """Open samples, or close samples (one per question and seed), from the annotation file `path`
     or the folder holding it."""
     if variant not in VARIANTS:
