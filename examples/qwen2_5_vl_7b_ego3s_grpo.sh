@@ -22,8 +22,9 @@ ACCELERATE_CONFIG=${ACCELERATE_CONFIG:-configs/accelerate/zero3.yaml}  # or fsdp
 #      8 GPUs x 8 accumulation steps; num_generations 8 = 64 prompts per step);
 #    - interaction-centric reward r_int: alpha 0.5 penalty above N 5 object mentions in <think>,
 #      only when r_acc + r_fmt >= H 1.1;
-#    - ECR: every 100 steps compare the window's within-group reward variance with the reference
-#      window; below lambda_s 0.6, re-score 500 probed samples (unselected + used) with the current
+#    - ECR: every 800 prompts (the paper's 100 per-device generation steps on 8 GPUs, about 12.5
+#      optimizer steps of 64 prompts) compare the window's within-group reward variance with the
+#      reference window; below lambda_s 0.6, re-score 500 probed samples (unselected + used) with the current
 #      policy, retire mastered ones, add the newly high-value ones.
 #    Checkpoints (with the curriculum state) every 50 steps; if the job dies, rerun this command
 #    with --resume added after `train`. The rest comes from configs/training_config.yaml.
@@ -43,7 +44,7 @@ accelerate launch --config_file "$ACCELERATE_CONFIG" --num_processes "$NGPU" \
   per_device_train_batch_size=8 \
   num_generations=8 \
   alpha=0.5 N=5 H=1.1 \
-  ecr.ecr=true ecr.lambda_s=0.6 ecr.monitoring_interval=100 ecr.probing_set_size=500 \
+  ecr.ecr=true ecr.lambda_s=0.6 ecr.monitoring_unit=prompts ecr.monitoring_interval=800 ecr.probing_set_size=500 \
   "$@"
 
 # 2. Evaluation of the trained model, data-parallel over the GPUs (each rank takes every NGPU-th
@@ -58,7 +59,7 @@ fi
 JUDGE=()
 if [[ -n "${JUDGE_MODEL:-}" ]]; then JUDGE=(--judge-model "$JUDGE_MODEL"); fi
 torchrun --nproc-per-node="$NGPU" -m ego3s.cli eval \
-  --data QAEgo4D,EgoTextVQA,EgoSchema,EgoPlan2,EgoThink \
+  --data QAEgo4D,EgoTextVQA,egoschema_subset,EgoPlan2,EgoThink \
   --model "$OUT/final" \
   --root "$BENCH" \
   --out "$EVAL_OUT" \

@@ -39,7 +39,7 @@ def _cfg(tiny_model_dir, tmp_path, max_steps):
         out=str(tmp_path / "run"), batch_size=8, per_device_train_batch_size=8, num_generations=2,
         max_completion_length=4, max_steps=max_steps, save_steps=1, learning_rate=1e-4, beta=0.0, nframes=4,
         max_pixels=56 * 56, min_pixels=28 * 28, dtype="float32",
-        ecr=ECRConfig(monitoring_interval=2, probing_set_size=4, mastered_window=2, min_pool_size=1),
+        ecr=ECRConfig(monitoring_interval=2, monitoring_unit="steps", probing_set_size=4, mastered_window=2, min_pool_size=1),
         csm=CSMThresholds(lambda_c=-2.0, lambda_f=-1e9, lambda_o=-2.0))  # every probed sample is high-value
 
 

@@ -393,7 +393,7 @@ def test_curriculum_section_shows_the_schedule_and_refresh_use(tmp_path):
 
     run = make_fake_run(tmp_path / "demo")
     state = json.loads((run / "train" / "ecr_state.json").read_text())
-    sched = plan(ECRConfig(monitoring_interval=100), 50, 1.0, 64)
+    sched = plan(ECRConfig(monitoring_interval=100, monitoring_unit="steps"), 50, 1.0, 64)
     sched["message"] = plan_message(sched)
     state.update(schedule=sched, refreshes=2, refreshes_used=1, refresh_usage=[
         {"step": 200, "steps_after": 99, "added": 104, "added_drawn": 87, "added_draws": 93, "removed": 61,

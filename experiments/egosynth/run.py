@@ -699,7 +699,11 @@ def estimate(cfg: dict) -> dict:
         train_s = z["load_s"] + steps * step_s * (z["dapo_factor"] if spec["strategy"] == "dapo" else 1)
         if spec["ecr"]:
             # worst case: a refresh every other window (after one, a new reference window is needed)
-            train_s += refresh * (steps // (2 * cfg["train"]["ecr"]["monitoring_interval"]))
+            ecr = cfg["train"]["ecr"]
+            window = ecr["monitoring_interval"]  # in steps, or in prompts (tr["batch_size"] // G per step)
+            if ecr.get("monitoring_unit", "prompts") == "prompts":
+                window = math.ceil(window / (tr["batch_size"] // tr["num_generations"]))
+            train_s += refresh * (steps // (2 * window))
         curve_s = (steps // every + (steps % every > 0)) * (z["load_s"] + curve_q * z["eval_s_per_question"])
         rows[f"{name}_s{seed}"] = round(train_s + eval_s + curve_s)
     selections = {m: round(s) for m, s in select_s.items() if any(cfg["rows"][n]["select"] == m for n in cfg["rows"])}

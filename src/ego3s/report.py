@@ -502,7 +502,7 @@ _SUMMARY_KEYS = ("model", "data", "eval_data", "seed", "warmup_enabled", "egosyn
                  "selection.csm.lambda_c", "selection.csm.lambda_f", "selection.csm.lambda_o",
                  "selection.scoring.estimator", "training.strategy", "training.max_steps", "training.num_generations",
                  "training.learning_rate", "training.ecr.ecr", "training.ecr.lambda_s",
-                 "training.ecr.monitoring_interval", "evaluation.fmt", "evaluation.icu")
+                 "training.ecr.monitoring_interval", "training.ecr.monitoring_unit", "evaluation.fmt", "evaluation.icu")
 _SUMMARY_HINTS = ("model", "method", "strategy", "dataset", "data", "benchmark", "max_steps", "steps",
                   "num_generations", "learning_rate", "lambda", "epochs", "budget", "seed", "ecr")
 

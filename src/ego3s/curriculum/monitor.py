@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ego3s.config import check_fields
+
 MONITORING_UNITS = ("steps", "prompts")
 
 
@@ -19,22 +21,23 @@ class ECRConfig:
     ecr: bool = field(default=True, metadata={"help": "evolving curriculum recuration on/off"})
     lambda_s: float = field(default=0.6, metadata={
         "help": "stagnation when a window's mean reward variance / the reference window's < lambda_s"})
-    monitoring_interval: int = field(default=100, metadata={
+    monitoring_interval: int = field(default=800, metadata={
         "help": "length of a monitoring window, in `monitoring_unit`s; the first comparison (and so the first "
-                "possible refresh) comes after two windows"})
-    monitoring_unit: str = field(default="steps", metadata={
-        "help": "what monitoring_interval counts: steps (optimizer steps) or prompts (prompts drawn into "
-                "training batches, all devices; independent of the GPU layout)"})
+                "possible refresh) comes after two windows. 800 prompts: the paper's 100 per-device generation "
+                "steps on 8 GPUs at one prompt (8 completions) per device and step, a quarter of an epoch of "
+                "3,180 samples (docs/training.md)"})
+    monitoring_unit: str = field(default="prompts", metadata={
+        "help": "what monitoring_interval counts: prompts (prompts drawn into training batches over all "
+                "devices, so the same on 1 or N GPUs) or steps (optimizer steps)"})
     probing_set_size: int = field(default=500, metadata={"help": "samples re-scored with CSM at a refresh"})
     mastered_window: int = field(default=2, metadata={
         "help": "a sample is mastered when its last `mastered_window` groups were all correct"})
     min_pool_size: int = field(default=8, metadata={"help": "never shrink the active pool below this"})
 
     def __post_init__(self):
-        if self.monitoring_unit not in MONITORING_UNITS:
-            raise ValueError(f"ecr.monitoring_unit must be one of {MONITORING_UNITS}, got {self.monitoring_unit!r}")
-        if self.monitoring_interval < 1:
-            raise ValueError(f"ecr.monitoring_interval must be >= 1, got {self.monitoring_interval}")
+        check_fields(self, choices={"monitoring_unit": MONITORING_UNITS},
+                     ranges={"lambda_s": "(0, inf)", "monitoring_interval": "[1, inf)", "probing_set_size": "[0, inf)",
+                             "mastered_window": "[1, inf)", "min_pool_size": "[0, inf)"})
 
 
 def group_stats(rewards: list[float], group_size: int) -> tuple[float, float]:

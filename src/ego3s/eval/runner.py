@@ -32,7 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ego3s import skips
+from ego3s.config import DEVICES, DTYPES, check_fields, check_report_to
 from ego3s.data.schema import Sample
+from ego3s.data.video import BACKENDS
 from ego3s.files import append_jsonl, read_log, write_json, write_text
 
 VIEWS = ("full", "blind", "context")
@@ -49,7 +52,7 @@ RUN_KEYS = ("view", "blind_mode", "context_fill", "fmt", "nframes", "fps", "max_
 @dataclass
 class EvalConfig:
     data: list[str] = field(default_factory=list, metadata={
-        "help": "benchmarks, e.g. QAEgo4D,EgoTextVQA,EgoSchema,EgoPlan2,EgoThink,EgoSynth (registry names or "
+        "help": "benchmarks, e.g. QAEgo4D,EgoTextVQA,egoschema_subset,EgoPlan2,EgoThink,EgoSynth (registry names or "
                 "aliases; a comma-separated string is split)"})
     model: str = field(default="", metadata={"help": "local model folder (Hugging Face layout)"})
     root: str | None = field(default=None, metadata={
@@ -106,24 +109,26 @@ class EvalConfig:
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
+    report_to: str | list[str] = field(default="none", metadata={
+        "help": "trackers for every metric, per benchmark and split (eval/<benchmark>/<split>/<metric>): none, "
+                "tensorboard, wandb, trackio, or a list"})
+    tracking_step: int = field(default=0, metadata={
+        "help": "the step the metrics are logged at in the trackers (e.g. the evaluated checkpoint's training step)"})
     dist_timeout_minutes: float = field(default=360.0, metadata={
         "help": "torch.distributed timeout: the longest a rank waits at the barrier for the others"})
 
     def __post_init__(self):
         if isinstance(self.data, str):
             self.data = [d.strip() for d in self.data.split(",") if d.strip()]
-        if self.view not in VIEWS:
-            raise ValueError(f"view must be one of {VIEWS}, got {self.view!r}")
-        if self.blind_mode not in ("none", "blank"):
-            raise ValueError(f"blind_mode must be 'none' or 'blank', got {self.blind_mode!r}")
-        if self.fmt not in FORMATS:
-            raise ValueError(f"fmt must be one of {FORMATS}, got {self.fmt!r}")
-        if self.icu_layers not in ("mean", "last"):
-            raise ValueError(f"icu_layers must be 'mean' or 'last', got {self.icu_layers!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.limit is not None and self.limit < 0:
-            raise ValueError(f"limit must be >= 0, got {self.limit}")
+        check_fields(self, choices={"view": VIEWS, "blind_mode": ("none", "blank"), "context_fill": ("mean", "blur"),
+                                    "fmt": FORMATS, "icu_layers": ("mean", "last"), "backend": BACKENDS,
+                                    "dtype": DTYPES, "device": DEVICES, "video_identity": ("stat", "content")},
+                     ranges={"batch_size": "[1, inf)", "limit": "[0, inf)", "nframes": "[1, inf)",
+                             "frames": "[1, inf)", "fps": "(0, inf)", "max_frames": "[1, inf)",
+                             "max_pixels": "[1, inf)", "min_pixels": "[1, inf)", "decode_threads": "[1, inf)",
+                             "max_new_tokens": "[1, inf)", "reasoning_max_new_tokens": "[1, inf)",
+                             "judge_concurrency": "[1, inf)", "dist_timeout_minutes": "(0, inf)"})
+        check_report_to("report_to", self.report_to)
         if self.frames is not None:
             if self.nframes is not None and self.nframes != self.frames:
                 raise ValueError(f"frames ({self.frames}) and nframes ({self.nframes}) disagree: frames is the old "
@@ -751,6 +756,22 @@ def examples_text(bench, samples: list[Sample], records: dict, k: int = 3) -> st
 # ----------------------------------------------------------------------------------------------
 # The runner
 
+def track_results(cfg: EvalConfig, results: dict) -> None:
+    """Every numeric metric of every benchmark, and its breakdowns, to the trackers of
+    `cfg.report_to`, as `eval/<benchmark>/<split>/<metric>` (split: the registry entry's, e.g.
+    egoschema/subset, egothink/Activity) at step `cfg.tracking_step`."""
+    from ego3s.eval.benchmarks import get_benchmark
+    from ego3s.tracking import eval_metrics, open_tracker
+
+    with open_tracker(cfg.report_to, cfg.out, run_name="eval", config=cfg.public(), where="eval.report_to") as t:
+        if not t.names:
+            return
+        for name, summary in results["benchmarks"].items():
+            b = get_benchmark(name)
+            t.scalars(eval_metrics(b.family, b.split, summary.get("metrics") or {}, summary.get("by")),
+                      step=cfg.tracking_step)
+
+
 def run_eval(cfg: EvalConfig, model=None, processor=None, echo: Callable[[str], None] | None = None) -> dict:
     """Evaluate `cfg.model` on `cfg.data`; see the module docstring. Returns the results dict on
     rank 0 (also written to `cfg.out`), `{}` on the other ranks. `model`/`processor` may be given
@@ -761,6 +782,9 @@ def run_eval(cfg: EvalConfig, model=None, processor=None, echo: Callable[[str], 
 
     if not cfg.data:
         raise ValueError("no benchmarks given (data)")
+    from ego3s.tracking import trainer_report_to
+
+    trainer_report_to(cfg.report_to, "eval.report_to")  # an unknown tracker fails before generation
     check_video_identity(cfg.video_identity)
     with folder_lock(cfg.out, "ego3s eval"):  # rank 0 holds it; the ranks share the folder
         return _run_eval(cfg, model, processor, echo)
@@ -859,11 +883,17 @@ def _run_eval(cfg: EvalConfig, model, processor, echo) -> dict:
         results["seconds"] = round(time.perf_counter() - t_start, 3)
         if judge is not None:
             results["judge"] = judge.info()
+        results["skips"] = skips.from_eval(results)
         write_json(out / "results.json", results)
         write_text(out / "results.md", results_markdown(results))
         write_text(out / "results.csv", results_csv(results))
+        track_results(cfg, results)
         if echo is not None:
             echo(results_table(results))
+        empty = [name for name, b in results["benchmarks"].items() if not b["n_scored"]]
+        if empty:
+            raise skips.nothing_produced("eval", f"evaluated 0 samples of {', '.join(empty)} (results in "
+                                         f"{out / 'results.md'})", results["skips"])
         return results
     finally:
         if owned:

@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ego3s import skips
+from ego3s.config import DTYPES, MASTER_WEIGHTS, ConfigError, check_fields, check_report_to, check_steps
 from ego3s.data.video import FrameSampling
 
 
@@ -55,8 +57,23 @@ class SFTRunConfig(FrameSampling):
     save_steps: int = field(default=100, metadata={"help": "checkpoint every N steps"})
     save_total_limit: int | None = field(default=None, metadata={"help": "keep at most N checkpoints"})
     logging_steps: int = field(default=1, metadata={"help": "log every N steps"})
-    report_to: str = field(default="none", metadata={"help": "none, tensorboard or wandb"})
+    report_to: str | list[str] = field(default="none", metadata={
+        "help": "trackers, as transformers' report_to: none, tensorboard, wandb, trackio, or a list of them"})
     seed: int = field(default=0, metadata={"help": "seed"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_fields(self, choices={"fmt": ("direct", "reasoning"), "loss_type": ("nll", "dft"), "dtype": DTYPES,
+                                    "master_weights": MASTER_WEIGHTS},
+                     ranges={"grounded_share": "[0, 1]", "learning_rate": "(0, inf)",
+                             "vision_learning_rate": "(0, inf)", "per_device_train_batch_size": "[1, inf)",
+                             "gradient_accumulation_steps": "[1, inf)", "num_train_epochs": "(0, inf)",
+                             "warmup_ratio": "[0, 1)", "lora_r": "[1, inf)", "lora_alpha": "[1, inf)",
+                             "save_steps": "[1, inf)", "save_total_limit": "[1, inf)", "logging_steps": "[1, inf)"})
+        check_steps("max_steps", self.max_steps)
+        check_report_to("report_to", self.report_to)
+        if self.rationale != "template" and (not self.rationale.startswith("meta.") or self.rationale == "meta."):
+            raise ConfigError(f"rationale: {self.rationale!r} is not one of template, meta.KEY")
 
 
 def sft_dataset(cfg: SFTRunConfig, errors: list | None = None):
@@ -71,9 +88,10 @@ def sft_dataset(cfg: SFTRunConfig, errors: list | None = None):
 
     if cfg.fmt not in ("direct", "reasoning"):
         raise ValueError(f"fmt must be direct or reasoning, got {cfg.fmt!r}")
+    errors = [] if errors is None else errors
     samples = read_jsonl(cfg.data, skip_invalid=True, errors=errors)
     if not samples:
-        raise ValueError(f"{cfg.data}: no valid training samples")
+        raise skips.nothing_produced("sft", f"{cfg.data}: no valid training sample", skips.from_errors(errors))
     if cfg.fmt == "reasoning":
         for s in samples:
             try:
@@ -87,6 +105,8 @@ def sft_args(cfg: SFTRunConfig, bf16: bool):
     import torch
     from trl import SFTConfig
 
+    from ego3s.tracking import trainer_report_to
+
     return SFTConfig(
         output_dir=cfg.out, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
@@ -94,7 +114,7 @@ def sft_args(cfg: SFTRunConfig, bf16: bool):
         lr_scheduler_type="cosine", warmup_steps=cfg.warmup_ratio, loss_type=cfg.loss_type,
         gradient_checkpointing=cfg.gradient_checkpointing, save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
-        report_to=[] if cfg.report_to == "none" else [cfg.report_to], seed=cfg.seed, bf16=bf16,
+        report_to=trainer_report_to(cfg.report_to, "sft.report_to"), seed=cfg.seed, bf16=bf16,
         # our collator builds every batch from the sample JSON: TRL must neither tokenize the rows
         # (it would see a text dataset) nor drop the `sample` column
         dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False, max_length=None,
@@ -154,7 +174,8 @@ def _run_sft(cfg: SFTRunConfig, resume: bool, overwrite: bool):
         model=model, args=sft_args(cfg, bf16), train_dataset=ds, processing_class=processor,
         data_collator=ClipCollator(processor, cfg), optimizers=(optimizer, None),
         peft_config=lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora else None)
-    write_json(out / "sft_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
+    trainer.skips = skips.from_errors(errors)
+    write_json(out / "sft_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors), "skips": trainer.skips})
     ckpt = last_checkpoint(out) if resume else None
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled  # their states load only in train()
     if ckpt is not None and not cfg.lora and not sharded:

@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from ego3s.config import ConfigError, check_fields
 from ego3s.data.schema import LETTERS, Sample
 from ego3s.data.video import FrameSampling, VideoError, load_sample_clip, sample_view
 from ego3s.models.inputs import encode, vision_token_ids
@@ -27,6 +28,9 @@ from ego3s.rl import rollout
 from ego3s.select.cache import ScoreCache
 
 VIEWS = ("full", "blind", "context")
+ESTIMATORS = ("likelihood", "sampling")
+BLIND_MODES = ("blank", "none")
+FILLS = ("mean", "blur")
 
 
 @dataclass
@@ -42,6 +46,16 @@ class ScoringConfig(FrameSampling):
     static_cache: bool = field(default=False, metadata={
         "help": "sampling: decode the K rollouts against a compiled static KV cache (ego3s.rl.rollout; on a "
                 "GPU the first batch pays the compilation)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_fields(self, choices={"estimator": ESTIMATORS, "views": VIEWS, "blind_mode": BLIND_MODES,
+                                    "context_fill": FILLS},
+                     ranges={"batch_size": "[1, inf)", "num_samples": "[1, inf)", "temperature": "(0, inf)",
+                             "max_new_tokens": "[1, inf)"})
+        if not self.views or len(set(self.views)) != len(self.views):
+            raise ConfigError(f"views: {self.views!r} must name at least one view, each once "
+                              f"(of {', '.join(VIEWS)})")
 
 
 def letter_token_ids(tokenizer, n: int) -> list[int]:
