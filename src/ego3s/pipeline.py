@@ -60,6 +60,18 @@ class RunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    report_to: str | list[str] = field(default="none", metadata={
+        "help": "trackers for every stage (warm-up, selection, training, evaluation) that leaves its own "
+                "report_to at none: none, tensorboard, wandb, trackio, or a list (docs/training.md)"})
+
+
+def _tracked(cfg: RunConfig, stage):
+    """`stage` (a stage's config) with the run's `report_to` where its own is none."""
+    from ego3s.tracking import report_to_list
+
+    if report_to_list(stage.report_to) or not report_to_list(cfg.report_to, "report_to"):
+        return stage
+    return dataclasses.replace(stage, report_to=cfg.report_to)
 
 
 def versions() -> dict:
@@ -153,7 +165,8 @@ class Run:
 
 
 # keys that change how fast or how verbosely a stage runs, never what it writes
-_NOT_INPUTS = ("progress", "verbose", "decode_threads", "video_identity", "dist_timeout_minutes")
+_NOT_INPUTS = ("progress", "verbose", "decode_threads", "video_identity", "dist_timeout_minutes", "report_to",
+               "tracking_step")
 
 
 def _strip(d):
@@ -292,7 +305,7 @@ def _run_pipeline(cfg: RunConfig, from_stage: str | None, echo: Callable[[str], 
             return {"model": base}
         from ego3s.models.warmup import warmup
 
-        wc = dataclasses.replace(cfg.warmup, seed=cfg.seed)
+        wc = _tracked(cfg, dataclasses.replace(cfg.warmup, seed=cfg.seed))
         wpool = warmup_pool(cfg, d, pool)
         return {"model": str(warmup(base, wpool, str(d / "warmup"), wc, resume=True)), "pool": wpool}
 
@@ -301,7 +314,8 @@ def _run_pipeline(cfg: RunConfig, from_stage: str | None, echo: Callable[[str], 
     def select() -> dict:
         from ego3s.select.run import run_selection
 
-        sc = dataclasses.replace(cfg.selection, data=pool, model=start, out=str(d / "select"), seed=cfg.seed)
+        sc = _tracked(cfg, dataclasses.replace(cfg.selection, data=pool, model=start, out=str(d / "select"),
+                                               seed=cfg.seed))
         rep = run_selection(sc)
         return {"selected": str(d / "select" / "selected.jsonl"), "kept": rep["selected"],
                 "candidates": rep["candidates"]}
@@ -311,12 +325,13 @@ def _run_pipeline(cfg: RunConfig, from_stage: str | None, echo: Callable[[str], 
     def train() -> dict:
         from ego3s.rl.train import run_training
 
-        tc = dataclasses.replace(cfg.training, model=start, data=selected, candidates=pool,
-                                 out=str(d / "train"), seed=cfg.seed)
+        tc = _tracked(cfg, dataclasses.replace(cfg.training, model=start, data=selected, candidates=pool,
+                                               out=str(d / "train"), seed=cfg.seed))
         trainer = run_training(tc, resume=True)
         return {"model": str(d / "train" / "final"), "steps": trainer.state.global_step}
 
-    trained = run.run_stage("train", train, echo, inputs)["model"]
+    trained_stage = run.run_stage("train", train, echo, inputs)
+    trained, trained_steps = trained_stage["model"], int(trained_stage.get("steps") or 0)
 
     def evaluate() -> dict:
         from ego3s.eval.runner import run_eval
@@ -326,8 +341,9 @@ def _run_pipeline(cfg: RunConfig, from_stage: str | None, echo: Callable[[str], 
             paths.setdefault("EgoSynth", egosynth_dir)
         out = {}
         for tag, path in (("base", start), ("trained", trained)):
-            ec = dataclasses.replace(cfg.evaluation, data=list(cfg.eval_data), model=path, paths=paths,
-                                     out=str(d / "eval" / tag))
+            ec = _tracked(cfg, dataclasses.replace(cfg.evaluation, data=list(cfg.eval_data), model=path, paths=paths,
+                                                   out=str(d / "eval" / tag),
+                                                   tracking_step=trained_steps if tag == "trained" else 0))
             res = run_eval(ec, echo=echo)
             out[tag] = str(d / "eval" / tag / "results.json") if res is not None else None
         return out

@@ -22,6 +22,14 @@ from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
 
 
+def _reward_key(name: str):
+    """A TrainingConfig field that mirrors RewardConfig's field `name` (default and help)."""
+    from ego3s.rl.rewards import RewardConfig
+
+    f = RewardConfig.__dataclass_fields__[name]
+    return field(default=f.default, metadata=f.metadata)
+
+
 @dataclass
 class TrainingConfig(FrameSampling):
     model: str = field(default="", metadata={"help": "local model folder to start from"})
@@ -42,6 +50,9 @@ class TrainingConfig(FrameSampling):
         "help": "dapo: soft overlong punishment cache L_cache in tokens (penalty 0 up to max_completion_length - "
                 "L_cache, linear to -1 at max_completion_length). None: a fifth of max_completion_length, the "
                 "paper's 4,096 of 20,480"})
+    mask_truncated_completions: bool = field(default=False, metadata={
+        "help": "leave completions cut at max_completion_length out of the loss (TRL's option; DAPO's "
+                "'overlong filtering', which the paper replaced by the soft overlong punishment)"})
     # the interaction-centric reward (paper's names)
     alpha: float = field(default=0.5, metadata={"help": "penalty weight for object mentions above N"})
     N: int = field(default=5, metadata={"help": "allowed object mentions inside <think>"})
@@ -50,17 +61,11 @@ class TrainingConfig(FrameSampling):
     interaction_reward: bool = field(default=True, metadata={"help": "add r_int (off: plain accuracy + format)"})
     open_metric: str = field(default="rouge_l", metadata={
         "help": "open-QA partial credit of a wrong answer: rouge_l or similarity (x open_partial_credit)"})
-    open_correct: str = field(default="rouge_l", metadata={
-        "help": "when an open answer is correct (r_acc = 1, r_int paid): rouge_l or similarity at or above "
-                "open_correct_threshold (ROUGE-L on normalised texts), exact (normalised match) or judge"})
-    open_correct_threshold: float = field(default=0.7, metadata={
-        "help": "threshold of the rouge_l / similarity correctness rules (docs/rewards.md argues 0.7)"})
-    open_partial_credit: float = field(default=0.5, metadata={
-        "help": "r_acc of a wrong open answer = this x open_metric; alpha + this <= 1 keeps every correct answer "
-                "at or above every wrong one"})
-    judge: dict | None = field(default=None, metadata={
-        "help": "open_correct: judge: ego3s.eval.judge.Judge keyword arguments (model, base_url, cache, ...) "
-                "plus rubric (egothink or egotextvqa)"})
+    # when an open answer is correct: the same keys, defaults and help as the reward's own config
+    open_correct: str = _reward_key("open_correct")
+    open_correct_threshold: float = _reward_key("open_correct_threshold")
+    open_partial_credit: float = _reward_key("open_partial_credit")
+    judge: dict | None = _reward_key("judge")
     # optimisation (paper's names where it has them)
     learning_rate: float = field(default=1e-6, metadata={"help": "AdamW learning rate"})
     batch_size: int = field(default=512, metadata={
@@ -163,12 +168,17 @@ def training_dataset(samples, fmt: str = "reasoning"):
     return datasets.Dataset.from_list(rows)
 
 
+def reward_rule(cfg: TrainingConfig) -> dict:
+    """The open-QA keys every reward function gets (accuracy, gate and correctness agree)."""
+    return dict(open_metric=cfg.open_metric, open_correct=cfg.open_correct,
+                open_correct_threshold=cfg.open_correct_threshold, open_partial_credit=cfg.open_partial_credit,
+                judge=cfg.judge)
+
+
 def reward_functions(cfg: TrainingConfig, vocabulary: list[str]) -> list:
     from ego3s.rl import rewards as R
 
-    rule = dict(open_metric=cfg.open_metric, open_correct=cfg.open_correct,
-                open_correct_threshold=cfg.open_correct_threshold, open_partial_credit=cfg.open_partial_credit,
-                judge=cfg.judge)
+    rule = reward_rule(cfg)
     funcs = [R.make_accuracy_reward(**rule), R.format_reward]
     if cfg.interaction_reward:
         funcs.append(R.make_interaction_reward(alpha=cfg.alpha, N=cfg.N, H=cfg.H, vocabulary=vocabulary, **rule))
@@ -207,6 +217,7 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
                                                     cfg.batch_size // cfg.num_generations, num_prompts)
     return GRPOConfig(
         num_iterations=cfg.num_iterations, steps_per_generation=per_generation * accumulation,
+        mask_truncated_completions=cfg.mask_truncated_completions,
         output_dir=cfg.out, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=accumulation,
