@@ -307,8 +307,49 @@ def make_ecr_scorer(cfg: TrainingConfig, processor, samples_by_id: dict, curricu
     return scorer
 
 
-def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processor=None, callbacks=None):
-    """Train; returns the trainer (its state holds the log history)."""
+# keys that change no trained value: where the run goes, how long it runs (`--resume` may extend a
+# run), how often it saves and logs, how fast clips decode and how files are recognised
+NOT_IDENTITY = ("model", "data", "candidates", "out", "max_steps", "num_train_epochs", "save_steps",
+                "save_total_limit", "logging_steps", "report_to", "decode_threads", "video_identity",
+                "gradient_checkpointing")
+RUN_OUTPUTS = ("checkpoint-*", "final", "final.partial", "rewards.jsonl", "ecr_events.jsonl", "ecr_cache",
+               "log_history.json")
+
+
+def training_identity(cfg, samples, model_fp: str, extra: dict | None = None,
+                      leave_out: tuple[str, ...] = NOT_IDENTITY) -> dict:
+    """What a training run's checkpoints depend on: the starting model's fingerprint, the training
+    samples' fingerprints (content and video files) and the settings that change values."""
+    from ego3s.identity import config_identity, data_fingerprint
+
+    return {"model": model_fp, "data": data_fingerprint(samples, cfg.video_identity), **(extra or {}),
+            "config": config_identity(cfg, leave_out)}
+
+
+def start_model_fingerprint(path: str, model=None) -> str:
+    """The fingerprint of the model a run starts from: its folder's, else the live model's."""
+    from ego3s.models.loading import model_fingerprint
+
+    return model_fingerprint(path if path and Path(path).is_dir() else model)
+
+
+def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processor=None, callbacks=None,
+                 overwrite: bool = False):
+    """Train; returns the trainer (its state holds the log history).
+
+    One process (group) at a time writes `cfg.out` (`ego3s.files.folder_lock`). Into a folder
+    holding checkpoints: `resume` continues them only when they were trained from the same model,
+    data and settings (`identity.json`, `ego3s.identity.claim_folder`), `overwrite` deletes them,
+    and otherwise the run is refused."""
+    from ego3s.files import folder_lock
+    from ego3s.identity import check_video_identity
+
+    check_video_identity(cfg.video_identity)
+    with folder_lock(cfg.out, "ego3s train"):
+        return _run_training(cfg, resume, model, processor, callbacks, overwrite)
+
+
+def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks, overwrite: bool):
     import torch
 
     from ego3s.data.io import read_jsonl
@@ -330,6 +371,15 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
     samples = read_jsonl(cfg.data, skip_invalid=True, errors=errors)
     if not samples:
         raise skips.nothing_produced("train", f"{cfg.data}: no valid training sample", skips.from_errors(errors))
+    if os.environ.get("RANK", "0") == "0":  # one rank checks and clears the shared folder
+        from ego3s.identity import claim_folder, jsonl_fingerprint
+
+        extra = {"candidates": jsonl_fingerprint(cfg.candidates, cfg.video_identity)
+                 if cfg.ecr.ecr and cfg.candidates else None}
+        if model is None and not Path(cfg.model).is_dir():
+            raise FileNotFoundError(f"model: {cfg.model!r} is not a model folder")
+        ident = training_identity(cfg, samples, start_model_fingerprint(cfg.model, model), extra)
+        claim_folder(out, ident, resume=resume, overwrite=overwrite, outputs=RUN_OUTPUTS, what="training run")
     if model is None:
         model, processor = load_model(cfg.model, dtype=cfg.dtype)
     if cfg.freeze_vision and not cfg.lora:
