@@ -53,8 +53,9 @@ def _kinds(stage: str) -> list[str]:
 
 def _good(corpus) -> dict:
     root, kinds = corpus
-    rec = dict(kinds["clip_past_end"]["sample"])
+    rec = json.loads(json.dumps(kinds["clip_past_end"]["sample"]))  # a deep copy
     rec.pop("start"), rec.pop("end")
+    rec["interaction"]["boxes"][0]["t"] = 0.0  # inside the 2 s clip
     return {**rec, "id": "good"}
 
 
@@ -222,6 +223,7 @@ def check_reward(kind, corpus, tiny_model_dir, tmp_path, monkeypatch):
     # (accuracy, format, interaction) per completion; groups of 3
     rewards = torch.tensor([[kinds[kind]["value"], 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0],
                             [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    rewards = torch.cat([rewards, torch.zeros(6, len(trainer.reward_funcs) - 3)], 1)  # correctness: weight 0
     monkeypatch.setattr(GRPOTrainer, "_calculate_rewards", lambda self, *a: rewards.clone())
     rows = [r for r in trainer.train_dataset for _ in range(3)]
     trainer.model.train()

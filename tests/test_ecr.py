@@ -39,7 +39,7 @@ def _cfg(tiny_model_dir, tmp_path, max_steps):
         out=str(tmp_path / "run"), batch_size=8, per_device_train_batch_size=8, num_generations=2,
         max_completion_length=4, max_steps=max_steps, save_steps=1, learning_rate=1e-4, beta=0.0, nframes=4,
         max_pixels=56 * 56, min_pixels=28 * 28, dtype="float32",
-        ecr=ECRConfig(monitoring_interval=2, probing_set_size=4, mastered_window=2, min_pool_size=1),
+        ecr=ECRConfig(monitoring_interval=2, monitoring_unit="steps", probing_set_size=4, mastered_window=2, min_pool_size=1),
         csm=CSMThresholds(lambda_c=-2.0, lambda_f=-1e9, lambda_o=-2.0))  # every probed sample is high-value
 
 
@@ -73,6 +73,15 @@ def test_forced_stagnation_refreshes_and_resume_keeps_the_pool(tiny_model_dir, t
     assert after and after <= set(ev["added"])
     saved = json.loads((run / "checkpoint-5" / "ecr_state.json").read_text())
     assert saved["refreshes"] == len(events) and saved["active"] == trainer.curriculum.active
+    # usage, counted independently from the reward log: the batch generated at step 4 is trained in
+    # optimizer step 5, the last of 5; the added samples drawn are those the log shows at step 4
+    drawn = [r["sample_id"] for r in log if r["step"] > 3 and r["sample_id"] in set(ev["added"])]
+    u = saved["refresh_usage"][0]
+    assert u["step"] == 3 and u["steps_after"] == 5 - 3 - 1 and u["used"]
+    assert u["added_drawn"] == len(set(drawn)) > 0 and u["added_draws"] == len(drawn)
+    assert saved["refreshes_used"] == 1
+    # windows of 2 steps over 5 planned steps: comparisons at steps 3 (batch 4 follows) -> one usable refresh
+    assert saved["schedule"]["first_possible_refresh_step"] == 3 and saved["schedule"]["refreshes_possible"] == 1
     assert (run / "ecr_timeline.png").stat().st_size > 1000
 
     # resume from checkpoint-5 and train 2 more steps: the restored pool is the one saved
@@ -83,6 +92,48 @@ def test_forced_stagnation_refreshes_and_resume_keeps_the_pool(tiny_model_dir, t
     assert later and later <= set(saved["active"]) | set(trainer2.curriculum.active)
     assert trainer2.curriculum.refreshes >= saved["refreshes"]
     assert trainer2.state.global_step == 7
+
+
+def test_a_refresh_at_the_last_step_is_counted_unused(tiny_model_dir, tmp_path, monkeypatch, caplog):
+    """4 steps, windows of 2: the only comparison is at step 3, the last batch. The schedule check
+    warns before training, and the refresh that happens anyway is recorded as unused."""
+    import logging
+
+    import ego3s.rl.train as T
+
+    monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_right])
+    selected = _samples(tmp_path, "sel", 4, True)
+    write_jsonl(tmp_path / "selected.jsonl", selected)
+    write_jsonl(tmp_path / "pool.jsonl", selected + _samples(tmp_path, "new", 8, False))
+    with caplog.at_level(logging.WARNING, logger="ego3s.curriculum.ecr"):
+        T.run_training(_cfg(tiny_model_dir, tmp_path, 4))
+    assert any("ECR cannot change this run" in r.getMessage() and "first possible refresh at step 3" in r.getMessage()
+               for r in caplog.records)
+    state = json.loads((tmp_path / "run" / "ecr_state.json").read_text())
+    assert state["refreshes"] == 1 and state["refreshes_used"] == 0
+    assert state["refresh_usage"][0] == {**state["refresh_usage"][0], "step": 3, "steps_after": 0,
+                                         "added_drawn": 0, "used": False}
+    assert state["schedule"]["refreshes_possible"] == 0
+
+
+def test_usage_counts_only_draws_after_the_refresh():
+    cur = Curriculum(ECRConfig(min_pool_size=1, mastered_window=1), ["a", "b", "c", "d"], ["a", "b"])
+
+    def recs(ids):
+        return [{"sample_id": i, "rewards": {"total": [1.0, 1.0], "accuracy": [1.0, 1.0]}} for i in ids]
+
+    cur.observe_step(0, recs(["a", "b", "c"]))  # "c" drawn before it is added: not a use of the refresh
+    cur.apply_refresh(0, {"ratio": 0.0, "window_mean": 0.0, "reference": 0.0}, ["c", "d"])
+    cur.observe_step(1, recs(["c", "c"]))
+    cur.observe_step(2, recs(["c"]))
+    cur.trained_steps = 3
+    s = cur.usage_summary()
+    # a and b mastered (window 1) and retired; c, d added; c drawn 3 times after, d never
+    assert s["per_refresh"] == [{"step": 0, "added": 2, "removed": 2, "steps_after": 3 - 1, "added_drawn": 1,
+                                 "added_draws": 3, "used": True}]
+    restored = Curriculum(ECRConfig(), cur.all_ids, ["a"])
+    restored.load_state_dict(cur.state_dict())
+    assert restored.usage_summary() == s
 
 
 def test_pool_sampler_follows_the_live_pool():

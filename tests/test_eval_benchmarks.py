@@ -44,7 +44,10 @@ def scripted_judge(server, **kw):
 @pytest.mark.parametrize("name, canonical", [
     ("QAEgo4D", "qaego4d"), ("QAEgo4D-close", "qaego4d-close"), ("qaego4d_close", "qaego4d-close"),
     ("EgoTextVQA", "egotextvqa"), ("EgoTextVQA-indoor", "egotextvqa-indoor"), ("egotextvqa_outdoor", "egotextvqa-outdoor"),
-    ("EgoSchema", "egoschema"), ("EgoSchema-full", "egoschema-full"), ("EgoPlan2", "egoplan2"),
+    ("EgoSchema", "egoschema"), ("EgoSchema-full", "egoschema"), ("egoschema_subset", "egoschema-subset"),
+    ("EgoSchema-subset", "egoschema-subset"), ("egothink_forecasting", "egothink-forecasting"),
+    ("EgoThink-Object-affordance", "egothink-affordance"), ("egothink_forecast", "egothink-forecasting"),
+    ("EgoPlan2", "egoplan2"),
     ("EgoPlan-Bench2", "egoplan2"), ("egoplan_bench2", "egoplan2"), ("EgoThink", "egothink"), ("EgoSynth", "egosynth"),
     (" egosynth-ATYPICAL ", "egosynth-atypical"),
 ])
@@ -171,27 +174,27 @@ def test_egoschema_real_answers_and_first20(tmp_path):
 
     answers = load_answers(root)
     assert len(answers) == 500 and Counter(answers.values()) == {4: 117, 1: 108, 0: 101, 2: 91, 3: 83}
-    full = get_benchmark("egoschema-full").load(root)
+    full = get_benchmark("egoschema").load(root)
     assert len(full) == 20 and all(s.meta["answer_hidden"] and len(s.options) == 5 for s in full)
     assert full[0].id == "001934bb-81bd-4cd8-a574-0472ef3f6678" and full[0].video == str(root / f"{full[0].id}.mp4")
     assert full[0].options[4] == "C takes a break to drink from a cup, briefly shifting focus"
-    ego = get_benchmark("egoschema-full").load(root, ego4d_root=tmp_path)
+    ego = get_benchmark("egoschema").load(root, ego4d_root=tmp_path)
     assert ego[0].video == str(tmp_path / "2fa72a4f-b318-4e04-97b8-efdc3b039258.mp4")
     assert (ego[0].start, ego[0].end) == (240.0, 420.0)
-    assert get_benchmark("egoschema").load(root) == []  # none of the first 20 is in the public subset
+    assert get_benchmark("egoschema_subset").load(root) == []  # none of the first 20 is in the public subset
     # The subset with questions whose answers are public.
     qs = json.loads((root / "questions_first20.json").read_text())[:3]
     for q, uid in zip(qs, list(answers)[:3]):
         q["q_uid"] = uid
     (tmp_path / "questions.json").write_text(json.dumps(qs))
     shutil.copy(root / "subset_answers.json", tmp_path)
-    sub = get_benchmark("egoschema").load(tmp_path)
+    sub = get_benchmark("egoschema_subset").load(tmp_path)
     assert [s.answer for s in sub] == [LETTERS[answers[s.id]] for s in sub] and len(sub) == 3
 
 
 def test_egoschema_fixture_and_scoring(tmp_path):
-    full = get_benchmark("egoschema-full").load(FIX / "egoschema")
-    sub = get_benchmark("egoschema").load(FIX / "egoschema")
+    full = get_benchmark("egoschema").load(FIX / "egoschema")
+    sub = get_benchmark("egoschema_subset").load(FIX / "egoschema")
     assert [s.answer for s in sub] == ["D", "E"] and len(full) == 3 and full[2].meta["answer_hidden"]
     outputs = {
         "0074f737-11cb-497d-8d07-77c3a8127391": "The answer is D.",
@@ -199,7 +202,7 @@ def test_egoschema_fixture_and_scoring(tmp_path):
                                                 "</think><answer>B</answer>",
         "ffff0000-1111-2222-3333-444455556666": "Option (B)",
     }
-    r = get_benchmark("egoschema-full").score(full, outputs)
+    r = get_benchmark("egoschema").score(full, outputs)
     assert r["metrics"] == {"accuracy": 50.0, "n_scored": 2, "n_hidden": 1, "unparsed": 0}
     assert r["submission"] == {"0074f737-11cb-497d-8d07-77c3a8127391": 3, "00b9a0de-c59e-49cb-a127-6081e2fb8c8e": 1,
                                "ffff0000-1111-2222-3333-444455556666": 1}
@@ -208,7 +211,7 @@ def test_egoschema_fixture_and_scoring(tmp_path):
     out = write_submission(tmp_path / "sub.json", full, {**outputs, "ffff0000-1111-2222-3333-444455556666": "no idea"})
     assert json.loads((tmp_path / "sub.json").read_text()) == out and out["ffff0000-1111-2222-3333-444455556666"] == -1
     # "C" (the camera wearer) starts every option: the option's text is an answer, a bare "C" a letter.
-    r = get_benchmark("egoschema").score(sub, ["C is cooking a stir fry for lunch.", "C"])
+    r = get_benchmark("egoschema_subset").score(sub, ["C is cooking a stir fry for lunch.", "C"])
     assert [row["pred"] for row in r["per_sample"]] == ["D", "C"] and r["metrics"]["accuracy"] == 50.0
 
 
@@ -465,7 +468,7 @@ def test_prompts_for_every_benchmark(tmp_path):
     samples = {"egothink": get_benchmark("egothink").load(tmp_path)[0],
                "qaego4d": get_benchmark("qaego4d").load(FIX / "qaego4d")[0],
                "qaego4d-close": get_benchmark("qaego4d-close").load(FIX / "qaego4d")[0],
-               "egoschema": get_benchmark("egoschema").load(FIX / "egoschema")[0],
+               "egoschema": get_benchmark("egoschema_subset").load(FIX / "egoschema")[0],
                "egoplan2": get_benchmark("egoplan2").load(FIX / "egoplan2")[0],
                "egotextvqa": _etv("x", "indoor", "kitchen", "salt")}
     for name, sample in samples.items():
@@ -478,10 +481,13 @@ def test_prompts_for_every_benchmark(tmp_path):
         assert b.max_new_tokens(sample) > 0
     assert get_benchmark("egothink").question_text(samples["egothink"], "official").endswith("Short answer:")
     assert "Answer: [Full answer]" in get_benchmark("egotextvqa").question_text(samples["egotextvqa"], "official")
-    assert get_benchmark("egoschema").question_text(samples["egoschema"], "official") == \
-        get_benchmark("egoschema").question_text(samples["egoschema"], "direct")
+    # lmms-eval's egoschema_doc_to_text: question + "\n" + each "A. ..." option + its post-prompt
+    es = samples["egoschema"]
+    assert get_benchmark("egoschema_subset").question_text(es, "official") == \
+        es.question + "".join("\n" + "ABCDE"[i] + ". " + o for i, o in enumerate(es.options)) + \
+        "\nAnswer with the option's letter from the given choices directly."
     with pytest.raises(ValueError, match="fmt"):
-        get_benchmark("egoschema").question_text(samples["egoschema"], "fancy")
+        get_benchmark("egoschema_subset").question_text(samples["egoschema"], "fancy")
 
 
 @pytest.mark.parametrize("name, output, expected", [

@@ -105,3 +105,34 @@ def test_save_to_disk_folder_bad_rows(tmp_path):
     (tmp_path / "plain").mkdir()
     with pytest.raises(FileNotFoundError, match="save_to_disk"):
         read_jsonl(tmp_path / "plain")
+
+
+@pytest.mark.slow
+def test_lora_adapter_over_a_hub_id_merges_from_the_cache(tiny_model_dir, tmp_path, monkeypatch):
+    """An adapter names its base by Hub id (as PEFT writes it); `ego3s merge` finds it in the cache."""
+    from peft import get_peft_model
+
+    from ego3s.models.merge import merge
+    from ego3s.rl.train import lora_config
+
+    home = tmp_path / "hf"
+    populate_hub_cache(tiny_model_dir, home / "hub", "ego3s-test/tiny-vl")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base, _ = load_model("ego3s-test/tiny-vl", dtype="float32", device="cpu")
+    peft = get_peft_model(base, lora_config(2, 4))
+    with torch.no_grad():
+        for n, p in peft.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+    peft.peft_config["default"].base_model_name_or_path = "ego3s-test/tiny-vl"
+    peft.save_pretrained(tmp_path / "adapter")
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
+        "ego3s-test/tiny-vl"
+    report = merge(tmp_path / "adapter", tmp_path / "merged", dtype="float32", echo=lambda m: None)
+    assert report["kind"] == "lora" and report["base"].endswith(REV) and report["verified"]
+    merged, _ = load_model(tmp_path / "merged", dtype="float32", device="cpu")
+    ref = peft.merge_and_unload().state_dict()
+    got = merged.state_dict()
+    assert set(got) == set(ref) and all(torch.allclose(got[k], ref[k], rtol=0, atol=1e-6) for k in ref)

@@ -46,7 +46,7 @@ def test_two_processes_train_like_one(synth, tmp_path, tiny_model_dir):
         beta=0.0, nframes=4, max_pixels=56 * 56, min_pixels=28 * 28, dtype="float32",
         layout_invariant_sampling=True, relevance_file=str(tmp_path / "relevance.json"),
         # the random tiny model gets every rollout wrong: zero variance, so ECR refreshes at step 3
-        ecr={"ecr": True, "monitoring_interval": 2, "probing_set_size": 6, "mastered_window": 2, "min_pool_size": 1},
+        ecr={"ecr": True, "monitoring_interval": 2, "monitoring_unit": "steps", "probing_set_size": 6, "mastered_window": 2, "min_pool_size": 1},
         csm={"lambda_c": -2.0, "lambda_f": -1.0e9, "lambda_o": -2.0})
     _train({**base, "out": str(tmp_path / "one"), "per_device_train_batch_size": 8}, tmp_path / "one.yaml", 1)
     _train({**base, "out": str(tmp_path / "two"), "per_device_train_batch_size": 4}, tmp_path / "two.yaml", 2)
@@ -91,17 +91,18 @@ def test_two_processes_train_like_one(synth, tmp_path, tiny_model_dir):
 
 
 def test_dapo_dynamic_sampling_under_two_processes(synth, tmp_path, tiny_model_dir):
-    """Each rank refills its own zero-variance groups, in lockstep (the random tiny model gets
+    """Each rank refills its own uninformative groups, in lockstep (the random tiny model gets
     every rollout wrong, so every group is dead and every round refills)."""
     cfg = dict(
         model=tiny_model_dir, data=str(synth / "train.jsonl"), out=str(tmp_path / "dapo"), strategy="dapo",
-        dynamic_sampling_rounds=2, batch_size=8, per_device_train_batch_size=4, num_generations=2,
+        dynamic_sampling_rounds=2, optimizer_steps_per_generation=1, batch_size=8, per_device_train_batch_size=4,
+        num_generations=2,
         max_completion_length=4, max_steps=2, save_steps=2, learning_rate=1e-3, beta=0.0, nframes=4,
         max_pixels=56 * 56, min_pixels=28 * 28, dtype="float32", ecr={"ecr": False})
     _train(cfg, tmp_path / "dapo.yaml", 2)
     log = read_log(tmp_path / "dapo" / "rewards.jsonl")
     hist = json.loads((tmp_path / "dapo" / "log_history.json").read_text())
-    dead = [h["dapo/zero_variance_groups"] for h in hist if "dapo/zero_variance_groups" in h]
+    dead = [h["dapo/uninformative_groups"] for h in hist if "dapo/uninformative_groups" in h]
     assert dead and max(dead) > 0
     # 4 groups per step, plus 2 refill rounds of up to 2 groups on each of the 2 ranks
     per_step = {s: sum(r["step"] == s for r in log) for s in (0, 1)}

@@ -386,3 +386,24 @@ def test_headless_chromium(rendered, tmp_path):
     w = re.search(r'data-width="(\d+)"', r.stdout)
     assert w and int(w.group(1)) <= 1280, f"page wider than the window: {w and w.group(1)}"
     assert not _console_problems(r.stderr), _console_problems(r.stderr)
+
+
+def test_curriculum_section_shows_the_schedule_and_refresh_use(tmp_path):
+    from ego3s.curriculum.monitor import ECRConfig, plan, plan_message
+
+    run = make_fake_run(tmp_path / "demo")
+    state = json.loads((run / "train" / "ecr_state.json").read_text())
+    sched = plan(ECRConfig(monitoring_interval=100, monitoring_unit="steps"), 50, 1.0, 64)
+    sched["message"] = plan_message(sched)
+    state.update(schedule=sched, refreshes=2, refreshes_used=1, refresh_usage=[
+        {"step": 200, "steps_after": 99, "added": 104, "added_drawn": 87, "added_draws": 93, "removed": 61,
+         "used": True},
+        {"step": 299, "steps_after": 0, "added": 12, "added_drawn": 0, "added_draws": 0, "removed": 3, "used": False}])
+    (run / "train" / "ecr_state.json").write_text(json.dumps(state))
+    page = render_report(run).read_text(encoding="utf-8")
+    cur = page.split('id="curriculum"')[1].split('id="eval"')[0]
+    assert "ECR cannot change this run" in cur and "no refresh possible" in cur
+    assert "1 of 2 refresh(es) used" in cur
+    assert re.search(r"<td[^>]*>200</td><td[^>]*>99</td><td[^>]*>104</td><td[^>]*>87</td><td[^>]*>93</td>"
+                     r"<td[^>]*>61</td><td[^>]*>yes</td>", cur)
+    assert re.search(r"<td[^>]*>299</td><td[^>]*>0</td>.*?<td[^>]*>no</td>", cur)

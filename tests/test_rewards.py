@@ -85,15 +85,120 @@ def test_gate_requires_correct_and_formatted():
     assert R_INT([unformatted], **close_cols(1)) == [0.0]  # correct but r_fmt = 0
 
 
-def test_gate_on_open_qa_partial_credit():
-    cols = dict(task=["openqa"] * 2, answer=["the red cup"] * 2, options=[None] * 2,
-                interaction=[json.dumps(INTER)] * 2)
-    # "red": P = 1, R = 1/3 -> F = 0.5; 1.5 >= 1.1 -> gated in; m = 1 (mug) -> 0.5
-    # 25 tokens with one "cup": P = 1/25, R = 1/3 -> F = 2/28 = 0.071; 1.071 < 1.1 -> 0
+ONE = {"objects": [{"name": "cup", "synonyms": ["mug"]}], "action": "pick up", "boxes": [], "contact": None}
+
+
+def open_cols(n, answer="the red cup", inter=ONE):
+    return dict(task=["openqa"] * n, answer=[answer] * n, options=[None] * n, interaction=[json.dumps(inter)] * n)
+
+
+def test_gate_on_open_qa_pays_correct_answers_only():
+    """The case that used to invert the ranking: a half-right answer that names the object earned
+    0.5 + 1 + 1 = 2.5, an exact answer that names nothing 1 + 1 + 0 = 2.0."""
+    comps = [fmt("I hold a mug", "red"),            # half right, names the object
+             fmt("I look at the table", "the red cup"),  # exact, names nothing
+             fmt("I hold a mug", "red cup"),        # correct (articles dropped), names the object
+             fmt("I hold a mug", "the blue cup")]   # wrong colour, names the object
+    out = make_reward_components(vocabulary=VOCAB)(comps, **open_cols(4))
+    # correctness: ROUGE-L F of the normalised texts >= 0.7
+    #   "red" vs "red cup": P 1, R 1/2 -> 2/3 (wrong); "red cup" vs "red cup": 1; "blue cup" vs "red cup": 1/2
+    assert out["correct"] == [0, 1, 1, 0]
+    # r_acc: 1 when correct, else 0.5 x raw ROUGE-L F ("red" vs "the red cup": 2*1*(1/3)/(4/3) = 0.5;
+    # "the blue cup" vs "the red cup": LCS "the cup" = 2 of 3 each side -> 2/3)
+    assert out["accuracy"] == pytest.approx([0.25, 1.0, 1.0, 1 / 3])
+    # r_int only for correct and formatted answers: m = 1 of |O| = 1, n = 1 -> 1
+    assert out["interaction"] == pytest.approx([0.0, 0.0, 1.0, 0.0])
+    assert out["total"] == pytest.approx([1.25, 2.0, 3.0, 4 / 3])
+    assert out["total"][1] > out["total"][0]
+
+
+def test_gate_on_open_qa_long_answer():
+    # 25 tokens with one "cup": raw ROUGE-L P = 1/25, R = 1/3 -> F = 2/28; wrong -> r_acc = 0.5 * 2/28
     long = "it is " + "very " * 22 + "cup"
-    comps = [fmt("a mug", "red"), fmt("a mug", long)]
-    assert accuracy_reward(comps, **cols) == pytest.approx([0.5, 2 / 28])
-    assert R_INT(comps, **cols) == pytest.approx([0.5, 0.0])
+    comps = [fmt("a mug", long)]
+    assert accuracy_reward(comps, **open_cols(1)) == pytest.approx([1 / 28])
+    assert R_INT(comps, **open_cols(1)) == [0.0]
+
+
+@pytest.mark.parametrize("rule, expected", [
+    ("exact", [0, 1, 1, 0, 0]),    # normalised equality only ("red cups" is not "red cup")
+    ("rouge_l", [0, 1, 1, 0, 1]),  # stemmed ROUGE-L: "red cups" = "red cup" -> 1.0
+])
+def test_open_correct_rules(rule, expected):
+    comps = [fmt("a mug", a) for a in ("red", "The red cup!", "red cup", "", "red cups")]
+    out = make_reward_components(open_correct=rule)(comps, **open_cols(5))
+    assert out["correct"] == expected
+    assert [a == 1.0 for a in out["accuracy"]] == [bool(c) for c in expected]
+
+
+def test_open_correct_threshold():
+    # normalised ROUGE-L of "red" vs "red cup" is 2/3: correct at 0.6, wrong at 0.7
+    comps = [fmt("a mug", "red")]
+    assert make_reward_components(open_correct_threshold=0.6)(comps, **open_cols(1))["correct"] == [1.0]
+    assert make_reward_components(open_correct_threshold=0.7)(comps, **open_cols(1))["correct"] == [0.0]
+
+
+def test_open_correct_judge_through_the_fake_server():
+    """The judge rule asks the project's OpenAI-compatible judge (EgoThink rubric: correct when
+    rated 1); the fake server rates 1 for equal answers, 0.5 for a shared word, 0 otherwise."""
+    from judge_server import JudgeServer
+
+    with JudgeServer() as srv:
+        spec = {"model": "scripted", "base_url": srv.base_url, "api_key": "test", "timeout": 5.0}
+        f = make_reward_components(open_correct="judge", judge=spec, vocabulary=VOCAB)
+        comps = [fmt("a mug", "red cup"), fmt("a mug", "red"), fmt("a mug", "blue bowl"), fmt("a mug", "")]
+        sample = json.dumps({"question": "What did I pick up?"})
+        out = f(comps, **open_cols(4), sample=[sample] * 4)
+        assert out["correct"] == [1, 0, 0, 0]
+        assert out["interaction"] == [1, 0, 0, 0]
+        assert srv.count == 3  # the empty answer is wrong without asking
+        g = make_reward_components(open_correct="judge", judge={**spec, "rubric": "egotextvqa"})
+        assert g(comps, **open_cols(4))["correct"] == [1, 1, 0, 0]  # "yes" for a shared word
+        # a judge that fails counts the answer wrong and the step goes on
+        bad = make_reward_components(open_correct="judge", judge={**spec, "model": "garbage", "parse_retries": 0})
+        assert bad(comps[:1], **open_cols(1))["correct"] == [0.0]
+
+
+def test_judge_rule_needs_a_judge():
+    with pytest.raises(ValueError, match="judge"):
+        make_reward_components(open_correct="judge")
+    with pytest.raises(ValueError, match="open_correct"):
+        make_reward_components(open_correct="bleu")
+    with pytest.raises(ValueError, match="open_partial_credit"):
+        make_reward_components(open_partial_credit=1.5)
+
+
+# A correct answer never earns less than a wrong one of the same format: over random completions,
+# both question kinds, every non-judge rule, and any config with alpha + partial <= 1 < H <= 2.
+_think = st.lists(st.sampled_from(["cup", "mug", "knife", "board", "the", "pan", "x"]), max_size=15).map(" ".join)
+
+
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(1.0001, 2), st.floats(0, 1),
+       st.sampled_from(["rouge_l", "exact", "similarity"]), st.booleans(),
+       st.lists(st.tuples(_think, st.booleans(), st.integers(0, 10)), min_size=2, max_size=8))
+def test_property_correct_never_earns_less(alpha, partial, H, threshold, rule, closed, rows):
+    partial = min(partial, 1 - alpha)
+    cfg = dict(alpha=alpha, N=3, H=H, open_correct=rule, open_correct_threshold=threshold,
+               open_partial_credit=partial, vocabulary=VOCAB, embedder=FakeEmbedder())
+    answers = ["B", "(b)", "blue cup", "A", "C", "A or B", "", "red cup"] if closed else \
+        ["the red cup", "red cup", "red", "cup", "blue cup", "the red cups", "a red mug", "red cup on the table",
+         "", "bowl", "The Red Cup."]
+    comps = [fmt(t, answers[k % len(answers)]) if formatted else f"{t} answer: {answers[k % len(answers)]}"
+             for t, formatted, k in rows]
+    cols = close_cols(len(comps)) if closed else open_cols(len(comps))
+    out = make_reward_components(**cfg)(comps, **cols)
+    for i in range(len(comps)):
+        for j in range(len(comps)):
+            if out["format"][i] == out["format"][j] and out["correct"][i] > out["correct"][j]:
+                assert out["total"][i] >= out["total"][j] - 1e-9, (comps[i], comps[j], out)
+
+
+def test_correct_reward_has_weight_zero_and_logs_correctness():
+    from ego3s.rl.rewards import correct_reward
+    assert correct_reward.weight == 0.0 and correct_reward.__name__ == "correct_reward"
+    assert correct_reward([fmt("x", "B"), fmt("x", "C")], **close_cols(2)) == [1.0, 0.0]
+    assert correct_reward([fmt("x", "red cup"), fmt("x", "red")], **open_cols(2)) == [1.0, 0.0]
 
 
 def test_names_inside_other_words_do_not_count():
@@ -178,8 +283,8 @@ def test_dataset_columns_from_to_dataset():
                Sample(id="b", question="q", answer="a red cup", task="openqa")]
     batch = to_dataset(samples)[:]  # what TRL hands over: one list per column
     out = reward_components([fmt("the mug", "B"), fmt("x", "the red cup")], **batch)
-    # open QA: ROUGE-L("the red cup", "a red cup") = 2/3 (rouge keeps articles)
-    assert out["total"] == pytest.approx([3.0, 1 + 2 / 3])
+    # open QA: "the red cup" and "a red cup" normalise to the same text: correct, r_acc = 1; no annotation
+    assert out["total"] == pytest.approx([3.0, 2.0])
 
 
 def test_trl_calling_convention():
@@ -209,12 +314,12 @@ class FakeEmbedder:
 
 
 def test_similarity_metric_clipped():
-    f = make_accuracy_reward("similarity", embedder=FakeEmbedder())
+    f = make_accuracy_reward("similarity", embedder=FakeEmbedder(), open_correct="similarity")
     cols = dict(task=["openqa"] * 4, answer=["red cup"] * 4)
     out = f([fmt("x", "a cup"), fmt("x", "a bowl"), fmt("x", "hmm"), ""], **cols)
-    assert out[0] == pytest.approx(1.0)
-    assert out[1] == 0.0  # cosine < 0 clipped
-    assert out[2] == pytest.approx(0.1 / math.sqrt(1.01))  # [0,1,0]·[1,.1,0] / |[1,.1,0]|
+    assert out[0] == pytest.approx(1.0)  # cosine 1 >= 0.7: correct
+    assert out[1] == 0.0  # cosine < 0 clipped; wrong: 0.5 x 0
+    assert out[2] == pytest.approx(0.5 * 0.1 / math.sqrt(1.01))  # wrong: 0.5 x [0,1,0]·[1,.1,0] / |[1,.1,0]|
     assert out[3] == 0.0  # empty prediction
 
 
@@ -259,7 +364,7 @@ def test_fuzz_rewards_in_range(rows):
         a, f, r, t = out["accuracy"][i], out["format"][i], out["interaction"][i], out["total"][i]
         assert all(isinstance(v, float) and math.isfinite(v) for v in (a, f, r, t))
         assert 0 <= a <= 1 and f in (0.0, 1.0) and -0.5 <= r <= 1 and t == pytest.approx(a + f + r)
-        if a + f < 1.1:
+        if out["correct"][i] + f < 1.1:
             assert r == 0.0
 
 
@@ -278,3 +383,15 @@ def test_reward_functions_pickle():
     for f in (accuracy_reward, format_reward, R_INT, total_reward, reward_components):
         g = pickle.loads(pickle.dumps(f))
         assert g([fmt("a mug", "B")], **close_cols(1)) == f([fmt("a mug", "B")], **close_cols(1))
+
+
+def test_training_config_checks_the_rule_when_it_is_made():
+    from ego3s.rl.train import TrainingConfig, reward_functions
+
+    with pytest.raises(ValueError, match="judge"):
+        TrainingConfig(open_correct="judge")
+    with pytest.raises(ValueError, match="open_correct_threshold"):
+        TrainingConfig(open_correct_threshold=2.0)
+    funcs = reward_functions(TrainingConfig(open_correct="exact", open_partial_credit=0.2), ["cup"])
+    assert [f.__name__ for f in funcs] == ["accuracy_reward", "format_reward", "interaction_reward", "correct_reward"]
+    assert all(f.config.open_correct == "exact" and f.config.open_partial_credit == 0.2 for f in funcs if hasattr(f, "config"))

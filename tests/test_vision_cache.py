@@ -2,7 +2,7 @@
 once instead of once per completion, and the log-probs do not change."""
 
 import torch
-from test_video_grpo import LOGP_ATOL, _plain_logps, _samples, _trainer
+from test_video_grpo import _plain_logps, _samples, _trainer, logp_tolerance
 
 
 def _freeze_vision(model):
@@ -54,16 +54,23 @@ def test_each_clip_is_encoded_once_and_logps_are_unchanged(tiny_model_dir, tmp_p
     patches = sum(int(v["video_grid_thw"].prod()) for v in {id(v): v for v in out["visual"]
                                                             if "video_grid_thw" in v}.values())
     assert sum(frames) == patches
+    tol = logp_tolerance(trainer.model, out)  # float32 rounding only (derived in test_video_grpo)
     for row in range(len(rows)):  # the same log-probs as a plain forward of each row with its video
         n = int(out["completion_mask"][row].sum())
         torch.testing.assert_close(cached[row, :n], _plain_logps(trainer.model, out, out["visual"], row),
-                                   atol=LOGP_ATOL, rtol=0)
+                                   atol=tol, rtol=0)
     # a second pass over the batch (the loss after the old-policy pass) encodes nothing
     frames.clear()
     _logps(trainer, out)
     assert frames == [] and cache.reused == 6 + 8
     hook.remove()
     assert cache.keys is None  # nothing left for an unrelated forward
+    # a store bounded to one clip: the oldest clip goes, the log-probs stay
+    cache.clear()
+    cache.max_items, cache.encoded, cache.reused = 1, 0, 0
+    small = _logps(trainer, out)
+    assert len(cache.store) <= 2 and cache.encoded >= 2  # at most this call's clips are kept
+    torch.testing.assert_close(small, cached, atol=tol, rtol=0)
 
 
 def test_no_cache_when_the_vision_tower_trains(tiny_model_dir, tmp_path):

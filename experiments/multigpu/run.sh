@@ -52,7 +52,7 @@ PY
   common=(model="$MG/tiny" data="$MG/selected.jsonl" candidates="$MG/tiny_data/train.jsonl" batch_size=16
     num_generations=4 max_completion_length=12 max_steps=6 save_steps=6 learning_rate=1.0e-3 beta=0.0 nframes=4
     max_pixels=3136 min_pixels=784 dtype=float32 layout_invariant_sampling=true relevance_file="$MG/relevance.json"
-    backend=opencv ecr.ecr=true ecr.monitoring_interval=2 ecr.probing_set_size=8 ecr.mastered_window=2
+    backend=opencv ecr.ecr=true ecr.monitoring_unit=steps ecr.monitoring_interval=2 ecr.probing_set_size=8 ecr.mastered_window=2
     ecr.min_pool_size=1 csm.lambda_c=-2.0 csm.lambda_f=-1.0e9 csm.lambda_o=-2.0)
   yaml "$MG/one.yaml" "${common[@]}" out="$MG/one" per_device_train_batch_size=16
   yaml "$MG/ddp.yaml" "${common[@]}" out="$MG/ddp" per_device_train_batch_size=$((16 / N))

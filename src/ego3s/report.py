@@ -502,7 +502,7 @@ _SUMMARY_KEYS = ("model", "data", "eval_data", "seed", "warmup_enabled", "egosyn
                  "selection.csm.lambda_c", "selection.csm.lambda_f", "selection.csm.lambda_o",
                  "selection.scoring.estimator", "training.strategy", "training.max_steps", "training.num_generations",
                  "training.learning_rate", "training.ecr.ecr", "training.ecr.lambda_s",
-                 "training.ecr.monitoring_interval", "evaluation.fmt", "evaluation.icu")
+                 "training.ecr.monitoring_interval", "training.ecr.monitoring_unit", "evaluation.fmt", "evaluation.icu")
 _SUMMARY_HINTS = ("model", "method", "strategy", "dataset", "data", "benchmark", "max_steps", "steps",
                   "num_generations", "learning_rate", "lambda", "epochs", "budget", "seed", "ecr")
 
@@ -943,6 +943,30 @@ def section_curriculum(run: Run, data) -> str:
     else:
         parts.append('<p class="small">No refresh: the reward variance never fell below the threshold '
                      "(or ECR was off).</p>")
+    parts.append(ecr_usage_html(run.ecr_state()[0]))
+    return "".join(parts)
+
+
+def ecr_usage_html(state: dict | None) -> str:
+    """The schedule check made before training (how many refreshes the planned steps allow) and,
+    per refresh, the steps trained after it and the added samples drawn (`ecr_state.json`)."""
+    if not isinstance(state, dict):
+        return ""
+    parts = []
+    sched = state.get("schedule")
+    if isinstance(sched, dict) and sched.get("message"):
+        cls = "small" if sched.get("refreshes_possible") else "missing"
+        parts.append(f'<p class="{cls}">{esc(sched["message"])}.</p>')
+    usage = [u for u in state.get("refresh_usage") or [] if isinstance(u, dict)]
+    if usage:
+        parts.append(f"<h3>Refresh use</h3><p class=\"small\">{fmt(state.get('refreshes_used'))} of "
+                     f"{fmt(state.get('refreshes'))} refresh(es) used: a refresh is unused when no optimizer step "
+                     "trained on a batch drawn after it, or when none of the samples it added was drawn.</p>")
+        parts.append(table(["step", "optimizer steps after", "added", "added drawn (distinct)", "draws of added",
+                            "removed", "used"],
+                           [[fmt(u.get("step")), fmt(u.get("steps_after")), fmt(u.get("added")),
+                             fmt(u.get("added_drawn")), fmt(u.get("added_draws")), fmt(u.get("removed")),
+                             "yes" if u.get("used") else "no"] for u in usage], "usage", num_from=0, text_cols=[6]))
     return "".join(parts)
 
 

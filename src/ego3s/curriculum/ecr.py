@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
 
-from ego3s.curriculum.monitor import ECRConfig, group_stats, mark_refresh, new_state, observe
+from ego3s.curriculum.monitor import ECRConfig, group_stats, mark_refresh, new_state, observe, plan, plan_message
 from ego3s.files import append_jsonl, write_json
 
 log = logging.getLogger(__name__)
@@ -51,17 +51,72 @@ class Curriculum:
         self.refreshes = 0
         self.out = Path(out) if out else None
         self.meta = meta or {}
+        # what each refresh changed and what training drew afterwards (see `usage`)
+        self.usage: list[dict] = []
+        self.steps_per_batch = 1.0  # optimizer steps per generation batch, set by `set_schedule`
+        self.schedule: dict | None = None
+        self.trained_steps: int | None = None  # optimizer steps done so far (the trainer's global_step)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
+        summary = self.usage_summary()
         return {"active": self.active, "monitor": self.monitor, "outcomes": self.outcomes,
-                "refreshes": self.refreshes, "config": asdict(self.cfg), "seed": self.seed,
-                "epoch_size": self.epoch_size}
+                "refreshes": self.refreshes, "refreshes_used": summary["refreshes_used"],
+                "refresh_usage": summary["per_refresh"], "usage_totals": summary["totals"],
+                "schedule": self.schedule, "usage": self.usage, "trained_steps": self.trained_steps,
+                "config": asdict(self.cfg), "seed": self.seed, "epoch_size": self.epoch_size}
 
     def load_state_dict(self, d: dict) -> None:
         self.active, self.monitor = list(d["active"]), d["monitor"]
         self.outcomes, self.refreshes = {k: list(v) for k, v in d["outcomes"].items()}, int(d["refreshes"])
         self.epoch_size = int(d.get("epoch_size", self.epoch_size))
+        self.usage = [dict(u) for u in d.get("usage") or []]
+        self.trained_steps = d.get("trained_steps", self.trained_steps)
+        self.schedule = d.get("schedule", self.schedule)
+
+    # ---------------------------------------------------------------- schedule and usage
+    def set_schedule(self, planned_steps: int, steps_per_batch: float, prompts_per_batch: int) -> dict:
+        """Check, before training, whether the planned run leaves room for a refresh (`plan`); logs
+        a warning when it does not. Kept in the state so the report can show it."""
+        self.steps_per_batch = steps_per_batch
+        self.schedule = plan(self.cfg, planned_steps, steps_per_batch, prompts_per_batch)
+        msg = plan_message(self.schedule)
+        self.schedule["message"] = msg
+        if self.writer:
+            (log.info if self.schedule["refreshes_possible"] else log.warning)(msg)
+        return self.schedule
+
+    def _count_draws(self, step: int, records: list[dict]) -> None:
+        """Every refresh so far precedes these records: count the refreshed samples among them."""
+        for u in self.usage:
+            if u["first_batch_step"] is None:
+                u["first_batch_step"] = step
+            added = set(u["added"])
+            for r in records:
+                if r["sample_id"] in added:
+                    u["drawn"][r["sample_id"]] = u["drawn"].get(r["sample_id"], 0) + 1
+
+    def usage_summary(self) -> dict:
+        """Per refresh: optimizer steps trained on batches drawn after it (`steps_after`: from the
+        first such batch to the last step done), how many of the added samples were drawn into a
+        training batch afterwards (distinct, and groups), and whether it was used: some step trained
+        after it and, when it added samples, at least one of them was drawn (a refresh that only
+        retired samples is used when a step trained on the smaller pool)."""
+        done = self.trained_steps
+        rows = []
+        for u in self.usage:
+            t = u["first_batch_step"]
+            # the batch generated at global_step t is trained from optimizer step t + 1 on
+            after = max(0, done - t) if (t is not None and done is not None) else 0
+            drawn = len(u["drawn"])
+            used = after > 0 and (drawn > 0 if u["added"] else u["removed"] > 0)
+            rows.append({"step": u["step"], "added": len(u["added"]), "removed": u["removed"],
+                         "steps_after": after, "added_drawn": drawn, "added_draws": sum(u["drawn"].values()),
+                         "used": used})
+        totals = {"refreshes": len(rows), "refreshes_used": sum(r["used"] for r in rows),
+                  "steps_after": sum(r["steps_after"] for r in rows),
+                  "added": sum(r["added"] for r in rows), "added_drawn": sum(r["added_drawn"] for r in rows)}
+        return {"per_refresh": rows, "totals": totals, "refreshes_used": totals["refreshes_used"]}
 
     # ---------------------------------------------------------------- per step
     def observe_step(self, step: int, records: list[dict]) -> dict | None:
@@ -69,6 +124,13 @@ class Curriculum:
         decision when a window closed (`decision["stagnant"]` asks for a refresh)."""
         if not records:
             return None
+        self._count_draws(step, records)
+        last = self.monitor.get("last_step")
+        self.monitor["last_step"] = step
+        if self.cfg.monitoring_unit == "prompts":
+            units = float(len(records))
+        else:  # a second scoring at the same step (DAPO's refills) adds prompts, not steps
+            units = 0.0 if last == step else self.steps_per_batch
         rewards, g, unscorable = [], len(records[0]["rewards"]["total"]), 0
         for r in records:
             tot = r["rewards"]["total"]
@@ -87,7 +149,7 @@ class Curriculum:
         if not rewards:
             return None  # nothing scorable this step: no variance to observe
         variance, zero_share = group_stats(rewards, g)
-        decision = observe(self.monitor, step, variance, self.cfg)
+        decision = observe(self.monitor, step, variance, self.cfg, units)
         self.monitor.setdefault("zero_share", []).append([step, zero_share])
         return decision
 
@@ -117,6 +179,8 @@ class Curriculum:
         for i in added:
             self.outcomes.pop(i, None)
         self.refreshes += 1
+        self.usage.append({"step": step, "added": list(added), "removed": len(set(before) - set(self.active)),
+                           "first_batch_step": None, "drawn": {}})
         event = {"ratio": decision["ratio"], "window_mean": decision["window_mean"],
                  "reference": decision["reference"], "pool_before": len(before), "pool_after": len(self.active),
                  "removed": sorted(set(before) - set(self.active)), "added": added,
@@ -208,12 +272,26 @@ class ECRCallback(TrainerCallback):
     def __init__(self, curriculum: Curriculum):
         self.cur = curriculum
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        gen = getattr(args, "generation_batch_size", None)
+        g = getattr(args, "num_generations", None)
+        spg = getattr(args, "steps_per_generation", None)
+        if gen and g and spg:  # TRL's GRPOConfig: one generation batch per steps_per_generation x num_iterations
+            per_batch = spg * getattr(args, "num_iterations", 1) / max(1, args.gradient_accumulation_steps)
+            self.cur.set_schedule(int(state.max_steps), per_batch, gen // g)
+
     def on_save(self, args, state, control, **kwargs):
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        self.cur.trained_steps = int(state.global_step)
         if state.is_world_process_zero and ckpt.is_dir():
             write_json(ckpt / STATE_FILE, self.cur.state_dict())
 
     def on_train_end(self, args, state, control, **kwargs):
+        self.cur.trained_steps = int(state.global_step)
+        if state.is_world_process_zero:
+            t = self.cur.usage_summary()["totals"]
+            log.info("ECR: %d refresh(es), %d used; %d added sample(s), %d of them drawn after their refresh",
+                     t["refreshes"], t["refreshes_used"], t["added"], t["added_drawn"])
         if state.is_world_process_zero and self.cur.out is not None:
             write_json(self.cur.out / STATE_FILE, self.cur.state_dict())
             plot_timeline(self.cur, self.cur.out / "ecr_timeline.png")

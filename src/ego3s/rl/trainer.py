@@ -102,6 +102,17 @@ def first_rows(out: dict, n: int) -> dict:
             for k, v in out.items()}
 
 
+def uninformative_groups(out: dict, g: int) -> list[int]:
+    """Indices of the groups (of `g` consecutive rows) that DAPO's dynamic sampling drops: all
+    answers correct or all wrong by `out["correct"]` (NaN, an unscorable completion, counts as
+    wrong); without that entry, groups whose advantages are all 0."""
+    correct = out.get("correct")
+    if correct is None:
+        return (out["advantages"].view(-1, g) == 0).all(dim=1).nonzero().flatten().tolist()
+    c = torch.nan_to_num(correct.float(), nan=0.0).view(-1, g)
+    return (c == c[:, :1]).all(dim=1).nonzero().flatten().tolist()
+
+
 def reward_name(func, i: int = 0) -> str:
     """`accuracy_reward` -> `accuracy`: the component names of the reward log."""
     name = getattr(func, "__name__", None) or f"reward_{i}"
@@ -151,7 +162,7 @@ class VideoGRPOTrainer(GRPOTrainer):
       curriculum read;
     - `strategy`: `grpo`, `rloo`, `dapo` or `dr_grpo` (see `ego3s.rl.strategies`);
     - `curriculum`, `ecr_scorer`: ECR's pool and its CSM re-scorer (see `ego3s.curriculum.ecr`);
-    - `dynamic_sampling_rounds`: DAPO's refills of zero-variance groups per batch;
+    - `dynamic_sampling_rounds`: DAPO's refills of groups whose answers are all right or all wrong;
     - `shared_prefix_rollouts`: without vLLM, encode and prefill each group's prompt once and decode
       its G completions from copies of the KV cache (`ego3s.rl.rollout`); falls back to TRL's path
       when the rows of a group differ or the model is not a patched Qwen2.5-VL;
@@ -170,6 +181,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.curriculum, self.ecr_scorer = curriculum, ecr_scorer
         self.dynamic_sampling_rounds = dynamic_sampling_rounds
         super().__init__(*args, **kwargs)
+        if self.args.reward_weights is None:  # a reward function may carry its own weight (correctness: 0)
+            self.reward_weights = torch.tensor([float(getattr(f, "weight", 1.0)) for f in self.reward_funcs])
         from ego3s.models.loading import patch_qwen25_rope_index
 
         for m in (self.model, getattr(self, "ref_model", None)):
@@ -183,6 +196,7 @@ class VideoGRPOTrainer(GRPOTrainer):
         self.ego_shared_prefix = shared_prefix_rollouts
         self.ego_static_cache = static_cache_rollouts
         self._rows_visual: list[dict] | None = None
+        self._rows_correct: torch.Tensor | None = None  # this process's rows' correctness, for dynamic sampling
         self._rows_prompt_ids: list[list[int]] | None = None
         self._rows_mm: list[list[int]] | None = None
         self._batch_ids: list[str] | None = None
@@ -390,6 +404,9 @@ class VideoGRPOTrainer(GRPOTrainer):
             visual = self._rows_visual
             self._rows_visual = self._rows_prompt_ids = self._rows_mm = self._rollout_keys = None
         out["visual"] = visual
+        correct, self._rows_correct = self._rows_correct, None
+        if correct is not None and len(correct) == len(visual):
+            out["correct"] = correct.to(out["advantages"].device)
         if self.ego_strategy == "rloo":
             g = self.num_generations if self.model.training else self.num_generations_eval
             if g > 1:  # leave-one-out baseline = group-mean baseline scaled by G / (G - 1)
@@ -398,10 +415,14 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ DAPO dynamic sampling
     def _dynamic_sampling(self, inputs, out):
-        """DAPO's dynamic sampling, which TRL lacks: groups whose rewards are all equal (zero
-        advantage, no learning signal) are replaced by groups of freshly drawn prompts until the
-        batch is full of informative groups or `dynamic_sampling_rounds` is spent. The batch keeps
-        its shape, so TRL's accumulation and logging are unchanged.
+        """DAPO's dynamic sampling, which TRL lacks: groups whose answers are all correct or all
+        wrong (DAPO keeps 0 < #correct < G) are replaced by groups of freshly drawn prompts until
+        every group has both or `dynamic_sampling_rounds` is spent. Correctness is the reward
+        function named `correct_reward` (per-answer 0/1; `accuracy_reward` if there is none:
+        all-equal accuracy), not the total reward, which the format and interaction terms keep
+        varying in groups that carry no signal about the answer. Without either, groups whose
+        advantages are all 0 are refilled. The batch keeps its shape, so TRL's accumulation and
+        logging are unchanged.
 
         Under several processes each rank refills its own groups, which needs whole groups per
         rank (rows per rank a multiple of `num_generations`; else skipped, with a warning). Scoring
@@ -421,8 +442,8 @@ class VideoGRPOTrainer(GRPOTrainer):
         rng = random.Random((self.args.seed * 7919 + int(self.state.global_step)) * 131 + self.accelerator.process_index)
         for round_ in range(1, self.dynamic_sampling_rounds + 1):
             self._sampling_round = round_  # fresh keys for refilled groups
-            dead = (out["advantages"].view(-1, g) == 0).all(dim=1).nonzero().flatten().tolist()
-            self._metrics["train"]["dapo/zero_variance_groups"].append(float(len(dead)))
+            dead = uninformative_groups(out, g)
+            self._metrics["train"]["dapo/uninformative_groups"].append(float(len(dead)))
             need = len(dead)
             if world > 1:
                 from accelerate.utils import gather_object
@@ -461,6 +482,10 @@ class VideoGRPOTrainer(GRPOTrainer):
 
         step = int(self.state.global_step)
         decision = self.curriculum.observe_step(step, records)
+        from ego3s.tracking import ecr_metrics
+
+        for k, v in ecr_metrics(self.curriculum, decision).items():  # to the trackers, as train/ecr/...
+            self._metrics["train"][k].append(v)
         if not decision or not decision["stagnant"] or self.ecr_scorer is None:
             return
         dist = None
@@ -494,6 +519,11 @@ class VideoGRPOTrainer(GRPOTrainer):
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = self._unscorable_if_not_finite(
             super()._calculate_rewards(inputs, prompts, completions, completion_ids_list))
+        names = [getattr(f, "__name__", None) for f in self.reward_funcs]
+        col = next((names.index(n) for n in ("correct_reward", "accuracy_reward") if n in names), None)
+        if col is not None:  # this process's rows of the gathered rewards (TRL slices the advantages alike)
+            start = self.accelerator.process_index * len(inputs)
+            self._rows_correct = rewards_per_func[start:start + len(inputs), col].detach().clone()
         if self.model.training and (self.ego_reward_log or self.curriculum is not None):
             from accelerate.utils import gather_object
 

@@ -12,8 +12,9 @@ Files: `questions.json` (or the mirrored `questions_first20.json`): `[{"q_uid", 
 - Video: `<video_root>/<q_uid>.mp4` (the official videos are named by q_uid; `video_root` defaults
   to the annotation folder), or with `ego4d_root` the full Ego4D video `<ego4d_root>/<video_uid>.mp4`
   cut to `[starting_sec, ending_sec]` from `uid_to_ego4d.json`.
-- Prompt: lmms-eval's (question, lettered options, "Answer with the option's letter from the given
-  choices directly."), which is our `direct` format.
+- Prompt: the `official` format is lmms-eval's (`tasks/egoschema/utils.py`: the question, then
+  each option as "A. ..." on its own line, then "Answer with the option's letter from the given
+  choices directly."); our `direct` format says the same with an "Options:" line before the options.
 """
 
 from __future__ import annotations
@@ -95,6 +96,15 @@ def load(path: str | os.PathLike, *, split: str = "subset", answers=None, video_
     if split == "subset" and not out:
         C.log.warning("%s holds none of the %d subset questions of %s", file, len(answers), root)
     return C.finish(out, file, skip_invalid=skip_invalid)
+
+
+LMMS_EVAL_POST_PROMPT = "\nAnswer with the option's letter from the given choices directly."
+
+
+def official_prompt(sample: Sample) -> str:
+    """lmms-eval's EgoSchema prompt, character for character (its options carry "A. " already)."""
+    return sample.question + "".join(f"\n{LETTERS[i]}. {o}" for i, o in enumerate(sample.options)) + \
+        LMMS_EVAL_POST_PROMPT
 
 
 def max_new_tokens(sample: Sample, fmt: str = "direct") -> int:
