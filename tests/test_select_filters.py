@@ -1,3 +1,5 @@
+import csv
+import json
 import math
 
 import pytest
@@ -109,3 +111,62 @@ def test_limr_trajectories_from_log():
            {"step": 5, "epoch": 1, "sample_id": "a", "rewards": {"accuracy": [1, 1, 1, 1]}},
            {"step": 1, "epoch": 0, "sample_id": "b", "rewards": {"accuracy": [float("nan"), 0]}}]
     assert trajectories_from_log(log) == {"a": {0: 0.5, 1: 1.0}, "b": {0: 0.0}}
+
+
+def _limr_log(path, trajectories):
+    """A reward log with one line per (epoch, sample): 2 completions whose accuracies average to the value."""
+    recs = []
+    for sid, traj in trajectories.items():
+        for k, r in traj.items():
+            recs.append({"step": 10 * k, "epoch": k + 0.25, "sample_id": sid,
+                         "rewards": {"accuracy": [1.0, 0.0] if r == 0.5 else [r, r]}})
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return recs
+
+
+LIMR_TRAJ = {"s00": {0: 0.5, 1: 1.0}, "s01": {0: 0.0, 1: 0.5}, "s02": {0: 1.0, 1: 1.0}, "s03": {0: 1.0, 1: 1.0},
+             "s04": {0: 0.5}}  # s04: one epoch only, no trajectory
+
+
+def test_limr_selection_on_a_crafted_log(tmp_path):
+    from ego3s.data import write_jsonl
+    from ego3s.select.run import SelectionConfig, run_selection
+
+    write_jsonl(tmp_path / "pool.jsonl", _samples(5))
+    _limr_log(tmp_path / "rewards.jsonl", LIMR_TRAJ)
+    rep = run_selection(SelectionConfig(method="limr", data=str(tmp_path / "pool.jsonl"), out=str(tmp_path / "out"),
+                                        limr_log=str(tmp_path / "rewards.jsonl"), budget=2, limr_min_coverage=0.8),
+                        progress=False)
+    # epoch means over every sample drawn: rbar_0 = (0.5 + 0 + 1 + 1 + 0.5) / 5 = 0.6, rbar_1 = 3.5 / 4 = 0.875
+    den = (1 - 0.6) ** 2 + (1 - 0.875) ** 2
+    want = {"s00": 1 - ((0.5 - 0.6) ** 2 + (1.0 - 0.875) ** 2) / den,   # 0.8541
+            "s01": 1 - ((0.0 - 0.6) ** 2 + (0.5 - 0.875) ** 2) / den,   # -1.8505
+            "s02": 0.0, "s03": 0.0}                                      # the mean's deviation exactly: 1 - 1
+    rows = {r["id"]: r for r in csv.DictReader(open(tmp_path / "out" / "scores.csv"))}
+    for sid, v in want.items():
+        assert float(rows[sid]["learning_impact"]) == pytest.approx(v, abs=1e-12)
+    assert rows["s04"]["learning_impact"] == ""  # one epoch: no trajectory, not scored
+    sel = [json.loads(line)["id"] for line in open(tmp_path / "out" / "selected.jsonl")]
+    assert sel[0] == "s00" and sel[1] in ("s02", "s03")
+    m = rep["limr"]
+    assert (m["epochs"], m["seen"], m["covered"], m["coverage"]) == (2, 5, 4, 0.8)
+    assert (m["tied"], m["tie_groups"], m["largest_tie"], m["tied_selected"]) == (2, 1, 2, 1)
+    assert "tied scores: 2 samples in 1 group(s)" in open(tmp_path / "out" / "report.md").read()
+
+
+@pytest.mark.parametrize("traj, kw, says", [
+    (LIMR_TRAJ, {}, "4 (80.0%) were drawn in at least 2 epochs, and LIMR needs 90%"),   # coverage below 0.9
+    ({k: {0: v[0]} for k, v in LIMR_TRAJ.items()}, {"limr_min_coverage": 0.0}, "spans 1 epoch(s)"),
+    (LIMR_TRAJ, {"limr_min_epochs": 3, "limr_min_coverage": 0.5}, "0 (0.0%) were drawn in at least 3 epochs"),
+])
+def test_limr_refuses_a_log_without_trajectories(tmp_path, traj, kw, says):
+    from ego3s.data import write_jsonl
+    from ego3s.select.run import SelectionConfig, run_selection
+
+    write_jsonl(tmp_path / "pool.jsonl", _samples(5))
+    _limr_log(tmp_path / "rewards.jsonl", traj)
+    with pytest.raises(ValueError, match="too little training for LIMR") as e:
+        run_selection(SelectionConfig(method="limr", data=str(tmp_path / "pool.jsonl"), out=str(tmp_path / "out"),
+                                      limr_log=str(tmp_path / "rewards.jsonl"), budget=2, **kw), progress=False)
+    assert str(tmp_path / "rewards.jsonl") in str(e.value) and says in str(e.value)
+    assert "of the 5 candidates" in str(e.value)

@@ -96,6 +96,40 @@ def trajectories_from_log(records: list[dict], steps_per_epoch: int | None = Non
     return {sid: {k: sum(v) / len(v) for k, v in ep.items()} for sid, ep in sums.items()}
 
 
+def limr_coverage(trajectories: dict[str, dict[int, float]], ids: list[str], min_epochs: int) -> dict:
+    """What a reward log gives LIMR over the candidates `ids`: the epochs it spans, how many
+    candidates it saw at all, and how many it saw in at least `min_epochs` epochs (a trajectory)."""
+    epochs = sorted({k for t in trajectories.values() for k in t})
+    seen = [i for i in ids if trajectories.get(i)]
+    covered = [i for i in ids if len(trajectories.get(i) or {}) >= min_epochs]
+    return {"epochs": len(epochs), "candidates": len(ids), "seen": len(seen), "covered": len(covered),
+            "coverage": len(covered) / len(ids) if ids else 0.0, "min_epochs": min_epochs}
+
+
+def check_limr_log(cov: dict, log: str, min_coverage: float) -> None:
+    """Refuse a log that cannot give LIMR trajectories: too few epochs, or too few candidates
+    drawn in enough epochs (LIMR would rank noise and ties)."""
+    if cov["epochs"] >= cov["min_epochs"] and cov["coverage"] >= min_coverage:
+        return
+    raise ValueError(
+        f"{log}: too little training for LIMR, which scores each sample's reward trajectory over epochs. "
+        f"The log spans {cov['epochs']} epoch(s) and saw {cov['seen']} of the {cov['candidates']} candidates; "
+        f"{cov['covered']} ({cov['coverage']:.1%}) were drawn in at least {cov['min_epochs']} epochs, and LIMR "
+        f"needs {min_coverage:.0%} (selection keys limr_min_epochs={cov['min_epochs']}, "
+        f"limr_min_coverage={min_coverage}). Train the full-data run for at least {cov['min_epochs']} epochs "
+        f"over the whole pool.")
+
+
+def tie_groups(scores: dict[str, float | None], digits: int = 12) -> list[list[str]]:
+    """Groups of samples sharing a finite score (rounded to `digits`). LIMR breaks ties by a seeded
+    shuffle, so many ties mean a selection made by the seed rather than by the score."""
+    by: dict[float, list[str]] = defaultdict(list)
+    for i, v in scores.items():
+        if v is not None and math.isfinite(v):
+            by[round(v, digits)].append(i)
+    return [g for g in by.values() if len(g) > 1]
+
+
 def select_limr(impact: dict[str, float | None], budget: int, seed: int = 0) -> list[str]:
     pool = [i for i, v in impact.items() if v is not None and math.isfinite(v)]
     order = {sid: i for i, sid in enumerate(_seeded_order(pool, seed))}

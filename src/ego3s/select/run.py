@@ -57,6 +57,12 @@ class SelectionConfig:
     limr_log: str | None = field(default=None, metadata={
         "help": "LIMR: rewards.jsonl of a full-data `ego3s train` run"})
     limr_reward: str = field(default="accuracy", metadata={"help": "LIMR: reward component of the trajectories"})
+    limr_min_epochs: int = field(default=2, metadata={
+        "help": "LIMR: epochs a candidate must have been drawn in to have a trajectory (and that the log must "
+                "span); a log with fewer is refused"})
+    limr_min_coverage: float = field(default=0.9, metadata={
+        "help": "LIMR: share of the candidates that must have a trajectory (drawn in limr_min_epochs epochs); "
+                "a log covering fewer is refused"})
     report_to: str | list[str] = field(default="none", metadata={
         "help": "trackers for the funnel counts and score histograms (select/funnel/..., select/score/...): "
                 "none, tensorboard, wandb, trackio, or a list"})
@@ -149,10 +155,18 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
         if not cfg.limr_log:
             raise ValueError("method 'limr' needs `limr_log`: the rewards.jsonl of a full-data training run")
         traj = baselines.trajectories_from_log(read_log(cfg.limr_log), reward_key=cfg.limr_reward)
+        limr_stats = baselines.limr_coverage(traj, ids, cfg.limr_min_epochs)
+        baselines.check_limr_log(limr_stats, cfg.limr_log, cfg.limr_min_coverage)
+        # only samples with a trajectory are scored; the epoch means include every sample drawn
         impact = baselines.learning_impact({i: traj.get(i, {}) for i in ids})
+        impact = {i: v if len(traj.get(i) or {}) >= cfg.limr_min_epochs else None for i, v in impact.items()}
         for r in rows:
             r["learning_impact"] = impact[r["id"]]
         selected = baselines.select_limr(impact, budget, cfg.seed)
+        ties = baselines.tie_groups(impact)
+        tied = {i for g in ties for i in g}
+        limr_stats.update(log=cfg.limr_log, tied=len(tied), tie_groups=len(ties),
+                          largest_tie=max(map(len, ties), default=0), tied_selected=len(tied & set(selected)))
 
     chosen = set(selected)
     for r in rows:
@@ -170,6 +184,8 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
         "breakdown": _breakdown(samples, chosen, cfg.split_fields),
         "config": asdict(cfg),
     }
+    if cfg.method == "limr":
+        report["limr"] = limr_stats
     if cfg.method == "csm":
         report["funnel"] = funnel(rows)
         report["topped_up"] = len(topped)
@@ -311,6 +327,11 @@ def _markdown(report: dict) -> str:
     if sc:
         lines.append(f"- scored: {sc.get('scored', 0)}, from cache: {sc.get('cached', 0)}, "
                      f"unreadable (skipped, counted): {sc.get('skipped_unreadable', 0)}")
+    if "limr" in report:
+        m = report["limr"]
+        lines.append(f"- LIMR log: {m['log']}: {m['epochs']} epoch(s), {m['covered']} of {m['candidates']} candidates "
+                     f"with a trajectory (drawn in >= {m['min_epochs']} epochs); tied scores: {m['tied']} samples in "
+                     f"{m['tie_groups']} group(s) (largest {m['largest_tie']}), {m['tied_selected']} of them selected")
     if report.get("topped_up"):
         lines.append(f"- topped up to `min_kept` with the closest misses: {report['topped_up']}")
     if "funnel" in report:
