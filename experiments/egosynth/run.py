@@ -65,7 +65,8 @@ def load_table_config(path: str | Path, smoke: bool = False, out: str | None = N
 def plan(cfg: dict, only: list[str] | None = None) -> list[tuple[str, int]]:
     """(row, seed) in run order. Default: YAML order, a row's seeds together. `only` (e.g.
     ["ego3s:0", "csm", "full:0"]) runs those rows, or one seed of a row, in the order given, so the
-    evidence wanted first comes first. LIMR's full-data run (first seed) goes before it in either case."""
+    evidence wanted first comes first. LIMR's full-data run (`limr_source`, first seed) goes before it in
+    either case."""
     names = list(cfg["rows"])
     if not only:
         todo = [(n, s) for n in names for s in seeds_of(cfg, n)]
@@ -80,12 +81,18 @@ def plan(cfg: dict, only: list[str] | None = None) -> list[tuple[str, int]]:
                 raise SystemExit(f"row {name!r} has seeds {seeds}, not {seed}")
             todo += [(name, s) for s in ([int(seed)] if seed else seeds) if (name, s) not in todo]
     first_limr = next((i for i, (n, _) in enumerate(todo) if n == "limr"), None)
-    full = ("full", seeds_of(cfg, "full")[0])  # LIMR reads this run's reward log
+    source = limr_source(cfg)
+    full = (source, seeds_of(cfg, source)[0])  # LIMR reads this run's reward log
     if first_limr is not None and full not in todo[:first_limr]:
         if full in todo:
             todo.remove(full)
         todo.insert(next(i for i, (n, _) in enumerate(todo) if n == "limr"), full)
     return todo
+
+
+def limr_source(cfg: dict) -> str:
+    """The full-data row whose reward log LIMR reads (first seed): `limr_source` in the YAML."""
+    return cfg.get("limr_source", "full")
 
 
 def seeds_of(cfg: dict, name: str) -> list[int]:
@@ -179,7 +186,7 @@ def select(cfg: dict, root: Path, prep: dict, method: str, seed: int, echo=print
     if method in ("random", "s1", "limo", "limr"):
         extra["budget"] = budget(cfg, root, prep, echo)
     if method == "limr":
-        full = row_dir(root, "full", seeds_of(cfg, "full")[0])
+        full = row_dir(root, limr_source(cfg), seeds_of(cfg, limr_source(cfg))[0])
         full_row = json.loads((full / "row.json").read_text())
         extra["limr_log"] = str(full / "train" / "rewards.jsonl")
         prereq = full_row["train_s"]  # LIMR needs a full-data run first: its cost is LIMR's too
