@@ -72,20 +72,61 @@ def test_random_budget_and_seed():
     assert select_random(ids, 100) and len(select_random(ids, 100)) == 50
 
 
-def test_s1_contract():
-    ss = _samples(30)
-    solved = {s.id: i % 2 == 0 for i, s in enumerate(ss)}
-    solved.pop("s29")  # unscored (unreadable video): dropped by the quality stage
-    lens = {s.id: float(i) for i, s in enumerate(ss)}
-    out = select_s1(ss, solved, lens, budget=6, seed=0)
-    assert len(out) == 6 and all(not solved[i] for i in out) and "s29" not in out
-    assert out == select_s1(ss, solved, lens, budget=6, seed=0)
-    # round-robin: the 6 picks cover all three categories twice
-    cats = [int(i[1:]) % 3 for i in out]
-    assert sorted(cats) == [0, 0, 1, 1, 2, 2]
-    # longest reasoning first inside a category
-    cat0 = [i for i in out if int(i[1:]) % 3 == 0]
-    assert cat0 == sorted(cat0, key=lambda i: -lens[i])
+def _cat_samples(sizes: dict[str, int]):
+    return [Sample(id=f"{c}{i:02d}", question=f"what did I do with item {i}?", answer=f"a{i}", task="openqa",
+                   meta={"template": c}) for c, n in sizes.items() for i in range(n)]
+
+
+def test_s1_quality_and_difficulty():
+    ss = _samples(6)
+    ss[0].question = "why?"                       # quality: fewer than 3 words
+    solved = {s.id: False for s in ss}
+    solved["s01"] = True                          # difficulty: the base model answers it
+    solved.pop("s02")                             # no greedy answer (unreadable video)
+    out = select_s1(ss, solved, {}, budget=10, seed=0)
+    assert sorted(out) == ["s03", "s04", "s05"]
+
+
+def test_s1_draws_a_category_uniformly_then_prefers_long_reasoning():
+    """s1's diversity step. Three categories of 10, budget 3: each pick takes a category uniformly
+    among those left, so the three picks hit three different categories with probability
+    1 x 2/3 x 1/3 = 2/9 (a round-robin would always). One category with reasoning of 30, 20 and
+    10 words: weights 2^-rank = 1, 1/2, 1/4, so the first pick is the longest with probability
+    4/7, the middle one 2/7, the shortest 1/7. Over 2,000 seeds the binomial standard error is at
+    most sqrt(0.25 / 2000) = 0.011; the tolerance 0.05 is 4.5 of them."""
+    n = 2000
+    ss = _cat_samples({"a": 10, "b": 10, "c": 10})
+    never = {s.id: False for s in ss}
+    distinct = sum(len({i[0] for i in select_s1(ss, never, {}, 3, seed=k)}) == 3 for k in range(n)) / n
+    assert distinct == pytest.approx(2 / 9, abs=0.05)
+    one = _cat_samples({"a": 3})
+    lens = {"a00": 30.0, "a01": 20.0, "a02": 10.0}
+    firsts = [select_s1(one, {s.id: False for s in one}, lens, 1, seed=k)[0] for k in range(n)]
+    for sid, p in (("a00", 4 / 7), ("a01", 2 / 7), ("a02", 1 / 7)):
+        assert firsts.count(sid) / n == pytest.approx(p, abs=0.05)
+    # uniform over categories, not samples: a category of 1 against one of 9 is drawn first half the time
+    lop = _cat_samples({"a": 9, "b": 1})
+    first_b = sum(select_s1(lop, {s.id: False for s in lop}, {}, 1, seed=k)[0] == "b00" for k in range(n)) / n
+    assert first_b == pytest.approx(0.5, abs=0.05)
+    # exhausted categories leave the draw; deterministic by seed
+    assert sorted(select_s1(lop, {s.id: False for s in lop}, {}, 10, seed=3)) == sorted(s.id for s in lop)
+    assert select_s1(ss, never, {}, 5, seed=7) == select_s1(ss, never, {}, 5, seed=7)
+
+
+def test_s1_stats_from_greedy_answers():
+    from ego3s.rl.rewards import correct_reward
+    from ego3s.select.baselines import s1_stats
+
+    close = Sample(id="c", question="What did I pick up?", answer="B", task="closeqa", options=["cup", "knife"])
+    wrong = Sample(id="w", question="What did I pick up?", answer="A", task="closeqa", options=["cup", "knife"])
+    open_ = Sample(id="o", question="What did I pick up?", answer="the red cup", task="openqa")
+    greedy = {"c": "<think>the hand holds a knife</think><answer>B</answer>",
+              "w": "<think>a knife</think><answer>B</answer>",
+              "o": "red cup"}  # no <think>: the whole text counts as the reasoning
+    solved, length = s1_stats([close, wrong, open_, _samples(1)[0]], greedy,
+                              lambda c, cols: correct_reward(c, **cols))
+    assert solved == {"c": True, "w": False, "o": True}  # "red cup" vs "the red cup": ROUGE-L 1 after normalising
+    assert length == {"c": 5.0, "w": 2.0, "o": 2.0}
 
 
 def test_limo_band_and_rank():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
+from typing import Callable
 
 
 def _seeded_order(ids: list[str], seed: int) -> list[str]:
@@ -26,27 +27,49 @@ def select_full(ids: list[str]) -> list[str]:
     return list(ids)
 
 
+def s1_stats(samples: list, greedy: dict[str, str], correct: Callable[[list[str], dict], list[float]]
+             ) -> tuple[dict[str, bool], dict[str, float]]:
+    """s1's difficulty and length signals from one greedy rollout per sample (RL prompt, full view):
+    solved = the greedy answer is correct (`correct(completions, columns) -> 0/1`, the training's
+    correctness rule); length = words of its reasoning (the `<think>` part, else the whole text)."""
+    from ego3s.answers import extract_think
+
+    solved, length = {}, {}
+    for s in samples:
+        if s.id not in greedy:
+            continue
+        text = greedy[s.id]
+        cols = {"task": [s.task], "answer": [s.answer], "options": [s.options]}
+        solved[s.id] = bool(correct([text], cols)[0] >= 1.0)
+        length[s.id] = float(len((extract_think(text) or text).split()))
+    return solved, length
+
+
 def select_s1(samples: list, solved: dict[str, bool], reasoning_len: dict[str, float], budget: int,
               seed: int = 0, min_question_words: int = 3, category_field: str = "template") -> list[str]:
-    """s1's three stages. Quality: drop samples with a too-short question, an empty answer or no
-    score (unreadable video). Difficulty: drop what the base model already solves. Diversity:
-    round-robin over question categories (`meta[category_field]`, else the question's first two
-    words), taking within each category the samples with the longest reasoning first."""
+    """s1's three stages (simplescaling/s1, data/filter.ipynb). Quality: drop samples with a too-short
+    question, an empty answer or no greedy answer (unreadable video). Difficulty: drop what the base
+    model answers correctly. Diversity, one pick at a time until the budget: a category drawn
+    uniformly among those with samples left (`meta[category_field]`, else the question's first two
+    words), then a sample of it drawn with weight 2^-rank, rank 0 being the longest reasoning (ties
+    by id), as s1 does with its traces' lengths."""
     pool = [s for s in samples if len(s.question.split()) >= min_question_words and s.answer_text.strip()
             and s.id in solved]
     pool = [s for s in pool if not solved[s.id]]
     by_cat: dict[str, list] = defaultdict(list)
     for s in pool:
-        cat = str(s.meta.get(category_field) or " ".join(s.question.lower().split()[:2]))
-        by_cat[cat].append(s)
-    order = {sid: i for i, sid in enumerate(_seeded_order([s.id for s in pool], seed))}
-    queues = {c: sorted(v, key=lambda s: (-reasoning_len.get(s.id, 0.0), order[s.id])) for c, v in by_cat.items()}
-    cats = _seeded_order(list(queues), seed)
+        by_cat[str(s.meta.get(category_field) or " ".join(s.question.lower().split()[:2]))].append(s)
+    queues = {c: sorted(v, key=lambda s: (-reasoning_len.get(s.id, 0.0), s.id)) for c, v in by_cat.items()}
+    cats = sorted(queues)
+    rng = random.Random(seed)
     out: list[str] = []
-    while len(out) < budget and any(queues.values()):
-        for c in cats:
-            if queues[c] and len(out) < budget:
-                out.append(queues[c].pop(0).id)
+    while len(out) < budget and cats:
+        c = cats[rng.randrange(len(cats))]
+        q = queues[c]
+        i = rng.choices(range(len(q)), weights=[2.0 ** -r for r in range(len(q))])[0]
+        out.append(q.pop(i).id)
+        if not q:
+            cats.remove(c)
     return out
 
 

@@ -50,7 +50,9 @@ class SelectionConfig:
     split_fields: list[str] = field(default_factory=lambda: ["typical", "split", "scene", "template"],
                                     metadata={"help": "metadata fields to break the report down by"})
     s1_min_question_words: int = field(default=3, metadata={"help": "s1 quality stage"})
-    s1_solved_threshold: float = field(default=0.5, metadata={"help": "s1: s_full above this = already solved"})
+    s1_max_new_tokens: int = field(default=256, metadata={
+        "help": "s1: length cap of the base model's greedy answer (RL prompt, full view), whose correctness "
+                "decides difficulty and whose reasoning length ranks samples within a category"})
     limo_k: int = field(default=32, metadata={"help": "LIMO rollouts per sample"})
     limo_band: list[int] = field(default_factory=lambda: [1, 3], metadata={
         "help": "LIMO keeps samples solved in this many of limo_k rollouts (inclusive)"})
@@ -138,10 +140,17 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
     elif cfg.method == "full":
         selected = baselines.select_full(ids)
     elif cfg.method == "s1":
-        sc = ScoringConfig(**{**asdict(cfg.scoring), "views": ["full"]})
-        rows, score_stats, _ = _scores(cfg, sc, samples, model, processor, progress)
-        solved = {r["id"]: r["s_full"] > cfg.s1_solved_threshold for r in rows if _finite(r["s_full"])}
-        length = {s.id: float(len(s.question) + len(s.answer_text)) for s in samples}
+        from ego3s.rl.rewards import correct_reward
+
+        # one greedy rollout per sample: s_full is its accuracy reward, the rollout is cached
+        sc = ScoringConfig(**{**asdict(cfg.scoring), "views": ["full"], "estimator": "sampling", "num_samples": 1,
+                              "temperature": 0.0, "max_new_tokens": cfg.s1_max_new_tokens})
+        rows, score_stats, cache = _scores(cfg, sc, samples, model, processor, progress)
+        greedy = {s.id: rec["completions"][0] for s in samples
+                  if (rec := cache.get(s.id, "full")) and rec.get("score") is not None and rec.get("completions")}
+        solved, length = baselines.s1_stats(samples, greedy, lambda c, cols: correct_reward(c, **cols))
+        for r in rows:
+            r["greedy_correct"], r["reasoning_words"] = solved.get(r["id"]), length.get(r["id"])
         selected = baselines.select_s1(samples, solved, length, budget, cfg.seed, cfg.s1_min_question_words)
     elif cfg.method == "limo":
         sc = ScoringConfig(**{**asdict(cfg.scoring), "views": ["full"], "estimator": "sampling",
