@@ -124,7 +124,7 @@ def test_fuzz_rewards_under_any_config(alpha, N, H, metric, vec, comps):
 # ---------------------------------------------------------------------------------------- CSM and ECR
 @FUZZ
 @given(st.lists(st.tuples(_floats, _floats, _floats, st.one_of(st.none(), _floats)), min_size=1, max_size=8),
-       st.floats(-2, 2), st.floats(-10, 10), st.floats(-1, 1))
+       st.floats(-2, 1, exclude_max=True), st.floats(-10, 1), st.floats(-2, 1))  # every threshold CSMThresholds takes
 def test_fuzz_csm_filters_never_keep_an_impossible_score(rows, lc, lf, lo):
     table = [{"id": str(i), "s_full": a, "s_blind": b, "s_context": c, "relevance": rel}
              for i, (a, b, c, rel) in enumerate(rows)]

@@ -22,7 +22,8 @@
 # FPS, MIN_KEPT, STEPS, BATCH, GENERATIONS, MAX_COMPLETION, EVAL_LIMIT, LORA_ACCELERATE, FT_ACCELERATE,
 # FULL_FT (1: also full fine-tuning), STAGES (comma-separated subset of: standin,model,build,
 # select,lora,merge,eval,ft,eval_ft; default all), CLEAN (1: delete a stage's large outputs once
-# the next stage has read them), SELECT_ARGS / TRAIN_ARGS / FT_ARGS / EVAL_ARGS (extra overrides).
+# the next stage has read them), EVAL_MODEL (default: the merged LoRA model), SELECTED (what GRPO
+# trains on; default: the CSM selection), SELECT_ARGS / TRAIN_ARGS / FT_ARGS / EVAL_ARGS (extra overrides).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HERE=experiments/ego4d_scale
@@ -103,7 +104,7 @@ if want select; then
     SELECT_OUT="$SELECT_OUT" bash examples/qwen2_5_vl_7b_ego3s_selection.sh relevance_file="$RELEVANCE" \
     min_kept="$MIN_KEPT" $SELECT_SCALE ${SELECT_ARGS:-}
 fi
-SELECTED=$SELECT_OUT/selected.jsonl
+SELECTED=${SELECTED:-$SELECT_OUT/selected.jsonl}  # what GRPO trains on
 if [[ -f "$SELECTED" && ! -s "$SELECTED" ]]; then
   echo "CSM kept no sample (random weights keep what chance gives); nothing to train on" >&2
   exit 1
@@ -139,9 +140,10 @@ evaluate() {  # evaluate NAME MODEL VIEW
     --out "$WORK/$1" --quiet ${EVAL_LIMIT:+--limit "$EVAL_LIMIT"} $EVAL_SCALE ${EVAL_ARGS:-}
 }
 if want eval; then
-  evaluate eval-lora-full "$WORK/lora_merged" full
-  evaluate eval-lora-context "$WORK/lora_merged" context
-  [[ "$CLEAN" == 1 ]] && rm -rf "$WORK/lora_merged"
+  EVAL_MODEL=${EVAL_MODEL:-$WORK/lora_merged}
+  evaluate eval-full "$EVAL_MODEL" full
+  evaluate eval-context "$EVAL_MODEL" context
+  if [[ "$CLEAN" == 1 ]]; then rm -rf "$WORK/lora_merged"; fi
 fi
 
 # 6. full fine-tuning (the example's default), then its evaluation
@@ -149,7 +151,7 @@ if [[ "$FULL_FT" == 1 ]] && want ft; then
   grpo train-full "$WORK/full" "$FT_ACCELERATE" ${FT_ARGS:-} || echo "full fine-tuning failed (see above)"
 fi
 if [[ "$FULL_FT" == 1 ]] && want eval_ft && [[ -f "$WORK/full/final/config.json" ]]; then
-  evaluate eval-full-full "$WORK/full/final" full
+  evaluate eval-ft-full "$WORK/full/final" full
 fi
 
 "$PY" $HERE/measure.py table --log "$LOG" --json "$WORK/table.json" --md "$WORK/table.md"

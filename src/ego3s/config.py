@@ -8,6 +8,8 @@ and converts values to the field's type, so a typo fails before a long job start
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -19,7 +21,69 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    pass
+    """A config key with a value it cannot take; the message starts with the key's dotted path."""
+
+
+# ------------------------------------------------------------------------------------ checks
+# Every config dataclass checks its own keys in __post_init__ with these, so a bad value fails at
+# load (before any model or data is touched) with the key, the value and what is allowed; the
+# loader prefixes the key with its dotted path (`selection.scoring.views: ...`).
+
+_INTERVAL = re.compile(r"^([\[(])\s*(-inf|[-+0-9.e]+)\s*,\s*(inf|[-+0-9.e]+)\s*([\])])$")
+
+
+def check_choice(key: str, value: Any, allowed) -> None:
+    """`value` (or each item of a list value) must be one of `allowed`."""
+    for v in value if isinstance(value, (list, tuple)) else [value]:
+        if v not in allowed:
+            raise ConfigError(f"{key}: {v!r} is not one of {', '.join(str(a) for a in allowed)}")
+
+
+def check_range(key: str, value: Any, interval: str) -> None:
+    """`value` must be a finite number in `interval`, written as in mathematics: `"(0, 1]"`,
+    `"[1, inf)"`, `"(-inf, inf)"` (any finite number). None passes (optional keys)."""
+    if value is None:
+        return
+    m = _INTERVAL.match(interval)
+    if not m:
+        raise ValueError(f"bad interval {interval!r}")
+    lo_br, lo, hi, hi_br = m.group(1), float(m.group(2)), float(m.group(3)), m.group(4)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}: {value!r} is not a number in {interval}")
+    ok = math.isfinite(value) and (value > lo if lo_br == "(" else value >= lo) and (
+        value < hi if hi_br == ")" else value <= hi)
+    if not ok:
+        raise ConfigError(f"{key}: {value!r} is not in {interval}")
+
+
+def check_fields(cfg: Any, choices: dict[str, Any] | None = None, ranges: dict[str, str] | None = None) -> None:
+    """`check_choice` and `check_range` over several fields of `cfg` at once."""
+    for name, allowed in (choices or {}).items():
+        check_choice(name, getattr(cfg, name), allowed)
+    for name, interval in (ranges or {}).items():
+        check_range(name, getattr(cfg, name), interval)
+
+
+def check_steps(key: str, value: Any) -> None:
+    """A step budget: -1 (no limit: epochs decide) or >= 1."""
+    if value != -1:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}: {value!r} is not -1 (use num_train_epochs) or an integer >= 1")
+
+
+def check_report_to(key: str, value: Any) -> None:
+    """`report_to`: "none", or tracker names (a list, or one string separated by commas)."""
+    from ego3s.tracking import report_to_list
+
+    try:
+        report_to_list(value, key)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+DTYPES = ("auto", "bfloat16", "float32", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+MASTER_WEIGHTS = ("float32", "bfloat16")
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -68,7 +132,12 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
         raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _convert(hints[k], v, f"{where}{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # raised by cls's own __post_init__ checks: name the key's full path
+        if where:
+            raise ConfigError(f"{where}{e}") from None
+        raise
 
 
 def _convert(tp: Any, v: Any, where: str) -> Any:
@@ -77,6 +146,8 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if v is None:
             return None
+        if len(args) == 1:  # `X | None`: X's own message, not a generic one
+            return _convert(args[0], v, where)
         for a in args:
             try:
                 return _convert(a, v, where)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ego3s.config import check_fields
+
 MONITORING_UNITS = ("steps", "prompts")
 
 
@@ -33,10 +35,9 @@ class ECRConfig:
     min_pool_size: int = field(default=8, metadata={"help": "never shrink the active pool below this"})
 
     def __post_init__(self):
-        if self.monitoring_unit not in MONITORING_UNITS:
-            raise ValueError(f"ecr.monitoring_unit must be one of {MONITORING_UNITS}, got {self.monitoring_unit!r}")
-        if self.monitoring_interval < 1:
-            raise ValueError(f"ecr.monitoring_interval must be >= 1, got {self.monitoring_interval}")
+        check_fields(self, choices={"monitoring_unit": MONITORING_UNITS},
+                     ranges={"lambda_s": "(0, inf)", "monitoring_interval": "[1, inf)", "probing_set_size": "[0, inf)",
+                             "mastered_window": "[1, inf)", "min_pool_size": "[0, inf)"})
 
 
 def group_stats(rewards: list[float], group_size: int) -> tuple[float, float]:

@@ -156,6 +156,9 @@ class Ego4DConfig:
     exclude_video_uids: frozenset[str] = field(default=frozenset(), metadata={
         "help": "videos to leave out (e.g. those of an evaluation benchmark)"})
 
+    def __post_init__(self):
+        self.check()
+
     def check(self) -> None:
         if not isinstance(self.size, int) or self.size < 1:
             raise ValueError(f"size must be a positive integer, got {self.size!r}")

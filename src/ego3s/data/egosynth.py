@@ -39,6 +39,7 @@ import numpy as np
 
 from ego3s.data.egosynth_render import (MARGIN, E, G, P, R, background, decode_mp4, draw, encode_mp4, place,
                                         prim_mask, to_image, to_packed, to_rgb, union_extent, visible_extent, warp)
+from ego3s.config import ConfigError, check_fields
 from ego3s.data.io import read_jsonl, write_jsonl
 from ego3s.data.schema import LETTERS, Interaction, InteractionObject, Sample, TimedBox
 from ego3s.files import atomic_open, write_json, write_text
@@ -492,6 +493,10 @@ SPLITS = ("train", "test_id", "test_atypical", "probe")
 # =============================================================================================
 # Configuration
 
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+
+
 @dataclass(frozen=True)
 class EgoSynthConfig:
     """What a dataset is generated from. Same config -> same JSONL bytes and same frames."""
@@ -517,21 +522,19 @@ class EgoSynthConfig:
         return [("train", self.train, self.p_typical), ("test_id", self.test, self.p_typical),
                 ("test_atypical", self.test, 0.0), ("probe", self.probe, self.p_typical)]
 
+    def __post_init__(self):
+        self.validate()
+
     def validate(self) -> None:
-        def bad(name, why):
-            raise ValueError(f"EgoSynthConfig.{name}: {why}, got {getattr(self, name)!r}")
         for name in ("train", "test", "probe"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                bad(name, "must be an integer >= 0")
-        for name in ("p_typical", "closed_share", "use_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                bad(name, "must lie in [0, 1]")
-        if self.frames < 8 or self.frames > 64:
-            bad("frames", "must lie in [8, 64]")
-        if self.size < 56 or self.size % 2:
-            bad("size", "must be even and >= 56")
-        if not self.fps > 0:
-            bad("fps", "must be > 0")
+            if not isinstance(getattr(self, name), int):
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not an integer >= 0")
+        check_fields(self, choices={"preset": X264_PRESETS},
+                     ranges={"train": "[0, inf)", "test": "[0, inf)", "probe": "[0, inf)", "p_typical": "[0, 1]",
+                             "closed_share": "[0, 1]", "use_share": "[0, 1]", "frames": "[8, 64]", "fps": "(0, inf)",
+                             "size": "[56, inf)", "crf": "[0, 51]"})
+        if self.size % 2:
+            raise ConfigError(f"size: {self.size!r} is not even")
 
     def p_of(self, split: str) -> float:
         for name, _, p in self.splits():

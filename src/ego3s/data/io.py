@@ -31,6 +31,7 @@ def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
         raise FileNotFoundError(f"{path}: no such sample file")
     if path.is_dir():
         return read_dataset_folder(path, skip_invalid=skip_invalid, errors=errors)
+    check_jsonl_format(path)
     base = path.resolve().parent
     samples: list[Sample] = []
     seen: dict[str, int] = {}
@@ -63,6 +64,42 @@ def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
                 if errors is not None:
                     errors.append(e)
     return samples
+
+
+class DataFormatError(ValueError):
+    """A data file in another format than the JSONL expected; the message names the file and the format."""
+
+
+_MAGIC = {b"PAR1": "a Parquet file (read it with datasets or pandas and write JSONL)",
+          b"\x1f\x8b": "gzip-compressed (decompress it first)", b"PK\x03\x04": "a zip archive (extract it first)",
+          b"\x89HDF": "an HDF5 file", b"ARROW1": "an Arrow file (read it with datasets and write JSONL)"}
+
+
+def check_jsonl_format(path: str | os.PathLike) -> None:
+    """Refuse, with one message naming the file and what it is, a file that is not JSON Lines: a
+    binary format (Parquet, gzip, zip, Arrow, HDF5), a JSON array or a pretty-printed JSON
+    document, a CSV/TSV table. Otherwise each of its lines would be skipped as invalid, one by one."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    for magic, what in _MAGIC.items():
+        if head.startswith(magic):
+            raise DataFormatError(f"{path}: is {what}; expected JSONL (one JSON object per line)")
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not text:
+        return
+    first = text.split(b"\n", 1)[0].strip()
+    if text[:1] == b"[":
+        raise DataFormatError(f"{path}: is a JSON array; expected JSONL, one object per line (convert: "
+                              f"jq -c '.[]' {path.name} > {path.stem}.jsonl)")
+    if first == b"{":
+        raise DataFormatError(f"{path}: is one JSON document spread over several lines (pretty-printed); "
+                              "expected JSONL, one object per line")
+    if text[:1] != b"{":
+        sep = b"," if b"," in first else b"\t" if b"\t" in first else None
+        kind = {b",": "a CSV table", b"\t": "a TSV table"}.get(sep, "not JSON Lines")
+        raise DataFormatError(f"{path}: looks like {kind} (line 1: {first[:80].decode('utf-8', 'replace')!r}); "
+                              "expected JSONL, one JSON object per line")
 
 
 def write_jsonl(path: str | os.PathLike, samples: Iterable[Sample]) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 
 TASKS = ("openqa", "closeqa")
 LETTERS = "ABCDEFGHIJ"
+BOX_TOLERANCE = 1.0  # seconds a track's first/last box is held beyond its annotated span (the context view)
 
 
 class SampleError(ValueError):
@@ -32,6 +33,11 @@ class SampleError(ValueError):
         if self.field is not None:
             where.append(f"field {self.field!r}")
         return (", ".join(where) + ": " if where else "") + self.message
+
+    @property
+    def reason(self) -> str:
+        """What is wrong, without where: the key runs count invalid records by."""
+        return f"invalid {self.field}" if self.field else "unreadable record"
 
     def located(self, *, file: str | None = None, line: int | None = None,
                 sample_id: str | None = None) -> "SampleError":
@@ -155,6 +161,8 @@ class Sample:
             v = getattr(self, name)
             if v is not None:
                 _typed(v, str, name)
+                if not v.strip():
+                    raise SampleError("empty path (use null for a sample without one)", field=name)
         if self.video is not None and self.image is not None:
             raise SampleError("a sample has a video or an image, not both", field="image")
         for name in ("start", "end", "cutoff"):
@@ -169,6 +177,25 @@ class Sample:
             raise SampleError("must be an object", field="meta")
         if self.interaction is not None:
             _validate_interaction(self.interaction)
+            self._check_boxes_in_window()
+
+    def _check_boxes_in_window(self) -> None:
+        """A video's boxes must reach the frames shown ([start, end], before cutoff; each track held
+        BOX_TOLERANCE s beyond its span, as the context view holds it): otherwise the context view
+        masks nothing and equals the full view, and CSM would measure nothing."""
+        boxes = self.interaction.boxes
+        if self.video is None or not boxes:
+            return
+        lo = self.start if self.start is not None else 0.0
+        hi = min([x for x in (self.end, self.cutoff) if x is not None], default=math.inf)
+        tracks: dict[str, list[float]] = {}
+        for b in boxes:
+            tracks.setdefault(b.label, []).append(b.t)
+        if not any(min(ts) - BOX_TOLERANCE <= hi and max(ts) + BOX_TOLERANCE >= lo for ts in tracks.values()):
+            times = [b.t for b in boxes]
+            raise SampleError(f"every box (times {min(times):g} to {max(times):g} s) lies outside the clip's window "
+                              f"[{lo:g}, {hi:g}] s: the context view would equal the full view",
+                              field="interaction.boxes")
 
 
 def _typed(v: Any, t: type, name: str) -> None:
@@ -224,8 +251,9 @@ def _validate_interaction(it: Interaction) -> None:
         x1, y1, x2, y2 = b.box
         if not (0 <= x1 <= 1 and 0 <= y1 <= 1 and 0 <= x2 <= 1 and 0 <= y2 <= 1):
             raise SampleError(f"box coordinates must lie in [0, 1], got {list(b.box)}", field="interaction.boxes.box")
-        if x1 > x2 or y1 > y2:
-            raise SampleError(f"box needs x1 <= x2 and y1 <= y2, got {list(b.box)}", field="interaction.boxes.box")
+        if x1 >= x2 or y1 >= y2:
+            raise SampleError(f"box needs x1 < x2 and y1 < y2 (a zero-area or inverted box masks nothing), got "
+                              f"{list(b.box)}", field="interaction.boxes.box")
     if it.contact is not None:
         if not isinstance(it.contact, (list, tuple)) or len(it.contact) != 2:
             raise SampleError("contact must be [start, end] in seconds", field="interaction.contact")

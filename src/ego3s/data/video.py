@@ -34,7 +34,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from ego3s.data.schema import Interaction, Sample, TimedBox
+from ego3s.config import check_fields
+from ego3s.data.schema import BOX_TOLERANCE, Interaction, Sample, TimedBox
 
 # Qwen2.5-VL's constants (qwen_vl_utils.vision_process): 14 px patches merged 2x2 -> 28 px tokens.
 IMAGE_FACTOR = 28
@@ -52,7 +53,6 @@ MAX_RATIO = 200
 BACKENDS = ("pyav", "decord", "opencv")
 VIEWS = ("full", "blind", "context")
 BLANK_VALUE = 128  # the blind view's constant gray
-BOX_TOLERANCE = 1.0  # seconds a track's first/last box is held beyond its annotated span
 _SEEK_GAP = 60  # frames; when the container's index can't tell, seek across gaps longer than this
 _DECORD_CHUNK = 32  # frames per decord batch, so memory stays bounded before resizing
 _THREADED_WINDOW = 4 * _SEEK_GAP  # frames: PyAV splits shorter windows into no stretches (thread start > gain)
@@ -72,6 +72,15 @@ class FrameSampling:
     decode_threads: int | None = field(default=None, metadata={
         "help": "PyAV: threads that decode one long clip's stretches (None: 1 in a DataLoader worker, "
                 "else min(8, 2 x CPUs / processes on this machine))"})
+    video_identity: str = field(default="stat", metadata={
+        "help": "how a video file is recognised in caches, prediction logs and run identities: stat (path, size, "
+                "modification time) or content (a hash of its bytes: survives copies and touches, reads every "
+                "file once per process)"})
+
+    def __post_init__(self):
+        check_fields(self, choices={"backend": BACKENDS, "video_identity": ("stat", "content")},
+                     ranges={"nframes": "[1, inf)", "fps": "(0, inf)", "max_frames": "[1, inf)",
+                             "max_pixels": "[1, inf)", "min_pixels": "[1, inf)", "decode_threads": "[1, inf)"})
 
     def sampling_kwargs(self) -> dict:
         """The `load_clip` keyword arguments these settings stand for."""

@@ -112,14 +112,21 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "a
         raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
     if attn_implementation not in ATTENTION:
         raise ValueError(f"attn_implementation must be one of {ATTENTION}, got {attn_implementation!r}")
-    p = resolve_model_path(path)
+    from ego3s.models.folder import ModelFolderError, check_model_folder
+
+    if Path(path).is_dir() or str(path).startswith(("/", ".", "~")):  # a local folder, not a Hub id: name
+        check_model_folder(Path(path).expanduser())                        # every missing part, not only config.json
+    p = check_model_folder(resolve_model_path(path))  # before transformers fails on a missing part
     dev = resolve_device(device)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, dev), "local_files_only": True}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
     if dev.type == "cuda":
         kwargs["device_map"] = {"": dev.index}  # load straight onto the GPU
-    model = AutoModelForImageTextToText.from_pretrained(p, **kwargs)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(p, **kwargs)
+    except (OSError, ValueError, KeyError) as e:  # e.g. an unknown model type or a torn pytorch_model.bin
+        raise ModelFolderError(f"{p}: cannot load the model: {str(e).strip().splitlines()[0][:300]}") from e
     if dev.type != "cuda":
         model = model.to(dev)
     model.eval()
@@ -128,7 +135,10 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "a
         from ego3s.models.vision_attention import patch_vision_attention
 
         patch_vision_attention(model)
-    processor = AutoProcessor.from_pretrained(p, local_files_only=True)
+    try:
+        processor = AutoProcessor.from_pretrained(p, local_files_only=True)
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelFolderError(f"{p}: cannot load the processor: {str(e).strip().splitlines()[0][:300]}") from e
     return model, processor
 
 

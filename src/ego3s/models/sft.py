@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ego3s import skips
+from ego3s.config import DTYPES, MASTER_WEIGHTS, ConfigError, check_fields, check_report_to, check_steps
 from ego3s.data.video import FrameSampling
 
 
@@ -59,6 +61,20 @@ class SFTRunConfig(FrameSampling):
         "help": "trackers, as transformers' report_to: none, tensorboard, wandb, trackio, or a list of them"})
     seed: int = field(default=0, metadata={"help": "seed"})
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_fields(self, choices={"fmt": ("direct", "reasoning"), "loss_type": ("nll", "dft"), "dtype": DTYPES,
+                                    "master_weights": MASTER_WEIGHTS},
+                     ranges={"grounded_share": "[0, 1]", "learning_rate": "(0, inf)",
+                             "vision_learning_rate": "(0, inf)", "per_device_train_batch_size": "[1, inf)",
+                             "gradient_accumulation_steps": "[1, inf)", "num_train_epochs": "(0, inf)",
+                             "warmup_ratio": "[0, 1)", "lora_r": "[1, inf)", "lora_alpha": "[1, inf)",
+                             "save_steps": "[1, inf)", "save_total_limit": "[1, inf)", "logging_steps": "[1, inf)"})
+        check_steps("max_steps", self.max_steps)
+        check_report_to("report_to", self.report_to)
+        if self.rationale != "template" and (not self.rationale.startswith("meta.") or self.rationale == "meta."):
+            raise ConfigError(f"rationale: {self.rationale!r} is not one of template, meta.KEY")
+
 
 def sft_dataset(cfg: SFTRunConfig, errors: list | None = None):
     """The rows the collator reads (each sample as JSON). Checks every sample's target first, so a
@@ -72,9 +88,10 @@ def sft_dataset(cfg: SFTRunConfig, errors: list | None = None):
 
     if cfg.fmt not in ("direct", "reasoning"):
         raise ValueError(f"fmt must be direct or reasoning, got {cfg.fmt!r}")
+    errors = [] if errors is None else errors
     samples = read_jsonl(cfg.data, skip_invalid=True, errors=errors)
     if not samples:
-        raise ValueError(f"{cfg.data}: no valid training samples")
+        raise skips.nothing_produced("sft", f"{cfg.data}: no valid training sample", skips.from_errors(errors))
     if cfg.fmt == "reasoning":
         for s in samples:
             try:
@@ -105,9 +122,22 @@ def sft_args(cfg: SFTRunConfig, bf16: bool):
         use_cpu=not torch.cuda.is_available())  # see ego3s.rl.train.grpo_args
 
 
-def run_sft(cfg: SFTRunConfig, resume: bool = False):
+def run_sft(cfg: SFTRunConfig, resume: bool = False, overwrite: bool = False):
     """Train; `out/final` holds the model (or the LoRA adapter, for `ego3s merge`) and the
-    processor. Returns the trainer (its state holds the log history)."""
+    processor. Returns the trainer (its state holds the log history). One process at a time
+    writes `out`; its checkpoints are resumed only for the same model, data and settings
+    (`ego3s.identity.claim_folder`; `overwrite` deletes those of another run)."""
+    from ego3s.files import folder_lock
+    from ego3s.identity import check_video_identity
+
+    check_video_identity(cfg.video_identity)
+    with folder_lock(cfg.out, "ego3s sft"):
+        return _run_sft(cfg, resume, overwrite)
+
+
+def _run_sft(cfg: SFTRunConfig, resume: bool, overwrite: bool):
+    import os
+
     import torch
     from trl import SFTTrainer
 
@@ -120,6 +150,17 @@ def run_sft(cfg: SFTRunConfig, resume: bool = False):
     out.mkdir(parents=True, exist_ok=True)
     errors: list = []
     ds = sft_dataset(cfg, errors)
+    if os.environ.get("RANK", "0") == "0":
+        from ego3s.data.io import read_jsonl
+        from ego3s.identity import claim_folder
+        from ego3s.rl.train import NOT_IDENTITY, start_model_fingerprint, training_identity
+
+        if not Path(cfg.model).is_dir():
+            raise FileNotFoundError(f"model: {cfg.model!r} is not a model folder")
+        ident = training_identity(cfg, read_jsonl(cfg.data, skip_invalid=True), start_model_fingerprint(cfg.model),
+                                  leave_out=NOT_IDENTITY)
+        claim_folder(out, ident, resume=resume, overwrite=overwrite,
+                     outputs=("checkpoint-*", "final", "final.partial", "log_history.json"), what="sft run")
     model, processor = load_model(cfg.model, dtype=cfg.dtype)  # Qwen2.5-VL's rope index patched there
     model.train()
     if cfg.freeze_vision and not cfg.lora:
@@ -133,7 +174,8 @@ def run_sft(cfg: SFTRunConfig, resume: bool = False):
         model=model, args=sft_args(cfg, bf16), train_dataset=ds, processing_class=processor,
         data_collator=ClipCollator(processor, cfg), optimizers=(optimizer, None),
         peft_config=lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora else None)
-    write_json(out / "sft_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors)})
+    trainer.skips = skips.from_errors(errors)
+    write_json(out / "sft_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors), "skips": trainer.skips})
     ckpt = last_checkpoint(out) if resume else None
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled  # their states load only in train()
     if ckpt is not None and not cfg.lora and not sharded:

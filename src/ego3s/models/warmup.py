@@ -9,17 +9,16 @@ bars and multi-GPU come from transformers.
 
 from __future__ import annotations
 
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ego3s import skips
+from ego3s.config import MASTER_WEIGHTS, check_fields, check_report_to
 from ego3s.data.video import FrameSampling
 
-
-def _check_shares(cfg, prefix: str, names: tuple[str, ...]) -> None:
-    for name in names:
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise ValueError(f"{prefix}.{name} must be in [0, 1], got {getattr(cfg, name)!r}")
+FORMATS = ("direct", "reasoning")
 
 
 @dataclass
@@ -50,7 +49,9 @@ class VisionPretrainConfig:
                 "does for the grasped object (0: off)"})
 
     def __post_init__(self):
-        _check_shares(self, "warmup.vision_pretrain", ("context_share",))
+        check_fields(self, ranges={"steps": "[0, inf)", "batch_size": "[1, inf)", "learning_rate": "(0, inf)",
+                                   "box_weight": "[0, inf)", "held_out": "[0, inf)", "workers": "[0, inf)",
+                                   "lm_align": "[0, inf)", "context_share": "[0, 1]", "scene_align": "[0, inf)"})
 
 
 @dataclass
@@ -95,7 +96,12 @@ class WarmupConfig(FrameSampling):
                 "are listed in skipped.jsonl either way"})
 
     def __post_init__(self):
-        _check_shares(self, "warmup", ("grounded_share", "direct_share", "context_share"))
+        super().__post_init__()
+        check_fields(self, choices={"fmt": FORMATS, "master_weights": MASTER_WEIGHTS},
+                     ranges={"steps": "[0, inf)", "batch_size": "[1, inf)", "learning_rate": "(0, inf)",
+                             "grounded_share": "[0, 1]", "direct_share": "[0, 1]", "context_share": "[0, 1]",
+                             "vision_learning_rate": "(0, inf)", "save_steps": "[1, inf)", "workers": "[0, inf)"})
+        check_report_to("report_to", self.report_to)
 
 
 def rationale(sample, grounded_share: float = 0.5) -> str:
@@ -238,26 +244,62 @@ def _finite(value) -> bool:
         return True  # not a number: nothing to judge
 
 
-def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool = False) -> Path:
-    """Train and save the warmed-up model (with its processor) to `out/final`."""
+# warm-up settings that change no trained value (see ego3s.rl.train.NOT_IDENTITY); `steps` is
+# not among them: the warm-up's cosine schedule spans its steps
+WARMUP_NOT_IDENTITY = ("save_steps", "workers", "decode_threads", "video_identity")
+
+
+def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool = False,
+           overwrite: bool = False) -> Path:
+    """Train and save the warmed-up model (with its processor) to `out/final`. One process at a
+    time writes `out`; its checkpoints are resumed only for the same model, data and settings
+    (`ego3s.identity.claim_folder`; `overwrite` deletes those of another run)."""
+    from ego3s.files import folder_lock
+    from ego3s.identity import check_video_identity
+
+    check_video_identity(cfg.video_identity)
+    with folder_lock(out, "ego3s warm-up"):
+        return _warmup(model_dir, data, out, cfg, resume, overwrite)
+
+
+def _warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool, overwrite: bool) -> Path:
     import json
+    import os
 
     import datasets
     import torch
     from transformers import Trainer, TrainingArguments
 
     from ego3s.data.io import read_jsonl
+    from ego3s.identity import config_identity
     from ego3s.models.loading import downcast, load_model, patch_qwen25_rope_index, upcast_trainable
     from ego3s.models.loading import load_checkpoint_weights
     from ego3s.rl.train import VISION_PREFIXES, last_checkpoint
 
+    errors: list = []
+    samples = read_jsonl(data, skip_invalid=True, errors=errors)  # before minutes of model loading
+    invalid = skips.from_errors(errors)
+    if not samples:
+        raise skips.nothing_produced("warmup", f"{data}: no valid sample", invalid)
+    for line in skips.lines(invalid, "warmup"):
+        print(line, file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":
+        from ego3s.identity import claim_folder, data_fingerprint, jsonl_fingerprint
+        from ego3s.models.loading import model_fingerprint
+
+        vdata = cfg.vision_pretrain.data
+        ident = {"model": model_fingerprint(model_dir), "data": data_fingerprint(samples, cfg.video_identity),
+                 "vision_data": jsonl_fingerprint(vdata, cfg.video_identity) if vdata else None,
+                 "config": config_identity(cfg, WARMUP_NOT_IDENTITY)}
+        claim_folder(out, ident, resume=resume, overwrite=overwrite, what="warm-up",
+                     outputs=("checkpoint-*", "final", "log_history.json", "vision_pretrain.json"),
+                     logs=("skipped.jsonl",))
     model, processor = load_model(model_dir, dtype="float32" if not torch.cuda.is_available() else "bfloat16")
     patch_qwen25_rope_index(model)
     for name, p in model.named_parameters():
         p.requires_grad_(cfg.train_language_model or name.startswith(VISION_PREFIXES))
     bf16 = next(model.parameters()).dtype == torch.bfloat16
     loaded_dtype = upcast_trainable(model, cfg.master_weights)
-    samples = read_jsonl(data, skip_invalid=True)
     ds = datasets.Dataset.from_list([{"sample": json.dumps(s.to_dict())} for s in samples])
     from ego3s.tracking import trainer_report_to
 
@@ -297,7 +339,8 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
                                  "lower learning_rate / vision_learning_rate")
     skipped = Path(out) / "skipped.jsonl"
     if skipped.exists():
-        print(f"warm-up: {len(skipped.read_text().splitlines())} unreadable clips skipped, listed in {skipped}")
+        print(f"warm-up: {len(skipped.read_text().splitlines())} unreadable clips skipped, listed in {skipped}",
+              file=sys.stderr)
     downcast(model, loaded_dtype)
     final = Path(out) / "final"
     trainer.save_model(str(final))

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
+from ego3s.config import ConfigError, check_fields
 from ego3s.answers import as_text, extract_answer, extract_letter, extract_think, format_ok, rouge_l_f
 from ego3s.data.schema import LETTERS
 from ego3s.embedding import load_embedder  # re-exported: eval.metrics imports it from here
@@ -43,6 +44,7 @@ __all__ = ["RewardConfig", "OPEN_CORRECT", "accuracy_reward", "correct_reward", 
            "load_embedder"]
 
 log = logging.getLogger(__name__)
+OPEN_METRICS = ("rouge_l", "similarity")
 
 OPEN_CORRECT = ("rouge_l", "similarity", "exact", "judge")
 
@@ -79,26 +81,16 @@ class RewardConfig:
         "help": "object names and synonyms counted as mentions (n); each sample's own objects are added"})
 
     def __post_init__(self):
-        if self.open_metric not in ("rouge_l", "similarity"):
-            raise ValueError(f"open_metric must be 'rouge_l' or 'similarity', got {self.open_metric!r}")
-        if self.open_correct not in OPEN_CORRECT:
-            raise ValueError(f"open_correct must be one of {OPEN_CORRECT}, got {self.open_correct!r}")
-        for name in ("open_correct_threshold", "open_partial_credit"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
-                raise ValueError(f"{name} must be a number in [0, 1], got {v!r}")
+        check_fields(self, choices={"open_metric": OPEN_METRICS, "open_correct": OPEN_CORRECT},
+                     ranges={"alpha": "[0, inf)", "H": "(-inf, inf)", "N": "[1, inf)",
+                             "open_correct_threshold": "[0, 1]", "open_partial_credit": "[0, 1]"})
+        if not isinstance(self.N, int):
+            raise ConfigError(f"N: {self.N!r} is not an integer >= 1")
         if self.open_correct == "judge" and self.judge is None:
             raise ValueError("open_correct='judge' needs `judge` (ego3s.eval.judge.Judge keyword arguments, "
                              "at least 'model')")
         if self.judge is not None and not (isinstance(self.judge, dict) or hasattr(self.judge, "rate")):
             raise ValueError(f"judge must be a dict of Judge keyword arguments or a Judge, got {type(self.judge).__name__}")
-        for name in ("alpha", "H"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (
-                    name == "alpha" and v < 0):
-                raise ValueError(f"{name} must be a finite number{' >= 0' if name == 'alpha' else ''}, got {v!r}")
-        if isinstance(self.N, bool) or not isinstance(self.N, int) or self.N < 1:
-            raise ValueError(f"N must be an integer >= 1, got {self.N!r}")
         if not self.ordered():  # allowed (ablations), but the reward then ranks some wrong answers higher
             log.warning("reward config alpha=%g, H=%g, open_partial_credit=%g: a correct answer can earn less than a "
                         "wrong one (needs alpha + open_partial_credit <= 1 and 1 < H <= 2)",

@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ego3s.config import check_fields
+
 
 @dataclass
 class CSMThresholds:
@@ -22,6 +24,12 @@ class CSMThresholds:
     lambda_o: float = field(default=0.21, metadata={
         "help": "interaction relevance: keep if cos(question+answer, interaction) >= lambda_o"})
     eps: float = field(default=1e-6, metadata={"help": "floor of s_full in the fine criterion"})
+
+    def __post_init__(self):
+        # the criteria are at most 1 (coarse: s_full - s_blind; fine: a ratio; relevance: a cosine), so
+        # a higher threshold keeps nothing; any threshold below their range keeps everything (filter off)
+        check_fields(self, ranges={"lambda_c": "(-inf, 1)", "lambda_f": "(-inf, 1]", "lambda_o": "(-inf, 1]",
+                                   "eps": "(0, 1]"})
 
 
 def criteria(s_full: float, s_blind: float, s_context: float, eps: float = 1e-6) -> tuple[float, float]:

@@ -18,13 +18,16 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ego3s.config import DEVICES, DTYPES, ConfigError, check_fields, check_report_to
 from ego3s.data.io import read_jsonl, write_jsonl
+from ego3s import skips
 from ego3s.files import write_json, write_text
 from ego3s.select import baselines
 from ego3s.select.csm import CSMThresholds, apply_filters, funnel, relevance_texts
 from ego3s.select.scoring import ScoringConfig
 
 METHODS = ("csm", "random", "full", "s1", "limo", "limr")
+LIMR_REWARDS = ("total", "accuracy", "format", "interaction", "overlong")  # the components `ego3s train` logs
 
 
 @dataclass
@@ -73,6 +76,19 @@ class SelectionConfig:
                 "highest interaction reliance, then language-prior gain); counted as `topped_up` in the "
                 "report. 0 keeps the method pure."})
 
+    def __post_init__(self):
+        check_fields(self, choices={"method": METHODS, "dtype": DTYPES, "device": DEVICES,
+                                    "limr_reward": LIMR_REWARDS},
+                     ranges={"budget": "[0, inf)", "budget_fraction": "(0, 1]", "limit": "[0, inf)",
+                             "s1_min_question_words": "[0, inf)", "s1_solved_threshold": "[0, 1]",
+                             "limo_k": "[1, inf)", "min_kept": "[0, inf)"})
+        check_report_to("report_to", self.report_to)
+        band = self.limo_band
+        if not (isinstance(band, (list, tuple)) and len(band) == 2
+                and all(isinstance(b, int) and not isinstance(b, bool) for b in band)
+                and 0 <= band[0] <= band[1] <= self.limo_k):
+            raise ConfigError(f"limo_band: {band!r} is not [low, high] with 0 <= low <= high <= limo_k ({self.limo_k})")
+
 
 def _budget(cfg: SelectionConfig, n: int) -> int:
     return cfg.budget if cfg.budget is not None else int(round(cfg.budget_fraction * n))
@@ -83,31 +99,56 @@ def relevance_scores(samples, embedder_path: str | None, cache_file: str | None 
 
     `cache_file` (JSON `{id: score}`) holds scores computed earlier, possibly on another machine
     (e.g. one that has the embedder's weights when the GPU machine has not); missing ids are
-    computed and the file is updated."""
+    computed and the file is updated. Beside it, `<cache_file>.texts.json` records a hash of the
+    texts each score was computed from: an id whose texts changed (other data with the same ids)
+    is computed again. Ids without a recorded hash (a file written by hand or elsewhere) are taken
+    as given."""
     import json
 
     from ego3s.embedding import cosine_pairs
+    from ego3s.identity import stable_hash
 
-    cached = json.loads(Path(cache_file).read_text()) if cache_file and Path(cache_file).exists() else {}
-    pairs = {s.id: t for s in samples if (t := relevance_texts(s)) is not None and s.id not in cached}
+    def _read(p):
+        return json.loads(Path(p).read_text()) if p and Path(p).exists() else {}
+
+    side = f"{cache_file}.texts.json" if cache_file else None
+    cached, hashes = _read(cache_file), _read(side)
+    texts = {s.id: relevance_texts(s) for s in samples}
+    now = {i: stable_hash(t) for i, t in texts.items() if t is not None}
+    stale = {i for i in cached if i in hashes and i in now and hashes[i] != now[i]}
+    cached = {i: v for i, v in cached.items() if i not in stale}
+    pairs = {i: t for i, t in texts.items() if t is not None and i not in cached}
     out: dict[str, float | None] = {s.id: cached.get(s.id) for s in samples}
     if pairs:
         sims = cosine_pairs([a for a, _ in pairs.values()], [b for _, b in pairs.values()], embedder_path)
         out.update(dict(zip(pairs, sims)))
         if cache_file:
             write_json(cache_file, {**cached, **{k: v for k, v in out.items() if v is not None}})
+            write_json(side, {**{i: h for i, h in hashes.items() if i not in stale},
+                              **{i: now[i] for i in pairs if out.get(i) is not None}})
     return out
 
 
 def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, processor=None) -> dict:
-    """Run one selection method end to end and write its outputs; returns the report."""
+    """Run one selection method end to end and write its outputs; returns the report. One process
+    at a time writes `cfg.out` (`ego3s.files.folder_lock`); every output is recomputed from the
+    samples read now, the score cache serving only the (sample, view) pairs whose sample is
+    unchanged (`ego3s.select.cache`)."""
+    from ego3s.files import folder_lock
+    from ego3s.identity import check_video_identity
+
     if cfg.method not in METHODS:
         raise ValueError(f"unknown selection method {cfg.method!r}; choose from {METHODS}")
     from ego3s.tracking import trainer_report_to
 
     trainer_report_to(cfg.report_to, "selection.report_to")  # an unknown tracker fails before the scoring
+    check_video_identity(cfg.scoring.video_identity, "scoring.video_identity")
+    with folder_lock(cfg.out, "ego3s select"):
+        return _run_selection(cfg, progress, model, processor)
+
+
+def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> dict:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     skipped_records: list = []
     samples = read_jsonl(cfg.data, skip_invalid=True, errors=skipped_records)
     if cfg.limit is not None:
@@ -200,10 +241,39 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
         report["topped_up"] = len(topped)
         report["thresholds"] = asdict(cfg.csm)
         _histograms(out, rows, samples, cfg.csm)
+    report["skips"] = _skips(skipped_records, rows)
     write_json(out / "report.json", report)
     write_text(out / "report.md", _markdown(report))
     _track(cfg, report, rows)
+    if not selected:
+        raise skips.nothing_produced("select", f"kept 0 of {len(samples)} candidates (report in {out / 'report.md'})",
+                                     report["skips"], _why_empty(cfg, report))
     return report
+
+
+def _skips(records: list, rows: list[dict]) -> dict:
+    """Invalid records, samples whose video or view could not be prepared, and invalid scores."""
+    out = skips.from_errors(records)
+    for r in rows:
+        if r.get("error"):
+            reason = ("no interaction boxes for the context view" if "needs interaction boxes" in r["error"]
+                      else "unreadable video")
+            skips.add(out, reason, 1, f"sample {r['id']!r}: {r['error']}")
+        elif r.get("invalid"):
+            skips.add(out, "invalid score (missing, not finite or outside [0, 1])", 1, f"sample {r['id']!r}")
+    return out
+
+
+def _why_empty(cfg: SelectionConfig, report: dict) -> str:
+    if not report["candidates"]:
+        return f"no valid candidate in {cfg.data}"
+    f = report.get("funnel")
+    if f is None:
+        return f"method {cfg.method!r} with budget {report['budget']}"
+    c = cfg.csm
+    return (f"CSM funnel: {f['scored'] - f['invalid']} validly scored, {f['after_coarse']} passed coarse "
+            f"(lambda_c={c.lambda_c}), {f['after_fine']} fine (lambda_f={c.lambda_f}), {f['after_relevance']} "
+            f"relevance (lambda_o={c.lambda_o}); lower a threshold or set min_kept")
 
 
 SCORE_KEYS = ("s_full", "s_blind", "s_context", "coarse", "fine", "relevance", "learning_impact")
@@ -255,7 +325,7 @@ def _limo_stats(cache, samples):
 
     counts, quality = {}, {}
     for s in samples:
-        rec = cache.get(s.id, "full")
+        rec = cache.get(s, "full")
         if not rec or rec.get("score") is None:
             continue
         comps = rec["completions"]
@@ -332,6 +402,7 @@ def _markdown(report: dict) -> str:
              f"- candidates: {report['candidates']}", f"- selected: {report['selected']} "
              f"({100 * report['kept_fraction']:.1f}%)",
              f"- invalid records skipped: {report['invalid_records_skipped']}"]
+    lines += [f"- {line}" for line in skips.lines(report.get("skips") or {})]
     sc = report.get("scoring") or {}
     if sc:
         lines.append(f"- scored: {sc.get('scored', 0)}, from cache: {sc.get('cached', 0)}, "
