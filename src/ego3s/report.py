@@ -1440,8 +1440,8 @@ def mechanism_lines(s: dict) -> list[tuple[bool | None, str]]:
                                  f"{fmt(d['refreshes_used'])} of them trained on."))
     r = m.get("reliance_rises") or {}
     if r.get("showed") is None:
-        out.append((None, "Counterfactual reliance (full-view minus hand-masked accuracy): not measured (evaluate "
-                          "with icu: true)."))
+        out.append((None, "Counterfactual reliance (full-view minus hand-masked accuracy): not measured (no "
+                          "evaluation results with it yet; the evaluation measures it with icu: true)."))
     else:
         d = r["detail"]
         verdict = ("rises: the trained model relies more on the hand" if r["showed"]
