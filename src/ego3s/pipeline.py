@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ego3s.config import ConfigError, check_range
 from ego3s.data.egosynth import EgoSynthConfig
 from ego3s.eval.runner import EvalConfig
 from ego3s.files import write_json
@@ -55,6 +56,18 @@ class RunConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        from ego3s.eval.benchmarks import get_benchmark
+
+        check_range("seed", self.seed, "[0, inf)")
+        if not self.eval_data:
+            raise ConfigError("eval_data: names no benchmark (e.g. [EgoSynth])")
+        for name in self.eval_data:  # a typo here would surface only after training
+            try:
+                get_benchmark(name)
+            except KeyError as e:
+                raise ConfigError(f"eval_data: {e.args[0]}") from None
 
 
 def versions() -> dict:
