@@ -145,7 +145,12 @@ def test_resume_skips_done_ids_and_survives_a_torn_line(tiny, synth, tmp_path, t
     assert sorted(r["id"] for r in recs) == sorted({r["id"] for r in recs}) and torn_id in {r["id"] for r in recs}
     assert res["benchmarks"]["egosynth"]["n_scored"] == 4
     # a previous run with more ranks left a rank-1 file (with a torn tail): merged, not regenerated
-    s4 = {"id": "s4", "rank": 1, "output": "B", "extracted": "B", "prompt_tokens": 1, "new_tokens": 1,
+    # (its line carries the sample's fingerprint, as every prediction line does)
+    from ego3s.eval.runner import _load_benchmark
+    from ego3s.identity import sample_fingerprint
+
+    fp4 = sample_fingerprint(next(s for s in _load_benchmark("EgoSynth", config(synth, out))[2] if s.id == "s4"))
+    s4 = {"id": "s4", "fp": fp4, "rank": 1, "output": "B", "extracted": "B", "prompt_tokens": 1, "new_tokens": 1,
           "t_generate": 0.1, "t_load": 0.0, "batch_size": 1}
     (out / "egosynth" / "predictions.rank1.jsonl").write_text(json.dumps(s4) + "\n" + '{"id": "s5", "outp')
     res = run_eval(config(synth, out, tiny_model_dir, limit=5), model, processor)

@@ -383,3 +383,15 @@ def test_reward_functions_pickle():
     for f in (accuracy_reward, format_reward, R_INT, total_reward, reward_components):
         g = pickle.loads(pickle.dumps(f))
         assert g([fmt("a mug", "B")], **close_cols(1)) == f([fmt("a mug", "B")], **close_cols(1))
+
+
+def test_training_config_checks_the_rule_when_it_is_made():
+    from ego3s.rl.train import TrainingConfig, reward_functions
+
+    with pytest.raises(ValueError, match="judge"):
+        TrainingConfig(open_correct="judge")
+    with pytest.raises(ValueError, match="open_correct_threshold"):
+        TrainingConfig(open_correct_threshold=2.0)
+    funcs = reward_functions(TrainingConfig(open_correct="exact", open_partial_credit=0.2), ["cup"])
+    assert [f.__name__ for f in funcs] == ["accuracy_reward", "format_reward", "interaction_reward", "correct_reward"]
+    assert all(f.config.open_correct == "exact" and f.config.open_partial_credit == 0.2 for f in funcs if hasattr(f, "config"))

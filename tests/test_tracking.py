@@ -202,3 +202,14 @@ def test_trainer_arguments_take_the_list_and_log_completions():
     with pytest.raises(ValueError, match="report_to: unknown tracker"):  # at construction: the config checks it
         grpo_args(TrainingConfig(out="/tmp/x", batch_size=4, per_device_train_batch_size=4, num_generations=2,
                                  report_to="tensorbord"))
+
+
+def test_the_run_level_report_to_fills_stages_left_at_none():
+    from ego3s.eval.runner import EvalConfig
+    from ego3s.pipeline import RunConfig, _tracked
+    from ego3s.select.run import SelectionConfig
+
+    run = RunConfig(report_to=["tensorboard"])
+    assert _tracked(run, SelectionConfig()).report_to == ["tensorboard"]
+    assert _tracked(run, EvalConfig(data=["egosynth"], report_to="wandb")).report_to == "wandb"  # its own wins
+    assert _tracked(RunConfig(), SelectionConfig()).report_to == "none"

@@ -58,7 +58,7 @@ def test_train_checkpoint_and_resume(tiny_model_dir, synth, tmp_path):
         assert sum(r["step"] == step for r in log) == PROMPTS_PER_STEP
     assert {r["sample_id"] for r in log} == ids  # 2 epochs of 8 samples, 4 prompts a step
     for r in log:
-        assert set(r["rewards"]) == {"accuracy", "format", "interaction", "total"}
+        assert set(r["rewards"]) == {"accuracy", "format", "interaction", "correct", "total"}
         assert all(len(v) == G for v in r["rewards"].values())
 
     # a crash after checkpoint-4: records of a step the resumed run redoes, and a torn last line

@@ -327,6 +327,8 @@ def test_dapo_defaults_are_the_papers():
     # clip-higher, token-level loss, no KL; a rollout trained as 16 mini-batches of batch_size completions
     assert (args.epsilon, args.epsilon_high, args.loss_type, args.beta) == (0.2, 0.28, "dapo", 0.0)
     assert args.gradient_accumulation_steps == 8 and args.steps_per_generation == 16 * 8 and args.num_iterations == 1
+    assert not args.mask_truncated_completions
+    assert grpo_args(TrainingConfig(strategy="dapo", mask_truncated_completions=True)).mask_truncated_completions
     # fewer prompts than 16 steps need (64 prompts per step): as many steps as the data holds
     assert grpo_args(cfg, world_size=8, num_prompts=300).steps_per_generation == 4 * 8
     assert optimizer_steps_per_generation("grpo", None, 64, 300) == 1  # the others stay on-policy

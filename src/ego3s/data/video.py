@@ -72,9 +72,13 @@ class FrameSampling:
     decode_threads: int | None = field(default=None, metadata={
         "help": "PyAV: threads that decode one long clip's stretches (None: 1 in a DataLoader worker, "
                 "else min(8, 2 x CPUs / processes on this machine))"})
+    video_identity: str = field(default="stat", metadata={
+        "help": "how a video file is recognised in caches, prediction logs and run identities: stat (path, size, "
+                "modification time) or content (a hash of its bytes: survives copies and touches, reads every "
+                "file once per process)"})
 
     def __post_init__(self):
-        check_fields(self, choices={"backend": BACKENDS},
+        check_fields(self, choices={"backend": BACKENDS, "video_identity": ("stat", "content")},
                      ranges={"nframes": "[1, inf)", "fps": "(0, inf)", "max_frames": "[1, inf)",
                              "max_pixels": "[1, inf)", "min_pixels": "[1, inf)", "decode_threads": "[1, inf)"})
 

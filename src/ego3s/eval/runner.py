@@ -41,6 +41,8 @@ from ego3s.files import append_jsonl, read_log, write_json, write_text
 VIEWS = ("full", "blind", "context")
 FORMATS = ("direct", "reasoning", "official")
 PRED_GLOB = "predictions.rank*.jsonl"
+# skip reasons that a rerun may cure (the file restored or fixed): tried again on every run
+RETRY_REASONS = ("missing_video", "unreadable_video", "missing_image", "unreadable_image")
 CONTEXT_DIR = "context"  # <out>/<benchmark>/context/: the context-view predictions of an --icu run
 # config keys that change what a prediction is: a resumed run must agree on them
 RUN_KEYS = ("view", "blind_mode", "context_fill", "fmt", "nframes", "fps", "max_frames", "max_pixels", "min_pixels",
@@ -95,7 +97,15 @@ class EvalConfig:
     icu: bool = field(default=False, metadata={
         "help": "interaction cue utilization, textual and attention (eager attention), where annotations allow"})
     icu_layers: str = field(default="mean", metadata={"help": "attention ICU: mean over all layers, or last"})
-    retry_skipped: bool = field(default=False, metadata={"help": "on resume, retry samples skipped before"})
+    retry_skipped: bool = field(default=False, metadata={
+        "help": "on resume, retry every sample skipped before (those skipped for a missing or unreadable file are "
+                "always retried)"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "out holds predictions of other settings or another model: delete them (the judge cache stays) "
+                "instead of refusing"})
+    video_identity: str = field(default="stat", metadata={
+        "help": "how a sample's video or image file is recognised in the prediction logs: stat (path, size, "
+                "modification time) or content (a hash of its bytes)"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
     device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
@@ -112,7 +122,7 @@ class EvalConfig:
             self.data = [d.strip() for d in self.data.split(",") if d.strip()]
         check_fields(self, choices={"view": VIEWS, "blind_mode": ("none", "blank"), "context_fill": ("mean", "blur"),
                                     "fmt": FORMATS, "icu_layers": ("mean", "last"), "backend": BACKENDS,
-                                    "dtype": DTYPES, "device": DEVICES},
+                                    "dtype": DTYPES, "device": DEVICES, "video_identity": ("stat", "content")},
                      ranges={"batch_size": "[1, inf)", "limit": "[0, inf)", "nframes": "[1, inf)",
                              "frames": "[1, inf)", "fps": "(0, inf)", "max_frames": "[1, inf)",
                              "max_pixels": "[1, inf)", "min_pixels": "[1, inf)", "decode_threads": "[1, inf)",
@@ -214,14 +224,17 @@ def shard(samples: list, rank: int, world: int) -> list:
 # ----------------------------------------------------------------------------------------------
 # Prediction files
 
-def read_predictions(folder: Path) -> dict[str, dict]:
-    """Every record of every `predictions.rank*.jsonl` in `folder`, by sample id. A prediction
-    wins over a `skipped` record of the same id; otherwise the first one read is kept."""
+def read_predictions(folder: Path, fps: dict[str, str] | None = None) -> dict[str, dict]:
+    """Every record of every `predictions.rank*.jsonl` in `folder`, by sample id. With `fps`
+    (sample id -> `ego3s.identity.sample_fingerprint`), only records of those very samples count:
+    a line of another sample with the same id (other data, an edited question, a replaced video)
+    or of a sample no longer asked for is left out, and that sample is predicted again. A
+    prediction wins over a `skipped` record of the same id; otherwise the first one read is kept."""
     out: dict[str, dict] = {}
     for path in sorted(folder.glob(PRED_GLOB)):
         for rec in read_log(path):
             sid = rec.get("id") if isinstance(rec, dict) else None
-            if sid is None:
+            if sid is None or (fps is not None and rec.get("fp") != fps.get(sid)):
                 continue
             old = out.get(sid)
             if old is None or ("skipped" in old and "skipped" not in rec):
@@ -229,22 +242,40 @@ def read_predictions(folder: Path) -> dict[str, dict]:
     return out
 
 
-def check_run(out: Path, key: dict) -> None:
-    """Refuse to mix predictions of different settings in one folder."""
+def is_done(rec: dict, retry_skipped: bool = False) -> bool:
+    """Whether a prediction record needs no new attempt: a prediction, or a skip for a reason that
+    cannot change by itself (a skip for a missing or unreadable file is tried again)."""
+    if "skipped" not in rec:
+        return True
+    return not retry_skipped and rec["skipped"] not in RETRY_REASONS
+
+
+def check_run(out: Path, key: dict, overwrite: bool = False) -> None:
+    """Refuse to mix predictions of different settings or models in one folder; with `overwrite`
+    delete them (and the results made from them; the judge cache, keyed by its own prompts, stays)."""
     path = out / "run.json"
     if not path.exists():
         return
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return
+        old = {}
     if "frames" in old and "nframes" not in old:  # written before EvalConfig.frames became nframes
         old["nframes"] = old.pop("frames")
-    diff = [k for k in key if k in old and old[k] != key[k]]
-    if diff:
-        raise ValueError(f"{out}: holds predictions made with other settings ("
-                         + ", ".join(f"{k}: {old[k]!r} then, {key[k]!r} now" for k in diff)
-                         + "); use another --out or delete the folder")
+    diff = [k for k in key if old.get(k, "<absent>") != key[k]]
+    if not diff:
+        return
+    what = ", ".join(f"{k}: {old.get(k, '<absent>')!r} then, {key[k]!r} now" for k in diff)
+    if not overwrite:
+        raise ValueError(f"{out}: holds predictions made with other settings ({what}); choose another --out, or "
+                         f"pass --overwrite to delete them")
+    import shutil
+
+    print(f"{out}: --overwrite: deleting predictions made with other settings ({what})", flush=True)
+    for p in out.iterdir():
+        if p.name in ("judge_cache.jsonl",) or p.name.startswith(".ego3s.lock"):
+            continue
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -397,8 +428,13 @@ def _load_benchmark(name: str, cfg: EvalConfig):
 
 
 def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConfig, pred_path: Path, *,
-                   done: set[str], rank: int, on_batch: Callable[[int], None] | None = None) -> dict:
-    """Generate this rank's remaining samples of one benchmark; append each result to `pred_path`."""
+                   done: set[str], rank: int, on_batch: Callable[[int], None] | None = None,
+                   fps: dict[str, str] | None = None) -> dict:
+    """Generate this rank's remaining samples of one benchmark; append each result to `pred_path`,
+    with the sample's fingerprint (`fps`, computed here when not given) so that a later run
+    serves it only for the same sample."""
+    from ego3s.identity import sample_fingerprint
+
     from tqdm.auto import tqdm
 
     from ego3s.eval.icu import attention_icu
@@ -406,6 +442,10 @@ def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConf
 
     scfg = cfg.scoring()
     todo = [s for s in samples if s.id not in done]
+    fps = dict(fps or {})
+    for s in todo:
+        if s.id not in fps:
+            fps[s.id] = sample_fingerprint(s, cfg.video_identity)
     tok = processor.tokenizer
     texts = [bench.question_text(s, cfg.fmt) for s in todo]
     lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if todo else []
@@ -423,7 +463,8 @@ def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConf
             try:
                 msgs, vis, clip = prepare(s, bench, cfg, scfg)
             except Skip as e:
-                append_jsonl(pred_path, {"id": s.id, "rank": rank, "skipped": e.reason, "error": str(e)})
+                append_jsonl(pred_path, {"id": s.id, "fp": fps[s.id], "rank": rank, "skipped": e.reason,
+                                         "error": str(e)})
                 stats[f"skipped_{e.reason}"] += 1
                 continue
             ready.append((s, msgs, vis, clip, time.perf_counter() - t0))
@@ -439,14 +480,15 @@ def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConf
                     groups += [[g] for g in group]
                     continue
                 s = group[0][0]
-                append_jsonl(pred_path, {"id": s.id, "rank": rank, "skipped": "bad_input", "error": str(e)[:500]})
+                append_jsonl(pred_path, {"id": s.id, "fp": fps[s.id], "rank": rank, "skipped": "bad_input",
+                                         "error": str(e)[:500]})
                 stats["skipped_bad_input"] += 1
                 continue
             answers, info = generate_batch(model, processor, enc, [answer_budget(s, bench, cfg) for s, *_ in group],
                                            static_cache=cfg.static_cache)
             for (s, msgs, vis, clip, t_load), ids, n_prompt in zip(group, answers, info["prompt_tokens"]):
                 output = tok.decode(ids, skip_special_tokens=True)
-                rec = {"id": s.id, "rank": rank, "output": output, "extracted": bench.extract(s, output),
+                rec = {"id": s.id, "fp": fps[s.id], "rank": rank, "output": output, "extracted": bench.extract(s, output),
                        "prompt_tokens": int(n_prompt), "new_tokens": len(ids), "t_load": round(t_load, 4),
                        "t_generate": round(info["seconds"], 4), "batch_size": info["batch_size"]}
                 if cfg.icu and clip is not None and s.interaction is not None and s.interaction.boxes:
@@ -736,13 +778,23 @@ def run_eval(cfg: EvalConfig, model=None, processor=None, echo: Callable[[str], 
     rank 0 (also written to `cfg.out`), `{}` on the other ranks. `model`/`processor` may be given
     (already loaded; with `icu` a given model is switched to eager attention); `echo` prints the
     table and, with `verbose`, a few samples."""
-    from ego3s.models.loading import load_model, model_fingerprint
+    from ego3s.files import folder_lock
+    from ego3s.identity import check_video_identity
 
     if not cfg.data:
         raise ValueError("no benchmarks given (data)")
     from ego3s.tracking import trainer_report_to
 
     trainer_report_to(cfg.report_to, "eval.report_to")  # an unknown tracker fails before generation
+    check_video_identity(cfg.video_identity)
+    with folder_lock(cfg.out, "ego3s eval"):  # rank 0 holds it; the ranks share the folder
+        return _run_eval(cfg, model, processor, echo)
+
+
+def _run_eval(cfg: EvalConfig, model, processor, echo) -> dict:
+    from ego3s.identity import sample_fingerprint
+    from ego3s.models.loading import load_model, model_fingerprint
+
     out = Path(cfg.out)
     rank, world, _ = dist_info()
     owned = init_distributed(cfg.dist_timeout_minutes)
@@ -764,7 +816,10 @@ def run_eval(cfg: EvalConfig, model=None, processor=None, echo: Callable[[str], 
             model.set_attn_implementation("eager")
         fingerprint = model_fingerprint(cfg.model if cfg.model and Path(cfg.model).is_dir() else model)
         key = {"model_fingerprint": fingerprint, **{k: getattr(cfg, k) for k in RUN_KEYS}}
-        check_run(out, key)
+        if rank == 0:
+            check_run(out, key, overwrite=cfg.overwrite)
+        barrier()  # rank 0 may have cleared the folder
+        check_run(out, key)  # every rank: refuses, as rank 0 did, where rank 0 refused
         out.mkdir(parents=True, exist_ok=True)
         if rank == 0 and not (out / "run.json").exists():
             write_json(out / "run.json", key)
@@ -774,24 +829,26 @@ def run_eval(cfg: EvalConfig, model=None, processor=None, echo: Callable[[str], 
         reliance = cfg.icu and cfg.view == "full"
         ccfg = dataclasses.replace(cfg, view="context", icu=False)
         plans = []
+        fps = {}  # benchmark -> {sample id: fingerprint}: a prediction counts only for its very sample
         for bench, path, samples in loaded:
             folder = _bench_folder(out, bench)
             folder.mkdir(parents=True, exist_ok=True)
             pred_path = folder / f"predictions.rank{rank}.jsonl"
-            records = read_predictions(folder)
-            done = {i for i, r in records.items() if not (cfg.retry_skipped and "skipped" in r)}
+            fps[bench.name] = {s.id: sample_fingerprint(s, cfg.video_identity) for s in samples}
+            records = read_predictions(folder, fps[bench.name])
+            done = {i for i, r in records.items() if is_done(r, cfg.retry_skipped)}
             plans.append((bench, path, samples, pred_path, done, cfg))
             if reliance:  # the context view of the annotated samples, for the counterfactual reliance
                 cfolder = folder / CONTEXT_DIR
                 cfolder.mkdir(parents=True, exist_ok=True)
-                crecords = read_predictions(cfolder)
-                cdone = {i for i, r in crecords.items() if not (cfg.retry_skipped and "skipped" in r)}
+                crecords = read_predictions(cfolder, fps[bench.name])
+                cdone = {i for i, r in crecords.items() if is_done(r, cfg.retry_skipped)}
                 plans.append((bench, path, [s for s in samples if _annotated(s)],
                               cfolder / f"predictions.rank{rank}.jsonl", cdone, ccfg))
         barrier()  # every rank has read the files before anyone appends to them
         for bench, path, samples, pred_path, done, pcfg in plans:
             stats = generate_shard(model, processor, bench, shard(samples, rank, world), pcfg, pred_path, done=done,
-                                   rank=rank)
+                                   rank=rank, fps=fps[bench.name])
             if pcfg is cfg:
                 gen_stats[bench.name] = stats
             else:
@@ -811,8 +868,8 @@ def run_eval(cfg: EvalConfig, model=None, processor=None, echo: Callable[[str], 
                    "config": cfg.public(), "benchmarks": {}}
         for bench, path, samples in loaded:
             folder = _bench_folder(out, bench)
-            records = read_predictions(folder)
-            crecords = read_predictions(folder / CONTEXT_DIR) if reliance else None
+            records = read_predictions(folder, fps[bench.name])
+            crecords = read_predictions(folder / CONTEXT_DIR, fps[bench.name]) if reliance else None
             summary, rows = score_benchmark(bench, path, samples, records, cfg, judge=judge,
                                             context_records=crecords)
             summary["this_run"] = gen_stats.get(bench.name, {})

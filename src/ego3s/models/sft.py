@@ -123,9 +123,22 @@ def sft_args(cfg: SFTRunConfig, bf16: bool):
         use_cpu=not torch.cuda.is_available())  # see ego3s.rl.train.grpo_args
 
 
-def run_sft(cfg: SFTRunConfig, resume: bool = False):
+def run_sft(cfg: SFTRunConfig, resume: bool = False, overwrite: bool = False):
     """Train; `out/final` holds the model (or the LoRA adapter, for `ego3s merge`) and the
-    processor. Returns the trainer (its state holds the log history)."""
+    processor. Returns the trainer (its state holds the log history). One process at a time
+    writes `out`; its checkpoints are resumed only for the same model, data and settings
+    (`ego3s.identity.claim_folder`; `overwrite` deletes those of another run)."""
+    from ego3s.files import folder_lock
+    from ego3s.identity import check_video_identity
+
+    check_video_identity(cfg.video_identity)
+    with folder_lock(cfg.out, "ego3s sft"):
+        return _run_sft(cfg, resume, overwrite)
+
+
+def _run_sft(cfg: SFTRunConfig, resume: bool, overwrite: bool):
+    import os
+
     import torch
     from trl import SFTTrainer
 
@@ -138,6 +151,17 @@ def run_sft(cfg: SFTRunConfig, resume: bool = False):
     out.mkdir(parents=True, exist_ok=True)
     errors: list = []
     ds = sft_dataset(cfg, errors)
+    if os.environ.get("RANK", "0") == "0":
+        from ego3s.data.io import read_jsonl
+        from ego3s.identity import claim_folder
+        from ego3s.rl.train import NOT_IDENTITY, start_model_fingerprint, training_identity
+
+        if not Path(cfg.model).is_dir():
+            raise FileNotFoundError(f"model: {cfg.model!r} is not a model folder")
+        ident = training_identity(cfg, read_jsonl(cfg.data, skip_invalid=True), start_model_fingerprint(cfg.model),
+                                  leave_out=NOT_IDENTITY)
+        claim_folder(out, ident, resume=resume, overwrite=overwrite,
+                     outputs=("checkpoint-*", "final", "final.partial", "log_history.json"), what="sft run")
     model, processor = load_model(cfg.model, dtype=cfg.dtype)  # Qwen2.5-VL's rope index patched there
     model.train()
     if cfg.freeze_vision and not cfg.lora:

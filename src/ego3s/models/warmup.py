@@ -245,15 +245,34 @@ def _finite(value) -> bool:
         return True  # not a number: nothing to judge
 
 
-def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool = False) -> Path:
-    """Train and save the warmed-up model (with its processor) to `out/final`."""
+# warm-up settings that change no trained value (see ego3s.rl.train.NOT_IDENTITY); `steps` is
+# not among them: the warm-up's cosine schedule spans its steps
+WARMUP_NOT_IDENTITY = ("save_steps", "workers", "decode_threads", "video_identity")
+
+
+def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool = False,
+           overwrite: bool = False) -> Path:
+    """Train and save the warmed-up model (with its processor) to `out/final`. One process at a
+    time writes `out`; its checkpoints are resumed only for the same model, data and settings
+    (`ego3s.identity.claim_folder`; `overwrite` deletes those of another run)."""
+    from ego3s.files import folder_lock
+    from ego3s.identity import check_video_identity
+
+    check_video_identity(cfg.video_identity)
+    with folder_lock(out, "ego3s warm-up"):
+        return _warmup(model_dir, data, out, cfg, resume, overwrite)
+
+
+def _warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool, overwrite: bool) -> Path:
     import json
+    import os
 
     import datasets
     import torch
     from transformers import Trainer, TrainingArguments
 
     from ego3s.data.io import read_jsonl
+    from ego3s.identity import config_identity
     from ego3s.models.loading import downcast, load_model, patch_qwen25_rope_index, upcast_trainable
     from ego3s.models.loading import load_checkpoint_weights
     from ego3s.rl.train import VISION_PREFIXES, last_checkpoint
@@ -265,6 +284,17 @@ def warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool 
         raise skips.nothing_produced("warmup", f"{data}: no valid sample", invalid)
     for line in skips.lines(invalid, "warmup"):
         print(line, file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":
+        from ego3s.identity import claim_folder, data_fingerprint, jsonl_fingerprint
+        from ego3s.models.loading import model_fingerprint
+
+        vdata = cfg.vision_pretrain.data
+        ident = {"model": model_fingerprint(model_dir), "data": data_fingerprint(samples, cfg.video_identity),
+                 "vision_data": jsonl_fingerprint(vdata, cfg.video_identity) if vdata else None,
+                 "config": config_identity(cfg, WARMUP_NOT_IDENTITY)}
+        claim_folder(out, ident, resume=resume, overwrite=overwrite, what="warm-up",
+                     outputs=("checkpoint-*", "final", "log_history.json", "vision_pretrain.json"),
+                     logs=("skipped.jsonl",))
     model, processor = load_model(model_dir, dtype="float32" if not torch.cuda.is_available() else "bfloat16")
     patch_qwen25_rope_index(model)
     for name, p in model.named_parameters():

@@ -22,6 +22,14 @@ from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
 
 
+def _reward_key(name: str):
+    """A TrainingConfig field that mirrors RewardConfig's field `name` (default and help)."""
+    from ego3s.rl.rewards import RewardConfig
+
+    f = RewardConfig.__dataclass_fields__[name]
+    return field(default=f.default, metadata=f.metadata)
+
+
 @dataclass
 class TrainingConfig(FrameSampling):
     model: str = field(default="", metadata={"help": "local model folder to start from"})
@@ -42,6 +50,9 @@ class TrainingConfig(FrameSampling):
         "help": "dapo: soft overlong punishment cache L_cache in tokens (penalty 0 up to max_completion_length - "
                 "L_cache, linear to -1 at max_completion_length). None: a fifth of max_completion_length, the "
                 "paper's 4,096 of 20,480"})
+    mask_truncated_completions: bool = field(default=False, metadata={
+        "help": "leave completions cut at max_completion_length out of the loss (TRL's option; DAPO's "
+                "'overlong filtering', which the paper replaced by the soft overlong punishment)"})
     # the interaction-centric reward (paper's names)
     alpha: float = field(default=0.5, metadata={"help": "penalty weight for object mentions above N"})
     N: int = field(default=5, metadata={"help": "allowed object mentions inside <think>"})
@@ -50,17 +61,11 @@ class TrainingConfig(FrameSampling):
     interaction_reward: bool = field(default=True, metadata={"help": "add r_int (off: plain accuracy + format)"})
     open_metric: str = field(default="rouge_l", metadata={
         "help": "open-QA partial credit of a wrong answer: rouge_l or similarity (x open_partial_credit)"})
-    open_correct: str = field(default="rouge_l", metadata={
-        "help": "when an open answer is correct (r_acc = 1, r_int paid): rouge_l or similarity at or above "
-                "open_correct_threshold (ROUGE-L on normalised texts), exact (normalised match) or judge"})
-    open_correct_threshold: float = field(default=0.7, metadata={
-        "help": "threshold of the rouge_l / similarity correctness rules (docs/rewards.md argues 0.7)"})
-    open_partial_credit: float = field(default=0.5, metadata={
-        "help": "r_acc of a wrong open answer = this x open_metric; alpha + this <= 1 keeps every correct answer "
-                "at or above every wrong one"})
-    judge: dict | None = field(default=None, metadata={
-        "help": "open_correct: judge: ego3s.eval.judge.Judge keyword arguments (model, base_url, cache, ...) "
-                "plus rubric (egothink or egotextvqa)"})
+    # when an open answer is correct: the same keys, defaults and help as the reward's own config
+    open_correct: str = _reward_key("open_correct")
+    open_correct_threshold: float = _reward_key("open_correct_threshold")
+    open_partial_credit: float = _reward_key("open_partial_credit")
+    judge: dict | None = _reward_key("judge")
     # optimisation (paper's names where it has them)
     learning_rate: float = field(default=1e-6, metadata={"help": "AdamW learning rate"})
     batch_size: int = field(default=512, metadata={
@@ -163,12 +168,17 @@ def training_dataset(samples, fmt: str = "reasoning"):
     return datasets.Dataset.from_list(rows)
 
 
+def reward_rule(cfg: TrainingConfig) -> dict:
+    """The open-QA keys every reward function gets (accuracy, gate and correctness agree)."""
+    return dict(open_metric=cfg.open_metric, open_correct=cfg.open_correct,
+                open_correct_threshold=cfg.open_correct_threshold, open_partial_credit=cfg.open_partial_credit,
+                judge=cfg.judge)
+
+
 def reward_functions(cfg: TrainingConfig, vocabulary: list[str]) -> list:
     from ego3s.rl import rewards as R
 
-    rule = dict(open_metric=cfg.open_metric, open_correct=cfg.open_correct,
-                open_correct_threshold=cfg.open_correct_threshold, open_partial_credit=cfg.open_partial_credit,
-                judge=cfg.judge)
+    rule = reward_rule(cfg)
     funcs = [R.make_accuracy_reward(**rule), R.format_reward]
     if cfg.interaction_reward:
         funcs.append(R.make_interaction_reward(alpha=cfg.alpha, N=cfg.N, H=cfg.H, vocabulary=vocabulary, **rule))
@@ -207,6 +217,7 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
                                                     cfg.batch_size // cfg.num_generations, num_prompts)
     return GRPOConfig(
         num_iterations=cfg.num_iterations, steps_per_generation=per_generation * accumulation,
+        mask_truncated_completions=cfg.mask_truncated_completions,
         output_dir=cfg.out, learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=accumulation,
@@ -296,8 +307,49 @@ def make_ecr_scorer(cfg: TrainingConfig, processor, samples_by_id: dict, curricu
     return scorer
 
 
-def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processor=None, callbacks=None):
-    """Train; returns the trainer (its state holds the log history)."""
+# keys that change no trained value: where the run goes, how long it runs (`--resume` may extend a
+# run), how often it saves and logs, how fast clips decode and how files are recognised
+NOT_IDENTITY = ("model", "data", "candidates", "out", "max_steps", "num_train_epochs", "save_steps",
+                "save_total_limit", "logging_steps", "report_to", "decode_threads", "video_identity",
+                "gradient_checkpointing")
+RUN_OUTPUTS = ("checkpoint-*", "final", "final.partial", "rewards.jsonl", "ecr_events.jsonl", "ecr_cache",
+               "log_history.json")
+
+
+def training_identity(cfg, samples, model_fp: str, extra: dict | None = None,
+                      leave_out: tuple[str, ...] = NOT_IDENTITY) -> dict:
+    """What a training run's checkpoints depend on: the starting model's fingerprint, the training
+    samples' fingerprints (content and video files) and the settings that change values."""
+    from ego3s.identity import config_identity, data_fingerprint
+
+    return {"model": model_fp, "data": data_fingerprint(samples, cfg.video_identity), **(extra or {}),
+            "config": config_identity(cfg, leave_out)}
+
+
+def start_model_fingerprint(path: str, model=None) -> str:
+    """The fingerprint of the model a run starts from: its folder's, else the live model's."""
+    from ego3s.models.loading import model_fingerprint
+
+    return model_fingerprint(path if path and Path(path).is_dir() else model)
+
+
+def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processor=None, callbacks=None,
+                 overwrite: bool = False):
+    """Train; returns the trainer (its state holds the log history).
+
+    One process (group) at a time writes `cfg.out` (`ego3s.files.folder_lock`). Into a folder
+    holding checkpoints: `resume` continues them only when they were trained from the same model,
+    data and settings (`identity.json`, `ego3s.identity.claim_folder`), `overwrite` deletes them,
+    and otherwise the run is refused."""
+    from ego3s.files import folder_lock
+    from ego3s.identity import check_video_identity
+
+    check_video_identity(cfg.video_identity)
+    with folder_lock(cfg.out, "ego3s train"):
+        return _run_training(cfg, resume, model, processor, callbacks, overwrite)
+
+
+def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks, overwrite: bool):
     import torch
 
     from ego3s.data.io import read_jsonl
@@ -319,6 +371,15 @@ def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processo
     samples = read_jsonl(cfg.data, skip_invalid=True, errors=errors)
     if not samples:
         raise skips.nothing_produced("train", f"{cfg.data}: no valid training sample", skips.from_errors(errors))
+    if os.environ.get("RANK", "0") == "0":  # one rank checks and clears the shared folder
+        from ego3s.identity import claim_folder, jsonl_fingerprint
+
+        extra = {"candidates": jsonl_fingerprint(cfg.candidates, cfg.video_identity)
+                 if cfg.ecr.ecr and cfg.candidates else None}
+        if model is None and not Path(cfg.model).is_dir():
+            raise FileNotFoundError(f"model: {cfg.model!r} is not a model folder")
+        ident = training_identity(cfg, samples, start_model_fingerprint(cfg.model, model), extra)
+        claim_folder(out, ident, resume=resume, overwrite=overwrite, outputs=RUN_OUTPUTS, what="training run")
     if model is None:
         model, processor = load_model(cfg.model, dtype=cfg.dtype)
     if cfg.freeze_vision and not cfg.lora:

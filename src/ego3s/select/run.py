@@ -91,31 +91,56 @@ def relevance_scores(samples, embedder_path: str | None, cache_file: str | None 
 
     `cache_file` (JSON `{id: score}`) holds scores computed earlier, possibly on another machine
     (e.g. one that has the embedder's weights when the GPU machine has not); missing ids are
-    computed and the file is updated."""
+    computed and the file is updated. Beside it, `<cache_file>.texts.json` records a hash of the
+    texts each score was computed from: an id whose texts changed (other data with the same ids)
+    is computed again. Ids without a recorded hash (a file written by hand or elsewhere) are taken
+    as given."""
     import json
 
     from ego3s.embedding import cosine_pairs
+    from ego3s.identity import stable_hash
 
-    cached = json.loads(Path(cache_file).read_text()) if cache_file and Path(cache_file).exists() else {}
-    pairs = {s.id: t for s in samples if (t := relevance_texts(s)) is not None and s.id not in cached}
+    def _read(p):
+        return json.loads(Path(p).read_text()) if p and Path(p).exists() else {}
+
+    side = f"{cache_file}.texts.json" if cache_file else None
+    cached, hashes = _read(cache_file), _read(side)
+    texts = {s.id: relevance_texts(s) for s in samples}
+    now = {i: stable_hash(t) for i, t in texts.items() if t is not None}
+    stale = {i for i in cached if i in hashes and i in now and hashes[i] != now[i]}
+    cached = {i: v for i, v in cached.items() if i not in stale}
+    pairs = {i: t for i, t in texts.items() if t is not None and i not in cached}
     out: dict[str, float | None] = {s.id: cached.get(s.id) for s in samples}
     if pairs:
         sims = cosine_pairs([a for a, _ in pairs.values()], [b for _, b in pairs.values()], embedder_path)
         out.update(dict(zip(pairs, sims)))
         if cache_file:
             write_json(cache_file, {**cached, **{k: v for k, v in out.items() if v is not None}})
+            write_json(side, {**{i: h for i, h in hashes.items() if i not in stale},
+                              **{i: now[i] for i in pairs if out.get(i) is not None}})
     return out
 
 
 def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, processor=None) -> dict:
-    """Run one selection method end to end and write its outputs; returns the report."""
+    """Run one selection method end to end and write its outputs; returns the report. One process
+    at a time writes `cfg.out` (`ego3s.files.folder_lock`); every output is recomputed from the
+    samples read now, the score cache serving only the (sample, view) pairs whose sample is
+    unchanged (`ego3s.select.cache`)."""
+    from ego3s.files import folder_lock
+    from ego3s.identity import check_video_identity
+
     if cfg.method not in METHODS:
         raise ValueError(f"unknown selection method {cfg.method!r}; choose from {METHODS}")
     from ego3s.tracking import trainer_report_to
 
     trainer_report_to(cfg.report_to, "selection.report_to")  # an unknown tracker fails before the scoring
+    check_video_identity(cfg.scoring.video_identity, "scoring.video_identity")
+    with folder_lock(cfg.out, "ego3s select"):
+        return _run_selection(cfg, progress, model, processor)
+
+
+def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> dict:
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     skipped_records: list = []
     samples = read_jsonl(cfg.data, skip_invalid=True, errors=skipped_records)
     if cfg.limit is not None:
@@ -275,7 +300,7 @@ def _limo_stats(cache, samples):
 
     counts, quality = {}, {}
     for s in samples:
-        rec = cache.get(s.id, "full")
+        rec = cache.get(s, "full")
         if not rec or rec.get("score") is None:
             continue
         comps = rec["completions"]

@@ -7,7 +7,7 @@ Two estimators (see docs/selection.md):
 
 Scores go to a `ScoreCache` as they are computed, so a killed run resumes where it stopped. A
 sample whose video cannot be read gets `score: None` with the error, is counted, and is never
-fatal.
+fatal; the next run tries it again (the file may be back).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def score_all(model, processor, samples: list[Sample], cfg: ScoringConfig, cache
     from tqdm.auto import tqdm
 
     fmt = "direct" if cfg.estimator == "likelihood" else "reasoning"
-    todo = [s for s in samples if any((s.id, v) not in cache for v in cfg.views)]
+    todo = [s for s in samples if not all(cache.done(s, v) for v in cfg.views)]
     # padding-aware batching: similar prompt lengths together (frames dominate the length)
     todo.sort(key=lambda s: ((s.end or 0) - (s.start or 0), len(s.question) + len(s.answer_text)))
     stats = {"scored": 0, "skipped_unreadable": 0, "cached": len(samples) - len(todo)}
@@ -143,13 +143,13 @@ def score_all(model, processor, samples: list[Sample], cfg: ScoringConfig, cache
                 clip = load_sample_clip(s, **cfg.sampling_kwargs()) if s.video is not None else None
                 ready = {}
                 for v in cfg.views:
-                    if (s.id, v) not in cache:
+                    if not cache.done(s, v):
                         kind, vis = sample_view(s, v, cfg, clip)
                         ready[v] = (s, build_messages(s, fmt=fmt, visual=kind), vis)
             except (VideoError, OSError, ValueError) as e:
                 stats["skipped_unreadable"] += 1
                 for v in cfg.views:
-                    cache.put(s.id, v, None, error=str(e)[:500])
+                    cache.put(s, v, None, error=str(e)[:500])
                 continue
             for v, item in ready.items():
                 per_view[v].append(item)
@@ -158,10 +158,10 @@ def score_all(model, processor, samples: list[Sample], cfg: ScoringConfig, cache
                 continue
             if cfg.estimator == "likelihood":
                 for (s, _, _), sc in zip(items, likelihood_batch(model, processor, items)):
-                    cache.put(s.id, v, sc)
+                    cache.put(s, v, sc)
             elif cfg.estimator == "sampling":
                 for (s, _, _), (sc, comps) in zip(items, sampling_batch(model, processor, items, cfg)):
-                    cache.put(s.id, v, sc, completions=comps)
+                    cache.put(s, v, sc, completions=comps)
             else:
                 raise ValueError(f"unknown estimator {cfg.estimator!r}; use likelihood or sampling")
         stats["scored"] += len(batch)
@@ -180,7 +180,7 @@ def score_table(samples: Iterable[Sample], cache: ScoreCache, views: Iterable[st
     for s in samples:
         r = {"id": s.id}
         for v in views:
-            rec = cache.get(s.id, v)
+            rec = cache.get(s, v)
             r[f"s_{v}"] = rec["score"] if rec else None
             if rec and rec.get("error"):
                 r["error"] = rec["error"]
