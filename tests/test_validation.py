@@ -268,7 +268,7 @@ def test_file_system_errors_are_one_line_naming_the_path(invalid, tmp_path, monk
 
 
 def test_a_full_disk_while_writing_names_the_file(invalid, tmp_path, monkeypatch):
-    """ENOSPC raised by fsync (where a full disk shows) carries no file name; the atomic writer adds it."""
+    """ENOSPC raised by fsync (where a full disk shows) carries no file name; ego3s.files adds it."""
     import os
 
     def full(fd):
@@ -277,9 +277,15 @@ def test_a_full_disk_while_writing_names_the_file(invalid, tmp_path, monkeypatch
     monkeypatch.setattr(os, "fsync", full)
     r = cli("select", "method=full", f"data={invalid['file']}", f"out={tmp_path / 'sel'}")
     assert r.exit_code == 1
-    assert r.output.strip() == f"error: {tmp_path / 'sel' / 'selected.jsonl'}: no space left on the device: free " \
+    # the first file written in `sel` is the folder's lock
+    assert r.output.strip() == f"error: {tmp_path / 'sel' / '.ego3s.lock'}: no space left on the device: free " \
                                "space or write the outputs elsewhere"
     assert not list((tmp_path / "sel").glob(".*.tmp"))  # no temp file left behind
+    from ego3s.files import write_json
+
+    with pytest.raises(OSError) as e:  # and an output file's own fsync names that file
+        write_json(tmp_path / "out.json", {"a": 1})
+    assert e.value.filename == str(tmp_path / "out.json") and not list(tmp_path.glob(".out.json.*"))
 
 
 def test_an_output_path_that_is_a_file_is_named(invalid, tmp_path):
