@@ -140,7 +140,7 @@ def info() -> None:
 
 
 @app.command("build-model")
-def build_model(kind: str = typer.Argument(..., help="tiny (tests), tiny-qwen2vl (tests, another family) or smol (demo backbone, 135M)"),
+def build_model(kind: str = typer.Argument(..., help="tiny (tests), tiny-qwen2vl (tests, another family), mini (from scratch, 1.6M, CPU experiments) or smol (demo backbone, 135M)"),
                 out: Path = typer.Option(..., "--out", help="folder to save the model and processor in"),
                 seed: int = typer.Option(0, help="seed of the randomly initialised parts")) -> None:
     """Build an offline Qwen2.5-VL (`tiny` or `smol`) and save it with save_pretrained."""

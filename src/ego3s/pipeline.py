@@ -45,7 +45,7 @@ STAGES = ("data", "model", "warmup", "select", "train", "eval", "report")
 class RunConfig:
     out: str = field(default="runs/ego3s", metadata={"help": "run folder"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
-    model: str = field(default="smol", metadata={"help": "a builder (mini: the CPU demo backbone; smol: the GPU one; tiny: tests), or a local model folder"})
+    model: str = field(default="smol", metadata={"help": "a builder (smol: the demo backbone; mini: from scratch, CPU experiments; tiny: tests), or a local model folder"})
     data: str | None = field(default=None, metadata={
         "help": "training pool (JSONL); None generates EgoSynth with `egosynth`"})
     eval_data: list[str] = field(default_factory=lambda: ["EgoSynth"], metadata={
