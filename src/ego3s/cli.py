@@ -91,6 +91,7 @@ def _global(debug: bool = typer.Option(False, "--debug", help="full tracebacks o
     global _debug
     _debug = debug
 
+
 _OPTIONAL = {  # import name -> what it enables
     "av": "video decoding (PyAV, default backend)",
     "decord": "video decoding (decord backend)",
