@@ -82,7 +82,7 @@ class SelectionConfig:
                      ranges={"budget": "[0, inf)", "budget_fraction": "(0, 1]", "limit": "[0, inf)",
                              "s1_min_question_words": "[0, inf)", "s1_max_new_tokens": "[1, inf)",
                              "limr_min_epochs": "[1, inf)", "limr_min_coverage": "[0, 1]",
-                             "limo_k": "[1, inf)", "min_kept": "[0, inf)"})
+                             "limo_k": "[1, inf)", "min_kept": "[0, inf)", "seed": "[0, inf)"})
         check_report_to("report_to", self.report_to)
         band = self.limo_band
         if not (isinstance(band, (list, tuple)) and len(band) == 2
