@@ -33,9 +33,10 @@ fi
 #    filtered. The thresholds and the 448x448 / 2 fps / 16-frame sampling are those of
 #    configs/selection_config.yaml; `key=value` arguments override any of them.
 #    NOTE: scoring is not sharded across GPUs yet: `ego3s select` is one process on one GPU
-#    (launching it under torchrun would only score the pool N times). On one H100 the 7B scores
-#    about 4.5 samples/s per view at this resolution, so 12,000 samples x 3 views take roughly
-#    2-3 hours. The score cache (cache/) makes an interrupted run resume where it stopped.
+#    (launching it under torchrun would only score the pool N times). On one H200 the 7B scores
+#    about 1.0 sample/s with all three views at this resolution (540p H.264 decoded on 16 CPU
+#    cores; docs/at_scale.md), so 12,000 samples take about 3.2 hours, 20 GiB of GPU memory. The
+#    score cache (cache/) makes an interrupted run resume where it stopped.
 #    Arguments of this script are passed on to `ego3s select` (key=value, later ones win), e.g.
 #    `relevance_file=relevance.json` on a GPU machine without the sentence embedder's package
 #    (compute the file once elsewhere: docs/selection.md).

@@ -348,7 +348,7 @@ def test_smol_video_forward_and_chat_template(smol_dir, smol):
 
 
 def test_mini_is_a_small_qwen25vl_with_egosynth_words_in_its_tokenizer(tmp_path):
-    """The CPU demo backbone: a few million parameters, the real Qwen2.5-VL classes, object names
+    """The from-scratch CPU backbone: a few million parameters, the real Qwen2.5-VL classes, object names
     of EgoSynth as whole tokens (what lm_align pulls the tower towards), and a video forward."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor

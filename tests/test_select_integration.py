@@ -211,7 +211,8 @@ def test_s1_with_tiny_model(synth, tiny_model_dir, tmp_path):
     assert rep["budget"] == 6 and rep["scoring"]["scored"] == N
     rows = {r["id"]: r for r in _csv(tmp_path / "s1" / "scores.csv")}
     assert len(rows) == N and "s_blind" not in next(iter(rows.values()))  # one view only
-    assert all(float(rows[i]["s_full"]) <= 0.5 for i in sel)  # what the base model solves is dropped
+    assert all(rows[i]["greedy_correct"] == "False" for i in sel)  # what the base model answers is dropped
+    assert all(float(rows[i]["reasoning_words"]) >= 0 for i in sel)
     _, again = _baseline(synth, tmp_path, "s1", "s1b", model=tiny_model_dir, budget=6, seed=0,
                          scoring=ScoringConfig(**SCORING))
     assert again == sel

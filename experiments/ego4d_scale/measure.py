@@ -106,6 +106,8 @@ def run(args) -> int:
            "disk_written_gib": round((_du(work) - before) / GIB, 4),
            "outputs": [o for o in args.outputs.split(",") if o],
            "command": " ".join(args.cmd)}
+    what, per_s, note = rate(rec)  # read now: a later stage may delete these outputs (CLEAN=1)
+    rec.update(rate_unit=what, rate_per_s=None if per_s is None else round(per_s, 4), note=note)
     with open(args.log, "a") as f:
         f.write(json.dumps(rec) + "\n")
     print(f"[measure] {args.name}: {wall:.1f} s, rc {rc}, host {rec['peak_host_rss_gib']} GiB, "
@@ -171,8 +173,10 @@ def table(args) -> None:
     recs = list(last.values())
     rows = []
     for r in recs:
-        what, per_s, note = rate(r)
-        rows.append({**r, "rate_unit": what, "rate_per_s": None if per_s is None else round(per_s, 4), "note": note})
+        if "rate_unit" not in r:
+            what, per_s, note = rate(r)
+            r = {**r, "rate_unit": what, "rate_per_s": None if per_s is None else round(per_s, 4), "note": note}
+        rows.append(r)
     head = ["stage", "wall (s)", "peak GPU used (GiB)", "peak host RSS (GiB)", "disk written (GiB)", "rate", "what ran"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:

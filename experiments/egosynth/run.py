@@ -19,6 +19,12 @@ row records the base model's fingerprint so rows made from different base models
 Nothing is reused from other inputs: prep/'s stages, each selection (`done.json`) and each row
 (`row.json`, its stages) record the config they were made from (`inputs`, fingerprints chained
 from prep/'s config); an edited config redoes what it changes and everything after it, saying why.
+
+Time to target: each row's accuracy curve (the curve subset, at every checkpoint) against GPU
+seconds (selection + training). The time ratio is like for like: Ego3S's time to reach a target
+over the full-data run's time to reach the same target, reported at the chosen target (the
+full-data run's final accuracy) and at 75% and 50% of the full-data run's gain over its step-0
+accuracy (`targets`, `time_ratio`).
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ def load_table_config(path: str | Path, smoke: bool = False, out: str | None = N
 def plan(cfg: dict, only: list[str] | None = None) -> list[tuple[str, int]]:
     """(row, seed) in run order. Default: YAML order, a row's seeds together. `only` (e.g.
     ["ego3s:0", "csm", "full:0"]) runs those rows, or one seed of a row, in the order given, so the
-    evidence wanted first comes first. LIMR's full-data run (first seed) goes before it in either case."""
+    evidence wanted first comes first. LIMR's full-data run (`limr_source`, first seed) goes before it in
+    either case."""
     names = list(cfg["rows"])
     if not only:
         todo = [(n, s) for n in names for s in seeds_of(cfg, n)]
@@ -77,12 +84,18 @@ def plan(cfg: dict, only: list[str] | None = None) -> list[tuple[str, int]]:
                 raise SystemExit(f"row {name!r} has seeds {seeds}, not {seed}")
             todo += [(name, s) for s in ([int(seed)] if seed else seeds) if (name, s) not in todo]
     first_limr = next((i for i, (n, _) in enumerate(todo) if n == "limr"), None)
-    full = ("full", seeds_of(cfg, "full")[0])  # LIMR reads this run's reward log
+    source = limr_source(cfg)
+    full = (source, seeds_of(cfg, source)[0])  # LIMR reads this run's reward log
     if first_limr is not None and full not in todo[:first_limr]:
         if full in todo:
             todo.remove(full)
         todo.insert(next(i for i, (n, _) in enumerate(todo) if n == "limr"), full)
     return todo
+
+
+def limr_source(cfg: dict) -> str:
+    """The full-data row whose reward log LIMR reads (first seed): `limr_source` in the YAML."""
+    return cfg.get("limr_source", "full")
 
 
 def seeds_of(cfg: dict, name: str) -> list[int]:
@@ -118,7 +131,7 @@ def prep_identity(cfg: dict) -> str:
 
 def select_inputs(cfg: dict, method: str, seed: int) -> dict:
     return {"prep": prep_identity(cfg), "selection": cfg["selection"], "budget": cfg["budget"], "method": method,
-            "seed": seed}
+            "seed": seed, **({"limr_source": limr_source(cfg)} if method == "limr" else {})}
 
 
 def row_inputs(cfg: dict, name: str, seed: int) -> dict:
@@ -231,7 +244,7 @@ def select(cfg: dict, root: Path, prep: dict, method: str, seed: int, echo=print
     if method in ("random", "s1", "limo", "limr"):
         extra["budget"] = budget(cfg, root, prep, echo)
     if method == "limr":
-        full = row_dir(root, "full", seeds_of(cfg, "full")[0])
+        full = row_dir(root, limr_source(cfg), seeds_of(cfg, limr_source(cfg))[0])
         full_row = json.loads((full / "row.json").read_text())
         extra["limr_log"] = str(full / "train" / "rewards.jsonl")
         prereq = full_row["train_s"]  # LIMR needs a full-data run first: its cost is LIMR's too
@@ -405,32 +418,59 @@ def collect(cfg: dict, root: Path) -> dict:
         if runs:
             rows[name] = {"runs": runs}
     full = rows.get("full", {}).get("runs", [])
-    target = _mean([r["curve"][-1]["accuracy"] for r in full])
+    goals = targets(full)
+    target = goals[0]["accuracy"] if goals else None
     for name, entry in rows.items():
         for r in entry["runs"]:
             r["reach_s"] = time_to(r["curve"], target)
         entry["seeds"] = [r["seed"] for r in entry["runs"]]
         entry["values"] = {k: _spread([v(r) for r in entry["runs"]]) for k, v in COLUMNS.items()}
         entry["reached"] = sum(r["reach_s"] is not None for r in entry["runs"])
-    ratio = None
-    if "ego3s" in rows and full:
-        reach = rows["ego3s"]["values"]["reach_s"]["mean"]
-        total = rows["full"]["values"]["gpu_s"]["mean"]
-        ratio = round(reach / total, 3) if reach is not None and total else None
+    ratios = [time_ratio(rows["ego3s"]["runs"], full, g) for g in goals] if "ego3s" in rows and full else []
+    ratio = ratios[0]["ratio"] if ratios else None
     fps = sorted({r["base_fingerprint"] for e in rows.values() for r in e["runs"]})
     manifest = root / "prep" / "manifest.json"
     base = json.loads(manifest.read_text())["stages"].get("base_eval", {}).get("outputs") if manifest.exists() else None
-    return {"rows": rows, "base": base, "target_accuracy": target, "ratio": ratio, "paper_ratio": round(PAPER["ego3s_h"] / PAPER[
+    return {"rows": rows, "base": base, "target_accuracy": target, "ratio": ratio, "ratios": ratios, "paper_ratio": round(PAPER["ego3s_h"] / PAPER[
         "full_h"], 3), "base_models": fps, "devices": sorted({r["device"] for e in rows.values() for r in e["runs"]}),
         "sections": {s: [(n, spec["labels"][s]) for n, spec in cfg["rows"].items() if s in spec.get("labels", {})]
                      for s in SECTIONS}}
 
 
 def time_to(curve: list[dict], target: float | None) -> float | None:
-    """GPU seconds (selection + training) at the first curve point reaching `target` accuracy."""
+    """GPU seconds (selection + training) at the first curve point reaching `target` accuracy
+    (None when no point does: the curve is evaluated at checkpoints, so this is the first
+    checkpoint at or above the target, not an interpolation)."""
     if target is None:
         return None
     return next((p["gpu_s"] for p in curve if p["accuracy"] is not None and p["accuracy"] >= target), None)
+
+
+# targets as shares of the full-data run's gain over its step-0 (base) accuracy: the first, its
+# final accuracy, is the chosen one; the other two show whether the ratio depends on that choice
+TARGET_SHARES = (1.0, 0.75, 0.5)
+
+
+def targets(full: list[dict]) -> list[dict]:
+    """The accuracy targets from the full-data runs (mean over seeds of the last and first curve
+    points): `base + share x (final - base)` for each of TARGET_SHARES."""
+    final = _mean([r["curve"][-1]["accuracy"] for r in full])
+    base = _mean([r["curve"][0]["accuracy"] for r in full])
+    if final is None:
+        return []
+    base = final if base is None else base
+    return [{"share": f, "accuracy": base + f * (final - base)} for f in TARGET_SHARES]
+
+
+def time_ratio(ego: list[dict], full: list[dict], goal: dict) -> dict:
+    """Like for like: Ego3S's time to the target over the full-data run's time to the *same*
+    target (means over the seeds that reached it), never over the full run's total time."""
+    t_ego = [time_to(r["curve"], goal["accuracy"]) for r in ego]
+    t_full = [time_to(r["curve"], goal["accuracy"]) for r in full]
+    a, b = _mean(t_ego), _mean(t_full)
+    return {**goal, "ego3s_s": a, "full_s": b, "ratio": round(a / b, 3) if a is not None and b else None,
+            "ego3s_reached": sum(t is not None for t in t_ego), "full_reached": sum(t is not None for t in t_full),
+            "seeds": [len(ego), len(full)]}
 
 
 def _split(split: str, metric: str):
@@ -494,8 +534,17 @@ def table_markdown(t: dict, cfg: dict) -> str:
             cells = [_cell(e["values"][k], 0 if k in ("selected", "trained_on") else 1) for k in COLUMNS if k != "reach_s"]
             lines.append(f"| {label} | {len(e['runs'])} | " + " | ".join(cells) + f" | {reach} |")
         lines.append("")
-    lines += [f"GPU-time(Ego3S to reach full-data accuracy) / GPU-time(full data): **{_fmt(t['ratio'], 3)}** "
-              f"(paper: {PAPER['ego3s_h']}/{PAPER['full_h']} = {t['paper_ratio']}).", ""]
+    lines += ["GPU-time(Ego3S to reach the target) / GPU-time(full data to reach the same target), targets "
+              "from the full-data run's step-0 accuracy to its final accuracy (100% of its gain: the chosen "
+              f"target; paper: total training times {PAPER['ego3s_h']} h / {PAPER['full_h']} h = {t['paper_ratio']}):",
+              "", "| target (share of full-data gain) | accuracy | Ego3S GPU s (reached) | full GPU s (reached) | ratio |",
+              "|---|---|---|---|---|"]
+    for r in t.get("ratios") or []:
+        n_ego, n_full = r["seeds"]
+        lines.append(f"| {r['share']:.0%} | {_fmt(r['accuracy'])} | {_fmt(r['ego3s_s'])} ({r['ego3s_reached']}/{n_ego}) "
+                     f"| {_fmt(r['full_s'])} ({r['full_reached']}/{n_full}) | "
+                     + (f"**{_fmt(r['ratio'], 3)}**" if r["share"] == TARGET_SHARES[0] else _fmt(r["ratio"], 3)) + " |")
+    lines.append("")
     return "\n".join(lines)
 
 

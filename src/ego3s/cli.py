@@ -140,7 +140,7 @@ def info() -> None:
 
 
 @app.command("build-model")
-def build_model(kind: str = typer.Argument(..., help="tiny (tests), tiny-qwen2vl (tests, another family) or smol (demo backbone, 135M)"),
+def build_model(kind: str = typer.Argument(..., help="tiny (tests), tiny-qwen2vl (tests, another family), mini (from scratch, 1.6M, CPU experiments) or smol (demo backbone, 135M)"),
                 out: Path = typer.Option(..., "--out", help="folder to save the model and processor in"),
                 seed: int = typer.Option(0, help="seed of the randomly initialised parts")) -> None:
     """Build an offline Qwen2.5-VL (`tiny` or `smol`) and save it with save_pretrained."""
@@ -368,6 +368,10 @@ def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional
     from ego3s import skips
 
     cfg = load_config(RunConfig, config, overrides)
+    if str(cfg.model).startswith(("/", ".", "~")) or Path(cfg.model).is_dir():  # a folder, not a builder: check
+        from ego3s.models.folder import check_model_folder                      # it before generating data
+
+        check_model_folder(Path(cfg.model).expanduser())
     try:
         report = run_pipeline(cfg, from_stage=from_stage, echo=lambda m: typer.echo(m, err=True))
     finally:  # what every finished stage skipped, also when a later one failed

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ego3s.config import ConfigError, check_range, check_report_to
 from ego3s.data.egosynth import EgoSynthConfig
 from ego3s.eval.runner import EvalConfig
 from ego3s.files import folder_lock, write_json
@@ -44,7 +45,7 @@ STAGES = ("data", "model", "warmup", "select", "train", "eval", "report")
 class RunConfig:
     out: str = field(default="runs/ego3s", metadata={"help": "run folder"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
-    model: str = field(default="smol", metadata={"help": "a builder (mini: the CPU demo backbone; smol: the GPU one; tiny: tests), or a local model folder"})
+    model: str = field(default="smol", metadata={"help": "a builder (smol: the demo backbone; mini: from scratch, CPU experiments; tiny: tests), or a local model folder"})
     data: str | None = field(default=None, metadata={
         "help": "training pool (JSONL); None generates EgoSynth with `egosynth`"})
     eval_data: list[str] = field(default_factory=lambda: ["EgoSynth"], metadata={
@@ -63,6 +64,19 @@ class RunConfig:
     report_to: str | list[str] = field(default="none", metadata={
         "help": "trackers for every stage (warm-up, selection, training, evaluation) that leaves its own "
                 "report_to at none: none, tensorboard, wandb, trackio, or a list (docs/training.md)"})
+
+    def __post_init__(self):
+        from ego3s.eval.benchmarks import get_benchmark
+
+        check_range("seed", self.seed, "[0, inf)")
+        check_report_to("report_to", self.report_to)
+        if not self.eval_data:
+            raise ConfigError("eval_data: names no benchmark (e.g. [EgoSynth])")
+        for name in self.eval_data:  # a typo here would surface only after training
+            try:
+                get_benchmark(name)
+            except KeyError as e:
+                raise ConfigError(f"eval_data: {e.args[0]}") from None
 
 
 def _tracked(cfg: RunConfig, stage):

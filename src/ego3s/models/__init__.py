@@ -4,8 +4,8 @@
 - `build_messages(sample, fmt=..., visual=...)` -> chat messages
 - `encode(processor, messages_list, clips_list, answers=None)` -> model inputs
 - `BUILDERS`: `tiny` (unit tests), `tiny-qwen2vl` (the same as a Qwen2-VL: cross-architecture tests)
-  `smol` (SmolLM2-135M + random vision tower, the GPU backbone) and `mini` (a few million parameters
-  from scratch, the CPU demo backbone)
+  `smol` (SmolLM2-135M + random vision tower, the demo and GPU backbone) and `mini` (1.6 M parameters
+  from scratch, for CPU experiments)
 """
 
 from __future__ import annotations

@@ -1,24 +1,25 @@
-"""`mini`: a few-million-parameter Qwen2.5-VL trained from scratch: the CPU demo backbone.
+"""`mini`: a 1.6 M-parameter Qwen2.5-VL trained from scratch, for CPU experiments.
 
 The smol backbone (135 M, SmolLM2's language model) needs a GPU to learn to read EgoSynth clips
 in minutes; on 2 CPU cores its warm-up sees a few hundred clips and the method's effects drown in
 noise. `mini` keeps every real code path (`Qwen2_5_VLForConditionalGeneration`,
 `Qwen2_5_VLProcessor`, `load_model`, the warm-up, the scorer and the GRPO trainer) and shrinks
-the model until a warm-up of a few thousand clips fits in CPU minutes:
+the model about 90-fold, so that a warm-up of a few thousand clips costs CPU minutes:
 
 - a byte-level BPE tokenizer trained locally, as `tiny`'s, on a corpus that also holds
   EgoSynth's words (object names and synonyms, places, scenes, activities, motions, question
   templates, the prompt instructions and warm-up rationales), so that a prompt is about 60 tokens
   and most object names are one or two tokens (their input embeddings are what the vision
   pretraining's `lm_align` pulls the tower's tokens towards);
-- a Qwen2 text stack (4 layers, hidden 192, 6 heads / 2 KV heads, head dim 32, M-RoPE sections
-  [4, 6, 6]) and a Qwen2.5-VL vision tower (4 blocks, hidden 192, window attention with full
-  attention in blocks 1 and 3), both random from a fixed seed; Qwen's patch geometry (patch 14,
-  merge 2, temporal patch 2), so an 84 px frame pair is 9 tokens.
+- a Qwen2 text stack (3 layers, hidden 128, 4 heads / 2 KV heads, head dim 32, M-RoPE sections
+  [4, 6, 6]) and a Qwen2.5-VL vision tower (2 blocks, hidden 128, full attention in block 1),
+  both random from a fixed seed; Qwen's patch geometry (patch 14, merge 2, temporal patch 2), so
+  an 84 px frame pair is 9 tokens.
 
 It knows nothing until the warm-up trains it (vision pretraining, then the QA warm-up with the
-language model trained too): language priors and hand-reading both come from EgoSynth, which is
-what makes the world a fair miniature (docs/egosynth.md).
+language model trained too): language priors and hand-reading both come from EgoSynth. Measured
+(docs/RESULTS.md): in about 2,000 clip passes of vision pretraining its tower learns the scene's
+objects but not the grasped one, so it is not yet the demo's backbone.
 """
 
 from __future__ import annotations

@@ -54,13 +54,21 @@ class SelectionConfig:
     split_fields: list[str] = field(default_factory=lambda: ["typical", "split", "scene", "template"],
                                     metadata={"help": "metadata fields to break the report down by"})
     s1_min_question_words: int = field(default=3, metadata={"help": "s1 quality stage"})
-    s1_solved_threshold: float = field(default=0.5, metadata={"help": "s1: s_full above this = already solved"})
+    s1_max_new_tokens: int = field(default=256, metadata={
+        "help": "s1: length cap of the base model's greedy answer (RL prompt, full view), whose correctness "
+                "decides difficulty and whose reasoning length ranks samples within a category"})
     limo_k: int = field(default=32, metadata={"help": "LIMO rollouts per sample"})
     limo_band: list[int] = field(default_factory=lambda: [1, 3], metadata={
         "help": "LIMO keeps samples solved in this many of limo_k rollouts (inclusive)"})
     limr_log: str | None = field(default=None, metadata={
         "help": "LIMR: rewards.jsonl of a full-data `ego3s train` run"})
     limr_reward: str = field(default="accuracy", metadata={"help": "LIMR: reward component of the trajectories"})
+    limr_min_epochs: int = field(default=2, metadata={
+        "help": "LIMR: epochs a candidate must have been drawn in to have a trajectory (and that the log must "
+                "span); a log with fewer is refused"})
+    limr_min_coverage: float = field(default=0.9, metadata={
+        "help": "LIMR: share of the candidates that must have a trajectory (drawn in limr_min_epochs epochs); "
+                "a log covering fewer is refused"})
     report_to: str | list[str] = field(default="none", metadata={
         "help": "trackers for the funnel counts and score histograms (select/funnel/..., select/score/...): "
                 "none, tensorboard, wandb, trackio, or a list"})
@@ -73,8 +81,9 @@ class SelectionConfig:
         check_fields(self, choices={"method": METHODS, "dtype": DTYPES, "device": DEVICES,
                                     "limr_reward": LIMR_REWARDS},
                      ranges={"budget": "[0, inf)", "budget_fraction": "(0, 1]", "limit": "[0, inf)",
-                             "s1_min_question_words": "[0, inf)", "s1_solved_threshold": "[0, 1]",
-                             "limo_k": "[1, inf)", "min_kept": "[0, inf)"})
+                             "s1_min_question_words": "[0, inf)", "s1_max_new_tokens": "[1, inf)",
+                             "limr_min_epochs": "[1, inf)", "limr_min_coverage": "[0, 1]",
+                             "limo_k": "[1, inf)", "min_kept": "[0, inf)", "seed": "[0, inf)"})
         check_report_to("report_to", self.report_to)
         band = self.limo_band
         if not (isinstance(band, (list, tuple)) and len(band) == 2
@@ -174,10 +183,17 @@ def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> di
     elif cfg.method == "full":
         selected = baselines.select_full(ids)
     elif cfg.method == "s1":
-        sc = ScoringConfig(**{**asdict(cfg.scoring), "views": ["full"]})
-        rows, score_stats, _ = _scores(cfg, sc, samples, model, processor, progress)
-        solved = {r["id"]: r["s_full"] > cfg.s1_solved_threshold for r in rows if _finite(r["s_full"])}
-        length = {s.id: float(len(s.question) + len(s.answer_text)) for s in samples}
+        from ego3s.rl.rewards import correct_reward
+
+        # one greedy rollout per sample: s_full is its accuracy reward, the rollout is cached
+        sc = ScoringConfig(**{**asdict(cfg.scoring), "views": ["full"], "estimator": "sampling", "num_samples": 1,
+                              "temperature": 0.0, "max_new_tokens": cfg.s1_max_new_tokens})
+        rows, score_stats, cache = _scores(cfg, sc, samples, model, processor, progress)
+        greedy = {s.id: rec["completions"][0] for s in samples
+                  if (rec := cache.get(s.id, "full")) and rec.get("score") is not None and rec.get("completions")}
+        solved, length = baselines.s1_stats(samples, greedy, lambda c, cols: correct_reward(c, **cols))
+        for r in rows:
+            r["greedy_correct"], r["reasoning_words"] = solved.get(r["id"]), length.get(r["id"])
         selected = baselines.select_s1(samples, solved, length, budget, cfg.seed, cfg.s1_min_question_words)
     elif cfg.method == "limo":
         sc = ScoringConfig(**{**asdict(cfg.scoring), "views": ["full"], "estimator": "sampling",
@@ -191,10 +207,18 @@ def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> di
         if not cfg.limr_log:
             raise ValueError("method 'limr' needs `limr_log`: the rewards.jsonl of a full-data training run")
         traj = baselines.trajectories_from_log(read_log(cfg.limr_log), reward_key=cfg.limr_reward)
+        limr_stats = baselines.limr_coverage(traj, ids, cfg.limr_min_epochs)
+        baselines.check_limr_log(limr_stats, cfg.limr_log, cfg.limr_min_coverage)
+        # only samples with a trajectory are scored; the epoch means include every sample drawn
         impact = baselines.learning_impact({i: traj.get(i, {}) for i in ids})
+        impact = {i: v if len(traj.get(i) or {}) >= cfg.limr_min_epochs else None for i, v in impact.items()}
         for r in rows:
             r["learning_impact"] = impact[r["id"]]
         selected = baselines.select_limr(impact, budget, cfg.seed)
+        ties = baselines.tie_groups(impact)
+        tied = {i for g in ties for i in g}
+        limr_stats.update(log=cfg.limr_log, tied=len(tied), tie_groups=len(ties),
+                          largest_tie=max(map(len, ties), default=0), tied_selected=len(tied & set(selected)))
 
     chosen = set(selected)
     for r in rows:
@@ -212,6 +236,8 @@ def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> di
         "breakdown": _breakdown(samples, chosen, cfg.split_fields),
         "config": asdict(cfg),
     }
+    if cfg.method == "limr":
+        report["limr"] = limr_stats
     if cfg.method == "csm":
         report["funnel"] = funnel(rows)
         report["topped_up"] = len(topped)
@@ -383,6 +409,11 @@ def _markdown(report: dict) -> str:
     if sc:
         lines.append(f"- scored: {sc.get('scored', 0)}, from cache: {sc.get('cached', 0)}, "
                      f"unreadable (skipped, counted): {sc.get('skipped_unreadable', 0)}")
+    if "limr" in report:
+        m = report["limr"]
+        lines.append(f"- LIMR log: {m['log']}: {m['epochs']} epoch(s), {m['covered']} of {m['candidates']} candidates "
+                     f"with a trajectory (drawn in >= {m['min_epochs']} epochs); tied scores: {m['tied']} samples in "
+                     f"{m['tie_groups']} group(s) (largest {m['largest_tie']}), {m['tied_selected']} of them selected")
     if report.get("topped_up"):
         lines.append(f"- topped up to `min_kept` with the closest misses: {report['topped_up']}")
     if "funnel" in report:
