@@ -5,7 +5,8 @@ Output folder:
 - `scores.csv`: one row per candidate (view scores, criteria, pass/fail per filter, kept);
 - `report.json` / `report.md`: funnel counts, skipped samples, timings, kept share per metadata
   split (for EgoSynth: typical vs atypical), and histograms `hist_coarse.png`, `hist_fine.png`;
-- `cache/`: the per-view score cache that makes a rerun resume.
+- `cache/`: the per-view score cache that makes a rerun resume (each line served only to the
+  sample it was computed from: `ego3s.select.cache`).
 """
 
 from __future__ import annotations
