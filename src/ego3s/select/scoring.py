@@ -53,7 +53,7 @@ class ScoringConfig(FrameSampling):
         super().__post_init__()
         check_fields(self, choices={"estimator": ESTIMATORS, "views": VIEWS, "blind_mode": BLIND_MODES,
                                     "context_fill": FILLS},
-                     ranges={"batch_size": "[1, inf)", "num_samples": "[1, inf)", "temperature": "[0, inf)",
+                     ranges={"batch_size": "[1, inf)", "num_samples": "[1, inf)", "temperature": "(0, inf)",
                              "max_new_tokens": "[1, inf)"})
         if not self.views or len(set(self.views)) != len(self.views):
             raise ConfigError(f"views: {self.views!r} must name at least one view, each once "
