@@ -187,8 +187,9 @@ def check_score(kind, corpus, tiny, tmp_path):
     first = run_selection(cfg, progress=False, model=tiny[0], processor=tiny[1])
     assert first["selected"] == 2
     cache = next((tmp_path / "sel" / "cache").glob("scores-*.jsonl"))
+    victim = [r for r in read_log(cache) if r["id"] == "victim" and r["view"] == "full"][-1]
     with open(cache, "a") as f:  # a later record of a (sample, view) wins, as after a rescore
-        f.write(json.dumps({"id": "victim", "view": "full", "score": kinds[kind]["value"]}) + "\n")
+        f.write(json.dumps({**victim, "score": kinds[kind]["value"]}) + "\n")  # same sample fingerprint
     report = run_selection(cfg, progress=False, model=tiny[0], processor=tiny[1])
     assert report["scoring"]["cached"] == 2 and report["scoring"]["scored"] == 0
     assert report["funnel"]["invalid"] == 1 and report["selected"] == 1

@@ -211,3 +211,15 @@ def test_limr_refuses_a_log_without_trajectories(tmp_path, traj, kw, says):
                                       limr_log=str(tmp_path / "rewards.jsonl"), budget=2, **kw), progress=False)
     assert str(tmp_path / "rewards.jsonl") in str(e.value) and says in str(e.value)
     assert "of the 5 candidates" in str(e.value)
+
+
+def test_greedy_scoring_has_its_own_cache_key_and_keeps_the_others():
+    from dataclasses import asdict
+
+    from ego3s.select.cache import setup_key
+    from ego3s.select.scoring import ScoringConfig
+
+    plain = asdict(ScoringConfig(estimator="sampling", num_samples=1))
+    before = {k: v for k, v in plain.items() if k != "greedy"}  # settings as cached before `greedy` existed
+    assert setup_key(**plain) == setup_key(**before)
+    assert setup_key(**{**plain, "greedy": True}) != setup_key(**plain)

@@ -65,7 +65,7 @@ def test_bad_config_value_fails_at_load_naming_dotted_key_value_and_allowed(bad_
     assert msg.startswith(f"{bad['key']}: "), msg  # the full dotted path, first
     assert bad["allowed"] in msg
     value = Path(bad["file"]).read_text().rsplit(": ", 1)[1].strip().strip("[]").split(", ")[-1]
-    assert value.lstrip(".") in msg.lower()  # the bad value itself (`.nan` reads as nan)
+    assert value.lstrip(".").lower() in msg.lower()  # the bad value itself (`.nan` reads as nan)
 
 
 def test_every_shipped_default_passes_and_a_direct_construction_is_checked_too():
@@ -182,6 +182,24 @@ def test_eval_with_every_sample_skipped_exits_3_after_writing_results(tiny_model
     assert (tmp_path / "ev" / "results.json").is_file()
 
 
+def test_run_checks_its_model_folder_before_generating_data_and_prints_every_stage_skips(tmp_path):
+    from ego3s import skips
+
+    out = tmp_path / "run"
+    r = cli("run", f"out={out}", f"model={tmp_path / 'no_model'}")
+    assert r.exit_code == 1 and r.output.startswith(f"error: {tmp_path / 'no_model'}: no such model folder")
+    assert not out.exists()
+    # what `ego3s run` prints at its end: the skips every finished stage wrote
+    (out / "select").mkdir(parents=True)
+    (out / "select" / "report.json").write_text(json.dumps({"skips": {"invalid video": {"count": 2, "example": "x"}}}))
+    (out / "eval" / "base").mkdir(parents=True)
+    (out / "eval" / "base" / "results.json").write_text(json.dumps({"skips": {}}))
+    (out / "warmup").mkdir()
+    (out / "warmup" / "skipped.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c"}\n')
+    assert {k: {r: v["count"] for r, v in d.items()} for k, d in skips.of_run(out).items()} == {
+        "warmup": {"unreadable clip": 3}, "select": {"invalid video": 2}}
+
+
 def test_skip_lines_are_one_per_reason_most_frequent_first():
     from ego3s import skips
 
@@ -250,7 +268,7 @@ def test_file_system_errors_are_one_line_naming_the_path(invalid, tmp_path, monk
 
 
 def test_a_full_disk_while_writing_names_the_file(invalid, tmp_path, monkeypatch):
-    """ENOSPC raised by fsync (where a full disk shows) carries no file name; the atomic writer adds it."""
+    """ENOSPC raised by fsync (where a full disk shows) carries no file name; ego3s.files adds it."""
     import os
 
     def full(fd):
@@ -259,9 +277,15 @@ def test_a_full_disk_while_writing_names_the_file(invalid, tmp_path, monkeypatch
     monkeypatch.setattr(os, "fsync", full)
     r = cli("select", "method=full", f"data={invalid['file']}", f"out={tmp_path / 'sel'}")
     assert r.exit_code == 1
-    assert r.output.strip() == f"error: {tmp_path / 'sel' / 'selected.jsonl'}: no space left on the device: free " \
+    # the first file written in `sel` is the folder's lock
+    assert r.output.strip() == f"error: {tmp_path / 'sel' / '.ego3s.lock'}: no space left on the device: free " \
                                "space or write the outputs elsewhere"
     assert not list((tmp_path / "sel").glob(".*.tmp"))  # no temp file left behind
+    from ego3s.files import write_json
+
+    with pytest.raises(OSError) as e:  # and an output file's own fsync names that file
+        write_json(tmp_path / "out.json", {"a": 1})
+    assert e.value.filename == str(tmp_path / "out.json") and not list(tmp_path.glob(".out.json.*"))
 
 
 def test_an_output_path_that_is_a_file_is_named(invalid, tmp_path):

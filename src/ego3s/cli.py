@@ -91,6 +91,7 @@ def _global(debug: bool = typer.Option(False, "--debug", help="full tracebacks o
     global _debug
     _debug = debug
 
+
 _OPTIONAL = {  # import name -> what it enables
     "av": "video decoding (PyAV, default backend)",
     "decord": "video decoding (decord backend)",
@@ -368,6 +369,10 @@ def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional
     from ego3s import skips
 
     cfg = load_config(RunConfig, config, overrides)
+    if str(cfg.model).startswith(("/", ".", "~")) or Path(cfg.model).is_dir():  # a folder, not a builder: check
+        from ego3s.models.folder import check_model_folder                      # it before generating data
+
+        check_model_folder(Path(cfg.model).expanduser())
     try:
         report = run_pipeline(cfg, from_stage=from_stage, echo=lambda m: typer.echo(m, err=True))
     finally:  # what every finished stage skipped, also when a later one failed

@@ -25,15 +25,25 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            fsync(f.fileno(), path)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give outputs the usual mode
         os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.errno and e.filename is None:  # a full disk in write/fsync: name the file
+        if isinstance(e, OSError) and e.errno and e.filename is None:  # a full disk in write(): name the file
             raise OSError(e.errno, e.strerror, str(path)) from e
         raise
+
+
+def fsync(fd: int, path: str | os.PathLike) -> None:
+    """`os.fsync`, whose error (a full disk shows here) names the file, which the OS's does not."""
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 def _umask() -> int:
@@ -64,7 +74,7 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         f.flush()
-        os.fsync(f.fileno())
+        fsync(f.fileno(), path)
 
 
 def repair_log(path: str | os.PathLike) -> bool:
@@ -87,7 +97,7 @@ def repair_log(path: str | os.PathLike) -> bool:
         except ValueError:
             f.truncate(keep)
         f.flush()
-        os.fsync(f.fileno())
+        fsync(f.fileno(), path)
     return True
 
 
@@ -214,7 +224,7 @@ def folder_lock(folder: str | os.PathLike, what: str = "ego3s", echo=None) -> It
                 "command": " ".join(sys.argv)[:300]}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
-        os.fsync(fd)
+        fsync(fd, path)
         _HELD[key] = 1
         try:
             yield folder

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ego3s.config import ConfigError, check_range, check_report_to
 from ego3s.data.egosynth import EgoSynthConfig
 from ego3s.eval.runner import EvalConfig
 from ego3s.files import folder_lock, write_json
@@ -63,6 +64,19 @@ class RunConfig:
     report_to: str | list[str] = field(default="none", metadata={
         "help": "trackers for every stage (warm-up, selection, training, evaluation) that leaves its own "
                 "report_to at none: none, tensorboard, wandb, trackio, or a list (docs/training.md)"})
+
+    def __post_init__(self):
+        from ego3s.eval.benchmarks import get_benchmark
+
+        check_range("seed", self.seed, "[0, inf)")
+        check_report_to("report_to", self.report_to)
+        if not self.eval_data:
+            raise ConfigError("eval_data: names no benchmark (e.g. [EgoSynth])")
+        for name in self.eval_data:  # a typo here would surface only after training
+            try:
+                get_benchmark(name)
+            except KeyError as e:
+                raise ConfigError(f"eval_data: {e.args[0]}") from None
 
 
 def _tracked(cfg: RunConfig, stage):

@@ -532,7 +532,7 @@ class EgoSynthConfig:
         check_fields(self, choices={"preset": X264_PRESETS},
                      ranges={"train": "[0, inf)", "test": "[0, inf)", "probe": "[0, inf)", "p_typical": "[0, 1]",
                              "closed_share": "[0, 1]", "use_share": "[0, 1]", "frames": "[8, 64]", "fps": "(0, inf)",
-                             "size": "[56, inf)", "crf": "[0, 51]"})
+                             "size": "[56, inf)", "crf": "[0, 51]", "seed": "[0, inf)"})
         if self.size % 2:
             raise ConfigError(f"size: {self.size!r} is not even")
 

@@ -21,6 +21,19 @@ from ego3s.files import atomic_open
 _PATH_FIELDS = ("video", "image")
 
 
+def _admit(s: Sample, seen: dict[str, int], pos: int, unit: str, base: Path) -> Sample:
+    """A read sample, refused if its id came before (`unit` `pos` names where), with relative
+    paths made absolute against `base`."""
+    if s.id in seen:
+        raise SampleError(f"duplicate id (first seen on {unit} {seen[s.id]})", field="id", sample_id=s.id)
+    seen[s.id] = pos
+    for name in _PATH_FIELDS:
+        p = getattr(s, name)
+        if p is not None and not os.path.isabs(p):
+            setattr(s, name, str(base / p))
+    return s
+
+
 def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
                errors: list[SampleError] | None = None) -> list[Sample]:
     """Read and validate samples from a JSONL file (or a `save_to_disk` folder: `read_dataset_folder`).
@@ -48,15 +61,7 @@ def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise SampleError(f"not valid JSON ({e.msg} at column {e.colno})")
-                s = Sample.from_dict(record)
-                if s.id in seen:
-                    raise SampleError(f"duplicate id (first seen on line {seen[s.id]})", field="id", sample_id=s.id)
-                seen[s.id] = lineno
-                for name in _PATH_FIELDS:
-                    p = getattr(s, name)
-                    if p is not None and not os.path.isabs(p):
-                        setattr(s, name, str(base / p))
-                samples.append(s)
+                samples.append(_admit(Sample.from_dict(record), seen, lineno, "line", base))
             except SampleError as e:
                 e = e.located(file=str(path), line=lineno)
                 if not skip_invalid:
@@ -195,15 +200,7 @@ def read_dataset_folder(path: str | os.PathLike, *, skip_invalid: bool = False,
                         raise SampleError(f"not valid JSON ({e.msg})", field=k, sample_id=d.get("id"))
             if d.get("meta") is None:
                 d["meta"] = {}
-            s = Sample.from_dict(d)
-            if s.id in seen:
-                raise SampleError(f"duplicate id (first seen in row {seen[s.id]})", field="id", sample_id=s.id)
-            seen[s.id] = i
-            for name in _PATH_FIELDS:
-                p = getattr(s, name)
-                if p is not None and not os.path.isabs(p):
-                    setattr(s, name, str(base / p))
-            samples.append(s)
+            samples.append(_admit(Sample.from_dict(d), seen, i, "row", base))
         except SampleError as e:
             e = e.located(file=str(path), line=i)
             if not skip_invalid:

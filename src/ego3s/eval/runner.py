@@ -127,7 +127,8 @@ class EvalConfig:
                              "frames": "[1, inf)", "fps": "(0, inf)", "max_frames": "[1, inf)",
                              "max_pixels": "[1, inf)", "min_pixels": "[1, inf)", "decode_threads": "[1, inf)",
                              "max_new_tokens": "[1, inf)", "reasoning_max_new_tokens": "[1, inf)",
-                             "judge_concurrency": "[1, inf)", "dist_timeout_minutes": "(0, inf)"})
+                             "judge_concurrency": "[1, inf)", "dist_timeout_minutes": "(0, inf)",
+                             "tracking_step": "[0, inf)"})
         check_report_to("report_to", self.report_to)
         if self.frames is not None:
             if self.nframes is not None and self.nframes != self.frames:

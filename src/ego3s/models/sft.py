@@ -69,7 +69,8 @@ class SFTRunConfig(FrameSampling):
                              "vision_learning_rate": "(0, inf)", "per_device_train_batch_size": "[1, inf)",
                              "gradient_accumulation_steps": "[1, inf)", "num_train_epochs": "(0, inf)",
                              "warmup_ratio": "[0, 1)", "lora_r": "[1, inf)", "lora_alpha": "[1, inf)",
-                             "save_steps": "[1, inf)", "save_total_limit": "[1, inf)", "logging_steps": "[1, inf)"})
+                             "save_steps": "[1, inf)", "save_total_limit": "[1, inf)", "logging_steps": "[1, inf)",
+                             "seed": "[0, inf)"})
         check_steps("max_steps", self.max_steps)
         check_report_to("report_to", self.report_to)
         if self.rationale != "template" and (not self.rationale.startswith("meta.") or self.rationale == "meta."):

@@ -100,7 +100,8 @@ class WarmupConfig(FrameSampling):
         check_fields(self, choices={"fmt": FORMATS, "master_weights": MASTER_WEIGHTS},
                      ranges={"steps": "[0, inf)", "batch_size": "[1, inf)", "learning_rate": "(0, inf)",
                              "grounded_share": "[0, 1]", "direct_share": "[0, 1]", "context_share": "[0, 1]",
-                             "vision_learning_rate": "(0, inf)", "save_steps": "[1, inf)", "workers": "[0, inf)"})
+                             "vision_learning_rate": "(0, inf)", "save_steps": "[1, inf)", "workers": "[0, inf)",
+                             "logging_steps": "[1, inf)", "seed": "[0, inf)"})
         check_report_to("report_to", self.report_to)
 
 

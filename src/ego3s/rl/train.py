@@ -139,7 +139,7 @@ class TrainingConfig(FrameSampling):
                              "lora_alpha": "[1, inf)", "save_steps": "[1, inf)", "save_total_limit": "[1, inf)",
                              "logging_steps": "[1, inf)", "ecr_batch_size": "[1, inf)", "num_iterations": "[1, inf)",
                              "optimizer_steps_per_generation": "[1, inf)", "overlong_cache": "[1, inf)",
-                             "open_correct_threshold": "[0, 1]", "open_partial_credit": "[0, 1]"})
+                             "open_correct_threshold": "[0, 1]", "open_partial_credit": "[0, 1]", "seed": "[0, inf)"})
         check_steps("max_steps", self.max_steps)
         check_report_to("report_to", self.report_to)
         if self.overlong_cache is not None and self.overlong_cache > self.max_completion_length:

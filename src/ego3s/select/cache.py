@@ -25,11 +25,16 @@ from ego3s.identity import sample_fingerprint
 # settings that change how fast a score comes (or how a file is recognised), never its value: left
 # out of the key, so changing them (or a release adding them) reuses the scores on disk
 SPEED_ONLY = ("decode_threads", "video_identity")
+# settings added after scores were cached: at their default they are left out of the key, so the
+# scores on disk stay valid; any other value is part of it
+ADDED_DEFAULTS = {"greedy": False}
 
 
 def setup_key(**settings) -> str:
     """A short stable hash of the settings that determine a score."""
-    blob = json.dumps({k: v for k, v in settings.items() if k not in SPEED_ONLY}, sort_keys=True, default=str)
+    blob = json.dumps({k: v for k, v in settings.items()
+                       if k not in SPEED_ONLY and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

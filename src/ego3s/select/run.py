@@ -5,7 +5,8 @@ Output folder:
 - `scores.csv`: one row per candidate (view scores, criteria, pass/fail per filter, kept);
 - `report.json` / `report.md`: funnel counts, skipped samples, timings, kept share per metadata
   split (for EgoSynth: typical vs atypical), and histograms `hist_coarse.png`, `hist_fine.png`;
-- `cache/`: the per-view score cache that makes a rerun resume.
+- `cache/`: the per-view score cache that makes a rerun resume (each line served only to the
+  sample it was computed from: `ego3s.select.cache`).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class SelectionConfig:
                      ranges={"budget": "[0, inf)", "budget_fraction": "(0, 1]", "limit": "[0, inf)",
                              "s1_min_question_words": "[0, inf)", "s1_max_new_tokens": "[1, inf)",
                              "limr_min_epochs": "[1, inf)", "limr_min_coverage": "[0, 1]",
-                             "limo_k": "[1, inf)", "min_kept": "[0, inf)"})
+                             "limo_k": "[1, inf)", "min_kept": "[0, inf)", "seed": "[0, inf)"})
         check_report_to("report_to", self.report_to)
         band = self.limo_band
         if not (isinstance(band, (list, tuple)) and len(band) == 2
@@ -186,10 +187,10 @@ def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> di
 
         # one greedy rollout per sample: s_full is its accuracy reward, the rollout is cached
         sc = ScoringConfig(**{**asdict(cfg.scoring), "views": ["full"], "estimator": "sampling", "num_samples": 1,
-                              "temperature": 0.0, "max_new_tokens": cfg.s1_max_new_tokens})
+                              "greedy": True, "max_new_tokens": cfg.s1_max_new_tokens})
         rows, score_stats, cache = _scores(cfg, sc, samples, model, processor, progress)
         greedy = {s.id: rec["completions"][0] for s in samples
-                  if (rec := cache.get(s.id, "full")) and rec.get("score") is not None and rec.get("completions")}
+                  if (rec := cache.get(s, "full")) and rec.get("score") is not None and rec.get("completions")}
         solved, length = baselines.s1_stats(samples, greedy, lambda c, cols: correct_reward(c, **cols))
         for r in rows:
             r["greedy_correct"], r["reasoning_words"] = solved.get(r["id"]), length.get(r["id"])

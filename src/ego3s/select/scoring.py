@@ -41,7 +41,9 @@ class ScoringConfig(FrameSampling):
     context_fill: str = field(default="mean", metadata={"help": "mean (frame mean colour) or blur"})
     batch_size: int = field(default=8, metadata={"help": "samples per forward pass (likelihood)"})
     num_samples: int = field(default=8, metadata={"help": "K rollouts per view (sampling)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (sampling; 0: greedy)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (sampling)"})
+    greedy: bool = field(default=False, metadata={
+        "help": "sampling: decode greedily instead (one rollout per view; s1's base-model answer)"})
     max_new_tokens: int = field(default=256, metadata={"help": "completion length cap (sampling)"})
     static_cache: bool = field(default=False, metadata={
         "help": "sampling: decode the K rollouts against a compiled static KV cache (ego3s.rl.rollout; on a "
@@ -104,8 +106,8 @@ def sampling_batch(model, processor, items: list[tuple[Sample, list, object]], c
     reward = reward or accuracy_reward
     enc = encode(processor, [m for _, m, _ in items], [v for _, _, v in items]).to(model.device)
     k = cfg.num_samples
-    sample = dict(do_sample=True, temperature=cfg.temperature, top_p=1.0, top_k=0) if cfg.temperature > 0 else \
-        dict(do_sample=False, temperature=None, top_p=None, top_k=None)  # 0: greedy
+    sample = dict(do_sample=False, temperature=None, top_p=None, top_k=None) if cfg.greedy else \
+        dict(do_sample=True, temperature=cfg.temperature, top_p=1.0, top_k=0)
     kw = dict(**sample, max_new_tokens=cfg.max_new_tokens,
               pad_token_id=processor.tokenizer.pad_token_id, suppress_tokens=vision_token_ids(processor.tokenizer))
     if k > 1 and rollout.supported(model):  # one vision encoding and prefill per sample, not K
