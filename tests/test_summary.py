@@ -7,7 +7,7 @@ import json
 import pytest
 
 from ego3s.report import build_html, mechanism_lines
-from ego3s.summary import refreshes_used, summarize_run, wilson
+from ego3s.summary import summarize_run, wilson
 
 
 def _write(path, obj):
@@ -41,9 +41,7 @@ def run(tmp_path):
     for tag, value in (("base", 5.0), ("trained", 20.0)):
         _write(tmp_path / "eval" / tag / "results.json", {"benchmarks": {"egosynth": {"icu": {"counterfactual_reliance": {
             "splits": {"test_atypical": {"value": value, "ci95": [0.0, 1.0], "full": 50.0, "context": 40.0, "n": 4}}}}}}})
-    _write(tmp_path / "train" / "ecr_state.json", {"refreshes": 2})
-    _jsonl(tmp_path / "train" / "ecr_events.jsonl", [{"step": 5, "added": ["x"]}, {"step": 10, "added": ["y"]}])
-    _jsonl(tmp_path / "train" / "rewards.jsonl", [{"step": 3, "sample_id": "y"}, {"step": 7, "sample_id": "x"}])
+    _write(tmp_path / "train" / "ecr_state.json", {"refreshes": 2, "refreshes_used": 1})
     _write(tmp_path / "manifest.json", {"stages": {"data": {"seconds": 1.5}, "train": {"seconds": 10.25}}})
     return tmp_path
 
@@ -54,12 +52,6 @@ def test_wilson_interval_matches_the_textbook_values():
     assert lo == pytest.approx(4.56, abs=0.01) and hi == pytest.approx(69.94, abs=0.01)
     assert wilson(0, 2) == [0.0, pytest.approx(65.76, abs=0.01)]
     assert wilson(0, 0) == [None, None]
-
-
-def test_refreshes_used_counts_refreshes_drawn_later():
-    events = [{"step": 5, "added": ["x"]}, {"step": 10, "added": ["y"]}, {"step": 12, "added": []}]
-    assert refreshes_used(events, [{"step": 3, "sample_id": "y"}, {"step": 7, "sample_id": "x"}]) == 1
-    assert refreshes_used(events, [{"step": 11, "sample_id": "y"}, {"step": 7, "sample_id": "x"}]) == 2
 
 
 def test_summary_schema_and_figures(run):

@@ -126,29 +126,13 @@ def _reliance(run: Path, model: str) -> dict | None:
     return out or None
 
 
-def refreshes_used(events: list[dict], rewards: list[dict]) -> int:
-    """How many refreshes added samples that a later training step drew (`train/ecr_events.jsonl`
-    against the per-sample rows of `train/rewards.jsonl`)."""
-    first_step: dict[str, list[int]] = {}
-    for r in rewards:
-        if isinstance(r.get("step"), int) and r.get("sample_id") is not None:
-            first_step.setdefault(str(r["sample_id"]), []).append(r["step"])
-    return sum(1 for e in events if any(s > e.get("step", 0) for i in e.get("added") or []
-                                        for s in first_step.get(str(i), [])))
-
-
 def _ecr(run: Path) -> dict:
+    """Refreshes and those whose added samples training then drew (the curriculum's own count in
+    `train/ecr_state.json`; None for a run written before it kept that count)."""
     state = _json(run / "train" / "ecr_state.json")
     if not isinstance(state, dict):
         return {"refreshes": None, "refreshes_used": None}
-    used = state.get("refreshes_used")
-    if used is None:
-        events = [e for e in read_log(run / "train" / "ecr_events.jsonl") if isinstance(e, dict)] \
-            if (run / "train" / "ecr_events.jsonl").is_file() else []
-        rewards = [r for r in read_log(run / "train" / "rewards.jsonl") if isinstance(r, dict)] \
-            if (run / "train" / "rewards.jsonl").is_file() else []
-        used = refreshes_used(events, rewards)
-    return {"refreshes": state.get("refreshes"), "refreshes_used": used}
+    return {"refreshes": state.get("refreshes"), "refreshes_used": state.get("refreshes_used")}
 
 
 def _seconds(run: Path) -> float | None:
