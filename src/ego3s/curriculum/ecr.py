@@ -217,7 +217,7 @@ class PoolSampler(Sampler):
 
         The epoch keeps the length of the first pool whatever the pool becomes: the Trainer
         computes its number of epochs once, from this length, so an epoch that shrank with the
-        pool ended the run early and silently (H200, session 5: 68 of 200 steps after a refresh
+        pool ended the run early and silently (H200, the 2026-11-26 hand-reading-base study: 68 of 200 steps after a refresh
         took the pool from 204 to 24 samples)."""
         order: list[int] = []
         for _ in range(self._chunks()):

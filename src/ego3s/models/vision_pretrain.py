@@ -12,7 +12,7 @@ annotations every interaction sample carries:
 - optionally (`lm_align`), per merged token on the object's box: the object's name again, as the
   nearest of the names' input embeddings in the language model (cosine, cross-entropy). The QA
   warm-up then finds the object where a language model reads best, a token that looks like its
-  name, instead of having to learn a readout of the tower's features first: session 4's base had a
+  name, instead of having to learn a readout of the tower's features first: the 2026-11-26 complete-table study's base had a
   tower that named the object of 83% of atypical clips and a language model that still answered
   from the scene (docs/RESULTS.md). The language model is not trained here;
 - optionally (`scene_align`), per merged token on the box of an object lying in the scene
@@ -21,7 +21,7 @@ annotations every interaction sample carries:
   as tokens that look like their names;
 - optionally (`context_share`), a share of the typical clips is shown with the interaction masked
   (CSM's context view) and trained on the object loss alone: the object must then be found among
-  the scene's copies of it. Session 6's base misread small copies, and CSM's fine filter kept
+  the scene's copies of it. The 2026-11-26 scene-fallback study's base misread small copies, and CSM's fine filter kept
   those typical clips as if they needed the hand (docs/RESULTS.md).
 
 `pretrain_vision` trains `model.model.visual` in place; `VisionHeads` is also what the vision

@@ -42,7 +42,7 @@ class VisionPretrainConfig:
     context_share: float = field(default=0.0, metadata={
         "help": "share of the typical clips (meta `typical`: the scene shows the object) trained in the context "
                 "view, interaction masked, on the object loss alone: the tower learns to find the object in the "
-                "scene too, which CSM's fine filter needs the base to do (docs/RESULTS.md, session 6)"})
+                "scene too, which CSM's fine filter needs the base to do (docs/RESULTS.md, the 2026-11-26 scene-fallback study)"})
     scene_align: float = field(default=0.0, metadata={
         "help": "weight of the name alignment of the objects lying in the scene: merged tokens on their boxes "
                 "(meta gt.scene_objects, EgoSynth) trained towards their names' input embeddings, as lm_align "
@@ -221,7 +221,7 @@ def vision_optimizer(model, learning_rate: float, vision_learning_rate: float | 
 
 def stop_on_nan():
     """A Trainer callback that raises at the first logged non-finite loss or gradient norm. The
-    Trainer logs a NaN loss as 0 and trains on (the H200 warm-up of session 4 ran 400 NaN steps
+    Trainer logs a NaN loss as 0 and trains on (the H200 warm-up of the 2026-11-26 complete-table study ran 400 NaN steps
     before the final weight check); this stops it at the next logging step."""
     from transformers import TrainerCallback
 

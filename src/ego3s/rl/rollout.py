@@ -110,7 +110,7 @@ def static_copy(model, cache, max_len: int):
     a new cache per call, or one whose length follows the prompt across a `STATIC_BUCKET` boundary,
     made the compiled step re-record or recompile, which is what made padded evaluation batches
     (16-token answers, lengths around 2,300) six times slower than one question at a time (H200,
-    session 6)."""
+    the 2026-11-26 scene-fallback study)."""
     from transformers import StaticCache
 
     base = _base(model)
@@ -150,7 +150,7 @@ def group_generate(model, inputs: dict, group: int, generation_config=None, stat
     `disable_compile` is overridden; `generation_config.compile_config` picks how), see the module
     docstring. Left-padded batches take it too: with the grow-only cache (`static_copy`), padded
     evaluation batches of 8 ran 1.36x faster than through the dynamic cache (H200, 7B architecture,
-    16-token answers, session 6; docs/PERFORMANCE.md)."""
+    16-token answers, the 2026-11-26 scene-fallback study; docs/PERFORMANCE.md)."""
     cache = prefill(model, inputs, group)
     ids = inputs["input_ids"].repeat_interleave(group, dim=0)
     mask = inputs["attention_mask"].repeat_interleave(group, dim=0)
