@@ -17,15 +17,13 @@ from ego3s import skips
 from ego3s.config import DTYPES, MASTER_WEIGHTS, ConfigError, check_fields, check_report_to, check_steps
 from ego3s.curriculum.monitor import ECRConfig
 from ego3s.data.video import VIEWS, FrameSampling
-from ego3s.rl.rewards import OPEN_CORRECT, OPEN_METRICS
+from ego3s.rl.rewards import RewardConfig
 from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
 
 
 def _reward_key(name: str):
     """A TrainingConfig field that mirrors RewardConfig's field `name` (default and help)."""
-    from ego3s.rl.rewards import RewardConfig
-
     f = RewardConfig.__dataclass_fields__[name]
     return field(default=f.default, metadata=f.metadata)
 
@@ -128,25 +126,22 @@ class TrainingConfig(FrameSampling):
 
     def __post_init__(self):
         super().__post_init__()
-        check_fields(self, choices={"strategy": tuple(STRATEGIES), "open_metric": OPEN_METRICS,
-                                    "open_correct": OPEN_CORRECT, "dtype": DTYPES,
+        check_fields(self, choices={"strategy": tuple(STRATEGIES), "dtype": DTYPES,
                                     "master_weights": MASTER_WEIGHTS, "view": VIEWS},
-                     ranges={"dynamic_sampling_rounds": "[0, inf)", "alpha": "[0, inf)", "N": "[1, inf)",
-                             "H": "(-inf, inf)", "learning_rate": "(0, inf)", "batch_size": "[1, inf)",
+                     ranges={"dynamic_sampling_rounds": "[0, inf)", "learning_rate": "(0, inf)", "batch_size": "[1, inf)",
                              "per_device_train_batch_size": "[1, inf)", "num_generations": "[2, inf)",
                              "max_completion_length": "[1, inf)", "temperature": "(0, inf)", "beta": "[0, inf)",
                              "num_train_epochs": "(0, inf)", "warmup_ratio": "[0, 1)", "lora_r": "[1, inf)",
                              "lora_alpha": "[1, inf)", "save_steps": "[1, inf)", "save_total_limit": "[1, inf)",
                              "logging_steps": "[1, inf)", "ecr_batch_size": "[1, inf)", "num_iterations": "[1, inf)",
                              "optimizer_steps_per_generation": "[1, inf)", "overlong_cache": "[1, inf)",
-                             "open_correct_threshold": "[0, 1]", "open_partial_credit": "[0, 1]", "seed": "[0, inf)"})
+                             "seed": "[0, inf)"})
         check_steps("max_steps", self.max_steps)
         check_report_to("report_to", self.report_to)
         if self.overlong_cache is not None and self.overlong_cache > self.max_completion_length:
             raise ConfigError(f"overlong_cache: {self.overlong_cache} exceeds max_completion_length "
                               f"({self.max_completion_length})")
-        if self.open_correct == "judge" and not self.judge:
-            raise ConfigError("judge: open_correct 'judge' needs judge settings (at least {model: NAME})")
+        RewardConfig(alpha=self.alpha, N=self.N, H=self.H, **reward_rule(self))  # the reward keys, checked where they live
 
 
 def training_dataset(samples, fmt: str = "reasoning"):
