@@ -32,3 +32,27 @@ def write_video(path, n=8, size=56, fps=4, seed=0):
         for p in s.encode():
             c.mux(p)
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    """The tiny model and processor, loaded once per module in float32 on the CPU."""
+    from ego3s.models.loading import load_model
+
+    return load_model(tiny_model_dir, device="cpu", dtype="float32")
+
+
+@pytest.fixture
+def generate_calls(tiny):
+    """The batch size of every `generate` call the tiny model receives during the test (to prove
+    what was regenerated and what was reused)."""
+    model = tiny[0]
+    original, calls = model.generate, []
+
+    def generate(**kw):
+        calls.append(int(kw["input_ids"].shape[0]))
+        return original(**kw)
+
+    model.generate = generate
+    yield calls
+    del model.generate

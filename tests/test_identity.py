@@ -246,13 +246,6 @@ def test_describe_diff_is_short_and_names_nested_keys():
 
 # ============================================================================ failures are not final
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from ego3s.models.loading import load_model
-
-    return load_model(tiny_model_dir, device="cpu", dtype="float32")
-
-
 def _selection(pool, out, tiny_model_dir):
     from ego3s.select.csm import CSMThresholds
     from ego3s.select.run import SelectionConfig
@@ -288,7 +281,7 @@ def test_selection_retries_a_video_that_was_missing_and_counts_it_each_time(tmp_
 
 
 @pytest.mark.slow
-def test_evaluation_retries_missing_videos_but_not_deterministic_skips(tmp_path, tiny, tiny_model_dir):
+def test_evaluation_retries_missing_videos_but_not_deterministic_skips(tmp_path, tiny, tiny_model_dir, generate_calls):
     from ego3s.eval.runner import EvalConfig, is_done, run_eval
 
     assert not is_done({"skipped": "missing_video"}) and not is_done({"skipped": "unreadable_image"})
@@ -299,25 +292,14 @@ def test_evaluation_retries_missing_videos_but_not_deterministic_skips(tmp_path,
     hidden.rename(hidden.with_suffix(".away"))
     cfg = EvalConfig(data=["EgoSynth"], paths={"EgoSynth": str(pool)}, model=tiny_model_dir, out=str(tmp_path / "ev"),
                      nframes=4, max_pixels=PIX, min_pixels=784, max_new_tokens=4, progress=False)
-    calls: list[int] = []
-    model, processor = tiny
-    original = model.generate
-
-    def generate(**kw):
-        calls.append(int(kw["input_ids"].shape[0]))
-        return original(**kw)
-
-    model.generate = generate
-    try:
-        b = run_eval(cfg, model, processor)["benchmarks"]["egosynth"]
-        assert b["skipped"] == {"missing_video": 1} and b["n_scored"] == 2 and sum(calls) == 2
-        b = run_eval(cfg, model, processor)["benchmarks"]["egosynth"]  # still missing: still counted
-        assert b["skipped"] == {"missing_video": 1} and sum(calls) == 2
-        hidden.with_suffix(".away").rename(hidden)
-        b = run_eval(cfg, model, processor)["benchmarks"]["egosynth"]
-        assert b["skipped"] == {} and b["n_scored"] == 3 and sum(calls) == 3  # only the restored one
-    finally:
-        del model.generate
+    calls, (model, processor) = generate_calls, tiny
+    b = run_eval(cfg, model, processor)["benchmarks"]["egosynth"]
+    assert b["skipped"] == {"missing_video": 1} and b["n_scored"] == 2 and sum(calls) == 2
+    b = run_eval(cfg, model, processor)["benchmarks"]["egosynth"]  # still missing: still counted
+    assert b["skipped"] == {"missing_video": 1} and sum(calls) == 2
+    hidden.with_suffix(".away").rename(hidden)
+    b = run_eval(cfg, model, processor)["benchmarks"]["egosynth"]
+    assert b["skipped"] == {} and b["n_scored"] == 3 and sum(calls) == 3  # only the restored one
 
 
 @pytest.mark.slow

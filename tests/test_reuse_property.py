@@ -30,13 +30,6 @@ RELAXED = {"lambda_c": -1.0, "lambda_f": -1.0e9, "lambda_o": -1.0}  # every vali
 N = 5
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model_dir):
-    from ego3s.models.loading import load_model
-
-    return load_model(tiny_model_dir, device="cpu", dtype="float32")
-
-
 def _same_json(a: Path, b: Path, drop: tuple[str, ...]) -> None:
     def clean(x):
         if isinstance(x, dict):
@@ -88,33 +81,23 @@ def test_select_folder_reused_for_other_data_equals_a_fresh_one(seed, tmp_path, 
 # ---------------------------------------------------------------------------------------- eval
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
-def test_eval_folder_reused_for_other_data_equals_a_fresh_one(seed, tmp_path, tiny, tiny_model_dir):
+def test_eval_folder_reused_for_other_data_equals_a_fresh_one(seed, tmp_path, tiny, tiny_model_dir, generate_calls):
     from ego3s.eval.runner import EvalConfig, run_eval
 
     pool = twin_pool(tmp_path / "data", "a", seed, N)
-    calls: list[int] = []
-    model, processor = tiny
-    original = model.generate
-
-    def generate(**kw):
-        calls.append(int(kw["input_ids"].shape[0]))
-        return original(**kw)
+    calls, (model, processor) = generate_calls, tiny
 
     def evaluate(out: Path) -> dict:
         cfg = EvalConfig(data=["EgoSynth"], paths={"EgoSynth": str(pool)}, model=tiny_model_dir, out=str(out),
                          nframes=4, max_pixels=PIX, min_pixels=784, max_new_tokens=6, batch_size=1, progress=False)
         return run_eval(cfg, model, processor)
 
-    model.generate = generate
-    try:
-        evaluate(tmp_path / "reused")
-        twin_pool(tmp_path / "data", "b", seed, N)
-        calls.clear()
-        evaluate(tmp_path / "reused")
-        assert sum(calls) == N - 1  # every changed sample generated again, t0 reused
-        evaluate(tmp_path / "fresh")
-    finally:
-        del model.generate
+    evaluate(tmp_path / "reused")
+    twin_pool(tmp_path / "data", "b", seed, N)
+    calls.clear()
+    evaluate(tmp_path / "reused")
+    assert sum(calls) == N - 1  # every changed sample generated again, t0 reused
+    evaluate(tmp_path / "fresh")
     r, f = tmp_path / "reused" / "egosynth", tmp_path / "fresh" / "egosynth"
     assert (r / "per_sample.jsonl").read_bytes() == (f / "per_sample.jsonl").read_bytes()
     _same_json(tmp_path / "reused" / "results.json", tmp_path / "fresh" / "results.json",
