@@ -43,7 +43,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ego3s.data.io import write_jsonl
 from ego3s.data.schema import LETTERS, Interaction, InteractionObject, Sample, TimedBox
@@ -73,7 +73,8 @@ TEMPLATE_ANSWERS: dict[str, str | None] = {
 FRAME_TYPES = ("pre_45", "pre_30", "pre_15", "pre_frame", "contact_frame", "pnr_frame", "post_frame")
 HAND_TYPES = ("left_hand", "right_hand")
 OBJECT_TYPES = HAND_TYPES + ("object_of_change", "tool")
-LAYOUTS = ("full_scale", "clips")
+Layout = Literal["full_scale", "clips"]
+LAYOUTS = get_args(Layout)
 CANONICAL_FPS = 30.0  # Ego4D canonical videos; used only when no file gives the fps (v1 SCOD)
 _NO_VERB = {"", "[verb not applicable]", "verb not applicable", "none", "null"}
 
@@ -144,7 +145,7 @@ class Ego4DConfig:
     splits: tuple[str, ...] = field(default=("train",), metadata={
         "help": "NLQ splits to read (nlq_<split>.json). val is left out by default: QAEgo4D's val/test "
                 "questions come from NLQ val, so training on it leaks into that benchmark"})
-    layout: str = field(default="full_scale", metadata={
+    layout: Layout = field(default="full_scale", metadata={
         "help": "full_scale: <video_root>/<video_uid>.mp4, times in video seconds; "
                 "clips: <video_root>/<clip_uid>.mp4, times in seconds of the NLQ clip"})
     context_sec: float = field(default=2.0, metadata={"help": "padding on each side of the clip window"})
@@ -157,9 +158,8 @@ class Ego4DConfig:
         "help": "videos to leave out (e.g. those of an evaluation benchmark)"})
 
     def __post_init__(self):
-        self.check()
-
-    def check(self) -> None:
+        self.splits = tuple(self.splits)
+        self.exclude_video_uids = frozenset(self.exclude_video_uids)
         if not isinstance(self.size, int) or self.size < 1:
             raise ValueError(f"size must be a positive integer, got {self.size!r}")
         if not 0.0 <= self.closed_fraction <= 1.0:
@@ -869,10 +869,7 @@ def build_ego4d(annotations: str | Path, video_root: str | Path, out: str | Path
                 config: Ego4DConfig | None = None, **options) -> tuple[list[Sample], dict]:
     """Build the Ego4D OpenQA + CloseQA subset. Returns (samples, report); with `out`, also writes
     `<out>/train.jsonl` and `<out>/report.json` atomically. `options` override `config` fields."""
-    cfg = dataclasses.replace(config or Ego4DConfig(), **options)
-    cfg.splits = tuple(cfg.splits)
-    cfg.exclude_video_uids = frozenset(cfg.exclude_video_uids)
-    cfg.check()
+    cfg = dataclasses.replace(config or Ego4DConfig(), **options)  # checked again by __post_init__
     ann = Path(annotations)
     video_root = Path(video_root).expanduser().absolute()  # JSONL paths are relative to the file's folder
     if not ann.is_dir():

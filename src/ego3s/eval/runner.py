@@ -30,10 +30,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from ego3s import skips
-from ego3s.config import DEVICES, DTYPES, check_fields, check_report_to
+from ego3s.config import DEVICES, DTYPES, Device, Dtype, check_fields, check_report_to
 from ego3s.data.schema import Sample
 from ego3s.data.video import BACKENDS
 from ego3s.files import append_jsonl, read_log, write_json, write_text
@@ -96,7 +96,7 @@ class EvalConfig:
     verbose: bool = field(default=False, metadata={"help": "print a few samples per benchmark"})
     icu: bool = field(default=False, metadata={
         "help": "interaction cue utilization, textual and attention (eager attention), where annotations allow"})
-    icu_layers: str = field(default="mean", metadata={"help": "attention ICU: mean over all layers, or last"})
+    icu_layers: Literal["mean", "last"] = field(default="mean", metadata={"help": "attention ICU: mean over all layers, or last"})
     retry_skipped: bool = field(default=False, metadata={
         "help": "on resume, retry every sample skipped before (those skipped for a missing or unreadable file are "
                 "always retried)"})
@@ -106,8 +106,8 @@ class EvalConfig:
     video_identity: str = field(default="stat", metadata={
         "help": "how a sample's video or image file is recognised in the prediction logs: stat (path, size, "
                 "modification time) or content (a hash of its bytes)"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    dtype: Dtype = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
+    device: Device = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
     report_to: str | list[str] = field(default="none", metadata={
         "help": "trackers for every metric, per benchmark and split (eval/<benchmark>/<split>/<metric>): none, "
