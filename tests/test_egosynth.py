@@ -16,6 +16,9 @@ from ego3s.data.egosynth_render import decode_mp4
 from ego3s.data.schema import LETTERS, Sample
 
 SMALL = es.EgoSynthConfig(train=16, test=8, probe=4)  # 36 clips
+# a smaller world (the CPU demo's kind): 2 scenes x 3 objects, larger objects, fewer lying around
+WORLD = es.EgoSynthConfig(train=16, test=8, probe=4, size=84, frames=8, scenes=2, objects_per_scene=3,
+                          object_scale=1.6, max_distractors=1)
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +101,9 @@ def test_records_valid(dataset):
     assert frames.shape == (SMALL.frames, SMALL.size, SMALL.size, 3) and frames.dtype == np.uint8
 
 
-def test_boxes_cover_the_drawn_pixels(dataset):
-    cfg, W = SMALL, SMALL.size
+@pytest.mark.parametrize("cfg", [SMALL, WORLD], ids=["default", "small_world"])
+def test_boxes_cover_the_drawn_pixels(dataset, cfg):
+    W = cfg.size
     samples = es.generate_samples("train", 6, cfg) + es.generate_samples("test_atypical", 4, cfg)
     centres = (np.arange(W) + 0.5) / W
     for s in samples:
@@ -125,6 +129,8 @@ def test_boxes_cover_the_drawn_pixels(dataset):
         bx = boxes[(c0, s.meta["object"])]
         sub = hand[int(bx[1] * W):int(np.ceil(bx[3] * W)), int(bx[0] * W):int(np.ceil(bx[2] * W))]
         assert sub.any(), s.id
+    if cfg is not SMALL:
+        return
     # the mp4 holds what was rendered (lossy, but close)
     s = read_jsonl(dataset / "train.jsonl")[0]
     rendered = es.render_clip("train", 0, cfg).astype(np.int16)
@@ -180,6 +186,44 @@ def test_every_question_answerable_and_tampering_caught():
     d = u.to_dict()
     d["meta"] = {**u.meta, "verb": {"swipe": "tap", "tap": "swipe", "stir": "tip", "tip": "stir"}[u.meta["verb"]]}
     assert any("use motion" in p for p in es.check_answerable(Sample.from_dict(d)))
+
+
+def test_smaller_world_draws_only_from_its_catalog():
+    """scenes / objects_per_scene restrict every object that appears (held, lying, named in an
+    option) to the catalog in use; the oracles and the checker read it from meta.generator; the
+    shortcut design holds (priors answer typical clips, never atypical ones)."""
+    scenes, in_use = WORLD.catalog()
+    assert scenes == es.SCENE_NAMES[:2] and all(len(v) == 3 for v in in_use.values())
+    objects = {o for v in in_use.values() for o in v}
+    samples = [s for split in ("train", "test_atypical") for s in es.generate_samples(split, 300, WORLD)]
+    for s in samples:
+        m = s.meta
+        assert m["scene"] in scenes and m["object"] in objects and m["theme"] in in_use[m["scene"]]
+        assert set(m["distractors"]) <= objects and 2 <= len(m["distractors"]) <= 3, s.id
+        assert (m["object"] in in_use[m["scene"]]) == m["typical"]
+        assert m["generator"]["scenes"] == 2 and m["generator"]["object_scale"] == 1.6
+        if s.task == "closeqa" and m["kind"] == "object":
+            assert set(s.options) <= objects and sum(o in in_use[m["scene"]] for o in s.options) == 1
+            assert len(set(s.options)) == 4
+        assert es.check_answerable(s) == [], s.id
+    typical = es.audit_samples([s for s in samples if s.meta["typical"]])
+    atypical = es.audit_samples([s for s in samples if not s.meta["typical"]])
+    assert typical["prior_only"]["closeqa"] == 1.0 and typical["context_only"]["all"] == 1.0
+    assert atypical["prior_only"]["all"] == 0.0 and atypical["context_only"]["all"] == 0.0
+
+
+def test_object_scale_draws_larger_objects():
+    """The same plan at object_scale 1.6 draws the lying object 1.6 times as wide (boxes follow);
+    a default config's samples carry no world keys (their bytes are unchanged)."""
+    base = dataclasses.replace(WORLD, object_scale=1.0)
+    widths = []
+    for cfg in (base, WORLD):
+        s = es.generate_samples("train", 1, cfg, start=5)[0]
+        x0, _, x1, _ = next(b.box for b in s.interaction.boxes if b.t == 0.0 and b.label == s.meta["object"])
+        widths.append((x1 - x0) * cfg.size)
+    assert abs(widths[1] / widths[0] - 1.6) < 4 / widths[0], widths  # pixel snapping: <= 2 px per side
+    assert set(es.generate_samples("train", 1, SMALL)[0].meta["generator"]) == {
+        "name", "version", "seed", "index", "p_typical", "frames", "fps", "size"}
 
 
 def test_closed_options():

@@ -110,7 +110,7 @@ def test_static_decode_step_compiles_as_one_graph(loaded, questions):
         with torch.no_grad():
             dynamic = group_generate(model, inputs, G, _gc(processor))
             static = group_generate(model, inputs, G, _gc(processor, compile_config=cc, disable_compile=True),
-                                    static_cache=True)  # disable_compile is overridden by static_cache
+                                    static_cache=True, decoder="generate")  # disable_compile is overridden
         graphs = counters["stats"]["unique_graphs"]
     finally:
         model.__dict__.pop("_compiled_call", None)

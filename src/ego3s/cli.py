@@ -277,7 +277,7 @@ def train_cmd(ctx: typer.Context,
     typer.echo(f"trained {trainer.state.global_step} steps; model in {Path(cfg.out) / 'final'}")
 
 
-@app.command("sft", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.models.sft:SFTRunConfig"))
+@app.command("sft", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.train.sft:SFTRunConfig"))
 def sft_cmd(ctx: typer.Context,
             config: Optional[Path] = typer.Option(None, help="YAML config (see configs/sft_config.yaml)"),
             resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
@@ -285,9 +285,9 @@ def sft_cmd(ctx: typer.Context,
                                                                     "delete them and start over")) -> None:
     """Supervised fine-tuning on video (answers or <think> traces), through TRL's SFTTrainer with
     ego3s's frame sampler. Extra `key=value` arguments override the config, e.g. `lora=true max_steps=100`."""
-    from ego3s.models.sft import run_sft
+    from ego3s.train.sft import run_sft
 
-    cfg = _stage_config("ego3s.models.sft:SFTRunConfig", config, list(ctx.args))
+    cfg = _stage_config("ego3s.train.sft:SFTRunConfig", config, list(ctx.args))
     trainer = run_sft(cfg, resume=resume, overwrite=overwrite)
     _echo_skips(getattr(trainer, "skips", None), "sft")
     what = "LoRA adapter (fold it in with `ego3s merge`)" if cfg.lora else "model"
@@ -306,7 +306,7 @@ def merge_cmd(checkpoint: Path = typer.Argument(..., help="a LoRA adapter folder
                                                                               "every tensor")) -> None:
     """Fold LoRA adapters into the base, or consolidate sharded DeepSpeed ZeRO / FSDP checkpoints,
     into a Hugging Face folder that `ego3s eval` loads (docs/training.md)."""
-    from ego3s.models.merge import merge
+    from ego3s.train.merge import merge
 
     merge(checkpoint, out, base=base, dtype=dtype, verify=verify, echo=typer.echo)
 

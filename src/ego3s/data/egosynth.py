@@ -515,6 +515,15 @@ class EgoSynthConfig:
     use_share: float = field(default=0.35,
                              metadata={"help": "share of clips where the object is used before it is put down "
                                                               "(all clips asked 'what did I do with X')"})
+    scenes: int = field(default=6, metadata={
+        "help": "scenes in use: the first N of the catalog (kitchen, workshop, garden, office, bathroom, living room)"})
+    objects_per_scene: int = field(default=5, metadata={
+        "help": "objects in use per scene: each scene's first N typical objects (docs/egosynth.md, Catalog); an "
+                "atypical object comes from another scene in use"})
+    object_scale: float = field(default=1.0, metadata={
+        "help": "objects (held and lying) drawn at this multiple of their default size; boxes follow"})
+    max_distractors: int = field(default=4, metadata={
+        "help": "most objects lying in the scene besides the theme's two copies (drawn from min(2, N) to N)"})
     crf: int = field(default=26, metadata={"help": "x264 constant rate factor (quality of the mp4s)"})
     preset: str = field(default="superfast", metadata={"help": "x264 preset (speed / file size trade-off)"})
 
@@ -529,9 +538,28 @@ class EgoSynthConfig:
         check_fields(self, choices={"preset": X264_PRESETS},
                      ranges={"train": "[0, inf)", "test": "[0, inf)", "probe": "[0, inf)", "p_typical": "[0, 1]",
                              "closed_share": "[0, 1]", "use_share": "[0, 1]", "frames": "[8, 64]", "fps": "(0, inf)",
-                             "size": "[56, inf)", "crf": "[0, 51]", "seed": "[0, inf)"})
+                             "size": "[56, inf)", "crf": "[0, 51]", "seed": "[0, inf)",
+                             "scenes": f"[2, {len(SCENE_NAMES)}]", "objects_per_scene": "[2, 5]",
+                             "object_scale": "(0, 3]", "max_distractors": "[0, 4]"})
+        for name in ("scenes", "objects_per_scene", "max_distractors"):
+            if not isinstance(getattr(self, name), int):
+                raise ConfigError(f"{name}: {getattr(self, name)!r} is not an integer")
         if self.size % 2:
             raise ConfigError(f"size: {self.size!r} is not even")
+
+    def catalog(self) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+        """(scenes in use, {scene: its objects in use}): the world this config draws from."""
+        return catalog_of(self.scenes, self.objects_per_scene)
+
+    def world(self) -> dict:
+        """The world keys that differ from the full catalog's defaults (recorded in each sample's
+        `meta.generator`, so that the oracles and the checker know the catalog in use)."""
+        out = {}
+        for name, default in (("scenes", len(SCENE_NAMES)), ("objects_per_scene", 5), ("object_scale", 1.0),
+                              ("max_distractors", 4)):
+            if getattr(self, name) != default:
+                out[name] = getattr(self, name)
+        return out
 
     def p_of(self, split: str) -> float:
         for name, _, p in self.splits():
@@ -575,6 +603,20 @@ class _Plan:
     skin: tuple
     sleeve: tuple
     hscale: float
+    obj_scale: float = 1.0            # EgoSynthConfig.object_scale
+
+
+@lru_cache(maxsize=None)
+def catalog_of(scenes: int = 6, objects_per_scene: int = 5) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
+    """The first `scenes` scenes and each one's first `objects_per_scene` typical objects."""
+    names = SCENE_NAMES[:scenes]
+    return names, {sc: SCENE_OBJECTS[sc][:objects_per_scene] for sc in names}
+
+
+def _meta_catalog(m: dict) -> dict[str, tuple[str, ...]]:
+    """{scene: objects in use} of the world a sample was generated in (its `meta.generator`)."""
+    gen = m.get("generator") or {}
+    return catalog_of(int(gen.get("scenes", len(SCENE_NAMES))), int(gen.get("objects_per_scene", 5)))[1]
 
 
 def _pick(rng, seq):
@@ -587,14 +629,14 @@ def _weighted(rng, items: Sequence, weights: Sequence[float]):
 
 
 @lru_cache(maxsize=None)
-def _local_extent(kind: str, name: str) -> tuple[float, float, float, float]:
+def _local_extent(kind: str, name: str, scale: float = 1.0) -> tuple[float, float, float, float]:
     if kind == "obj":
-        return union_extent(place(OBJECTS[name].parts, 0.0, 0.0, 0.0, OBJ_SCALE))
+        return union_extent(place(OBJECTS[name].parts, 0.0, 0.0, 0.0, OBJ_SCALE * scale))
     return union_extent(place(DESTINATIONS[name].parts, 0.0, 0.0, 0.0, 1.0))
 
 
-def _radius(name: str) -> float:
-    x0, y0, x1, y1 = _local_extent("obj", name)
+def _radius(name: str, scale: float = 1.0) -> float:
+    x0, y0, x1, y1 = _local_extent("obj", name, scale)
     return 0.5 * max(x1 - x0, y1 - y0)
 
 
@@ -605,13 +647,14 @@ def _rng(seed: int, split: str, index: int) -> np.random.Generator:
 def _plan(cfg: EgoSynthConfig, split: str, index: int, p_typical: float) -> tuple[_Plan, np.random.Generator]:
     rng = _rng(cfg.seed, split, index)
     T = cfg.frames
-    scene = _pick(rng, SCENE_NAMES)
+    scene_names, in_use = cfg.catalog()
+    scene = _pick(rng, scene_names)
     typical = bool(rng.random() < p_typical)
     kind = _weighted(rng, list(KIND_WEIGHTS), list(KIND_WEIGHTS.values()))
     closed = bool(rng.random() < cfg.closed_share)
     action = "use" if kind == "action" or rng.random() < cfg.use_share else "move"
-    typ = SCENE_OBJECTS[scene]
-    others = [o for o in OBJECTS if o not in typ]
+    typ = in_use[scene]
+    others = [o for sc in scene_names if sc != scene for o in in_use[sc]]
     obj = _pick(rng, typ) if typical else _pick(rng, others)
     theme = obj if typical else _pick(rng, typ)
     hand = "right" if typical else "left"
@@ -644,8 +687,8 @@ def _plan(cfg: EgoSynthConfig, split: str, index: int, p_typical: float) -> tupl
     fy = ty + rng.uniform(z[1], z[3]) * 0.8 + (z[1] + z[3]) * 0.1
     ang0 = math.radians(rng.uniform(-25, 25))
 
-    circles = [(sx, sy, _radius(obj) * 0.9)]
-    k_other = int(rng.integers(2, 5))
+    circles = [(sx, sy, _radius(obj, cfg.object_scale) * 0.9)]
+    k_other = int(rng.integers(min(2, cfg.max_distractors), cfg.max_distractors + 1))
     pool_t = [o for o in typ if o not in (theme, obj)]
     pool_a = [o for o in others if o not in (theme, obj)]
     wanted = [theme, theme]
@@ -656,7 +699,7 @@ def _plan(cfg: EgoSynthConfig, split: str, index: int, p_typical: float) -> tupl
         wanted.append(_pick(rng, pool))
     distractors = []
     for j, name in enumerate(wanted):
-        r = _radius(name) * 0.85
+        r = _radius(name, cfg.object_scale) * 0.85
         tries = 200 if j < 2 else 60
         for t in range(tries):
             x, y = rng.uniform(0.1, 0.9), rng.uniform(0.5, 0.88)
@@ -736,7 +779,8 @@ def _plan(cfg: EgoSynthConfig, split: str, index: int, p_typical: float) -> tupl
                alpha=alpha, obj_pose=obj_pose, idle_bob=0.012 * np.sin(2 * math.pi * u + rng.uniform(0, 6.3)),
                variant=int(rng.integers(3)), flip=bool(rng.random() < 0.5),
                gain=tuple(float(v) for v in rng.uniform(0.88, 1.08) * rng.uniform(0.96, 1.04, 3)),
-               skin=_pick(rng, SKIN_TONES), sleeve=_pick(rng, SLEEVES), hscale=float(rng.uniform(0.9, 1.1)))
+               skin=_pick(rng, SKIN_TONES), sleeve=_pick(rng, SLEEVES), hscale=float(rng.uniform(0.9, 1.1)),
+               obj_scale=cfg.object_scale)
     return pl, rng
 
 
@@ -776,7 +820,8 @@ def _geometry(pl: _Plan, f: int, size: int) -> list[tuple[str | None, list, bool
     out = []
     ox, oy, oa = pl.obj_pose[f]
     ix, iy = to_image(ox, oy, cam)
-    out.append((pl.obj, place(_parts("obj", pl.obj, pl.gain), ix * size, iy * size, oa - roll, zoom * size * OBJ_SCALE),
+    out.append((pl.obj, place(_parts("obj", pl.obj, pl.gain), ix * size, iy * size, oa - roll,
+                                                                zoom * size * OBJ_SCALE * pl.obj_scale),
                 True))
     grip = pl.c0 <= f <= pl.c1
     skin, sleeve = _parts("hand", (pl.skin, pl.sleeve, grip), pl.gain)
@@ -812,7 +857,7 @@ def _scene_boxes(pl: _Plan, cfg: EgoSynthConfig) -> list[dict]:
             cam = pl.cam[f]
             ix, iy = to_image(x, y, cam)
             prims = place(_parts("obj", name, pl.gain), ix * cfg.size, iy * cfg.size, a - float(cam[2]),
-                          float(cam[3]) * cfg.size * OBJ_SCALE)
+                          float(cam[3]) * cfg.size * OBJ_SCALE * pl.obj_scale)
             b = _box(prims, cfg.size)
             if b is not None:
                 track.append([round(f / cfg.fps, 4), *b])
@@ -861,7 +906,8 @@ def _question(pl: _Plan, rng: np.random.Generator, cfg: EgoSynthConfig) -> dict:
     template = _weighted(rng, ids, [TEMPLATES[k][2] for k in ids])
     text = TEMPLATES[template][1]
     o, d = OBJECTS[pl.obj], DESTINATIONS[pl.dest]
-    typ = SCENE_OBJECTS[pl.scene]
+    scene_names, in_use = cfg.catalog()
+    typ = in_use[pl.scene]
     activity = None
     if "{activity}" in text:
         activity = OBJECTS[pl.obj if pl.typical else pl.theme].activity
@@ -878,7 +924,7 @@ def _question(pl: _Plan, rng: np.random.Generator, cfg: EgoSynthConfig) -> dict:
     if pl.kind == "object":
         answer = pl.obj
         visible = Counter(n for n, *_ in pl.distractors)
-        pool = [x for x in OBJECTS if x not in typ and x != pl.obj]
+        pool = [x for sc in scene_names if sc != pl.scene for x in in_use[sc] if x != pl.obj]
         w = [3.0 if visible[x] else 1.0 for x in pool]
         n_a = 3 if pl.typical else 2
         idx = rng.choice(len(pool), n_a, replace=False, p=np.array(w) / sum(w))
@@ -888,7 +934,7 @@ def _question(pl: _Plan, rng: np.random.Generator, cfg: EgoSynthConfig) -> dict:
         usual = DESTINATIONS[o.dest].phrase
         in_scene = [DESTINATIONS[n].phrase for n in SCENES[pl.scene].destinations if n != pl.dest]
         if pl.typical:
-            away = [x.phrase for x in DESTINATIONS.values() if x.name not in SCENES[pl.scene].destinations]
+            away = [DESTINATIONS[n].phrase for sc in scene_names if sc != pl.scene for n in SCENES[sc].destinations]
             foils = in_scene + [_pick(rng, away)]
         else:
             foils = in_scene + [usual]
@@ -936,7 +982,7 @@ def _sample(pl: _Plan, rng: np.random.Generator, cfg: EgoSynthConfig, geos: list
                "release_xy": [round(v, 4) for v in to_image(*pl.obj_pose[pl.c1, :2], pl.cam[pl.c1])],
                "hold_t": qa["hold_t"], "idle_hand": pl.idle, "scene_objects": _scene_boxes(pl, cfg)},
         "generator": {"name": "egosynth", "version": VERSION, "seed": cfg.seed, "index": pl.index,
-                      "p_typical": pl.p_typical, "frames": T, "fps": cfg.fps, "size": size},
+                      "p_typical": pl.p_typical, "frames": T, "fps": cfg.fps, "size": size, **cfg.world()},
     }
     inter = Interaction(objects=[InteractionObject(o.name, list(o.synonyms))], action=action, boxes=boxes,
                         contact=[round(pl.c0 / cfg.fps, 4), round(pl.c1 / cfg.fps, 4)])
@@ -959,7 +1005,8 @@ def _render(pl: _Plan, cfg: EgoSynthConfig, masks: bool = False, geos: list | No
     for name, x, y in pl.dests:
         draw(canvas, place(_parts("dest", name, pl.gain), (x + MARGIN) * size, (y + MARGIN) * size, 0.0, size))
     for name, x, y, a in pl.distractors:
-        draw(canvas, place(_parts("obj", name, pl.gain), (x + MARGIN) * size, (y + MARGIN) * size, a, size * OBJ_SCALE))
+        draw(canvas, place(_parts("obj", name, pl.gain), (x + MARGIN) * size, (y + MARGIN) * size, a,
+                                size * OBJ_SCALE * pl.obj_scale))
     packed = np.empty((T, size, size), np.uint32)
     all_masks = []
     for f in range(T):
@@ -1142,7 +1189,7 @@ def prior_answer(s: Sample) -> str:
     usual destination / use. Hand: the right hand. Returns the answer text."""
     m = s.meta
     scene, cues, kind = m["scene"], m.get("cues") or {}, m["kind"]
-    typ = SCENE_OBJECTS[scene]
+    typ = _meta_catalog(m)[scene]
     if kind == "object":
         if cues.get("activity"):
             cand = ACTIVITY_OBJECT[cues["activity"]]
@@ -1172,7 +1219,7 @@ def context_answer(s: Sample) -> str:
     m = s.meta
     if m["kind"] != "object":
         return prior_answer(s)
-    typ = SCENE_OBJECTS[m["scene"]]
+    typ = _meta_catalog(m)[m["scene"]]
     counts = Counter(m.get("distractors") or [])
     ranked = sorted((o for o in counts if o in typ), key=lambda o: (-counts[o], typ.index(o)))
     if s.task == "closeqa":
@@ -1266,7 +1313,7 @@ def check_answerable(sample: Sample) -> list[str]:
         return [f"unknown object {obj!r}"]
     if [o.name for o in it.objects] != [obj]:
         p.append(f"interaction objects {[o.name for o in it.objects]} != meta.object {obj!r}")
-    if bool(m["typical"]) != (obj in SCENE_OBJECTS[m["scene"]]):
+    if bool(m["typical"]) != (obj in _meta_catalog(m).get(m["scene"], ())):
         p.append("meta.typical disagrees with the catalog")
     boxes: dict[tuple[int, str], list[float]] = {}
     for b in it.boxes:

@@ -77,6 +77,11 @@ def prefill(model, inputs: dict, group: int):
     """KV cache of every prompt token but the last, computed once per row and repeated `group`
     times (rows i*group .. i*group + group-1 are copies of row i). Sets the model's rope_deltas
     for the repeated rows."""
+    return _prefill(model, inputs, group)[0]
+
+
+def _prefill(model, inputs: dict, group: int):
+    """`prefill`'s cache and the `(4, B * group)` positions of each repeated row's last prompt token."""
     from transformers import DynamicCache
 
     base = _base(model)
@@ -92,7 +97,7 @@ def prefill(model, inputs: dict, group: int):
          logits_to_keep=1, **{_cache_kwarg(base): cache}, **kw)
     cache.batch_repeat_interleave(group)
     base.model.rope_deltas = deltas.repeat_interleave(group, dim=0)
-    return cache
+    return cache, positions[..., -1].repeat_interleave(group, dim=1)
 
 
 STATIC_BUCKET = 256  # static cache lengths are rounded up to a multiple of this
@@ -139,7 +144,7 @@ def _max_length(prompt_len: int, gc, generate_kwargs: dict) -> int:
 
 
 def group_generate(model, inputs: dict, group: int, generation_config=None, static_cache: bool = False,
-                   **generate_kwargs) -> torch.Tensor:
+                   decoder: str = "graph", **generate_kwargs) -> torch.Tensor:
     """What `model.generate` returns for the batch in which each row of `inputs` appears `group`
     times in a row (`(B * group, L + new)` token ids), with one vision encoding and one prefill per
     row instead of `group`.
@@ -148,16 +153,28 @@ def group_generate(model, inputs: dict, group: int, generation_config=None, stat
     tensors of the B distinct prompts. Call under `torch.no_grad()`.
     `static_cache`: decode against a StaticCache with compilation allowed (the caller's
     `disable_compile` is overridden; `generation_config.compile_config` picks how), see the module
-    docstring. Left-padded batches take it too: with the grow-only cache (`static_copy`), padded
+    docstring. `decoder` (static cache only): "graph", ego3s's decode loop whose step is one CUDA
+    graph on CUDA (`ego3s.rl.graph_decode`; settings it does not implement fall back to
+    `generate`); "graph-compiled", the same with the step compiled by inductor before capture;
+    "generate", transformers' `generate` with its auto-compiled step. Left-padded batches take it too: with the grow-only cache (`static_copy`), padded
     evaluation batches of 8 ran 1.36x faster than through the dynamic cache (H200, 7B architecture,
     16-token answers, the 2026-11-26 scene-fallback study; docs/PERFORMANCE.md)."""
-    cache = prefill(model, inputs, group)
+    from ego3s.rl import graph_decode
+
+    cache, last_positions = _prefill(model, inputs, group)
     ids = inputs["input_ids"].repeat_interleave(group, dim=0)
     mask = inputs["attention_mask"].repeat_interleave(group, dim=0)
     if static_cache:
+        if decoder not in ("graph", "graph-compiled", "generate"):
+            raise ValueError(f"decoder must be graph, graph-compiled or generate, not {decoder!r}")
+        fast = (graph_decode.sampling_of(_base(model), generation_config, **generate_kwargs)
+                if decoder != "generate" else None)
         generation_config = copy.deepcopy(generation_config or _base(model).generation_config)
         generation_config.disable_compile = False
         cache = static_copy(model, cache, _max_length(ids.shape[1], generation_config, generate_kwargs))
+        if fast is not None:  # ego3s's own decode loop (one CUDA graph per step), see graph_decode
+            return graph_decode.decode(model, cache, ids, mask, last_positions, fast,
+                                       compile_step=decoder == "graph-compiled")
     # through the caller's model (a PEFT wrapper, or a model whose generate was wrapped), as TRL calls it
     return model.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config,
                           **{_cache_kwarg(_base(model)): cache}, **generate_kwargs)
