@@ -16,7 +16,7 @@ from pathlib import Path
 from ego3s import skips
 from ego3s.config import MASTER_WEIGHTS, MasterWeights, check_fields, check_report_to
 from ego3s.data.video import FrameSampling
-from ego3s.train.vision_pretrain import VisionPretrainConfig
+from ego3s.train.vision_pretrain_config import VisionPretrainConfig
 
 FORMATS = ("direct", "reasoning")
 
