@@ -166,7 +166,7 @@ def _weights(path: Path) -> dict:
 def test_train_with_ecr_survives_three_kills(synth, tiny_model_dir, tmp_path):
     import torch
 
-    from ego3s.rl.train import last_checkpoint
+    from ego3s.train.plumbing import last_checkpoint
 
     cmd = lambda out: [sys.executable, "-m", "ego3s.cli", "train", "--resume", f"model={tiny_model_dir}",  # noqa
                        f"data={synth / 'train.jsonl'}", f"out={out}", f"relevance_file={synth / 'relevance.json'}",

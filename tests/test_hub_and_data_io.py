@@ -112,8 +112,8 @@ def test_lora_adapter_over_a_hub_id_merges_from_the_cache(tiny_model_dir, tmp_pa
     """An adapter names its base by Hub id (as PEFT writes it); `ego3s merge` finds it in the cache."""
     from peft import get_peft_model
 
-    from ego3s.models.merge import merge
-    from ego3s.rl.train import lora_config
+    from ego3s.train.merge import merge
+    from ego3s.train.plumbing import lora_config
 
     home = tmp_path / "hf"
     populate_hub_cache(tiny_model_dir, home / "hub", "ego3s-test/tiny-vl")

@@ -131,7 +131,7 @@ def test_train_refuses_a_folder_of_another_run_before_loading_anything(tmp_path,
     cfg = TrainingConfig(model=tiny_model_dir, data=str(tmp_path / "data" / "pool.jsonl"), out=str(tmp_path / "t"),
                          max_steps=1, nframes=4)
     from ego3s.identity import read_identity
-    from ego3s.rl.train import start_model_fingerprint, training_identity
+    from ego3s.train.plumbing import start_model_fingerprint, training_identity
 
     ident = training_identity(cfg, read_jsonl(cfg.data), start_model_fingerprint(cfg.model))
     claim_folder(cfg.out, ident, resume=False)  # as a first run leaves it, with one checkpoint

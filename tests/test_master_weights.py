@@ -96,7 +96,7 @@ def test_grpo_in_bf16_trains_fp32_masters_and_saves_bf16(tiny_model_dir, synth, 
 def test_sft_in_bf16_moves_the_weights_only_with_fp32_masters(tiny_model_dir, synth, tmp_path):
     """A random tiny policy earns no reward, so GRPO has no gradient to show this with; the
     supervised loss always has one and goes through the same upcast."""
-    from ego3s.models.sft import SFTRunConfig, run_sft
+    from ego3s.train.sft import SFTRunConfig, run_sft
 
     share = {}
     for mw in ("float32", "bfloat16"):

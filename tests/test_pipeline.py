@@ -303,7 +303,7 @@ def test_training_keeps_the_vision_tower_frozen(ref):
 def test_resume_skips_a_half_written_checkpoint(ref, tmp_path):
     import shutil
 
-    from ego3s.rl.train import last_checkpoint
+    from ego3s.train.plumbing import last_checkpoint
 
     shutil.copytree(ref / "train" / "checkpoint-2", tmp_path / "checkpoint-2")
     (tmp_path / "checkpoint-3").mkdir()  # what a SIGKILL during save_model leaves

@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import load_file
 
 from ego3s.data.egosynth import EgoSynthConfig, generate
-from ego3s.models.merge import MergeError, detect, merge
-from ego3s.models.sft import SFTRunConfig, run_sft
+from ego3s.train.merge import MergeError, detect, merge
+from ego3s.train.sft import SFTRunConfig, run_sft
 
 PIX = 56 * 56
 
@@ -48,7 +48,7 @@ def _cfg(tiny_model_dir, synth, out, **kw):
 
 def _batch(processor, cfg, synth, n=2):
     from ego3s.data.io import read_jsonl
-    from ego3s.models.warmup import ClipCollator
+    from ego3s.train.collator import ClipCollator
 
     rows = [{"sample": json.dumps(s.to_dict())} for s in read_jsonl(synth / "traces.jsonl")[:n]]
     return ClipCollator(processor, cfg)(rows)
@@ -243,7 +243,8 @@ def test_reasoning_warmup_trains_a_share_in_the_direct_format(tiny_model_dir, sy
     session 4: s_full = s_context = s_blind); `direct_share` trains that share answer-only."""
     from ego3s.data.io import read_jsonl
     from ego3s.models.loading import load_model
-    from ego3s.models.warmup import WarmupConfig, sample_format
+    from ego3s.train.collator import sample_format
+    from ego3s.train.warmup import WarmupConfig
 
     samples = read_jsonl(synth / "traces.jsonl")
     ids = [f"s{i}" for i in range(400)]
@@ -263,7 +264,8 @@ def test_reasoning_warmup_trains_a_share_in_the_direct_format(tiny_model_dir, sy
 def test_collator_skips_and_lists_an_unreadable_clip(tiny_model_dir, synth, tmp_path):
     from ego3s.data.io import read_jsonl
     from ego3s.models.loading import load_model
-    from ego3s.models.warmup import ClipCollator, WarmupConfig
+    from ego3s.train.collator import ClipCollator
+    from ego3s.train.warmup import WarmupConfig
 
     good = read_jsonl(synth / "traces.jsonl")[0].to_dict()
     bad = {**good, "id": "broken", "video": str(tmp_path / "missing.mp4")}
@@ -284,7 +286,8 @@ def test_context_share_masks_the_interaction_of_typical_samples_only(tiny_model_
 
     from ego3s.data.io import read_jsonl
     from ego3s.models.loading import load_model
-    from ego3s.models.warmup import ClipCollator, WarmupConfig, sample_view_name
+    from ego3s.train.collator import ClipCollator, sample_view_name
+    from ego3s.train.warmup import WarmupConfig
 
     samples = read_jsonl(synth / "train.jsonl")
     typical = next(s for s in samples if s.meta["typical"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ego3s.config import load_config
-from ego3s.models.sft import SFTRunConfig
+from ego3s.train.sft import SFTRunConfig
 from ego3s.pipeline import RunConfig
 from ego3s.rl.train import TrainingConfig
 from ego3s.select.run import SelectionConfig

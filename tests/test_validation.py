@@ -36,7 +36,7 @@ def cli(*args, env=None):
 
 
 def _classes():
-    from ego3s.models.sft import SFTRunConfig
+    from ego3s.train.sft import SFTRunConfig
     from ego3s.pipeline import RunConfig
     from ego3s.rl.train import TrainingConfig
     from ego3s.select.run import SelectionConfig

@@ -1,4 +1,4 @@
-"""Vision pretraining on interaction labels (ego3s.models.vision_pretrain): the dense box targets
+"""Vision pretraining on interaction labels (ego3s.train.vision_pretrain): the dense box targets
 on hand-made boxes, and a few real steps on the tiny model's tower."""
 
 import json
@@ -9,8 +9,8 @@ import torch
 
 from ego3s.data.schema import Interaction, InteractionObject, TimedBox
 from ego3s.data.video import FrameSampling
-from ego3s.models.vision_pretrain import pretrain_vision, token_box_targets
-from ego3s.models.warmup import VisionPretrainConfig
+from ego3s.train.vision_pretrain import pretrain_vision, token_box_targets
+from ego3s.train.vision_pretrain import VisionPretrainConfig
 
 
 def test_token_box_targets_mark_the_cells_a_box_touches():
@@ -71,7 +71,7 @@ def test_pretrain_moves_the_tower_and_restores_its_flags(tiny_model_dir, synth, 
 
 def test_non_finite_steps_are_skipped_and_a_diverged_tower_stops(tiny_model_dir, synth, monkeypatch):
     from ego3s.data.io import read_jsonl
-    from ego3s.models import vision_pretrain as vp
+    from ego3s.train import vision_pretrain as vp
     from ego3s.models.loading import load_model
 
     model, processor = load_model(tiny_model_dir, dtype="float32")
@@ -100,7 +100,7 @@ def test_non_finite_steps_are_skipped_and_a_diverged_tower_stops(tiny_model_dir,
 def test_warmup_stops_at_the_first_nan_log():
     from types import SimpleNamespace
 
-    from ego3s.models.warmup import stop_on_nan
+    from ego3s.train.plumbing import stop_on_nan
 
     cb, state = stop_on_nan(), SimpleNamespace(global_step=40)
     cb.on_log(None, state, None, logs={"loss": 0.5, "grad_norm": 1.2, "learning_rate": 1e-4})
@@ -111,7 +111,7 @@ def test_warmup_stops_at_the_first_nan_log():
 
 
 def test_heads_pool_a_batch_of_equal_clips_as_clip_by_clip():
-    from ego3s.models.vision_pretrain import VisionHeads
+    from ego3s.train.vision_pretrain import VisionHeads
 
     torch.manual_seed(0)
     heads, tokens = VisionHeads(8, 5), torch.randn(12, 8)
@@ -123,7 +123,7 @@ def test_heads_pool_a_batch_of_equal_clips_as_clip_by_clip():
 
 
 def test_a_diverging_warmup_stops_at_its_first_nan_log(tiny_model_dir, synth, tmp_path):
-    from ego3s.models.warmup import WarmupConfig, warmup
+    from ego3s.train.warmup import WarmupConfig, warmup
 
     cfg = WarmupConfig(steps=10, batch_size=2, learning_rate=1e8, nframes=4, max_pixels=56 * 56, min_pixels=56 * 56,
                        train_language_model=True)
@@ -137,8 +137,8 @@ def test_warmup_can_keep_the_pretrained_tower_fixed(tiny_model_dir, synth, tmp_p
     merger and the language model."""
     from safetensors.torch import load_file
 
-    from ego3s.models import vision_pretrain as vp
-    from ego3s.models.warmup import VisionPretrainConfig, WarmupConfig, warmup
+    from ego3s.train import vision_pretrain as vp
+    from ego3s.train.warmup import WarmupConfig, warmup
 
     pretrained = {}
 
@@ -174,7 +174,7 @@ def test_name_alignment_pulls_the_object_tokens_towards_the_name_embedding(tiny_
     embedding of the object's name; the language model itself is not trained."""
     from ego3s.data.io import read_jsonl
     from ego3s.models.loading import load_model
-    from ego3s.models.vision_pretrain import name_prototypes
+    from ego3s.train.vision_pretrain import name_prototypes
 
     model, processor = load_model(tiny_model_dir, dtype="float32")
     protos = name_prototypes(model, processor.tokenizer, ["cutting board", "mug"])
@@ -201,7 +201,7 @@ def test_name_alignment_pulls_the_object_tokens_towards_the_name_embedding(tiny_
 def test_vision_pretraining_can_read_its_own_pool(tiny_model_dir, synth, tmp_path):
     """`vision_pretrain.data`: the tower pretrains on another JSONL than the QA warm-up's."""
     from ego3s.data.io import read_jsonl, write_jsonl
-    from ego3s.models.warmup import VisionPretrainConfig, WarmupConfig, warmup
+    from ego3s.train.warmup import WarmupConfig, warmup
 
     write_jsonl(tmp_path / "vision.jsonl", read_jsonl(synth / "train.jsonl")[:4])
     pix = 56 * 56
@@ -218,7 +218,7 @@ def test_context_share_trains_typical_clips_with_the_interaction_masked(tiny_mod
     from ego3s.data.io import read_jsonl
     from ego3s.data.video import load_sample_clip, make_view
     from ego3s.models.loading import load_model
-    from ego3s.models.vision_pretrain import _Encoded, encode_clips
+    from ego3s.train.vision_pretrain import _Encoded, encode_clips
 
     model, processor = load_model(tiny_model_dir, dtype="float32")
     samples = read_jsonl(synth / "train.jsonl")
@@ -245,7 +245,7 @@ def test_context_share_trains_typical_clips_with_the_interaction_masked(tiny_mod
 
 
 def test_scene_token_labels_name_the_cells_of_scene_objects():
-    from ego3s.models.vision_pretrain import scene_token_labels
+    from ego3s.train.vision_pretrain import scene_token_labels
 
     scene = [{"name": "mug", "boxes": [[0.0, 0.0, 0.0, 0.5, 0.5]]},          # top-left quarter
              {"name": "kettle", "boxes": [[0.0, 0.25, 0.0, 0.75, 0.25]]},   # top strip, overlaps the mug

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The vision probe (experiments/egosynth/vision_probe.py) at three resolutions on one GPU: can the
 # smol vision tower, from scratch, learn which object the hand takes? At each resolution, with the
-# object label alone (box weight 0) and with the dense box loss of ego3s.models.vision_pretrain
+# object label alone (box weight 0) and with the dense box loss of ego3s.train.vision_pretrain
 # (box weight 1). Each run is time-boxed; results go to ${OUT:-/tmp}/probe_SIDE_bwW.json (6 files)
 # and one table to stdout. From the repository root:
 #   bash experiments/egosynth/probe_gpu.sh [TRAIN_CLIPS] [EPOCHS] [SIDES]

@@ -158,7 +158,7 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
     """EgoSynth pools, the base model and its evaluation, once for every row (prep/prep.json)."""
     from ego3s.data.egosynth import EgoSynthConfig, generate
     from ego3s.models import BUILDERS
-    from ego3s.models.warmup import WarmupConfig, warmup
+    from ego3s.train.warmup import WarmupConfig, warmup
     from ego3s.pipeline import Run, RunConfig
 
     d = root / "prep"

@@ -30,7 +30,7 @@ def _one(args):
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     from ego3s.data.video import FrameSampling, load_sample_clip, make_view
-    from ego3s.models.vision_pretrain import encode_clips, token_box_targets
+    from ego3s.train.vision_pretrain import encode_clips, token_box_targets
 
     torch.set_num_threads(1)
     proc = Qwen2VLVideoProcessor(patch_size=14, temporal_patch_size=2, merge_size=2,
@@ -66,7 +66,7 @@ def clips(data_dir: Path, split: str, side: int, nframes: int, views: tuple[str,
 
 class Probe(nn.Module):
     """The smol vision tower (random init, as `ego3s build-model smol` makes it) and the heads
-    `ego3s.models.vision_pretrain` trains it with."""
+    `ego3s.train.vision_pretrain` trains it with."""
 
     def __init__(self, n_classes: int):
         super().__init__()
@@ -75,7 +75,7 @@ class Probe(nn.Module):
 
         from ego3s.models.smol import VISION
         from ego3s.models.vision_attention import patch_vision_attention
-        from ego3s.models.vision_pretrain import VisionHeads
+        from ego3s.train.vision_pretrain import VisionHeads
 
         cfg = Qwen2_5_VLConfig(vision_config={**VISION, "out_hidden_size": 576}).vision_config
         self.visual = Qwen2_5_VisionTransformerPretrainedModel._from_config(cfg)
@@ -84,7 +84,7 @@ class Probe(nn.Module):
 
     def forward(self, batch):
         """(box logits of every token, class logits per clip) for a list of (pixels, grid)."""
-        from ego3s.models.vision_pretrain import tower_tokens
+        from ego3s.train.vision_pretrain import tower_tokens
 
         dev = self.heads.query.device
         pix = torch.cat([p for p, _ in batch]).to(dev, torch.float32)
@@ -162,7 +162,7 @@ def main() -> None:
             with _autocast():
                 box_logit, logits = model([tr["full"][i] for i in idx])
             loss = nn.functional.cross_entropy(logits.float(), torch.tensor([ytr[i] for i in idx], device=device))
-            if a.box_weight:  # the dense objective of ego3s.models.vision_pretrain
+            if a.box_weight:  # the dense objective of ego3s.train.vision_pretrain
                 target = torch.cat([btr[i] for i in idx]).to(device)
                 loss = loss + a.box_weight * nn.functional.binary_cross_entropy_with_logits(box_logit.float(), target)
             opt.zero_grad()

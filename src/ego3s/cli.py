@@ -242,7 +242,7 @@ def sft_cmd(ctx: typer.Context,
     """Supervised fine-tuning on video (answers or <think> traces), through TRL's SFTTrainer with
     ego3s's frame sampler. Extra `key=value` arguments override the config, e.g. `lora=true max_steps=100`."""
     from ego3s.config import load_config
-    from ego3s.models.sft import SFTRunConfig, run_sft
+    from ego3s.train.sft import SFTRunConfig, run_sft
 
     cfg = load_config(SFTRunConfig, config, list(ctx.args))
     trainer = run_sft(cfg, resume=resume, overwrite=overwrite)
@@ -263,7 +263,7 @@ def merge_cmd(checkpoint: Path = typer.Argument(..., help="a LoRA adapter folder
                                                                               "every tensor")) -> None:
     """Fold LoRA adapters into the base, or consolidate sharded DeepSpeed ZeRO / FSDP checkpoints,
     into a Hugging Face folder that `ego3s eval` loads (docs/training.md)."""
-    from ego3s.models.merge import merge
+    from ego3s.train.merge import merge
 
     merge(checkpoint, out, base=base, dtype=dtype, verify=verify, echo=typer.echo)
 

@@ -34,7 +34,7 @@ from ego3s.data.egosynth import EgoSynthConfig
 from ego3s.eval.runner import EvalConfig
 from ego3s.files import folder_lock, write_json
 from ego3s.identity import describe_diff, stable_hash
-from ego3s.models.warmup import WarmupConfig
+from ego3s.train.warmup import WarmupConfig
 from ego3s.rl.train import TrainingConfig
 from ego3s.select.run import SelectionConfig
 
@@ -317,7 +317,7 @@ def _run_pipeline(cfg: RunConfig, from_stage: str | None, echo: Callable[[str], 
     def warm() -> dict:
         if not cfg.warmup_enabled:
             return {"model": base}
-        from ego3s.models.warmup import warmup
+        from ego3s.train.warmup import warmup
 
         wc = _tracked(cfg, dataclasses.replace(cfg.warmup, seed=cfg.seed))
         wpool = warmup_pool(cfg, d, pool)

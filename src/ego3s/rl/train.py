@@ -20,6 +20,8 @@ from ego3s.data.video import VIEWS, FrameSampling
 from ego3s.rl.rewards import RewardConfig
 from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
+from ego3s.train.plumbing import (NOT_IDENTITY, VISION_PREFIXES, checkpoint_step, last_checkpoint, lora_config,
+                                  start_model_fingerprint, training_identity)
 
 
 def _reward_key(name: str):
@@ -194,11 +196,11 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
               num_prompts: int | None = None):
     """TRL's GRPOConfig for `cfg` on `world_size` devices; `num_prompts` (the training set's size)
     caps dapo's default generation batch at what the data holds."""
-    import torch
     from trl import GRPOConfig
 
     from ego3s.rl.strategies import grpo_config_kwargs, optimizer_steps_per_generation
     from ego3s.tracking import trainer_report_to
+    from ego3s.train.plumbing import use_cpu
 
     per_step = cfg.per_device_train_batch_size * world_size
     if cfg.batch_size % per_step:
@@ -223,41 +225,9 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
         save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
         report_to=trainer_report_to(cfg.report_to, "training.report_to"), seed=cfg.seed, bf16=bf16,
         remove_unused_columns=False, shuffle_dataset=True, log_completions=cfg.log_completions,
-        # without a GPU, accelerate sets up gloo only when told it runs on CPU; otherwise torchrun's
-        # N processes silently train N independent copies
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=use_cpu(),
         generation_kwargs={"suppress_tokens": list(suppress_tokens)} if suppress_tokens else None,
         **kw)
-
-
-VISION_PREFIXES = ("model.visual.", "visual.")
-
-
-def lora_config(r: int, alpha: int, dropout: float = 0.05):
-    """LoRA on the language model's attention and MLP projections (the vision tower stays as it is)."""
-    from peft import LoraConfig
-
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
-                      target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
-
-
-def last_checkpoint(out: str | Path, required: tuple[str, ...] = ("trainer_state.json",)) -> str | None:
-    """The newest *complete* `checkpoint-N` in `out`: one killed while being written lacks the
-    files saved last (`trainer_state.json`; `ecr_state.json` when the curriculum is on)."""
-    out = Path(out)
-    if not out.is_dir():
-        return None
-    steps = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*")
-                   if p.name.split("-")[1].isdigit())
-    for _, p in reversed(steps):
-        if all((p / f).exists() for f in required):
-            return str(p)
-    return None
-
-
-def _checkpoint_step(ckpt: str) -> int:
-    state = json.loads((Path(ckpt) / "trainer_state.json").read_text())
-    return int(state["global_step"])
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -302,30 +272,8 @@ def make_ecr_scorer(cfg: TrainingConfig, processor, samples_by_id: dict, curricu
     return scorer
 
 
-# keys that change no trained value: where the run goes, how long it runs (`--resume` may extend a
-# run), how often it saves and logs, how fast clips decode and how files are recognised
-NOT_IDENTITY = ("model", "data", "candidates", "out", "max_steps", "num_train_epochs", "save_steps",
-                "save_total_limit", "logging_steps", "report_to", "decode_threads", "video_identity",
-                "gradient_checkpointing")
 RUN_OUTPUTS = ("checkpoint-*", "final", "final.partial", "rewards.jsonl", "ecr_events.jsonl", "ecr_cache",
                "log_history.json")
-
-
-def training_identity(cfg, samples, model_fp: str, extra: dict | None = None,
-                      leave_out: tuple[str, ...] = NOT_IDENTITY) -> dict:
-    """What a training run's checkpoints depend on: the starting model's fingerprint, the training
-    samples' fingerprints (content and video files) and the settings that change values."""
-    from ego3s.identity import config_identity, data_fingerprint
-
-    return {"model": model_fp, "data": data_fingerprint(samples, cfg.video_identity), **(extra or {}),
-            "config": config_identity(cfg, leave_out)}
-
-
-def start_model_fingerprint(path: str, model=None) -> str:
-    """The fingerprint of the model a run starts from: its folder's, else the live model's."""
-    from ego3s.models.loading import model_fingerprint
-
-    return model_fingerprint(path if path and Path(path).is_dir() else model)
 
 
 def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processor=None, callbacks=None,
@@ -352,6 +300,8 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
     from ego3s.models.loading import load_model
     from ego3s.rl.rewards import object_vocabulary
     from ego3s.rl.trainer import VideoGRPOTrainer
+    from ego3s.train.plumbing import (check_finite_weights, freeze_vision, load_resume_weights, save_final,
+                                      stop_on_nan, train_or_restore)
 
     from ego3s.models.loading import MASTER_WEIGHTS
 
@@ -378,9 +328,7 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
     if model is None:
         model, processor = load_model(cfg.model, dtype=cfg.dtype)
     if cfg.freeze_vision and not cfg.lora:
-        for name, p in model.named_parameters():
-            if name.startswith(VISION_PREFIXES):
-                p.requires_grad_(False)
+        freeze_vision(model)
     peft_config = lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     bf16 = next(model.parameters()).dtype == torch.bfloat16
@@ -404,6 +352,7 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
                                 meta={s.id: s.meta for s in pool}, writer=int(os.environ.get("RANK", "0")) == 0)
         scorer = make_ecr_scorer(cfg, processor, {s.id: s for s in pool}, curriculum, out)
         callbacks.append(ECRCallback(curriculum))
+    callbacks.append(stop_on_nan("training run"))
     trainer = VideoGRPOTrainer(
         model=model, processing_class=processor, args=args,
         reward_funcs=reward_functions(cfg, object_vocabulary(pool)),
@@ -419,55 +368,16 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
     required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())
     ckpt = last_checkpoint(out, required) if resume else None
     for log in ("rewards.jsonl", "ecr_events.jsonl"):  # from scratch (no checkpoint): step 0, an empty log
-        _truncate_log(out / log, _checkpoint_step(ckpt) if ckpt is not None else 0)
-    loaded = False
-    if ckpt is not None:
-        # DeepSpeed and FSDP resume through their own sharded states, which transformers#43701 spares
-        if peft_config is None and not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
-            from ego3s.models.loading import load_checkpoint_weights
+        _truncate_log(out / log, checkpoint_step(ckpt) if ckpt is not None else 0)
+    load_resume_weights(trainer, ckpt, cfg.lora)
+    if ckpt is not None and curriculum is not None:
+        from ego3s.curriculum.ecr import restore
 
-            load_checkpoint_weights(trainer.model, ckpt)
-            loaded = True
-        if curriculum is not None:
-            from ego3s.curriculum.ecr import restore
-
-            restore(curriculum, ckpt)
-    if loaded and _finished(ckpt, cfg.max_steps):
-        # transformers' loop takes a step before it checks max_steps: resuming a run killed after its
-        # last checkpoint (while saving `final`) would train, log and observe one step too many
-        from transformers import TrainerState
-
-        trainer.state = TrainerState.load_from_json(str(Path(ckpt) / "trainer_state.json"))
-        for cb in callbacks:  # what they write at the end (the curriculum's state and timeline)
-            cb.on_train_end(trainer.args, trainer.state, trainer.control)
-    else:
-        trainer.train(resume_from_checkpoint=ckpt)
+        restore(curriculum, ckpt)
+    train_or_restore(trainer, ckpt, cfg.max_steps, cfg.lora, callbacks)
+    check_finite_weights(trainer.model, "training run", out)
     downcast(model, loaded_dtype)
-    _save_final(trainer, processor, out / "final")
+    save_final(trainer, processor, out / "final")
     if trainer.is_world_process_zero():
         write_json(out / "log_history.json", trainer.state.log_history)  # losses, rewards, step times
     return trainer
-
-
-def _finished(ckpt: str, max_steps: int) -> bool:
-    """Whether a checkpoint already reached this run's `max_steps` (unknown, so False, when the
-    run is sized in epochs)."""
-    return 0 < max_steps <= _checkpoint_step(ckpt)
-
-
-def _save_final(trainer, processor, path: Path) -> None:
-    """Save the final model into `<path>.partial`, then rename it to `path`: a kill mid-save
-    leaves a `.partial` folder (redone by a resume), never a `final` that looks complete."""
-    import shutil
-
-    tmp = path.with_name(path.name + ".partial")
-    main = trainer.is_world_process_zero()
-    if main:
-        shutil.rmtree(tmp, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(tmp))  # every rank: sharded states are gathered here
-    if main:
-        processor.save_pretrained(str(tmp))
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    trainer.accelerator.wait_for_everyone()

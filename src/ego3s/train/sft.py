@@ -1,7 +1,7 @@
 """`ego3s sft`: supervised fine-tuning on video, for cold starts on reasoning traces and for
 building the EgoSynth base model.
 
-Runs TRL's SFTTrainer with ego3s's own batches: the warm-up's `ClipCollator` encodes each clip
+Runs TRL's SFTTrainer with ego3s's own batches: `ego3s.train.collator.ClipCollator` encodes each clip
 with ego3s's frame sampler (the frames selection, RL and evaluation see) and puts labels on the
 target tokens only. From TRL we keep what works with video rows: PEFT wiring, the chunked
 ("fused") LM head that never builds the (batch, length, vocabulary) logits, the token accuracy and
@@ -85,7 +85,7 @@ def sft_dataset(cfg: SFTRunConfig, errors: list | None = None):
     import datasets
 
     from ego3s.data.io import read_jsonl
-    from ego3s.models.warmup import trace_text
+    from ego3s.train.collator import trace_text
 
     if cfg.fmt not in ("direct", "reasoning"):
         raise ValueError(f"fmt must be direct or reasoning, got {cfg.fmt!r}")
@@ -103,10 +103,10 @@ def sft_dataset(cfg: SFTRunConfig, errors: list | None = None):
 
 
 def sft_args(cfg: SFTRunConfig, bf16: bool):
-    import torch
     from trl import SFTConfig
 
     from ego3s.tracking import trainer_report_to
+    from ego3s.train.plumbing import use_cpu
 
     return SFTConfig(
         output_dir=cfg.out, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
@@ -120,7 +120,7 @@ def sft_args(cfg: SFTRunConfig, bf16: bool):
         # (it would see a text dataset) nor drop the `sample` column
         dataset_kwargs={"skip_prepare_dataset": True}, remove_unused_columns=False, max_length=None,
         packing=False, dataloader_num_workers=0, disable_tqdm=False,
-        use_cpu=not torch.cuda.is_available())  # see ego3s.rl.train.grpo_args
+        use_cpu=use_cpu())
 
 
 def run_sft(cfg: SFTRunConfig, resume: bool = False, overwrite: bool = False):
@@ -143,9 +143,11 @@ def _run_sft(cfg: SFTRunConfig, resume: bool, overwrite: bool):
     from trl import SFTTrainer
 
     from ego3s.files import write_json
-    from ego3s.models.loading import downcast, load_checkpoint_weights, load_model, upcast_trainable
-    from ego3s.models.warmup import ClipCollator, vision_optimizer
-    from ego3s.rl.train import VISION_PREFIXES, _finished, _save_final, last_checkpoint, lora_config
+    from ego3s.models.loading import downcast, load_model, upcast_trainable
+    from ego3s.train.collator import ClipCollator
+    from ego3s.train.plumbing import (NOT_IDENTITY, check_finite_weights, freeze_vision, last_checkpoint,
+                                      load_resume_weights, lora_config, save_final, start_model_fingerprint,
+                                      stop_on_nan, train_or_restore, training_identity, vision_optimizer)
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +156,6 @@ def _run_sft(cfg: SFTRunConfig, resume: bool, overwrite: bool):
     if os.environ.get("RANK", "0") == "0":
         from ego3s.data.io import read_jsonl
         from ego3s.identity import claim_folder
-        from ego3s.rl.train import NOT_IDENTITY, start_model_fingerprint, training_identity
 
         if not Path(cfg.model).is_dir():
             raise FileNotFoundError(f"model: {cfg.model!r} is not a model folder")
@@ -165,39 +166,23 @@ def _run_sft(cfg: SFTRunConfig, resume: bool, overwrite: bool):
     model, processor = load_model(cfg.model, dtype=cfg.dtype)  # Qwen2.5-VL's rope index patched there
     model.train()
     if cfg.freeze_vision and not cfg.lora:
-        for name, p in model.named_parameters():
-            if name.startswith(VISION_PREFIXES):
-                p.requires_grad_(False)
+        freeze_vision(model)
     bf16 = next(model.parameters()).dtype == torch.bfloat16
     loaded_dtype = None if cfg.lora else upcast_trainable(model, cfg.master_weights)
     optimizer = None if cfg.lora else vision_optimizer(model, cfg.learning_rate, cfg.vision_learning_rate)
     trainer = SFTTrainer(
         model=model, args=sft_args(cfg, bf16), train_dataset=ds, processing_class=processor,
         data_collator=ClipCollator(processor, cfg), optimizers=(optimizer, None),
-        peft_config=lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora else None)
+        peft_config=lora_config(cfg.lora_r, cfg.lora_alpha) if cfg.lora else None,
+        callbacks=[stop_on_nan("sft run")])
     trainer.skips = skips.from_errors(errors)
     write_json(out / "sft_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors), "skips": trainer.skips})
     ckpt = last_checkpoint(out) if resume else None
-    sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled  # their states load only in train()
-    if ckpt is not None and not cfg.lora and not sharded:
-        # the Trainer's own resume loads nothing for Qwen2.5-VL (transformers#43701; see there);
-        # LoRA adapters and DeepSpeed/FSDP states it does load
-        load_checkpoint_weights(trainer.model, ckpt)
-    if ckpt is not None and not sharded and _finished(ckpt, cfg.max_steps):
-        # the newest checkpoint already reached max_steps (killed while saving final/): transformers
-        # would train one step more, so only its weights and state are taken
-        from transformers import TrainerState
-
-        if cfg.lora:
-            from peft import set_peft_model_state_dict
-            from peft.utils import load_peft_weights
-
-            set_peft_model_state_dict(trainer.model, load_peft_weights(ckpt, device="cpu"))
-        trainer.state = TrainerState.load_from_json(str(Path(ckpt) / "trainer_state.json"))
-    else:
-        trainer.train(resume_from_checkpoint=ckpt)
+    load_resume_weights(trainer, ckpt, cfg.lora)
+    train_or_restore(trainer, ckpt, cfg.max_steps, cfg.lora)
+    check_finite_weights(trainer.model, "sft run", out)
     downcast(model, loaded_dtype)
-    _save_final(trainer, processor, out / "final")
+    save_final(trainer, processor, out / "final")
     if trainer.is_world_process_zero():
         write_json(out / "log_history.json", trainer.state.log_history)
     return trainer

@@ -1,0 +1,100 @@
+"""The run plumbing every training loop shares (ego3s.train.plumbing), checked on each loop that
+uses it: GRPO and SFT stop on the first non-finite logged loss as the warm-up does; the warm-up
+saves `final` atomically and never trains past its steps on a resume, as GRPO and SFT do."""
+
+import copy
+import json
+import math
+import shutil
+
+import pytest
+
+from ego3s.curriculum.monitor import ECRConfig
+
+PIX = 56 * 56
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from ego3s.data.egosynth import EgoSynthConfig, generate
+
+    out = tmp_path_factory.mktemp("egosynth")
+    generate(out, EgoSynthConfig(train=4, test=0, probe=0, frames=8, size=56), workers=1, audit=False, log=None)
+    return out
+
+
+def _raises_on_nan(trainer):
+    """The trainer's own callback list stops at a NaN loss (as the Trainer would log it)."""
+    state = copy.copy(trainer.state)
+    state.global_step = 7
+    with pytest.raises(FloatingPointError, match="diverged at step 7"):
+        trainer.callback_handler.on_log(trainer.args, state, trainer.control, logs={"loss": math.nan})
+
+
+def test_grpo_stops_on_a_nan_loss(tiny_model_dir, synth, tmp_path):
+    from ego3s.rl.train import TrainingConfig, run_training
+
+    cfg = TrainingConfig(
+        model=tiny_model_dir, data=str(synth / "train.jsonl"), out=str(tmp_path / "grpo"), batch_size=4,
+        per_device_train_batch_size=4, num_generations=2, max_completion_length=4, max_steps=1, save_steps=1,
+        learning_rate=1e-4, beta=0.0, nframes=4, max_pixels=PIX, min_pixels=28 * 28, dtype="float32",
+        ecr=ECRConfig(ecr=False))
+    _raises_on_nan(run_training(cfg))
+
+
+def test_sft_stops_on_a_nan_loss(tiny_model_dir, synth, tmp_path):
+    from ego3s.train.sft import SFTRunConfig, run_sft
+
+    cfg = SFTRunConfig(model=tiny_model_dir, data=str(synth / "train.jsonl"), out=str(tmp_path / "sft"), fmt="direct",
+                       per_device_train_batch_size=2, max_steps=1, save_steps=1, nframes=4, max_pixels=PIX,
+                       min_pixels=28 * 28, dtype="float32")
+    _raises_on_nan(run_sft(cfg))
+
+
+def _warmup_cfg():
+    from ego3s.train.warmup import WarmupConfig
+
+    return WarmupConfig(steps=3, batch_size=2, save_steps=3, logging_steps=1, nframes=4, max_pixels=PIX,
+                        min_pixels=PIX)
+
+
+def test_warmup_saves_final_atomically(tiny_model_dir, synth, tmp_path, monkeypatch):
+    """Killed while saving (here: the processor's save fails after the weights were written): no
+    `final` that looks complete, only `final.partial`, which a resume redoes."""
+    from transformers import ProcessorMixin
+
+    from ego3s.train.warmup import warmup
+
+    def fail(self, *a, **kw):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ProcessorMixin, "save_pretrained", fail)
+    out = tmp_path / "w"
+    with pytest.raises(OSError, match="disk full"):
+        warmup(tiny_model_dir, str(synth / "train.jsonl"), str(out), _warmup_cfg())
+    assert not (out / "final").exists()
+    assert (out / "final.partial" / "model.safetensors").exists()
+
+
+def test_warmup_resume_after_its_last_checkpoint_trains_no_further_step(tiny_model_dir, synth, tmp_path):
+    """A warm-up killed after its last checkpoint (while saving `final`) and resumed takes the
+    checkpoint as it is: from a checkpoint inside an epoch (4 samples, 2 a step: step 3 of 2-step
+    epochs), transformers' loop trains one step past `steps` before it checks them."""
+    import torch
+    from safetensors.torch import load_file
+
+    from ego3s.train.warmup import warmup
+
+    out = tmp_path / "w"
+    warmup(tiny_model_dir, str(synth / "train.jsonl"), str(out), _warmup_cfg())
+    first = json.loads((out / "log_history.json").read_text())
+    shutil.rmtree(out / "final")
+    final = warmup(tiny_model_dir, str(synth / "train.jsonl"), str(out), _warmup_cfg(), resume=True)
+    again = json.loads((out / "log_history.json").read_text())
+    assert (final / "model.safetensors").exists()
+    assert [h["step"] for h in again if "loss" in h] == [1, 2, 3]
+    ckpt = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())["log_history"]
+    assert [h for h in again if "loss" in h] == [h for h in ckpt if "loss" in h] == [h for h in first if "loss" in h]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
+    saved, now = load_file(out / "checkpoint-3" / "model.safetensors"), load_file(final / "model.safetensors")
+    assert saved.keys() == now.keys() and all(torch.equal(saved[k], now[k]) for k in saved)
