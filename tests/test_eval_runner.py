@@ -354,7 +354,7 @@ def test_frames_is_still_read_as_the_old_name_of_nframes(tmp_path):
     with pytest.raises(ValueError, match="frames .* and nframes .* disagree"):
         EvalConfig(nframes=8, frames=6)
     (tmp_path / "old.yaml").write_text("frames: 4\n")
-    assert load_config(EvalConfig, tmp_path / "old.yaml").scoring().nframes == 4
+    assert load_config(EvalConfig, tmp_path / "old.yaml").clip_spec().nframes == 4
     # a folder whose run.json was written under the old name is still checked, under the new one
     (tmp_path / "run.json").write_text(json.dumps({"frames": 8, "view": "full"}))
     check_run(tmp_path, {"nframes": 8, "view": "full"})

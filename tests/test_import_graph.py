@@ -120,3 +120,20 @@ def test_the_checks_see_a_cycle_and_an_upward_import():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert _cycle({"a": {"b"}, "b": {"c"}}) is None
     assert LEVEL[unit_of("ego3s.rl.train")] > LEVEL[unit_of("ego3s.models.loading")]
+
+
+def test_choice_tuples_are_defined_once():
+    """The views, prompt formats, blind modes and fills are assigned in one module each; every
+    other module imports them."""
+    names = {"VIEWS", "FORMATS", "BLIND_MODES", "FILLS", "BACKENDS"}
+    where: dict[str, list[str]] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign):
+                for t in node.targets:
+                    if isinstance(t, ast.Name) and t.id in names:
+                        where.setdefault(t.id, []).append(path.relative_to(SRC).as_posix())
+    assert where["VIEWS"] == where["BLIND_MODES"] == where["FILLS"] == ["data/video.py"]
+    # the prompt formats; the benchmarks' list adds `official` to them (ego3s.eval.benchmarks._common)
+    assert where["FORMATS"] == ["eval/benchmarks/_common.py", "models/prompts.py"]
+    assert "PROMPT_FORMATS" in (SRC / "eval/benchmarks/_common.py").read_text()

@@ -553,4 +553,37 @@ def test_decode_threads_reaches_every_stage():
 
     assert "decode_threads" not in TrainingConfig().sampling_kwargs()  # None: load_clip's default
     assert TrainingConfig(decode_threads=2).sampling_kwargs()["decode_threads"] == 2
-    assert EvalConfig(decode_threads=3).scoring().sampling_kwargs()["decode_threads"] == 3
+    assert EvalConfig(decode_threads=3).clip_spec().sampling_kwargs()["decode_threads"] == 3
+
+
+def test_every_stage_config_is_a_clip_spec_that_sample_view_reads(tmp_path):
+    """One clip spec (ego3s.data.video.ClipSpec): every stage config inherits it, YAML keys stay
+    flat, and `sample_view` takes any of them, its view settings included."""
+    from ego3s.config import load_config
+    from ego3s.data.video import ClipSpec, make_view, sample_view
+    from ego3s.eval.runner import EvalConfig
+    from ego3s.rl.train import TrainingConfig
+    from ego3s.select.scoring import ScoringConfig
+    from ego3s.train.sft import SFTRunConfig
+    from ego3s.train.warmup import WarmupConfig
+
+    for cls in (ScoringConfig, EvalConfig, TrainingConfig, WarmupConfig, SFTRunConfig):
+        assert issubclass(cls, ClipSpec)
+        assert set(ClipSpec.__dataclass_fields__) <= set(cls.__dataclass_fields__)
+    assert EvalConfig().blind_mode == "none" and ScoringConfig().blind_mode == "blank"  # eval opens no file
+    (tmp_path / "t.yaml").write_text("nframes: 4\ncontext_fill: blur\nblind_mode: none\n")
+    cfg = load_config(TrainingConfig, tmp_path / "t.yaml")
+    assert cfg.clip_spec() == ClipSpec(nframes=4, context_fill="blur", blind_mode="none")
+    with pytest.raises(ValueError, match="context_fill"):
+        WarmupConfig(context_fill="grey")
+
+    path = tmp_path / "v.mp4"
+    write_video(path, 8, 4)
+    it = Interaction(objects=[], boxes=[TimedBox(0.0, "mug", [0.25, 0.25, 0.75, 0.75])])
+    s = Sample(id="s", task="close", question="q", answer="A", options=["a", "b"], video=str(path), interaction=it)
+    clip = load_sample_clip(s, nframes=4)
+    kind, blurred = sample_view(s, "context", cfg, clip)
+    assert kind == "video"
+    assert np.array_equal(blurred.frames, make_view(clip, "context", it, fill="blur").frames)
+    assert not np.array_equal(blurred.frames, make_view(clip, "context", it, fill="mean").frames)
+    assert sample_view(s, "blind", cfg, clip) == (None, None)  # blind_mode none: no visual entry

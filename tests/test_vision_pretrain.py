@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ego3s.data.schema import Interaction, InteractionObject, TimedBox
-from ego3s.data.video import FrameSampling
+from ego3s.data.video import ClipSpec
 from ego3s.train.vision_pretrain import pretrain_vision, token_box_targets
 from ego3s.train.vision_pretrain import VisionPretrainConfig
 
@@ -54,7 +54,7 @@ def test_pretrain_moves_the_tower_and_restores_its_flags(tiny_model_dir, synth, 
     from ego3s.data.schema import Sample
 
     cfg = VisionPretrainConfig(steps=4, batch_size=3, learning_rate=1e-3, held_out=2, workers=2)
-    sampling = FrameSampling(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
+    sampling = ClipSpec(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
     stats = pretrain_vision(model, processor, [Sample.from_dict(bad)] + samples, cfg, sampling, progress=False)
     assert stats["usable"] == 7 and stats["steps"] == 4 and stats["unreadable"] == 1
     assert stats["train_clips"] + stats["held_out_clips"] == 6
@@ -76,7 +76,7 @@ def test_non_finite_steps_are_skipped_and_a_diverged_tower_stops(tiny_model_dir,
 
     model, processor = load_model(tiny_model_dir, dtype="float32")
     samples = read_jsonl(synth / "train.jsonl")
-    sampling = FrameSampling(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
+    sampling = ClipSpec(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
     real, calls = vp.tower_tokens, {"n": 0}
 
     def nan_on_second_step(tower, pix, grid):
@@ -183,7 +183,7 @@ def test_name_alignment_pulls_the_object_tokens_towards_the_name_embedding(tiny_
     assert torch.allclose(protos[1], torch.nn.functional.normalize(emb[ids].mean(0), dim=0), atol=1e-6)
     lm_before = {n: p.detach().clone() for n, p in model.named_parameters() if not n.startswith("model.visual")}
     samples = read_jsonl(synth / "train.jsonl")
-    sampling = FrameSampling(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
+    sampling = ClipSpec(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
     cfg = VisionPretrainConfig(steps=30, batch_size=4, learning_rate=3e-3, held_out=2, workers=0, lm_align=1.0)
     torch.manual_seed(0)
     stats = pretrain_vision(model, processor, samples, cfg, sampling, progress=False)
@@ -222,7 +222,7 @@ def test_context_share_trains_typical_clips_with_the_interaction_masked(tiny_mod
 
     model, processor = load_model(tiny_model_dir, dtype="float32")
     samples = read_jsonl(synth / "train.jsonl")
-    sampling = FrameSampling(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
+    sampling = ClipSpec(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
     names = sorted({s.interaction.objects[0].name for s in samples})
     tower = model.model.visual
     ds = _Encoded(samples, processor.video_processor, sampling, names, ("input",), tower.spatial_merge_size,
@@ -273,7 +273,7 @@ def test_scene_alignment_pulls_scene_object_tokens_towards_their_names(tiny_mode
     model, processor = load_model(tiny_model_dir, dtype="float32")
     samples = read_jsonl(synth / "train.jsonl")
     assert all(s.meta["gt"]["scene_objects"] for s in samples)
-    sampling = FrameSampling(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
+    sampling = ClipSpec(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
     cfg = VisionPretrainConfig(steps=30, batch_size=4, learning_rate=3e-3, held_out=2, workers=0, scene_align=1.0)
     torch.manual_seed(0)
     stats = pretrain_vision(model, processor, samples, cfg, sampling, progress=False)

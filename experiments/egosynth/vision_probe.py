@@ -29,13 +29,13 @@ def _one(args):
     s, side, nframes, views, backend = args
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    from ego3s.data.video import FrameSampling, load_sample_clip, make_view
+    from ego3s.data.video import ClipSpec, load_sample_clip, make_view
     from ego3s.train.vision_pretrain import encode_clips, token_box_targets
 
     torch.set_num_threads(1)
     proc = Qwen2VLVideoProcessor(patch_size=14, temporal_patch_size=2, merge_size=2,
                                  size={"shortest_edge": side * side, "longest_edge": side * side})
-    fs = FrameSampling(nframes=nframes, max_pixels=side * side, min_pixels=side * side, backend=backend)
+    fs = ClipSpec(nframes=nframes, max_pixels=side * side, min_pixels=side * side, backend=backend)
     clip = load_sample_clip(s, **fs.sampling_kwargs())
     per_view = {}
     for v in views:

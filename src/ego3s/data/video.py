@@ -52,6 +52,8 @@ MAX_RATIO = 200
 
 BACKENDS = ("pyav", "decord", "opencv")
 VIEWS = ("full", "blind", "context")
+BLIND_MODES = ("blank", "none")
+FILLS = ("mean", "blur")  # what fills the boxes of the context view
 BLANK_VALUE = 128  # the blind view's constant gray
 _SEEK_GAP = 60  # frames; when the container's index can't tell, seek across gaps longer than this
 _DECORD_CHUNK = 32  # frames per decord batch, so memory stays bounded before resizing
@@ -59,9 +61,11 @@ _THREADED_WINDOW = 4 * _SEEK_GAP  # frames: PyAV splits shorter windows into no 
 
 
 @dataclass
-class FrameSampling:
-    """How clips are sampled, shared by the configs of every stage (scoring, warm-up, training),
-    so that selection, training and evaluation see the same frames. Keys stay flat in YAML."""
+class ClipSpec:
+    """How a sample becomes what the model sees: the frame sampling (which frames, at what size,
+    decoded how) and the view settings (how `blind` and `context` are built). Every stage's config
+    inherits it (scoring, warm-up, SFT, training, evaluation), so that selection, training and
+    evaluation see the same frames, and `sample_view` takes any of them. Keys stay flat in YAML."""
 
     nframes: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps)"})
     fps: float = field(default=2.0, metadata={"help": "sampling fps when nframes is None"})
@@ -76,9 +80,14 @@ class FrameSampling:
         "help": "how a video file is recognised in caches, prediction logs and run identities: stat (path, size, "
                 "modification time) or content (a hash of its bytes: survives copies and touches, reads every "
                 "file once per process)"})
+    blind_mode: str = field(default="blank", metadata={
+        "help": "blind view: blank (same-shape gray clip) or none (no visual entry at all)"})
+    context_fill: str = field(default="mean", metadata={
+        "help": "context view: what fills the interaction boxes, mean (the frame's mean colour) or blur"})
 
     def __post_init__(self):
-        check_fields(self, choices={"backend": BACKENDS, "video_identity": ("stat", "content")},
+        check_fields(self, choices={"backend": BACKENDS, "video_identity": ("stat", "content"),
+                                    "blind_mode": BLIND_MODES, "context_fill": FILLS},
                      ranges={"nframes": "[1, inf)", "fps": "(0, inf)", "max_frames": "[1, inf)",
                              "max_pixels": "[1, inf)", "min_pixels": "[1, inf)", "decode_threads": "[1, inf)"})
 
@@ -90,8 +99,12 @@ class FrameSampling:
                 kw[k] = getattr(self, k)
         return kw
 
-    def frame_sampling(self) -> "FrameSampling":
-        return FrameSampling(**{k: getattr(self, k) for k in FrameSampling.__dataclass_fields__})
+    def clip_spec(self) -> "ClipSpec":
+        """These settings alone, out of a stage config that inherits them."""
+        return ClipSpec(**{k: getattr(self, k) for k in ClipSpec.__dataclass_fields__})
+
+
+FrameSampling = ClipSpec  # the older name, still importable
 
 
 class VideoError(ValueError):
@@ -667,14 +680,14 @@ def _first_line(e: Exception) -> str:
 # ----------------------------------------------------------------------------- views
 
 
-def sample_view(sample: Sample, view: str, cfg: FrameSampling, clip: Clip | None = None):
+def sample_view(sample: Sample, view: str, spec: ClipSpec, clip: Clip | None = None):
     """(visual kind for the prompt, clip or image or None) of one sample under one view: what
-    every stage (scoring, warm-up, training, evaluation) feeds the model. `cfg` gives the frame
-    sampling, and optionally `context_fill` and `blind_mode`; `clip` is the already decoded full
+    every stage (scoring, warm-up, training, evaluation) feeds the model. `spec` (any stage
+    config) gives the frame sampling and the view settings; `clip` is the already decoded full
     clip when the caller has it (one decode for all views)."""
-    fill, blind = getattr(cfg, "context_fill", "mean"), getattr(cfg, "blind_mode", "blank")
+    fill, blind = spec.context_fill, spec.blind_mode
     if sample.video is not None:
-        clip = clip if clip is not None else load_sample_clip(sample, **cfg.sampling_kwargs())
+        clip = clip if clip is not None else load_sample_clip(sample, **spec.sampling_kwargs())
         v = make_view(clip, view, sample.interaction, fill=fill, blind=blind)
         return ("video", v) if v is not None else (None, None)
     if sample.image is not None:
@@ -708,7 +721,7 @@ def make_view(clip: Clip, view: str, interaction: Interaction | None = None, *, 
                                    timestamps=clip.timestamps.copy())
     if view != "context":
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
-    if fill not in ("mean", "blur"):
+    if fill not in FILLS:
         raise ValueError(f"fill must be 'mean' or 'blur', got {fill!r}")
     if interaction is None or not interaction.boxes:
         raise ValueError(f"the context view needs interaction boxes ({clip.source or 'clip'} has none)")

@@ -35,11 +35,10 @@ from typing import Any, Callable, Literal
 from ego3s import skips
 from ego3s.config import DEVICES, DTYPES, Device, Dtype, check_fields, check_report_to
 from ego3s.data.schema import Sample
-from ego3s.data.video import BACKENDS
+from ego3s.data.video import VIEWS, ClipSpec
+from ego3s.eval.benchmarks import FORMATS
 from ego3s.files import append_jsonl, read_log, write_json, write_text
 
-VIEWS = ("full", "blind", "context")
-FORMATS = ("direct", "reasoning", "official")
 PRED_GLOB = "predictions.rank*.jsonl"
 # skip reasons that a rerun may cure (the file restored or fixed): tried again on every run
 RETRY_REASONS = ("missing_video", "unreadable_video", "missing_image", "unreadable_image")
@@ -50,7 +49,10 @@ RUN_KEYS = ("view", "blind_mode", "context_fill", "fmt", "nframes", "fps", "max_
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ClipSpec):
+    """What `ego3s eval` runs: benchmarks, model, the clip spec (frames and view settings,
+    inherited), prompt format, budgets, judge, outputs."""
+
     data: list[str] = field(default_factory=list, metadata={
         "help": "benchmarks, e.g. QAEgo4D,EgoTextVQA,egoschema_subset,EgoPlan2,EgoThink,EgoSynth (registry names or "
                 "aliases; a comma-separated string is split)"})
@@ -64,18 +66,9 @@ class EvalConfig:
     view: str = field(default="full", metadata={"help": "full, blind (no visual evidence) or context (boxes masked)"})
     blind_mode: str = field(default="none", metadata={
         "help": "blind view: none (no visual entry at all, needs no video file) or blank (gray clip, same shape)"})
-    context_fill: str = field(default="mean", metadata={"help": "context view: mean (frame mean colour) or blur"})
     limit: int | None = field(default=None, metadata={"help": "only the first N samples of each benchmark"})
-    nframes: int | None = field(default=None, metadata={"help": "frames per clip (None: by fps, at most max_frames)"})
     frames: int | None = field(default=None, metadata={
         "help": "the old name of nframes, still read (the other stages' configs always said nframes)"})
-    fps: float = field(default=2.0, metadata={"help": "sampling fps when nframes is None"})
-    max_frames: int = field(default=16, metadata={"help": "at most this many frames per clip"})
-    max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap (None: Qwen's rule)"})
-    min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor (None: Qwen's default)"})
-    backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
-    decode_threads: int | None = field(default=None, metadata={
-        "help": "PyAV: threads that decode one long clip's stretches (None: min(8, 2 x CPUs / ranks here))"})
     batch_size: int = field(default=8, metadata={"help": "samples per generate call (per rank)"})
     static_cache: bool = field(default=False, metadata={
         "help": "decode against a static KV cache that transformers compiles with CUDA graphs (patched "
@@ -103,9 +96,6 @@ class EvalConfig:
     overwrite: bool = field(default=False, metadata={
         "help": "out holds predictions of other settings or another model: delete them (the judge cache stays) "
                 "instead of refusing"})
-    video_identity: str = field(default="stat", metadata={
-        "help": "how a sample's video or image file is recognised in the prediction logs: stat (path, size, "
-                "modification time) or content (a hash of its bytes)"})
     dtype: Dtype = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
     device: Device = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
@@ -118,14 +108,12 @@ class EvalConfig:
         "help": "torch.distributed timeout: the longest a rank waits at the barrier for the others"})
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.data, str):
             self.data = [d.strip() for d in self.data.split(",") if d.strip()]
-        check_fields(self, choices={"view": VIEWS, "blind_mode": ("none", "blank"), "context_fill": ("mean", "blur"),
-                                    "fmt": FORMATS, "icu_layers": ("mean", "last"), "backend": BACKENDS,
-                                    "dtype": DTYPES, "device": DEVICES, "video_identity": ("stat", "content")},
-                     ranges={"batch_size": "[1, inf)", "limit": "[0, inf)", "nframes": "[1, inf)",
-                             "frames": "[1, inf)", "fps": "(0, inf)", "max_frames": "[1, inf)",
-                             "max_pixels": "[1, inf)", "min_pixels": "[1, inf)", "decode_threads": "[1, inf)",
+        check_fields(self, choices={"view": VIEWS, "fmt": FORMATS, "icu_layers": ("mean", "last"),
+                                    "dtype": DTYPES, "device": DEVICES},
+                     ranges={"batch_size": "[1, inf)", "limit": "[0, inf)", "frames": "[1, inf)",
                              "max_new_tokens": "[1, inf)", "reasoning_max_new_tokens": "[1, inf)",
                              "judge_concurrency": "[1, inf)", "dist_timeout_minutes": "(0, inf)",
                              "tracking_step": "[0, inf)"})
@@ -135,15 +123,6 @@ class EvalConfig:
                 raise ValueError(f"frames ({self.frames}) and nframes ({self.nframes}) disagree: frames is the old "
                                  f"name of nframes; give nframes only")
             self.nframes, self.frames = self.frames, None
-
-    def scoring(self):
-        """The `ScoringConfig` whose sampling settings `ego3s.data.video.sample_view` reads."""
-        from ego3s.select.scoring import ScoringConfig
-
-        return ScoringConfig(nframes=self.nframes, fps=self.fps, max_frames=self.max_frames,
-                             max_pixels=self.max_pixels, min_pixels=self.min_pixels, backend=self.backend,
-                             decode_threads=self.decode_threads, blind_mode=self.blind_mode,
-                             context_fill=self.context_fill)
 
     def public(self) -> dict:
         """The config as written to disk (no API key)."""
@@ -440,7 +419,7 @@ def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConf
     from ego3s.eval.icu import attention_icu
     from ego3s.models.inputs import encode
 
-    scfg = cfg.scoring()
+    scfg = cfg.clip_spec()
     todo = [s for s in samples if s.id not in done]
     fps = dict(fps or {})
     for s in todo:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ego3s.data.schema import LETTERS, Sample
 
-FORMATS = ("reasoning", "direct")
+FORMATS = ("direct", "reasoning")  # the answer alone, or <think>...</think> then the answer
 VISUALS = ("video", "image", None)
 
 REASONING_CLOSED = (

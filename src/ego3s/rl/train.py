@@ -17,7 +17,7 @@ from ego3s import skips
 from ego3s.config import (DTYPES, MASTER_WEIGHTS, ConfigError, Dtype, MasterWeights, check_fields, check_report_to,
                           check_steps)
 from ego3s.curriculum.monitor import ECRConfig
-from ego3s.data.video import VIEWS, FrameSampling
+from ego3s.data.video import VIEWS, ClipSpec
 from ego3s.rl.rewards import RewardConfig
 from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
@@ -32,7 +32,7 @@ def _reward_key(name: str):
 
 
 @dataclass
-class TrainingConfig(FrameSampling):
+class TrainingConfig(ClipSpec):
     model: str = field(default="", metadata={"help": "local model folder to start from"})
     data: str = field(default="", metadata={"help": "training samples (JSONL, ego3s schema)"})
     out: str = field(default="runs/train", metadata={"help": "output folder (checkpoints, logs, rewards.jsonl)"})
@@ -251,7 +251,7 @@ def make_ecr_scorer(cfg: TrainingConfig, processor, samples_by_id: dict, curricu
     from ego3s.select.run import relevance_scores
     from ego3s.select.scoring import ScoringConfig, score_all, score_table
 
-    scoring = ScoringConfig(**asdict(cfg.frame_sampling()), batch_size=cfg.ecr_batch_size)
+    scoring = ScoringConfig(**asdict(cfg.clip_spec()), batch_size=cfg.ecr_batch_size)
     relevance: dict = {}
 
     def scorer(model, ids: list[str]) -> list[dict]:
@@ -335,7 +335,7 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
 
     args = grpo_args(cfg, world, bf16=bf16, suppress_tokens=vision_token_ids(processor.tokenizer),
                      num_prompts=len(samples))
-    sampling = asdict(cfg.frame_sampling())
+    sampling = asdict(cfg.clip_spec())
     pool = samples
     curriculum, scorer, callbacks = None, None, list(callbacks or [])
     if cfg.ecr.ecr:

@@ -258,11 +258,9 @@ class VideoGRPOTrainer(GRPOTrainer):
     def _encode_rows(self, inputs: list[dict]) -> None:
         """Encode each row's prompt with its clip (one decode per distinct sample)."""
         from ego3s.data.video import VideoError
-        from ego3s.data.video import sample_view
-        from ego3s.select.scoring import ScoringConfig
+        from ego3s.data.video import ClipSpec, sample_view
 
-        cfg = ScoringConfig(views=[self.ego_view], **{k: v for k, v in self.ego_sampling.items()
-                                                      if k in ScoringConfig.__dataclass_fields__})
+        cfg = ClipSpec(**{k: v for k, v in self.ego_sampling.items() if k in ClipSpec.__dataclass_fields__})
         cache: dict[str, tuple] = {}
         visual, prompt_ids, mm = [], [], []
         for row in inputs:

@@ -20,22 +20,17 @@ from typing import Callable, Iterable
 
 from ego3s.config import ConfigError, check_fields
 from ego3s.data.schema import LETTERS, Sample
-from ego3s.data.video import FrameSampling, VideoError, load_sample_clip, sample_view
+from ego3s.data.video import VIEWS, ClipSpec, VideoError, load_sample_clip, sample_view
 from ego3s.models.prompts import build_messages, target_text
 from ego3s.select.cache import ScoreCache
 
-VIEWS = ("full", "blind", "context")
 ESTIMATORS = ("likelihood", "sampling")
-BLIND_MODES = ("blank", "none")
-FILLS = ("mean", "blur")
 
 
 @dataclass
-class ScoringConfig(FrameSampling):
+class ScoringConfig(ClipSpec):
     estimator: str = field(default="likelihood", metadata={"help": "likelihood (teacher-forced) or sampling (K rollouts)"})
     views: list[str] = field(default_factory=lambda: list(VIEWS), metadata={"help": "views to score"})
-    blind_mode: str = field(default="blank", metadata={"help": "blank (same-shape gray clip) or none (no video)"})
-    context_fill: str = field(default="mean", metadata={"help": "mean (frame mean colour) or blur"})
     batch_size: int = field(default=8, metadata={"help": "samples per forward pass (likelihood)"})
     num_samples: int = field(default=8, metadata={"help": "K rollouts per view (sampling)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (sampling)"})
@@ -48,8 +43,7 @@ class ScoringConfig(FrameSampling):
 
     def __post_init__(self):
         super().__post_init__()
-        check_fields(self, choices={"estimator": ESTIMATORS, "views": VIEWS, "blind_mode": BLIND_MODES,
-                                    "context_fill": FILLS},
+        check_fields(self, choices={"estimator": ESTIMATORS, "views": VIEWS},
                      ranges={"batch_size": "[1, inf)", "num_samples": "[1, inf)", "temperature": "(0, inf)",
                              "max_new_tokens": "[1, inf)"})
         if not self.views or len(set(self.views)) != len(self.views):

@@ -65,14 +65,12 @@ def sample_format(sample, fmt: str, direct_share: float = 0.0) -> str:
 class ClipCollator:
     """Rows (sample dicts) -> teacher-forced batches with labels on the answer tokens only.
 
-    `cfg` is a WarmupConfig (ego3s.train.warmup) or an SFTRunConfig (ego3s.train.sft): frame settings, `fmt`,
-    `grounded_share` and, optionally, `rationale` (where the reasoning trace comes from)."""
+    `cfg` is a WarmupConfig (ego3s.train.warmup) or an SFTRunConfig (ego3s.train.sft): its clip
+    spec (frames and view settings), `fmt`, `grounded_share` and, optionally, `rationale` (where
+    the reasoning trace comes from), `context_share` and `direct_share` (warm-up only)."""
 
     def __init__(self, processor, cfg, skip_log: str | Path | None = None):
-        from ego3s.select.scoring import ScoringConfig
-
         self.processor, self.cfg, self.skip_log = processor, cfg, skip_log
-        self.scoring = ScoringConfig(**vars(cfg.frame_sampling()))
         self.skipped = 0
 
     def __call__(self, rows: list[dict]):
@@ -90,7 +88,7 @@ class ClipCollator:
             s = Sample.from_dict(json.loads(row["sample"]))
             try:
                 view = sample_view_name(s, getattr(self.cfg, "context_share", 0.0))
-                kind, vis = sample_view(s, view, self.scoring)
+                kind, vis = sample_view(s, view, self.cfg)
             except (VideoError, OSError, ValueError) as e:
                 self.skipped += 1  # one unreadable clip never stops the warm-up
                 if self.skip_log:  # one small write per line: appends from DataLoader workers do not interleave

@@ -22,11 +22,12 @@ from typing import Literal
 from ego3s import skips
 from ego3s.config import (DTYPES, MASTER_WEIGHTS, ConfigError, Dtype, MasterWeights, check_fields, check_report_to,
                           check_steps)
-from ego3s.data.video import FrameSampling
+from ego3s.data.video import ClipSpec
+from ego3s.models.prompts import FORMATS
 
 
 @dataclass
-class SFTRunConfig(FrameSampling):
+class SFTRunConfig(ClipSpec):
     model: str = field(default="", metadata={"help": "local model folder to start from"})
     data: str = field(default="", metadata={"help": "training samples (JSONL, ego3s schema)"})
     out: str = field(default="runs/sft", metadata={"help": "output folder (checkpoints, final/, log_history.json)"})
@@ -65,7 +66,7 @@ class SFTRunConfig(FrameSampling):
 
     def __post_init__(self):
         super().__post_init__()
-        check_fields(self, choices={"fmt": ("direct", "reasoning"), "loss_type": ("nll", "dft"), "dtype": DTYPES,
+        check_fields(self, choices={"fmt": FORMATS, "loss_type": ("nll", "dft"), "dtype": DTYPES,
                                     "master_weights": MASTER_WEIGHTS},
                      ranges={"grounded_share": "[0, 1]", "learning_rate": "(0, inf)",
                              "vision_learning_rate": "(0, inf)", "per_device_train_batch_size": "[1, inf)",

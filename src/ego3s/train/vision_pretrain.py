@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ego3s.data.video import FrameSampling
+from ego3s.data.video import ClipSpec
 from ego3s.train.vision_pretrain_config import VisionPretrainConfig
 
 
@@ -152,7 +152,7 @@ class _Encoded(torch.utils.data.Dataset):
     """One sample -> its clip in the tower's input form (decoded in a DataLoader worker), or None
     when the video cannot be read."""
 
-    def __init__(self, samples, video_processor, sampling: FrameSampling, names: list[str], views: tuple[str, ...],
+    def __init__(self, samples, video_processor, sampling: ClipSpec, names: list[str], views: tuple[str, ...],
                  merge: int, temporal: int, context_share: float = 0.0):
         self.samples, self.proc, self.kw = samples, video_processor, sampling.sampling_kwargs()
         self.names, self.views, self.merge, self.temporal = names, views, merge, temporal
@@ -281,7 +281,7 @@ def _held_out_accuracy(tower, heads, items, batch_size: int, dev, amp, prototype
     return out
 
 
-def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConfig, sampling: FrameSampling,
+def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConfig, sampling: ClipSpec,
                     seed: int = 0, progress: bool = True) -> dict:
     """Train the vision tower of `model` in place on clips sampled as `sampling` says (the
     warm-up's); `seed` fixes the held-out split, the clip order and the heads. Returns counts, the

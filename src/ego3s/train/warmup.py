@@ -15,14 +15,14 @@ from pathlib import Path
 
 from ego3s import skips
 from ego3s.config import MASTER_WEIGHTS, MasterWeights, check_fields, check_report_to
-from ego3s.data.video import FrameSampling
+from ego3s.data.video import ClipSpec
+from ego3s.models.prompts import FORMATS
 from ego3s.train.vision_pretrain_config import VisionPretrainConfig
 
-FORMATS = ("direct", "reasoning")
 
 
 @dataclass
-class WarmupConfig(FrameSampling):
+class WarmupConfig(ClipSpec):
     steps: int = field(default=200, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=8, metadata={"help": "samples per step (per device)"})
     learning_rate: float = field(default=1e-3, metadata={"help": "AdamW learning rate"})
@@ -148,7 +148,7 @@ def _warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool
 
         vdata = cfg.vision_pretrain.data
         clips = read_jsonl(vdata, skip_invalid=True) if vdata else samples
-        stats = pretrain_vision(model, processor, clips, cfg.vision_pretrain, cfg.frame_sampling(), seed=cfg.seed)
+        stats = pretrain_vision(model, processor, clips, cfg.vision_pretrain, cfg.clip_spec(), seed=cfg.seed)
         stats["data"] = vdata or data
         Path(out).mkdir(parents=True, exist_ok=True)
         write_json(Path(out) / "vision_pretrain.json", stats)

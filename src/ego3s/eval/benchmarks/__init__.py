@@ -21,11 +21,10 @@ from typing import Any, Mapping, Sequence
 
 from ego3s.data.schema import Sample
 from ego3s.eval.benchmarks import _common, egoplan2, egoschema, egosynth, egothink, egotextvqa, qaego4d
+from ego3s.eval.benchmarks._common import FORMATS
 
 __all__ = ["Benchmark", "BENCHMARKS", "ALIASES", "AMBIGUOUS", "get_benchmark", "benchmark_names", "lmms_eval_name",
            "FORMATS"]
-
-FORMATS = _common.FORMATS
 
 
 @dataclass(frozen=True)

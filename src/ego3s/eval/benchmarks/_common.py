@@ -12,10 +12,11 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ego3s.answers import as_text, exact_match, extract_answer, extract_letter, rouge_l_f
 from ego3s.data.schema import Sample, SampleError
+from ego3s.models.prompts import FORMATS as PROMPT_FORMATS
 
 log = logging.getLogger("ego3s.eval")
 
-FORMATS = ("direct", "reasoning", "official")
+FORMATS = (*PROMPT_FORMATS, "official")  # official: the benchmark's own prompt
 
 
 # ----------------------------------------------------------------------------------------------
