@@ -160,8 +160,8 @@ def test_sampled_decode_first_tokens_from_the_stock_models_distribution(loaded):
 
 def test_the_compiled_step_is_one_graph_with_packed_attention(loaded, monkeypatch):
     """The step `graph-compiled` compiles traces as one graph (no breaks: nothing in it syncs with
-    the host, so CUDA can capture it) compiled once for every step, decodes generate's greedy
-    tokens, and its attention takes the packed grouped-query path."""
+    the host, so CUDA can capture it) compiled once for every step and decodes generate's greedy
+    tokens; the decode steps' attention takes the packed grouped-query path."""
     from torch._dynamo.utils import counters
 
     model, processor = loaded
@@ -192,9 +192,8 @@ def test_the_compiled_step_is_one_graph_with_packed_attention(loaded, monkeypatc
         return real(*a, **k)
 
     monkeypatch.setattr(graph_decode, "_packed_gqa_sdpa", counting)
-    monkeypatch.setitem(graph_decode._COMPILED, "step", graph_decode._step)  # eager: every call is seen
-    with torch.no_grad():
-        eager = group_generate(model, inputs, G, gc, static_cache=True, decoder="graph-compiled")
+    with torch.no_grad():  # the eager step: every call is seen
+        eager = group_generate(model, inputs, G, gc, static_cache=True, decoder="graph")
     assert torch.equal(eager, stock)
     layers = model.config.get_text_config().num_hidden_layers
     assert calls == [1] * (layers * 5)  # every decode step's attention went through it, prompts did not

@@ -29,9 +29,12 @@ def test_packaged_configs_are_the_repository_configs():
 @pytest.mark.slow
 def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__", "tests", "data", "experiments",
-        "docs", "benchmarks", "examples"))
+    top = {".git", ".venv", "runs", "build", "dist", "tests", "data", "experiments", "docs", "benchmarks", "examples"}
+
+    def ignore(folder, names):  # the checkout's own folders, not ego3s/data (a package of the same name)
+        return {n for n in names if n == "__pycache__" or n.endswith(".egg-info")
+                or (Path(folder) == ROOT and n in top)}
+    shutil.copytree(ROOT, src, symlinks=True, ignore=ignore)
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(wheels), str(src)], check=True, cwd=tmp_path)

@@ -92,6 +92,63 @@ def _global(debug: bool = typer.Option(False, "--debug", help="full tracebacks o
     _debug = debug
 
 
+# ------------------------------------------------------------------------------ the command pattern
+# A stage command takes `--config FILE` and `key=value` overrides of its config dataclass (dotted for
+# nested keys); `--KEY VALUE` / `--KEY` / `--no-KEY` spell a top-level key as a flag (the older
+# spelling, still used by scripts). Its `--help` lists every key with default and help, generated
+# from the dataclass (`ego3s.config.describe`), imported only when the help is shown: start-up and
+# `ego3s --help` stay free of torch and of the stage modules.
+_EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _config_class(path: str) -> type:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+_KEYS_TITLE = "Keys: key=value (dotted when nested), or in the --config YAML; null = unset"
+
+
+def _config_command(path: str) -> type:
+    """A command class whose help ends with the keys of the config class at `path` (module:Class)."""
+    from typer.core import TyperCommand
+
+    class ConfigCommand(TyperCommand):
+        config_path = path
+
+        def format_help(self, ctx, formatter):
+            from ego3s.config import key_rows
+
+            rows = key_rows(_config_class(path))
+            if getattr(self, "rich_markup_mode", None) != "rich":  # plain click help
+                super().format_help(ctx, formatter)
+                with formatter.section(_KEYS_TITLE):
+                    formatter.write_dl(rows)
+                return
+            from rich.console import Console
+            from rich.panel import Panel
+            from rich.table import Table
+            from rich.text import Text
+
+            super().format_help(ctx, formatter)  # rich prints the usage and options itself
+            table = Table(show_header=False, box=None, expand=True, padding=(0, 1), pad_edge=False)
+            table.add_column(style="bold cyan", no_wrap=True)
+            table.add_column(overflow="fold")
+            for key, help_text in rows:
+                table.add_row(Text(key), Text(help_text))
+            Console(highlight=False).print(Panel(table, title=_KEYS_TITLE, title_align="left", border_style="dim"))
+
+    return ConfigCommand
+
+
+def _stage_config(path: str, config: Optional[Path], args: list[str], renames: Optional[dict] = None):
+    """The config of a command: YAML `config`, then the `key=value` / flag arguments on top."""
+    from ego3s.config import cli_overrides, load_config
+
+    cls = _config_class(path)
+    return load_config(cls, config, cli_overrides(cls, args, renames))
+
+
 _OPTIONAL = {  # import name -> what it enables
     "av": "video decoding (PyAV, default backend)",
     "decord": "video decoding (decord backend)",
@@ -153,70 +210,58 @@ def build_model(kind: str = typer.Argument(..., help="tiny (tests), tiny-qwen2vl
     typer.echo(f"built {kind} model in {path}")
 
 
-@app.command("build-ego4d")
+@app.command("build-ego4d", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.data.ego4d:Ego4DConfig"))
 def build_ego4d_cmd(
+        ctx: typer.Context,
         annotations: Path = typer.Option(..., help="Ego4D annotations folder (<ego4d_data>/v2/annotations)"),
         video_root: Path = typer.Option(..., help="folder of <video_uid>.mp4 (full_scale) or <clip_uid>.mp4 (clips)"),
         out: Path = typer.Option(..., help="output folder: train.jsonl and report.json"),
-        size: int = typer.Option(12000, help="samples to build"),
-        closed_fraction: float = typer.Option(0.5, help="share of 4-option closed questions"),
-        seed: int = typer.Option(0),
-        layout: str = typer.Option("full_scale", help="full_scale or clips (see docs/ego4d.md)"),
-        splits: str = typer.Option("train", help="comma-separated NLQ splits (val feeds QAEgo4D's test)")) -> None:
-    """Build the Ego4D OpenQA + CloseQA training subset from NLQ + FHO annotations (docs/ego4d.md)."""
+        config: Optional[Path] = typer.Option(None, help="YAML file of the keys below")) -> None:
+    """Build the Ego4D OpenQA + CloseQA training subset from NLQ + FHO annotations (docs/ego4d.md).
+    Extra `key=value` arguments set the keys below, e.g. `size=500 splits=train,val`."""
     from ego3s.data.ego4d import build_ego4d, summary
 
-    _, report = build_ego4d(annotations, video_root, out, size=size, closed_fraction=closed_fraction, seed=seed,
-                            layout=layout, splits=tuple(s.strip() for s in splits.split(",") if s.strip()))
+    cfg = _stage_config("ego3s.data.ego4d:Ego4DConfig", config, list(ctx.args))
+    _, report = build_ego4d(annotations, video_root, out, config=cfg)
     typer.echo(summary(report))
     typer.echo(f"wrote {out / 'train.jsonl'} and {out / 'report.json'}")
 
 
-@app.command("synth")
+@app.command("synth", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.data.egosynth:EgoSynthConfig"))
 def synth_cmd(
+        ctx: typer.Context,
         out: Path = typer.Option(..., help="dataset folder: videos/, <split>.jsonl, audit.json, card.md"),
-        seed: int = typer.Option(0, help="master seed: same seed, same dataset"),
-        train: int = typer.Option(12000, help="training pool size"),
-        test: int = typer.Option(1000, help="size of each test split (test_id, test_atypical)"),
-        probe: int = typer.Option(1000, help="probe split size (curriculum re-scoring)"),
-        p_typical: float = typer.Option(0.7, help="share of typical interactions in train, test_id and probe"),
-        frames: int = typer.Option(12, help="frames per clip"),
-        size: int = typer.Option(168, help="frame side in pixels (multiples of 28 suit Qwen2.5-VL)"),
-        fps: float = typer.Option(4.0, help="clip frame rate"),
+        config: Optional[Path] = typer.Option(None, help="YAML file of the keys below"),
         workers: Optional[int] = typer.Option(None, help="processes (default: all cores)"),
         audit: bool = typer.Option(True, "--audit/--no-audit", help="shortcut audit into audit.json and card.md"),
         preview: bool = typer.Option(False, "--preview/--no-preview", help="also write preview.png")) -> None:
     """Generate EgoSynth, the procedural egocentric benchmark with measurable shortcuts (docs/egosynth.md).
-    Deterministic by seed; a rerun into the same folder keeps the videos already written."""
-    from ego3s.data.egosynth import EgoSynthConfig, generate, synth_summary
+    Deterministic by its keys (below; e.g. `seed=1 train=2000`); a rerun into the same folder keeps
+    the videos already written."""
+    from ego3s.data.egosynth import generate, synth_summary
 
-    cfg = EgoSynthConfig(seed=seed, train=train, test=test, probe=probe, p_typical=p_typical, frames=frames,
-                         size=size, fps=fps)
+    cfg = _stage_config("ego3s.data.egosynth:EgoSynthConfig", config, list(ctx.args))
     summary = generate(out, cfg, workers=workers, audit=audit, preview=preview,
                        log=lambda m: typer.echo(m, err=True))
     typer.echo(synth_summary(summary))
 
 
-@app.command("select", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("select", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.select.run:SelectionConfig"))
 def select_cmd(ctx: typer.Context,
                config: Optional[Path] = typer.Option(None, help="YAML config (see configs/selection_config.yaml)"),
-               method: Optional[str] = typer.Option(None, help="csm, random, full, s1, limo or limr"),
-               limit: Optional[int] = typer.Option(None, help="only the first N candidates (quick looks)"),
                quiet: bool = typer.Option(False, help="no progress bar")) -> None:
     """Select training samples (CSM or a baseline). Extra `key=value` arguments override the config,
     e.g. `csm.lambda_c=0.2 scoring.estimator=sampling out=runs/sel`."""
-    from ego3s.config import load_config
-    from ego3s.select.run import SelectionConfig, run_selection
+    from ego3s.select.run import run_selection
 
-    overrides = list(ctx.args) + ([f"method={method}"] if method else []) + ([f"limit={limit}"] if limit else [])
-    cfg = load_config(SelectionConfig, config, overrides)
+    cfg = _stage_config("ego3s.select.run:SelectionConfig", config, list(ctx.args))
     report = run_selection(cfg, progress=not quiet)
     _echo_skips(report.get("skips"), "select")
     typer.echo(f"{report['method']}: kept {report['selected']} of {report['candidates']} "
                f"({100 * report['kept_fraction']:.1f}%); report in {Path(cfg.out) / 'report.md'}")
 
 
-@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("train", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.rl.train:TrainingConfig"))
 def train_cmd(ctx: typer.Context,
               config: Optional[Path] = typer.Option(None, help="YAML config (see configs/training_config.yaml)"),
               resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
@@ -224,16 +269,15 @@ def train_cmd(ctx: typer.Context,
                                                                       "delete them and start over")) -> None:
     """GRPO/RLOO/DAPO/Dr.GRPO on video with the interaction-centric reward. Extra `key=value`
     arguments override the config, e.g. `strategy=dapo max_steps=200 ecr.ecr=false`."""
-    from ego3s.config import load_config
-    from ego3s.rl.train import TrainingConfig, run_training
+    from ego3s.rl.train import run_training
 
-    cfg = load_config(TrainingConfig, config, list(ctx.args))
+    cfg = _stage_config("ego3s.rl.train:TrainingConfig", config, list(ctx.args))
     trainer = run_training(cfg, resume=resume, overwrite=overwrite)
     _echo_skips(getattr(trainer, "skips", None), "train")
     typer.echo(f"trained {trainer.state.global_step} steps; model in {Path(cfg.out) / 'final'}")
 
 
-@app.command("sft", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("sft", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.train.sft:SFTRunConfig"))
 def sft_cmd(ctx: typer.Context,
             config: Optional[Path] = typer.Option(None, help="YAML config (see configs/sft_config.yaml)"),
             resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
@@ -241,10 +285,9 @@ def sft_cmd(ctx: typer.Context,
                                                                     "delete them and start over")) -> None:
     """Supervised fine-tuning on video (answers or <think> traces), through TRL's SFTTrainer with
     ego3s's frame sampler. Extra `key=value` arguments override the config, e.g. `lora=true max_steps=100`."""
-    from ego3s.config import load_config
-    from ego3s.train.sft import SFTRunConfig, run_sft
+    from ego3s.train.sft import run_sft
 
-    cfg = load_config(SFTRunConfig, config, list(ctx.args))
+    cfg = _stage_config("ego3s.train.sft:SFTRunConfig", config, list(ctx.args))
     trainer = run_sft(cfg, resume=resume, overwrite=overwrite)
     _echo_skips(getattr(trainer, "skips", None), "sft")
     what = "LoRA adapter (fold it in with `ego3s merge`)" if cfg.lora else "model"
@@ -268,57 +311,24 @@ def merge_cmd(checkpoint: Path = typer.Argument(..., help="a LoRA adapter folder
     merge(checkpoint, out, base=base, dtype=dtype, verify=verify, echo=typer.echo)
 
 
-@app.command("eval")
-def eval_cmd(
-        data: str = typer.Option(..., help="benchmarks, comma-separated, e.g. QAEgo4D,EgoTextVQA,egoschema_subset,"
-                                           "EgoPlan2,EgoThink,EgoSynth (lmms-eval's task names work)"),
-        model: str = typer.Option(..., help="local model folder or a Hub id in the Hugging Face cache"),
-        root: Optional[str] = typer.Option(None, help="benchmarks root (each read from <root>/<subdir>)"),
-        path: Optional[list[str]] = typer.Option(None, "--path", help="NAME=PATH: a benchmark's folder or file"),
-        opt: Optional[list[str]] = typer.Option(None, "--opt", help="NAME.KEY=VALUE load option, e.g. "
-                                                                    "EgoTextVQA.video_root=/videos"),
-        view: str = typer.Option("full", help="full, blind or context"),
-        blind_mode: str = typer.Option("none", help="blind view: none (no visual entry) or blank (gray clip)"),
-        limit: Optional[int] = typer.Option(None, help="only the first N samples of each benchmark"),
-        nframes: Optional[int] = typer.Option(None, "--nframes", "--frames",
-                                              help="frames per clip (default: by --fps)"),
-        fps: float = typer.Option(2.0, help="sampling fps"),
-        max_frames: int = typer.Option(16, help="at most this many frames per clip"),
-        max_pixels: Optional[int] = typer.Option(None, help="per-frame pixel cap"),
-        min_pixels: Optional[int] = typer.Option(None, help="per-frame pixel floor"),
-        backend: str = typer.Option("pyav", help="video decoder: pyav, decord or opencv"),
-        decode_threads: Optional[int] = typer.Option(None, help="PyAV threads per long clip (default min(8, 2 x "
-                                                                "CPUs / ranks here))"),
-        batch_size: int = typer.Option(8, help="samples per generate call (per rank)"),
-        fmt: str = typer.Option("direct", help="direct, reasoning or official"),
-        max_new_tokens: Optional[int] = typer.Option(None, help="answer budget (default: the benchmark's; "
-                                                                  "512 for reasoning)"),
-        judge_model: Optional[str] = typer.Option(None, help="LLM judge model name"),
-        judge_base_url: Optional[str] = typer.Option(None, help="judge endpoint (default $OPENAI_BASE_URL)"),
-        judge_api_key: Optional[str] = typer.Option(None, help="judge key (default $OPENAI_API_KEY)"),
-        out: str = typer.Option("runs/eval", help="output folder"),
-        verbose: bool = typer.Option(False, "--verbose", help="print a few samples per benchmark"),
-        icu: bool = typer.Option(False, "--icu", help="interaction cue utilization (textual + attention)"),
-        dtype: str = typer.Option("auto", help="auto, bfloat16, float32"),
-        report_to: str = typer.Option("none", "--report-to", help="trackers, comma-separated: none, tensorboard, "
-                                                                   "wandb, trackio"),
-        export: Optional[str] = typer.Option(None, "--export", help="also write the results in another layout: "
-                                                                     "lmms-eval (<out>/lmms-eval/<model>/<date>_results.json)"),
-        overwrite: bool = typer.Option(False, "--overwrite", help="OUT holds predictions of other settings or "
-                                                                  "another model: delete them instead of refusing"),
-        video_identity: str = typer.Option("stat", help="how video files are recognised in the prediction logs: "
-                                                        "stat (path, size, mtime) or content (a hash)"),
-        quiet: bool = typer.Option(False, "--quiet", help="no progress bars")) -> None:
-    """Evaluate a model on benchmarks; data-parallel under torchrun, resumable (docs/evaluation.md)."""
-    from ego3s.eval.runner import EvalConfig, parse_assignments, parse_options, run_eval
+# `eval`'s flags that are not spelled as their key
+_EVAL_FLAGS = {"--path": "paths.", "--opt": "options.", "--quiet": ("progress", False)}
 
-    cfg = EvalConfig(data=data, model=model, root=root, paths=parse_assignments(path), options=parse_options(opt),
-                     view=view, blind_mode=blind_mode, limit=limit, nframes=nframes, fps=fps, max_frames=max_frames,
-                     max_pixels=max_pixels, min_pixels=min_pixels, backend=backend, decode_threads=decode_threads,
-                     batch_size=batch_size, fmt=fmt,
-                     max_new_tokens=max_new_tokens, judge_model=judge_model, judge_base_url=judge_base_url, judge_api_key=judge_api_key, out=out,
-                     verbose=verbose, icu=icu, dtype=dtype, progress=not quiet, report_to=report_to, overwrite=overwrite,
-                     video_identity=video_identity)
+
+@app.command("eval", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.eval.runner:EvalConfig"))
+def eval_cmd(
+        ctx: typer.Context,
+        config: Optional[Path] = typer.Option(None, help="YAML file of the keys below"),
+        export: Optional[str] = typer.Option(None, "--export", help="also write the results in another layout: "
+                                                                     "lmms-eval (<out>/lmms-eval/<model>/<date>_results.json)")
+        ) -> None:
+    """Evaluate a model on benchmarks; data-parallel under torchrun, resumable (docs/evaluation.md).
+    Extra `key=value` arguments (or `--key value`) set the keys below, e.g. `data=EgoSynth,EgoThink
+    model=DIR root=data/benchmarks`; `--path NAME=PATH` is `paths.NAME=PATH`, `--opt NAME.KEY=VALUE`
+    is `options.NAME.KEY=VALUE`, `--quiet` is `progress=false`."""
+    from ego3s.eval.runner import run_eval
+
+    cfg = _stage_config("ego3s.eval.runner:EvalConfig", config, list(ctx.args), _EVAL_FLAGS)
     if export not in (None, "lmms-eval"):
         raise ValueError(f"--export: unknown layout {export!r}; known: lmms-eval")
     results = run_eval(cfg, echo=typer.echo)
@@ -326,12 +336,12 @@ def eval_cmd(
     if results and export == "lmms-eval":
         from ego3s.eval.lmms_eval import export_lmms_eval
 
-        typer.echo(f"lmms-eval results in {export_lmms_eval(results, out)}")
+        typer.echo(f"lmms-eval results in {export_lmms_eval(results, cfg.out)}")
     if results:
-        typer.echo(f"results in {Path(out) / 'results.md'}")
+        typer.echo(f"results in {Path(cfg.out) / 'results.md'}")
 
 
-@app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("run", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.pipeline:RunConfig"))
 def run_cmd(ctx: typer.Context,
             config: Optional[Path] = typer.Option(None, help="YAML config (see configs/ego3s.yaml)"),
             from_stage: Optional[str] = typer.Option(None, "--from", help="restart from this stage: data, model, "
@@ -341,12 +351,13 @@ def run_cmd(ctx: typer.Context,
     _pipeline(config, list(ctx.args), from_stage)
 
 
-@app.command("demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("demo", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.pipeline:RunConfig"))
 def demo_cmd(ctx: typer.Context,
+             config: Optional[Path] = typer.Option(None, help="YAML config read instead of configs/demo.yaml"),
              from_stage: Optional[str] = typer.Option(None, "--from", help="restart from this stage")) -> None:
     """`ego3s run` on the built-in defaults (configs/demo.yaml): EgoSynth, the offline smol
-    backbone, minutes on a CPU."""
-    _pipeline(_packaged_config("demo.yaml"), list(ctx.args), from_stage)
+    backbone, minutes on a CPU. Extra `key=value` arguments override them."""
+    _pipeline(config or _packaged_config("demo.yaml"), list(ctx.args), from_stage)
 
 
 def _packaged_config(name: str) -> Path:
@@ -362,13 +373,11 @@ def _packaged_config(name: str) -> Path:
 def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional[str]) -> None:
     import time
 
-    from ego3s.config import load_config
-    from ego3s.pipeline import RunConfig, run_pipeline
+    from ego3s import skips
+    from ego3s.pipeline import run_pipeline
 
     t = time.perf_counter()
-    from ego3s import skips
-
-    cfg = load_config(RunConfig, config, overrides)
+    cfg = _stage_config("ego3s.pipeline:RunConfig", config, overrides)
     if str(cfg.model).startswith(("/", ".", "~")) or Path(cfg.model).is_dir():  # a folder, not a builder: check
         from ego3s.models.folder import check_model_folder                      # it before generating data
 

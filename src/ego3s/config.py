@@ -13,7 +13,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 
@@ -81,9 +81,11 @@ def check_report_to(key: str, value: Any) -> None:
         raise ConfigError(str(e)) from None
 
 
-DTYPES = ("auto", "bfloat16", "float32", "float16")
-DEVICES = ("auto", "cpu", "cuda")
-MASTER_WEIGHTS = ("float32", "bfloat16")
+# choice types shared by the stage configs (a `Literal` field: `--help` lists its choices)
+Dtype = Literal["auto", "bfloat16", "float32", "float16"]
+Device = Literal["auto", "cpu", "cuda"]
+MasterWeights = Literal["float32", "bfloat16"]
+DTYPES, DEVICES, MASTER_WEIGHTS = get_args(Dtype), get_args(Device), get_args(MasterWeights)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -156,14 +158,20 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
         raise ConfigError(f"{where}: cannot read {v!r} as {tp}")
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, v, where + ".")
-    if origin in (list, tuple):
-        if not isinstance(v, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {v!r}")
+    if origin in (list, tuple, frozenset, set):
         (a, *_) = typing.get_args(tp) or (Any,)
-        return [_convert(a, x, where) for x in v]
+        if isinstance(v, str) and a is str:  # `data=QAEgo4D,EgoSynth` on the command line
+            v = [x.strip() for x in v.split(",") if x.strip()]
+        if not isinstance(v, (list, tuple, set, frozenset)):
+            raise ConfigError(f"{where}: expected a list, got {v!r}")
+        items = [_convert(a, x, where) for x in v]
+        return items if origin is list else origin(items)
     if origin is dict or tp is dict:
         if not isinstance(v, dict):
             raise ConfigError(f"{where}: expected a mapping, got {v!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is not Any:  # {name: path} or {name: {key: value}}
+            return {k: _convert(args[1], x, f"{where}.{k}") for k, x in v.items()}
         return dict(v)
     if tp is Any:
         return v
@@ -186,11 +194,7 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
         if isinstance(v, (dict, list)):
             raise ConfigError(f"{where}: expected a string, got {v!r}")
         return str(v)
-    if typing.get_origin(tp) is typing.Literal:
-        if v not in typing.get_args(tp):
-            raise ConfigError(f"{where}: must be one of {typing.get_args(tp)}, got {v!r}")
-        return v
-    return v
+    return v  # Literal choices included: the config's __post_init__ checks them, with its own message
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
@@ -207,11 +211,116 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def describe(cls: type) -> str:
-    """One line per key with its default and help: printed by `--help` of the commands."""
-    lines = []
+def _nested(tp: Any) -> type | None:
+    """The config dataclass a field of type `tp` holds (`X` or `X | None`), else None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = args[0] if len(args) == 1 else None
+    return tp if isinstance(tp, type) and dataclasses.is_dataclass(tp) else None
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+def config_keys(cls: type, prefix: str = "", defaults: Any = None) -> list[tuple[str, dataclasses.Field, Any, Any]]:
+    """Every key of config class `cls`: (dotted path, field, default, type), nested configs expanded
+    into their own keys (`selection.csm.lambda_c`). A nested config that defaults to None (set it to
+    enable it) is listed itself and with its keys. Defaults are those of the enclosing config
+    (`training.max_steps` of `RunConfig` is the run's default, not `TrainingConfig`'s)."""
+    hints = typing.get_type_hints(cls)
+    out: list[tuple[str, dataclasses.Field, Any, Any]] = []
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
-        lines.append(f"{f.name} = {default!r}: {f.metadata.get('help', '')}")
-    return "\n".join(lines)
+        default = getattr(defaults, f.name) if defaults is not None else _field_default(f)
+        sub = _nested(hints[f.name])
+        if sub is None:
+            out.append((prefix + f.name, f, default, hints[f.name]))
+            continue
+        if default is None:
+            out.append((prefix + f.name, f, None, hints[f.name]))
+        inner = default if dataclasses.is_dataclass(default) else None
+        out += config_keys(sub, f"{prefix}{f.name}.", inner)
+    return out
+
+
+def _show(value: Any) -> str:
+    """A default as it is typed on the command line (YAML): null, true, 0.5, full, [1, 3]."""
+    if value is dataclasses.MISSING:
+        return "(required)"
+    if isinstance(value, (frozenset, set, tuple)):
+        value = sorted(value) if isinstance(value, (frozenset, set)) else list(value)
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text[:-4].rstrip() if text.endswith("\n...") else text.removesuffix("...").strip()
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is typing.Literal:
+        return "|".join(str(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def key_rows(cls: type) -> list[tuple[str, str]]:
+    """(key, `help (default: DEFAULT)`) for every key of config class `cls`, nested keys dotted;
+    a `Literal` key's help names its choices."""
+    rows = []
+    for key, f, default, tp in config_keys(cls):
+        help_text = f.metadata.get("help", "")
+        if typing.get_origin(tp) is typing.Literal:
+            help_text = f"{help_text}; one of {_type_name(tp)}" if help_text else f"one of {_type_name(tp)}"
+        rows.append((key, f"{help_text} (default: {_show(default)})".lstrip()))
+    return rows
+
+
+def describe(cls: type) -> str:
+    """Every key of config class `cls`, one per line as `key: help (default: DEFAULT)`: the key list of
+    every command's `--help` (generated from the dataclass, so it cannot miss a key)."""
+    return "\n".join(f"{k}: {h}" for k, h in key_rows(cls))
+
+
+def cli_overrides(cls: type, args: list[str], renames: dict[str, Any] | None = None) -> list[str]:
+    """A command's extra arguments -> `key=value` overrides of config class `cls`.
+
+    `key=value` (dotted for nested keys) passes through. Flags spell top-level keys:
+    `--max-frames 8` and `--max-frames=8` are `max_frames=8`; a true/false key is switched by
+    `--icu` / `--no-icu`. `renames` maps other flags onto keys: `{"--frames": "nframes"}`, a fixed
+    value `{"--quiet": ("progress", False)}`, or a prefix `{"--path": "paths."}` (`--path A=x` ->
+    `paths.A=x`)."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    renames = renames or {}
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("--"):
+            out.append(arg)
+            continue
+        flag, eq, value = arg.partition("=")
+        target = renames.get(flag)
+        if isinstance(target, tuple):  # a switch: fixed value
+            out.append(f"{target[0]}={_show(target[1])}")
+            continue
+        if target is None:
+            key = flag[2:].replace("-", "_")
+            if key not in names and key.startswith("no_") and hints.get(key[3:]) is bool and not eq:
+                out.append(f"{key[3:]}=false")
+                continue
+            if key not in names or _nested(hints[key]) is not None:
+                raise ConfigError(f"{flag}: unknown option; the keys of this command are key=value arguments "
+                                  f"(see --help): {', '.join(sorted(names))}")
+            if hints[key] is bool and not eq:
+                out.append(f"{key}=true")
+                continue
+            target = key
+        if not eq:
+            if i >= len(args):
+                raise ConfigError(f"{flag}: needs a value")
+            value = args[i]
+            i += 1
+        out.append(f"{target}{value}" if target.endswith(".") else f"{target}={value}")
+    return out

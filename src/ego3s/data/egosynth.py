@@ -532,9 +532,6 @@ class EgoSynthConfig:
                 ("test_atypical", self.test, 0.0), ("probe", self.probe, self.p_typical)]
 
     def __post_init__(self):
-        self.validate()
-
-    def validate(self) -> None:
         for name in ("train", "test", "probe"):
             if not isinstance(getattr(self, name), int):
                 raise ConfigError(f"{name}: {getattr(self, name)!r} is not an integer >= 0")
@@ -1045,7 +1042,6 @@ def generate_samples(split: str, n: int, config: EgoSynthConfig | None = None, *
     """Metadata only (no pixels, no files): samples start..start+n-1 of `split`, identical to what
     `generate` writes. Fast (about a millisecond a sample): for audits and tests."""
     cfg = config or EgoSynthConfig()
-    cfg.validate()
     p = cfg.p_of(split)
     out = []
     for i in range(start, start + n):
@@ -1085,7 +1081,6 @@ def generate(out: str | os.PathLike, config: EgoSynthConfig | None = None, *, wo
     mp4 is written atomically), so an interrupted run continues where it stopped. A folder made
     with different settings (other than the split sizes) is refused. Returns a summary dict."""
     cfg = config or EgoSynthConfig()
-    cfg.validate()
     out = Path(out)
     vdir = out / "videos"
     vdir.mkdir(parents=True, exist_ok=True)

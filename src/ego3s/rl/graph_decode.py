@@ -170,11 +170,12 @@ def _step(base, cache, b: _Buffers, s: Sampling, cache_kw: str) -> None:
 
 
 def _packed_gqa_sdpa(module, query, key, value, attention_mask, **kwargs):
-    """SDPA for the compiled decode step: with one query token, the query heads that share a
-    key/value head become rows of one query, so the keys and values are read as stored.
-    transformers does this in eager mode (`pack_gqa`) but, under torch.compile, repeats the
-    keys and values per query head (`repeat_kv`: a copy of the whole cache per layer per step).
-    Prompts (more than one query token) go to transformers' SDPA unchanged."""
+    """SDPA for the decode step: with one query token, the query heads that share a key/value
+    head become rows of one query, so the keys and values are read as stored. transformers'
+    SDPA path with a mask repeats them per query head instead (`repeat_kv`, a copy of the whole
+    cache per layer per step: 7x the cache's bytes for Qwen2.5-VL-7B's 28 query and 4 key/value
+    heads) in 5.17, and under torch.compile in later versions too. Prompts (more than one query
+    token) go to transformers' SDPA unchanged."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     groups = getattr(module, "num_key_value_groups", 1)
@@ -189,6 +190,7 @@ def _packed_gqa_sdpa(module, query, key, value, attention_mask, **kwargs):
 
 _ATTN = "ego3s_packed_gqa_sdpa"
 _COMPILED: dict = {}
+_REGISTERED: list = []
 
 
 def _register() -> None:
@@ -197,15 +199,16 @@ def _register() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    AttentionInterface.register(_ATTN, lambda *a, **k: _packed_gqa_sdpa(*a, **k))
-    AttentionMaskInterface.register(_ATTN, sdpa_mask)
+    if not _REGISTERED:
+        AttentionInterface.register(_ATTN, lambda *a, **k: _packed_gqa_sdpa(*a, **k))
+        AttentionMaskInterface.register(_ATTN, sdpa_mask)
+        _REGISTERED.append(True)
 
 
 def _compiled_step():
     """`_step` compiled once per process by inductor (no CUDA graphs of its own: the caller
     captures the compiled step in one)."""
     if "step" not in _COMPILED:
-        _register()
         _COMPILED["step"] = torch.compile(_step, dynamic=False)
     return _COMPILED["step"]
 
@@ -270,26 +273,27 @@ def decode(model, cache, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
             n.fill_(start)
 
     cache_kw = _cache_kwarg(base)
+    _register()
     step = _compiled_step() if compile_step else _step
     _ids(s.suppress, dev), _ids(s.eos, dev)  # made before any step (a compiled step would recompile)
     if graph and g is None:
         reset()
         stream = torch.cuda.Stream(device=dev)
         stream.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(stream), _attention(base, _ATTN if compile_step else None):
+        with torch.cuda.stream(stream), _attention(base, _ATTN):
             for _ in range(3):  # warm-up outside the capture (compilation, allocator, lazy inits)
                 step(base, cache, b, s, cache_kw)
         torch.cuda.current_stream(dev).wait_stream(stream)
         reset()
         g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g), _attention(base, _ATTN if compile_step else None):
+        with torch.cuda.graph(g), _attention(base, _ATTN):
             step(base, cache, b, s, cache_kw)
     base._ego_graph_decode = (key, cache, b, g)
     reset()
     if not s.greedy:
         b.u.uniform_()  # from the default generator: seeded runs repeat
     n = 0
-    with _attention(base, _ATTN if compile_step and g is None else None):
+    with _attention(base, _ATTN):
         while n < s.max_new:
             for _ in range(min(check_every, s.max_new - n)):
                 if g is not None:

@@ -14,14 +14,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ego3s import skips
-from ego3s.config import DTYPES, MASTER_WEIGHTS, ConfigError, check_fields, check_report_to, check_steps
+from ego3s.config import (DTYPES, MASTER_WEIGHTS, ConfigError, Dtype, MasterWeights, check_fields, check_report_to,
+                          check_steps)
 from ego3s.curriculum.monitor import ECRConfig
 from ego3s.data.video import VIEWS, ClipSpec
 from ego3s.rl.rewards import RewardConfig
 from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
-from ego3s.train.plumbing import (NOT_IDENTITY, VISION_PREFIXES, checkpoint_step, last_checkpoint, lora_config,
-                                  start_model_fingerprint, training_identity)
+from ego3s.train.plumbing import (checkpoint_step, last_checkpoint, lora_config, start_model_fingerprint,
+                                  training_identity)
 
 
 def _reward_key(name: str):
@@ -97,8 +98,8 @@ class TrainingConfig(ClipSpec):
                 "CUDA graphs (1.77x stock TRL's rollout throughput on an H200, 7B, G=8, 256 tokens; the first "
                 "rollout pays about 30 s of compilation; a prompt longer than any before grows the cache and "
                 "recompiles, once)"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
-    master_weights: str = field(default="float32", metadata={
+    dtype: Dtype = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
+    master_weights: MasterWeights = field(default="float32", metadata={
         "help": "float32: keep the trained weights in fp32 with bf16 compute (bf16 weights lose updates "
                 "below lr ~|w|/256: ego3s.models.loading.upcast_trainable); bfloat16: pure bf16, half the "
                 "memory of the trained weights and their optimizer states"})
@@ -302,11 +303,6 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
     from ego3s.rl.trainer import VideoGRPOTrainer
     from ego3s.train.plumbing import (check_finite_weights, freeze_vision, load_resume_weights, save_final,
                                       stop_on_nan, train_or_restore)
-
-    from ego3s.models.loading import MASTER_WEIGHTS
-
-    if cfg.master_weights not in MASTER_WEIGHTS:  # before minutes of loading, not after
-        raise ValueError(f"master_weights must be one of {MASTER_WEIGHTS}, got {cfg.master_weights!r}")
     from ego3s.tracking import trainer_report_to
 
     trainer_report_to(cfg.report_to, "training.report_to")  # unknown tracker or missing package: now

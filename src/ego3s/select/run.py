@@ -18,8 +18,9 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
-from ego3s.config import DEVICES, DTYPES, ConfigError, check_fields, check_report_to
+from ego3s.config import DEVICES, DTYPES, ConfigError, Device, Dtype, check_fields, check_report_to
 from ego3s.data.io import read_jsonl, write_jsonl
 from ego3s import skips
 from ego3s.files import write_json, write_text
@@ -27,13 +28,14 @@ from ego3s.select import baselines
 from ego3s.select.csm import CSMThresholds, apply_filters, funnel, relevance_texts
 from ego3s.select.scoring import ScoringConfig
 
-METHODS = ("csm", "random", "full", "s1", "limo", "limr")
-LIMR_REWARDS = ("total", "accuracy", "format", "interaction", "overlong")  # the components `ego3s train` logs
+Method = Literal["csm", "random", "full", "s1", "limo", "limr"]
+LimrReward = Literal["total", "accuracy", "format", "interaction", "overlong"]
+METHODS, LIMR_REWARDS = get_args(Method), get_args(LimrReward)  # the components `ego3s train` logs
 
 
 @dataclass
 class SelectionConfig:
-    method: str = field(default="csm", metadata={"help": f"one of {METHODS}"})
+    method: Method = field(default="csm", metadata={"help": "selection method: CSM or a baseline"})
     data: str = field(default="", metadata={"help": "candidate pool (JSONL in the ego3s schema)"})
     model: str = field(default="", metadata={"help": "local model folder (Hugging Face layout)"})
     out: str = field(default="runs/select", metadata={"help": "output folder"})
@@ -49,8 +51,8 @@ class SelectionConfig:
     budget_fraction: float = field(default=0.265, metadata={"help": "the paper keeps 3,180 of 12,000"})
     seed: int = field(default=0, metadata={"help": "seed of random choices and tie-breaks"})
     limit: int | None = field(default=None, metadata={"help": "only the first N candidates (quick looks)"})
-    dtype: str = field(default="auto", metadata={"help": "model dtype: auto (bf16 on GPU), bfloat16, float32"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu or cuda"})
+    dtype: Dtype = field(default="auto", metadata={"help": "model dtype: auto (bf16 on GPU), bfloat16, float32"})
+    device: Device = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     split_fields: list[str] = field(default_factory=lambda: ["typical", "split", "scene", "template"],
                                     metadata={"help": "metadata fields to break the report down by"})
     s1_min_question_words: int = field(default=3, metadata={"help": "s1 quality stage"})
@@ -62,7 +64,7 @@ class SelectionConfig:
         "help": "LIMO keeps samples solved in this many of limo_k rollouts (inclusive)"})
     limr_log: str | None = field(default=None, metadata={
         "help": "LIMR: rewards.jsonl of a full-data `ego3s train` run"})
-    limr_reward: str = field(default="accuracy", metadata={"help": "LIMR: reward component of the trajectories"})
+    limr_reward: LimrReward = field(default="accuracy", metadata={"help": "LIMR: reward component of the trajectories"})
     limr_min_epochs: int = field(default=2, metadata={
         "help": "LIMR: epochs a candidate must have been drawn in to have a trajectory (and that the log must "
                 "span); a log with fewer is refused"})
@@ -139,8 +141,6 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
     from ego3s.files import folder_lock
     from ego3s.identity import check_video_identity
 
-    if cfg.method not in METHODS:
-        raise ValueError(f"unknown selection method {cfg.method!r}; choose from {METHODS}")
     from ego3s.tracking import trainer_report_to
 
     trainer_report_to(cfg.report_to, "selection.report_to")  # an unknown tracker fails before the scoring

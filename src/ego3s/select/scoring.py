@@ -12,19 +12,16 @@ fatal; the next run tries it again (the file may be back).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-import torch
-
 from ego3s.config import ConfigError, check_fields
 from ego3s.data.schema import LETTERS, Sample
 from ego3s.data.video import VIEWS, ClipSpec, VideoError, load_sample_clip, sample_view
-from ego3s.models.inputs import encode, vision_token_ids
 from ego3s.models.prompts import build_messages, target_text
-from ego3s.rl import rollout
 from ego3s.select.cache import ScoreCache
 
 ESTIMATORS = ("likelihood", "sampling")
@@ -66,9 +63,24 @@ def letter_token_ids(tokenizer, n: int) -> list[int]:
 
 # no_grad, not inference_mode: ECR scores with the live policy, and under DeepSpeed ZeRO-3 the
 # parameters gathered here would become inference tensors that the next backward cannot use
-@torch.no_grad()
+def _no_grad(fn):
+    """`torch.no_grad()` entered at call time: importing this module (configs, `--help`) stays free of torch."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        import torch
+
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    return run
+
+
+@_no_grad
 def likelihood_batch(model, processor, items: list[tuple[Sample, list, object]]) -> list[float]:
     """Scores of one batch of (sample, messages, visual) under the likelihood estimator."""
+    import torch
+
+    from ego3s.models.inputs import encode
+
     samples = [s for s, _, _ in items]
     enc = encode(processor, [m for _, m, _ in items], [v for _, _, v in items],
                  answers=[target_text(s, fmt="direct") for s in samples])
@@ -91,10 +103,12 @@ def likelihood_batch(model, processor, items: list[tuple[Sample, list, object]])
     return scores
 
 
-@torch.no_grad()  # see likelihood_batch
+@_no_grad  # see likelihood_batch
 def sampling_batch(model, processor, items: list[tuple[Sample, list, object]], cfg: ScoringConfig,
                    reward: Callable | None = None) -> list[tuple[float, list[str]]]:
     """(mean accuracy reward over K rollouts, the rollouts) for each item."""
+    from ego3s.models.inputs import encode, vision_token_ids
+    from ego3s.rl import rollout
     from ego3s.rl.rewards import accuracy_reward
 
     reward = reward or accuracy_reward

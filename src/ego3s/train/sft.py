@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from ego3s import skips
-from ego3s.config import DTYPES, MASTER_WEIGHTS, ConfigError, check_fields, check_report_to, check_steps
+from ego3s.config import (DTYPES, MASTER_WEIGHTS, ConfigError, Dtype, MasterWeights, check_fields, check_report_to,
+                          check_steps)
 from ego3s.data.video import ClipSpec
 from ego3s.models.prompts import FORMATS
 
@@ -29,7 +31,7 @@ class SFTRunConfig(ClipSpec):
     model: str = field(default="", metadata={"help": "local model folder to start from"})
     data: str = field(default="", metadata={"help": "training samples (JSONL, ego3s schema)"})
     out: str = field(default="runs/sft", metadata={"help": "output folder (checkpoints, final/, log_history.json)"})
-    fmt: str = field(default="reasoning", metadata={
+    fmt: Literal["direct", "reasoning"] = field(default="reasoning", metadata={
         "help": "direct (target: the answer alone) or reasoning (<think>trace</think><answer>..</answer>, the RL format)"})
     rationale: str = field(default="meta.rationale", metadata={
         "help": "reasoning: where the trace comes from: meta.KEY (a field of the sample's meta; every sample must "
@@ -46,13 +48,13 @@ class SFTRunConfig(ClipSpec):
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps (-1: use num_train_epochs)"})
     num_train_epochs: float = field(default=1.0, metadata={"help": "epochs over the data"})
     warmup_ratio: float = field(default=0.03, metadata={"help": "linear warm-up share, then cosine decay"})
-    loss_type: str = field(default="nll", metadata={"help": "nll, or dft (TRL's dynamic fine-tuning loss)"})
+    loss_type: Literal["nll", "dft"] = field(default="nll", metadata={"help": "nll, or dft (TRL's dynamic fine-tuning loss)"})
     lora: bool = field(default=False, metadata={"help": "train LoRA adapters instead of all weights"})
     lora_r: int = field(default=64, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
-    master_weights: str = field(default="float32", metadata={
+    dtype: Dtype = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
+    master_weights: MasterWeights = field(default="float32", metadata={
         "help": "float32: trained weights in fp32 with bf16 compute; bfloat16: pure bf16 (loses small "
                 "updates; see ego3s.models.loading.upcast_trainable)"})
     save_steps: int = field(default=100, metadata={"help": "checkpoint every N steps"})

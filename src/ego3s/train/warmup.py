@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ego3s import skips
-from ego3s.config import MASTER_WEIGHTS, check_fields, check_report_to
+from ego3s.config import MASTER_WEIGHTS, MasterWeights, check_fields, check_report_to
 from ego3s.data.video import ClipSpec
 from ego3s.models.prompts import FORMATS
-from ego3s.train.vision_pretrain import VisionPretrainConfig
+from ego3s.train.vision_pretrain_config import VisionPretrainConfig
 
 
 
@@ -49,7 +49,7 @@ class WarmupConfig(ClipSpec):
     vision_learning_rate: float | None = field(default=None, metadata={
         "help": "learning rate of the vision tower and merger (None: learning_rate); a random tower "
                 "needs more than a pretrained language model"})
-    master_weights: str = field(default="float32", metadata={
+    master_weights: MasterWeights = field(default="float32", metadata={
         "help": "float32: trained weights in fp32 with bf16 compute on a GPU; bfloat16: pure bf16 (loses "
                 "small updates; see ego3s.models.loading.upcast_trainable)"})
     vision_pretrain: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
