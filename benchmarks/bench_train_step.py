@@ -19,8 +19,9 @@ from transformers import TrainerCallback
 import _common as C
 from ego3s.data import Sample
 from ego3s.models.inputs import vision_token_ids
-from ego3s.rl.train import VISION_PREFIXES, TrainingConfig, grpo_args, reward_functions, training_dataset
+from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.rl.trainer import VideoGRPOTrainer
+from ego3s.train.plumbing import VISION_PREFIXES
 
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "ego3s"
+import ego3s
+
+SRC = Path(ego3s.__file__).resolve().parent  # the package under test, wherever this file lives
 
 LAYERS = [
     {"__init__", "config", "files", "skips", "tracking", "embedding"},

@@ -21,8 +21,8 @@ from ego3s.data.video import VIEWS, ClipSpec
 from ego3s.rl.rewards import RewardConfig
 from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
-from ego3s.train.plumbing import (NOT_IDENTITY, VISION_PREFIXES, checkpoint_step, last_checkpoint, lora_config,
-                                  start_model_fingerprint, training_identity)
+from ego3s.train.plumbing import (checkpoint_step, last_checkpoint, lora_config, start_model_fingerprint,
+                                  training_identity)
 
 
 def _reward_key(name: str):
