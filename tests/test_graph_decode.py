@@ -197,3 +197,19 @@ def test_the_compiled_step_is_one_graph_with_packed_attention(loaded, monkeypatc
     assert torch.equal(eager, stock)
     layers = model.config.get_text_config().num_hidden_layers
     assert calls == [1] * (layers * 5)  # every decode step's attention went through it, prompts did not
+
+
+def test_padded_evaluation_batch_through_the_loop_answers_as_one_at_a_time(loaded):
+    """Direct-answer evaluation with `static_cache`: a left-padded batch decoded by the loop gives
+    each question the greedy answer it gets alone through plain `generate`."""
+    from ego3s.eval.runner import generate_batch
+
+    model, processor = loaded
+    msgs, clips, _ = _inputs(processor)
+    enc = encode(processor, msgs, clips)
+    assert (enc["attention_mask"] == 0).any()  # one row is left-padded
+    batched, _ = generate_batch(model, processor, enc, [6, 4], static_cache=True)
+    alone = [generate_batch(model, processor, encode(processor, [m], [c]), [b])[0][0]
+             for m, c, b in zip(msgs, clips, [6, 4])]
+    assert batched == alone and all(alone)
+    assert model._ego_graph_decode[2].rows == 2  # the loop decoded the batch
