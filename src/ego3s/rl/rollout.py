@@ -18,8 +18,10 @@ How the continuation lines up with the stock path:
 
 Static decode (`group_generate(..., static_cache=True)`, off by default): after the same one-row
 prefill, the repeated keys/values are copied into a `StaticCache` of B x G rows and at least
-L + max_new_tokens positions (kept on the model and reused, growing only, by later calls with as many rows), and
-`generate` continues from it with compilation allowed. Why: a decode step against a dynamic cache
+L + max_new_tokens positions (kept on the model and reused, growing only, by later calls with as many rows).
+By default ego3s's own loop decodes from it (`ego3s.rl.graph_decode`: the whole step, sampling
+included, captured once as a CUDA graph and replayed per token); with `decoder="generate"`, or
+settings that loop does not implement, `generate` continues from it with compilation allowed. Why: a decode step against a dynamic cache
 is bound by Python and kernel launches (about 20-27 ms per step for the 7B model on an H100,
 against a bandwidth floor near 5 ms); against a fixed-shape cache, transformers' auto-compile
 (`torch.compile` of the forward, by default with CUDA graphs, `mode="reduce-overhead"`; CUDA only,
