@@ -28,7 +28,7 @@ from transformers import GenerationConfig
 
 from ego3s.models.inputs import encode, vision_token_ids
 from ego3s.rl import graph_decode
-from ego3s.rl.rollout import _prefill, group_generate, prefill, static_copy
+from ego3s.rl.rollout import _cache_kwarg, _prefill, group_generate, prefill, static_copy
 
 
 def generation_config(processor, model, new_tokens: int, greedy: bool) -> GenerationConfig:
@@ -108,12 +108,12 @@ def profile_paths(model, one: dict, G: int, gc, prompt_tokens: int, folder: str,
     def prepared():
         cache, last = _prefill(model, one, G)
         cache = static_copy(model, cache, prompt_tokens + steps)
-        return (cache, last, one["input_ids"].repeat_interleave(G, 0), one["attention_mask"].repeat_interleave(G, 0))
+        return (cache, one["input_ids"].repeat_interleave(G, 0), one["attention_mask"].repeat_interleave(G, 0), last)
 
-    def generate(cache, last, ids, mask):
+    def generate(cache, ids, mask, last):
         g = copy.deepcopy(short)
         g.disable_compile = False
-        return model.generate(input_ids=ids, attention_mask=mask, generation_config=g, cache=cache)
+        return model.generate(input_ids=ids, attention_mask=mask, generation_config=g, **{_cache_kwarg(model): cache})
 
     runs = {"shared+static": generate,
             "shared+graph": lambda *x: graph_decode.decode(model, *x, s),
@@ -256,9 +256,6 @@ def main(argv=None):
             for _ in range(a.reps):
                 times[k].append(C.timed(f, gc)[0])
             peak[k] = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-        if a.profile and torch.cuda.is_available():
-            res["profile"] = profile_paths(model, one, G, gc, prompt_tokens, a.profile,
-                                           [k for k in paths if "+" in k])
     res["rollout_s"] = {k: C.median(v) for k, v in times.items()}
     res["rollout_s_all"] = times
     res["tokens_per_s"] = {k: G * N / res["rollout_s"][k] for k in paths}
@@ -290,6 +287,15 @@ def main(argv=None):
               f"greedy identical to stock: {res['greedy_static']['identical_to_stock']}; "
               f"warm-up (compile) {warmup['shared+static']:.1f} s; dynamo/inductor: {res['compile']}")
     C.write_result(a.out, "rollout", res)
+    if a.profile:  # after the timings are safe on disk
+        try:
+            with torch.inference_mode():
+                res["profile"] = profile_paths(model, one, G, gc, prompt_tokens, a.profile,
+                                               [k for k in paths if "+" in k])
+        except Exception as e:  # noqa: BLE001 - a profiler failure must not lose the timings
+            res["profile"] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"profile failed: {res['profile']['error']}", file=sys.stderr)
+        C.write_result(a.out, "rollout", res)
     ok = same
     if not same:
         print(f"greedy outputs differ from completion token {res['greedy_first_mismatch']}", file=sys.stderr)

@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--context-share", type=float, default=0.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--backend", default="auto", help="video decoder (FrameSampling.backend; opencv where PyAV is missing)")
+    ap.add_argument("--backend", default=None, help="video decoder (FrameSampling.backend; opencv where PyAV is missing)")
     ap.add_argument("--data", default=None, help="dataset folder to reuse/generate (default: a temp folder)")
     ap.add_argument("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu")
     a = ap.parse_args()
@@ -64,7 +64,8 @@ def main() -> None:
     model_dir = build_mini(Path(tempfile.mkdtemp(prefix="mini_")) / "mini", seed=a.seed)
     model, processor = load_model(str(model_dir), device=a.device)
     side = cfg.size
-    sampling = FrameSampling(nframes=cfg.frames, max_pixels=side * side, min_pixels=side * side, backend=a.backend)
+    sampling = FrameSampling(nframes=cfg.frames, max_pixels=side * side, min_pixels=side * side,
+                             **({"backend": a.backend} if a.backend else {}))
     vcfg = VisionPretrainConfig(steps=a.steps, batch_size=a.batch, learning_rate=a.lr, held_out=a.held_out,
                                 workers=a.workers, lm_align=a.lm_align, scene_align=a.scene_align,
                                 context_share=a.context_share)

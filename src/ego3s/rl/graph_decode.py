@@ -136,6 +136,11 @@ def choose(scores: torch.Tensor, u: torch.Tensor, s: Sampling) -> torch.Tensor:
     exceeds the row's uniform `u` (inverse-CDF sampling of softmax(scores))."""
     if s.greedy:
         return scores.argmax(-1)
+    return _inverse_cdf(scores, u)
+
+
+@torch.compiler.disable  # inductor (torch 2.11) fails to generate its cumsum over a 152k vocabulary; eager
+def _inverse_cdf(scores: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # kernels are captured all the same
     cdf = scores.softmax(-1).cumsum(-1)
     x = (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
     return torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp_(max=scores.shape[-1] - 1)
