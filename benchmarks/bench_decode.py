@@ -16,9 +16,9 @@ from pathlib import Path
 
 os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")  # read by qwen_vl_utils at import
 
+import _common as C
 import numpy as np
 
-import _common as C
 from ego3s.data.video import default_decode_threads, load_clip
 
 

@@ -22,10 +22,10 @@ picks the paths by name.
 import argparse
 import sys
 
+import _common as C
 import torch
 from transformers import GenerationConfig
 
-import _common as C
 from ego3s.models.inputs import encode, vision_token_ids
 from ego3s.rl import graph_decode
 from ego3s.rl.rollout import _cache_kwarg, _prefill, group_generate, prefill, static_copy

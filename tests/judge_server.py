@@ -191,7 +191,7 @@ class JudgeServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def start(self) -> "JudgeServer":
+    def start(self) -> JudgeServer:
         self.thread.start()
         return self
 

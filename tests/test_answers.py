@@ -4,8 +4,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ego3s.answers import (exact_match, extract_answer, extract_letter, extract_think, format_ok,
-                           normalize_text, rouge_l_f)
+from ego3s.answers import (
+    exact_match,
+    extract_answer,
+    extract_letter,
+    extract_think,
+    format_ok,
+    normalize_text,
+    rouge_l_f,
+)
 
 OPTS = ["red cup", "blue cup", "green bowl", "knife"]
 # EgoSchema style: 5 options, "C" is the camera wearer inside the option texts.

@@ -146,7 +146,7 @@ def test_help_lists_every_key_with_its_help_and_default(command, monkeypatch):
     r = CliRunner().invoke(cli.app, [command, "--help"])
     assert r.exit_code == 0, r.output
     lines = {line.strip(" │").split(" ", 1)[0]: line for line in r.output.splitlines()}
-    for key, f, default, _ in config_keys(cli._config_class(_commands()[command])):
+    for key, f, *_ in config_keys(cli._config_class(_commands()[command])):
         assert key in lines, key
         words = f.metadata.get("help", "").split()
         assert " ".join(words[:3]) in " ".join(lines[key].split()), key
@@ -213,6 +213,6 @@ def test_start_up_and_help_do_not_import_torch():
             "for args in [['--help'], *[[c, '--help'] for c in %r]]:\n"
             "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
             "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'cv2', 'av') if m in sys.modules]\n"
-            "assert not heavy, heavy\n") % sorted(REQUIRED)
+            "assert not heavy, heavy\n").replace("%r", repr(sorted(REQUIRED)))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -125,7 +125,7 @@ def test_select_survives_three_kills(synth, tiny_model_dir, tmp_path):
     cache = lambda: next((out / "cache").glob("scores-*.jsonl"), out / "none")  # noqa: E731
     total = 3 * N_TRAIN  # one cache line per (sample, view)
     for t in _targets(random.Random(SEED), total, gap=3):
-        _kill_when(cmd(out), lambda: _lines(cache()) >= t, log, f"select: score-cache line {t} of {total}")
+        _kill_when(cmd(out), lambda t=t: _lines(cache()) >= t, log, f"select: score-cache line {t} of {total}")
         _no_partial_outputs(out, ("scores.csv", "selected.jsonl", "report.json", "report.md"))
         assert _lines(cache()) < total
     _run(cmd(out), log)
@@ -226,7 +226,7 @@ def test_eval_survives_three_kills(synth, tiny_model_dir, tmp_path):
     preds = out / "egosynth" / "predictions.rank0.jsonl"
     total = 2 * N_TEST  # test_id and test_atypical
     for t in _targets(random.Random(SEED + 2), total, gap=2):
-        _kill_when(cmd(out), lambda: _lines(preds) >= t, log, f"eval: prediction line {t} of {total}")
+        _kill_when(cmd(out), lambda t=t: _lines(preds) >= t, log, f"eval: prediction line {t} of {total}")
         _no_partial_outputs(out, ("results.json", "results.md", "results.csv", "egosynth/per_sample.jsonl"))
     _run(cmd(out), log)
 

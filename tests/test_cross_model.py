@@ -92,8 +92,8 @@ def test_qwen2vl_builds_reloads_offline_forward_and_generate(qwen2vl_dir, qwen2v
 
 
 def test_qwen2vl_likelihood_scores_under_the_three_views(qwen2vl, tmp_path):
-    from ego3s.select.cache import ScoreCache
     from ego3s.data.video import VIEWS
+    from ego3s.select.cache import ScoreCache
     from ego3s.select.scoring import ScoringConfig, score_all, score_table
 
     model, processor = qwen2vl

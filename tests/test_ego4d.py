@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from ego3s.data import read_jsonl
-from ego3s.data.ego4d import (DROP_REASONS, Ego4DFormatError, build_ego4d, clean_name, same_name,
-                              summary)
+from ego3s.data.ego4d import DROP_REASONS, Ego4DFormatError, build_ego4d, clean_name, same_name, summary
 
 FIX = Path(__file__).parent / "fixtures" / "ego4d"
 ANN = FIX / "annotations"

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ego3s.data import read_jsonl
 from ego3s.data import egosynth as es
+from ego3s.data import read_jsonl
 from ego3s.data.egosynth_render import decode_mp4
 from ego3s.data.schema import LETTERS, Sample
 
@@ -80,7 +80,7 @@ def test_resumable_and_refuses_other_settings(dataset, tmp_path):
 
 
 def test_records_valid(dataset):
-    for split, n, p in SMALL.splits():
+    for split, n, _p in SMALL.splits():
         samples = read_jsonl(dataset / f"{split}.jsonl")  # validates every record
         assert len(samples) == n and len({s.id for s in samples}) == n
         for s in samples:

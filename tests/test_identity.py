@@ -16,7 +16,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from ego3s.files import LOCK_NAME, FolderLocked, folder_lock
 from ego3s.identity import IdentityError, claim_folder, describe_diff, sample_fingerprint
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from make_bad import _video, twin_changes, twin_pool  # noqa: E402
+from make_bad import _video, twin_pool  # noqa: E402
 
 PIX = 56 * 56
 
@@ -304,10 +303,9 @@ def test_evaluation_retries_missing_videos_but_not_deterministic_skips(tmp_path,
 
 @pytest.mark.slow
 def test_a_judge_that_was_unreachable_is_asked_again(tmp_path):
-    from judge_server import JudgeServer
-
     from ego3s.eval.benchmarks import get_benchmark
     from ego3s.eval.judge import Judge
+    from judge_server import JudgeServer
 
     samples = [Sample(id="q0", question="What am I holding?", answer="a red cup", task="openqa",
                       meta={"dimension": "Activity"})]

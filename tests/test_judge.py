@@ -5,8 +5,18 @@ import time
 
 import pytest
 
-from ego3s.eval.judge import (EGOTEXTVQA, EGOTHINK, RUBRICS, Judge, JudgeError, JudgeItem, JudgeParseError,
-                              parse_egotextvqa, parse_egothink, request_key)
+from ego3s.eval.judge import (
+    EGOTEXTVQA,
+    EGOTHINK,
+    RUBRICS,
+    Judge,
+    JudgeError,
+    JudgeItem,
+    JudgeParseError,
+    parse_egotextvqa,
+    parse_egothink,
+    request_key,
+)
 from ego3s.files import read_log
 from judge_server import ByteLM, JudgeServer, TinyQwenLM
 

@@ -9,8 +9,6 @@ import logging
 import re
 from pathlib import Path
 
-import pytest
-
 from ego3s.eval.benchmarks import BENCHMARKS, get_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -46,7 +46,7 @@ def test_table_has_every_row_and_column(smoke):
     t = json.loads((out / "table.json").read_text())
     md = (out / "table.md").read_text()
     for sec in drv.SECTIONS:
-        for name, label in t["sections"][sec]:
+        for _name, label in t["sections"][sec]:
             assert f"| {label} |" in md
     assert set(t["rows"]) == set(ROWS) | {drv.limr_source(cfg)}  # LIMR brings in its full-data run
     for name, e in t["rows"].items():

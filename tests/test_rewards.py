@@ -9,9 +9,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ego3s.data.schema import Interaction, InteractionObject, Sample
-from ego3s.rl.rewards import (accuracy_reward, count_mentions, format_reward, interaction_reward,
-                              make_accuracy_reward, make_interaction_reward, make_reward_components,
-                              make_total_reward, object_vocabulary, reward_components, total_reward)
+from ego3s.rl.rewards import (
+    accuracy_reward,
+    count_mentions,
+    format_reward,
+    interaction_reward,
+    make_accuracy_reward,
+    make_interaction_reward,
+    make_reward_components,
+    make_total_reward,
+    object_vocabulary,
+    reward_components,
+    total_reward,
+)
 
 OPTS = ["red cup", "blue cup", "green bowl", "knife"]
 INTER = {"objects": [{"name": "cup", "synonyms": ["mug"]},

@@ -5,8 +5,14 @@ import math
 import pytest
 
 from ego3s.data import Sample
-from ego3s.select.baselines import (learning_impact, select_limo, select_limr, select_random, select_s1,
-                                    trajectories_from_log)
+from ego3s.select.baselines import (
+    learning_impact,
+    select_limo,
+    select_limr,
+    select_random,
+    select_s1,
+    trajectories_from_log,
+)
 from ego3s.select.csm import CSMThresholds, apply_filters, funnel
 
 TH = CSMThresholds()  # lambda_c 0.1, lambda_f 0.5, lambda_o 0.21

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from ego3s.config import load_config
-from ego3s.train.sft import SFTRunConfig
 from ego3s.pipeline import RunConfig
 from ego3s.rl.train import TrainingConfig
 from ego3s.select.run import SelectionConfig
+from ego3s.train.sft import SFTRunConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CLASSES = {"demo.yaml": RunConfig, "ego3s.yaml": RunConfig, "egosynth_gpu.yaml": RunConfig,

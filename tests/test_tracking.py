@@ -188,9 +188,9 @@ def test_selection_funnel_and_score_histograms_reach_tensorboard(tmp_path, monke
 
 
 def test_trainer_arguments_take_the_list_and_log_completions():
+    from ego3s.rl.train import TrainingConfig, grpo_args
     from ego3s.train.sft import SFTRunConfig, sft_args
     from ego3s.train.warmup import WarmupConfig
-    from ego3s.rl.train import TrainingConfig, grpo_args
 
     args = grpo_args(TrainingConfig(out="/tmp/x", batch_size=4, per_device_train_batch_size=4, num_generations=2,
                                     report_to="tensorboard", log_completions=True))

@@ -27,8 +27,14 @@ from ego3s.data.io import read_jsonl
 from ego3s.data.schema import SampleError
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from make_bad import (BAD_CONFIGS, INVALID_SAMPLES, make_bad_configs, make_broken_models,  # noqa: E402
-                      make_invalid_samples, make_wrong_formats)
+from make_bad import (  # noqa: E402
+    BAD_CONFIGS,
+    INVALID_SAMPLES,
+    make_bad_configs,
+    make_broken_models,
+    make_invalid_samples,
+    make_wrong_formats,
+)
 
 
 def cli(*args, env=None):
@@ -36,10 +42,10 @@ def cli(*args, env=None):
 
 
 def _classes():
-    from ego3s.train.sft import SFTRunConfig
     from ego3s.pipeline import RunConfig
     from ego3s.rl.train import TrainingConfig
     from ego3s.select.run import SelectionConfig
+    from ego3s.train.sft import SFTRunConfig
 
     return {"RunConfig": RunConfig, "SelectionConfig": SelectionConfig, "TrainingConfig": TrainingConfig,
             "SFTRunConfig": SFTRunConfig}

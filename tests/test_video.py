@@ -15,13 +15,28 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from qwen_vl_utils import vision_process as qv
 
 from ego3s.data.schema import Interaction, InteractionObject, Sample, TimedBox
-from ego3s.data.video import (BACKENDS, BLANK_VALUE, Clip, VideoError, _pyav_frames, box_to_pixels, boxes_at,
-                              default_decode_threads, frame_window, load_clip, load_image, load_sample_clip,
-                              make_view, sample_indices, sample_nframes, stretches, video_size)
+from ego3s.data.video import (
+    BACKENDS,
+    BLANK_VALUE,
+    Clip,
+    VideoError,
+    _pyav_frames,
+    box_to_pixels,
+    boxes_at,
+    default_decode_threads,
+    frame_window,
+    load_clip,
+    load_image,
+    load_sample_clip,
+    make_view,
+    sample_indices,
+    sample_nframes,
+    stretches,
+    video_size,
+)
 
 H, W = 56, 84  # multiples of 28: with resized_height/width = H, W frames come back unresized
 NATIVE = dict(resized_height=H, resized_width=W)

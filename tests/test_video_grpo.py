@@ -9,8 +9,8 @@ from trl import GRPOTrainer
 
 from conftest import write_video
 from ego3s.data import Sample
-from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.models.inputs import vision_token_ids
+from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.rl.trainer import VideoGRPOTrainer
 
 EPS32 = float(torch.finfo(torch.float32).eps)

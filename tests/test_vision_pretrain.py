@@ -9,8 +9,7 @@ import torch
 
 from ego3s.data.schema import Interaction, InteractionObject, TimedBox
 from ego3s.data.video import ClipSpec
-from ego3s.train.vision_pretrain import pretrain_vision, token_box_targets
-from ego3s.train.vision_pretrain import VisionPretrainConfig
+from ego3s.train.vision_pretrain import VisionPretrainConfig, pretrain_vision, token_box_targets
 
 
 def test_token_box_targets_mark_the_cells_a_box_touches():
@@ -71,8 +70,8 @@ def test_pretrain_moves_the_tower_and_restores_its_flags(tiny_model_dir, synth, 
 
 def test_non_finite_steps_are_skipped_and_a_diverged_tower_stops(tiny_model_dir, synth, monkeypatch):
     from ego3s.data.io import read_jsonl
-    from ego3s.train import vision_pretrain as vp
     from ego3s.models.loading import load_model
+    from ego3s.train import vision_pretrain as vp
 
     model, processor = load_model(tiny_model_dir, dtype="float32")
     samples = read_jsonl(synth / "train.jsonl")

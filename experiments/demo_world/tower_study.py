@@ -46,8 +46,7 @@ def main() -> None:
     from ego3s.data.video import FrameSampling
     from ego3s.models import load_model
     from ego3s.models.mini import build_mini
-    from ego3s.train.vision_pretrain import pretrain_vision
-    from ego3s.train.vision_pretrain import VisionPretrainConfig
+    from ego3s.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
     defaults = EgoSynthConfig()
     world = {}

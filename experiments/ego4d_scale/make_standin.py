@@ -216,7 +216,7 @@ def render_video(v: dict, path: str, gop_sec: float = 2.0, crf: int = 23, preset
                 u = float(np.clip((t - ts[j - 1]) / max(1e-6, ts[j] - ts[j - 1]), 0.0, 1.0))
 
                 def lerp(name):
-                    return [p + u * (q - p) for p, q in zip(fr[k0][name], fr[k1][name])]
+                    return [p + u * (q - p) for p, q in zip(fr[k0][name], fr[k1][name])]  # noqa: B023 - called in this iteration
                 paint(lerp("object"), a["colour"])
                 if -1.5 <= dt <= 1.0:
                     paint(lerp("left_hand"), skin)

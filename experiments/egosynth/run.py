@@ -158,8 +158,8 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
     """EgoSynth pools, the base model and its evaluation, once for every row (prep/prep.json)."""
     from ego3s.data.egosynth import EgoSynthConfig, generate
     from ego3s.models import BUILDERS
-    from ego3s.train.warmup import WarmupConfig, warmup
     from ego3s.pipeline import Run, RunConfig
+    from ego3s.train.warmup import WarmupConfig, warmup
 
     d = root / "prep"
     data_cfg = from_dict(EgoSynthConfig, cfg["data"], "data.")
@@ -223,9 +223,8 @@ def _drop_checkpoints(folder: Path) -> None:
 
 def select(cfg: dict, root: Path, prep: dict, method: str, seed: int, echo=print) -> dict:
     """Run (or reuse) one selection; returns its summary. Reused only if made from this base model."""
-    from ego3s.select.run import SelectionConfig, run_selection
-
     from ego3s.identity import describe_diff
+    from ego3s.select.run import SelectionConfig, run_selection
 
     key = f"{method}_s{seed}" if method in SEEDED else method
     d = root / "select" / key
@@ -420,7 +419,7 @@ def collect(cfg: dict, root: Path) -> dict:
     full = rows.get("full", {}).get("runs", [])
     goals = targets(full)
     target = goals[0]["accuracy"] if goals else None
-    for name, entry in rows.items():
+    for entry in rows.values():
         for r in entry["runs"]:
             r["reach_s"] = time_to(r["curve"], target)
         entry["seeds"] = [r["seed"] for r in entry["runs"]]

@@ -17,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import _common as C  # noqa: E402
+
 from ego3s.models.inputs import encode  # noqa: E402
 from ego3s.rl import rollout  # noqa: E402
 

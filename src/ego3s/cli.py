@@ -16,7 +16,6 @@ import importlib.metadata as md
 import os
 import platform
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -78,7 +77,7 @@ def _guarded(fn):
     return run
 
 
-def _echo_skips(found: dict, stage: str = "") -> None:
+def _echo_skips(found: dict | None, stage: str = "") -> None:
     from ego3s import skips
 
     for line in skips.lines(found or {}, stage):
@@ -141,7 +140,7 @@ def _config_command(path: str) -> type:
     return ConfigCommand
 
 
-def _stage_config(path: str, config: Optional[Path], args: list[str], renames: Optional[dict] = None):
+def _stage_config(path: str, config: Path | None, args: list[str], renames: dict | None = None):
     """The config of a command: YAML `config`, then the `key=value` / flag arguments on top."""
     from ego3s.config import cli_overrides, load_config
 
@@ -216,7 +215,7 @@ def build_ego4d_cmd(
         annotations: Path = typer.Option(..., help="Ego4D annotations folder (<ego4d_data>/v2/annotations)"),
         video_root: Path = typer.Option(..., help="folder of <video_uid>.mp4 (full_scale) or <clip_uid>.mp4 (clips)"),
         out: Path = typer.Option(..., help="output folder: train.jsonl and report.json"),
-        config: Optional[Path] = typer.Option(None, help="YAML file of the keys below")) -> None:
+        config: Path | None = typer.Option(None, help="YAML file of the keys below")) -> None:
     """Build the Ego4D OpenQA + CloseQA training subset from NLQ + FHO annotations (docs/ego4d.md).
     Extra `key=value` arguments set the keys below, e.g. `size=500 splits=train,val`."""
     from ego3s.data.ego4d import build_ego4d, summary
@@ -231,8 +230,8 @@ def build_ego4d_cmd(
 def synth_cmd(
         ctx: typer.Context,
         out: Path = typer.Option(..., help="dataset folder: videos/, <split>.jsonl, audit.json, card.md"),
-        config: Optional[Path] = typer.Option(None, help="YAML file of the keys below"),
-        workers: Optional[int] = typer.Option(None, help="processes (default: all cores)"),
+        config: Path | None = typer.Option(None, help="YAML file of the keys below"),
+        workers: int | None = typer.Option(None, help="processes (default: all cores)"),
         audit: bool = typer.Option(True, "--audit/--no-audit", help="shortcut audit into audit.json and card.md"),
         preview: bool = typer.Option(False, "--preview/--no-preview", help="also write preview.png")) -> None:
     """Generate EgoSynth, the procedural egocentric benchmark with measurable shortcuts (docs/egosynth.md).
@@ -248,7 +247,7 @@ def synth_cmd(
 
 @app.command("select", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.select.run:SelectionConfig"))
 def select_cmd(ctx: typer.Context,
-               config: Optional[Path] = typer.Option(None, help="YAML config (see configs/selection_config.yaml)"),
+               config: Path | None = typer.Option(None, help="YAML config (see configs/selection_config.yaml)"),
                quiet: bool = typer.Option(False, help="no progress bar")) -> None:
     """Select training samples (CSM or a baseline). Extra `key=value` arguments override the config,
     e.g. `csm.lambda_c=0.2 scoring.estimator=sampling out=runs/sel`."""
@@ -263,7 +262,7 @@ def select_cmd(ctx: typer.Context,
 
 @app.command("train", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.rl.train:TrainingConfig"))
 def train_cmd(ctx: typer.Context,
-              config: Optional[Path] = typer.Option(None, help="YAML config (see configs/training_config.yaml)"),
+              config: Path | None = typer.Option(None, help="YAML config (see configs/training_config.yaml)"),
               resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
               overwrite: bool = typer.Option(False, "--overwrite", help="`out` holds another run's checkpoints: "
                                                                       "delete them and start over")) -> None:
@@ -279,7 +278,7 @@ def train_cmd(ctx: typer.Context,
 
 @app.command("sft", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.train.sft:SFTRunConfig"))
 def sft_cmd(ctx: typer.Context,
-            config: Optional[Path] = typer.Option(None, help="YAML config (see configs/sft_config.yaml)"),
+            config: Path | None = typer.Option(None, help="YAML config (see configs/sft_config.yaml)"),
             resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
             overwrite: bool = typer.Option(False, "--overwrite", help="`out` holds another run's checkpoints: "
                                                                     "delete them and start over")) -> None:
@@ -299,7 +298,7 @@ def merge_cmd(checkpoint: Path = typer.Argument(..., help="a LoRA adapter folder
                                                          "global_stepN / pytorch_model_fsdp_0) of a DeepSpeed ZeRO "
                                                          "or FSDP run"),
               out: Path = typer.Option(..., "--out", help="new Hugging Face folder (model + processor)"),
-              base: Optional[Path] = typer.Option(None, "--base", help="the model the run started from: LoRA's "
+              base: Path | None = typer.Option(None, "--base", help="the model the run started from: LoRA's "
                                                   "base, and config/processor when the checkpoint lacks them"),
               dtype: str = typer.Option("bfloat16", help="output dtype: bfloat16, float16 or float32"),
               verify: bool = typer.Option(True, "--verify/--no-verify", help="reload the output and compare "
@@ -318,8 +317,8 @@ _EVAL_FLAGS = {"--path": "paths.", "--opt": "options.", "--quiet": ("progress", 
 @app.command("eval", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.eval.runner:EvalConfig"))
 def eval_cmd(
         ctx: typer.Context,
-        config: Optional[Path] = typer.Option(None, help="YAML file of the keys below"),
-        export: Optional[str] = typer.Option(None, "--export", help="also write the results in another layout: "
+        config: Path | None = typer.Option(None, help="YAML file of the keys below"),
+        export: str | None = typer.Option(None, "--export", help="also write the results in another layout: "
                                                                      "lmms-eval (<out>/lmms-eval/<model>/<date>_results.json)")
         ) -> None:
     """Evaluate a model on benchmarks; data-parallel under torchrun, resumable (docs/evaluation.md).
@@ -343,8 +342,8 @@ def eval_cmd(
 
 @app.command("run", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.pipeline:RunConfig"))
 def run_cmd(ctx: typer.Context,
-            config: Optional[Path] = typer.Option(None, help="YAML config (see configs/ego3s.yaml)"),
-            from_stage: Optional[str] = typer.Option(None, "--from", help="restart from this stage: data, model, "
+            config: Path | None = typer.Option(None, help="YAML config (see configs/ego3s.yaml)"),
+            from_stage: str | None = typer.Option(None, "--from", help="restart from this stage: data, model, "
                                                      "warmup, select, train, eval or report")) -> None:
     """Select -> train with curriculum -> evaluate -> report, resumable. Extra `key=value`
     arguments override the config, e.g. `training.max_steps=50 out=runs/mine`."""
@@ -353,8 +352,8 @@ def run_cmd(ctx: typer.Context,
 
 @app.command("demo", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.pipeline:RunConfig"))
 def demo_cmd(ctx: typer.Context,
-             config: Optional[Path] = typer.Option(None, help="YAML config read instead of configs/demo.yaml"),
-             from_stage: Optional[str] = typer.Option(None, "--from", help="restart from this stage")) -> None:
+             config: Path | None = typer.Option(None, help="YAML config read instead of configs/demo.yaml"),
+             from_stage: str | None = typer.Option(None, "--from", help="restart from this stage")) -> None:
     """`ego3s run` on the built-in defaults (configs/demo.yaml): EgoSynth, the offline smol
     backbone, minutes on a CPU. Extra `key=value` arguments override them."""
     _pipeline(config or _packaged_config("demo.yaml"), list(ctx.args), from_stage)
@@ -370,7 +369,7 @@ def _packaged_config(name: str) -> Path:
     return p
 
 
-def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional[str]) -> None:
+def _pipeline(config: Path | None, overrides: list[str], from_stage: str | None) -> None:
     import time
 
     from ego3s import skips
@@ -379,7 +378,7 @@ def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional
     t = time.perf_counter()
     cfg = _stage_config("ego3s.pipeline:RunConfig", config, overrides)
     if str(cfg.model).startswith(("/", ".", "~")) or Path(cfg.model).is_dir():  # a folder, not a builder: check
-        from ego3s.models.folder import check_model_folder                      # it before generating data
+        from ego3s.models.folder import check_model_folder  # it before generating data
 
         check_model_folder(Path(cfg.model).expanduser())
     try:
@@ -392,7 +391,7 @@ def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional
 
 @app.command("report")
 def report_cmd(run_dir: Path = typer.Argument(..., help="run folder of `ego3s run`"),
-               out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default RUN_DIR/report/index.html)")
+               out: Path | None = typer.Option(None, "--out", help="HTML file (default RUN_DIR/report/index.html)")
                ) -> None:
     """Render a run folder as one self-contained HTML page and print its path (docs/report.md)."""
     from ego3s.report import render_report
@@ -405,7 +404,7 @@ for _command in app.registered_commands:
     _command.callback = _guarded(_command.callback)
 
 
-def main(argv: Optional[list[str]] = None) -> None:  # pragma: no cover - console entry point
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - console entry point
     app(argv)
 
 

@@ -124,7 +124,7 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+def from_dict(cls: Any, data: dict, where: str = "") -> Any:
     """Build dataclass `cls` from a mapping, recursing into nested dataclass fields."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
@@ -159,19 +159,19 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, v, where + ".")
     if origin in (list, tuple, frozenset, set):
-        (a, *_) = typing.get_args(tp) or (Any,)
+        a = (typing.get_args(tp) or (Any,))[0]
         if isinstance(v, str) and a is str:  # `data=QAEgo4D,EgoSynth` on the command line
             v = [x.strip() for x in v.split(",") if x.strip()]
         if not isinstance(v, (list, tuple, set, frozenset)):
             raise ConfigError(f"{where}: expected a list, got {v!r}")
         items = [_convert(a, x, where) for x in v]
-        return items if origin is list else origin(items)
+        return items if origin is list else origin(items)  # tuple, frozenset, set
     if origin is dict or tp is dict:
         if not isinstance(v, dict):
             raise ConfigError(f"{where}: expected a mapping, got {v!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is not Any:  # {name: path} or {name: {key: value}}
-            return {k: _convert(args[1], x, f"{where}.{k}") for k, x in v.items()}
+        key_value = typing.get_args(tp)
+        if len(key_value) == 2 and key_value[1] is not Any:  # {name: path} or {name: {key: value}}
+            return {k: _convert(key_value[1], x, f"{where}.{k}") for k, x in v.items()}
         return dict(v)
     if tp is Any:
         return v

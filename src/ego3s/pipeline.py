@@ -25,18 +25,18 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ego3s.config import ConfigError, check_range, check_report_to
 from ego3s.data.egosynth import EgoSynthConfig
 from ego3s.eval.runner import EvalConfig
 from ego3s.files import folder_lock, write_json
 from ego3s.identity import describe_diff, stable_hash
-from ego3s.train.warmup import WarmupConfig
 from ego3s.rl.train import TrainingConfig
 from ego3s.select.run import SelectionConfig
+from ego3s.train.warmup import WarmupConfig
 
 STAGES = ("data", "model", "warmup", "select", "train", "eval", "report")
 

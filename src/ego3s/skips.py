@@ -11,7 +11,7 @@ stage.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class NothingProduced(RuntimeError):

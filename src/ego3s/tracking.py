@@ -20,9 +20,10 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 REPORTERS = ("tensorboard", "wandb", "trackio")
 # the Python package each tracker needs (tensorboard: SummaryWriter's event-file writer)
@@ -78,7 +79,7 @@ def tensorboard_dir(out: str | os.PathLike) -> Path:
 def _plain(config: Any) -> dict:
     if config is None:
         return {}
-    if is_dataclass(config):
+    if is_dataclass(config) and not isinstance(config, type):
         config = asdict(config)
     return {k: v for k, v in dict(config).items()}
 
@@ -153,7 +154,7 @@ class Tracker:
         # a W&B / trackio run is finished by whoever started the process's run: a pipeline keeps
         # one run across stages; `finish()` at exit is automatic for both
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, *exc) -> None:

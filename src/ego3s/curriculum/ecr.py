@@ -18,9 +18,9 @@ import json
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.data import Sampler

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ego3s.data.schema import Sample, SampleError
 from ego3s.files import atomic_open
@@ -54,13 +54,13 @@ def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise SampleError(f"not valid UTF-8 ({e.reason} at byte {e.start})")
+                    raise SampleError(f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise SampleError(f"not valid JSON ({e.msg} at column {e.colno})")
+                    raise SampleError(f"not valid JSON ({e.msg} at column {e.colno})") from None
                 samples.append(_admit(Sample.from_dict(record), seen, lineno, "line", base))
             except SampleError as e:
                 e = e.located(file=str(path), line=lineno)
@@ -197,7 +197,7 @@ def read_dataset_folder(path: str | os.PathLike, *, skip_invalid: bool = False,
                     try:
                         d[k] = json.loads(d[k])
                     except json.JSONDecodeError as e:
-                        raise SampleError(f"not valid JSON ({e.msg})", field=k, sample_id=d.get("id"))
+                        raise SampleError(f"not valid JSON ({e.msg})", field=k, sample_id=d.get("id")) from None
             if d.get("meta") is None:
                 d["meta"] = {}
             samples.append(_admit(Sample.from_dict(d), seen, i, "row", base))

@@ -40,7 +40,7 @@ class SampleError(ValueError):
         return f"invalid {self.field}" if self.field else "unreadable record"
 
     def located(self, *, file: str | None = None, line: int | None = None,
-                sample_id: str | None = None) -> "SampleError":
+                sample_id: str | None = None) -> SampleError:
         return SampleError(self.message, field=self.field, sample_id=self.sample_id or sample_id,
                            file=file or self.file, line=line if line is not None else self.line)
 
@@ -115,7 +115,7 @@ class Sample:
         return asdict(self)
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "Sample":
+    def from_dict(d: dict[str, Any]) -> Sample:
         """Build and validate; raises SampleError naming the field."""
         if not isinstance(d, dict):
             raise SampleError(f"expected a JSON object, got {type(d).__name__}")
@@ -133,7 +133,7 @@ class Sample:
             s.validate()
             return s
         except SampleError as e:
-            raise e.located(sample_id=str(sid) if sid is not None else None)
+            raise e.located(sample_id=str(sid) if sid is not None else None) from None
 
     def validate(self) -> None:
         _typed(self.id, str, "id")

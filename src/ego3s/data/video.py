@@ -26,10 +26,10 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -99,7 +99,7 @@ class ClipSpec:
                 kw[k] = getattr(self, k)
         return kw
 
-    def clip_spec(self) -> "ClipSpec":
+    def clip_spec(self) -> ClipSpec:
         """These settings alone, out of a stage config that inherits them."""
         return ClipSpec(**{k: getattr(self, k) for k in ClipSpec.__dataclass_fields__})
 

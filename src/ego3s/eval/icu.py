@@ -32,11 +32,11 @@ interaction pixels.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ego3s.data.video import boxes_at, box_to_pixels
+from ego3s.data.video import box_to_pixels, boxes_at
 
 __all__ = ["cell_coverage", "attention_in_box", "attention_icu", "textual_icu", "named_interaction",
            "summarize_attention", "counterfactual_reliance", "reliance_scores"]

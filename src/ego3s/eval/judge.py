@@ -31,9 +31,10 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ego3s.files import append_jsonl, read_log
 
@@ -381,7 +382,7 @@ class Judge:
                    abort: threading.Event) -> Judgement:
         j = Judgement(item.id)
         try:
-            for parse_try in range(self.parse_retries + 1):
+            for _parse_try in range(self.parse_retries + 1):
                 raw = self._request(msgs, max_tokens, j, abort)
                 if raw is None:
                     return j  # transport failure after retries; j.error is set

@@ -17,7 +17,7 @@ independent proportions is far too wide when most questions are answered alike.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -12,7 +12,8 @@ temporal_patch_size / sampled_fps` from it, and without metadata it silently ass
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # Bump when the output of a builder changes, so that cached builds are redone.
 TINY_VERSION = 2
@@ -266,8 +267,12 @@ def _build_tiny_family(out_dir, name: str, family: str, seed: int, force: bool) 
     def write(tmp: Path) -> dict[str, Any]:
         import torch
         import transformers
-        from transformers import (GenerationConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration,
-                                  Qwen2VLProcessor)
+        from transformers import (
+            GenerationConfig,
+            Qwen2_5_VLForConditionalGeneration,
+            Qwen2VLForConditionalGeneration,
+            Qwen2VLProcessor,
+        )
 
         template = qwen_chat_template()
         tokenizer = _wrap_tokenizer(_train_tokenizer(vocab_size=768), template)

@@ -29,12 +29,13 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from ego3s.config import ConfigError, check_fields
 from ego3s.answers import as_text, extract_answer, extract_letter, extract_think, format_ok, rouge_l_f
+from ego3s.config import ConfigError, check_fields
 from ego3s.data.schema import LETTERS
 from ego3s.embedding import load_embedder  # re-exported: eval.metrics imports it from here
 

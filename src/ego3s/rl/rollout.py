@@ -43,7 +43,6 @@ import torch
 from ego3s.models.inputs import VISUAL_KEYS
 
 
-
 def _base(model):
     """The transformers model under a PEFT wrapper (LoRA layers live inside it)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model

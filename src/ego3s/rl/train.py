@@ -14,15 +14,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ego3s import skips
-from ego3s.config import (DTYPES, MASTER_WEIGHTS, ConfigError, Dtype, MasterWeights, check_fields, check_report_to,
-                          check_steps)
+from ego3s.config import (
+    DTYPES,
+    MASTER_WEIGHTS,
+    ConfigError,
+    Dtype,
+    MasterWeights,
+    check_fields,
+    check_report_to,
+    check_steps,
+)
 from ego3s.curriculum.monitor import ECRConfig
 from ego3s.data.video import VIEWS, ClipSpec
 from ego3s.rl.rewards import RewardConfig
 from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
-from ego3s.train.plumbing import (checkpoint_step, last_checkpoint, lora_config, start_model_fingerprint,
-                                  training_identity)
+from ego3s.train.plumbing import (
+    checkpoint_step,
+    last_checkpoint,
+    lora_config,
+    start_model_fingerprint,
+    training_identity,
+)
 
 
 def _reward_key(name: str):
@@ -301,9 +314,15 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
     from ego3s.models.loading import load_model
     from ego3s.rl.rewards import object_vocabulary
     from ego3s.rl.trainer import VideoGRPOTrainer
-    from ego3s.train.plumbing import (check_finite_weights, freeze_vision, load_resume_weights, save_final,
-                                      stop_on_nan, train_or_restore)
     from ego3s.tracking import trainer_report_to
+    from ego3s.train.plumbing import (
+        check_finite_weights,
+        freeze_vision,
+        load_resume_weights,
+        save_final,
+        stop_on_nan,
+        train_or_restore,
+    )
 
     trainer_report_to(cfg.report_to, "training.report_to")  # unknown tracker or missing package: now
     out = Path(cfg.out)

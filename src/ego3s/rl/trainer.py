@@ -34,7 +34,6 @@ from ego3s.models.inputs import VISUAL_KEYS, encode
 from ego3s.models.prompts import build_messages
 
 
-
 def sample_from_row(row: dict) -> Sample:
     """The Sample a training row was made from (stored whole in its `sample` column)."""
     return Sample.from_dict(json.loads(row["sample"]))
@@ -80,7 +79,7 @@ def replace_rows(out: dict, rows: list[int], new: dict, pad_id: int = 0) -> dict
         elif isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == out["advantages"].shape[0]:
             if v.dim() == 2 and v.shape[1] != w.shape[1]:
                 width = max(v.shape[1], w.shape[1])
-                def pad(t):
+                def pad(t, width=width, k=k):  # bound now: B023
                     extra = width - t.shape[1]
                     fill = pad_id if k.endswith("_ids") else 0
                     return F.pad(t, (extra, 0) if k in _LEFT_PADDED else (0, extra), value=fill)
@@ -257,8 +256,7 @@ class VideoGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ encoding prompts ourselves
     def _encode_rows(self, inputs: list[dict]) -> None:
         """Encode each row's prompt with its clip (one decode per distinct sample)."""
-        from ego3s.data.video import VideoError
-        from ego3s.data.video import ClipSpec, sample_view
+        from ego3s.data.video import ClipSpec, VideoError, sample_view
 
         cfg = ClipSpec(**{k: v for k, v in self.ego_sampling.items() if k in ClipSpec.__dataclass_fields__})
         cache: dict[str, tuple] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 
 def _seeded_order(ids: list[str], seed: int) -> list[str]:

@@ -21,7 +21,6 @@ from ego3s.data.schema import Sample
 from ego3s.files import append_jsonl, read_log, write_text
 from ego3s.identity import sample_fingerprint
 
-
 # settings that change how fast a score comes (or how a file is recognised), never its value: left
 # out of the key, so changing them (or a release adding them) reuses the scores on disk
 SPEED_ONLY = ("decode_threads", "video_identity")

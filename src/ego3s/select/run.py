@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from ego3s import skips
 from ego3s.config import DEVICES, DTYPES, ConfigError, Device, Dtype, check_fields, check_report_to
 from ego3s.data.io import read_jsonl, write_jsonl
-from ego3s import skips
 from ego3s.files import write_json, write_text
 from ego3s.select import baselines
 from ego3s.select.csm import CSMThresholds, apply_filters, funnel, relevance_texts
@@ -140,7 +140,6 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
     unchanged (`ego3s.select.cache`)."""
     from ego3s.files import folder_lock
     from ego3s.identity import check_video_identity
-
     from ego3s.tracking import trainer_report_to
 
     trainer_report_to(cfg.report_to, "selection.report_to")  # an unknown tracker fails before the scoring
@@ -382,7 +381,7 @@ def _histograms(out: Path, rows, samples, th: CSMThresholds) -> None:
     for key, thr, title in (("coarse", th.lambda_c, "s_full - s_blind (language-prior gain)"),
                             ("fine", th.lambda_f, "(s_full - s_context) / s_full (interaction reliance)")):
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        groups = {}
+        groups: dict = {}
         for r in rows:
             if _finite(r.get(key)):
                 label = {True: "typical", False: "atypical"}.get(typical[r["id"]], "all")

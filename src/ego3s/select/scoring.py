@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from ego3s.config import ConfigError, check_fields
 from ego3s.data.schema import LETTERS, Sample

@@ -19,8 +19,8 @@ tensor by tensor with what was meant to be saved.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 

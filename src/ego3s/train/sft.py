@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Literal
 
 from ego3s import skips
-from ego3s.config import (DTYPES, MASTER_WEIGHTS, ConfigError, Dtype, MasterWeights, check_fields, check_report_to,
-                          check_steps)
+from ego3s.config import (
+    DTYPES,
+    MASTER_WEIGHTS,
+    ConfigError,
+    Dtype,
+    MasterWeights,
+    check_fields,
+    check_report_to,
+    check_steps,
+)
 from ego3s.data.video import ClipSpec
 from ego3s.models.prompts import FORMATS
 
@@ -146,9 +154,20 @@ def _run_sft(cfg: SFTRunConfig, resume: bool, overwrite: bool):
     from ego3s.files import write_json
     from ego3s.models.loading import downcast, load_model, upcast_trainable
     from ego3s.train.collator import ClipCollator
-    from ego3s.train.plumbing import (NOT_IDENTITY, check_finite_weights, freeze_vision, last_checkpoint,
-                                      load_resume_weights, lora_config, save_final, start_model_fingerprint,
-                                      stop_on_nan, train_or_restore, training_identity, vision_optimizer)
+    from ego3s.train.plumbing import (
+        NOT_IDENTITY,
+        check_finite_weights,
+        freeze_vision,
+        last_checkpoint,
+        load_resume_weights,
+        lora_config,
+        save_final,
+        start_model_fingerprint,
+        stop_on_nan,
+        train_or_restore,
+        training_identity,
+        vision_optimizer,
+    )
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

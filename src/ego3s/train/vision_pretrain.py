@@ -31,7 +31,7 @@ probe (experiments/egosynth/vision_probe.py) trains.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -20,7 +20,6 @@ from ego3s.models.prompts import FORMATS
 from ego3s.train.vision_pretrain_config import VisionPretrainConfig
 
 
-
 @dataclass
 class WarmupConfig(ClipSpec):
     steps: int = field(default=200, metadata={"help": "optimizer steps"})
@@ -103,8 +102,17 @@ def _warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool
     from ego3s.identity import config_identity
     from ego3s.models.loading import downcast, load_model, patch_qwen25_rope_index, upcast_trainable
     from ego3s.train.collator import ClipCollator
-    from ego3s.train.plumbing import (VISION_PREFIXES, check_finite_weights, last_checkpoint, load_resume_weights,
-                                      save_final, stop_on_nan, train_or_restore, use_cpu, vision_optimizer)
+    from ego3s.train.plumbing import (
+        VISION_PREFIXES,
+        check_finite_weights,
+        last_checkpoint,
+        load_resume_weights,
+        save_final,
+        stop_on_nan,
+        train_or_restore,
+        use_cpu,
+        vision_optimizer,
+    )
 
     errors: list = []
     samples = read_jsonl(data, skip_invalid=True, errors=errors)  # before minutes of model loading

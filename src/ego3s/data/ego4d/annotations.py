@@ -179,7 +179,7 @@ def load_fho_main(path: str | Path, *, strict: bool = False, unknown: Counter | 
                     cp = f"{ap}.critical_frames"
                     if not isinstance(crit, dict):
                         raise r.err(f"expected an object or null, got {type(crit).__name__}", ap, "critical_frames")
-                    for k, fv in crit.items():
+                    for k, _fv in crit.items():
                         if k not in FRAME_TYPES:
                             raise r.err(f"unknown critical frame {k!r} (expected one of {FRAME_TYPES})", cp, k)
                         n = r.num(crit, k, cp, nullable=True)

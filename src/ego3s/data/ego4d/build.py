@@ -283,7 +283,7 @@ def build_ego4d(annotations: str | Path, video_root: str | Path, out: str | Path
                                             "dropped": Counter()})
         pt["read"] += 1
 
-        def drop(reason: str) -> None:
+        def drop(reason: str, pt=pt) -> None:
             dropped[reason] += 1
             pt["dropped"][reason] += 1
 

@@ -14,13 +14,14 @@ sacreBLEU's 0-100); see docs/evaluation.md.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ego3s.data.schema import Sample
-from ego3s.eval.benchmarks import _common, egoplan2, egoschema, egosynth, egothink, egotextvqa, qaego4d
+from ego3s.eval.benchmarks import _common, egoplan2, egoschema, egosynth, egotextvqa, egothink, qaego4d
 from ego3s.eval.benchmarks._common import FORMATS
 
 __all__ = ["Benchmark", "BENCHMARKS", "ALIASES", "AMBIGUOUS", "get_benchmark", "benchmark_names", "lmms_eval_name",

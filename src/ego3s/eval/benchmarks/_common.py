@@ -7,8 +7,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ego3s.answers import as_text, exact_match, extract_answer, extract_letter, rouge_l_f
 from ego3s.data.schema import Sample, SampleError

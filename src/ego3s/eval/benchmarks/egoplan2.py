@@ -19,8 +19,8 @@ File (from the benchmark's dataset page, not in the repository): a JSON list of 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ego3s.answers import extract_letter, normalize_text
 from ego3s.data.schema import Sample

@@ -20,8 +20,8 @@ Files: `questions.json` (or the mirrored `questions_first20.json`): `[{"q_uid", 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ego3s.answers import extract_letter
 from ego3s.data.schema import LETTERS, Sample, SampleError

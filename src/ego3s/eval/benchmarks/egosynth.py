@@ -12,10 +12,10 @@ scores about `p_typical` on test_id and about 0 on test_atypical.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from ego3s.answers import extract_answer, extract_letter, exact_match, rouge_l_f
+from ego3s.answers import exact_match, extract_answer, extract_letter, rouge_l_f
 from ego3s.data.io import read_jsonl
 from ego3s.data.schema import Sample
 from ego3s.eval.benchmarks import _common as C

@@ -22,8 +22,8 @@ and `data/egotextvqa_outdoor/real_time.json`. Each is `[{"dataset", "split", "ta
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ego3s.answers import extract_answer
 from ego3s.data.schema import Sample

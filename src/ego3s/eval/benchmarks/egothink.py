@@ -16,8 +16,8 @@ in `images/` beside it; each file is `[{"source_dataset", "image_path": ["1.jpg"
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ego3s.answers import extract_answer
 from ego3s.data.schema import Sample

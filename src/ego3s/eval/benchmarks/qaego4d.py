@@ -24,14 +24,22 @@ from __future__ import annotations
 import os
 import random
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ego3s.answers import extract_answer
 from ego3s.data.schema import LETTERS, Sample
 from ego3s.eval.benchmarks import _common as C
-from ego3s.eval.metrics import (corpus_bleu, exact_match, group_means, meteor, plain_match,
-                                rouge_l_official, sentence_bleu, sentence_similarity)
+from ego3s.eval.metrics import (
+    corpus_bleu,
+    exact_match,
+    group_means,
+    meteor,
+    plain_match,
+    rouge_l_official,
+    sentence_bleu,
+    sentence_similarity,
+)
 
 NAME = "qaego4d"
 TASK = "openqa"  # "closeqa" for the close variant
