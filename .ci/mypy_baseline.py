@@ -32,16 +32,22 @@ def count_errors(output: str) -> Counter:
 
 def compare(counts: dict[str, int], baseline: dict[str, int]) -> tuple[list[str], list[str]]:
     """(files over their baseline, files under it), each as a line to print."""
-    grown = [f"{f}: {n} errors, baseline {baseline.get(f, 0)}" for f, n in sorted(counts.items())
-             if n > baseline.get(f, 0)]
-    shrunk = [f"{f}: {counts.get(f, 0)} errors, baseline {b}" for f, b in sorted(baseline.items())
-              if counts.get(f, 0) < b]
+    grown = [
+        f"{f}: {n} errors, baseline {baseline.get(f, 0)}" for f, n in sorted(counts.items()) if n > baseline.get(f, 0)
+    ]
+    shrunk = [
+        f"{f}: {counts.get(f, 0)} errors, baseline {b}" for f, b in sorted(baseline.items()) if counts.get(f, 0) < b
+    ]
     return grown, shrunk
 
 
 def run_mypy() -> str:
-    proc = subprocess.run([sys.executable, "-m", "mypy", "--no-error-summary", "--no-pretty",
-                           "--show-error-codes"], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary", "--no-pretty", "--show-error-codes"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode not in (0, 1) or (proc.returncode == 1 and not _ERROR.search(proc.stdout)):
         sys.exit(f"mypy failed to run (exit {proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
     return proc.stdout
@@ -69,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         print("fix them; the baseline only shrinks")
         return 1
     if shrunk:
-        print("mypy: fewer errors than the baseline in (lower it: python .ci/mypy_baseline.py --update):",
-              *shrunk, sep="\n  ")
+        print(
+            "mypy: fewer errors than the baseline in (lower it: python .ci/mypy_baseline.py --update):",
+            *shrunk,
+            sep="\n  ",
+        )
     print(f"mypy: {total} errors in {len(counts)} files, baseline {base_total}")
     return 0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C  # noqa: E402 - after sys.path reaches the helpers
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,10 +27,23 @@ def synth(tmp_path_factory):
 
 def _cfg(tiny_model_dir, synth, out, max_steps):
     return TrainingConfig(
-        model=tiny_model_dir, data=str(synth / "train.jsonl"), out=str(out), batch_size=8,
-        per_device_train_batch_size=8, num_generations=G, max_completion_length=8, max_steps=max_steps,
-        save_steps=2, learning_rate=1e-4, beta=0.0, nframes=4, max_pixels=56 * 56, min_pixels=28 * 28,
-        dtype="float32", ecr=ECRConfig(ecr=False))
+        model=tiny_model_dir,
+        data=str(synth / "train.jsonl"),
+        out=str(out),
+        batch_size=8,
+        per_device_train_batch_size=8,
+        num_generations=G,
+        max_completion_length=8,
+        max_steps=max_steps,
+        save_steps=2,
+        learning_rate=1e-4,
+        beta=0.0,
+        nframes=4,
+        max_pixels=56 * 56,
+        min_pixels=28 * 28,
+        dtype="float32",
+        ecr=ECRConfig(ecr=False),
+    )
 
 
 def _keys(records):

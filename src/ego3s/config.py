@@ -50,8 +50,11 @@ def check_range(key: str, value: Any, interval: str) -> None:
     lo_br, lo, hi, hi_br = m.group(1), float(m.group(2)), float(m.group(3)), m.group(4)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key}: {value!r} is not a number in {interval}")
-    ok = math.isfinite(value) and (value > lo if lo_br == "(" else value >= lo) and (
-        value < hi if hi_br == ")" else value <= hi)
+    ok = (
+        math.isfinite(value)
+        and (value > lo if lo_br == "(" else value >= lo)
+        and (value < hi if hi_br == ")" else value <= hi)
+    )
     if not ok:
         raise ConfigError(f"{key}: {value!r} is not in {interval}")
 
@@ -197,8 +200,9 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
     return v  # Literal choices included: the config's __post_init__ checks them, with its own message
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-                section: str | None = None) -> T:
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, section: str | None = None
+) -> T:
     """Read `path` (optionally one top-level `section` of it), apply overrides, build `cls`."""
     data = read_yaml(path) if path else {}
     if section is not None:
@@ -311,8 +315,10 @@ def cli_overrides(cls: type, args: list[str], renames: dict[str, Any] | None = N
                 out.append(f"{key[3:]}=false")
                 continue
             if key not in names or _nested(hints[key]) is not None:
-                raise ConfigError(f"{flag}: unknown option; the keys of this command are key=value arguments "
-                                  f"(see --help): {', '.join(sorted(names))}")
+                raise ConfigError(
+                    f"{flag}: unknown option; the keys of this command are key=value arguments "
+                    f"(see --help): {', '.join(sorted(names))}"
+                )
             if hints[key] is bool and not eq:
                 out.append(f"{key}=true")
                 continue

@@ -31,9 +31,15 @@ ADDED_DEFAULTS = {"greedy": False}
 
 def setup_key(**settings) -> str:
     """A short stable hash of the settings that determine a score."""
-    blob = json.dumps({k: v for k, v in settings.items()
-                       if k not in SPEED_ONLY and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            k: v
+            for k, v in settings.items()
+            if k not in SPEED_ONLY and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
