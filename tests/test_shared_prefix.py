@@ -174,6 +174,13 @@ def test_trainer_rollouts_same_as_trl_with_one_prefill_per_group(tiny_model_dir,
             single[static] = trainer._generate_and_score_completions(one)
     assert torch.equal(single[False]["completion_ids"], single[True]["completion_ids"])
     assert getattr(trainer.model, "_ego_static_cache", None) is not None  # the static path really ran
+    # through ego3s's decode loop, and TRL's sampled settings take it too (no fallback to generate)
+    from ego3s.rl import graph_decode
+
+    assert getattr(trainer.model, "_ego_graph_decode", None) is not None
+    trainer.generation_config.do_sample = True
+    s = graph_decode.sampling_of(trainer.model, trainer.generation_config)
+    assert s is not None and not s.greedy and trainer.model.config.image_token_id in s.suppress
 
 
 @pytest.mark.parametrize("lora", [False, True])
