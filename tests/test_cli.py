@@ -335,6 +335,8 @@ def test_cli_overrides_spellings():
     ) == ["a.b=1", "fps=2", "fps=3", "icu=true", "verbose=false", "paths.A=/x", "progress=false"]
     with pytest.raises(ConfigError, match="--fps: needs a value"):
         cli_overrides(EvalConfig, ["--fps"])
+    with pytest.raises(ConfigError, match="--path: 'EgoSynth' is not NAME=VALUE"):
+        cli_overrides(EvalConfig, ["--path", "EgoSynth"], cli._EVAL_FLAGS)
 
 
 def test_start_up_and_help_do_not_import_torch():

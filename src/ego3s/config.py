@@ -328,5 +328,7 @@ def cli_overrides(cls: type, args: list[str], renames: dict[str, Any] | None = N
                 raise ConfigError(f"{flag}: needs a value")
             value = args[i]
             i += 1
+        if target.endswith(".") and "=" not in value:  # --path NAME=PATH
+            raise ConfigError(f"{flag}: {value!r} is not NAME=VALUE")
         out.append(f"{target}{value}" if target.endswith(".") else f"{target}={value}")
     return out

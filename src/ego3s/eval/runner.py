@@ -139,31 +139,6 @@ class EvalConfig(ClipSpec):
         return d
 
 
-def parse_assignments(items, what: str = "NAME=VALUE") -> dict[str, str]:
-    """`["EgoSynth=/data/x"]` -> `{"EgoSynth": "/data/x"}`."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"{item!r} is not {what}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
-def parse_options(items) -> dict[str, dict]:
-    """`["EgoTextVQA.video_root=/v", "QAEgo4D.window=full"]` -> `{"EgoTextVQA": {"video_root": "/v"}, ...}`;
-    values are parsed as YAML (numbers, lists, booleans)."""
-    import yaml
-
-    out: dict[str, dict] = {}
-    for k, v in parse_assignments(items, "NAME.KEY=VALUE").items():
-        if "." not in k:
-            raise ValueError(f"option {k!r} must be NAME.KEY=VALUE")
-        name, key = k.split(".", 1)
-        out.setdefault(name, {})[key] = yaml.safe_load(v) if v else ""
-    return out
-
-
 # ----------------------------------------------------------------------------------------------
 # Distributed
 
