@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast lint clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -19,6 +19,17 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# the tests not marked slow, spread over the CPU cores (pytest-xdist)
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" -n auto $(PYTEST_ARGS)
+
+# style and types (docs/CONVENTIONS.md): ruff's rules and format, mypy against its per-file baseline
+LINT_PATHS := src tests experiments benchmarks .ci
+lint: setup
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(PY) .ci/mypy_baseline.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -166,7 +166,7 @@ def write_clip(path: Path, frames: int, side: int, seed: int, fps: float = 2.0) 
 def default_backend() -> str:
     """PyAV where installed, else OpenCV (the GPU image has no PyAV)."""
     try:
-        import av  # noqa: F401
+        import av  # noqa: F401 - only checks that it imports
 
         return "pyav"
     except ImportError:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 os.environ.setdefault("FORCE_QWENVL_VIDEO_READER", "decord")  # read by qwen_vl_utils at import
 
+import _common as C
 import numpy as np
 
-import _common as C
 from ego3s.data.video import default_decode_threads, load_clip
 
 
@@ -104,7 +104,7 @@ def main(argv=None):
         path = str(Path(tempfile.mkdtemp(prefix="bench_decode_")) / "long.mp4")
         write_s = write_long_clip(Path(path), a.seconds, a.fps, a.width, a.height, a.gop)
     try:
-        import qwen_vl_utils  # noqa: F401
+        import qwen_vl_utils  # noqa: F401 - only checks that it imports
         have_qwen = True
     except ImportError:
         have_qwen = False

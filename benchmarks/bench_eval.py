@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import _common as C
+
 from ego3s.data import Sample
 from ego3s.eval.benchmarks import get_benchmark
 from ego3s.eval.runner import EvalConfig, generate_shard

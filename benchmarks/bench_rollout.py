@@ -22,24 +22,31 @@ picks the paths by name.
 import argparse
 import sys
 
+import _common as C
 import torch
 from transformers import GenerationConfig
 
-import _common as C
 from ego3s.models.inputs import encode, vision_token_ids
 from ego3s.rl import graph_decode
-from ego3s.rl.rollout import _prefill, group_generate, prefill, static_copy
+from ego3s.rl.rollout import _cache_kwarg, _prefill, group_generate, prefill, static_copy
 
 
 def generation_config(processor, model, new_tokens: int, greedy: bool) -> GenerationConfig:
     """TRL's sampling settings (temperature 1, no top-k/top-p, vision tokens suppressed), with
     every completion forced to `new_tokens` (random weights would stop at random places)."""
     tok = processor.tokenizer
-    return GenerationConfig(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=not greedy,
-                            temperature=None if greedy else 1.0, top_p=None if greedy else 1.0,
-                            top_k=None if greedy else 0, pad_token_id=tok.pad_token_id,
-                            eos_token_id=model.generation_config.eos_token_id,
-                            suppress_tokens=vision_token_ids(tok), disable_compile=True)
+    return GenerationConfig(
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=not greedy,
+        temperature=None if greedy else 1.0,
+        top_p=None if greedy else 1.0,
+        top_k=None if greedy else 0,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=model.generation_config.eos_token_id,
+        suppress_tokens=vision_token_ids(tok),
+        disable_compile=True,
+    )
 
 
 def first_mismatch(a: torch.Tensor, b: torch.Tensor, prompt_tokens: int) -> int | None:
@@ -52,8 +59,11 @@ def compile_counters() -> dict:
     """What dynamo and inductor did: graphs compiled, graph breaks, steps CUDA graphs skipped."""
     from torch._dynamo.utils import counters
 
-    return {"graphs": counters["stats"]["unique_graphs"], "graph_breaks": sum(counters["graph_break"].values()),
-            "cudagraph_skips": counters["inductor"]["cudagraph_skips"]}
+    return {
+        "graphs": counters["stats"]["unique_graphs"],
+        "graph_breaks": sum(counters["graph_break"].values()),
+        "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
+    }
 
 
 def decode_floor(model, rows: int, prompt_tokens: int, new_tokens: int, bandwidth_tbs: float = 4.8) -> dict:
@@ -62,24 +72,43 @@ def decode_floor(model, rows: int, prompt_tokens: int, new_tokens: int, bandwidt
     `bandwidth_tbs` (the H200's HBM3e peak; an H100 SXM's is 3.35)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     text = base.config.get_text_config()
-    lm = sum(p.numel() * p.element_size() for n, p in base.named_parameters()
-             if "visual" not in n and "embed_tokens" not in n)
+    lm = sum(
+        p.numel() * p.element_size()
+        for n, p in base.named_parameters()
+        if "visual" not in n and "embed_tokens" not in n
+    )
     if getattr(text, "tie_word_embeddings", False) or getattr(base.config, "tie_word_embeddings", False):
         lm += base.get_input_embeddings().weight.numel() * base.get_input_embeddings().weight.element_size()
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
-    kv = (rows * text.num_hidden_layers * 2 * text.num_key_value_heads * head_dim
-          * (prompt_tokens + new_tokens / 2) * next(base.parameters()).element_size())
+    kv = (
+        rows
+        * text.num_hidden_layers
+        * 2
+        * text.num_key_value_heads
+        * head_dim
+        * (prompt_tokens + new_tokens / 2)
+        * next(base.parameters()).element_size()
+    )
     shared_kv = kv * prompt_tokens / rows / (prompt_tokens + new_tokens / 2)  # the prompt's KV read once
-    return {"weights_gb": lm / 1e9, "kv_gb": kv / 1e9, "bandwidth_tbs": bandwidth_tbs,
-            "floor_ms": (lm + kv) / bandwidth_tbs / 1e9,
-            "floor_ms_prompt_kv_read_once": (lm + kv - kv * prompt_tokens / (prompt_tokens + new_tokens / 2)
-                                             + shared_kv) / bandwidth_tbs / 1e9}
+    return {
+        "weights_gb": lm / 1e9,
+        "kv_gb": kv / 1e9,
+        "bandwidth_tbs": bandwidth_tbs,
+        "floor_ms": (lm + kv) / bandwidth_tbs / 1e9,
+        "floor_ms_prompt_kv_read_once": (lm + kv - kv * prompt_tokens / (prompt_tokens + new_tokens / 2) + shared_kv)
+        / bandwidth_tbs
+        / 1e9,
+    }
 
 
-KERNEL_KINDS = (("attention", ("flash", "fmha", "attention", "efficient_attention", "sdpa")),
-                ("matmul", ("gemm", "gemv", "cutlass", "nvjet", "sm90_", "sm80_", "cublas", "matmul", "mm_")),
-                ("sampling", ("sort", "topk", "cumsum", "scan", "softmax", "argmax", "searchsorted", "radix",
-                              "isin", "index_fill")))
+KERNEL_KINDS = (
+    ("attention", ("flash", "fmha", "attention", "efficient_attention", "sdpa")),
+    ("matmul", ("gemm", "gemv", "cutlass", "nvjet", "sm90_", "sm80_", "cublas", "matmul", "mm_")),
+    (
+        "sampling",
+        ("sort", "topk", "cumsum", "scan", "softmax", "argmax", "searchsorted", "radix", "isin", "index_fill"),
+    ),
+)
 
 
 def kernel_kind(name: str) -> str:
@@ -90,8 +119,9 @@ def kernel_kind(name: str) -> str:
     return "other (norms, rotary, element-wise, copies)"
 
 
-def profile_paths(model, one: dict, G: int, gc, prompt_tokens: int, folder: str, paths: list[str],
-                  steps: int = 24) -> dict:
+def profile_paths(
+    model, one: dict, G: int, gc, prompt_tokens: int, folder: str, paths: list[str], steps: int = 24
+) -> dict:
     """Per static path, `steps` decode steps profiled after an unprofiled prefill: wall time per
     step, GPU kernel time per step by kind, and the tables (`folder/profile_<path>.txt`); plus
     ego3s's loop without the graph (eager), whose kernels show what one step is made of."""
@@ -108,16 +138,18 @@ def profile_paths(model, one: dict, G: int, gc, prompt_tokens: int, folder: str,
     def prepared():
         cache, last = _prefill(model, one, G)
         cache = static_copy(model, cache, prompt_tokens + steps)
-        return (cache, last, one["input_ids"].repeat_interleave(G, 0), one["attention_mask"].repeat_interleave(G, 0))
+        return (cache, one["input_ids"].repeat_interleave(G, 0), one["attention_mask"].repeat_interleave(G, 0), last)
 
-    def generate(cache, last, ids, mask):
+    def generate(cache, ids, mask, last):
         g = copy.deepcopy(short)
         g.disable_compile = False
-        return model.generate(input_ids=ids, attention_mask=mask, generation_config=g, cache=cache)
+        return model.generate(input_ids=ids, attention_mask=mask, generation_config=g, **{_cache_kwarg(model): cache})
 
-    runs = {"shared+static": generate,
-            "shared+graph": lambda *x: graph_decode.decode(model, *x, s),
-            "shared+graph-compiled": lambda *x: graph_decode.decode(model, *x, s, compile_step=True)}
+    runs = {
+        "shared+static": generate,
+        "shared+graph": lambda *x: graph_decode.decode(model, *x, s),
+        "shared+graph-compiled": lambda *x: graph_decode.decode(model, *x, s, compile_step=True),
+    }
     runs = {k: v for k, v in runs.items() if k in paths}
     runs["eager loop (no graph)"] = lambda *x: graph_decode.decode(model, *x, s, graph=False)
     for k, f in runs.items():
@@ -135,9 +167,14 @@ def profile_paths(model, one: dict, G: int, gc, prompt_tokens: int, folder: str,
                 total += t
         name = k.replace("+", "_").replace(" ", "_").replace("(", "").replace(")", "")
         Path(folder, f"profile_{name}.txt").write_text(
-            prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=45))
-        out[k] = {"steps": steps, "wall_ms_per_step": 1e3 * wall / steps, "kernel_ms_per_step": total / 1e3 / steps,
-                  "kernel_ms_by_kind_per_step": {kk: v / 1e3 / steps for kk, v in kinds.items()}}
+            prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=45)
+        )
+        out[k] = {
+            "steps": steps,
+            "wall_ms_per_step": 1e3 * wall / steps,
+            "kernel_ms_per_step": total / 1e3 / steps,
+            "kernel_ms_by_kind_per_step": {kk: v / 1e3 / steps for kk, v in kinds.items()},
+        }
         print(k, out[k], flush=True)
     return out
 
@@ -160,13 +197,22 @@ def main(argv=None):
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--reps", type=int, default=3, help="timed sampled rollouts per path")
     ap.add_argument("--smoke", action="store_true", help="tiny model on the CPU, small sizes")
-    ap.add_argument("--static-cache", action="store_true",
-                    help="also time shared+static: StaticCache and transformers' compiled decode step")
-    ap.add_argument("--graph", action="store_true",
-                    help="also time shared+graph and shared+graph-compiled (ego3s's decode loop in a CUDA graph)")
-    ap.add_argument("--paths", default=None,
-                    help="comma-separated paths to time instead (stock, shared, shared+static, shared+graph, "
-                         "shared+graph-compiled)")
+    ap.add_argument(
+        "--static-cache",
+        action="store_true",
+        help="also time shared+static: StaticCache and transformers' compiled decode step",
+    )
+    ap.add_argument(
+        "--graph",
+        action="store_true",
+        help="also time shared+graph and shared+graph-compiled (ego3s's decode loop in a CUDA graph)",
+    )
+    ap.add_argument(
+        "--paths",
+        default=None,
+        help="comma-separated paths to time instead (stock, shared, shared+static, shared+graph, "
+        "shared+graph-compiled)",
+    )
     ap.add_argument("--profile", default=None, help="folder for profiler tables (static paths)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
@@ -174,7 +220,9 @@ def main(argv=None):
         a.frames, a.side, a.group, a.new_tokens, a.reps = 4, 56, 3, 8, 1
     model, processor = C.load(C.model_folder(a.arch, a.model, a.smoke), a.smoke)
     dev = next(model.parameters()).device
-    msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What did I pick up? Think first."}]}]
+    msgs = [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What did I pick up? Think first."}]}
+    ]
     clip = C.random_clip(a.frames, a.side)
     one = {k: v.to(dev) for k, v in encode(processor, [msgs], [clip]).items()}
     copies = {k: v.to(dev) for k, v in encode(processor, [msgs] * a.group, [clip] * a.group).items()}
@@ -199,18 +247,31 @@ def main(argv=None):
     def graph_compiled(gc):
         return group_generate(model, one, G, gc, static_cache=True, decoder="graph-compiled")
 
-    every = {"stock": stock, "shared": shared,
-             "shared+static": lambda gc: group_generate(model, one, G, gc, static_cache=True, decoder="generate"),
-             "shared+graph": graph, "shared+graph-compiled": graph_compiled}
-    names = ["stock", "shared"] + ["shared+static"] * a.static_cache + ["shared+graph", "shared+graph-compiled"] * a.graph
+    every = {
+        "stock": stock,
+        "shared": shared,
+        "shared+static": lambda gc: group_generate(model, one, G, gc, static_cache=True, decoder="generate"),
+        "shared+graph": graph,
+        "shared+graph-compiled": graph_compiled,
+    }
+    names = (
+        ["stock", "shared"] + ["shared+static"] * a.static_cache + ["shared+graph", "shared+graph-compiled"] * a.graph
+    )
     if a.paths:
         names = a.paths.split(",")
         if unknown := set(names) - set(every):
             ap.error(f"unknown paths {sorted(unknown)}; known: {list(every)}")
     paths = {k: every[k] for k in names}
     ref = "stock" if "stock" in paths else next(iter(paths))
-    res = {"arch": a.arch if not (a.model or a.smoke) else str(a.model or "tiny"), "frames": a.frames,
-           "side": a.side, "group": G, "new_tokens": N, "prompt_tokens": prompt_tokens, "reps": a.reps}
+    res = {
+        "arch": a.arch if not (a.model or a.smoke) else str(a.model or "tiny"),
+        "frames": a.frames,
+        "side": a.side,
+        "group": G,
+        "new_tokens": N,
+        "prompt_tokens": prompt_tokens,
+        "reps": a.reps,
+    }
     with torch.inference_mode():
         # 1. identical greedy outputs (also the warm-up, which compiles the static path's decode step)
         greedy, warmup = {}, {}
@@ -223,13 +284,16 @@ def main(argv=None):
         res["warmup_s"] = warmup
         # bf16 greedy decoding through other kernels may part ways after a near tie: reported, and
         # only the stock-vs-shared comparison (same kernels) decides the exit status
-        res["greedy_first_mismatch_vs_" + ref] = {k: first_mismatch(greedy[ref], greedy[k], prompt_tokens)
-                                                  for k in paths if k != ref}
+        res["greedy_first_mismatch_vs_" + ref] = {
+            k: first_mismatch(greedy[ref], greedy[k], prompt_tokens) for k in paths if k != ref
+        }
         if "shared+static" in paths and "stock" in paths:
             vs_stock = first_mismatch(greedy["stock"], greedy["shared+static"], prompt_tokens)
             res["greedy_static"] = {
-                "identical_to_stock": vs_stock is None, "first_mismatch_vs_stock": vs_stock,
-                "first_mismatch_vs_shared": first_mismatch(greedy["shared"], greedy["shared+static"], prompt_tokens)}
+                "identical_to_stock": vs_stock is None,
+                "first_mismatch_vs_stock": vs_stock,
+                "first_mismatch_vs_shared": first_mismatch(greedy["shared"], greedy["shared+static"], prompt_tokens),
+            }
         # 2. prefill alone: G copies vs one shared prefill (+ cache expansion, + copy into the static cache)
         n = max(a.reps, 2)
         res["prefill_s"] = {"shared": C.median([C.timed(prefill, model, one, G)[0] for _ in range(n)])}
@@ -256,15 +320,15 @@ def main(argv=None):
             for _ in range(a.reps):
                 times[k].append(C.timed(f, gc)[0])
             peak[k] = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-        if a.profile and torch.cuda.is_available():
-            res["profile"] = profile_paths(model, one, G, gc, prompt_tokens, a.profile,
-                                           [k for k in paths if "+" in k])
     res["rollout_s"] = {k: C.median(v) for k, v in times.items()}
     res["rollout_s_all"] = times
     res["tokens_per_s"] = {k: G * N / res["rollout_s"][k] for k in paths}
     # one decode step (all G rows): the rollout less its prefill, over the new tokens
-    res["decode_step_ms"] = {k: 1e3 * (res["rollout_s"][k] - res["prefill_s"].get(k, res["prefill_s"]["shared"])) / N
-                             for k in paths if k != "stock"}
+    res["decode_step_ms"] = {
+        k: 1e3 * (res["rollout_s"][k] - res["prefill_s"].get(k, res["prefill_s"]["shared"])) / N
+        for k in paths
+        if k != "stock"
+    }
     res["floor"] = decode_floor(model, G, prompt_tokens, N)
     if "stock" in paths:
         if "shared" in paths:
@@ -277,26 +341,56 @@ def main(argv=None):
     if any("+" in k for k in paths):
         res["compile"] = compile_counters()  # after the timed rollouts: recompiles would show here
     res["peak_mem_gib"] = peak
-    print(f"device: {C.device_name()}; prompt {prompt_tokens} tokens ({a.frames} frames x {a.side} px), "
-          f"G={G}, {N} new tokens; greedy outputs identical: {same}")
-    print(C.table(["path", "rollout s (median)", "completion tokens/s", "decode step ms", "prefill s", "peak GiB"],
-                  [[k, res["rollout_s"][k], res["tokens_per_s"][k], res["decode_step_ms"].get(k, "-"),
-                    res["prefill_s"][k], peak[k] or "-"] for k in paths]))
+    print(
+        f"device: {C.device_name()}; prompt {prompt_tokens} tokens ({a.frames} frames x {a.side} px), "
+        f"G={G}, {N} new tokens; greedy outputs identical: {same}"
+    )
+    print(
+        C.table(
+            ["path", "rollout s (median)", "completion tokens/s", "decode step ms", "prefill s", "peak GiB"],
+            [
+                [
+                    k,
+                    res["rollout_s"][k],
+                    res["tokens_per_s"][k],
+                    res["decode_step_ms"].get(k, "-"),
+                    res["prefill_s"][k],
+                    peak[k] or "-",
+                ]
+                for k in paths
+            ],
+        )
+    )
     print(f"floor: {res['floor']}")
     if "speedup" in res:
         print(f"shared / stock throughput: {res['speedup']:.2f}x")
     if "shared+static" in paths and "stock" in paths:
-        print(f"shared+static / stock throughput: {res['speedup_static']:.2f}x; "
-              f"greedy identical to stock: {res['greedy_static']['identical_to_stock']}; "
-              f"warm-up (compile) {warmup['shared+static']:.1f} s; dynamo/inductor: {res['compile']}")
+        print(
+            f"shared+static / stock throughput: {res['speedup_static']:.2f}x; "
+            f"greedy identical to stock: {res['greedy_static']['identical_to_stock']}; "
+            f"warm-up (compile) {warmup['shared+static']:.1f} s; dynamo/inductor: {res['compile']}"
+        )
     C.write_result(a.out, "rollout", res)
+    if a.profile:  # after the timings are safe on disk
+        try:
+            with torch.inference_mode():
+                res["profile"] = profile_paths(
+                    model, one, G, gc, prompt_tokens, a.profile, [k for k in paths if "+" in k]
+                )
+        except Exception as e:  # noqa: BLE001 - a profiler failure must not lose the timings
+            res["profile"] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"profile failed: {res['profile']['error']}", file=sys.stderr)
+        C.write_result(a.out, "rollout", res)
     ok = same
     if not same:
         print(f"greedy outputs differ from completion token {res['greedy_first_mismatch']}", file=sys.stderr)
     if "shared+static" in paths and "stock" in paths and not res["greedy_static"]["identical_to_stock"]:
         ok = False
-        print(f"shared+static greedy outputs differ from stock from completion token "
-              f"{res['greedy_static']['first_mismatch_vs_stock']}", file=sys.stderr)
+        print(
+            f"shared+static greedy outputs differ from stock from completion token "
+            f"{res['greedy_static']['first_mismatch_vs_stock']}",
+            file=sys.stderr,
+        )
     return 0 if ok else 1
 
 

@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common as C
 import torch
 
-import _common as C
 from ego3s.data import Sample
 from ego3s.models.inputs import encode
 from ego3s.select.cache import ScoreCache

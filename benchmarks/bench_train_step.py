@@ -13,10 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common as C
 import torch
 from transformers import TrainerCallback
 
-import _common as C
 from ego3s.data import Sample
 from ego3s.models.inputs import vision_token_ids
 from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C  # noqa: E402 - after sys.path reaches the helpers
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,11 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.smoke:
         a.frames, a.side, a.reps = 4, 112, 2
     from torch.utils.flop_counter import FlopCounterMode
-
-    from ego3s.models.inputs import encode
-
     from transformers import AutoProcessor
 
+    from ego3s.models.inputs import encode
     from ego3s.models.loading import load_model
 
     path = C.model_folder(a.arch, a.model, a.smoke)

@@ -42,7 +42,7 @@ PY
 
 bench vision      60 benchmarks/bench_vision.py --arch 7b --frames 16 --side 448 --reps 5
 bench rollout    150 benchmarks/bench_rollout.py --arch 7b --frames 16 --side 448 --group 8 --new-tokens 256 --reps 2 \
-                     --static-cache
+                     --paths stock,shared,shared+graph
 bench select     100 benchmarks/bench_select.py --arch 7b --n 8 --frames 16 --side 448 --batch-size 4 \
                      --k 8 --sampling-n 4 --max-new-tokens 128 --backend opencv
 bench eval        50 benchmarks/bench_eval.py --arch 7b --n 16 --batch-size 8 --frames 16 --side 448 --backend opencv

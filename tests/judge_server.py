@@ -39,6 +39,7 @@ SLEEPY_SECONDS = 0.3
 # ----------------------------------------------------------------------------------------------
 # Real models
 
+
 class TinyQwenLM:
     """The tiny random Qwen2.5-VL of `ego3s.models.tiny`, used as a text-only chat model."""
 
@@ -50,8 +51,9 @@ class TinyQwenLM:
         self.name = "tiny-qwen2.5-vl"
 
     def encode(self, messages):
-        enc = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True,
-                                                 return_tensors="pt")
+        enc = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        )
         return enc["input_ids"]
 
     def encode_continuation(self, text):
@@ -69,9 +71,18 @@ class ByteLM:
         import torch
         from transformers import LlamaConfig, LlamaForCausalLM
 
-        cfg = LlamaConfig(vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=8192,
-                          bos_token_id=256, eos_token_id=257, pad_token_id=258)
+        cfg = LlamaConfig(
+            vocab_size=260,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            max_position_embeddings=8192,
+            bos_token_id=256,
+            eos_token_id=257,
+            pad_token_id=258,
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = LlamaForCausalLM(cfg).eval()
@@ -104,9 +115,13 @@ class LMBackend:
 
         with self.lock, torch.no_grad():
             ids = self.lm.encode(messages)
-            out = self.lm.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                         max_new_tokens=max(1, min(int(max_tokens), 24)), do_sample=False)
-            return self.lm.decode(out[0, ids.shape[1]:].tolist())
+            out = self.lm.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max(1, min(int(max_tokens), 24)),
+                do_sample=False,
+            )
+            return self.lm.decode(out[0, ids.shape[1] :].tolist())
 
     def choose(self, messages, candidates: list[str]) -> str:
         import torch
@@ -117,7 +132,7 @@ class LMBackend:
             for c in candidates:
                 cont = self.lm.encode_continuation(c)
                 ids = torch.cat([prompt, cont], dim=1)
-                logits = self.lm.model(input_ids=ids).logits[0, prompt.shape[1] - 1:-1]
+                logits = self.lm.model(input_ids=ids).logits[0, prompt.shape[1] - 1 : -1]
                 lp = torch.log_softmax(logits.float(), dim=-1).gather(1, cont[0][:, None]).sum().item()
                 if best_lp is None or lp > best_lp:
                     best, best_lp = c, lp
@@ -126,6 +141,7 @@ class LMBackend:
 
 # ----------------------------------------------------------------------------------------------
 # Scripted grading (reads the prompts of ego3s.eval.judge)
+
 
 def _words(s: str) -> set[str]:
     return {w for w in re.findall(r"[a-z0-9]+", s.lower()) if w not in ("a", "an", "the")}
@@ -136,7 +152,7 @@ def _between(text: str, start: str, end: str) -> str | None:
     if i < 0:
         return None
     j = text.find(end, i + len(start))
-    return text[i + len(start): j if j >= 0 else None].strip()
+    return text[i + len(start) : j if j >= 0 else None].strip()
 
 
 def scripted_reply(messages) -> str:
@@ -171,6 +187,7 @@ def candidates_for(messages) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # The server
 
+
 class JudgeServer:
     """`with JudgeServer(lm=...) as srv: srv.base_url` -> "http://127.0.0.1:PORT/v1"."""
 
@@ -191,7 +208,7 @@ class JudgeServer:
         host, port = self.httpd.server_address[:2]
         return f"http://{host}:{port}/v1"
 
-    def start(self) -> "JudgeServer":
+    def start(self) -> JudgeServer:
         self.thread.start()
         return self
 
@@ -287,15 +304,29 @@ class JudgeServer:
             def _reply(self, model, content):
                 with server.lock:
                     n = server.count
-                self._send(200, {
-                    "id": f"chatcmpl-{n}", "object": "chat.completion", "created": int(time.time()), "model": model,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                 "finish_reason": "stop", "logprobs": None}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                })
+                self._send(
+                    200,
+                    {
+                        "id": f"chatcmpl-{n}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": model,
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": content},
+                                "finish_reason": "stop",
+                                "logprobs": None,
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
 
             def _error(self, status, message):
-                self._send(status, {"error": {"message": message, "type": "scripted_error", "param": None,
-                                              "code": str(status)}})
+                self._send(
+                    status,
+                    {"error": {"message": message, "type": "scripted_error", "param": None, "code": str(status)}},
+                )
 
         return Handler

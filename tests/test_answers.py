@@ -4,13 +4,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ego3s.answers import (exact_match, extract_answer, extract_letter, extract_think, format_ok,
-                           normalize_text, rouge_l_f)
+from ego3s.answers import (
+    exact_match,
+    extract_answer,
+    extract_letter,
+    extract_think,
+    format_ok,
+    normalize_text,
+    rouge_l_f,
+)
 
 OPTS = ["red cup", "blue cup", "green bowl", "knife"]
 # EgoSchema style: 5 options, "C" is the camera wearer inside the option texts.
-EGO = ["C picks up the knife and cuts onions", "C washes the dishes", "C opens the fridge",
-       "C talks to a man", "C wipes the table"]
+EGO = [
+    "C picks up the knife and cuts onions",
+    "C washes the dishes",
+    "C opens the fridge",
+    "C talks to a man",
+    "C wipes the table",
+]
 
 LETTER_CASES = [
     # plain forms
@@ -132,22 +144,25 @@ def test_extract_think():
     assert extract_think("<think>a</think><think>b</think>") == "a\nb"
 
 
-@pytest.mark.parametrize("text,ok", [
-    ("<think>r</think><answer>B</answer>", True),
-    (" <think>r\n</think>\n<answer>B</answer>\n", True),
-    ("<think></think><answer></answer>", True),
-    ("<think>r</think><answer>B</answer>x", False),
-    ("x<think>r</think><answer>B</answer>", False),
-    ("<think>r</think><think>r</think><answer>B</answer>", False),
-    ("<think>r</think><answer>B</answer><answer>C</answer>", False),
-    ("<answer>B</answer>", False),
-    ("<answer>B</answer><think>r</think>", False),
-    ("<think>r<answer>x</answer></think><answer>B</answer>", False),
-    ("<think>r</think><answer>B", False),
-    ("<THINK>r</THINK><ANSWER>B</ANSWER>", False),
-    ("", False),
-    (None, False),
-])
+@pytest.mark.parametrize(
+    "text,ok",
+    [
+        ("<think>r</think><answer>B</answer>", True),
+        (" <think>r\n</think>\n<answer>B</answer>\n", True),
+        ("<think></think><answer></answer>", True),
+        ("<think>r</think><answer>B</answer>x", False),
+        ("x<think>r</think><answer>B</answer>", False),
+        ("<think>r</think><think>r</think><answer>B</answer>", False),
+        ("<think>r</think><answer>B</answer><answer>C</answer>", False),
+        ("<answer>B</answer>", False),
+        ("<answer>B</answer><think>r</think>", False),
+        ("<think>r<answer>x</answer></think><answer>B</answer>", False),
+        ("<think>r</think><answer>B", False),
+        ("<THINK>r</THINK><ANSWER>B</ANSWER>", False),
+        ("", False),
+        (None, False),
+    ],
+)
 def test_format_ok(text, ok):
     assert format_ok(text) is ok
 
@@ -172,10 +187,13 @@ def test_rouge_l_hand_computed():
 
 def test_rouge_matches_rouge_score_on_ascii():
     from rouge_score import rouge_scorer
+
     ref = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    pairs = [("the person is washing the dishes in the sink", "washing dishes"),
-             ("he put the knife back into the drawer", "into the drawer, the knife"),
-             ("It's on the counter-top near the stove.", "counter top by the stove")]
+    pairs = [
+        ("the person is washing the dishes in the sink", "washing dishes"),
+        ("he put the knife back into the drawer", "into the drawer, the knife"),
+        ("It's on the counter-top near the stove.", "counter top by the stove"),
+    ]
     for p, r in pairs:
         assert rouge_l_f(p, r) == pytest.approx(ref.score(r, p)["rougeL"].fmeasure)
 
@@ -185,28 +203,36 @@ def test_rouge_long_input_is_bounded():
     assert 0.0 < rouge_l_f(long, "cup") < 0.01
 
 
-_ascii_words = st.lists(st.sampled_from(["the", "cup", "cups", "running", "ran", "knife", "A", "on",
-                                         "table", "it's", "co-op", "42", "!", "."]), max_size=12).map(" ".join)
+_ascii_words = st.lists(
+    st.sampled_from(
+        ["the", "cup", "cups", "running", "ran", "knife", "A", "on", "table", "it's", "co-op", "42", "!", "."]
+    ),
+    max_size=12,
+).map(" ".join)
 
 
 @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(_ascii_words, _ascii_words)
 def test_fuzz_rouge_agrees_with_rouge_score(p, r):
     from rouge_score import rouge_scorer
+
     ref = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     assert rouge_l_f(p, r) == pytest.approx(ref.score(r, p)["rougeL"].fmeasure)
 
 
 _junk = st.one_of(
-    st.none(), st.text(max_size=300), st.binary(max_size=100),
+    st.none(),
+    st.text(max_size=300),
+    st.binary(max_size=100),
     st.text(alphabet=st.sampled_from(list("<>/answerthink ABCDabcd()[]*.:答案是\n\udcff")), max_size=200),
     st.lists(st.fixed_dictionaries({"role": st.just("assistant"), "content": st.text(max_size=100)}), max_size=2),
 )
 
 
 @settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(_junk, st.one_of(st.none(), st.lists(st.text(max_size=20), max_size=6)),
-       st.one_of(st.none(), st.integers(-3, 20)))
+@given(
+    _junk, st.one_of(st.none(), st.lists(st.text(max_size=20), max_size=6)), st.one_of(st.none(), st.integers(-3, 20))
+)
 def test_fuzz_never_raises(text, options, n_options):
     letter = extract_letter(text, options, n_options)
     assert letter is None or (len(letter) == 1 and letter in "ABCDEFGHIJ")

@@ -27,7 +27,7 @@ from ego3s.select.run import SelectionConfig, run_selection
 from ego3s.select.scoring import ScoringConfig
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from make_bad import make_corpus  # noqa: E402
+from make_bad import make_corpus  # noqa: E402 - after sys.path reaches tests/fixtures
 
 PIX = 56 * 56
 SAMPLING = {"nframes": 4, "max_pixels": PIX, "min_pixels": 28 * 28}
@@ -96,8 +96,14 @@ def selection_over_bad_videos(corpus, tiny, tmp_path_factory):
     recs = [_good(corpus)] + [kinds[k]["sample"] for k in _kinds("video")]
     (d / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     (d / "relevance.json").write_text(json.dumps({r["id"]: 0.5 for r in recs}))
-    cfg = SelectionConfig(method="csm", data=str(d / "pool.jsonl"), out=str(d / "sel"), csm=KEEP_ALL,
-                          scoring=ScoringConfig(**SAMPLING, batch_size=4), relevance_file=str(d / "relevance.json"))
+    cfg = SelectionConfig(
+        method="csm",
+        data=str(d / "pool.jsonl"),
+        out=str(d / "sel"),
+        csm=KEEP_ALL,
+        scoring=ScoringConfig(**SAMPLING, batch_size=4),
+        relevance_file=str(d / "relevance.json"),
+    )
     report = run_selection(cfg, progress=False, model=tiny[0], processor=tiny[1])
     return cfg, report
 
@@ -127,8 +133,16 @@ def eval_over_bad_videos(corpus, tiny, tmp_path_factory):
     d = tmp_path_factory.mktemp("eval_videos")
     recs = [_good(corpus)] + [kinds[k]["sample"] for k in _kinds("video")]
     (d / "test_id.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    cfg = EvalConfig(data=["EgoSynth"], paths={"EgoSynth": str(d / "test_id.jsonl")}, out=str(d / "out"),
-                     progress=False, batch_size=4, nframes=4, max_pixels=PIX, min_pixels=28 * 28)
+    cfg = EvalConfig(
+        data=["EgoSynth"],
+        paths={"EgoSynth": str(d / "test_id.jsonl")},
+        out=str(d / "out"),
+        progress=False,
+        batch_size=4,
+        nframes=4,
+        max_pixels=PIX,
+        min_pixels=28 * 28,
+    )
     return cfg, run_eval(cfg, tiny[0], tiny[1])
 
 
@@ -182,8 +196,14 @@ def check_score(kind, corpus, tiny, tmp_path):
     recs = [good, {**good, "id": "victim"}]
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     (tmp_path / "rel.json").write_text(json.dumps({"good": 0.5, "victim": 0.5}))
-    cfg = SelectionConfig(method="csm", data=str(tmp_path / "pool.jsonl"), out=str(tmp_path / "sel"), csm=KEEP_ALL,
-                          scoring=ScoringConfig(**SAMPLING, batch_size=2), relevance_file=str(tmp_path / "rel.json"))
+    cfg = SelectionConfig(
+        method="csm",
+        data=str(tmp_path / "pool.jsonl"),
+        out=str(tmp_path / "sel"),
+        csm=KEEP_ALL,
+        scoring=ScoringConfig(**SAMPLING, batch_size=2),
+        relevance_file=str(tmp_path / "rel.json"),
+    )
     first = run_selection(cfg, progress=False, model=tiny[0], processor=tiny[1])
     assert first["selected"] == 2
     cache = next((tmp_path / "sel" / "cache").glob("scores-*.jsonl"))
@@ -202,16 +222,29 @@ def _reward_trainer(tiny_model_dir, tmp_path, G=3):
     from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
     from ego3s.rl.trainer import VideoGRPOTrainer
 
-    samples = [Sample(id="t1", question="What colour is a banana?", answer="yellow", task="openqa"),
-               Sample(id="t2", question="What do I cut bread with?", answer="a knife", task="openqa")]
+    samples = [
+        Sample(id="t1", question="What colour is a banana?", answer="yellow", task="openqa"),
+        Sample(id="t2", question="What do I cut bread with?", answer="a knife", task="openqa"),
+    ]
     model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
-    cfg = TrainingConfig(model=tiny_model_dir, out=str(tmp_path / "run"), batch_size=G * 2,
-                         per_device_train_batch_size=G * 2, num_generations=G, max_completion_length=4, max_steps=1,
-                         beta=0.0)
-    return VideoGRPOTrainer(model=model, processing_class=processor,
-                            args=grpo_args(cfg, suppress_tokens=vision_token_ids(processor.tokenizer)),
-                            reward_funcs=reward_functions(cfg, []), train_dataset=training_dataset(samples),
-                            reward_log=str(tmp_path / "rewards.jsonl"))
+    cfg = TrainingConfig(
+        model=tiny_model_dir,
+        out=str(tmp_path / "run"),
+        batch_size=G * 2,
+        per_device_train_batch_size=G * 2,
+        num_generations=G,
+        max_completion_length=4,
+        max_steps=1,
+        beta=0.0,
+    )
+    return VideoGRPOTrainer(
+        model=model,
+        processing_class=processor,
+        args=grpo_args(cfg, suppress_tokens=vision_token_ids(processor.tokenizer)),
+        reward_funcs=reward_functions(cfg, []),
+        train_dataset=training_dataset(samples),
+        reward_log=str(tmp_path / "rewards.jsonl"),
+    )
 
 
 def check_reward(kind, corpus, tiny_model_dir, tmp_path, monkeypatch):
@@ -222,8 +255,16 @@ def check_reward(kind, corpus, tiny_model_dir, tmp_path, monkeypatch):
     _, kinds = corpus
     trainer = _reward_trainer(tiny_model_dir, tmp_path)
     # (accuracy, format, interaction) per completion; groups of 3
-    rewards = torch.tensor([[kinds[kind]["value"], 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 0.0],
-                            [1.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    rewards = torch.tensor(
+        [
+            [kinds[kind]["value"], 1.0, 0.0],
+            [1.0, 1.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [1.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0],
+        ]
+    )
     rewards = torch.cat([rewards, torch.zeros(6, len(trainer.reward_funcs) - 3)], 1)  # correctness: weight 0
     monkeypatch.setattr(GRPOTrainer, "_calculate_rewards", lambda self, *a: rewards.clone())
     rows = [r for r in trainer.train_dataset for _ in range(3)]
@@ -235,8 +276,9 @@ def check_reward(kind, corpus, tiny_model_dir, tmp_path, monkeypatch):
     # first group: the bad completion gets 0; the other two are a group of (2, 1)
     ref = 0.5 / (math.sqrt(0.5) + 1e-4)
     torch.testing.assert_close(adv[:3], torch.tensor([0.0, ref, -ref]), atol=1e-5, rtol=0)
-    torch.testing.assert_close(adv[3:], torch.tensor([2 / 3, -1 / 3, -1 / 3]) / (math.sqrt(1 / 3) + 1e-4),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        adv[3:], torch.tensor([2 / 3, -1 / 3, -1 / 3]) / (math.sqrt(1 / 3) + 1e-4), atol=1e-5, rtol=0
+    )
     assert trainer._metrics["train"]["rewards/non_finite"] == [1.0]
     log = {r["sample_id"]: r for r in read_log(tmp_path / "rewards.jsonl")}
     assert log["t1"]["rewards"]["total"] == [None, 2.0, 1.0] and log["t1"]["rewards"]["accuracy"][0] is None
@@ -251,8 +293,10 @@ def check_curriculum(kind, corpus):
     _, kinds = corpus
     cur = Curriculum(ECRConfig(monitoring_interval=1), ["a", "b"], ["a", "b"])
     bad = kinds[kind]["value"]
-    records = [{"sample_id": "a", "rewards": {"total": [1.0, bad], "accuracy": [1.0, None]}},
-               {"sample_id": "b", "rewards": {"total": [0.0, 2.0], "accuracy": [0.0, 1.0]}}]
+    records = [
+        {"sample_id": "a", "rewards": {"total": [1.0, bad], "accuracy": [1.0, None]}},
+        {"sample_id": "b", "rewards": {"total": [0.0, 2.0], "accuracy": [0.0, 1.0]}},
+    ]
     decision = cur.observe_step(0, records)
     assert decision["window_mean"] == 1.0  # the variance of (0, 2) alone
     assert cur.monitor["non_finite_groups"] == 1
@@ -272,12 +316,17 @@ def check_output(kind, corpus, tmp_path):
     bad = kinds[kind]
     text = Path(bad["text_file"]).read_text(encoding="utf-8") if "text_file" in bad else bad["text"]
     closed = Sample.from_dict(_good(corpus))
-    opened = Sample(id="open", question="What is in my hand?", answer="a cup", task="openqa",
-                    interaction=closed.interaction)
+    opened = Sample(
+        id="open", question="What is in my hand?", answer="a cup", task="openqa", interaction=closed.interaction
+    )
     t0 = time.perf_counter()
     for s in (closed, opened):
-        cols = {"task": [s.task], "answer": [s.answer], "options": [json.dumps(s.options)],
-                "interaction": [json.dumps(s.to_dict()["interaction"])]}
+        cols = {
+            "task": [s.task],
+            "answer": [s.answer],
+            "options": [json.dumps(s.options)],
+            "interaction": [json.dumps(s.to_dict()["interaction"])],
+        }
         r = compute_rewards([text], cols)
         assert 0.0 <= r["accuracy"][0] <= 1.0 and r["format"][0] in (0.0, 1.0)
         assert -0.5 <= r["interaction"][0] <= 1.0 and all(math.isfinite(v[0]) for v in r.values())
@@ -285,8 +334,9 @@ def check_output(kind, corpus, tmp_path):
     extract_answer(text), extract_think(text), format_ok(text)
     assert time.perf_counter() - t0 < 30, "a huge output must not stall a training step"
     records = {s.id: {"id": s.id, "output": text} for s in (closed, opened)}
-    summary, _ = score_benchmark(get_benchmark("EgoSynth"), "x", [closed, opened], records,
-                                 EvalConfig(data=["EgoSynth"]))
+    summary, _ = score_benchmark(
+        get_benchmark("EgoSynth"), "x", [closed, opened], records, EvalConfig(data=["EgoSynth"])
+    )
     assert summary["n_scored"] == 2 and summary["n_skipped"] == 0
     m = summary["metrics"]
     assert 0.0 <= m["rouge_l"] <= 100.0 and m["accuracy"] in (0.0, 100.0)
@@ -300,11 +350,23 @@ def check_judge(kind, corpus, judge_server):
     from ego3s.eval.judge import Judge
 
     _, kinds = corpus
-    samples = [Sample(id=f"q{i}", question="What am I holding?", answer="a red cup", task="openqa",
-                      meta={"dimension": "Activity"}) for i in range(2)]
+    samples = [
+        Sample(
+            id=f"q{i}", question="What am I holding?", answer="a red cup", task="openqa", meta={"dimension": "Activity"}
+        )
+        for i in range(2)
+    ]
     preds = {"q0": "a red cup", "q1": ""}  # an empty prediction is rated 0 without a request
-    judge = Judge(kinds[kind]["model"], base_url=judge_server.base_url, api_key="test", timeout=0.5,
-                  max_retries=1, parse_retries=1, backoff=0.01, max_backoff=0.02)
+    judge = Judge(
+        kinds[kind]["model"],
+        base_url=judge_server.base_url,
+        api_key="test",
+        timeout=0.5,
+        max_retries=1,
+        parse_retries=1,
+        backoff=0.01,
+        max_backoff=0.02,
+    )
     res = get_benchmark("EgoThink").score(samples, preds, judge=judge)
     j = res["judge"]
     assert j["judge_failed"] == 1 and j["judged"] == 1 and j["errors"]["q0"]
@@ -313,10 +375,18 @@ def check_judge(kind, corpus, judge_server):
     assert res["metrics"]["score_micro"] == 0.0  # the mean over the judged item (q1) alone
 
 
-CHECKS = {"score_nan": check_score, "score_inf": check_score, "reward_nan": check_reward,
-          "reward_inf": check_reward, "reward_log_nan": check_curriculum, "output_empty": check_output,
-          "output_huge": check_output, "judge_timeout": check_judge, "judge_500": check_judge,
-          "judge_unparseable": check_judge}
+CHECKS = {
+    "score_nan": check_score,
+    "score_inf": check_score,
+    "reward_nan": check_reward,
+    "reward_inf": check_reward,
+    "reward_log_nan": check_curriculum,
+    "output_empty": check_output,
+    "output_huge": check_output,
+    "judge_timeout": check_judge,
+    "judge_500": check_judge,
+    "judge_unparseable": check_judge,
+}
 
 
 @pytest.fixture(scope="module")

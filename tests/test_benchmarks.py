@@ -65,8 +65,11 @@ def test_eval(bench_modules, tiny_model_dir, tmp_path):
     assert r["static_cache"] is False
     r = _run(bench_modules("bench_eval"), ["--model", tiny_model_dir, "--static-cache"], tmp_path)
     assert r["static_cache"] is True and [x["mode"] for x in r["runs"]] == ["one at a time", "batched"]
-    r = _run(bench_modules("bench_eval"), ["--model", tiny_model_dir, "--fmt", "reasoning", "--max-new-tokens", "6"],
-             tmp_path)
+    r = _run(
+        bench_modules("bench_eval"),
+        ["--model", tiny_model_dir, "--fmt", "reasoning", "--max-new-tokens", "6"],
+        tmp_path,
+    )
     assert r["fmt"] == "reasoning" and r["max_new_tokens"] == 6
     assert all(0 < x["new_tokens_mean"] <= 6 for x in r["runs"])
 
@@ -76,8 +79,11 @@ def test_train_step(bench_modules, tiny_model_dir, tmp_path):
     assert [(x["mode"], x["gradient_checkpointing"]) for x in r["results"]] == [("lora", True), ("full", True)]
     for x in r["results"]:
         assert x["error"] is None and {"step_s_median", "tokens_per_s", "tokens_per_step"} <= x.keys()
-    r = _run(bench_modules("bench_train_step"), ["--model", tiny_model_dir, "--modes", "lora", "--checkpointing", "off",
-                                                 "--static-cache", "on"], tmp_path)
+    r = _run(
+        bench_modules("bench_train_step"),
+        ["--model", tiny_model_dir, "--modes", "lora", "--checkpointing", "off", "--static-cache", "on"],
+        tmp_path,
+    )
     assert [(x["mode"], x["static_cache"], x["error"]) for x in r["results"]] == [("lora", True, None)]
 
 
@@ -94,9 +100,19 @@ def test_decode(bench_modules, tmp_path):
 
 def test_summary_reads_every_result(bench_modules, tmp_path, capsys):
     summary = bench_modules("summary")
-    (tmp_path / "x.json").write_text(json.dumps({"benchmark": "eval", "device": "cpu", "runs": [
-        {"mode": "one at a time", "batch_size": 1, "samples_per_s": 1.0},
-        {"mode": "batched", "batch_size": 4, "samples_per_s": 3.0}], "batched_over_single": 3.0}))
+    (tmp_path / "x.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "eval",
+                "device": "cpu",
+                "runs": [
+                    {"mode": "one at a time", "batch_size": 1, "samples_per_s": 1.0},
+                    {"mode": "batched", "batch_size": 4, "samples_per_s": 3.0},
+                ],
+                "batched_over_single": 3.0,
+            }
+        )
+    )
     assert summary.main([str(tmp_path)]) == 0
     assert "3.00x batched/single" in capsys.readouterr().out
 

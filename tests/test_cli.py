@@ -22,19 +22,44 @@ from ego3s import cli
 from ego3s.config import ConfigError, cli_overrides, config_keys
 
 # the commands with a config dataclass, and the arguments each needs besides its keys
-REQUIRED = {"select": [], "train": [], "sft": [], "eval": [], "run": [], "demo": [],
-            "synth": ["--out", "o"], "build-ego4d": ["--annotations", "a", "--video-root", "v", "--out", "o"]}
+REQUIRED = {
+    "select": [],
+    "train": [],
+    "sft": [],
+    "eval": [],
+    "run": [],
+    "demo": [],
+    "synth": ["--out", "o"],
+    "build-ego4d": ["--annotations", "a", "--video-root", "v", "--out", "o"],
+}
 
 # candidate values (the first that differs from the default is used) for keys whose type does not say
 # what they accept: choices kept as plain strings, lists checked against a registry
-_VALUES = {"view": ("blind", "full"), "views": (["full", "blind"],), "blind_mode": ("blank", "none"),
-           "context_fill": ("blur", "mean"), "fmt": ("reasoning", "direct"), "backend": ("decord",),
-           "video_identity": ("content",), "strategy": ("dapo",), "estimator": ("sampling",),
-           "rationale": ("meta.trace",), "open_metric": ("similarity", "rouge_l"),
-           "open_correct": ("similarity", "exact"), "monitoring_unit": ("prompts", "steps"), "judge": ({"model": "m"},), "preset": ("fast",), "report_to": ("tensorboard",),
-           "eval_data": (["EgoThink"],), "limo_band": ([0, 1],), "split_fields": (["scene"],),
-           "exclude_video_uids": (["u1", "u2"],), "splits": (["train", "val"],), "paths": ({"EgoSynth": "/x"},),
-           "options": ({"EgoTextVQA": {"video_root": "/v"}},)}
+_VALUES = {
+    "view": ("blind", "full"),
+    "views": (["full", "blind"],),
+    "blind_mode": ("blank", "none"),
+    "context_fill": ("blur", "mean"),
+    "fmt": ("reasoning", "direct"),
+    "backend": ("decord",),
+    "video_identity": ("content",),
+    "strategy": ("dapo",),
+    "estimator": ("sampling",),
+    "rationale": ("meta.trace",),
+    "open_metric": ("similarity", "rouge_l"),
+    "open_correct": ("similarity", "exact"),
+    "monitoring_unit": ("prompts", "steps"),
+    "judge": ({"model": "m"},),
+    "preset": ("fast",),
+    "report_to": ("tensorboard",),
+    "eval_data": (["EgoThink"],),
+    "limo_band": ([0, 1],),
+    "split_fields": (["scene"],),
+    "exclude_video_uids": (["u1", "u2"],),
+    "splits": (["train", "val"],),
+    "paths": ({"EgoSynth": "/x"},),
+    "options": ({"EgoTextVQA": {"video_root": "/v"}},),
+}
 _LISTS = {"data": ["EgoThink"]}  # a key that is a list in one config and a string in another
 _OLD_NAMES = {"frames": "nframes"}  # a config that still reads an old key name stores it under the new one
 
@@ -107,6 +132,7 @@ def built(monkeypatch):
             return None
         assert r.exit_code == 0 and got, r.output
         return got[0]
+
     return run
 
 
@@ -146,7 +172,7 @@ def test_help_lists_every_key_with_its_help_and_default(command, monkeypatch):
     r = CliRunner().invoke(cli.app, [command, "--help"])
     assert r.exit_code == 0, r.output
     lines = {line.strip(" │").split(" ", 1)[0]: line for line in r.output.splitlines()}
-    for key, f, default, _ in config_keys(cli._config_class(_commands()[command])):
+    for key, f, *_ in config_keys(cli._config_class(_commands()[command])):
         assert key in lines, key
         words = f.metadata.get("help", "").split()
         assert " ".join(words[:3]) in " ".join(lines[key].split()), key
@@ -160,24 +186,126 @@ def test_yaml_then_overrides(tmp_path, built):
 
 
 OLD_FLAGS = [  # spelled as in README, docs/, experiments/ and tests
-    ("eval", ["--data", "QAEgo4D,EgoThink", "--model", "m", "--root", "r", "--path", "EgoSynth=/data/es",
-              "--path", "EgoThink=/b", "--opt", "EgoTextVQA.video_root=/videos", "--view", "blind", "--blind-mode",
-              "blank", "--limit", "20", "--frames", "4", "--fps=1.5", "--max-frames", "9", "--min-pixels", "100",
-              "--batch-size", "2", "--fmt", "reasoning", "--icu", "--verbose", "--quiet", "--report-to", "tensorboard",
-              "--overwrite", "--video-identity", "content", "--judge-model", "j", "--out", "ev"],
-     {"data": ["QAEgo4D", "EgoThink"], "model": "m", "root": "r", "paths": {"EgoSynth": "/data/es", "EgoThink": "/b"},
-      "options": {"EgoTextVQA": {"video_root": "/videos"}}, "view": "blind", "blind_mode": "blank", "limit": 20,
-      "nframes": 4, "frames": None, "fps": 1.5, "max_frames": 9, "min_pixels": 100, "batch_size": 2,
-      "fmt": "reasoning", "icu": True, "verbose": True, "progress": False, "report_to": "tensorboard",
-      "overwrite": True, "video_identity": "content", "judge_model": "j", "out": "ev"}),
-    ("synth", ["--out", "o", "--train", "2000", "--test", "200", "--probe", "200", "--p-typical", "0.6",
-               "--frames", "8", "--size", "112", "--fps", "2"],
-     {"train": 2000, "test": 200, "probe": 200, "p_typical": 0.6, "frames": 8, "size": 112, "fps": 2.0}),
-    ("build-ego4d", ["--annotations", "a", "--video-root", "v", "--out", "o", "--size", "5", "--splits", "train,val",
-                     "--layout", "clips", "--closed-fraction", "0.25", "--seed", "3"],
-     {"size": 5, "splits": ("train", "val"), "layout": "clips", "closed_fraction": 0.25, "seed": 3}),
-    ("select", ["--method", "random", "--limit", "3", "--quiet", "data=d.jsonl"],
-     {"method": "random", "limit": 3, "data": "d.jsonl"}),
+    (
+        "eval",
+        [
+            "--data",
+            "QAEgo4D,EgoThink",
+            "--model",
+            "m",
+            "--root",
+            "r",
+            "--path",
+            "EgoSynth=/data/es",
+            "--path",
+            "EgoThink=/b",
+            "--opt",
+            "EgoTextVQA.video_root=/videos",
+            "--view",
+            "blind",
+            "--blind-mode",
+            "blank",
+            "--limit",
+            "20",
+            "--frames",
+            "4",
+            "--fps=1.5",
+            "--max-frames",
+            "9",
+            "--min-pixels",
+            "100",
+            "--batch-size",
+            "2",
+            "--fmt",
+            "reasoning",
+            "--icu",
+            "--verbose",
+            "--quiet",
+            "--report-to",
+            "tensorboard",
+            "--overwrite",
+            "--video-identity",
+            "content",
+            "--judge-model",
+            "j",
+            "--out",
+            "ev",
+        ],
+        {
+            "data": ["QAEgo4D", "EgoThink"],
+            "model": "m",
+            "root": "r",
+            "paths": {"EgoSynth": "/data/es", "EgoThink": "/b"},
+            "options": {"EgoTextVQA": {"video_root": "/videos"}},
+            "view": "blind",
+            "blind_mode": "blank",
+            "limit": 20,
+            "nframes": 4,
+            "frames": None,
+            "fps": 1.5,
+            "max_frames": 9,
+            "min_pixels": 100,
+            "batch_size": 2,
+            "fmt": "reasoning",
+            "icu": True,
+            "verbose": True,
+            "progress": False,
+            "report_to": "tensorboard",
+            "overwrite": True,
+            "video_identity": "content",
+            "judge_model": "j",
+            "out": "ev",
+        },
+    ),
+    (
+        "synth",
+        [
+            "--out",
+            "o",
+            "--train",
+            "2000",
+            "--test",
+            "200",
+            "--probe",
+            "200",
+            "--p-typical",
+            "0.6",
+            "--frames",
+            "8",
+            "--size",
+            "112",
+            "--fps",
+            "2",
+        ],
+        {"train": 2000, "test": 200, "probe": 200, "p_typical": 0.6, "frames": 8, "size": 112, "fps": 2.0},
+    ),
+    (
+        "build-ego4d",
+        [
+            "--annotations",
+            "a",
+            "--video-root",
+            "v",
+            "--out",
+            "o",
+            "--size",
+            "5",
+            "--splits",
+            "train,val",
+            "--layout",
+            "clips",
+            "--closed-fraction",
+            "0.25",
+            "--seed",
+            "3",
+        ],
+        {"size": 5, "splits": ("train", "val"), "layout": "clips", "closed_fraction": 0.25, "seed": 3},
+    ),
+    (
+        "select",
+        ["--method", "random", "--limit", "3", "--quiet", "data=d.jsonl"],
+        {"method": "random", "limit": 3, "data": "d.jsonl"},
+    ),
     ("eval", ["--no-icu", "--nframes", "3"], {"icu": False, "nframes": 3}),
 ]
 
@@ -200,19 +328,23 @@ def test_unknown_flag_and_key_fail_naming_them():
 def test_cli_overrides_spellings():
     from ego3s.eval.runner import EvalConfig
 
-    assert cli_overrides(EvalConfig, ["a.b=1", "--fps=2", "--fps", "3", "--icu", "--no-verbose", "--path", "A=/x",
-                                      "--quiet"], cli._EVAL_FLAGS) == \
-        ["a.b=1", "fps=2", "fps=3", "icu=true", "verbose=false", "paths.A=/x", "progress=false"]
+    assert cli_overrides(
+        EvalConfig,
+        ["a.b=1", "--fps=2", "--fps", "3", "--icu", "--no-verbose", "--path", "A=/x", "--quiet"],
+        cli._EVAL_FLAGS,
+    ) == ["a.b=1", "fps=2", "fps=3", "icu=true", "verbose=false", "paths.A=/x", "progress=false"]
     with pytest.raises(ConfigError, match="--fps: needs a value"):
         cli_overrides(EvalConfig, ["--fps"])
 
 
 def test_start_up_and_help_do_not_import_torch():
     """`ego3s --help` and each command's `--help` stay light: torch is imported where it is used."""
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom ego3s.cli import app\n"
-            "for args in [['--help'], *[[c, '--help'] for c in %r]]:\n"
-            "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
-            "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'cv2', 'av') if m in sys.modules]\n"
-            "assert not heavy, heavy\n") % sorted(REQUIRED)
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom ego3s.cli import app\n"
+        "for args in [['--help'], *[[c, '--help'] for c in %r]]:\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+        "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'cv2', 'av') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    ).replace("%r", repr(sorted(REQUIRED)))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

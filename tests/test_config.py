@@ -28,10 +28,17 @@ def test_yaml_and_overrides(tmp_path):
     assert parse_overrides(["a.b=1", "c="]) == {"a": {"b": 1}, "c": ""}
 
 
-@pytest.mark.parametrize("ov, msg", [
-    (["stepz=1"], "unknown key"), (["steps=1.5"], "integer"), (["ecr=yes please"], "true/false"),
-    (["inner.lambda_c=abc"], "number"), (["inner.nope=1"], "inner.*unknown key"), (["steps"], "key=value"),
-])
+@pytest.mark.parametrize(
+    "ov, msg",
+    [
+        (["stepz=1"], "unknown key"),
+        (["steps=1.5"], "integer"),
+        (["ecr=yes please"], "true/false"),
+        (["inner.lambda_c=abc"], "number"),
+        (["inner.nope=1"], "inner.*unknown key"),
+        (["steps"], "key=value"),
+    ],
+)
 def test_bad_config_fails_early(ov, msg):
     with pytest.raises(ConfigError, match=msg):
         load_config(Outer, None, ov)

@@ -33,15 +33,21 @@ pytestmark = pytest.mark.timeout(600)
 SEED = 11  # of the kill points
 PIX = 56 * 56
 N_TRAIN, N_TEST = 8, 4
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2",
-       "MKL_NUM_THREADS": "2"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "2",
+    "MKL_NUM_THREADS": "2",
+}
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("crash_synth")
-    generate(out, EgoSynthConfig(train=N_TRAIN, test=N_TEST, probe=0, frames=8, size=56), workers=1, audit=False,
-             log=None)
+    generate(
+        out, EgoSynthConfig(train=N_TRAIN, test=N_TEST, probe=0, frames=8, size=56), workers=1, audit=False, log=None
+    )
     ids = [s.id for s in read_jsonl(out / "train.jsonl")]
     (out / "relevance.json").write_text(json.dumps({i: 0.5 for i in ids}))  # no embedder needed
     return out
@@ -112,20 +118,40 @@ def _no_partial_outputs(out: Path, final: tuple[str, ...], unfinished: tuple[Pat
 
 
 # ---------------------------------------------------------------------------------------- select
-SELECT = ["csm.lambda_c=0", "csm.lambda_f=0", "dtype=float32", "device=cpu", "scoring.nframes=4",
-          f"scoring.max_pixels={PIX}", "scoring.min_pixels=784", "scoring.batch_size=1"]
+SELECT = [
+    "csm.lambda_c=0",
+    "csm.lambda_f=0",
+    "dtype=float32",
+    "device=cpu",
+    "scoring.nframes=4",
+    f"scoring.max_pixels={PIX}",
+    "scoring.min_pixels=784",
+    "scoring.batch_size=1",
+]
 
 
 def test_select_survives_three_kills(synth, tiny_model_dir, tmp_path):
-    cmd = lambda out: [sys.executable, "-m", "ego3s.cli", "select", "--quiet", "method=csm",  # noqa: E731
-                       f"data={synth / 'train.jsonl'}", f"model={tiny_model_dir}", f"out={out}",
-                       f"relevance_file={synth / 'relevance.json'}", *SELECT]
+    def cmd(out):
+        return [
+            sys.executable,
+            "-m",
+            "ego3s.cli",
+            "select",
+            "--quiet",
+            "method=csm",
+            f"data={synth / 'train.jsonl'}",
+            f"model={tiny_model_dir}",
+            f"out={out}",
+            f"relevance_file={synth / 'relevance.json'}",
+            *SELECT,
+        ]
+
     ref, out, log = tmp_path / "ref", tmp_path / "killed", tmp_path / "select.log"
     _run(cmd(ref), log)
-    cache = lambda: next((out / "cache").glob("scores-*.jsonl"), out / "none")  # noqa: E731
+    cache = lambda: next((out / "cache").glob("scores-*.jsonl"), out / "none")  # noqa: E731 - a one-line predicate
     total = 3 * N_TRAIN  # one cache line per (sample, view)
     for t in _targets(random.Random(SEED), total, gap=3):
-        _kill_when(cmd(out), lambda: _lines(cache()) >= t, log, f"select: score-cache line {t} of {total}")
+        _kill_when(cmd(out), lambda t=t: _lines(cache()) >= t, log, f"select: score-cache line {t} of {total}")
         _no_partial_outputs(out, ("scores.csv", "selected.jsonl", "report.json", "report.md"))
         assert _lines(cache()) < total
     _run(cmd(out), log)
@@ -140,11 +166,27 @@ def test_select_survives_three_kills(synth, tiny_model_dir, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- train
-TRAIN = ["max_steps=6", "num_generations=2", "batch_size=4", "per_device_train_batch_size=4",
-         "max_completion_length=8", "beta=0.0", "save_steps=1", "nframes=4", f"max_pixels={PIX}",
-         f"min_pixels={PIX}", "learning_rate=1e-3", "ecr.ecr=true", "ecr.monitoring_interval=1",
-         "ecr.probing_set_size=4", "ecr.min_pool_size=2", "csm.lambda_c=-1", "csm.lambda_f=-1e9",
-         "csm.lambda_o=-1", "ecr_batch_size=4"]
+TRAIN = [
+    "max_steps=6",
+    "num_generations=2",
+    "batch_size=4",
+    "per_device_train_batch_size=4",
+    "max_completion_length=8",
+    "beta=0.0",
+    "save_steps=1",
+    "nframes=4",
+    f"max_pixels={PIX}",
+    f"min_pixels={PIX}",
+    "learning_rate=1e-3",
+    "ecr.ecr=true",
+    "ecr.monitoring_interval=1",
+    "ecr.probing_set_size=4",
+    "ecr.min_pool_size=2",
+    "csm.lambda_c=-1",
+    "csm.lambda_f=-1e9",
+    "csm.lambda_o=-1",
+    "ecr_batch_size=4",
+]
 STEPS, PROMPTS = 6, 2  # 4 completions per step = 2 prompts x G 2
 
 
@@ -168,9 +210,20 @@ def test_train_with_ecr_survives_three_kills(synth, tiny_model_dir, tmp_path):
 
     from ego3s.train.plumbing import last_checkpoint
 
-    cmd = lambda out: [sys.executable, "-m", "ego3s.cli", "train", "--resume", f"model={tiny_model_dir}",  # noqa
-                       f"data={synth / 'train.jsonl'}", f"out={out}", f"relevance_file={synth / 'relevance.json'}",
-                       *TRAIN]
+    def cmd(out):
+        return [
+            sys.executable,
+            "-m",
+            "ego3s.cli",
+            "train",
+            "--resume",
+            f"model={tiny_model_dir}",
+            f"data={synth / 'train.jsonl'}",
+            f"out={out}",
+            f"relevance_file={synth / 'relevance.json'}",
+            *TRAIN,
+        ]
+
     ref, out, log = tmp_path / "ref", tmp_path / "killed", tmp_path / "train.log"
     _run(cmd(ref), log)
     assert (ref / "ecr_events.jsonl").exists(), "the test needs ECR refreshes to happen"
@@ -178,9 +231,9 @@ def test_train_with_ecr_survives_three_kills(synth, tiny_model_dir, tmp_path):
     for i in _targets(random.Random(SEED + 1), len(events), gap=3):
         kind, n = events[i]
         if kind == "rewards":
-            reached = lambda n=n: _lines(out / "rewards.jsonl") >= n  # noqa: E731
+            reached = lambda n=n: _lines(out / "rewards.jsonl") >= n  # noqa: E731 - a one-line predicate
         else:
-            reached = lambda n=n: (out / f"checkpoint-{n}").is_dir()  # noqa: E731
+            reached = lambda n=n: (out / f"checkpoint-{n}").is_dir()  # noqa: E731 - a one-line predicate
         _kill_when(cmd(out), reached, log, f"train: {kind} {n}")
         marks = ("trainer_state.json", "ecr_state.json")  # written last, in this order
         half = tuple(d for d in out.glob("checkpoint-*") if not all((d / m).exists() for m in marks))
@@ -218,19 +271,41 @@ TIMING = ("t_load", "t_generate", "t_icu")
 
 
 def test_eval_survives_three_kills(synth, tiny_model_dir, tmp_path):
-    cmd = lambda out: [sys.executable, "-m", "ego3s.cli", "eval", "--data", "EgoSynth", "--path",  # noqa: E731
-                       f"EgoSynth={synth}", "--model", tiny_model_dir, "--out", str(out), "--batch-size", "1",
-                       "--frames", "4", "--max-pixels", str(PIX), "--min-pixels", "784", "--quiet"]
+    def cmd(out):
+        return [
+            sys.executable,
+            "-m",
+            "ego3s.cli",
+            "eval",
+            "--data",
+            "EgoSynth",
+            "--path",
+            f"EgoSynth={synth}",
+            "--model",
+            tiny_model_dir,
+            "--out",
+            str(out),
+            "--batch-size",
+            "1",
+            "--frames",
+            "4",
+            "--max-pixels",
+            str(PIX),
+            "--min-pixels",
+            "784",
+            "--quiet",
+        ]
+
     ref, out, log = tmp_path / "ref", tmp_path / "killed", tmp_path / "eval.log"
     _run(cmd(ref), log)
     preds = out / "egosynth" / "predictions.rank0.jsonl"
     total = 2 * N_TEST  # test_id and test_atypical
     for t in _targets(random.Random(SEED + 2), total, gap=2):
-        _kill_when(cmd(out), lambda: _lines(preds) >= t, log, f"eval: prediction line {t} of {total}")
+        _kill_when(cmd(out), lambda t=t: _lines(preds) >= t, log, f"eval: prediction line {t} of {total}")
         _no_partial_outputs(out, ("results.json", "results.md", "results.csv", "egosynth/per_sample.jsonl"))
     _run(cmd(out), log)
 
-    strip = lambda recs: {r["id"]: {k: v for k, v in r.items() if k not in TIMING} for r in recs}  # noqa: E731
+    strip = lambda recs: {r["id"]: {k: v for k, v in r.items() if k not in TIMING} for r in recs}  # noqa: E731 - a one-line predicate
     got = read_log(preds)
     assert len(got) == len({r["id"] for r in got}) == total  # nothing generated twice
     assert strip(got) == strip(read_log(ref / "egosynth" / "predictions.rank0.jsonl"))

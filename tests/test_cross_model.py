@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_video
 from ego3s.data import Sample
 from ego3s.data.video import Clip
 from ego3s.models import BUILDERS
 from ego3s.models.inputs import encode
 from ego3s.models.loading import load_model, patch_qwen25_rope_index
 from ego3s.models.tiny import build_tiny_qwen2vl, read_marker
+from helpers import write_video
 from test_video_grpo import ForwardAudit, _samples, _trainer
 from test_video_grpo import test_every_forward_sees_the_video_and_logps_match as _every_forward_check
 
@@ -49,8 +49,10 @@ def test_qwen2vl_builds_reloads_offline_forward_and_generate(qwen2vl_dir, qwen2v
     assert BUILDERS["tiny-qwen2vl"] is build_tiny_qwen2vl
     marker = read_marker(qwen2vl_dir)
     assert marker["builder"] == "tiny-qwen2vl" and marker["parameters"] < 1_000_000
-    assert type(AutoModelForImageTextToText.from_pretrained(qwen2vl_dir, local_files_only=True)).__name__ == \
-        "Qwen2VLForConditionalGeneration"
+    assert (
+        type(AutoModelForImageTextToText.from_pretrained(qwen2vl_dir, local_files_only=True)).__name__
+        == "Qwen2VLForConditionalGeneration"
+    )
     assert type(AutoProcessor.from_pretrained(qwen2vl_dir, local_files_only=True)).__name__ == "Qwen2VLProcessor"
     model, processor = qwen2vl
     assert type(model).__name__ == "Qwen2VLForConditionalGeneration"
@@ -92,18 +94,34 @@ def test_qwen2vl_builds_reloads_offline_forward_and_generate(qwen2vl_dir, qwen2v
 
 
 def test_qwen2vl_likelihood_scores_under_the_three_views(qwen2vl, tmp_path):
-    from ego3s.select.cache import ScoreCache
     from ego3s.data.video import VIEWS
+    from ego3s.select.cache import ScoreCache
     from ego3s.select.scoring import ScoringConfig, score_all, score_table
 
     model, processor = qwen2vl
-    inter = {"objects": [{"name": "cup"}], "action": "pick up",
-             "boxes": [{"t": 0.0, "label": "cup", "box": [0.1, 0.1, 0.6, 0.6]}]}
+    inter = {
+        "objects": [{"name": "cup"}],
+        "action": "pick up",
+        "boxes": [{"t": 0.0, "label": "cup", "box": [0.1, 0.1, 0.6, 0.6]}],
+    }
     samples = [
-        Sample(id="c", question="What did I pick up?", answer="B", task="closeqa", options=["a cup", "a knife"],
-               video=write_video(tmp_path / "a.mp4", n=8, seed=1), interaction=inter),
-        Sample(id="o", question="Where did I put the cup?", answer="in the sink", task="openqa",
-               video=write_video(tmp_path / "b.mp4", n=8, size=84, seed=2), interaction=inter),
+        Sample(
+            id="c",
+            question="What did I pick up?",
+            answer="B",
+            task="closeqa",
+            options=["a cup", "a knife"],
+            video=write_video(tmp_path / "a.mp4", n=8, seed=1),
+            interaction=inter,
+        ),
+        Sample(
+            id="o",
+            question="Where did I put the cup?",
+            answer="in the sink",
+            task="openqa",
+            video=write_video(tmp_path / "b.mp4", n=8, size=84, seed=2),
+            interaction=inter,
+        ),
     ]
     cfg = ScoringConfig(views=list(VIEWS), nframes=4, max_pixels=84 * 84, min_pixels=28 * 28, batch_size=2)
     cache = ScoreCache(tmp_path / "cache", model="tiny-qwen2vl")

@@ -39,8 +39,12 @@ def _hand(model, processor, sample: Sample, clip: Clip | None) -> tuple[float, d
     msgs = build_messages(sample, fmt="direct", visual="video" if clip is not None else None)
     text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     if clip is not None:
-        inputs = processor(text=[text], videos=[clip.frames], return_tensors="pt",
-                           videos_kwargs={"do_sample_frames": False, "do_resize": False})
+        inputs = processor(
+            text=[text],
+            videos=[clip.frames],
+            return_tensors="pt",
+            videos_kwargs={"do_sample_frames": False, "do_resize": False},
+        )
         # Qwen2.5-VL: one temporal patch spans temporal_patch_size (2) frames, i.e. 2 / fps seconds
         inputs["second_per_grid_ts"] = torch.tensor([2.0 / clip.fps])
     else:
@@ -57,28 +61,53 @@ def _hand(model, processor, sample: Sample, clip: Clip | None) -> tuple[float, d
     logp = torch.log_softmax(logits, -1)
     info = {"max_logit": float(logits.abs().max()), "vocab": logits.shape[-1]}
     if sample.task == "closeqa":
-        letters = [tok(L, add_special_tokens=False)["input_ids"] for L in LETTERS[:len(sample.options)]]
+        letters = [tok(L, add_special_tokens=False)["input_ids"] for L in LETTERS[: len(sample.options)]]
         assert all(len(ids) == 1 for ids in letters)
         lp = logp[prompt_len - 1, [ids[0] for ids in letters]]  # the first answer token's distribution
         k = LETTERS.index(sample.answer)
         info["unnormalised"] = float(lp[k].exp())
         return float(lp[k].exp() / lp.exp().sum()), info
     rows = [logp[prompt_len - 1 + j, t] for j, t in enumerate(gold)]  # position t predicts token t + 1
-    info["shifted"] = float(torch.stack([logp[prompt_len + j, t] for j, t in enumerate(gold[:-1])]).mean().exp()) \
-        if len(gold) > 1 else None
+    info["shifted"] = (
+        float(torch.stack([logp[prompt_len + j, t] for j, t in enumerate(gold[:-1])]).mean().exp())
+        if len(gold) > 1
+        else None
+    )
     return float(torch.stack(rows).mean().exp()), info
 
 
 @pytest.mark.slow
 def test_likelihood_score_equals_a_hand_computation(tiny64):
     model, processor = tiny64
-    closed = Sample.from_dict({"id": "c", "question": "What did I pick up from the counter?", "answer": "C",
-                               "task": "closeqa", "options": ["a knife", "a board", "a red mug", "a towel"],
-                               "video": "v.mp4"})
-    opened = Sample.from_dict({"id": "o", "question": "Where did I put the mug?", "answer": "on the top shelf",
-                               "task": "openqa", "video": "v.mp4"})
-    blind = Sample.from_dict({"id": "b", "question": "Which hand?", "answer": "A", "task": "closeqa",
-                              "options": ["left", "right"], "video": "v.mp4"})
+    closed = Sample.from_dict(
+        {
+            "id": "c",
+            "question": "What did I pick up from the counter?",
+            "answer": "C",
+            "task": "closeqa",
+            "options": ["a knife", "a board", "a red mug", "a towel"],
+            "video": "v.mp4",
+        }
+    )
+    opened = Sample.from_dict(
+        {
+            "id": "o",
+            "question": "Where did I put the mug?",
+            "answer": "on the top shelf",
+            "task": "openqa",
+            "video": "v.mp4",
+        }
+    )
+    blind = Sample.from_dict(
+        {
+            "id": "b",
+            "question": "Which hand?",
+            "answer": "A",
+            "task": "closeqa",
+            "options": ["left", "right"],
+            "video": "v.mp4",
+        }
+    )
     cases = [(closed, _clip(1)), (opened, _clip(2, n=6)), (blind, None)]  # three prompt lengths: left padding
     items = [(s, build_messages(s, fmt="direct", visual="video" if c is not None else None), c) for s, c in cases]
     got = likelihood_batch(model, processor, items)
@@ -88,7 +117,7 @@ def test_likelihood_score_equals_a_hand_computation(tiny64):
         # The scorer reduces float32 logits: each log-softmax value carries a rounding error of a
         # few ulps of its magnitude, |logit| + log V; 16 ulps (2^-24 each) of that bounds the
         # error of p (closed, a ratio of exps) and of exp(mean log p) (open) relative to the value.
-        tol = 16 * 2.0 ** -24 * (info["max_logit"] + math.log(info["vocab"]))
+        tol = 16 * 2.0**-24 * (info["max_logit"] + math.log(info["vocab"]))
         assert g == pytest.approx(want, rel=tol, abs=0), (s.id, g, want, tol)
         assert a == pytest.approx(want, rel=tol, abs=0)  # batching (left padding) changes nothing
         # margins: what a wrong reduction would give is far outside the tolerance

@@ -64,19 +64,22 @@ def test_unknown_unit_is_refused():
         ECRConfig(monitoring_unit="epochs")
 
 
-@pytest.mark.parametrize("cfg, steps, per_batch, prompts, first, possible, refresh_steps", [
-    # the paper-scale config read in optimizer steps: 50 steps, windows of 100 -> not one window
-    (ECRConfig(monitoring_interval=100, monitoring_unit="steps"), 50, 1.0, 64, None, 0, []),
-    # windows close at steps 9, 19, 29, 39, 49; comparisons (2nd, 4th) at 19 and 39, both with batches after
-    (ECRConfig(monitoring_interval=10, monitoring_unit="steps"), 50, 1.0, 64, 19, 2, [19, 39]),
-    # 40 steps: comparisons at 19 and 39, but 39 is the last batch: nothing trains after it
-    (ECRConfig(monitoring_interval=10, monitoring_unit="steps"), 40, 1.0, 64, 19, 1, [19, 39]),
-    # 800 prompts at 64 per batch: 13 batches per window (832 >= 800); windows at steps 12, 25, 38
-    (ECRConfig(monitoring_interval=800, monitoring_unit="prompts"), 50, 1.0, 64, 25, 1, [25]),
-    # two optimizer steps per generation batch (num_iterations 2): batches at steps 0, 2, ..., 18;
-    # windows of 4 steps close at batches 1, 3, 5, 7, 9 (steps 2, 6, 10, 14, 18): comparisons at 6 and 14
-    (ECRConfig(monitoring_interval=4, monitoring_unit="steps"), 20, 2.0, 8, 6, 2, [6, 14]),
-])
+@pytest.mark.parametrize(
+    "cfg, steps, per_batch, prompts, first, possible, refresh_steps",
+    [
+        # the paper-scale config read in optimizer steps: 50 steps, windows of 100 -> not one window
+        (ECRConfig(monitoring_interval=100, monitoring_unit="steps"), 50, 1.0, 64, None, 0, []),
+        # windows close at steps 9, 19, 29, 39, 49; comparisons (2nd, 4th) at 19 and 39, both with batches after
+        (ECRConfig(monitoring_interval=10, monitoring_unit="steps"), 50, 1.0, 64, 19, 2, [19, 39]),
+        # 40 steps: comparisons at 19 and 39, but 39 is the last batch: nothing trains after it
+        (ECRConfig(monitoring_interval=10, monitoring_unit="steps"), 40, 1.0, 64, 19, 1, [19, 39]),
+        # 800 prompts at 64 per batch: 13 batches per window (832 >= 800); windows at steps 12, 25, 38
+        (ECRConfig(monitoring_interval=800, monitoring_unit="prompts"), 50, 1.0, 64, 25, 1, [25]),
+        # two optimizer steps per generation batch (num_iterations 2): batches at steps 0, 2, ..., 18;
+        # windows of 4 steps close at batches 1, 3, 5, 7, 9 (steps 2, 6, 10, 14, 18): comparisons at 6 and 14
+        (ECRConfig(monitoring_interval=4, monitoring_unit="steps"), 20, 2.0, 8, 6, 2, [6, 14]),
+    ],
+)
 def test_plan_counts_the_refreshes_a_schedule_allows(cfg, steps, per_batch, prompts, first, possible, refresh_steps):
     from ego3s.curriculum.monitor import plan, plan_message
 

@@ -5,21 +5,32 @@ import json
 
 import pytest
 
-from conftest import write_video
 from ego3s.curriculum.ecr import Curriculum, PoolSampler
 from ego3s.curriculum.monitor import ECRConfig
 from ego3s.data import Sample, write_jsonl
 from ego3s.files import read_log
+from helpers import tiny_grpo_config, write_video
 
 
 def _samples(tmp_path, prefix, n, typical):
     out = []
     for i in range(n):
-        out.append(Sample(
-            id=f"{prefix}{i}", question="What did I pick up?", answer="A", task="closeqa", options=["cup", "knife"],
-            video=write_video(tmp_path / f"{prefix}{i}.mp4", n=4, seed=i), meta={"typical": typical},
-            interaction={"objects": [{"name": "cup"}], "action": "pick up",
-                         "boxes": [{"t": 0.0, "label": "cup", "box": [0.2, 0.2, 0.6, 0.6]}]}))
+        out.append(
+            Sample(
+                id=f"{prefix}{i}",
+                question="What did I pick up?",
+                answer="A",
+                task="closeqa",
+                options=["cup", "knife"],
+                video=write_video(tmp_path / f"{prefix}{i}.mp4", n=4, seed=i),
+                meta={"typical": typical},
+                interaction={
+                    "objects": [{"name": "cup"}],
+                    "action": "pick up",
+                    "boxes": [{"t": 0.0, "label": "cup", "box": [0.2, 0.2, 0.6, 0.6]}],
+                },
+            )
+        )
     return out
 
 
@@ -31,16 +42,20 @@ always_right.__name__ = "accuracy_reward"
 
 
 def _cfg(tiny_model_dir, tmp_path, max_steps):
-    from ego3s.rl.train import TrainingConfig
     from ego3s.select.csm import CSMThresholds
 
-    return TrainingConfig(
-        model=tiny_model_dir, data=str(tmp_path / "selected.jsonl"), candidates=str(tmp_path / "pool.jsonl"),
-        out=str(tmp_path / "run"), batch_size=8, per_device_train_batch_size=8, num_generations=2,
-        max_completion_length=4, max_steps=max_steps, save_steps=1, learning_rate=1e-4, beta=0.0, nframes=4,
-        max_pixels=56 * 56, min_pixels=28 * 28, dtype="float32",
-        ecr=ECRConfig(monitoring_interval=2, monitoring_unit="steps", probing_set_size=4, mastered_window=2, min_pool_size=1),
-        csm=CSMThresholds(lambda_c=-2.0, lambda_f=-1e9, lambda_o=-2.0))  # every probed sample is high-value
+    return tiny_grpo_config(
+        tiny_model_dir,
+        tmp_path / "selected.jsonl",
+        tmp_path / "run",
+        batch=8,
+        candidates=str(tmp_path / "pool.jsonl"),
+        max_steps=max_steps,
+        ecr=ECRConfig(
+            monitoring_interval=2, monitoring_unit="steps", probing_set_size=4, mastered_window=2, min_pool_size=1
+        ),
+        csm=CSMThresholds(lambda_c=-2.0, lambda_f=-1e9, lambda_o=-2.0),
+    )  # every probed sample is high-value
 
 
 def test_forced_stagnation_refreshes_and_resume_keeps_the_pool(tiny_model_dir, tmp_path, monkeypatch):
@@ -107,12 +122,19 @@ def test_a_refresh_at_the_last_step_is_counted_unused(tiny_model_dir, tmp_path, 
     write_jsonl(tmp_path / "pool.jsonl", selected + _samples(tmp_path, "new", 8, False))
     with caplog.at_level(logging.WARNING, logger="ego3s.curriculum.ecr"):
         T.run_training(_cfg(tiny_model_dir, tmp_path, 4))
-    assert any("ECR cannot change this run" in r.getMessage() and "first possible refresh at step 3" in r.getMessage()
-               for r in caplog.records)
+    assert any(
+        "ECR cannot change this run" in r.getMessage() and "first possible refresh at step 3" in r.getMessage()
+        for r in caplog.records
+    )
     state = json.loads((tmp_path / "run" / "ecr_state.json").read_text())
     assert state["refreshes"] == 1 and state["refreshes_used"] == 0
-    assert state["refresh_usage"][0] == {**state["refresh_usage"][0], "step": 3, "steps_after": 0,
-                                         "added_drawn": 0, "used": False}
+    assert state["refresh_usage"][0] == {
+        **state["refresh_usage"][0],
+        "step": 3,
+        "steps_after": 0,
+        "added_drawn": 0,
+        "used": False,
+    }
     assert state["schedule"]["refreshes_possible"] == 0
 
 
@@ -129,8 +151,9 @@ def test_usage_counts_only_draws_after_the_refresh():
     cur.trained_steps = 3
     s = cur.usage_summary()
     # a and b mastered (window 1) and retired; c, d added; c drawn 3 times after, d never
-    assert s["per_refresh"] == [{"step": 0, "added": 2, "removed": 2, "steps_after": 3 - 1, "added_drawn": 1,
-                                 "added_draws": 3, "used": True}]
+    assert s["per_refresh"] == [
+        {"step": 0, "added": 2, "removed": 2, "steps_after": 3 - 1, "added_drawn": 1, "added_draws": 3, "used": True}
+    ]
     restored = Curriculum(ECRConfig(), cur.all_ids, ["a"])
     restored.load_state_dict(cur.state_dict())
     assert restored.usage_summary() == s

@@ -7,17 +7,25 @@ from pathlib import Path
 import pytest
 
 from ego3s.data import read_jsonl
-from ego3s.data.ego4d import (DROP_REASONS, Ego4DFormatError, build_ego4d, clean_name, same_name,
-                              summary)
+from ego3s.data.ego4d import DROP_REASONS, Ego4DFormatError, build_ego4d, clean_name, same_name, summary
 
 FIX = Path(__file__).parent / "fixtures" / "ego4d"
 ANN = FIX / "annotations"
 DURATION = {v["video_uid"]: v["duration_sec"] for v in json.loads((FIX / "ego4d.json").read_text())["videos"]}
 V1, V2, V3, V4 = sorted(DURATION)
 
-EXPECTED_DROPS = {"answer_not_an_object": 2, "empty_query": 1, "no_answer_slot": 1, "no_interaction_nearby": 1,
-                  "no_interaction_video": 1, "no_matching_interaction": 1, "no_template": 1,
-                  "unsupported_template": 1, "window_outside_video": 1, "window_too_short": 1}
+EXPECTED_DROPS = {
+    "answer_not_an_object": 2,
+    "empty_query": 1,
+    "no_answer_slot": 1,
+    "no_interaction_nearby": 1,
+    "no_interaction_video": 1,
+    "no_matching_interaction": 1,
+    "no_template": 1,
+    "unsupported_template": 1,
+    "window_outside_video": 1,
+    "window_too_short": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +118,7 @@ def test_distractors_never_repeat_the_answer_and_positions_are_seeded(tmp_path):
             opts = s.options
             assert sum(same_name(o, s.answer_text) for o in opts) == 1
             for i, a in enumerate(opts):  # no two options name the same object ("cup" / "Cups")
-                assert not any(same_name(a, b) for b in opts[i + 1:])
+                assert not any(same_name(a, b) for b in opts[i + 1 :])
             if s.answer_text == "milk":
                 assert "fridge" not in opts  # the question's own object is never an option
             letters.add(s.answer)
@@ -133,8 +141,7 @@ def test_size_and_mix(tmp_path):
 
 
 def test_clips_layout_splits_and_exclusions(tmp_path):
-    samples, report = build_ego4d(ANN, "/clips", layout="clips", splits=("train", "val"),
-                                  exclude_video_uids={V3})
+    samples, report = build_ego4d(ANN, "/clips", layout="clips", splits=("train", "val"), exclude_video_uids={V3})
     assert report["read"] == 18
     assert report["dropped"]["excluded_video"] == 2
     ids = {s.id: s for s in samples}
@@ -169,6 +176,7 @@ def test_names():
 # ---------------------------------------------------------------------------------------------
 # Named errors on malformed files
 
+
 def test_missing_field_names_file_record_and_field(tmp_path):
     ann = _copy_annotations(tmp_path)
     shutil.copy(FIX / "malformed" / "nlq_missing_field.json", ann / "nlq_train.json")
@@ -180,18 +188,36 @@ def test_missing_field_names_file_record_and_field(tmp_path):
     assert "missing field" in str(err) and "language_queries[2]" in str(err)
 
 
-@pytest.mark.parametrize("mutate, path, field, message", [
-    (lambda d: d["videos"][1]["annotated_intervals"][0]["narrated_actions"][0]["frames"][1]["boxes"][2]
-     .update(object_type="right_foot"),
-     "videos[1].annotated_intervals[0].narrated_actions[0].frames[1].boxes[2]", "object_type", "unknown object_type"),
-    (lambda d: d["videos"][0]["annotated_intervals"][0]["narrated_actions"][2]["frames"][0]
-     .update(frame_type="pre_60"),
-     "videos[0].annotated_intervals[0].narrated_actions[2].frames[0]", "frame_type", "unknown frame_type"),
-    (lambda d: d["videos"][2]["video_metadata"].pop("fps"), "videos[2].video_metadata", "fps", "missing field"),
-    (lambda d: d["videos"][0]["annotated_intervals"][0]["narrated_actions"][0]["frames"][0]["boxes"][0]["bbox"]
-     .update(width="wide"),
-     "videos[0].annotated_intervals[0].narrated_actions[0].frames[0].boxes[0].bbox", "width", "finite number"),
-])
+@pytest.mark.parametrize(
+    "mutate, path, field, message",
+    [
+        (
+            lambda d: d["videos"][1]["annotated_intervals"][0]["narrated_actions"][0]["frames"][1]["boxes"][2].update(
+                object_type="right_foot"
+            ),
+            "videos[1].annotated_intervals[0].narrated_actions[0].frames[1].boxes[2]",
+            "object_type",
+            "unknown object_type",
+        ),
+        (
+            lambda d: d["videos"][0]["annotated_intervals"][0]["narrated_actions"][2]["frames"][0].update(
+                frame_type="pre_60"
+            ),
+            "videos[0].annotated_intervals[0].narrated_actions[2].frames[0]",
+            "frame_type",
+            "unknown frame_type",
+        ),
+        (lambda d: d["videos"][2]["video_metadata"].pop("fps"), "videos[2].video_metadata", "fps", "missing field"),
+        (
+            lambda d: d["videos"][0]["annotated_intervals"][0]["narrated_actions"][0]["frames"][0]["boxes"][0][
+                "bbox"
+            ].update(width="wide"),
+            "videos[0].annotated_intervals[0].narrated_actions[0].frames[0].boxes[0].bbox",
+            "width",
+            "finite number",
+        ),
+    ],
+)
 def test_fho_errors(tmp_path, mutate, path, field, message):
     ann = _copy_annotations(tmp_path)
     data = json.loads((ann / "fho_main.json").read_text())
@@ -237,8 +263,21 @@ def test_cli(tmp_path):
 
     from ego3s.cli import app
 
-    args = ["build-ego4d", "--annotations", str(ANN), "--video-root", str(tmp_path / "videos"),
-            "--out", str(tmp_path / "out"), "--size", "5", "--closed-fraction", "0.4", "--seed", "1"]
+    args = [
+        "build-ego4d",
+        "--annotations",
+        str(ANN),
+        "--video-root",
+        str(tmp_path / "videos"),
+        "--out",
+        str(tmp_path / "out"),
+        "--size",
+        "5",
+        "--closed-fraction",
+        "0.4",
+        "--seed",
+        "1",
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "built 5 samples (2 closeqa, 3 openqa)" in r.output

@@ -18,23 +18,44 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_at_scale_driver_on_cpu(tmp_path, tiny_model_dir):
     work = tmp_path / "work"
-    env = {**os.environ, "SCALE": "tiny", "WORK": str(work), "MODEL": tiny_model_dir, "PYTHON": sys.executable,
-           "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
-           # accelerate's CLI from the interpreter running the tests; `ego3s` the driver supplies itself
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-           "CUDA_VISIBLE_DEVICES": "", "STAGES": "standin,model,build,select,lora,merge,eval,ft",
-           "TOKENIZERS_PARALLELISM": "false"}
-    r = subprocess.run(["bash", str(ROOT / "experiments/ego4d_scale/run.sh")], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "SCALE": "tiny",
+        "WORK": str(work),
+        "MODEL": tiny_model_dir,
+        "PYTHON": sys.executable,
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+        # accelerate's CLI from the interpreter running the tests; `ego3s` the driver supplies itself
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "CUDA_VISIBLE_DEVICES": "",
+        "STAGES": "standin,model,build,select,lora,merge,eval,ft",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    r = subprocess.run(
+        ["bash", str(ROOT / "experiments/ego4d_scale/run.sh")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
 
     stages = {}
     for line in (work / "stages.jsonl").read_text().splitlines():
         rec = json.loads(line)
         stages[rec["name"]] = rec
-    assert list(stages) == ["standin", "build-ego4d", "select", "train-lora", "merge-lora",
-                            "eval-full", "eval-context", "train-full"]
+    assert list(stages) == [
+        "standin",
+        "build-ego4d",
+        "select",
+        "train-lora",
+        "merge-lora",
+        "eval-full",
+        "eval-context",
+        "train-full",
+    ]
     assert all(s["rc"] == 0 and s["wall_s"] > 0 for s in stages.values())
 
     # the stand-in: 2 videos x 0.5 min x 4 actions per minute = 4 NLQ queries, one per action, of the

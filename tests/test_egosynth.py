@@ -10,15 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ego3s.data import read_jsonl
 from ego3s.data import egosynth as es
+from ego3s.data import read_jsonl
 from ego3s.data.egosynth_render import decode_mp4
 from ego3s.data.schema import LETTERS, Sample
 
 SMALL = es.EgoSynthConfig(train=16, test=8, probe=4)  # 36 clips
 # a smaller world (the CPU demo's kind): 2 scenes x 3 objects, larger objects, fewer lying around
-WORLD = es.EgoSynthConfig(train=16, test=8, probe=4, size=84, frames=8, scenes=2, objects_per_scene=3,
-                          object_scale=1.6, max_distractors=1)
+WORLD = es.EgoSynthConfig(
+    train=16, test=8, probe=4, size=84, frames=8, scenes=2, objects_per_scene=3, object_scale=1.6, max_distractors=1
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,11 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _files(d: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
-            if p.is_file() and p.name not in ("generation.json", "card.md")}
+    return {
+        str(p.relative_to(d)): p.read_bytes()
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and p.name not in ("generation.json", "card.md")
+    }
 
 
 def test_catalog():
@@ -80,7 +84,7 @@ def test_resumable_and_refuses_other_settings(dataset, tmp_path):
 
 
 def test_records_valid(dataset):
-    for split, n, p in SMALL.splits():
+    for split, n, _p in SMALL.splits():
         samples = read_jsonl(dataset / f"{split}.jsonl")  # validates every record
         assert len(samples) == n and len({s.id for s in samples}) == n
         for s in samples:
@@ -127,7 +131,7 @@ def test_boxes_cover_the_drawn_pixels(dataset, cfg):
         c0 = s.meta["gt"]["contact_frames"][0]
         hand = masks[c0][f"{s.meta['hand']}_hand"]
         bx = boxes[(c0, s.meta["object"])]
-        sub = hand[int(bx[1] * W):int(np.ceil(bx[3] * W)), int(bx[0] * W):int(np.ceil(bx[2] * W))]
+        sub = hand[int(bx[1] * W) : int(np.ceil(bx[3] * W)), int(bx[0] * W) : int(np.ceil(bx[2] * W))]
         assert sub.any(), s.id
     if cfg is not SMALL:
         return
@@ -148,8 +152,9 @@ def test_scene_object_boxes_cover_their_pixels():
         assert [o["name"] for o in meta["gt"]["scene_objects"]] == [es.OBJECTS[n].name for n, *_ in pl.distractors]
         full = es.to_rgb(es._render(pl, cfg))
         for k, entry in enumerate(meta["gt"]["scene_objects"]):
-            without = es.to_rgb(es._render(dataclasses.replace(pl, distractors=pl.distractors[:k] + pl.distractors[k + 1:]),
-                                           cfg))
+            without = es.to_rgb(
+                es._render(dataclasses.replace(pl, distractors=pl.distractors[:k] + pl.distractors[k + 1 :]), cfg)
+            )
             boxes = {round(b[0] * cfg.fps): b[1:] for b in entry["boxes"]}
             tight = 0
             for f in range(cfg.frames):
@@ -159,8 +164,15 @@ def test_scene_object_boxes_cover_their_pixels():
                 x0, y0, x1, y1 = boxes[f]
                 assert xs.min() >= x0 * W - 1.01 and xs.max() + 1 <= x1 * W + 1.01, (split, idx, k, f)
                 assert ys.min() >= y0 * W - 1.01 and ys.max() + 1 <= y1 * W + 1.01, (split, idx, k, f)
-                tight += max(abs(xs.min() - x0 * W), abs(xs.max() + 1 - x1 * W), abs(ys.min() - y0 * W),
-                             abs(ys.max() + 1 - y1 * W)) <= 3
+                tight += (
+                    max(
+                        abs(xs.min() - x0 * W),
+                        abs(xs.max() + 1 - x1 * W),
+                        abs(ys.min() - y0 * W),
+                        abs(ys.max() + 1 - y1 * W),
+                    )
+                    <= 3
+                )
             assert tight, (split, idx, k)  # not just any large box: tight where nothing covers it
 
 
@@ -223,12 +235,21 @@ def test_object_scale_draws_larger_objects():
         widths.append((x1 - x0) * cfg.size)
     assert abs(widths[1] / widths[0] - 1.6) < 4 / widths[0], widths  # pixel snapping: <= 2 px per side
     assert set(es.generate_samples("train", 1, SMALL)[0].meta["generator"]) == {
-        "name", "version", "seed", "index", "p_typical", "frames", "fps", "size"}
+        "name",
+        "version",
+        "seed",
+        "index",
+        "p_typical",
+        "frames",
+        "fps",
+        "size",
+    }
 
 
 def test_closed_options():
-    closed = [s for split in ("train", "test_atypical") for s in es.generate_samples(split, 400, SMALL)
-              if s.task == "closeqa"]
+    closed = [
+        s for split in ("train", "test_atypical") for s in es.generate_samples(split, 400, SMALL) if s.task == "closeqa"
+    ]
     assert len(closed) > 300
     for s in closed:
         assert len(s.options) == 4 and len({o.lower() for o in s.options}) == 4
@@ -271,8 +292,26 @@ def test_cli_synth(tmp_path):
 
     from ego3s.cli import app
 
-    r = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "d"), "--train", "3", "--test", "2", "--probe", "1",
-                                 "--workers", "1", "--frames", "8", "--size", "112"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "synth",
+            "--out",
+            str(tmp_path / "d"),
+            "--train",
+            "3",
+            "--test",
+            "2",
+            "--probe",
+            "1",
+            "--workers",
+            "1",
+            "--frames",
+            "8",
+            "--size",
+            "112",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "EgoSynth dataset" in r.output and len(read_jsonl(tmp_path / "d" / "train.jsonl")) == 3
     bad = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "e"), "--p-typical", "1.5"])

@@ -41,16 +41,31 @@ def scripted_judge(server, **kw):
 # ----------------------------------------------------------------------------------------------
 # Registry
 
-@pytest.mark.parametrize("name, canonical", [
-    ("QAEgo4D", "qaego4d"), ("QAEgo4D-close", "qaego4d-close"), ("qaego4d_close", "qaego4d-close"),
-    ("EgoTextVQA", "egotextvqa"), ("EgoTextVQA-indoor", "egotextvqa-indoor"), ("egotextvqa_outdoor", "egotextvqa-outdoor"),
-    ("EgoSchema", "egoschema"), ("EgoSchema-full", "egoschema"), ("egoschema_subset", "egoschema-subset"),
-    ("EgoSchema-subset", "egoschema-subset"), ("egothink_forecasting", "egothink-forecasting"),
-    ("EgoThink-Object-affordance", "egothink-affordance"), ("egothink_forecast", "egothink-forecasting"),
-    ("EgoPlan2", "egoplan2"),
-    ("EgoPlan-Bench2", "egoplan2"), ("egoplan_bench2", "egoplan2"), ("EgoThink", "egothink"), ("EgoSynth", "egosynth"),
-    (" egosynth-ATYPICAL ", "egosynth-atypical"),
-])
+
+@pytest.mark.parametrize(
+    "name, canonical",
+    [
+        ("QAEgo4D", "qaego4d"),
+        ("QAEgo4D-close", "qaego4d-close"),
+        ("qaego4d_close", "qaego4d-close"),
+        ("EgoTextVQA", "egotextvqa"),
+        ("EgoTextVQA-indoor", "egotextvqa-indoor"),
+        ("egotextvqa_outdoor", "egotextvqa-outdoor"),
+        ("EgoSchema", "egoschema"),
+        ("EgoSchema-full", "egoschema"),
+        ("egoschema_subset", "egoschema-subset"),
+        ("EgoSchema-subset", "egoschema-subset"),
+        ("egothink_forecasting", "egothink-forecasting"),
+        ("EgoThink-Object-affordance", "egothink-affordance"),
+        ("egothink_forecast", "egothink-forecasting"),
+        ("EgoPlan2", "egoplan2"),
+        ("EgoPlan-Bench2", "egoplan2"),
+        ("egoplan_bench2", "egoplan2"),
+        ("EgoThink", "egothink"),
+        ("EgoSynth", "egosynth"),
+        (" egosynth-ATYPICAL ", "egosynth-atypical"),
+    ],
+)
 def test_registry_names(name, canonical):
     assert get_benchmark(name).name == canonical
 
@@ -111,8 +126,14 @@ def test_egotextvqa_variants_and_single_file(tmp_path):
 
 def test_egotextvqa_bad_records(tmp_path):
     f = tmp_path / "indoor_total.json"
-    rec = {"video_id": "v", "question_id": 1, "question": "q?", "question_type": "kitchen", "correct_answer": "a",
-           "timestamp": 3.0}
+    rec = {
+        "video_id": "v",
+        "question_id": 1,
+        "question": "q?",
+        "question_type": "kitchen",
+        "correct_answer": "a",
+        "timestamp": 3.0,
+    }
     f.write_text(json.dumps([{"dataset": "egotextqa", "split": "indoor", "data": [rec, {**rec, "timestamp": None}]}]))
     with pytest.raises(SampleError) as e:
         get_benchmark("egotextvqa-indoor").load(tmp_path)
@@ -126,16 +147,33 @@ def test_egotextvqa_bad_records(tmp_path):
 
 
 def _etv(sid, setting, qtype, answer):
-    return Sample(id=sid, question="what does the sign say?", answer=answer, task="openqa", video="v.mp4", cutoff=2.0,
-                  meta={"setting": setting, "question_type": qtype})
+    return Sample(
+        id=sid,
+        question="what does the sign say?",
+        answer=answer,
+        task="openqa",
+        video="v.mp4",
+        cutoff=2.0,
+        meta={"setting": setting, "question_type": qtype},
+    )
 
 
-ETV_SAMPLES = [_etv("i1", "indoor", "hands-on", "the red button"), _etv("i2", "indoor", "hands-on", "the red button"),
-               _etv("i3", "indoor", "kitchen", "salt"), _etv("i4", "indoor", "kitchen", "exit 12"),
-               _etv("o1", "outdoor", "location", "barclays center"), _etv("o2", "outdoor", "location", "30 mph")]
-ETV_OUTPUTS = {"i1": "<think>The label reads red button.</think><answer>The red button</answer>",
-               "i2": "Answer: red", "i3": "", "i4": "garbage-please",
-               "o1": "Barclays Center", "o2": "It says 45 km/h"}
+ETV_SAMPLES = [
+    _etv("i1", "indoor", "hands-on", "the red button"),
+    _etv("i2", "indoor", "hands-on", "the red button"),
+    _etv("i3", "indoor", "kitchen", "salt"),
+    _etv("i4", "indoor", "kitchen", "exit 12"),
+    _etv("o1", "outdoor", "location", "barclays center"),
+    _etv("o2", "outdoor", "location", "30 mph"),
+]
+ETV_OUTPUTS = {
+    "i1": "<think>The label reads red button.</think><answer>The red button</answer>",
+    "i2": "Answer: red",
+    "i3": "",
+    "i4": "garbage-please",
+    "o1": "Barclays Center",
+    "o2": "It says 45 km/h",
+}
 
 
 def test_egotextvqa_scoring_without_judge():
@@ -157,8 +195,13 @@ def test_egotextvqa_scoring_with_judge(server):
     assert r["metrics"]["accuracy"] == 50.0 and r["metrics"]["score"] == round(14 / 6, 2)  # 3 yes of 6; 5+3+0+0+5+1
     assert r["by"]["setting"]["indoor"] == {"n": 4, "accuracy": 50.0, "score": 2.0, "em": 25.0, "rouge_l": 37.5}
     assert r["by"]["setting"]["outdoor"]["accuracy"] == 50.0 and r["by"]["setting"]["outdoor"]["score"] == 3.0
-    assert r["by"]["question_type"]["indoor/kitchen"] == {"n": 2, "accuracy": 0.0, "score": 0.0, "em": 0.0,
-                                                         "rouge_l": 0.0}
+    assert r["by"]["question_type"]["indoor/kitchen"] == {
+        "n": 2,
+        "accuracy": 0.0,
+        "score": 0.0,
+        "em": 0.0,
+        "rouge_l": 0.0,
+    }
     assert set(r["by"]["question_type"]) == {"indoor/hands-on", "indoor/kitchen", "outdoor/location"}
     rows = {row["id"]: row for row in r["per_sample"]}
     assert rows["i4"]["accuracy"] == 0.0 and rows["i4"]["score"] == 0.0 and rows["i4"]["judge_failed"] is True
@@ -167,6 +210,7 @@ def test_egotextvqa_scoring_with_judge(server):
 
 # ----------------------------------------------------------------------------------------------
 # EgoSchema
+
 
 def test_egoschema_real_answers_and_first20(tmp_path):
     root = shared("egoschema")
@@ -199,13 +243,16 @@ def test_egoschema_fixture_and_scoring(tmp_path):
     outputs = {
         "0074f737-11cb-497d-8d07-77c3a8127391": "The answer is D.",
         "00b9a0de-c59e-49cb-a127-6081e2fb8c8e": "<think>C scrolls first, then types, and later talks with a man."
-                                                "</think><answer>B</answer>",
+        "</think><answer>B</answer>",
         "ffff0000-1111-2222-3333-444455556666": "Option (B)",
     }
     r = get_benchmark("egoschema").score(full, outputs)
     assert r["metrics"] == {"accuracy": 50.0, "n_scored": 2, "n_hidden": 1, "unparsed": 0}
-    assert r["submission"] == {"0074f737-11cb-497d-8d07-77c3a8127391": 3, "00b9a0de-c59e-49cb-a127-6081e2fb8c8e": 1,
-                               "ffff0000-1111-2222-3333-444455556666": 1}
+    assert r["submission"] == {
+        "0074f737-11cb-497d-8d07-77c3a8127391": 3,
+        "00b9a0de-c59e-49cb-a127-6081e2fb8c8e": 1,
+        "ffff0000-1111-2222-3333-444455556666": 1,
+    }
     from ego3s.eval.benchmarks.egoschema import write_submission
 
     out = write_submission(tmp_path / "sub.json", full, {**outputs, "ffff0000-1111-2222-3333-444455556666": "no idea"})
@@ -217,6 +264,7 @@ def test_egoschema_fixture_and_scoring(tmp_path):
 
 # ----------------------------------------------------------------------------------------------
 # EgoThink
+
 
 def test_egothink_real_dimensions():
     root = shared("egothink")
@@ -238,8 +286,14 @@ def make_egothink_tree(root: Path, per_dim: int = 2) -> None:
         recs = []
         for i in range(per_dim):
             (folder / "images" / f"{i + 1}.jpg").write_bytes(b"\xff\xd8\xff\xd9")
-            recs.append({"source_dataset": "ego4d", "image_path": [f"{i + 1}.jpg"],
-                         "question": f"{d} question {i}?", "answer": f"answer {i}"})
+            recs.append(
+                {
+                    "source_dataset": "ego4d",
+                    "image_path": [f"{i + 1}.jpg"],
+                    "question": f"{d} question {i}?",
+                    "answer": f"answer {i}",
+                }
+            )
         (folder / "annotations.json").write_text(json.dumps(recs))
 
 
@@ -260,11 +314,22 @@ def test_egothink_all_twelve_dimensions(tmp_path):
 
 def test_egothink_scoring_with_judge(server):
     def sample(i, dim, answer):
-        return Sample(id=f"t{i}", question="What am I doing?", answer=answer, task="openqa", image="x.jpg",
-                      meta={"dimension": dim})
-    samples = [sample(0, "Activity", "tightening the screws"), sample(1, "Activity", "tightening the screws"),
-               sample(2, "Activity", "tightening the screws"), sample(3, "Object/affordance", "yes"),
-               sample(4, "Object/affordance", "painting")]
+        return Sample(
+            id=f"t{i}",
+            question="What am I doing?",
+            answer=answer,
+            task="openqa",
+            image="x.jpg",
+            meta={"dimension": dim},
+        )
+
+    samples = [
+        sample(0, "Activity", "tightening the screws"),
+        sample(1, "Activity", "tightening the screws"),
+        sample(2, "Activity", "tightening the screws"),
+        sample(3, "Object/affordance", "yes"),
+        sample(4, "Object/affordance", "painting"),
+    ]
     outputs = ["Tightening the screws.", "<answer>screws</answer>", "Short answer: cooking", "Yes", "garbage-please"]
     b = get_benchmark("egothink")
     r = b.score(samples, outputs, judge=scripted_judge(server, parse_retries=1))
@@ -280,6 +345,7 @@ def test_egothink_scoring_with_judge(server):
 
 # ----------------------------------------------------------------------------------------------
 # QAEgo4D (fixtures in the published record layout)
+
 
 def test_qaego4d_open_loader():
     b = get_benchmark("QAEgo4D")
@@ -304,8 +370,9 @@ def test_qaego4d_defaults_to_the_whole_clip_as_the_benchmark():
         assert (moment[0].start, moment[0].end) == (42.0, 47.0)
     from ego3s.eval.runner import EvalConfig, _load_benchmark
 
-    cfg = EvalConfig(data=["QAEgo4D"], paths={"QAEgo4D": str(FIX / "qaego4d")},
-                     options={"QAEgo4D": {"window": "moment"}})  # the config key: options.QAEgo4D.window
+    cfg = EvalConfig(
+        data=["QAEgo4D"], paths={"QAEgo4D": str(FIX / "qaego4d")}, options={"QAEgo4D": {"window": "moment"}}
+    )  # the config key: options.QAEgo4D.window
     assert _load_benchmark("QAEgo4D", cfg)[2][0].start == 42.0
 
 
@@ -323,8 +390,15 @@ def test_qaego4d_close_loader():
 
 
 def test_qaego4d_bad_records(tmp_path):
-    rec = {"video_id": "v", "sample_id": "s_0", "question": "q?", "answer": "a", "moment_start_frame": 30,
-           "moment_end_frame": 60, "wrong_answers": ["b", "c"]}
+    rec = {
+        "video_id": "v",
+        "sample_id": "s_0",
+        "question": "q?",
+        "answer": "a",
+        "moment_start_frame": 30,
+        "moment_end_frame": 60,
+        "wrong_answers": ["b", "c"],
+    }
     (tmp_path / "annotations.test.json").write_text(json.dumps([{k: v for k, v in rec.items() if k != "answer"}]))
     with pytest.raises(SampleError) as e:
         get_benchmark("qaego4d").load(tmp_path)
@@ -332,7 +406,9 @@ def test_qaego4d_bad_records(tmp_path):
     (tmp_path / "annotations.QaEgo4D_test_close.json").write_text(json.dumps([rec]))
     with pytest.raises(SampleError, match="3 wrong answers"):
         get_benchmark("qaego4d-close").load(tmp_path)
-    (tmp_path / "annotations.QaEgo4D_test_close.json").write_text(json.dumps([{**rec, "wrong_answers": ["b", "A", "c"]}]))
+    (tmp_path / "annotations.QaEgo4D_test_close.json").write_text(
+        json.dumps([{**rec, "wrong_answers": ["b", "A", "c"]}])
+    )
     with pytest.raises(SampleError, match="distinct"):
         get_benchmark("qaego4d-close").load(tmp_path)
 
@@ -393,11 +469,14 @@ def test_qaego4d_close_scoring():
 # ----------------------------------------------------------------------------------------------
 # EgoPlan-Bench2 (fixture in the published record layout)
 
+
 def test_egoplan2_loader_and_prompts():
     b = get_benchmark("EgoPlan-Bench2")
     s = b.load(FIX / "egoplan2")
     assert len(s) == 4 and s[0].id == "ca6e9ec9-46ac-4a02-8034-7c31157dc52c_2"
-    assert s[0].options == ["attach stopwatch", "place oven tray", "operate oven", "set stopwatch"] and s[0].answer == "A"
+    assert (
+        s[0].options == ["attach stopwatch", "place oven tray", "operate oven", "set stopwatch"] and s[0].answer == "A"
+    )
     assert s[0].question.endswith("in order to bake pastry in the oven and set a stopwatch?")
     assert s[0].video == str(FIX / "egoplan2" / "ca6e9ec9-46ac-4a02-8034-7c31157dc52c.mp4")
     assert (s[0].start, s[0].end) == (0.0, pytest.approx(656 / 30))
@@ -417,13 +496,15 @@ def test_egoplan2_loader_and_prompts():
 
 def test_egoplan2_scoring():
     s = get_benchmark("egoplan2").load(FIX / "egoplan2")
-    outputs = ["A", "The best answer is (A) pour hot water into the cup", "pick up the drill",
-               "D. close the paint can"]
+    outputs = ["A", "The best answer is (A) pour hot water into the cup", "pick up the drill", "D. close the paint can"]
     r = get_benchmark("egoplan2").score(s, outputs)
     assert [row["pred"] for row in r["per_sample"]] == ["A", "A", "B", "D"]
     assert r["metrics"]["accuracy"] == 75.0
-    assert r["by"]["domain"] == {"Daily life": {"n": 1, "accuracy": 100.0}, "Hobbies": {"n": 1, "accuracy": 100.0},
-                                 "Work": {"n": 2, "accuracy": 50.0}}
+    assert r["by"]["domain"] == {
+        "Daily life": {"n": 1, "accuracy": 100.0},
+        "Hobbies": {"n": 1, "accuracy": 100.0},
+        "Work": {"n": 2, "accuracy": 50.0},
+    }
     assert r["by"]["scenario"]["Work/carpentry"]["accuracy"] == 50.0
     partial = get_benchmark("egoplan2").score(s, {s[0].id: "A"})  # a dict may leave samples out
     assert partial["missing_predictions"] == 3 and partial["metrics"]["accuracy"] == 25.0
@@ -434,23 +515,45 @@ def test_egoplan2_scoring():
 # ----------------------------------------------------------------------------------------------
 # EgoSynth
 
+
 def test_egosynth_loader_and_scoring(tmp_path):
     def s(i, split, typical, task, answer, options=None):
-        return Sample(id=f"egosynth-{split}-{i:05d}", question="What did I pick up?", answer=answer, task=task,
-                      options=options, video=f"videos/{split}_{i:05d}.mp4", start=0.0, end=3.0,
-                      meta={"split": split, "typical": typical, "kind": "object"})
+        return Sample(
+            id=f"egosynth-{split}-{i:05d}",
+            question="What did I pick up?",
+            answer=answer,
+            task=task,
+            options=options,
+            video=f"videos/{split}_{i:05d}.mp4",
+            start=0.0,
+            end=3.0,
+            meta={"split": split, "typical": typical, "kind": "object"},
+        )
+
     opts = ["mug", "knife", "sponge", "towel"]
-    write_jsonl(tmp_path / "test_id.jsonl", [s(0, "test_id", True, "closeqa", "B", opts),
-                                             s(1, "test_id", False, "closeqa", "C", opts),
-                                             s(2, "test_id", True, "openqa", "mug")])
-    write_jsonl(tmp_path / "test_atypical.jsonl", [s(0, "test_atypical", False, "openqa", "left hand"),
-                                                   s(1, "test_atypical", False, "closeqa", "A", opts)])
+    write_jsonl(
+        tmp_path / "test_id.jsonl",
+        [
+            s(0, "test_id", True, "closeqa", "B", opts),
+            s(1, "test_id", False, "closeqa", "C", opts),
+            s(2, "test_id", True, "openqa", "mug"),
+        ],
+    )
+    write_jsonl(
+        tmp_path / "test_atypical.jsonl",
+        [s(0, "test_atypical", False, "openqa", "left hand"), s(1, "test_atypical", False, "closeqa", "A", opts)],
+    )
     b = get_benchmark("EgoSynth")
     samples = b.load(tmp_path)
     assert len(samples) == 5 and samples[0].video == str(tmp_path / "videos" / "test_id_00000.mp4")
     assert len(get_benchmark("egosynth-atypical").load(tmp_path)) == 2
-    outputs = ["<think>The hand grasps the knife.</think><answer>B</answer>", "A", "<answer>the mug</answer>",
-               "right hand", "I cannot tell"]
+    outputs = [
+        "<think>The hand grasps the knife.</think><answer>B</answer>",
+        "A",
+        "<answer>the mug</answer>",
+        "right hand",
+        "I cannot tell",
+    ]
     r = b.score(samples, outputs)
     assert r["metrics"]["accuracy"] == pytest.approx(33.33) and r["metrics"]["em"] == 50.0
     assert r["metrics"]["rouge_l"] == pytest.approx(100 * (2 / 3 + 0.5) / 2, abs=0.01)
@@ -463,14 +566,17 @@ def test_egosynth_loader_and_scoring(tmp_path):
 # ----------------------------------------------------------------------------------------------
 # Prompts and extraction across benchmarks
 
+
 def test_prompts_for_every_benchmark(tmp_path):
     make_egothink_tree(tmp_path)
-    samples = {"egothink": get_benchmark("egothink").load(tmp_path)[0],
-               "qaego4d": get_benchmark("qaego4d").load(FIX / "qaego4d")[0],
-               "qaego4d-close": get_benchmark("qaego4d-close").load(FIX / "qaego4d")[0],
-               "egoschema": get_benchmark("egoschema_subset").load(FIX / "egoschema")[0],
-               "egoplan2": get_benchmark("egoplan2").load(FIX / "egoplan2")[0],
-               "egotextvqa": _etv("x", "indoor", "kitchen", "salt")}
+    samples = {
+        "egothink": get_benchmark("egothink").load(tmp_path)[0],
+        "qaego4d": get_benchmark("qaego4d").load(FIX / "qaego4d")[0],
+        "qaego4d-close": get_benchmark("qaego4d-close").load(FIX / "qaego4d")[0],
+        "egoschema": get_benchmark("egoschema_subset").load(FIX / "egoschema")[0],
+        "egoplan2": get_benchmark("egoplan2").load(FIX / "egoplan2")[0],
+        "egotextvqa": _etv("x", "indoor", "kitchen", "salt"),
+    }
     for name, sample in samples.items():
         b = get_benchmark(name)
         for fmt in ("direct", "reasoning", "official"):
@@ -483,21 +589,27 @@ def test_prompts_for_every_benchmark(tmp_path):
     assert "Answer: [Full answer]" in get_benchmark("egotextvqa").question_text(samples["egotextvqa"], "official")
     # lmms-eval's egoschema_doc_to_text: question + "\n" + each "A. ..." option + its post-prompt
     es = samples["egoschema"]
-    assert get_benchmark("egoschema_subset").question_text(es, "official") == \
-        es.question + "".join("\n" + "ABCDE"[i] + ". " + o for i, o in enumerate(es.options)) + \
-        "\nAnswer with the option's letter from the given choices directly."
+    assert (
+        get_benchmark("egoschema_subset").question_text(es, "official")
+        == es.question
+        + "".join("\n" + "ABCDE"[i] + ". " + o for i, o in enumerate(es.options))
+        + "\nAnswer with the option's letter from the given choices directly."
+    )
     with pytest.raises(ValueError, match="fmt"):
         get_benchmark("egoschema_subset").question_text(samples["egoschema"], "fancy")
 
 
-@pytest.mark.parametrize("name, output, expected", [
-    ("egotextvqa", "Answer: gas sale", "gas sale"),
-    ("egotextvqa", "<think>The sign says gas sale.</think><answer>Gas sale</answer>", "Gas sale"),
-    ("egotextvqa", "**Answer:** Unanswerable, the text is blurry", "Unanswerable, the text is blurry"),
-    ("egothink", "Short answer: cutting onions", "cutting onions"),
-    ("egothink", "", None),
-    ("qaego4d", "<answer>on the table</answer>", "on the table"),
-])
+@pytest.mark.parametrize(
+    "name, output, expected",
+    [
+        ("egotextvqa", "Answer: gas sale", "gas sale"),
+        ("egotextvqa", "<think>The sign says gas sale.</think><answer>Gas sale</answer>", "Gas sale"),
+        ("egotextvqa", "**Answer:** Unanswerable, the text is blurry", "Unanswerable, the text is blurry"),
+        ("egothink", "Short answer: cutting onions", "cutting onions"),
+        ("egothink", "", None),
+        ("qaego4d", "<answer>on the table</answer>", "on the table"),
+    ],
+)
 def test_open_extraction(name, output, expected):
     s = _etv("x", "indoor", "kitchen", "salt")
     assert get_benchmark(name).extract(s, output) == expected
@@ -505,6 +617,7 @@ def test_open_extraction(name, output, expected):
 
 # ----------------------------------------------------------------------------------------------
 # Metrics
+
 
 class _NoWordNet:
     def synsets(self, word):
@@ -514,8 +627,13 @@ class _NoWordNet:
 def test_meteor_matches_nltk_without_synonyms():
     from nltk.translate.meteor_score import meteor_score
 
-    cases = [("the cups are on the table", "a cup is on the tables"), ("boiled water", "boiling water"),
-             ("in the drawer next to the sink", "next to the sink in the drawer"), ("", "green"), ("red", "")]
+    cases = [
+        ("the cups are on the table", "a cup is on the tables"),
+        ("boiled water", "boiling water"),
+        ("in the drawer next to the sink", "next to the sink in the drawer"),
+        ("", "green"),
+        ("red", ""),
+    ]
     for pred, ref in cases:
         want = meteor_score([M.meteor_tokens(ref)], M.meteor_tokens(pred), wordnet=_NoWordNet())
         assert M.meteor(pred, ref) == pytest.approx(want, abs=1e-12)
@@ -532,8 +650,21 @@ def test_bleu_against_sacrebleu_when_installed():
 
 
 def test_bleu_and_tokenizer_by_hand():
-    assert M.tokenize_13a("It's 3.5 km, isn't it? (U.S.)") == ["It's", "3.5", "km", ",", "isn't", "it", "?", "(", "U",
-                                                                ".", "S", ".", ")"]
+    assert M.tokenize_13a("It's 3.5 km, isn't it? (U.S.)") == [
+        "It's",
+        "3.5",
+        "km",
+        ",",
+        "isn't",
+        "it",
+        "?",
+        "(",
+        "U",
+        ".",
+        "S",
+        ".",
+        ")",
+    ]
     assert M.corpus_bleu(["a b c d"], ["a b c d"]).score == pytest.approx(100.0)
     assert M.corpus_bleu(["a b c"], ["a b c"]).score == 0.0  # no 4-gram at all (sacreBLEU's corpus rule)
     assert M.sentence_bleu("a b c", ["a b c"]).score == pytest.approx(100.0)  # effective order
@@ -556,8 +687,11 @@ def test_aggregation_helpers():
     rows = [{"c": "a", "v": 1.0}, {"c": "a", "v": None}, {"c": "b", "v": 0.0}, {"v": 1.0}]
     assert M.mean([None, None]) is None and M.mean([1, None, 0]) == 0.5
     assert M.group_means(rows, {"v": 100.0}) == {"n": 4, "v": 66.67}
-    assert M.breakdown(rows, "c", {"v": 100.0}) == {"a": {"n": 2, "v": 100.0}, "b": {"n": 1, "v": 0.0},
-                                                    "unknown": {"n": 1, "v": 100.0}}
+    assert M.breakdown(rows, "c", {"v": 100.0}) == {
+        "a": {"n": 2, "v": 100.0},
+        "b": {"n": 1, "v": 0.0},
+        "unknown": {"n": 1, "v": 100.0},
+    }
     assert M.pct(0.12345) == 12.35 and M.pct(None) is None
 
 

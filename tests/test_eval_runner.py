@@ -12,18 +12,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_video
 from ego3s.data.schema import Interaction, InteractionObject, Sample, TimedBox
 from ego3s.eval.icu import attention_in_box, cell_coverage, named_interaction, summarize_attention, textual_icu
 from ego3s.eval.runner import EvalConfig, read_predictions, run_eval, shard
 from ego3s.files import read_log
+from helpers import write_video
 
 SHARED = Path(__file__).parents[1] / "data" / "benchmarks"
 PIXELS = dict(min_pixels=28 * 28 * 4, max_pixels=56 * 56)  # 56x56 frames: 2x2 cells per temporal patch
-INTERACTION = {"objects": [{"name": "cup", "synonyms": ["mug"]}], "action": "pick up",
-               "boxes": [{"t": 0.0, "label": "cup", "box": [0.0, 0.0, 0.5, 0.5]},
-                         {"t": 2.0, "label": "cup", "box": [0.5, 0.5, 1.0, 1.0]},
-                         {"t": 1.0, "label": "right_hand", "box": [0.2, 0.2, 0.4, 0.4]}]}
+INTERACTION = {
+    "objects": [{"name": "cup", "synonyms": ["mug"]}],
+    "action": "pick up",
+    "boxes": [
+        {"t": 0.0, "label": "cup", "box": [0.0, 0.0, 0.5, 0.5]},
+        {"t": 2.0, "label": "cup", "box": [0.5, 0.5, 1.0, 1.0]},
+        {"t": 1.0, "label": "right_hand", "box": [0.2, 0.2, 0.4, 0.4]},
+    ],
+}
 
 
 def make_egosynth(root: Path, n: int = 6, bad: bool = True) -> Path:
@@ -36,17 +41,31 @@ def make_egosynth(root: Path, n: int = 6, bad: bool = True) -> Path:
         split = "test_id" if i < n else "test_atypical"
         write_video(d / "videos" / f"v{i}.mp4", n=8, size=56, fps=4, seed=i)
         closed = i % 2 == 0
-        splits[split].append({
-            "id": f"s{i}", "question": "What did I pick up?" if closed else "What is in my hand?",
-            "answer": "B" if closed else "a cup", "task": "closeqa" if closed else "openqa",
-            "options": ["a knife", "a cup", "a towel", "a bowl"] if closed else None, "video": f"videos/v{i}.mp4",
-            "interaction": None if i == n - 1 else INTERACTION,
-            "meta": {"split": split, "typical": i % 3 == 0, "kind": "object"}})
+        splits[split].append(
+            {
+                "id": f"s{i}",
+                "question": "What did I pick up?" if closed else "What is in my hand?",
+                "answer": "B" if closed else "a cup",
+                "task": "closeqa" if closed else "openqa",
+                "options": ["a knife", "a cup", "a towel", "a bowl"] if closed else None,
+                "video": f"videos/v{i}.mp4",
+                "interaction": None if i == n - 1 else INTERACTION,
+                "meta": {"split": split, "typical": i % 3 == 0, "kind": "object"},
+            }
+        )
     if bad:
         (d / "videos" / "corrupt.mp4").write_bytes(os.urandom(2000))
         for sid, video in (("bad-missing", "videos/missing.mp4"), ("bad-corrupt", "videos/corrupt.mp4")):
-            splits["test_id"].append({"id": sid, "question": "What is in my hand?", "answer": "a cup",
-                                      "task": "openqa", "video": video, "meta": {"split": "test_id"}})
+            splits["test_id"].append(
+                {
+                    "id": sid,
+                    "question": "What is in my hand?",
+                    "answer": "a cup",
+                    "task": "openqa",
+                    "video": video,
+                    "meta": {"split": "test_id"},
+                }
+            )
     for split, recs in splits.items():
         (d / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     return d
@@ -65,8 +84,15 @@ def synth(tmp_path_factory) -> Path:
 
 
 def config(data_dir: Path, out: Path, model: str = "", **kw) -> EvalConfig:
-    base = dict(data=["EgoSynth"], paths={"EgoSynth": str(data_dir)}, model=model, out=str(out), progress=False,
-                batch_size=3, **PIXELS)
+    base = dict(
+        data=["EgoSynth"],
+        paths={"EgoSynth": str(data_dir)},
+        model=model,
+        out=str(out),
+        progress=False,
+        batch_size=3,
+        **PIXELS,
+    )
     return EvalConfig(**{**base, **kw})
 
 
@@ -86,13 +112,20 @@ def count_generate(monkeypatch, model) -> list[int]:
 # ----------------------------------------------------------------------------------------------
 # Runner
 
+
 def test_run_writes_predictions_results_and_counts_bad_samples(tiny, synth, tmp_path, tiny_model_dir):
     model, processor = tiny
     lines: list[str] = []
     res = run_eval(config(synth, tmp_path / "a", tiny_model_dir, verbose=True), model, processor, echo=lines.append)
     out = tmp_path / "a"
-    for name in ("results.json", "results.md", "results.csv", "run.json", "egosynth/predictions.rank0.jsonl",
-                 "egosynth/per_sample.jsonl"):
+    for name in (
+        "results.json",
+        "results.md",
+        "results.csv",
+        "run.json",
+        "egosynth/predictions.rank0.jsonl",
+        "egosynth/per_sample.jsonl",
+    ):
         assert (out / name).is_file(), name
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(res, default=str))
     b = res["benchmarks"]["egosynth"]
@@ -150,8 +183,18 @@ def test_resume_skips_done_ids_and_survives_a_torn_line(tiny, synth, tmp_path, t
     from ego3s.identity import sample_fingerprint
 
     fp4 = sample_fingerprint(next(s for s in _load_benchmark("EgoSynth", config(synth, out))[2] if s.id == "s4"))
-    s4 = {"id": "s4", "fp": fp4, "rank": 1, "output": "B", "extracted": "B", "prompt_tokens": 1, "new_tokens": 1,
-          "t_generate": 0.1, "t_load": 0.0, "batch_size": 1}
+    s4 = {
+        "id": "s4",
+        "fp": fp4,
+        "rank": 1,
+        "output": "B",
+        "extracted": "B",
+        "prompt_tokens": 1,
+        "new_tokens": 1,
+        "t_generate": 0.1,
+        "t_load": 0.0,
+        "batch_size": 1,
+    }
     (out / "egosynth" / "predictions.rank1.jsonl").write_text(json.dumps(s4) + "\n" + '{"id": "s5", "outp')
     res = run_eval(config(synth, out, tiny_model_dir, limit=5), model, processor)
     assert sum(calls) == 5
@@ -190,8 +233,15 @@ def test_shard_is_strided_and_complete():
 
 
 def _cli(args: list[str], *, torchrun: int = 0, timeout: int = 420) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU, gloo
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }  # CPU, gloo
     cmd = [sys.executable, "-m"]
     if torchrun:
         cmd += ["torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}", "-m"]
@@ -202,8 +252,21 @@ def _cli(args: list[str], *, torchrun: int = 0, timeout: int = 420) -> subproces
 
 
 def test_torchrun_two_processes_match_one(synth, tmp_path, tiny_model_dir):
-    args = ["--data", "EgoSynth", "--path", f"EgoSynth={synth}", "--model", tiny_model_dir, "--batch-size", "2",
-            "--min-pixels", str(PIXELS["min_pixels"]), "--max-pixels", str(PIXELS["max_pixels"]), "--quiet"]
+    args = [
+        "--data",
+        "EgoSynth",
+        "--path",
+        f"EgoSynth={synth}",
+        "--model",
+        tiny_model_dir,
+        "--batch-size",
+        "2",
+        "--min-pixels",
+        str(PIXELS["min_pixels"]),
+        "--max-pixels",
+        str(PIXELS["max_pixels"]),
+        "--quiet",
+    ]
     one = _cli([*args, "--out", str(tmp_path / "one")])
     two = _cli([*args, "--out", str(tmp_path / "two")], torchrun=2)
     assert "egosynth" in one.stdout and "egosynth" in two.stdout
@@ -226,8 +289,15 @@ def test_torchrun_two_processes_match_one(synth, tmp_path, tiny_model_dir):
 
 def test_blind_run_on_real_annotation_files_without_videos(tiny, tmp_path, tiny_model_dir):
     model, processor = tiny
-    cfg = EvalConfig(data=["EgoThink", "EgoTextVQA"], root=str(SHARED), model=tiny_model_dir, view="blind", limit=4,
-                     out=str(tmp_path / "o"), progress=False)
+    cfg = EvalConfig(
+        data=["EgoThink", "EgoTextVQA"],
+        root=str(SHARED),
+        model=tiny_model_dir,
+        view="blind",
+        limit=4,
+        out=str(tmp_path / "o"),
+        progress=False,
+    )
     res = run_eval(cfg, model, processor)
     for name in ("egothink", "egotextvqa"):
         b = res["benchmarks"][name]
@@ -258,6 +328,7 @@ def test_blind_run_on_real_annotation_files_without_videos(tiny, tmp_path, tiny_
 # ----------------------------------------------------------------------------------------------
 # ICU
 
+
 def test_cell_coverage_maps_tokens_to_cells_and_boxes_in_time():
     # grid (T=1, 4x4 patches) -> 2x2 merged cells in token order (h, w); frames 56x56 px
     top_right = [TimedBox(0.0, "cup", [0.5, 0.0, 1.0, 0.5])]
@@ -278,8 +349,11 @@ def test_cell_coverage_maps_tokens_to_cells_and_boxes_in_time():
 
 
 def test_attention_in_box_hand_made_maps():
-    cov = cell_coverage([2, 4, 4], [0.0, 0.5, 1.0, 1.5], [TimedBox(0.0, "cup", [0.0, 0.0, 0.5, 0.5]),
-                                                          TimedBox(1.5, "cup", [0.0, 0.0, 0.5, 0.5])])
+    cov = cell_coverage(
+        [2, 4, 4],
+        [0.0, 0.5, 1.0, 1.5],
+        [TimedBox(0.0, "cup", [0.0, 0.0, 0.5, 0.5]), TimedBox(1.5, "cup", [0.0, 0.0, 0.5, 0.5])],
+    )
     assert cov.tolist() == [1, 0, 0, 0, 1, 0, 0, 0]
     on_box = np.zeros((3, 8))
     on_box[:, [0, 4]] = 0.2
@@ -303,8 +377,12 @@ def test_textual_icu():
     assert named_interaction("I grab the mugs on the table", s) is True
     assert named_interaction("I see a cupboard", s) is False  # whole words only
     assert named_interaction("anything", plain) is None
-    rows = [{"correct": True, "named": True}, {"correct": True, "named": False}, {"correct": False, "named": True},
-            {"correct": True, "named": None}]
+    rows = [
+        {"correct": True, "named": True},
+        {"correct": True, "named": False},
+        {"correct": False, "named": True},
+        {"correct": True, "named": None},
+    ]
     t = textual_icu(rows)
     assert t["share"] == 50.0 and t["n_correct"] == 2 and t["n_named"] == 1 and t["n_annotated"] == 3
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from ego3s.answers import extract_letter
 from ego3s.eval.judge import JudgeParseError, parse_egotextvqa, parse_egothink
-from ego3s.rl.rewards import compute_rewards, RewardConfig
+from ego3s.rl.rewards import RewardConfig, compute_rewards
 from ego3s.select.csm import CSMThresholds, apply_filters, funnel
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
@@ -24,23 +24,43 @@ _floats = st.floats(allow_nan=True, allow_infinity=True)
 
 
 # ---------------------------------------------------------------------------------------- judge
-_value = st.one_of(st.integers(-10, 10), st.floats(allow_nan=True), st.text(max_size=6), st.booleans(), st.none(),
-                   st.sampled_from(["yes", "No", " YES ", "maybe", "5", "'yes'"]), st.lists(st.integers(), max_size=2))
+_value = st.one_of(
+    st.integers(-10, 10),
+    st.floats(allow_nan=True),
+    st.text(max_size=6),
+    st.booleans(),
+    st.none(),
+    st.sampled_from(["yes", "No", " YES ", "maybe", "5", "'yes'"]),
+    st.lists(st.integers(), max_size=2),
+)
 _dict_reply = st.builds(
-    lambda d, fence, quote: (("```python\n" if fence else "") + (json.dumps(d) if quote else repr(d))
-                             + ("\n```" if fence else "")),
+    lambda d, fence, quote: (
+        ("```python\n" if fence else "") + (json.dumps(d) if quote else repr(d)) + ("\n```" if fence else "")
+    ),
     st.dictionaries(st.sampled_from(["pred", "score", "Pred", "extra"]), _value, max_size=3),
-    st.booleans(), st.booleans())
+    st.booleans(),
+    st.booleans(),
+)
 _egotextvqa_reply = st.one_of(
-    st.text(max_size=200), _dict_reply,
-    st.text(alphabet=st.sampled_from(list("{}'\":,pred score yesno0123456789[]()\\`\n")), max_size=80))
-_rating = st.one_of(st.sampled_from(["0", "0.5", "1", "1.0", "2", "0.25", "٣", "1e1", "", " 1 ", "-1", "nan"]),
-                    st.text(max_size=5))
+    st.text(max_size=200),
+    _dict_reply,
+    st.text(alphabet=st.sampled_from(list("{}'\":,pred score yesno0123456789[]()\\`\n")), max_size=80),
+)
+_rating = st.one_of(
+    st.sampled_from(["0", "0.5", "1", "1.0", "2", "0.25", "٣", "1e1", "", " 1 ", "-1", "nan"]), st.text(max_size=5)
+)
 _egothink_reply = st.one_of(
     st.text(max_size=200),
-    st.builds(lambda pre, r, post, n, single: pre + (f"[{r}]" if single else f"[[{r}]]") * n + post,
-              st.text(max_size=40), _rating, st.text(max_size=40), st.integers(0, 3), st.booleans()),
-    st.text(alphabet=st.sampled_from(list("[]0.51 Rating:\n")), max_size=60))
+    st.builds(
+        lambda pre, r, post, n, single: pre + (f"[{r}]" if single else f"[[{r}]]") * n + post,
+        st.text(max_size=40),
+        _rating,
+        st.text(max_size=40),
+        st.integers(0, 3),
+        st.booleans(),
+    ),
+    st.text(alphabet=st.sampled_from(list("[]0.51 Rating:\n")), max_size=60),
+)
 
 
 @FUZZ
@@ -65,8 +85,11 @@ def test_fuzz_parse_egothink(text):
 
 
 def test_parsers_reject_deep_nesting_and_huge_numbers():
-    for text in ("{" + "[" * 5000 + "]" * 5000 + "}", "{'pred': 'yes', 'score': " + "9" * 5000 + "}",
-                 "{'pred': 'yes', 'score': 5, 'score': 6, " + "'x': 1, " * 1000 + "}"):
+    for text in (
+        "{" + "[" * 5000 + "]" * 5000 + "}",
+        "{'pred': 'yes', 'score': " + "9" * 5000 + "}",
+        "{'pred': 'yes', 'score': 5, 'score': 6, " + "'x': 1, " * 1000 + "}",
+    ):
         with pytest.raises(JudgeParseError):
             parse_egotextvqa(text)
     with pytest.raises(JudgeParseError):
@@ -75,8 +98,11 @@ def test_parsers_reject_deep_nesting_and_huge_numbers():
 
 # ---------------------------------------------------------------------------------------- answers
 @FUZZ
-@given(st.text(max_size=200), st.lists(st.text(max_size=15), min_size=0, max_size=12),
-       st.one_of(st.none(), st.integers(-3, 20)))
+@given(
+    st.text(max_size=200),
+    st.lists(st.text(max_size=15), min_size=0, max_size=12),
+    st.one_of(st.none(), st.integers(-3, 20)),
+)
 def test_fuzz_extracted_letter_names_an_existing_option(text, options, n_options):
     letter = extract_letter(text, options, n_options)
     if letter is None:
@@ -103,17 +129,27 @@ class _Embedder:
 
 
 @FUZZ
-@given(st.floats(0, 10), st.integers(1, 20), st.floats(-5, 5), st.sampled_from(["rouge_l", "similarity"]),
-       st.lists(_floats, min_size=3, max_size=3),
-       st.lists(st.text(alphabet=st.sampled_from(list("<>/thinkanswer cupmugB \n")), max_size=80), min_size=1,
-                max_size=3))
+@given(
+    st.floats(0, 10),
+    st.integers(1, 20),
+    st.floats(-5, 5),
+    st.sampled_from(["rouge_l", "similarity"]),
+    st.lists(_floats, min_size=3, max_size=3),
+    st.lists(st.text(alphabet=st.sampled_from(list("<>/thinkanswer cupmugB \n")), max_size=80), min_size=1, max_size=3),
+)
 def test_fuzz_rewards_under_any_config(alpha, N, H, metric, vec, comps):
     cfg = RewardConfig(alpha=alpha, N=N, H=H, open_metric=metric, embedder=_Embedder(vec), vocabulary=["cup", "mug"])
     inter = json.dumps({"objects": [{"name": "cup", "synonyms": ["mug"]}]})
     n = len(comps)
-    for cols in ({"task": ["openqa"] * n, "answer": ["a red cup"] * n, "interaction": [inter] * n},
-                 {"task": ["closeqa"] * n, "answer": ["B"] * n, "options": [json.dumps(["knife", "cup"])] * n,
-                  "interaction": [inter] * n}):
+    for cols in (
+        {"task": ["openqa"] * n, "answer": ["a red cup"] * n, "interaction": [inter] * n},
+        {
+            "task": ["closeqa"] * n,
+            "answer": ["B"] * n,
+            "options": [json.dumps(["knife", "cup"])] * n,
+            "interaction": [inter] * n,
+        },
+    ):
         out = compute_rewards(comps, cols, cfg)
         for i in range(n):
             a, f, r = out["accuracy"][i], out["format"][i], out["interaction"][i]
@@ -123,11 +159,17 @@ def test_fuzz_rewards_under_any_config(alpha, N, H, metric, vec, comps):
 
 # ---------------------------------------------------------------------------------------- CSM and ECR
 @FUZZ
-@given(st.lists(st.tuples(_floats, _floats, _floats, st.one_of(st.none(), _floats)), min_size=1, max_size=8),
-       st.floats(-2, 1, exclude_max=True), st.floats(-10, 1), st.floats(-2, 1))  # every threshold CSMThresholds takes
+@given(
+    st.lists(st.tuples(_floats, _floats, _floats, st.one_of(st.none(), _floats)), min_size=1, max_size=8),
+    st.floats(-2, 1, exclude_max=True),
+    st.floats(-10, 1),
+    st.floats(-2, 1),
+)  # every threshold CSMThresholds takes
 def test_fuzz_csm_filters_never_keep_an_impossible_score(rows, lc, lf, lo):
-    table = [{"id": str(i), "s_full": a, "s_blind": b, "s_context": c, "relevance": rel}
-             for i, (a, b, c, rel) in enumerate(rows)]
+    table = [
+        {"id": str(i), "s_full": a, "s_blind": b, "s_context": c, "relevance": rel}
+        for i, (a, b, c, rel) in enumerate(rows)
+    ]
     out = apply_filters(table, CSMThresholds(lambda_c=lc, lambda_f=lf, lambda_o=lo))
     for r in out:
         valid = all(0.0 <= r[k] <= 1.0 for k in ("s_full", "s_blind", "s_context"))  # False for NaN
@@ -141,8 +183,9 @@ def test_fuzz_csm_filters_never_keep_an_impossible_score(rows, lc, lf, lo):
 
 
 @FUZZ
-@given(st.lists(st.lists(st.one_of(st.none(), _floats), min_size=2, max_size=2), min_size=1, max_size=6),
-       st.integers(1, 3))
+@given(
+    st.lists(st.lists(st.one_of(st.none(), _floats), min_size=2, max_size=2), min_size=1, max_size=6), st.integers(1, 3)
+)
 def test_fuzz_curriculum_variance_is_finite(groups, interval):
     from ego3s.curriculum.ecr import Curriculum
     from ego3s.curriculum.monitor import ECRConfig

@@ -7,9 +7,14 @@ import numpy as np
 import pytest
 import torch
 from transformers import GenerationConfig
-from transformers.generation.logits_process import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor,
-                                                    SuppressTokensLogitsProcessor, TemperatureLogitsWarper,
-                                                    TopKLogitsWarper, TopPLogitsWarper)
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    MinNewTokensLengthLogitsProcessor,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from ego3s.data.video import Clip
 from ego3s.models.inputs import encode
@@ -27,8 +32,10 @@ def loaded(tiny_model_dir):
 
 def _inputs(processor, questions=("What did I pick up, and where?", "Where?")):
     rng = np.random.default_rng(0)
-    clips = [Clip(frames=rng.integers(0, 255, (t, 56, 56, 3), dtype=np.uint8), timestamps=np.arange(t) / 2.0, fps=2.0)
-             for t in (4, 2)]
+    clips = [
+        Clip(frames=rng.integers(0, 255, (t, 56, 56, 3), dtype=np.uint8), timestamps=np.arange(t) / 2.0, fps=2.0)
+        for t in (4, 2)
+    ]
     msgs = [[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}] for q in questions]
     return msgs, clips, dict(encode(processor, msgs, clips))
 
@@ -45,20 +52,26 @@ def test_greedy_equals_generate_with_early_stops_and_checks_every_k_steps(loaded
     msgs, clips, inputs = _inputs(processor)
     pad = processor.tokenizer.pad_token_id
     with torch.no_grad():
-        free = _stock(model, processor, msgs, clips, GenerationConfig(max_new_tokens=12, do_sample=False,
-                                                                       pad_token_id=pad, eos_token_id=None))
+        free = _stock(
+            model,
+            processor,
+            msgs,
+            clips,
+            GenerationConfig(max_new_tokens=12, do_sample=False, pad_token_id=pad, eos_token_id=None),
+        )
         L = inputs["input_ids"].shape[1]
         # the first group stops at its third token, the second at its sixth (or earlier where these recur)
         eos = [int(free[0, L + 2]), int(free[G, L + 5])]
         gc = GenerationConfig(max_new_tokens=12, do_sample=False, pad_token_id=pad, eos_token_id=eos)
         stock = _stock(model, processor, msgs, clips, gc)
-        assert stock.shape[1] <= L + 6 and (stock[:G, L + 3:] == pad).all()  # stopped early, padded
+        assert stock.shape[1] <= L + 6 and (stock[:G, L + 3 :] == pad).all()  # stopped early, padded
         s = graph_decode.sampling_of(model, gc)
         cache, last = _prefill(model, inputs, G)
         cache = static_copy(model, cache, L + 12)
         ids = inputs["input_ids"].repeat_interleave(G, 0)
-        out = graph_decode.decode(model, cache, ids, inputs["attention_mask"].repeat_interleave(G, 0), last, s,
-                                  check_every=4)
+        out = graph_decode.decode(
+            model, cache, ids, inputs["attention_mask"].repeat_interleave(G, 0), last, s, check_every=4
+        )
     assert torch.equal(out, stock)
     assert int(cache.get_seq_length()) == stock.shape[1] - 1  # every fed token written, as generate leaves it
 
@@ -68,29 +81,42 @@ def test_greedy_with_min_new_tokens_and_suppressed_tokens(loaded):
     msgs, clips, inputs = _inputs(processor)
     pad = processor.tokenizer.pad_token_id
     with torch.no_grad():
-        free = _stock(model, processor, msgs, clips, GenerationConfig(max_new_tokens=6, do_sample=False,
-                                                                       pad_token_id=pad, eos_token_id=None))
+        free = _stock(
+            model,
+            processor,
+            msgs,
+            clips,
+            GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=pad, eos_token_id=None),
+        )
         L = inputs["input_ids"].shape[1]
         first = free[:, L].unique().tolist()
         # the first greedy tokens become end-of-sequence (masked for 3 steps) or suppressed
-        gc = GenerationConfig(max_new_tokens=6, min_new_tokens=3, do_sample=False, pad_token_id=pad,
-                              eos_token_id=first[:1], suppress_tokens=first[1:] + [int(free[0, L + 1])])
+        gc = GenerationConfig(
+            max_new_tokens=6,
+            min_new_tokens=3,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=first[:1],
+            suppress_tokens=first[1:] + [int(free[0, L + 1])],
+        )
         stock = _stock(model, processor, msgs, clips, gc)
         ours = group_generate(model, inputs, G, gc, static_cache=True)
-    assert not torch.equal(stock[:, L:L + 1], free[:, L:L + 1])  # the settings changed the tokens
+    assert not torch.equal(stock[:, L : L + 1], free[:, L : L + 1])  # the settings changed the tokens
     assert torch.equal(ours, stock)
 
 
 def test_settings_it_does_not_implement_fall_back_to_generate(loaded):
     model, processor = loaded
     msgs, clips, inputs = _inputs(processor)
-    gc = GenerationConfig(max_new_tokens=5, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id,
-                          repetition_penalty=1.3)
+    gc = GenerationConfig(
+        max_new_tokens=5, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id, repetition_penalty=1.3
+    )
     assert graph_decode.sampling_of(model, gc) is None
     assert graph_decode.sampling_of(model, GenerationConfig(max_new_tokens=5, do_sample=True, min_p=0.1)) is None
     with torch.no_grad():
-        assert torch.equal(group_generate(model, inputs, G, gc, static_cache=True),
-                           _stock(model, processor, msgs, clips, gc))
+        assert torch.equal(
+            group_generate(model, inputs, G, gc, static_cache=True), _stock(model, processor, msgs, clips, gc)
+        )
 
 
 def _reference_token(scores64: np.ndarray, u: float) -> tuple[int, float]:
@@ -111,11 +137,23 @@ def test_sampled_tokens_follow_transformers_processors_under_the_same_uniforms()
     logits = torch.randn(rows, V, generator=g) * 3
     eos, suppress = (7, 11), (3, 5, 200)
     for step, (temp, top_k, top_p) in enumerate([(0.7, 20, 0.9), (1.3, 0, 0.5), (1.0, 5, 1.0), (0.5, 0, 1.0)]):
-        s = graph_decode.Sampling(max_new=8, greedy=False, temperature=temp, top_k=top_k, top_p=top_p,
-                                  min_new=2, suppress=suppress, eos=eos, pad=0)
-        procs = LogitsProcessorList([
-            MinNewTokensLengthLogitsProcessor(prompt_length_to_skip=4, min_new_tokens=2, eos_token_id=list(eos)),
-            SuppressTokensLogitsProcessor(list(suppress))])
+        s = graph_decode.Sampling(
+            max_new=8,
+            greedy=False,
+            temperature=temp,
+            top_k=top_k,
+            top_p=top_p,
+            min_new=2,
+            suppress=suppress,
+            eos=eos,
+            pad=0,
+        )
+        procs = LogitsProcessorList(
+            [
+                MinNewTokensLengthLogitsProcessor(prompt_length_to_skip=4, min_new_tokens=2, eos_token_id=list(eos)),
+                SuppressTokensLogitsProcessor(list(suppress)),
+            ]
+        )
         if temp != 1.0:
             procs.append(TemperatureLogitsWarper(temp))
         if top_k:
@@ -141,8 +179,14 @@ def test_sampled_decode_first_tokens_from_the_stock_models_distribution(loaded):
     drew, of transformers' processed distribution at the stock model's last prompt position."""
     model, processor = loaded
     msgs, clips, inputs = _inputs(processor)
-    gc = GenerationConfig(max_new_tokens=4, do_sample=True, temperature=0.8, top_k=50, top_p=0.95,
-                          pad_token_id=processor.tokenizer.pad_token_id)
+    gc = GenerationConfig(
+        max_new_tokens=4,
+        do_sample=True,
+        temperature=0.8,
+        top_k=50,
+        top_p=0.95,
+        pad_token_id=processor.tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     with torch.no_grad():
         out = group_generate(model, inputs, G, gc, static_cache=True)
@@ -169,8 +213,11 @@ def test_the_compiled_step_is_one_graph_with_packed_attention(loaded, monkeypatc
     gc = GenerationConfig(max_new_tokens=5, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
     with torch.no_grad():
         stock = _stock(model, processor, msgs, clips, gc)
-    monkeypatch.setitem(graph_decode._COMPILED, "step", torch.compile(graph_decode._step, backend="eager",
-                                                                      fullgraph=True, dynamic=False))
+    monkeypatch.setitem(
+        graph_decode._COMPILED,
+        "step",
+        torch.compile(graph_decode._step, backend="eager", fullgraph=True, dynamic=False),
+    )
     graph_decode._register()
     torch._dynamo.reset()
     counters.clear()
@@ -197,3 +244,20 @@ def test_the_compiled_step_is_one_graph_with_packed_attention(loaded, monkeypatc
     assert torch.equal(eager, stock)
     layers = model.config.get_text_config().num_hidden_layers
     assert calls == [1] * (layers * 5)  # every decode step's attention went through it, prompts did not
+
+
+def test_padded_evaluation_batch_through_the_loop_answers_as_one_at_a_time(loaded):
+    """Direct-answer evaluation with `static_cache`: a left-padded batch decoded by the loop gives
+    each question the greedy answer it gets alone through plain `generate`."""
+    from ego3s.eval.runner import generate_batch
+
+    model, processor = loaded
+    msgs, clips, _ = _inputs(processor)
+    enc = encode(processor, msgs, clips)
+    assert (enc["attention_mask"] == 0).any()  # one row is left-padded
+    batched, _ = generate_batch(model, processor, enc, [6, 4], static_cache=True)
+    alone = [
+        generate_batch(model, processor, encode(processor, [m], [c]), [b])[0][0] for m, c, b in zip(msgs, clips, [6, 4])
+    ]
+    assert batched == alone and all(alone)
+    assert model._ego_graph_decode[2].rows == 2  # the loop decoded the batch

@@ -62,8 +62,17 @@ def _samples(root: Path) -> list[Sample]:
     (root / "clips").mkdir(parents=True)
     (root / "clips" / "a.mp4").write_bytes(b"")
     return [
-        Sample(id="a", question="What is C holding?", answer="B", task="closeqa", options=["a cup", "a knife"],
-               video=str(root / "clips" / "a.mp4"), start=1.0, end=3.5, meta={"source": "x", "k": [1, 2]}),
+        Sample(
+            id="a",
+            question="What is C holding?",
+            answer="B",
+            task="closeqa",
+            options=["a cup", "a knife"],
+            video=str(root / "clips" / "a.mp4"),
+            start=1.0,
+            end=3.5,
+            meta={"source": "x", "k": [1, 2]},
+        ),
         Sample(id="b", question="Where is the pan?", answer="on the stove", task="openqa"),
     ]
 
@@ -89,9 +98,11 @@ def test_save_to_disk_folder_reads_like_jsonl(tmp_path):
 def test_save_to_disk_folder_bad_rows(tmp_path):
     import datasets
 
-    rows = [{"id": "a", "question": "q?", "answer": "x", "task": "openqa"},
-            {"id": "b", "question": "q?", "answer": "x", "task": "guess"},
-            {"id": "a", "question": "q?", "answer": "y", "task": "openqa"}]
+    rows = [
+        {"id": "a", "question": "q?", "answer": "x", "task": "openqa"},
+        {"id": "b", "question": "q?", "answer": "x", "task": "guess"},
+        {"id": "a", "question": "q?", "answer": "y", "task": "openqa"},
+    ]
     datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "bad"))
     with pytest.raises(SampleError) as e:
         read_jsonl(tmp_path / "bad")
@@ -128,8 +139,10 @@ def test_lora_adapter_over_a_hub_id_merges_from_the_cache(tiny_model_dir, tmp_pa
                 p.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
     peft.peft_config["default"].base_model_name_or_path = "ego3s-test/tiny-vl"
     peft.save_pretrained(tmp_path / "adapter")
-    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == \
-        "ego3s-test/tiny-vl"
+    assert (
+        json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"]
+        == "ego3s-test/tiny-vl"
+    )
     report = merge(tmp_path / "adapter", tmp_path / "merged", dtype="float32", echo=lambda m: None)
     assert report["kind"] == "lora" and report["base"].endswith(REV) and report["verified"]
     merged, _ = load_model(tmp_path / "merged", dtype="float32", device="cpu")

@@ -16,7 +16,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from ego3s.files import LOCK_NAME, FolderLocked, folder_lock
 from ego3s.identity import IdentityError, claim_folder, describe_diff, sample_fingerprint
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from make_bad import _video, twin_changes, twin_pool  # noqa: E402
+from make_bad import _video, twin_pool  # noqa: E402 - after sys.path reaches the helpers
 
 PIX = 56 * 56
 
@@ -37,24 +36,46 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "
 
 
 def _sample(video=None, **kw) -> Sample:
-    d = {"id": "x", "question": "What did I pick up?", "answer": "B", "task": "closeqa",
-         "options": ["a knife", "a cup"], "video": video, "start": 0.0, "end": 1.5,
-         "interaction": {"objects": [{"name": "cup"}], "action": "pick up",
-                         "boxes": [{"t": 0.0, "label": "cup", "box": [0.1, 0.1, 0.5, 0.5]}]}}
+    d = {
+        "id": "x",
+        "question": "What did I pick up?",
+        "answer": "B",
+        "task": "closeqa",
+        "options": ["a knife", "a cup"],
+        "video": video,
+        "start": 0.0,
+        "end": 1.5,
+        "interaction": {
+            "objects": [{"name": "cup"}],
+            "action": "pick up",
+            "boxes": [{"t": 0.0, "label": "cup", "box": [0.1, 0.1, 0.5, 0.5]}],
+        },
+    }
     d.update(kw)
     return Sample.from_dict(d)
 
 
 # ============================================================================ identity
 
+
 def test_sample_fingerprint_follows_content_and_video_file_not_meta(tmp_path):
     v = _video(tmp_path / "v.mp4", seed=1)
     base = sample_fingerprint(_sample(str(v)))
     assert sample_fingerprint(_sample(str(v))) == base  # stable
     assert sample_fingerprint(_sample(str(v), meta={"typical": True})) == base  # meta: reports only
-    for change in ({"question": "Which cup?"}, {"answer": "A"}, {"options": ["a knife", "a mug"]}, {"end": 1.0},
-                   {"interaction": {"objects": [{"name": "cup"}], "action": "pick up",
-                                    "boxes": [{"t": 0.0, "label": "cup", "box": [0.2, 0.1, 0.5, 0.5]}]}}):
+    for change in (
+        {"question": "Which cup?"},
+        {"answer": "A"},
+        {"options": ["a knife", "a mug"]},
+        {"end": 1.0},
+        {
+            "interaction": {
+                "objects": [{"name": "cup"}],
+                "action": "pick up",
+                "boxes": [{"t": 0.0, "label": "cup", "box": [0.2, 0.1, 0.5, 0.5]}],
+            }
+        },
+    ):
         assert sample_fingerprint(_sample(str(v), **change)) != base, change
     # the same path, other bytes (size and mtime change): another sample
     st = v.stat()
@@ -128,8 +149,13 @@ def test_train_refuses_a_folder_of_another_run_before_loading_anything(tmp_path,
     from ego3s.rl.train import TrainingConfig, run_training
 
     twin_pool(tmp_path / "data", "a")
-    cfg = TrainingConfig(model=tiny_model_dir, data=str(tmp_path / "data" / "pool.jsonl"), out=str(tmp_path / "t"),
-                         max_steps=1, nframes=4)
+    cfg = TrainingConfig(
+        model=tiny_model_dir,
+        data=str(tmp_path / "data" / "pool.jsonl"),
+        out=str(tmp_path / "t"),
+        max_steps=1,
+        nframes=4,
+    )
     from ego3s.identity import read_identity
     from ego3s.train.plumbing import start_model_fingerprint, training_identity
 
@@ -212,13 +238,15 @@ def test_pipeline_data_and_eval_benchmark_files_are_part_of_the_fingerprint(tmp_
 def test_reproduction_driver_redoes_rows_made_from_other_inputs(tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("egosynth_table_driver",
-                                                  Path(__file__).parents[1] / "experiments" / "egosynth" / "run.py")
+    spec = importlib.util.spec_from_file_location(
+        "egosynth_table_driver", Path(__file__).parents[1] / "experiments" / "egosynth" / "run.py"
+    )
     driver = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(driver)
 
-    cfg = driver.load_table_config(Path(__file__).parents[1] / "experiments" / "egosynth" / "table.yaml", smoke=True,
-                                   out=str(tmp_path))
+    cfg = driver.load_table_config(
+        Path(__file__).parents[1] / "experiments" / "egosynth" / "table.yaml", smoke=True, out=str(tmp_path)
+    )
     name = next(iter(cfg["rows"]))
     seed = driver.seeds_of(cfg, name)[0]
     d = driver.row_dir(tmp_path, name, seed)
@@ -246,15 +274,23 @@ def test_describe_diff_is_short_and_names_nested_keys():
 
 # ============================================================================ failures are not final
 
+
 def _selection(pool, out, tiny_model_dir):
     from ego3s.select.csm import CSMThresholds
     from ego3s.select.run import SelectionConfig
     from ego3s.select.scoring import ScoringConfig
 
-    return SelectionConfig(method="csm", data=str(pool), model=tiny_model_dir, out=str(out), dtype="float32",
-                           device="cpu", csm=CSMThresholds(**RELAXED),
-                           relevance_file=str(out.parent / "relevance.json"),
-                           scoring=ScoringConfig(nframes=4, max_pixels=PIX, min_pixels=784, batch_size=4))
+    return SelectionConfig(
+        method="csm",
+        data=str(pool),
+        model=tiny_model_dir,
+        out=str(out),
+        dtype="float32",
+        device="cpu",
+        csm=CSMThresholds(**RELAXED),
+        relevance_file=str(out.parent / "relevance.json"),
+        scoring=ScoringConfig(nframes=4, max_pixels=PIX, min_pixels=784, batch_size=4),
+    )
 
 
 @pytest.mark.slow
@@ -290,8 +326,17 @@ def test_evaluation_retries_missing_videos_but_not_deterministic_skips(tmp_path,
     pool = twin_pool(tmp_path / "data", "a", n=3)
     hidden = tmp_path / "data" / "videos" / "t2.mp4"
     hidden.rename(hidden.with_suffix(".away"))
-    cfg = EvalConfig(data=["EgoSynth"], paths={"EgoSynth": str(pool)}, model=tiny_model_dir, out=str(tmp_path / "ev"),
-                     nframes=4, max_pixels=PIX, min_pixels=784, max_new_tokens=4, progress=False)
+    cfg = EvalConfig(
+        data=["EgoSynth"],
+        paths={"EgoSynth": str(pool)},
+        model=tiny_model_dir,
+        out=str(tmp_path / "ev"),
+        nframes=4,
+        max_pixels=PIX,
+        min_pixels=784,
+        max_new_tokens=4,
+        progress=False,
+    )
     calls, (model, processor) = generate_calls, tiny
     b = run_eval(cfg, model, processor)["benchmarks"]["egosynth"]
     assert b["skipped"] == {"missing_video": 1} and b["n_scored"] == 2 and sum(calls) == 2
@@ -304,13 +349,15 @@ def test_evaluation_retries_missing_videos_but_not_deterministic_skips(tmp_path,
 
 @pytest.mark.slow
 def test_a_judge_that_was_unreachable_is_asked_again(tmp_path):
-    from judge_server import JudgeServer
-
     from ego3s.eval.benchmarks import get_benchmark
     from ego3s.eval.judge import Judge
+    from judge_server import JudgeServer
 
-    samples = [Sample(id="q0", question="What am I holding?", answer="a red cup", task="openqa",
-                      meta={"dimension": "Activity"})]
+    samples = [
+        Sample(
+            id="q0", question="What am I holding?", answer="a red cup", task="openqa", meta={"dimension": "Activity"}
+        )
+    ]
     preds = {"q0": "a red cup"}
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -339,8 +386,12 @@ with folder_lock(sys.argv[1], "holder"):
 
 
 def _holder(folder: Path, seconds: float) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(seconds)], stdout=subprocess.PIPE, text=True,
-                         env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path)})
+    p = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder), str(seconds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**ENV, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
     assert p.stdout.readline().strip() == "locked"
     return p
 
@@ -375,14 +426,18 @@ def test_a_lock_file_of_a_dead_process_is_taken_over_and_one_of_another_host_is_
     with folder_lock(folder, "x", echo=lines.append):
         pass
     assert "taking over a stale lock" in lines[0]
-    (folder / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere.example", "started": "then",
-                                                "what": "ego3s train", "command": "ego3s train"}))
+    (folder / LOCK_NAME).write_text(
+        json.dumps(
+            {"pid": 1, "host": "elsewhere.example", "started": "then", "what": "ego3s train", "command": "ego3s train"}
+        )
+    )
     with pytest.raises(FolderLocked, match=f"pid 1 on elsewhere.example.*delete {folder / LOCK_NAME}"):
         with folder_lock(folder, "x"):
             pass
     # a live pid of this host whose start time is not the recorded one: a reused pid, stale
-    (folder / LOCK_NAME).write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(),
-                                                "proc_start": "1", "started": "then"}))
+    (folder / LOCK_NAME).write_text(
+        json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "proc_start": "1", "started": "then"})
+    )
     with folder_lock(folder, "x", echo=lines.append):
         pass
     assert "stale lock" in lines[-1]
@@ -403,16 +458,24 @@ def test_the_lock_is_reentrant_in_a_process_and_every_stage_takes_it(tmp_path, t
         from ego3s.select.run import SelectionConfig, run_selection
 
         busy = str(tmp_path / "busy")
-        for call in (lambda: run_selection(SelectionConfig(method="full", data=str(pool), out=busy)),
-                     lambda: run_eval(EvalConfig(data=["EgoSynth"], paths={"EgoSynth": str(pool)}, out=busy,
-                                                 model=tiny_model_dir)),
-                     lambda: run_training(TrainingConfig(model=tiny_model_dir, data=str(pool), out=busy)),
-                     lambda: run_pipeline(RunConfig(out=busy, model="tiny"), echo=lambda m: None)):
+        for call in (
+            lambda: run_selection(SelectionConfig(method="full", data=str(pool), out=busy)),
+            lambda: run_eval(
+                EvalConfig(data=["EgoSynth"], paths={"EgoSynth": str(pool)}, out=busy, model=tiny_model_dir)
+            ),
+            lambda: run_training(TrainingConfig(model=tiny_model_dir, data=str(pool), out=busy)),
+            lambda: run_pipeline(RunConfig(out=busy, model="tiny"), echo=lambda m: None),
+        ):
             with pytest.raises(FolderLocked, match=f"pid {p.pid}"):
                 call()
         # the CLI: one line on stderr, exit status 1
-        r = subprocess.run([sys.executable, "-m", "ego3s.cli", "select", "method=full", f"data={pool}", f"out={busy}"],
-                           capture_output=True, text=True, env=ENV, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-m", "ego3s.cli", "select", "method=full", f"data={pool}", f"out={busy}"],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=120,
+        )
         assert r.returncode == 1 and "another process writes this folder" in r.stderr and "Traceback" not in r.stderr
     finally:
         p.kill()

@@ -64,8 +64,10 @@ def imports() -> list[tuple[str, str, str]]:
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 # `from ego3s import skips` imports the module ego3s.skips; `from ego3s.x import y`, ego3s.x
                 if node.module == "ego3s":
-                    targets = [f"ego3s.{a.name}" if (SRC / f"{a.name}.py").exists() or (SRC / a.name).is_dir()
-                               else "ego3s" for a in node.names]
+                    targets = [
+                        f"ego3s.{a.name}" if (SRC / f"{a.name}.py").exists() or (SRC / a.name).is_dir() else "ego3s"
+                        for a in node.names
+                    ]
                 else:
                     targets = [node.module]
             else:
@@ -75,7 +77,9 @@ def imports() -> list[tuple[str, str, str]]:
 
 
 def test_every_unit_has_a_layer():
-    units = {rel.split("/")[0].removesuffix(".py") for rel in (p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py"))}
+    units = {
+        rel.split("/")[0].removesuffix(".py") for rel in (p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py"))
+    }
     assert units - set(LEVEL) == set(), "give the new package a layer here and in docs/CONVENTIONS.md"
 
 
@@ -95,7 +99,7 @@ def _cycle(edges: dict[str, set[str]]) -> list[str] | None:
         stack.append(u)
         for v in sorted(edges.get(u, ())):
             if state.get(v) == 1:
-                return stack[stack.index(v):] + [v]
+                return stack[stack.index(v) :] + [v]
             if v not in state and (found := visit(v)):
                 return found
         stack.pop()

@@ -5,8 +5,18 @@ import time
 
 import pytest
 
-from ego3s.eval.judge import (EGOTEXTVQA, EGOTHINK, RUBRICS, Judge, JudgeError, JudgeItem, JudgeParseError,
-                              parse_egotextvqa, parse_egothink, request_key)
+from ego3s.eval.judge import (
+    EGOTEXTVQA,
+    EGOTHINK,
+    RUBRICS,
+    Judge,
+    JudgeError,
+    JudgeItem,
+    JudgeParseError,
+    parse_egotextvqa,
+    parse_egothink,
+    request_key,
+)
 from ego3s.files import read_log
 from judge_server import ByteLM, JudgeServer, TinyQwenLM
 
@@ -15,8 +25,10 @@ ITEMS = [
     JudgeItem("q2", "Where is the book titled fables?", "on the shelf", "the shelf by the door"),
     JudgeItem("q3", "What is the speed limit?", "30 mph", "45"),
 ]
-EXPECT = {"egotextvqa": [{"pred": "yes", "score": 5}, {"pred": "yes", "score": 3}, {"pred": "no", "score": 1}],
-          "egothink": [1.0, 0.5, 0.0]}
+EXPECT = {
+    "egotextvqa": [{"pred": "yes", "score": 5}, {"pred": "yes", "score": 3}, {"pred": "no", "score": 1}],
+    "egothink": [1.0, 0.5, 0.0],
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,52 +44,98 @@ def srv(server):
 
 
 def judge(srv, model, **kw):
-    kw = {"api_key": "test", "timeout": 5.0, "max_retries": 3, "parse_retries": 2, "backoff": 0.01,
-          "max_backoff": 0.05, **kw}
+    kw = {
+        "api_key": "test",
+        "timeout": 5.0,
+        "max_retries": 3,
+        "parse_retries": 2,
+        "backoff": 0.01,
+        "max_backoff": 0.05,
+        **kw,
+    }
     return Judge(model, base_url=srv.base_url, **kw)
 
 
 # ----------------------------------------------------------------------------------------------
 # Strict parsing
 
-@pytest.mark.parametrize("text, expected", [
-    ("{'pred': 'yes', 'score': 5}", {"pred": "yes", "score": 5}),
-    ("{'pred': 'no', 'score': 0}", {"pred": "no", "score": 0}),
-    ('{"pred": "yes", "score": 4}', {"pred": "yes", "score": 4}),
-    ("  {'score': 2, 'pred': 'No'}\n", {"pred": "no", "score": 2}),
-    ("```python\n{'pred': 'yes', 'score': 3}\n```", {"pred": "yes", "score": 3}),
-    ("```\n{'pred': 'no', 'score': 1}\n```", {"pred": "no", "score": 1}),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("{'pred': 'yes', 'score': 5}", {"pred": "yes", "score": 5}),
+        ("{'pred': 'no', 'score': 0}", {"pred": "no", "score": 0}),
+        ('{"pred": "yes", "score": 4}', {"pred": "yes", "score": 4}),
+        ("  {'score': 2, 'pred': 'No'}\n", {"pred": "no", "score": 2}),
+        ("```python\n{'pred': 'yes', 'score': 3}\n```", {"pred": "yes", "score": 3}),
+        ("```\n{'pred': 'no', 'score': 1}\n```", {"pred": "no", "score": 1}),
+    ],
+)
 def test_parse_egotextvqa_good(text, expected):
     assert parse_egotextvqa(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "", "yes", "{'pred': 'yes'}", "{'score': 4}", "{'pred': 'maybe', 'score': 3}",
-    "{'pred': 'yes', 'score': '4'}", "{'pred': 'yes', 'score': 4.5}", "{'pred': 'yes', 'score': 4.0}",
-    "{'pred': 'yes', 'score': 6}", "{'pred': 'yes', 'score': -1}", "{'pred': 'yes', 'score': True}",
-    "{'pred': 'yes', 'score': 4, 'reason': 'ok'}", "Sure! {'pred': 'yes', 'score': 4}",
-    "{'pred': 'yes', 'score': 4} {'pred': 'no', 'score': 1}", "{'pred': 'yes', 'score': 4}.",
-    "{pred: yes, score: 4}", "{'pred': 'yes', 'score': __import__('os')}", "[{'pred': 'yes', 'score': 4}]",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "yes",
+        "{'pred': 'yes'}",
+        "{'score': 4}",
+        "{'pred': 'maybe', 'score': 3}",
+        "{'pred': 'yes', 'score': '4'}",
+        "{'pred': 'yes', 'score': 4.5}",
+        "{'pred': 'yes', 'score': 4.0}",
+        "{'pred': 'yes', 'score': 6}",
+        "{'pred': 'yes', 'score': -1}",
+        "{'pred': 'yes', 'score': True}",
+        "{'pred': 'yes', 'score': 4, 'reason': 'ok'}",
+        "Sure! {'pred': 'yes', 'score': 4}",
+        "{'pred': 'yes', 'score': 4} {'pred': 'no', 'score': 1}",
+        "{'pred': 'yes', 'score': 4}.",
+        "{pred: yes, score: 4}",
+        "{'pred': 'yes', 'score': __import__('os')}",
+        "[{'pred': 'yes', 'score': 4}]",
+    ],
+)
 def test_parse_egotextvqa_bad(text):
     with pytest.raises(JudgeParseError):
         parse_egotextvqa(text)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Rating: [[1]]", 1.0), ("Rating: [[0.5]]", 0.5), ("[[0]]", 0.0), ("The answer is wrong.\nRating: [[0.0]]", 0.0),
-    ("Rating: [[ 1.0 ]]", 1.0), ("It matches the reference [[1]]. Rating: [[1]]", 1.0),
-    ("Close but vague. Rating: [0.5]", 0.5), ("Rating: [[0.50]]", 0.5),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Rating: [[1]]", 1.0),
+        ("Rating: [[0.5]]", 0.5),
+        ("[[0]]", 0.0),
+        ("The answer is wrong.\nRating: [[0.0]]", 0.0),
+        ("Rating: [[ 1.0 ]]", 1.0),
+        ("It matches the reference [[1]]. Rating: [[1]]", 1.0),
+        ("Close but vague. Rating: [0.5]", 0.5),
+        ("Rating: [[0.50]]", 0.5),
+    ],
+)
 def test_parse_egothink_good(text, expected):
     assert parse_egothink(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "", "Rating: 1", "Rating: [[2]]", "Rating: [[0.7]]", "Rating: [[10]]", "Rating: [[-1]]", "Rating: [[one]]",
-    "[[1]] ... on reflection [[0]]", "Rating: [1] or maybe [0]", "Rating: [[]]", "Rating: [[0.5.1]]",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "Rating: 1",
+        "Rating: [[2]]",
+        "Rating: [[0.7]]",
+        "Rating: [[10]]",
+        "Rating: [[-1]]",
+        "Rating: [[one]]",
+        "[[1]] ... on reflection [[0]]",
+        "Rating: [1] or maybe [0]",
+        "Rating: [[]]",
+        "Rating: [[0.5.1]]",
+    ],
+)
 def test_parse_egothink_bad(text):
     with pytest.raises(JudgeParseError):
         parse_egothink(text)
@@ -108,12 +166,17 @@ def test_judge_prompts_are_the_official_ones_verbatim():
     official sources (EgoTextVQA gpt_eval.py `annotate` at d5d7ccd, evaluated with question, answer,
     model_pred; EgoThink judge_prompts.jsonl single-math-v2 at fbafe8f, system prompt + the template's
     `format(question, ref_answer_1, answer)`)."""
-    assert _digest(EGOTEXTVQA.messages("What does the sign say?", "gas sale", "gas sale {x}")) == \
-        "fc069c7f1282fdcd38a20f9cfd74f308eaa4e71e980c01f49f1c5a73efc006f9"
-    assert _digest(EGOTHINK.messages("What am I doing?", "cooking", "frying eggs")) == \
-        "615ace4becac40a223984969e378601394fd934a883a3fa57dedddb99debfb6a"
+    assert (
+        _digest(EGOTEXTVQA.messages("What does the sign say?", "gas sale", "gas sale {x}"))
+        == "fc069c7f1282fdcd38a20f9cfd74f308eaa4e71e980c01f49f1c5a73efc006f9"
+    )
+    assert (
+        _digest(EGOTHINK.messages("What am I doing?", "cooking", "frying eggs"))
+        == "615ace4becac40a223984969e378601394fd934a883a3fa57dedddb99debfb6a"
+    )
     assert EGOTEXTVQA.messages("q", "a", "p")[0]["content"].startswith(
-        "You are an intelligent chatbot designed for evaluating the correctness of generative outputs")
+        "You are an intelligent chatbot designed for evaluating the correctness of generative outputs"
+    )
 
 
 def test_judge_arguments():
@@ -125,6 +188,7 @@ def test_judge_arguments():
 
 # ----------------------------------------------------------------------------------------------
 # Over HTTP
+
 
 @pytest.mark.parametrize("rubric", [EGOTEXTVQA, EGOTHINK])
 def test_scripted_ratings_and_cache(srv, tmp_path, rubric):
@@ -251,6 +315,7 @@ def test_progress_callback(srv):
 # ----------------------------------------------------------------------------------------------
 # A real model behind the endpoint
 
+
 @pytest.fixture(scope="module")
 def lm_server(tmp_path_factory):
     try:
@@ -281,8 +346,9 @@ def test_real_model_choices_parse_and_are_deterministic(lm_server, tmp_path):
     lm_server.reset_counts()
     first = judge(lm_server, "tiny-choice").rate(EGOTEXTVQA, ITEMS)
     second = judge(lm_server, "tiny-choice").rate(EGOTEXTVQA, ITEMS)
-    assert all(o.rating is not None and o.rating["pred"] in ("yes", "no") and 0 <= o.rating["score"] <= 5
-               for o in first)
+    assert all(
+        o.rating is not None and o.rating["pred"] in ("yes", "no") and 0 <= o.rating["score"] <= 5 for o in first
+    )
     assert [o.rating for o in first] == [o.rating for o in second] and lm_server.count == 6
     out = judge(lm_server, "tiny-choice", cache=tmp_path / "c.jsonl").rate(EGOTHINK, ITEMS)
     assert all(o.rating in (0.0, 0.5, 1.0) for o in out)

@@ -9,8 +9,6 @@ import logging
 import re
 from pathlib import Path
 
-import pytest
-
 from ego3s.eval.benchmarks import BENCHMARKS, get_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +24,12 @@ def doc_table() -> dict[str, dict]:
         name, lmms, split, questions, metric = cells
         metrics = re.findall(r"`([^`]+)`", metric)
         rows[name.strip("`")] = {
-            "lmms_eval": None if lmms == "—" else lmms.strip("`"), "split": split,
+            "lmms_eval": None if lmms == "—" else lmms.strip("`"),
+            "split": split,
             "questions": None if questions == "—" else int(questions.replace(",", "")),
-            "metric": metrics[0], "lmms_metric": metrics[1] if len(metrics) > 1 else None}
+            "metric": metrics[0],
+            "lmms_metric": metrics[1] if len(metrics) > 1 else None,
+        }
     return rows
 
 
@@ -37,25 +38,45 @@ def test_name_table_matches_the_registry():
     assert list(table) == list(BENCHMARKS)  # every entry, in registry order
     for name, row in table.items():
         b = BENCHMARKS[name]
-        assert row == {"lmms_eval": b.lmms_eval, "split": b.split, "questions": b.questions, "metric": b.metric,
-                       "lmms_metric": b.lmms_metric}, name
+        assert row == {
+            "lmms_eval": b.lmms_eval,
+            "split": b.split,
+            "questions": b.questions,
+            "metric": b.metric,
+            "lmms_metric": b.lmms_metric,
+        }, name
         if b.lmms_eval:  # lmms-eval's task name resolves to the same entry
             assert get_benchmark(b.lmms_eval).name == name
 
 
 def test_question_counts_against_the_real_files():
-    for name in ("egotextvqa-indoor", "egotextvqa-outdoor", "egotextvqa-realtime", "egothink-activity",
-                 "egothink-affordance"):
+    for name in (
+        "egotextvqa-indoor",
+        "egotextvqa-outdoor",
+        "egotextvqa-realtime",
+        "egothink-activity",
+        "egothink-affordance",
+    ):
         b = get_benchmark(name)
         assert len(b.load(b.locate(DATA))) == b.questions, name
     assert get_benchmark("egotextvqa").questions == 2216 + 4848
     # EgoThink: 12 dimensions, 700 questions, as the table says
     dims = [b for b in BENCHMARKS.values() if b.family == "egothink" and b.name != "egothink"]
     assert len(dims) == 12 and sum(b.questions for b in dims) == BENCHMARKS["egothink"].questions == 700
-    assert {b.split for b in dims} == {"Activity", "Forecasting", "Localization_location", "Localization_spatial",
-                                       "Object_affordance", "Object_attribute", "Object_existence",
-                                       "Planning_assistance", "Planning_navigation", "Reasoning_comparing",
-                                       "Reasoning_counting", "Reasoning_situated"}  # lmms-eval's dataset_name
+    assert {b.split for b in dims} == {
+        "Activity",
+        "Forecasting",
+        "Localization_location",
+        "Localization_spatial",
+        "Object_affordance",
+        "Object_attribute",
+        "Object_existence",
+        "Planning_assistance",
+        "Planning_navigation",
+        "Reasoning_comparing",
+        "Reasoning_counting",
+        "Reasoning_situated",
+    }  # lmms-eval's dataset_name
 
 
 def test_egothink_dimension_entries_load_one_dimension():
@@ -80,24 +101,56 @@ def test_changed_names_warn_with_the_split_they_mean(caplog):
 def _results():
     """An ego3s results dict as `ego3s eval` writes it (numbers chosen by hand)."""
     return {
-        "model": "/models/org/Qwen2.5-VL-7B-Instruct", "model_fingerprint": "abc", "seconds": 12.5,
-        "config": {"batch_size": 8, "limit": None, "fmt": "direct", "max_new_tokens": None, "device": "cpu",
-                   "view": "full"},
+        "model": "/models/org/Qwen2.5-VL-7B-Instruct",
+        "model_fingerprint": "abc",
+        "seconds": 12.5,
+        "config": {
+            "batch_size": 8,
+            "limit": None,
+            "fmt": "direct",
+            "max_new_tokens": None,
+            "device": "cpu",
+            "view": "full",
+        },
         "benchmarks": {
-            "egoschema-subset": {"path": "x", "n_samples": 500, "n_scored": 500, "metrics": {
-                "accuracy": 48.2, "n_scored": 500, "n_hidden": 0, "unparsed": 3}},
-            "egoschema": {"path": "x", "n_samples": 5031, "n_scored": 5031, "metrics": {
-                "accuracy": 50.0, "n_scored": 500, "n_hidden": 4531, "unparsed": 0}},
-            "egoplan2": {"path": "y", "n_samples": 1321, "n_scored": 1320, "metrics": {
-                "accuracy": 39.67, "n": 1320, "unparsed": 1}},
-            "egothink": {"path": "z", "n_samples": 150, "n_scored": 150,
-                         "metrics": {"score": 62.5, "em": 10.0, "rouge_l": 30.0, "n": 150, "n_dimensions": 2},
-                         "by": {"dimension": {"Activity": {"n": 100, "score": 75.0, "em": 12.0, "rouge_l": 31.0},
-                                              "Object/affordance": {"n": 50, "score": 50.0, "em": 8.0,
-                                                                    "rouge_l": 29.0}}}},
-            "egotextvqa-indoor": {"path": "w", "n_samples": 4, "n_scored": 4, "metrics": {
-                "accuracy": 25.0, "score": 1.5, "em": 0.0, "rouge_l": 12.0}},
-        }}
+            "egoschema-subset": {
+                "path": "x",
+                "n_samples": 500,
+                "n_scored": 500,
+                "metrics": {"accuracy": 48.2, "n_scored": 500, "n_hidden": 0, "unparsed": 3},
+            },
+            "egoschema": {
+                "path": "x",
+                "n_samples": 5031,
+                "n_scored": 5031,
+                "metrics": {"accuracy": 50.0, "n_scored": 500, "n_hidden": 4531, "unparsed": 0},
+            },
+            "egoplan2": {
+                "path": "y",
+                "n_samples": 1321,
+                "n_scored": 1320,
+                "metrics": {"accuracy": 39.67, "n": 1320, "unparsed": 1},
+            },
+            "egothink": {
+                "path": "z",
+                "n_samples": 150,
+                "n_scored": 150,
+                "metrics": {"score": 62.5, "em": 10.0, "rouge_l": 30.0, "n": 150, "n_dimensions": 2},
+                "by": {
+                    "dimension": {
+                        "Activity": {"n": 100, "score": 75.0, "em": 12.0, "rouge_l": 31.0},
+                        "Object/affordance": {"n": 50, "score": 50.0, "em": 8.0, "rouge_l": 29.0},
+                    }
+                },
+            },
+            "egotextvqa-indoor": {
+                "path": "w",
+                "n_samples": 4,
+                "n_scored": 4,
+                "metrics": {"accuracy": 25.0, "score": 1.5, "em": 0.0, "rouge_l": 12.0},
+            },
+        },
+    }
 
 
 def test_export_in_lmms_eval_layout(tmp_path):
@@ -106,14 +159,36 @@ def test_export_in_lmms_eval_layout(tmp_path):
     path = export_lmms_eval(_results(), tmp_path, date="20261203_130000")
     assert path == tmp_path / "lmms-eval" / "org__Qwen2.5-VL-7B-Instruct" / "20261203_130000_results.json"
     doc = json.loads(path.read_text())
-    assert {"results", "groups", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better", "n-samples",
-            "config", "date"} <= set(doc)
+    assert {
+        "results",
+        "groups",
+        "group_subtasks",
+        "configs",
+        "versions",
+        "n-shot",
+        "higher_is_better",
+        "n-samples",
+        "config",
+        "date",
+    } <= set(doc)
     r = doc["results"]
-    assert set(r) == {"egoschema_subset", "egoschema", "egoplan2", "egothink_activity", "egothink_affordance",
-                      "egothink", "egotextvqa-indoor"}
+    assert set(r) == {
+        "egoschema_subset",
+        "egoschema",
+        "egoplan2",
+        "egothink_activity",
+        "egothink_affordance",
+        "egothink",
+        "egotextvqa-indoor",
+    }
     # lmms-eval's metric, on lmms-eval's scale (fractions), stderr N/A; ego3s's metrics beside it
-    assert r["egoschema_subset"] == {"alias": "egoschema_subset", "score,none": 0.482, "score_stderr,none": "N/A",
-                                     "ego3s_accuracy,none": 48.2, "ego3s_accuracy_stderr,none": "N/A"}
+    assert r["egoschema_subset"] == {
+        "alias": "egoschema_subset",
+        "score,none": 0.482,
+        "score_stderr,none": "N/A",
+        "ego3s_accuracy,none": 48.2,
+        "ego3s_accuracy_stderr,none": "N/A",
+    }
     assert r["egoschema"]["submission,none"] is None and r["egoschema"]["ego3s_accuracy,none"] == 50.0
     assert r["egoplan2"]["egoplan2_mcq_accuracy,none"] == 0.3967
     assert r["egothink_activity"]["gpt_eval_score,none"] == 0.75

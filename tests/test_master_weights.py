@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from ego3s.models.loading import downcast, upcast_trainable
+from helpers import tiny_grpo_config
 
 
 def _changed_share(master_weights: str, lr: float) -> float:
@@ -79,16 +80,21 @@ def _lm_changed_share(start_dir, ckpt) -> float:
 
 
 def test_grpo_in_bf16_trains_fp32_masters_and_saves_bf16(tiny_model_dir, synth, tmp_path):
-    from ego3s.curriculum.monitor import ECRConfig
-    from ego3s.rl.train import TrainingConfig, run_training
+    from ego3s.rl.train import run_training
 
     for mw, ckpt_dtypes in (("float32", {torch.float32, torch.bfloat16}), ("bfloat16", {torch.bfloat16})):
         out = tmp_path / mw
-        run_training(TrainingConfig(
-            model=tiny_model_dir, data=str(synth / "train.jsonl"), out=str(out), batch_size=4,
-            per_device_train_batch_size=4, num_generations=2, max_completion_length=8, max_steps=1,
-            save_steps=1, learning_rate=1e-5, beta=0.0, nframes=4, max_pixels=56 * 56, min_pixels=28 * 28,
-            dtype="bfloat16", master_weights=mw, ecr=ECRConfig(ecr=False)))
+        run_training(
+            tiny_grpo_config(
+                tiny_model_dir,
+                synth / "train.jsonl",
+                out,
+                max_completion_length=8,
+                learning_rate=1e-5,
+                dtype="bfloat16",
+                master_weights=mw,
+            )
+        )
         assert _dtypes(out / "checkpoint-1") == ckpt_dtypes  # trained LM in fp32; frozen tower bf16
         assert _dtypes(out / "final") == {torch.bfloat16}  # saved in the dtype it was loaded in
 
@@ -101,10 +107,24 @@ def test_sft_in_bf16_moves_the_weights_only_with_fp32_masters(tiny_model_dir, sy
     share = {}
     for mw in ("float32", "bfloat16"):
         out = tmp_path / mw
-        run_sft(SFTRunConfig(
-            model=tiny_model_dir, data=str(synth / "train.jsonl"), out=str(out), fmt="direct",
-            learning_rate=1e-5, warmup_ratio=0.0, per_device_train_batch_size=4, max_steps=4, save_steps=4,
-            nframes=4, max_pixels=56 * 56, min_pixels=28 * 28, dtype="bfloat16", master_weights=mw))
+        run_sft(
+            SFTRunConfig(
+                model=tiny_model_dir,
+                data=str(synth / "train.jsonl"),
+                out=str(out),
+                fmt="direct",
+                learning_rate=1e-5,
+                warmup_ratio=0.0,
+                per_device_train_batch_size=4,
+                max_steps=4,
+                save_steps=4,
+                nframes=4,
+                max_pixels=56 * 56,
+                min_pixels=28 * 28,
+                dtype="bfloat16",
+                master_weights=mw,
+            )
+        )
         share[mw] = _lm_changed_share(tiny_model_dir, out / "checkpoint-4")
     # the fp32 masters hold every update; in pure bf16 most round away (1.6% of entries moved)
     assert share["float32"] > 0.5 and share["bfloat16"] < 0.5 * share["float32"], share

@@ -29,10 +29,15 @@ def user(kind: str | None, text: str) -> list[dict]:
     return [{"role": "user", "content": ([{"type": kind}] if kind else []) + [{"type": "text", "text": text}]}]
 
 
-CLOSED = Sample(id="c1", question="What did I pick up?", answer="B", task="closeqa",
-                options=["a cup", "a knife", "a towel"], video="v.mp4")
-OPEN = Sample(id="o1", question="Where did I put the scissors?", answer="in the drawer", task="openqa",
-              image="i.jpg")
+CLOSED = Sample(
+    id="c1",
+    question="What did I pick up?",
+    answer="B",
+    task="closeqa",
+    options=["a cup", "a knife", "a towel"],
+    video="v.mp4",
+)
+OPEN = Sample(id="o1", question="Where did I put the scissors?", answer="in the drawer", task="openqa", image="i.jpg")
 
 
 # ----------------------------------------------------------------------------- tiny
@@ -76,12 +81,21 @@ def test_tiny_reloads_offline_through_auto_classes(tiny_dir):
     assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
     assert type(processor).__name__ == "Qwen2_5_VLProcessor"
     tok = processor.tokenizer
-    for t in ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<|vision_start|>", "<|vision_end|>",
-              "<|image_pad|>", "<|video_pad|>"]:
+    for t in [
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]:
         assert len(tok(t, add_special_tokens=False)["input_ids"]) == 1, t
     text = processor.apply_chat_template(user("video", "hi"), tokenize=False, add_generation_prompt=True)
-    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-                    "<|vision_start|><|video_pad|><|vision_end|>hi<|im_end|>\n<|im_start|>assistant\n")
+    assert text == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+        "<|vision_start|><|video_pad|><|vision_end|>hi<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_encode_video_grid_tokens_and_timing(tiny_dir):
@@ -125,8 +139,11 @@ def test_encode_rejects_bad_input(tiny):
 def test_tiny_forward_and_generate_on_image_video_and_text(tiny):
     model, processor = tiny
     image = np.random.default_rng(3).integers(0, 256, (56, 84, 3), dtype=np.uint8)
-    cases = [(user("image", "What is it?"), image), (user("video", "What is it?"), make_clip(4, 56, 56, 2.0)),
-             (user(None, "What is it?"), None)]
+    cases = [
+        (user("image", "What is it?"), image),
+        (user("video", "What is it?"), make_clip(4, 56, 56, 2.0)),
+        (user(None, "What is it?"), None),
+    ]
     for messages, visual in cases:
         batch = encode(processor, [messages], [visual])
         with torch.no_grad():
@@ -139,15 +156,18 @@ def test_tiny_forward_and_generate_on_image_video_and_text(tiny):
 
 def test_batched_left_padding_matches_one_at_a_time(tiny):
     model, processor = tiny
-    messages = [user("video", "What did I pick up after I opened the fridge and took the milk?"),
-                user("video", "What?"), user(None, "Where is the knife?")]
+    messages = [
+        user("video", "What did I pick up after I opened the fridge and took the milk?"),
+        user("video", "What?"),
+        user(None, "Where is the knife?"),
+    ]
     clips = [make_clip(4, 56, 84, 2.0, seed=1), make_clip(6, 56, 56, 1.0, seed=2), None]
     batch = encode(processor, messages, clips)
     n = batch["input_ids"].shape[1]
     together = model.generate(**batch, max_new_tokens=8, do_sample=False)[:, n:]
     for i in range(len(messages)):
         one = encode(processor, [messages[i]], [clips[i]])
-        alone = model.generate(**one, max_new_tokens=8, do_sample=False)[0, one["input_ids"].shape[1]:]
+        alone = model.generate(**one, max_new_tokens=8, do_sample=False)[0, one["input_ids"].shape[1] :]
         assert together[i].tolist() == alone.tolist(), i
     assert len({tuple(r) for r in together.tolist()}) > 1  # the tiny model is not degenerate
 
@@ -164,7 +184,7 @@ def test_encode_answers_for_teacher_forcing(tiny):
         ids = tok(answer, add_special_tokens=False)["input_ids"]
         labels = full["labels"][i]
         assert labels[labels != -100].tolist() == ids  # exactly the answer tokens, at the end
-        assert labels[-len(ids):].tolist() == ids
+        assert labels[-len(ids) :].tolist() == ids
         n_prompt = int(prompt["attention_mask"][i].sum())
         row = full["input_ids"][i][full["attention_mask"][i].bool()]
         assert row[:n_prompt].tolist() == prompt["input_ids"][i][-n_prompt:].tolist()  # same prompt tokens
@@ -185,12 +205,21 @@ def test_rope_index_is_the_reference_one(tiny):
     tps = model.config.vision_config.tokens_per_second
 
     def args(b):
-        return (b["input_ids"], b["mm_token_type_ids"], b.get("image_grid_thw"), b.get("video_grid_thw"),
-                b.get("second_per_grid_ts"), b["attention_mask"])
+        return (
+            b["input_ids"],
+            b["mm_token_type_ids"],
+            b.get("image_grid_thw"),
+            b.get("video_grid_thw"),
+            b.get("second_per_grid_ts"),
+            b["attention_mask"],
+        )
 
     # where transformers follows the reference (spatial extent >= temporal, integer seconds per grid)
-    b = encode(processor, [user("video", "What?"), user("image", "Where is it?"), user(None, "hi")],
-               [make_clip(4, 112, 84, 2.0), np.zeros((56, 84, 3), np.uint8), None])
+    b = encode(
+        processor,
+        [user("video", "What?"), user("image", "Where is it?"), user(None, "hi")],
+        [make_clip(4, 112, 84, 2.0), np.zeros((56, 84, 3), np.uint8), None],
+    )
     ours, theirs = qwen25_rope_index(inner, *args(b)), native(inner, *args(b))
     assert torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
     # fractional seconds per grid (fps 4 -> 0.5 s): temporal index = long(t * 0.5 * tps)
@@ -210,10 +239,14 @@ def test_rope_index_is_the_reference_one(tiny):
     out = model.generate(**b, max_new_tokens=4, do_sample=False, output_logits=True, return_dict_in_generate=True)
     n = b["input_ids"].shape[1]
     seq = out.sequences
-    forced = {**b, "input_ids": seq, "attention_mask": torch.ones_like(seq),
-              "mm_token_type_ids": torch.nn.functional.pad(b["mm_token_type_ids"], (0, seq.shape[1] - n))}
+    forced = {
+        **b,
+        "input_ids": seq,
+        "attention_mask": torch.ones_like(seq),
+        "mm_token_type_ids": torch.nn.functional.pad(b["mm_token_type_ids"], (0, seq.shape[1] - n)),
+    }
     with torch.no_grad():
-        logits = model(**forced).logits[0, n - 1:-1]
+        logits = model(**forced).logits[0, n - 1 : -1]
     assert torch.allclose(torch.stack(out.logits, 1)[0], logits, atol=1e-4)
     assert patch_qwen25_rope_index(torch.nn.Linear(2, 2)) is False
 
@@ -318,9 +351,11 @@ def test_smol_knows_paris_and_reloads_offline(smol_dir, smol):
     model, processor = smol
     ids = processor.tokenizer(["The capital of France is"], return_tensors="pt")
     out = model.generate(**ids, max_new_tokens=6, do_sample=False)
-    assert "Paris" in processor.tokenizer.decode(out[0, ids["input_ids"].shape[1]:])
-    assert type(AutoModelForImageTextToText.from_pretrained(smol_dir, local_files_only=True)).__name__ == \
-        "Qwen2_5_VLForConditionalGeneration"
+    assert "Paris" in processor.tokenizer.decode(out[0, ids["input_ids"].shape[1] :])
+    assert (
+        type(AutoModelForImageTextToText.from_pretrained(smol_dir, local_files_only=True)).__name__
+        == "Qwen2_5_VLForConditionalGeneration"
+    )
     assert type(AutoProcessor.from_pretrained(smol_dir, local_files_only=True)).__name__ == "Qwen2_5_VLProcessor"
     marker = read_marker(smol_dir)
     assert marker["builder"] == "smol" and 130e6 < marker["parameters"] < 200e6
@@ -369,8 +404,9 @@ def test_mini_is_a_small_qwen25vl_with_egosynth_words_in_its_tokenizer(tmp_path)
     video = torch.rand(8, 3, 84, 84)
     msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What did I pick up?"}]}]
     text = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-    enc = processor(text=[text], videos=[video], return_tensors="pt", do_rescale=False,
-                    videos_kwargs={"do_sample_frames": False})
+    enc = processor(
+        text=[text], videos=[video], return_tensors="pt", do_rescale=False, videos_kwargs={"do_sample_frames": False}
+    )
     assert enc["video_grid_thw"].tolist() == [[4, 6, 6]]  # 84 px = 6 x 6 patches of 14, 8 frames = 4 pairs
     with torch.no_grad():
         out = model(**enc)

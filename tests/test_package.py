@@ -32,12 +32,17 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
     top = {".git", ".venv", "runs", "build", "dist", "tests", "data", "experiments", "docs", "benchmarks", "examples"}
 
     def ignore(folder, names):  # the checkout's own folders, not ego3s/data (a package of the same name)
-        return {n for n in names if n == "__pycache__" or n.endswith(".egg-info")
-                or (Path(folder) == ROOT and n in top)}
+        return {
+            n for n in names if n == "__pycache__" or n.endswith(".egg-info") or (Path(folder) == ROOT and n in top)
+        }
+
     shutil.copytree(ROOT, src, symlinks=True, ignore=ignore)
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(src)], check=True, cwd=tmp_path)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheels), str(src)],
+        check=True,
+        cwd=tmp_path,
+    )
     (whl,) = wheels.glob("ego3s-*.whl")
     names = set(zipfile.ZipFile(whl).namelist())
     shipped = {p.relative_to(ROOT / "configs").as_posix() for p in (ROOT / "configs").rglob("*.yaml")}
@@ -51,8 +56,13 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     py = venv / "bin" / "python"
-    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             check=True, capture_output=True, text=True, env=env).stdout.strip()
+    purelib = subprocess.run(
+        [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout.strip()
     subprocess.run([str(py), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(whl)], check=True, env=env)
     Path(purelib, "test_venv.pth").write_text("\n".join(site.getsitepackages()) + "\n")  # after: pip would
     # otherwise see the test venv's ego3s as already installed
@@ -65,8 +75,11 @@ def test_wheel_installs_and_runs_outside_the_source_tree(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         return r.stdout
 
-    out = run(str(venv / "bin" / "python"), "-c",
-              "import ego3s, ego3s.cli as c; print(ego3s.__file__); print(c._packaged_config('demo.yaml'))")
+    out = run(
+        str(venv / "bin" / "python"),
+        "-c",
+        "import ego3s, ego3s.cli as c; print(ego3s.__file__); print(c._packaged_config('demo.yaml'))",
+    )
     module, cfg = out.split()
     assert module.startswith(purelib) and cfg.startswith(purelib)  # the installed copy, not the checkout
     assert Path(cfg).read_bytes() == (ROOT / "configs" / "demo.yaml").read_bytes()

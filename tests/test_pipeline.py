@@ -29,8 +29,14 @@ CONFIG = {
     "model": "tiny",
     "egosynth": {"train": 12, "test": 4, "probe": 4, "frames": 8, "size": 56},
     "warmup_egosynth": {"train": 10, "test": 0, "probe": 0, "p_typical": 0.5, "frames": 8, "size": 56},
-    "warmup": {"steps": 2, "batch_size": 2, "nframes": 4, "max_pixels": PIX, "min_pixels": PIX,
-               "vision_pretrain": {"steps": 1, "batch_size": 2, "workers": 0}},
+    "warmup": {
+        "steps": 2,
+        "batch_size": 2,
+        "nframes": 4,
+        "max_pixels": PIX,
+        "min_pixels": PIX,
+        "vision_pretrain": {"steps": 1, "batch_size": 2, "workers": 0},
+    },
     "selection": {
         "method": "csm",
         # relaxed so that samples survive a random tiny model's scores
@@ -38,17 +44,38 @@ CONFIG = {
         "scoring": {"estimator": "likelihood", "nframes": 4, "max_pixels": PIX, "min_pixels": PIX, "batch_size": 4},
     },
     "training": {
-        "strategy": "grpo", "max_steps": 4, "num_generations": 2, "batch_size": 8, "per_device_train_batch_size": 8,
-        "max_completion_length": 8, "beta": 0.0, "save_steps": 1, "nframes": 4, "max_pixels": PIX, "min_pixels": PIX,
+        "strategy": "grpo",
+        "max_steps": 4,
+        "num_generations": 2,
+        "batch_size": 8,
+        "per_device_train_batch_size": 8,
+        "max_completion_length": 8,
+        "beta": 0.0,
+        "save_steps": 1,
+        "nframes": 4,
+        "max_pixels": PIX,
+        "min_pixels": PIX,
         "ecr": {"ecr": True, "monitoring_interval": 1, "probing_set_size": 4, "lambda_s": 0.6},
     },
-    "evaluation": {"fmt": "reasoning", "reasoning_max_new_tokens": 8, "nframes": 4, "max_pixels": PIX,
-                   "min_pixels": PIX, "batch_size": 8, "progress": False},
+    "evaluation": {
+        "fmt": "reasoning",
+        "reasoning_max_new_tokens": 8,
+        "nframes": 4,
+        "max_pixels": PIX,
+        "min_pixels": PIX,
+        "batch_size": 8,
+        "progress": False,
+    },
 }
 STEPS = CONFIG["training"]["max_steps"]
 KILL_AFTER = 2  # checkpoint step after which the first attempt is killed
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2",
-       "MKL_NUM_THREADS": "2"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "OMP_NUM_THREADS": "2",
+    "MKL_NUM_THREADS": "2",
+}
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -83,8 +110,10 @@ def _weights(path: Path) -> dict:
 
 def _metrics(out: Path, tag: str) -> dict:
     res = json.loads((out / "eval" / tag / "results.json").read_text())
-    return {name: {"metrics": b["metrics"], "by": b["by"], "n_scored": b["n_scored"]}
-            for name, b in res["benchmarks"].items()}
+    return {
+        name: {"metrics": b["metrics"], "by": b["by"], "n_scored": b["n_scored"]}
+        for name, b in res["benchmarks"].items()
+    }
 
 
 def _selected(out: Path) -> str:
@@ -119,8 +148,7 @@ def interrupted(cfg_file) -> dict:
     # trainer wrote weights, optimizer, RNG and trainer_state.json)
     marker = ckpt / "ecr_state.json"
     with open(log, "w") as f:
-        p = subprocess.Popen(_cmd(cfg_file, out), stdout=f, stderr=subprocess.STDOUT, env=ENV,
-                             start_new_session=True)
+        p = subprocess.Popen(_cmd(cfg_file, out), stdout=f, stderr=subprocess.STDOUT, env=ENV, start_new_session=True)
         try:
             deadline = time.monotonic() + 600
             while not marker.exists():
@@ -187,7 +215,9 @@ def test_every_stage_writes_its_outputs(ref):
 
     # model and warm-up
     base = Path(m["stages"]["model"]["outputs"]["base"])
-    assert base == ref / "model" / "tiny" and (base / "config.json").is_file() and (base / "model.safetensors").is_file()
+    assert (
+        base == ref / "model" / "tiny" and (base / "config.json").is_file() and (base / "model.safetensors").is_file()
+    )
     warm = ref / "warmup" / "final"
     assert Path(m["stages"]["warmup"]["outputs"]["model"]) == warm
     assert (warm / "model.safetensors").is_file() and (warm / "tokenizer.json").is_file()
@@ -338,7 +368,9 @@ def test_from_select_redoes_select_and_later_stages(ref):
         assert after[s]["status"] == "done" and after[s]["attempts"] == 1, s
     assert _selected(ref) == sel_before
     assert after["train"]["outputs"]["steps"] == STEPS
-    assert sorted(d.name for d in (ref / "train").glob("checkpoint-*")) == [f"checkpoint-{k}" for k in range(1, STEPS + 1)]
+    assert sorted(d.name for d in (ref / "train").glob("checkpoint-*")) == [
+        f"checkpoint-{k}" for k in range(1, STEPS + 1)
+    ]
     assert len(_rewards(ref)) == STEPS * 4  # a fresh log, not appended to the old one
     for tag in ("base", "trained"):
         assert (ref / "eval" / tag / "results.json").is_file()

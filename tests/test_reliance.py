@@ -12,7 +12,11 @@ import pytest
 from ego3s.data.schema import Sample
 from ego3s.eval.paired import compare_predictions, correctness, mcnemar_exact, paired_difference, read_correctness
 
-INTER = {"objects": [{"name": "cup"}], "action": "pick up", "boxes": [{"t": 0.0, "label": "cup", "box": [0, 0, .5, .5]}]}
+INTER = {
+    "objects": [{"name": "cup"}],
+    "action": "pick up",
+    "boxes": [{"t": 0.0, "label": "cup", "box": [0, 0, 0.5, 0.5]}],
+}
 
 
 def test_mcnemar_exact_by_hand():
@@ -49,7 +53,7 @@ def test_bootstrap_interval_matches_the_normal_approximation():
     b = [0] * 60 + [1] * 20 + [1] * 150 + [0] * 170
     r = paired_difference(a, b)
     d_mean = (60 - 20) / 400
-    var = (60 + 20) / 400 - d_mean ** 2  # E[d^2] - E[d]^2 of the per-question difference
+    var = (60 + 20) / 400 - d_mean**2  # E[d^2] - E[d]^2 of the per-question difference
     se = math.sqrt(var / 400)
     # The bootstrap quantiles carry Monte Carlo error sqrt(p(1-p)/B) / density ~ 0.0006 (B = 10,000,
     # p = 0.025) and the percentile interval differs from the normal one by the skewness term
@@ -74,8 +78,12 @@ def test_compare_predictions_pairs_on_shared_ids_and_reads_per_sample_rows(tmp_p
     r = compare_predictions(a, b)
     assert r["n"] == 3 and r["only_a"] == 1 and r["only_b"] == 1 and r["value"] == pytest.approx(100 / 3, abs=1e-4)
     assert "bootstrap" in r["interval"]
-    rows = [{"id": "c", "accuracy": 1.0}, {"id": "o", "em": 0.0, "accuracy": None}, {"id": "k", "correct": 0.0},
-            {"id": "h", "correct": None}]
+    rows = [
+        {"id": "c", "accuracy": 1.0},
+        {"id": "o", "em": 0.0, "accuracy": None},
+        {"id": "k", "correct": 0.0},
+        {"id": "h", "correct": None},
+    ]
     assert [correctness(x) for x in rows] == [1.0, 0.0, 0.0, None]
     p = tmp_path / "per_sample.jsonl"
     p.write_text("".join(json.dumps(x) + "\n" for x in rows))
@@ -83,10 +91,18 @@ def test_compare_predictions_pairs_on_shared_ids_and_reads_per_sample_rows(tmp_p
 
 
 def _sample(i: int, closed: bool, split: str, inter=True) -> Sample:
-    return Sample.from_dict({
-        "id": f"s{i}", "question": "What did I pick up?", "answer": "B" if closed else "a cup",
-        "task": "closeqa" if closed else "openqa", "options": ["a knife", "a cup", "a towel", "a bowl"] if closed
-        else None, "video": f"v{i}.mp4", "interaction": INTER if inter else None, "meta": {"split": split}})
+    return Sample.from_dict(
+        {
+            "id": f"s{i}",
+            "question": "What did I pick up?",
+            "answer": "B" if closed else "a cup",
+            "task": "closeqa" if closed else "openqa",
+            "options": ["a knife", "a cup", "a towel", "a bowl"] if closed else None,
+            "video": f"v{i}.mp4",
+            "interaction": INTER if inter else None,
+            "meta": {"split": split},
+        }
+    )
 
 
 def test_reliance_of_a_scored_benchmark_from_hand_made_predictions(tmp_path):
@@ -94,11 +110,26 @@ def test_reliance_of_a_scored_benchmark_from_hand_made_predictions(tmp_path):
     from ego3s.eval.runner import EvalConfig, results_csv, results_markdown, results_table, score_benchmark
 
     bench = get_benchmark("EgoSynth")
-    samples = [_sample(0, True, "test_id"), _sample(1, True, "test_id"), _sample(2, False, "test_id"),
-               _sample(3, True, "test_atypical"), _sample(4, False, "test_atypical"),
-               _sample(5, True, "test_id", inter=False), _sample(6, True, "test_id"), _sample(7, True, "test_id")]
-    full = {"s0": "B", "s1": "B", "s2": "<answer>a cup</answer>", "s3": "B", "s4": "a cup", "s5": "B",
-            "s6": "A", "s7": "B"}
+    samples = [
+        _sample(0, True, "test_id"),
+        _sample(1, True, "test_id"),
+        _sample(2, False, "test_id"),
+        _sample(3, True, "test_atypical"),
+        _sample(4, False, "test_atypical"),
+        _sample(5, True, "test_id", inter=False),
+        _sample(6, True, "test_id"),
+        _sample(7, True, "test_id"),
+    ]
+    full = {
+        "s0": "B",
+        "s1": "B",
+        "s2": "<answer>a cup</answer>",
+        "s3": "B",
+        "s4": "a cup",
+        "s5": "B",
+        "s6": "A",
+        "s7": "B",
+    }
     ctx = {"s0": "A", "s1": "B", "s2": "a bowl", "s3": "C", "s4": "the cup"}  # s6 skipped, s7 not predicted
     records = {k: {"id": k, "output": v} for k, v in full.items()}
     crecords = {k: {"id": k, "output": v} for k, v in ctx.items()}
@@ -123,8 +154,13 @@ def test_reliance_of_a_scored_benchmark_from_hand_made_predictions(tmp_path):
     assert al["by_task"]["closeqa"]["n"] == 3
     # ROUGE-L of "a bowl" vs "a cup" and "the cup" vs "a cup" (stemmed, normalised: bowl/cup, cup/cup)
     assert op["rouge_l"]["value"] == pytest.approx(100 * ((1 - 0) + (1 - 1)) / 2, abs=1e-4)
-    results = {"model": "m", "model_fingerprint": "f", "world_size": 1, "config": cfg.public(),
-               "benchmarks": {"egosynth": {**summary, "benchmark": "egosynth"}}}
+    results = {
+        "model": "m",
+        "model_fingerprint": "f",
+        "world_size": 1,
+        "config": cfg.public(),
+        "benchmarks": {"egosynth": {**summary, "benchmark": "egosynth"}},
+    }
     assert "counterfactual reliance" in results_markdown(results)
     assert "counterfactual reliance" in results_table(results)
     assert "counterfactual_reliance,all,5,reliance,60.0" in results_csv(results)

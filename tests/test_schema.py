@@ -6,21 +6,42 @@ from ego3s.data import Sample, SampleError, from_dataset, read_jsonl, to_dataset
 
 
 def closed(**kw):
-    d = {"id": "s1", "question": "What did I pick up?", "answer": "B", "task": "closeqa",
-         "options": ["knife", "mug", "sponge", "plate"], "video": "videos/s1.mp4", "start": 1.0, "end": 5.0,
-         "interaction": {"objects": [{"name": "mug", "synonyms": ["cup"]}], "action": "pick up",
-                         "boxes": [{"t": 1.5, "label": "right_hand", "box": [0.1, 0.5, 0.3, 0.9]},
-                                   {"t": 1.5, "label": "mug", "box": [0.2, 0.4, 0.35, 0.6]}],
-                         "contact": [1.4, 3.0]},
-         "meta": {"scene": "kitchen", "typical": True}}
+    d = {
+        "id": "s1",
+        "question": "What did I pick up?",
+        "answer": "B",
+        "task": "closeqa",
+        "options": ["knife", "mug", "sponge", "plate"],
+        "video": "videos/s1.mp4",
+        "start": 1.0,
+        "end": 5.0,
+        "interaction": {
+            "objects": [{"name": "mug", "synonyms": ["cup"]}],
+            "action": "pick up",
+            "boxes": [
+                {"t": 1.5, "label": "right_hand", "box": [0.1, 0.5, 0.3, 0.9]},
+                {"t": 1.5, "label": "mug", "box": [0.2, 0.4, 0.35, 0.6]},
+            ],
+            "contact": [1.4, 3.0],
+        },
+        "meta": {"scene": "kitchen", "typical": True},
+    }
     d.update(kw)
     return d
 
 
 def test_roundtrip_jsonl_and_dataset(tmp_path):
     s = Sample.from_dict(closed())
-    o = Sample.from_dict({"id": "s2", "question": "Where did I put the mug?", "answer": "in the sink",
-                          "task": "openqa", "video": "/abs/v.mp4", "cutoff": 12.5})
+    o = Sample.from_dict(
+        {
+            "id": "s2",
+            "question": "Where did I put the mug?",
+            "answer": "in the sink",
+            "task": "openqa",
+            "video": "/abs/v.mp4",
+            "cutoff": 12.5,
+        }
+    )
     path = tmp_path / "d" / "train.jsonl"
     assert write_jsonl(path, [s, o]) == 2
     # relative paths are stored relative to the file and come back absolute
@@ -37,26 +58,33 @@ def test_roundtrip_jsonl_and_dataset(tmp_path):
     assert path2.read_bytes() == path.read_bytes()
 
 
-@pytest.mark.parametrize("patch, field", [
-    ({"task": "mcq"}, "task"),
-    ({"answer": "E"}, "answer"),
-    ({"options": ["mug", "Mug ", "knife"]}, "options"),
-    ({"options": None}, "options"),
-    ({"question": 3}, "question"),
-    ({"start": 5.0, "end": 2.0}, "end"),
-    ({"start": float("nan")}, "start"),
-    ({"start": -1}, "start"),
-    ({"meta": []}, "meta"),
-    ({"extra": 1}, "extra"),
-    ({"image": "x.jpg"}, "image"),
-    ({"interaction": {"objects": []}}, "interaction.objects"),
-    ({"interaction": {"objects": ["mug"], "boxes": [{"t": 0, "label": "mug", "box": [0.5, 0, 0.2, 1]}]}},
-     "interaction.boxes.box"),
-    ({"interaction": {"objects": ["mug"], "boxes": [{"t": 0, "label": "mug", "box": [0, 0, 1.2, 1]}]}},
-     "interaction.boxes.box"),
-    ({"interaction": {"objects": ["mug"], "boxes": [{"t": 0, "box": [0, 0, 1, 1]}]}}, "interaction.boxes"),
-    ({"interaction": {"objects": ["mug"], "contact": [3, 1]}}, "interaction.contact"),
-])
+@pytest.mark.parametrize(
+    "patch, field",
+    [
+        ({"task": "mcq"}, "task"),
+        ({"answer": "E"}, "answer"),
+        ({"options": ["mug", "Mug ", "knife"]}, "options"),
+        ({"options": None}, "options"),
+        ({"question": 3}, "question"),
+        ({"start": 5.0, "end": 2.0}, "end"),
+        ({"start": float("nan")}, "start"),
+        ({"start": -1}, "start"),
+        ({"meta": []}, "meta"),
+        ({"extra": 1}, "extra"),
+        ({"image": "x.jpg"}, "image"),
+        ({"interaction": {"objects": []}}, "interaction.objects"),
+        (
+            {"interaction": {"objects": ["mug"], "boxes": [{"t": 0, "label": "mug", "box": [0.5, 0, 0.2, 1]}]}},
+            "interaction.boxes.box",
+        ),
+        (
+            {"interaction": {"objects": ["mug"], "boxes": [{"t": 0, "label": "mug", "box": [0, 0, 1.2, 1]}]}},
+            "interaction.boxes.box",
+        ),
+        ({"interaction": {"objects": ["mug"], "boxes": [{"t": 0, "box": [0, 0, 1, 1]}]}}, "interaction.boxes"),
+        ({"interaction": {"objects": ["mug"], "contact": [3, 1]}}, "interaction.contact"),
+    ],
+)
 def test_invalid_records_name_file_line_id_field(tmp_path, patch, field):
     good = closed(id="ok")
     bad = closed(id="bad", **patch)

@@ -5,8 +5,14 @@ import math
 import pytest
 
 from ego3s.data import Sample
-from ego3s.select.baselines import (learning_impact, select_limo, select_limr, select_random, select_s1,
-                                    trajectories_from_log)
+from ego3s.select.baselines import (
+    learning_impact,
+    select_limo,
+    select_limr,
+    select_random,
+    select_s1,
+    trajectories_from_log,
+)
 from ego3s.select.csm import CSMThresholds, apply_filters, funnel
 
 TH = CSMThresholds()  # lambda_c 0.1, lambda_f 0.5, lambda_o 0.21
@@ -16,18 +22,21 @@ def row(full, blind, context, rel=0.5, id="x"):
     return {"id": id, "s_full": full, "s_blind": blind, "s_context": context, "relevance": rel}
 
 
-@pytest.mark.parametrize("r, expect", [
-    # (pass_coarse, pass_fine, pass_relevance)
-    (row(0.9, 0.2, 0.1), (True, True, True)),
-    (row(0.9, 0.85, 0.1), (False, True, True)),        # answerable blind: language-prior shortcut
-    (row(0.9, 0.2, 0.8), (True, False, True)),         # answerable from context: global-scene shortcut
-    (row(0.9, 0.2, 0.1, rel=0.1), (True, True, False)),
-    (row(0.9, 0.2, 0.1, rel=None), (True, True, False)),  # no annotation: nothing says it needs it
-    (row(0.0, 0.0, 0.0), (False, False, True)),        # s_full = 0: ratio uses eps, no division error
-    (row(0.0, 0.0, 0.3), (False, False, True)),
-    (row(0.6, 0.2, 0.3), (True, True, True)),          # fine tie at exactly 0.5 passes (>=)
-    (row(0.9, 0.2, 0.1, rel=0.21), (True, True, True)),  # relevance tie passes (>=)
-])
+@pytest.mark.parametrize(
+    "r, expect",
+    [
+        # (pass_coarse, pass_fine, pass_relevance)
+        (row(0.9, 0.2, 0.1), (True, True, True)),
+        (row(0.9, 0.85, 0.1), (False, True, True)),  # answerable blind: language-prior shortcut
+        (row(0.9, 0.2, 0.8), (True, False, True)),  # answerable from context: global-scene shortcut
+        (row(0.9, 0.2, 0.1, rel=0.1), (True, True, False)),
+        (row(0.9, 0.2, 0.1, rel=None), (True, True, False)),  # no annotation: nothing says it needs it
+        (row(0.0, 0.0, 0.0), (False, False, True)),  # s_full = 0: ratio uses eps, no division error
+        (row(0.0, 0.0, 0.3), (False, False, True)),
+        (row(0.6, 0.2, 0.3), (True, True, True)),  # fine tie at exactly 0.5 passes (>=)
+        (row(0.9, 0.2, 0.1, rel=0.21), (True, True, True)),  # relevance tie passes (>=)
+    ],
+)
 def test_filters_hand_table(r, expect):
     (out,) = apply_filters([r], TH)
     assert (out["pass_coarse"], out["pass_fine"], out["pass_relevance"]) == expect
@@ -38,8 +47,17 @@ def test_nonfinite_scores_are_invalid_not_kept():
     rows = apply_filters([row(float("nan"), 0.1, 0.1), row(None, 0.1, 0.1, id="y"), row(0.9, 0.1, 0.0, id="z")], TH)
     assert [r["kept"] for r in rows] == [False, False, True]
     f = funnel(rows)
-    assert f == {"scored": 3, "invalid": 2, "after_coarse": 1, "after_fine": 1, "after_relevance": 1, "kept": 1,
-                 "failed_coarse": 0, "failed_fine": 0, "failed_relevance": 0}
+    assert f == {
+        "scored": 3,
+        "invalid": 2,
+        "after_coarse": 1,
+        "after_fine": 1,
+        "after_relevance": 1,
+        "kept": 1,
+        "failed_coarse": 0,
+        "failed_fine": 0,
+        "failed_relevance": 0,
+    }
 
 
 def test_empty_input():
@@ -60,8 +78,16 @@ def test_thresholds_are_keys():
 
 
 def _samples(n):
-    return [Sample(id=f"s{i:02d}", question=f"what did I do with item {i}?", answer=f"a{i}", task="openqa",
-                   meta={"template": f"t{i % 3}"}) for i in range(n)]
+    return [
+        Sample(
+            id=f"s{i:02d}",
+            question=f"what did I do with item {i}?",
+            answer=f"a{i}",
+            task="openqa",
+            meta={"template": f"t{i % 3}"},
+        )
+        for i in range(n)
+    ]
 
 
 def test_random_budget_and_seed():
@@ -73,16 +99,25 @@ def test_random_budget_and_seed():
 
 
 def _cat_samples(sizes: dict[str, int]):
-    return [Sample(id=f"{c}{i:02d}", question=f"what did I do with item {i}?", answer=f"a{i}", task="openqa",
-                   meta={"template": c}) for c, n in sizes.items() for i in range(n)]
+    return [
+        Sample(
+            id=f"{c}{i:02d}",
+            question=f"what did I do with item {i}?",
+            answer=f"a{i}",
+            task="openqa",
+            meta={"template": c},
+        )
+        for c, n in sizes.items()
+        for i in range(n)
+    ]
 
 
 def test_s1_quality_and_difficulty():
     ss = _samples(6)
-    ss[0].question = "why?"                       # quality: fewer than 3 words
+    ss[0].question = "why?"  # quality: fewer than 3 words
     solved = {s.id: False for s in ss}
-    solved["s01"] = True                          # difficulty: the base model answers it
-    solved.pop("s02")                             # no greedy answer (unreadable video)
+    solved["s01"] = True  # difficulty: the base model answers it
+    solved.pop("s02")  # no greedy answer (unreadable video)
     out = select_s1(ss, solved, {}, budget=10, seed=0)
     assert sorted(out) == ["s03", "s04", "s05"]
 
@@ -120,11 +155,12 @@ def test_s1_stats_from_greedy_answers():
     close = Sample(id="c", question="What did I pick up?", answer="B", task="closeqa", options=["cup", "knife"])
     wrong = Sample(id="w", question="What did I pick up?", answer="A", task="closeqa", options=["cup", "knife"])
     open_ = Sample(id="o", question="What did I pick up?", answer="the red cup", task="openqa")
-    greedy = {"c": "<think>the hand holds a knife</think><answer>B</answer>",
-              "w": "<think>a knife</think><answer>B</answer>",
-              "o": "red cup"}  # no <think>: the whole text counts as the reasoning
-    solved, length = s1_stats([close, wrong, open_, _samples(1)[0]], greedy,
-                              lambda c, cols: correct_reward(c, **cols))
+    greedy = {
+        "c": "<think>the hand holds a knife</think><answer>B</answer>",
+        "w": "<think>a knife</think><answer>B</answer>",
+        "o": "red cup",
+    }  # no <think>: the whole text counts as the reasoning
+    solved, length = s1_stats([close, wrong, open_, _samples(1)[0]], greedy, lambda c, cols: correct_reward(c, **cols))
     assert solved == {"c": True, "w": False, "o": True}  # "red cup" vs "the red cup": ROUGE-L 1 after normalising
     assert length == {"c": 5.0, "w": 2.0, "o": 2.0}
 
@@ -148,9 +184,11 @@ def test_limr_learning_impact_hand_computed():
 
 
 def test_limr_trajectories_from_log():
-    log = [{"step": 0, "epoch": 0, "sample_id": "a", "rewards": {"accuracy": [1, 0, 1, 0]}},
-           {"step": 5, "epoch": 1, "sample_id": "a", "rewards": {"accuracy": [1, 1, 1, 1]}},
-           {"step": 1, "epoch": 0, "sample_id": "b", "rewards": {"accuracy": [float("nan"), 0]}}]
+    log = [
+        {"step": 0, "epoch": 0, "sample_id": "a", "rewards": {"accuracy": [1, 0, 1, 0]}},
+        {"step": 5, "epoch": 1, "sample_id": "a", "rewards": {"accuracy": [1, 1, 1, 1]}},
+        {"step": 1, "epoch": 0, "sample_id": "b", "rewards": {"accuracy": [float("nan"), 0]}},
+    ]
     assert trajectories_from_log(log) == {"a": {0: 0.5, 1: 1.0}, "b": {0: 0.0}}
 
 
@@ -159,14 +197,25 @@ def _limr_log(path, trajectories):
     recs = []
     for sid, traj in trajectories.items():
         for k, r in traj.items():
-            recs.append({"step": 10 * k, "epoch": k + 0.25, "sample_id": sid,
-                         "rewards": {"accuracy": [1.0, 0.0] if r == 0.5 else [r, r]}})
+            recs.append(
+                {
+                    "step": 10 * k,
+                    "epoch": k + 0.25,
+                    "sample_id": sid,
+                    "rewards": {"accuracy": [1.0, 0.0] if r == 0.5 else [r, r]},
+                }
+            )
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     return recs
 
 
-LIMR_TRAJ = {"s00": {0: 0.5, 1: 1.0}, "s01": {0: 0.0, 1: 0.5}, "s02": {0: 1.0, 1: 1.0}, "s03": {0: 1.0, 1: 1.0},
-             "s04": {0: 0.5}}  # s04: one epoch only, no trajectory
+LIMR_TRAJ = {
+    "s00": {0: 0.5, 1: 1.0},
+    "s01": {0: 0.0, 1: 0.5},
+    "s02": {0: 1.0, 1: 1.0},
+    "s03": {0: 1.0, 1: 1.0},
+    "s04": {0: 0.5},
+}  # s04: one epoch only, no trajectory
 
 
 def test_limr_selection_on_a_crafted_log(tmp_path):
@@ -175,14 +224,25 @@ def test_limr_selection_on_a_crafted_log(tmp_path):
 
     write_jsonl(tmp_path / "pool.jsonl", _samples(5))
     _limr_log(tmp_path / "rewards.jsonl", LIMR_TRAJ)
-    rep = run_selection(SelectionConfig(method="limr", data=str(tmp_path / "pool.jsonl"), out=str(tmp_path / "out"),
-                                        limr_log=str(tmp_path / "rewards.jsonl"), budget=2, limr_min_coverage=0.8),
-                        progress=False)
+    rep = run_selection(
+        SelectionConfig(
+            method="limr",
+            data=str(tmp_path / "pool.jsonl"),
+            out=str(tmp_path / "out"),
+            limr_log=str(tmp_path / "rewards.jsonl"),
+            budget=2,
+            limr_min_coverage=0.8,
+        ),
+        progress=False,
+    )
     # epoch means over every sample drawn: rbar_0 = (0.5 + 0 + 1 + 1 + 0.5) / 5 = 0.6, rbar_1 = 3.5 / 4 = 0.875
     den = (1 - 0.6) ** 2 + (1 - 0.875) ** 2
-    want = {"s00": 1 - ((0.5 - 0.6) ** 2 + (1.0 - 0.875) ** 2) / den,   # 0.8541
-            "s01": 1 - ((0.0 - 0.6) ** 2 + (0.5 - 0.875) ** 2) / den,   # -1.8505
-            "s02": 0.0, "s03": 0.0}                                      # the mean's deviation exactly: 1 - 1
+    want = {
+        "s00": 1 - ((0.5 - 0.6) ** 2 + (1.0 - 0.875) ** 2) / den,  # 0.8541
+        "s01": 1 - ((0.0 - 0.6) ** 2 + (0.5 - 0.875) ** 2) / den,  # -1.8505
+        "s02": 0.0,
+        "s03": 0.0,
+    }  # the mean's deviation exactly: 1 - 1
     rows = {r["id"]: r for r in csv.DictReader(open(tmp_path / "out" / "scores.csv"))}
     for sid, v in want.items():
         assert float(rows[sid]["learning_impact"]) == pytest.approx(v, abs=1e-12)
@@ -195,11 +255,14 @@ def test_limr_selection_on_a_crafted_log(tmp_path):
     assert "tied scores: 2 samples in 1 group(s)" in open(tmp_path / "out" / "report.md").read()
 
 
-@pytest.mark.parametrize("traj, kw, says", [
-    (LIMR_TRAJ, {}, "4 (80.0%) were drawn in at least 2 epochs, and LIMR needs 90%"),   # coverage below 0.9
-    ({k: {0: v[0]} for k, v in LIMR_TRAJ.items()}, {"limr_min_coverage": 0.0}, "spans 1 epoch(s)"),
-    (LIMR_TRAJ, {"limr_min_epochs": 3, "limr_min_coverage": 0.5}, "0 (0.0%) were drawn in at least 3 epochs"),
-])
+@pytest.mark.parametrize(
+    "traj, kw, says",
+    [
+        (LIMR_TRAJ, {}, "4 (80.0%) were drawn in at least 2 epochs, and LIMR needs 90%"),  # coverage below 0.9
+        ({k: {0: v[0]} for k, v in LIMR_TRAJ.items()}, {"limr_min_coverage": 0.0}, "spans 1 epoch(s)"),
+        (LIMR_TRAJ, {"limr_min_epochs": 3, "limr_min_coverage": 0.5}, "0 (0.0%) were drawn in at least 3 epochs"),
+    ],
+)
 def test_limr_refuses_a_log_without_trajectories(tmp_path, traj, kw, says):
     from ego3s.data import write_jsonl
     from ego3s.select.run import SelectionConfig, run_selection
@@ -207,8 +270,17 @@ def test_limr_refuses_a_log_without_trajectories(tmp_path, traj, kw, says):
     write_jsonl(tmp_path / "pool.jsonl", _samples(5))
     _limr_log(tmp_path / "rewards.jsonl", traj)
     with pytest.raises(ValueError, match="too little training for LIMR") as e:
-        run_selection(SelectionConfig(method="limr", data=str(tmp_path / "pool.jsonl"), out=str(tmp_path / "out"),
-                                      limr_log=str(tmp_path / "rewards.jsonl"), budget=2, **kw), progress=False)
+        run_selection(
+            SelectionConfig(
+                method="limr",
+                data=str(tmp_path / "pool.jsonl"),
+                out=str(tmp_path / "out"),
+                limr_log=str(tmp_path / "rewards.jsonl"),
+                budget=2,
+                **kw,
+            ),
+            progress=False,
+        )
     assert str(tmp_path / "rewards.jsonl") in str(e.value) and says in str(e.value)
     assert "of the 5 candidates" in str(e.value)
 

@@ -41,8 +41,15 @@ def csm_run(synth, tiny_model_dir, tmp_path_factory):
     """One uninterrupted CSM run; it also leaves the relevance scores (MiniLM) in a JSON file
     that the other tests reuse instead of loading the embedder again."""
     root = tmp_path_factory.mktemp("csm")
-    cfg = SelectionConfig(method="csm", data=str(synth / "train.jsonl"), model=tiny_model_dir, out=str(root / "sel"),
-                          csm=TH, scoring=ScoringConfig(**SCORING), relevance_file=str(root / "relevance.json"))
+    cfg = SelectionConfig(
+        method="csm",
+        data=str(synth / "train.jsonl"),
+        model=tiny_model_dir,
+        out=str(root / "sel"),
+        csm=TH,
+        scoring=ScoringConfig(**SCORING),
+        relevance_file=str(root / "relevance.json"),
+    )
     return cfg, run_selection(cfg, progress=False)
 
 
@@ -83,10 +90,13 @@ def test_csm_end_to_end(csm_run, synth):
     assert f["failed_coarse"] == N - f["after_coarse"]
     assert report["scoring"]["scored"] == N and report["scoring"]["skipped_unreadable"] == 0
     # funnel recomputed from the table, with the thresholds of the run
-    kept = [r["id"] for r in rows
-            if _f(r["s_full"]) - _f(r["s_blind"]) > TH.lambda_c
-            and (_f(r["s_full"]) - _f(r["s_context"])) / max(_f(r["s_full"]), TH.eps) >= TH.lambda_f
-            and _f(r["relevance"]) >= TH.lambda_o]
+    kept = [
+        r["id"]
+        for r in rows
+        if _f(r["s_full"]) - _f(r["s_blind"]) > TH.lambda_c
+        and (_f(r["s_full"]) - _f(r["s_context"])) / max(_f(r["s_full"]), TH.eps) >= TH.lambda_f
+        and _f(r["relevance"]) >= TH.lambda_o
+    ]
     assert [r["id"] for r in rows if r["kept"] == "True"] == kept
     assert 0 < len(kept) < N  # the loose thresholds keep some, not all (else the check is vacuous)
     assert len(kept) == f["kept"]
@@ -107,10 +117,23 @@ def test_csm_end_to_end(csm_run, synth):
 
 
 def _select_cmd(cfg: SelectionConfig, out: Path) -> list[str]:
-    return [sys.executable, "-m", "ego3s.cli", "select", "--quiet", "method=csm", f"data={cfg.data}",
-            f"model={cfg.model}", f"out={out}", f"relevance_file={cfg.relevance_file}",
-            f"csm.lambda_c={TH.lambda_c}", f"csm.lambda_f={TH.lambda_f}", "dtype=float32", "device=cpu",
-            *[f"scoring.{k}={v}" for k, v in SCORING.items()]]
+    return [
+        sys.executable,
+        "-m",
+        "ego3s.cli",
+        "select",
+        "--quiet",
+        "method=csm",
+        f"data={cfg.data}",
+        f"model={cfg.model}",
+        f"out={out}",
+        f"relevance_file={cfg.relevance_file}",
+        f"csm.lambda_c={TH.lambda_c}",
+        f"csm.lambda_f={TH.lambda_f}",
+        "dtype=float32",
+        "device=cpu",
+        *[f"scoring.{k}={v}" for k, v in SCORING.items()],
+    ]
 
 
 def test_kill_and_resume(csm_run, tmp_path):
@@ -205,23 +228,35 @@ def test_random_and_full(synth, tmp_path):
 
 
 def test_s1_with_tiny_model(synth, tiny_model_dir, tmp_path):
-    rep, sel = _baseline(synth, tmp_path, "s1", model=tiny_model_dir, budget=6, seed=0,
-                         scoring=ScoringConfig(**SCORING))
+    rep, sel = _baseline(
+        synth, tmp_path, "s1", model=tiny_model_dir, budget=6, seed=0, scoring=ScoringConfig(**SCORING)
+    )
     assert 0 < len(sel) <= 6 and len(set(sel)) == len(sel)
     assert rep["budget"] == 6 and rep["scoring"]["scored"] == N
     rows = {r["id"]: r for r in _csv(tmp_path / "s1" / "scores.csv")}
     assert len(rows) == N and "s_blind" not in next(iter(rows.values()))  # one view only
     assert all(rows[i]["greedy_correct"] == "False" for i in sel)  # what the base model answers is dropped
     assert all(float(rows[i]["reasoning_words"]) >= 0 for i in sel)
-    _, again = _baseline(synth, tmp_path, "s1", "s1b", model=tiny_model_dir, budget=6, seed=0,
-                         scoring=ScoringConfig(**SCORING))
+    _, again = _baseline(
+        synth, tmp_path, "s1", "s1b", model=tiny_model_dir, budget=6, seed=0, scoring=ScoringConfig(**SCORING)
+    )
     assert again == sel
 
 
 def test_limo_with_tiny_model(synth, tiny_model_dir, tmp_path):
     """K rollouts per sample on the full view, pass counts from the cached rollouts, band filter."""
-    rep, sel = _baseline(synth, tmp_path, "limo", model=tiny_model_dir, budget=4, seed=0, limit=6, limo_k=2,
-                         limo_band=[0, 2], scoring=ScoringConfig(**{**SCORING, "max_new_tokens": 4}))
+    rep, sel = _baseline(
+        synth,
+        tmp_path,
+        "limo",
+        model=tiny_model_dir,
+        budget=4,
+        seed=0,
+        limit=6,
+        limo_k=2,
+        limo_band=[0, 2],
+        scoring=ScoringConfig(**{**SCORING, "max_new_tokens": 4}),
+    )
     assert len(sel) == 4 and len(set(sel)) == 4  # band [0, 2] of 2 admits every scored sample
     assert rep["budget"] == 4 and rep["scoring"]["scored"] == 6
     rows = _csv(tmp_path / "limo" / "scores.csv")
@@ -235,9 +270,19 @@ def test_limr_from_reward_log(synth, tmp_path):
     for epoch in range(2):
         for j, sid in enumerate(ids[:-2]):  # the last two were never drawn: no score
             acc = [float((j + epoch * (j % 3) + g) % 2) for g in range(4)]
-            recs.append({"step": epoch * 10 + j // 8, "epoch": epoch, "sample_id": sid,
-                         "rewards": {"accuracy": acc, "format": [1.0] * 4, "interaction": [0.0] * 4,
-                                     "total": [a + 1.0 for a in acc]}})
+            recs.append(
+                {
+                    "step": epoch * 10 + j // 8,
+                    "epoch": epoch,
+                    "sample_id": sid,
+                    "rewards": {
+                        "accuracy": acc,
+                        "format": [1.0] * 4,
+                        "interaction": [0.0] * 4,
+                        "total": [a + 1.0 for a in acc],
+                    },
+                }
+            )
     log.write_text("".join(json.dumps(r) + "\n" for r in recs))
     rep, sel = _baseline(synth, tmp_path, "limr", limr_log=str(log), budget=7)
     assert len(sel) == 7 == rep["selected"] and not set(sel) & set(ids[-2:])
@@ -260,8 +305,15 @@ def test_unreadable_videos_are_counted_not_fatal(csm_run, synth, tmp_path):
     recs[2]["video"] = str(bad)
     data = tmp_path / "pool.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in recs))
-    cfg = SelectionConfig(method="csm", data=str(data), model=ref_cfg.model, out=str(tmp_path / "sel"), csm=TH,
-                          scoring=ScoringConfig(**SCORING), relevance_file=ref_cfg.relevance_file)
+    cfg = SelectionConfig(
+        method="csm",
+        data=str(data),
+        model=ref_cfg.model,
+        out=str(tmp_path / "sel"),
+        csm=TH,
+        scoring=ScoringConfig(**SCORING),
+        relevance_file=ref_cfg.relevance_file,
+    )
     report = run_selection(cfg, progress=False)
     assert report["candidates"] == 4 and report["invalid_records_skipped"] == 0
     assert report["scoring"]["skipped_unreadable"] == 2 and report["scoring"]["scored"] == 4
@@ -281,7 +333,7 @@ def test_cache_key_ignores_decode_threads_and_nothing_that_changes_a_score(tmp_p
 
     from ego3s.select.cache import ScoreCache
 
-    key = lambda sc: ScoreCache(tmp_path, model="m", **asdict(sc)).key  # noqa: E731
+    key = lambda sc: ScoreCache(tmp_path, model="m", **asdict(sc)).key  # noqa: E731 - a one-line key
     assert key(ScoringConfig(decode_threads=4)) == key(ScoringConfig()) == key(ScoringConfig(decode_threads=1))
     assert key(ScoringConfig(nframes=8)) != key(ScoringConfig(nframes=16))
     settings = {k: v for k, v in asdict(ScoringConfig()).items() if k != "decode_threads"}

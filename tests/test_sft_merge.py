@@ -39,10 +39,23 @@ def synth(tmp_path_factory):
 
 
 def _cfg(tiny_model_dir, synth, out, **kw):
-    base = dict(model=tiny_model_dir, data=str(synth / "traces.jsonl"), out=str(out), fmt="reasoning",
-                rationale="meta.rationale", learning_rate=2e-3, warmup_ratio=0.0, per_device_train_batch_size=4,
-                max_steps=4, save_steps=2, nframes=4, max_pixels=PIX, min_pixels=28 * 28, dtype="float32",
-                freeze_vision=False)
+    base = dict(
+        model=tiny_model_dir,
+        data=str(synth / "traces.jsonl"),
+        out=str(out),
+        fmt="reasoning",
+        rationale="meta.rationale",
+        learning_rate=2e-3,
+        warmup_ratio=0.0,
+        per_device_train_batch_size=4,
+        max_steps=4,
+        save_steps=2,
+        nframes=4,
+        max_pixels=PIX,
+        min_pixels=28 * 28,
+        dtype="float32",
+        freeze_vision=False,
+    )
     return SFTRunConfig(**{**base, **kw})
 
 
@@ -73,8 +86,13 @@ def test_sft_lowers_loss_checkpoints_and_resumes(tiny_model_dir, synth, tmp_path
     with torch.no_grad():
         sft_loss = trainer.compute_loss(model, dict(batch))
         plain = model(**batch, fused_lm_head=False).loss
-        blind = model(**{k: v for k, v in batch.items() if k not in ("pixel_values_videos", "video_grid_thw",
-                                                                        "second_per_grid_ts")}).loss
+        blind = model(
+            **{
+                k: v
+                for k, v in batch.items()
+                if k not in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+            }
+        ).loss
     assert torch.allclose(sft_loss, plain, atol=1e-5), (sft_loss, plain)
     assert abs(float(plain - blind)) > 1e-4  # the video matters to that loss
 
@@ -111,8 +129,9 @@ def test_lora_sft_then_merge_gives_the_peft_logits(tiny_model_dir, synth, tmp_pa
     from ego3s.models.loading import load_model
 
     out = tmp_path / "lora"
-    cfg = _cfg(tiny_model_dir, synth, out, lora=True, lora_r=8, lora_alpha=16, learning_rate=1e-2, max_steps=2,
-               save_steps=10)
+    cfg = _cfg(
+        tiny_model_dir, synth, out, lora=True, lora_r=8, lora_alpha=16, learning_rate=1e-2, max_steps=2, save_steps=10
+    )
     run_sft(cfg)
     assert detect(out / "final")[0] == "lora"
     base, processor = load_model(tiny_model_dir, dtype="float32")
@@ -208,13 +227,21 @@ def test_merge_zero_checkpoint_in_zero_to_fp32_layout(tiny_model_dir, tmp_path):
     params = OrderedDict((n, p.detach()) for n, p in model.named_parameters())
     flat = torch.cat([p.reshape(-1) for p in params.values()])
     flat = torch.cat([flat, flat.new_zeros(-flat.numel() % 2)])  # ZeRO-2 aligns to 2 x world size
-    torch.save({"module": {}, "buffer_names": [], "param_shapes": [OrderedDict((n, p.shape) for n, p in params.items())],
-                "frozen_param_shapes": None, "ds_version": "0.19.8",
-                "shared_params": {"lm_head.weight": "model.language_model.embed_tokens.weight"}},
-               step / "mp_rank_00_model_states.pt")
-    torch.save({"optimizer_state_dict": {"zero_stage": 2, "partition_count": 1,
-                                         "single_partition_of_fp32_groups": [flat]}},
-               step / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    torch.save(
+        {
+            "module": {},
+            "buffer_names": [],
+            "param_shapes": [OrderedDict((n, p.shape) for n, p in params.items())],
+            "frozen_param_shapes": None,
+            "ds_version": "0.19.8",
+            "shared_params": {"lm_head.weight": "model.language_model.embed_tokens.weight"},
+        },
+        step / "mp_rank_00_model_states.pt",
+    )
+    torch.save(
+        {"optimizer_state_dict": {"zero_stage": 2, "partition_count": 1, "single_partition_of_fp32_groups": [flat]}},
+        step / "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+    )
     assert detect(ckpt) == ("deepspeed", ckpt) and detect(step) == ("deepspeed", ckpt)
     report = merge(step, tmp_path / "merged", dtype="float32", echo=lambda m: None)
     assert report["kind"] == "deepspeed" and report["verified"]
@@ -248,10 +275,14 @@ def test_reasoning_warmup_trains_a_share_in_the_direct_format(tiny_model_dir, sy
 
     samples = read_jsonl(synth / "traces.jsonl")
     ids = [f"s{i}" for i in range(400)]
-    half = [sample_format(samples[0].__class__.from_dict({**samples[0].to_dict(), "id": i}), "reasoning", 0.5)
-            for i in ids]
+    half = [
+        sample_format(samples[0].__class__.from_dict({**samples[0].to_dict(), "id": i}), "reasoning", 0.5) for i in ids
+    ]
     assert 150 < half.count("direct") < 250 and set(half) == {"direct", "reasoning"}
-    assert sample_format(samples[0], "direct", 0.0) == "direct" and sample_format(samples[0], "reasoning", 0.0) == "reasoning"
+    assert (
+        sample_format(samples[0], "direct", 0.0) == "direct"
+        and sample_format(samples[0], "reasoning", 0.0) == "reasoning"
+    )
     _, processor = load_model(tiny_model_dir, dtype="float32")
     pix = 56 * 56
     for share, think in ((0.0, True), (1.0, False)):
@@ -304,8 +335,9 @@ def test_context_share_masks_the_interaction_of_typical_samples_only(tiny_model_
     pix = 56 * 56
 
     def batch(sample, share):
-        cfg = WarmupConfig(fmt="reasoning", grounded_share=1.0, context_share=share, nframes=4,
-                           max_pixels=pix, min_pixels=pix)
+        cfg = WarmupConfig(
+            fmt="reasoning", grounded_share=1.0, context_share=share, nframes=4, max_pixels=pix, min_pixels=pix
+        )
         b = ClipCollator(processor, cfg)([{"sample": json.dumps(sample.to_dict())}])
         return b, processor.tokenizer.decode(b["input_ids"][0][b["labels"][0] != -100])
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from conftest import write_video
 from ego3s.data import Sample
 from ego3s.data.video import Clip
 from ego3s.models.inputs import encode, vision_token_ids
@@ -16,6 +15,7 @@ from ego3s.models.loading import load_model
 from ego3s.rl.rollout import group_generate, groups_of, supported
 from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.rl.trainer import VideoGRPOTrainer
+from helpers import write_video
 
 
 class PrefillCount:
@@ -47,8 +47,10 @@ def _clip(t, h, w, seed):
 def test_group_generate_equals_generate_with_one_prefill_per_prompt(tiny_model_dir):
     model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
     assert supported(model)
-    msgs = [[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What did I pick up, and where?"}]}],
-            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Where?"}]}]]
+    msgs = [
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What did I pick up, and where?"}]}],
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Where?"}]}],
+    ]
     clips = [_clip(4, 56, 84, 0), _clip(2, 56, 56, 1)]  # different lengths: left padding is exercised
     G = 3
     gc = GenerationConfig(max_new_tokens=10, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
@@ -79,34 +81,65 @@ def test_groups_of_needs_identical_runs():
 
 
 def _samples(tmp_path):
-    inter = {"objects": [{"name": "cup"}], "action": "pick up",
-             "boxes": [{"t": 0.0, "label": "cup", "box": [0.1, 0.1, 0.5, 0.5]}]}
+    inter = {
+        "objects": [{"name": "cup"}],
+        "action": "pick up",
+        "boxes": [{"t": 0.0, "label": "cup", "box": [0.1, 0.1, 0.5, 0.5]}],
+    }
     return [
-        Sample(id="a", question="What did I pick up?", answer="A", task="closeqa", options=["cup", "knife"],
-               video=write_video(tmp_path / "a.mp4", n=8, seed=1), interaction=inter),
-        Sample(id="b", question="Where did I put the cup after washing it?", answer="in the sink", task="openqa",
-               video=write_video(tmp_path / "b.mp4", n=12, size=84, seed=2), interaction=inter),
+        Sample(
+            id="a",
+            question="What did I pick up?",
+            answer="A",
+            task="closeqa",
+            options=["cup", "knife"],
+            video=write_video(tmp_path / "a.mp4", n=8, seed=1),
+            interaction=inter,
+        ),
+        Sample(
+            id="b",
+            question="Where did I put the cup after washing it?",
+            answer="in the sink",
+            task="openqa",
+            video=write_video(tmp_path / "b.mp4", n=12, size=84, seed=2),
+            interaction=inter,
+        ),
         Sample(id="txt", question="What colour is a banana?", answer="yellow", task="openqa"),
     ]
 
 
 def _trainer(tiny_model_dir, tmp_path, samples, G=2, shared=True, lora=False, **kw):
     model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
-    cfg = TrainingConfig(model=tiny_model_dir, out=str(tmp_path / "run"), batch_size=G * len(samples),
-                         per_device_train_batch_size=G * len(samples), num_generations=G, max_completion_length=8,
-                         max_steps=1, learning_rate=1e-3, beta=0.0)
+    cfg = TrainingConfig(
+        model=tiny_model_dir,
+        out=str(tmp_path / "run"),
+        batch_size=G * len(samples),
+        per_device_train_batch_size=G * len(samples),
+        num_generations=G,
+        max_completion_length=8,
+        max_steps=1,
+        learning_rate=1e-3,
+        beta=0.0,
+    )
     sampling = {"nframes": 4, "max_pixels": 84 * 84, "min_pixels": 28 * 28}
     peft_config = None
     if lora:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM",
-                                 target_modules=r".*language_model.*\.(q_proj|v_proj)")
+        peft_config = LoraConfig(
+            r=4, lora_alpha=8, task_type="CAUSAL_LM", target_modules=r".*language_model.*\.(q_proj|v_proj)"
+        )
     return VideoGRPOTrainer(
-        model=model, processing_class=processor,
+        model=model,
+        processing_class=processor,
         args=grpo_args(cfg, suppress_tokens=vision_token_ids(processor.tokenizer)),
-        reward_funcs=reward_functions(cfg, ["cup", "knife"]), train_dataset=training_dataset(samples),
-        sampling=sampling, shared_prefix_rollouts=shared, peft_config=peft_config, **kw)
+        reward_funcs=reward_functions(cfg, ["cup", "knife"]),
+        train_dataset=training_dataset(samples),
+        sampling=sampling,
+        shared_prefix_rollouts=shared,
+        peft_config=peft_config,
+        **kw,
+    )
 
 
 def test_trainer_rollouts_same_as_trl_with_one_prefill_per_group(tiny_model_dir, tmp_path):
@@ -141,6 +174,13 @@ def test_trainer_rollouts_same_as_trl_with_one_prefill_per_group(tiny_model_dir,
             single[static] = trainer._generate_and_score_completions(one)
     assert torch.equal(single[False]["completion_ids"], single[True]["completion_ids"])
     assert getattr(trainer.model, "_ego_static_cache", None) is not None  # the static path really ran
+    # through ego3s's decode loop, and TRL's sampled settings take it too (no fallback to generate)
+    from ego3s.rl import graph_decode
+
+    assert getattr(trainer.model, "_ego_graph_decode", None) is not None
+    trainer.generation_config.do_sample = True
+    s = graph_decode.sampling_of(trainer.model, trainer.generation_config)
+    assert s is not None and not s.greedy and trainer.model.config.image_token_id in s.suppress
 
 
 @pytest.mark.parametrize("lora", [False, True])
@@ -191,7 +231,8 @@ def test_sampling_estimator_shares_the_prefix(tiny_model_dir, monkeypatch):
     assert (runs[True][1], runs[False][1]) == (2, 6)
     monkeypatch.setattr(rollout, "supported", lambda m: True)
     torch.manual_seed(0)
-    static = sampling_batch(model, processor, items, ScoringConfig(estimator="sampling", num_samples=3, max_new_tokens=6,
-                                                                   static_cache=True))
+    static = sampling_batch(
+        model, processor, items, ScoringConfig(estimator="sampling", num_samples=3, max_new_tokens=6, static_cache=True)
+    )
     assert getattr(model, "_ego_static_cache", None) is not None  # decoded against the static cache
     assert [len(c) for _, c in static] == [3, 3] and all(0.0 <= r <= 1.0 for r, _ in static)

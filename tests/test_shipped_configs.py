@@ -8,16 +8,21 @@ from pathlib import Path
 import pytest
 
 from ego3s.config import load_config
-from ego3s.train.sft import SFTRunConfig
 from ego3s.pipeline import RunConfig
 from ego3s.rl.train import TrainingConfig
 from ego3s.select.run import SelectionConfig
+from ego3s.train.sft import SFTRunConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-CLASSES = {"demo.yaml": RunConfig, "ego3s.yaml": RunConfig, "egosynth_gpu.yaml": RunConfig,
-           "egosynth_repro.yaml": RunConfig,
-           "selection_config.yaml": SelectionConfig, "training_config.yaml": TrainingConfig,
-           "sft_config.yaml": SFTRunConfig}
+CLASSES = {
+    "demo.yaml": RunConfig,
+    "ego3s.yaml": RunConfig,
+    "egosynth_gpu.yaml": RunConfig,
+    "egosynth_repro.yaml": RunConfig,
+    "selection_config.yaml": SelectionConfig,
+    "training_config.yaml": TrainingConfig,
+    "sft_config.yaml": SFTRunConfig,
+}
 
 
 def test_every_shipped_config_is_listed():

@@ -36,15 +36,19 @@ def _gc(processor, **kw):
 def test_static_cache_same_tokens_as_dynamic_and_stock(loaded):
     model, processor = loaded
     # B=2 prompts of one length (no padding), then another batch in the same cache bucket
-    batches = [(_msgs("What did I pick up?", "What did I pick up?"), [_clip(4, 56, 84, 0), _clip(4, 56, 84, 1)]),
-               (_msgs("Which hand?", "Which hand?"), [_clip(2, 56, 56, 2), _clip(2, 56, 56, 3)])]
+    batches = [
+        (_msgs("What did I pick up?", "What did I pick up?"), [_clip(4, 56, 84, 0), _clip(4, 56, 84, 1)]),
+        (_msgs("Which hand?", "Which hand?"), [_clip(2, 56, 56, 2), _clip(2, 56, 56, 3)]),
+    ]
     held = []
     for msgs, clips in batches:
         inputs = dict(encode(processor, msgs, clips))
         assert bool(inputs["attention_mask"].all())
         with torch.no_grad():
-            stock = model.generate(**encode(processor, [m for m in msgs for _ in range(G)],
-                                            [c for c in clips for _ in range(G)]), generation_config=_gc(processor))
+            stock = model.generate(
+                **encode(processor, [m for m in msgs for _ in range(G)], [c for c in clips for _ in range(G)]),
+                generation_config=_gc(processor),
+            )
             dynamic = group_generate(model, inputs, G, _gc(processor))
             static = group_generate(model, inputs, G, _gc(processor), static_cache=True)
         assert torch.equal(dynamic, stock)
@@ -68,8 +72,9 @@ def test_the_static_cache_only_grows(loaded):
     held = []
     for new, q in ((long_new, "What did I pick up?"), (short_new, "Which hand?")):
         inputs = dict(encode(processor, _msgs(q), [_clip(2, 56, 56, 0)]))
-        gc = GenerationConfig(max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                              pad_token_id=processor.tokenizer.pad_token_id)
+        gc = GenerationConfig(
+            max_new_tokens=new, min_new_tokens=new, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id
+        )
         with torch.no_grad():
             dynamic = group_generate(model, inputs, G, gc)
             static = group_generate(model, inputs, G, gc, static_cache=True)
@@ -82,8 +87,9 @@ def test_a_padded_batch_through_the_static_cache(loaded):
     """Left-padded batches take the static path too (with the grow-only cache they decoded 1.36x
     faster than dynamically on an H200): the same tokens as the dynamic path."""
     model, processor = loaded
-    inputs = dict(encode(processor, _msgs("What did I pick up, and where?", "Where?"),
-                         [_clip(4, 56, 84, 0), _clip(2, 56, 56, 1)]))
+    inputs = dict(
+        encode(processor, _msgs("What did I pick up, and where?", "Where?"), [_clip(4, 56, 84, 0), _clip(2, 56, 56, 1)])
+    )
     assert inputs["attention_mask"][:, 0].tolist().count(0) == 1  # one row is left-padded
     model.__dict__.pop("_ego_static_cache", None)
     with torch.no_grad():
@@ -93,8 +99,11 @@ def test_a_padded_batch_through_the_static_cache(loaded):
     assert model._ego_static_cache[1].layers[0].keys.shape[0] == 2 * G  # the static path ran
 
 
-@pytest.mark.parametrize("questions", [("What did I pick up?", "What did I pick up?"),
-                                       ("What did I pick up, and where?", "Where?")], ids=["unpadded", "padded"])
+@pytest.mark.parametrize(
+    "questions",
+    [("What did I pick up?", "What did I pick up?"), ("What did I pick up, and where?", "Where?")],
+    ids=["unpadded", "padded"],
+)
 def test_static_decode_step_compiles_as_one_graph(loaded, questions):
     """transformers' auto-compile takes the decode step (forced onto the CPU, eager backend: dynamo
     tracing only, no inductor): one graph, no graph breaks (fullgraph) nor recompiles across steps."""
@@ -109,8 +118,14 @@ def test_static_decode_step_compiles_as_one_graph(loaded, questions):
     try:
         with torch.no_grad():
             dynamic = group_generate(model, inputs, G, _gc(processor))
-            static = group_generate(model, inputs, G, _gc(processor, compile_config=cc, disable_compile=True),
-                                    static_cache=True, decoder="generate")  # disable_compile is overridden
+            static = group_generate(
+                model,
+                inputs,
+                G,
+                _gc(processor, compile_config=cc, disable_compile=True),
+                static_cache=True,
+                decoder="generate",
+            )  # disable_compile is overridden
         graphs = counters["stats"]["unique_graphs"]
     finally:
         model.__dict__.pop("_compiled_call", None)
@@ -125,10 +140,14 @@ def test_evaluation_answers_the_same_through_the_static_cache(tiny_model_dir):
 
     model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
     rng = np.random.default_rng(0)
-    clips = [Clip(frames=rng.integers(0, 256, (n, 56, 56, 3), dtype=np.uint8), timestamps=[i / 2 for i in range(n)],
-                  fps=2.0) for n in (4, 4)]
-    msgs = [[{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}]
-            for q in ("What did I pick up?", "What did I pick up?")]  # one length: the static path takes it
+    clips = [
+        Clip(frames=rng.integers(0, 256, (n, 56, 56, 3), dtype=np.uint8), timestamps=[i / 2 for i in range(n)], fps=2.0)
+        for n in (4, 4)
+    ]
+    msgs = [
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": q}]}]
+        for q in ("What did I pick up?", "What did I pick up?")
+    ]  # one length: the static path takes it
     enc = encode(processor, msgs, clips)
     plain, _ = generate_batch(model, processor, enc, [6, 4])
     static, _ = generate_batch(model, processor, enc, [6, 4], static_cache=True)

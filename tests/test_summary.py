@@ -21,26 +21,64 @@ def _jsonl(path, rows):
 
 
 def _rows(closed: list[int], em: list[int], split: str) -> list[dict]:
-    rows = [{"id": f"{split}-c{i}", "split": split, "task": "closeqa", "accuracy": float(c), "em": None}
-            for i, c in enumerate(closed)]
-    return rows + [{"id": f"{split}-o{i}", "split": split, "task": "openqa", "accuracy": None, "em": float(e)}
-                   for i, e in enumerate(em)]
+    rows = [
+        {"id": f"{split}-c{i}", "split": split, "task": "closeqa", "accuracy": float(c), "em": None}
+        for i, c in enumerate(closed)
+    ]
+    return rows + [
+        {"id": f"{split}-o{i}", "split": split, "task": "openqa", "accuracy": None, "em": float(e)}
+        for i, e in enumerate(em)
+    ]
 
 
 @pytest.fixture
 def run(tmp_path):
-    _write(tmp_path / "select" / "report.json", {
-        "method": "csm", "candidates": 20, "selected": 5,
-        "breakdown": {"typical": {"False": {"pool": 2, "selected": 3, "pool_share": 0.1, "selected_share": 0.6},
-                                  "True": {"pool": 18, "selected": 2, "pool_share": 0.9, "selected_share": 0.4}}}})
+    _write(
+        tmp_path / "select" / "report.json",
+        {
+            "method": "csm",
+            "candidates": 20,
+            "selected": 5,
+            "breakdown": {
+                "typical": {
+                    "False": {"pool": 2, "selected": 3, "pool_share": 0.1, "selected_share": 0.6},
+                    "True": {"pool": 18, "selected": 2, "pool_share": 0.9, "selected_share": 0.4},
+                }
+            },
+        },
+    )
     # test_atypical closed: base 1 of 4, trained 3 of 4, never worse on a question; open EM 0/2 -> 1/2
-    _jsonl(tmp_path / "eval" / "base" / "egosynth" / "per_sample.jsonl",
-           _rows([1, 0, 0, 0], [0, 0], "test_atypical") + _rows([1, 1], [1], "test_id"))
-    _jsonl(tmp_path / "eval" / "trained" / "egosynth" / "per_sample.jsonl",
-           _rows([1, 1, 1, 0], [1, 0], "test_atypical") + _rows([1, 0], [1], "test_id"))
+    _jsonl(
+        tmp_path / "eval" / "base" / "egosynth" / "per_sample.jsonl",
+        _rows([1, 0, 0, 0], [0, 0], "test_atypical") + _rows([1, 1], [1], "test_id"),
+    )
+    _jsonl(
+        tmp_path / "eval" / "trained" / "egosynth" / "per_sample.jsonl",
+        _rows([1, 1, 1, 0], [1, 0], "test_atypical") + _rows([1, 0], [1], "test_id"),
+    )
     for tag, value in (("base", 5.0), ("trained", 20.0)):
-        _write(tmp_path / "eval" / tag / "results.json", {"benchmarks": {"egosynth": {"icu": {"counterfactual_reliance": {
-            "splits": {"test_atypical": {"value": value, "ci95": [0.0, 1.0], "full": 50.0, "context": 40.0, "n": 4}}}}}}})
+        _write(
+            tmp_path / "eval" / tag / "results.json",
+            {
+                "benchmarks": {
+                    "egosynth": {
+                        "icu": {
+                            "counterfactual_reliance": {
+                                "splits": {
+                                    "test_atypical": {
+                                        "value": value,
+                                        "ci95": [0.0, 1.0],
+                                        "full": 50.0,
+                                        "context": 40.0,
+                                        "n": 4,
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )
     _write(tmp_path / "train" / "ecr_state.json", {"refreshes": 2, "refreshes_used": 1})
     _write(tmp_path / "manifest.json", {"stages": {"data": {"seconds": 1.5}, "train": {"seconds": 10.25}}})
     return tmp_path
@@ -57,8 +95,15 @@ def test_wilson_interval_matches_the_textbook_values():
 def test_summary_schema_and_figures(run):
     s = summarize_run(run)
     assert json.loads((run / "summary.json").read_text()) == s
-    assert s["select"] == {"method": "csm", "pool": 20, "kept": 5, "topped_up": 0, "share_atypical_pool": 10.0,
-                           "share_atypical_kept": 60.0, "enrichment": 6.0}
+    assert s["select"] == {
+        "method": "csm",
+        "pool": 20,
+        "kept": 5,
+        "topped_up": 0,
+        "share_atypical_pool": 10.0,
+        "share_atypical_kept": 60.0,
+        "enrichment": 6.0,
+    }
     b, t = s["eval"]["base"]["test_atypical"], s["eval"]["trained"]["test_atypical"]
     assert (b["accuracy"], b["n_closed"], b["n_open"], b["em"]) == (25.0, 4, 2, 0.0)
     assert (t["accuracy"], t["em"]) == (75.0, 50.0)

@@ -24,15 +24,31 @@ def drv():
 def _row(root: Path, name: str, seed: int, curve: list[tuple[float, float]]) -> None:
     d = root / "rows" / f"{name}_s{seed}"
     d.mkdir(parents=True)
-    (d / "row.json").write_text(json.dumps({
-        "row": name, "seed": seed, "eval": {}, "selected": 10, "trained_on": 10, "atypical_share": 0.5,
-        "gpu_s": curve[-1][0], "base_fingerprint": "b", "device": "cpu",
-        "curve": [{"step": i, "gpu_s": t, "accuracy": a} for i, (t, a) in enumerate(curve)]}))
+    (d / "row.json").write_text(
+        json.dumps(
+            {
+                "row": name,
+                "seed": seed,
+                "eval": {},
+                "selected": 10,
+                "trained_on": 10,
+                "atypical_share": 0.5,
+                "gpu_s": curve[-1][0],
+                "base_fingerprint": "b",
+                "device": "cpu",
+                "curve": [{"step": i, "gpu_s": t, "accuracy": a} for i, (t, a) in enumerate(curve)],
+            }
+        )
+    )
 
 
 def test_time_to_is_the_first_checkpoint_at_or_above_the_target(drv):
-    curve = [{"gpu_s": 0, "accuracy": 40}, {"gpu_s": 100, "accuracy": 55}, {"gpu_s": 200, "accuracy": None},
-             {"gpu_s": 300, "accuracy": 62}]
+    curve = [
+        {"gpu_s": 0, "accuracy": 40},
+        {"gpu_s": 100, "accuracy": 55},
+        {"gpu_s": 200, "accuracy": None},
+        {"gpu_s": 300, "accuracy": 62},
+    ]
     assert drv.time_to(curve, 55) == 100 and drv.time_to(curve, 56) == 300
     assert drv.time_to(curve, 63) is None and drv.time_to(curve, None) is None
 

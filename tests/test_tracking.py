@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_video
 from ego3s.tracking import ecr_metrics, eval_metrics, report_to_list, selection_metrics
+from helpers import tiny_grpo_config, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,22 +56,43 @@ def test_a_missing_tracker_package_is_named(monkeypatch):
 
 def test_tag_helpers_by_hand():
     assert selection_metrics({"scored": 10, "kept": 3, "x": None, "deep": {"a": 1}}) == {
-        "select/funnel/scored": 10.0, "select/funnel/kept": 3.0, "select/funnel/deep/a": 1.0}
-    got = eval_metrics("egothink", "all", {"score": 62.5, "n": 4, "em": None},
-                       {"dimension": {"Object/affordance": {"n": 2, "score": 50.0}}})
-    assert got == {"eval/egothink/all/score": 62.5, "eval/egothink/all/n": 4.0,
-                   "eval/egothink/all/dimension/Object/affordance/n": 2.0,
-                   "eval/egothink/all/dimension/Object/affordance/score": 50.0}
+        "select/funnel/scored": 10.0,
+        "select/funnel/kept": 3.0,
+        "select/funnel/deep/a": 1.0,
+    }
+    got = eval_metrics(
+        "egothink",
+        "all",
+        {"score": 62.5, "n": 4, "em": None},
+        {"dimension": {"Object/affordance": {"n": 2, "score": 50.0}}},
+    )
+    assert got == {
+        "eval/egothink/all/score": 62.5,
+        "eval/egothink/all/n": 4.0,
+        "eval/egothink/all/dimension/Object/affordance/n": 2.0,
+        "eval/egothink/all/dimension/Object/affordance/score": 50.0,
+    }
 
 
 def _train_samples(tmp_path, n=4):
     from ego3s.data import Sample
 
-    return [Sample(id=f"s{i}", question="What did I pick up?", answer="A", task="closeqa", options=["cup", "knife"],
-                   video=write_video(tmp_path / f"s{i}.mp4", n=4, seed=i),
-                   interaction={"objects": [{"name": "cup"}], "action": "pick up",
-                                "boxes": [{"t": 0.0, "label": "cup", "box": [0.2, 0.2, 0.6, 0.6]}]})
-            for i in range(n)]
+    return [
+        Sample(
+            id=f"s{i}",
+            question="What did I pick up?",
+            answer="A",
+            task="closeqa",
+            options=["cup", "knife"],
+            video=write_video(tmp_path / f"s{i}.mp4", n=4, seed=i),
+            interaction={
+                "objects": [{"name": "cup"}],
+                "action": "pick up",
+                "boxes": [{"t": 0.0, "label": "cup", "box": [0.2, 0.2, 0.6, 0.6]}],
+            },
+        )
+        for i in range(n)
+    ]
 
 
 def always_one(completions, **kw):
@@ -95,11 +116,15 @@ def test_two_step_training_writes_reward_parts_and_ecr_to_tensorboard(tiny_model
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_one, zero_then_one])
     write_jsonl(tmp_path / "data.jsonl", _train_samples(tmp_path))
-    cfg = T.TrainingConfig(
-        model=tiny_model_dir, data=str(tmp_path / "data.jsonl"), out=str(tmp_path / "run"), batch_size=4,
-        per_device_train_batch_size=4, num_generations=2, max_completion_length=4, max_steps=2, save_steps=10,
-        learning_rate=1e-4, beta=0.0, nframes=4, max_pixels=56 * 56, min_pixels=28 * 28, dtype="float32",
-        report_to=["tensorboard"], ecr=ECRConfig(monitoring_interval=1, lambda_s=0.5))
+    cfg = tiny_grpo_config(
+        tiny_model_dir,
+        tmp_path / "data.jsonl",
+        tmp_path / "run",
+        max_steps=2,
+        save_steps=10,
+        report_to=["tensorboard"],
+        ecr=ECRConfig(monitoring_interval=1, lambda_s=0.5),
+    )
     T.run_training(cfg)
     tb = read_scalars(tmp_path / "run")
     # reward parts (TRL's names): every completion 1, and 0/1 inside each group (mean 0.5)
@@ -121,7 +146,7 @@ def test_ecr_metrics_after_a_refresh_by_hand():
     from ego3s.curriculum.monitor import ECRConfig
 
     cur = Curriculum(ECRConfig(monitoring_interval=2, lambda_s=0.6, min_pool_size=1), ["a", "b", "c"], ["a", "b"])
-    rec = lambda sid, tot: {"sample_id": sid, "rewards": {"total": tot, "accuracy": [1.0, 1.0]}}  # noqa: E731
+    rec = lambda sid, tot: {"sample_id": sid, "rewards": {"total": tot, "accuracy": [1.0, 1.0]}}  # noqa: E731 - a one-line key
     assert cur.observe_step(0, [rec("a", [0.0, 2.0])]) is None  # variance 1
     d = cur.observe_step(1, [rec("a", [0.0, 2.0]), rec("b", [1.0, 1.0])])  # variances 1 and 0 -> 0.5
     m = ecr_metrics(cur, d)
@@ -141,9 +166,19 @@ def test_evaluation_metrics_reach_tensorboard(tiny_model_dir, tmp_path, monkeypa
     from ego3s.eval.runner import EvalConfig, run_eval
 
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
-    cfg = EvalConfig(data=["EgoThink", "egotextvqa_indoor"], root=str(ROOT / "data" / "benchmarks"),
-                     model=tiny_model_dir, view="blind", limit=2, max_new_tokens=4, out=str(tmp_path / "o"),
-                     progress=False, report_to="tensorboard", tracking_step=7, device="cpu")
+    cfg = EvalConfig(
+        data=["EgoThink", "egotextvqa_indoor"],
+        root=str(ROOT / "data" / "benchmarks"),
+        model=tiny_model_dir,
+        view="blind",
+        limit=2,
+        max_new_tokens=4,
+        out=str(tmp_path / "o"),
+        progress=False,
+        report_to="tensorboard",
+        tracking_step=7,
+        device="cpu",
+    )
     res = run_eval(cfg)
     tb = read_scalars(tmp_path / "o")
     think = res["benchmarks"]["egothink"]["metrics"]
@@ -175,33 +210,55 @@ def test_selection_funnel_and_score_histograms_reach_tensorboard(tmp_path, monke
 
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     cfg = SelectionConfig(out=str(tmp_path / "sel"), report_to="tensorboard")
-    rows = [{"id": "a", "s_full": 0.9, "coarse": 0.4, "fine": 0.5}, {"id": "b", "s_full": 0.2, "coarse": None},
-            {"id": "c", "s_full": float("nan"), "coarse": -0.1}]
+    rows = [
+        {"id": "a", "s_full": 0.9, "coarse": 0.4, "fine": 0.5},
+        {"id": "b", "s_full": 0.2, "coarse": None},
+        {"id": "c", "s_full": float("nan"), "coarse": -0.1},
+    ]
     _track(cfg, {"candidates": 3, "selected": 1, "funnel": {"scored": 3, "invalid": 1, "kept": 1}}, rows)
     tb = read_scalars(tmp_path / "sel")
     assert {k: v for k, v in tb.items() if k.startswith("select/funnel/")} == {
-        "select/funnel/candidates": [(0, 3.0)], "select/funnel/selected": [(0, 1.0)],
-        "select/funnel/scored": [(0, 3.0)], "select/funnel/invalid": [(0, 1.0)], "select/funnel/kept": [(0, 1.0)]}
+        "select/funnel/candidates": [(0, 3.0)],
+        "select/funnel/selected": [(0, 1.0)],
+        "select/funnel/scored": [(0, 3.0)],
+        "select/funnel/invalid": [(0, 1.0)],
+        "select/funnel/kept": [(0, 1.0)],
+    }
     # one histogram per score, counting the finite values only
     assert tb["hist:select/score/s_full"] == [(0, 2.0)] and tb["hist:select/score/coarse"] == [(0, 2.0)]
     assert tb["hist:select/score/fine"] == [(0, 1.0)] and "hist:select/score/relevance" not in tb
 
 
 def test_trainer_arguments_take_the_list_and_log_completions():
+    from ego3s.rl.train import TrainingConfig, grpo_args
     from ego3s.train.sft import SFTRunConfig, sft_args
     from ego3s.train.warmup import WarmupConfig
-    from ego3s.rl.train import TrainingConfig, grpo_args
 
-    args = grpo_args(TrainingConfig(out="/tmp/x", batch_size=4, per_device_train_batch_size=4, num_generations=2,
-                                    report_to="tensorboard", log_completions=True))
+    args = grpo_args(
+        TrainingConfig(
+            out="/tmp/x",
+            batch_size=4,
+            per_device_train_batch_size=4,
+            num_generations=2,
+            report_to="tensorboard",
+            log_completions=True,
+        )
+    )
     assert args.report_to == ["tensorboard"] and args.log_completions is True
-    assert grpo_args(TrainingConfig(out="/tmp/x", batch_size=4, per_device_train_batch_size=4,
-                                    num_generations=2)).report_to == []
+    assert (
+        grpo_args(
+            TrainingConfig(out="/tmp/x", batch_size=4, per_device_train_batch_size=4, num_generations=2)
+        ).report_to
+        == []
+    )
     assert sft_args(SFTRunConfig(out="/tmp/x", report_to=["tensorboard"]), bf16=False).report_to == ["tensorboard"]
     assert WarmupConfig().report_to == "none" and report_to_list(WarmupConfig(report_to=["tensorboard"]).report_to)
     with pytest.raises(ValueError, match="report_to: unknown tracker"):  # at construction: the config checks it
-        grpo_args(TrainingConfig(out="/tmp/x", batch_size=4, per_device_train_batch_size=4, num_generations=2,
-                                 report_to="tensorbord"))
+        grpo_args(
+            TrainingConfig(
+                out="/tmp/x", batch_size=4, per_device_train_batch_size=4, num_generations=2, report_to="tensorbord"
+            )
+        )
 
 
 def test_the_run_level_report_to_fills_stages_left_at_none():

@@ -27,8 +27,14 @@ from ego3s.data.io import read_jsonl
 from ego3s.data.schema import SampleError
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from make_bad import (BAD_CONFIGS, INVALID_SAMPLES, make_bad_configs, make_broken_models,  # noqa: E402
-                      make_invalid_samples, make_wrong_formats)
+from make_bad import (  # noqa: E402 - after sys.path reaches tests/fixtures
+    BAD_CONFIGS,
+    INVALID_SAMPLES,
+    make_bad_configs,
+    make_broken_models,
+    make_invalid_samples,
+    make_wrong_formats,
+)
 
 
 def cli(*args, env=None):
@@ -36,13 +42,17 @@ def cli(*args, env=None):
 
 
 def _classes():
-    from ego3s.train.sft import SFTRunConfig
     from ego3s.pipeline import RunConfig
     from ego3s.rl.train import TrainingConfig
     from ego3s.select.run import SelectionConfig
+    from ego3s.train.sft import SFTRunConfig
 
-    return {"RunConfig": RunConfig, "SelectionConfig": SelectionConfig, "TrainingConfig": TrainingConfig,
-            "SFTRunConfig": SFTRunConfig}
+    return {
+        "RunConfig": RunConfig,
+        "SelectionConfig": SelectionConfig,
+        "TrainingConfig": TrainingConfig,
+        "SFTRunConfig": SFTRunConfig,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +100,13 @@ def test_cli_refuses_a_bad_config_before_touching_model_or_data(bad_configs, tmp
     assert r.exit_code == 1
     assert r.output.strip() == "error: selection.scoring.views: 'contxt' is not one of full, blind, context"
     assert not out.exists()
-    r = cli("select", "method=csm", "scoring.backend=ffmpeg", f"data={tmp_path / 'missing.jsonl'}",
-            f"out={tmp_path / 'sel'}")
+    r = cli(
+        "select",
+        "method=csm",
+        "scoring.backend=ffmpeg",
+        f"data={tmp_path / 'missing.jsonl'}",
+        f"out={tmp_path / 'sel'}",
+    )
     assert r.exit_code == 1 and "scoring.backend: 'ffmpeg' is not one of pyav, decord, opencv" in r.output
     assert not (tmp_path / "sel").exists()
 
@@ -116,8 +131,10 @@ def test_boxes_outside_the_window_are_invalid_but_a_track_spanning_it_is_not(inv
 
     def sample(boxes, **window):
         rec = {**base, **window}
-        rec["interaction"] = {**rec["interaction"], "boxes": [{"t": t, "label": "cup", "box": [0.1, 0.1, 0.5, 0.5]}
-                                                              for t in boxes]}
+        rec["interaction"] = {
+            **rec["interaction"],
+            "boxes": [{"t": t, "label": "cup", "box": [0.1, 0.1, 0.5, 0.5]} for t in boxes],
+        }
         return Sample.from_dict(rec)
 
     sample([0.0, 10.0], start=4.0, end=6.0)  # interpolated across the window: masks every frame
@@ -144,8 +161,10 @@ def test_a_run_counts_invalid_samples_by_reason_and_prints_them(invalid, tmp_pat
 
 # ================================================================== 4. exit status and visibility
 def test_select_with_every_record_invalid_exits_3_with_the_reasons(tmp_path):
-    lines = [{"id": "a", "question": "Q?", "answer": "x", "task": "openqa", "video": ""},
-             {"id": "b", "question": "Q?", "answer": "E", "task": "closeqa", "options": ["p", "q"]}]
+    lines = [
+        {"id": "a", "question": "Q?", "answer": "x", "task": "openqa", "video": ""},
+        {"id": "b", "question": "Q?", "answer": "E", "task": "closeqa", "options": ["p", "q"]},
+    ]
     (tmp_path / "pool.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     r = cli("select", "method=full", f"data={tmp_path / 'pool.jsonl'}", f"out={tmp_path / 'sel'}")
     assert r.exit_code == 3
@@ -161,8 +180,12 @@ def test_select_keeping_nothing_exits_3(invalid, tmp_path):
 
 
 def test_train_and_sft_on_data_without_a_valid_sample_exit_3_before_loading_a_model(tmp_path):
-    (tmp_path / "d.jsonl").write_text(json.dumps({"id": "a", "question": "Q", "answer": "B", "task": "closeqa",
-                                                  "options": ["p", "q", "r"], "video": ""}) + "\n")
+    (tmp_path / "d.jsonl").write_text(
+        json.dumps(
+            {"id": "a", "question": "Q", "answer": "B", "task": "closeqa", "options": ["p", "q", "r"], "video": ""}
+        )
+        + "\n"
+    )
     for cmd in ("train", "sft"):
         r = cli(cmd, f"data={tmp_path / 'd.jsonl'}", "model=/no/such/model", f"out={tmp_path / cmd}")
         assert r.exit_code == 3, r.output
@@ -171,11 +194,34 @@ def test_train_and_sft_on_data_without_a_valid_sample_exit_3_before_loading_a_mo
 
 
 def test_eval_with_every_sample_skipped_exits_3_after_writing_results(tiny_model_dir, tmp_path):
-    recs = [{"id": f"s{i}", "question": "Q?", "answer": "A", "task": "closeqa", "options": ["x", "y"],
-             "video": str(tmp_path / f"missing{i}.mp4")} for i in range(2)]
+    recs = [
+        {
+            "id": f"s{i}",
+            "question": "Q?",
+            "answer": "A",
+            "task": "closeqa",
+            "options": ["x", "y"],
+            "video": str(tmp_path / f"missing{i}.mp4"),
+        }
+        for i in range(2)
+    ]
     (tmp_path / "test_id.jsonl").write_text("".join(json.dumps(x) + "\n" for x in recs))
-    r = cli("eval", "--data", "EgoSynth", "--path", f"EgoSynth={tmp_path / 'test_id.jsonl'}", "--model",
-            tiny_model_dir, "--out", tmp_path / "ev", "--quiet", "--nframes", "4", "--dtype", "float32")
+    r = cli(
+        "eval",
+        "--data",
+        "EgoSynth",
+        "--path",
+        f"EgoSynth={tmp_path / 'test_id.jsonl'}",
+        "--model",
+        tiny_model_dir,
+        "--out",
+        tmp_path / "ev",
+        "--quiet",
+        "--nframes",
+        "4",
+        "--dtype",
+        "float32",
+    )
     assert r.exit_code == 3, r.output
     assert "error: eval: evaluated 0 samples of egosynth" in r.output
     assert "warning: skipped 2 (eval: egosynth: " in r.output
@@ -197,17 +243,22 @@ def test_run_checks_its_model_folder_before_generating_data_and_prints_every_sta
     (out / "warmup").mkdir()
     (out / "warmup" / "skipped.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c"}\n')
     assert {k: {r: v["count"] for r, v in d.items()} for k, d in skips.of_run(out).items()} == {
-        "warmup": {"unreadable clip": 3}, "select": {"invalid video": 2}}
+        "warmup": {"unreadable clip": 3},
+        "select": {"invalid video": 2},
+    }
 
 
 def test_skip_lines_are_one_per_reason_most_frequent_first():
     from ego3s import skips
 
-    found = skips.from_errors([SampleError("x", field="video"), SampleError("y", field="answer"),
-                               SampleError("z", field="video")])
+    found = skips.from_errors(
+        [SampleError("x", field="video"), SampleError("y", field="answer"), SampleError("z", field="video")]
+    )
     skips.add(found, "unreadable video", 0)  # nothing to say: no line
-    assert skips.lines(found, "train") == ["skipped 2 (train: invalid video); first: field 'video': x",
-                                           "skipped 1 (train: invalid answer); first: field 'answer': y"]
+    assert skips.lines(found, "train") == [
+        "skipped 2 (train: invalid video); first: field 'video': x",
+        "skipped 1 (train: invalid answer); first: field 'answer': y",
+    ]
 
 
 # ================================================================== 5. errors a person can act on
@@ -232,8 +283,19 @@ def broken_models(tiny_model_dir, tmp_path_factory):
     return make_broken_models(tmp_path_factory.mktemp("models"), tiny_model_dir)
 
 
-@pytest.mark.parametrize("kind", ["no_config", "no_weights", "no_tokenizer", "no_processor", "shard_missing",
-                                  "weights_truncated", "weights_garbage", "config_not_json"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "no_config",
+        "no_weights",
+        "no_tokenizer",
+        "no_processor",
+        "shard_missing",
+        "weights_truncated",
+        "weights_garbage",
+        "config_not_json",
+    ],
+)
 def test_model_folder_missing_a_part_is_named_at_load(broken_models, kind, tmp_path):
     from ego3s.models.folder import ModelFolderError
     from ego3s.models.loading import load_model
@@ -243,14 +305,31 @@ def test_model_folder_missing_a_part_is_named_at_load(broken_models, kind, tmp_p
         load_model(bad["dir"], device="cpu")
     assert str(e.value).startswith(f"{bad['dir']}: not a complete model folder") and bad["says"] in str(e.value)
     (tmp_path / "t.jsonl").write_text(json.dumps({"id": "a", "question": "Q?", "answer": "x", "task": "openqa"}) + "\n")
-    r = cli("eval", "--data", "EgoSynth", "--path", f"EgoSynth={tmp_path / 't.jsonl'}", "--model", bad["dir"],
-            "--out", tmp_path / "ev", "--quiet")
+    r = cli(
+        "eval",
+        "--data",
+        "EgoSynth",
+        "--path",
+        f"EgoSynth={tmp_path / 't.jsonl'}",
+        "--model",
+        bad["dir"],
+        "--out",
+        tmp_path / "ev",
+        "--quiet",
+    )
     assert r.exit_code == 1 and r.output.strip() == f"error: {e.value}"
 
 
-@pytest.mark.parametrize("code, text", [
-    (errno.EROFS, "read-only file system"), (errno.ENOSPC, "no space left"), (errno.EEXIST, "already exists"),
-    (errno.EISDIR, "is a directory"), (errno.EACCES, "permission denied")])
+@pytest.mark.parametrize(
+    "code, text",
+    [
+        (errno.EROFS, "read-only file system"),
+        (errno.ENOSPC, "no space left"),
+        (errno.EEXIST, "already exists"),
+        (errno.EISDIR, "is a directory"),
+        (errno.EACCES, "permission denied"),
+    ],
+)
 def test_file_system_errors_are_one_line_naming_the_path(invalid, tmp_path, monkeypatch, code, text):
     """The fault is injected where the stage writes its report (root ignores file modes, and a full
     or read-only disk cannot be made in a test), so the real path of the output is named."""
@@ -262,8 +341,10 @@ def test_file_system_errors_are_one_line_naming_the_path(invalid, tmp_path, monk
     monkeypatch.setattr(sel, "write_json", fail)
     r = cli("select", "method=full", f"data={invalid['file']}", f"out={tmp_path / 'sel'}")
     assert r.exit_code == 1
-    assert r.output.strip().splitlines()[-1] == f"error: {tmp_path / 'sel' / 'report.json'}: " + \
-        error_message(OSError(code, "x", "p")).split(": ", 1)[1]
+    assert (
+        r.output.strip().splitlines()[-1]
+        == f"error: {tmp_path / 'sel' / 'report.json'}: " + error_message(OSError(code, "x", "p")).split(": ", 1)[1]
+    )
     assert text in r.output and "Traceback" not in r.output
 
 
@@ -278,8 +359,10 @@ def test_a_full_disk_while_writing_names_the_file(invalid, tmp_path, monkeypatch
     r = cli("select", "method=full", f"data={invalid['file']}", f"out={tmp_path / 'sel'}")
     assert r.exit_code == 1
     # the first file written in `sel` is the folder's lock
-    assert r.output.strip() == f"error: {tmp_path / 'sel' / '.ego3s.lock'}: no space left on the device: free " \
-                               "space or write the outputs elsewhere"
+    assert (
+        r.output.strip() == f"error: {tmp_path / 'sel' / '.ego3s.lock'}: no space left on the device: free "
+        "space or write the outputs elsewhere"
+    )
     assert not list((tmp_path / "sel").glob(".*.tmp"))  # no temp file left behind
     from ego3s.files import write_json
 
@@ -291,8 +374,10 @@ def test_a_full_disk_while_writing_names_the_file(invalid, tmp_path, monkeypatch
 def test_an_output_path_that_is_a_file_is_named(invalid, tmp_path):
     (tmp_path / "taken").write_text("a file, not a folder")
     r = cli("select", "method=full", f"data={invalid['file']}", f"out={tmp_path / 'taken'}")
-    assert r.exit_code == 1 and r.output.strip() == f"error: {tmp_path / 'taken'}: already exists: remove it or " \
-                                                    "choose another output path"
+    assert (
+        r.exit_code == 1
+        and r.output.strip() == f"error: {tmp_path / 'taken'}: already exists: remove it or choose another output path"
+    )
 
 
 def test_judge_errors_and_tracebacks_only_with_debug(monkeypatch, tmp_path):

@@ -15,13 +15,28 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from qwen_vl_utils import vision_process as qv
 
 from ego3s.data.schema import Interaction, InteractionObject, Sample, TimedBox
-from ego3s.data.video import (BACKENDS, BLANK_VALUE, Clip, VideoError, _pyav_frames, box_to_pixels, boxes_at,
-                              default_decode_threads, frame_window, load_clip, load_image, load_sample_clip,
-                              make_view, sample_indices, sample_nframes, stretches, video_size)
+from ego3s.data.video import (
+    BACKENDS,
+    BLANK_VALUE,
+    Clip,
+    VideoError,
+    _pyav_frames,
+    box_to_pixels,
+    boxes_at,
+    default_decode_threads,
+    frame_window,
+    load_clip,
+    load_image,
+    load_sample_clip,
+    make_view,
+    sample_indices,
+    sample_nframes,
+    stretches,
+    video_size,
+)
 
 H, W = 56, 84  # multiples of 28: with resized_height/width = H, W frames come back unresized
 NATIVE = dict(resized_height=H, resized_width=W)
@@ -30,12 +45,12 @@ NATIVE = dict(resized_height=H, resized_width=W)
 def frame_pixels(i: int) -> np.ndarray:
     a = np.empty((H, W, 3), np.uint8)
     for k, digit in enumerate((i % 16, (i // 16) % 16, i // 256)):
-        a[:, k * 28:(k + 1) * 28] = 16 + 14 * digit
+        a[:, k * 28 : (k + 1) * 28] = 16 + 14 * digit
     return a
 
 
 def index_of(frame: np.ndarray) -> int:
-    digits = [round((frame[:, k * 28:(k + 1) * 28].mean() - 16) / 14) for k in range(3)]
+    digits = [round((frame[:, k * 28 : (k + 1) * 28].mean() - 16) / 14) for k in range(3)]
     return digits[0] + 16 * digits[1] + 256 * digits[2]
 
 
@@ -57,13 +72,15 @@ def write_video(path, n, fps, *, gop=8, bframes=2, faststart=False, codec="libx2
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     d = tmp_path_factory.mktemp("videos")
-    specs = {"a.mp4": (90, 30, {}),  # 3 s, B-frames, keyframe every 8
-             "b.mkv": (60, 10, {"gop": 12}),  # 6 s, no frame count in the header
-             "c.mp4": (100, 25, {"gop": 25, "faststart": True}),  # 4 s, index before the data
-             "long.mp4": (600, 10, {"gop": 10, "bframes": 0}),  # 60 s
-             "short.mp4": (5, 10, {}),  # 0.5 s
-             "m4v.mp4": (60, 10, {"codec": "mpeg4", "gop": 9}),  # 6 s
-             "long_m4v.mp4": (400, 10, {"codec": "mpeg4", "gop": 9})}  # 40 s: threaded stretches, late seeks
+    specs = {
+        "a.mp4": (90, 30, {}),  # 3 s, B-frames, keyframe every 8
+        "b.mkv": (60, 10, {"gop": 12}),  # 6 s, no frame count in the header
+        "c.mp4": (100, 25, {"gop": 25, "faststart": True}),  # 4 s, index before the data
+        "long.mp4": (600, 10, {"gop": 10, "bframes": 0}),  # 60 s
+        "short.mp4": (5, 10, {}),  # 0.5 s
+        "m4v.mp4": (60, 10, {"codec": "mpeg4", "gop": 9}),  # 6 s
+        "long_m4v.mp4": (400, 10, {"codec": "mpeg4", "gop": 9}),
+    }  # 40 s: threaded stretches, late seeks
     out = {}
     for name, (n, fps, kw) in specs.items():
         write_video(d / name, n, fps, **kw)
@@ -90,8 +107,11 @@ def qwen_plan(total, fps, height, width, ele):
     (frame indices, resized (h, w), sample fps). Window and frame count come from its own
     functions; the pixel cap is the four lines of `fetch_video` that have no function of their own."""
     first, last, count = qv.calculate_video_frame_range(ele, total, fps)
-    n = qv.smart_nframes({k: v for k, v in ele.items() if k in ("fps", "nframes", "min_frames", "max_frames")},
-                         total_frames=count, video_fps=fps)
+    n = qv.smart_nframes(
+        {k: v for k, v in ele.items() if k in ("fps", "nframes", "min_frames", "max_frames")},
+        total_frames=count,
+        video_fps=fps,
+    )
     idx = torch.linspace(first, last, n).round().long().tolist()
     if "resized_height" in ele:
         size = qv.smart_resize(ele["resized_height"], ele["resized_width"], factor=28)
@@ -111,8 +131,11 @@ def our_plan(total, fps, height, width, ele):
     count = last - first + 1
     counting = ("fps", "nframes", "min_frames", "max_frames")
     n = sample_nframes(count, fps, **{k: v for k, v in ele.items() if k in counting})
-    pixels = {k: v for k, v in ele.items() if k in ("min_pixels", "max_pixels", "total_pixels",
-                                                     "resized_height", "resized_width")}
+    pixels = {
+        k: v
+        for k, v in ele.items()
+        if k in ("min_pixels", "max_pixels", "total_pixels", "resized_height", "resized_width")
+    }
     return sample_indices(first, last, n).tolist(), video_size(height, width, n, **pixels), n / count * fps
 
 
@@ -156,16 +179,20 @@ def test_frame_indices_match_torch_linspace_rounding():
         assert np.array_equal(sample_indices(first, last, n), ref), (first, last, n)
 
 
-@pytest.mark.parametrize("name,ele", [
-    ("a.mp4", {"fps": 2.0}),
-    ("a.mp4", {"nframes": 12, "video_start": 0.7, "video_end": 2.4}),
-    ("b.mkv", {"fps": 1.0, "video_start": 2.0}),
-    ("long.mp4", {"fps": 0.5, "min_pixels": 3136, "max_pixels": 20_000}),
-])
+@pytest.mark.parametrize(
+    "name,ele",
+    [
+        ("a.mp4", {"fps": 2.0}),
+        ("a.mp4", {"nframes": 12, "video_start": 0.7, "video_end": 2.4}),
+        ("b.mkv", {"fps": 1.0, "video_start": 2.0}),
+        ("long.mp4", {"fps": 0.5, "min_pixels": 3136, "max_pixels": 20_000}),
+    ],
+)
 def test_load_clip_matches_qwen_fetch_video(videos, name, ele):
     """End to end against qwen_vl_utils.fetch_video (decord inside): same frames, size, fps."""
-    (ref, meta), ref_fps = qv.fetch_video({"video": videos[name], **ele}, return_video_sample_fps=True,
-                                          return_video_metadata=True)
+    (ref, meta), ref_fps = qv.fetch_video(
+        {"video": videos[name], **ele}, return_video_sample_fps=True, return_video_metadata=True
+    )
     rename = {"video_start": "start", "video_end": "end"}
     clip = load_clip(videos[name], **{rename.get(k, k): v for k, v in ele.items()})
     assert clip.indices.tolist() == list(meta["frames_indices"])
@@ -215,7 +242,10 @@ def _write_b_frames(path, kept, fps=30):
         s = c.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = W, H, "yuv420p"
         s.time_base = Fraction(1, fps)
-        s.options = {"crf": "12", "x264-params": "keyint=24:min-keyint=24:scenecut=0:bframes=3:b-pyramid=none:b-adapt=0"}
+        s.options = {
+            "crf": "12",
+            "x264-params": "keyint=24:min-keyint=24:scenecut=0:bframes=3:b-pyramid=none:b-adapt=0",
+        }
         for i in kept:
             f = av.VideoFrame.from_ndarray(frame_pixels(i), format="rgb24")
             f.pts, f.time_base = i, Fraction(1, fps)
@@ -230,8 +260,14 @@ def _every_frame(path):
     with av.open(str(path)) as c:
         st = c.streams.video[0]
         rate, t0 = Fraction(st.average_rate), st.start_time or 0
-        return [(math.floor((f.pts - t0) * st.time_base * rate + Fraction(1, 2)), f.to_ndarray(format="rgb24"),
-                 f.pict_type == av.video.frame.PictureType.B) for f in c.decode(st)], st.frames
+        return [
+            (
+                math.floor((f.pts - t0) * st.time_base * rate + Fraction(1, 2)),
+                f.to_ndarray(format="rgb24"),
+                f.pict_type == av.video.frame.PictureType.B,
+            )
+            for f in c.decode(st)
+        ], st.frames
 
 
 def test_frames_no_other_frame_needs_are_skipped(tmp_path):
@@ -278,11 +314,13 @@ def test_seeking_decodes_only_what_it_needs(videos, full_frames):
     """long.mp4: 600 frames, a keyframe every 10. Decoding starts at the keyframe before each
     stretch of wanted frames and stops at the last one."""
     path, total = videos["long.mp4"], 600
-    cases = [(list(range(400, 410)), 10),  # a 1 s window near the end of a 60 s video
-             (list(range(3, 600, 50)), 12 * 4),  # 12 sparse frames, 3 past a keyframe each: seek per frame
-             (list(range(5, 100, 5)), 96),  # denser than the keyframes: decode straight through
-             ([1, 3, 5, 7, 9], 10),  # inside one keyframe interval: one seek, never back
-             ([599], 10)]
+    cases = [
+        (list(range(400, 410)), 10),  # a 1 s window near the end of a 60 s video
+        (list(range(3, 600, 50)), 12 * 4),  # 12 sparse frames, 3 past a keyframe each: seek per frame
+        (list(range(5, 100, 5)), 96),  # denser than the keyframes: decode straight through
+        ([1, 3, 5, 7, 9], 10),  # inside one keyframe interval: one seek, never back
+        ([599], 10),
+    ]
     for indices, most in cases:
         stats = {}
         with av.open(path) as c:
@@ -292,8 +330,17 @@ def test_seeking_decodes_only_what_it_needs(videos, full_frames):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kw", [dict(start=0.55, end=1.95), dict(start=2.0), dict(end=0.5), dict(cutoff=1.0),
-                                dict(start=0.4, cutoff=1.7), dict(start=1.0, end=2.0, cutoff=1.5, nframes=10)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(start=0.55, end=1.95),
+        dict(start=2.0),
+        dict(end=0.5),
+        dict(cutoff=1.0),
+        dict(start=0.4, cutoff=1.7),
+        dict(start=1.0, end=2.0, cutoff=1.5, nframes=10),
+    ],
+)
 def test_window_and_cutoff(videos, backend, kw):
     fps = 30
     clip = load_clip(videos["a.mp4"], backend=backend, **NATIVE, **kw)
@@ -331,8 +378,9 @@ def test_clip_feeds_the_qwen_video_processor(videos):
     meta = VideoMetadata(**clip.metadata())
     assert meta.sampled_fps == pytest.approx(clip.fps)
     assert np.allclose(meta.timestamps, clip.timestamps)
-    out = Qwen2VLVideoProcessor()(videos=[clip.frames], video_metadata=[clip.metadata()], return_metadata=True,
-                                  return_tensors="pt")
+    out = Qwen2VLVideoProcessor()(
+        videos=[clip.frames], video_metadata=[clip.metadata()], return_metadata=True, return_tensors="pt"
+    )
     t, h, w = clip.frames.shape[:3]
     assert out["video_grid_thw"].tolist() == [[t // 2, h // 14, w // 14]]
     assert out["video_metadata"][0].sampled_fps == pytest.approx(clip.fps)
@@ -351,9 +399,16 @@ def test_stretches_cut_long_windows_only():
     assert len(stretches(long, 1)) == 1
 
 
-@pytest.mark.parametrize("name,kw", [("long.mp4", {"nframes": 16}), ("long.mp4", {"nframes": 64}),
-                                     ("long.mp4", {"start": 7.3, "end": 51.0, "fps": 1.0}),
-                                     ("long_m4v.mp4", {"nframes": 24}), ("long_m4v.mp4", {"fps": 3.0})])
+@pytest.mark.parametrize(
+    "name,kw",
+    [
+        ("long.mp4", {"nframes": 16}),
+        ("long.mp4", {"nframes": 64}),
+        ("long.mp4", {"start": 7.3, "end": 51.0, "fps": 1.0}),
+        ("long_m4v.mp4", {"nframes": 24}),
+        ("long_m4v.mp4", {"fps": 3.0}),
+    ],
+)
 def test_threaded_decoding_returns_the_frames_of_a_full_decode(videos, full_frames, name, kw):
     one = load_clip(videos[name], decode_threads=1, **NATIVE, **kw)
     assert [index_of(f) for f in one.frames] == one.indices.tolist()
@@ -424,8 +479,17 @@ def broken(videos, tmp_path_factory):
     return out
 
 
-BROKEN = ["missing.mp4", "zero.mp4", "trunc.mp4", "trunc_fast.mp4", "text.mp4", "random.mp4", "audio.m4a",
-          "image.png", "folder.mp4"]
+BROKEN = [
+    "missing.mp4",
+    "zero.mp4",
+    "trunc.mp4",
+    "trunc_fast.mp4",
+    "text.mp4",
+    "random.mp4",
+    "audio.m4a",
+    "image.png",
+    "folder.mp4",
+]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -451,13 +515,16 @@ def test_a_stretch_that_fails_in_its_thread_is_a_video_error_naming_the_file(bro
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("kw,what", [
-    (dict(start=10.0), "after the end"),  # window past the end
-    (dict(start=1.01, end=1.02), "no frames"),  # between two frames at 30 fps
-    (dict(cutoff=0.0), "no frames"),
-    (dict(start=1.0, end=1.01), "1 frame"),  # Qwen needs at least 2
-    (dict(nframes=200), "cannot sample 200"),
-])
+@pytest.mark.parametrize(
+    "kw,what",
+    [
+        (dict(start=10.0), "after the end"),  # window past the end
+        (dict(start=1.01, end=1.02), "no frames"),  # between two frames at 30 fps
+        (dict(cutoff=0.0), "no frames"),
+        (dict(start=1.0, end=1.01), "1 frame"),  # Qwen needs at least 2
+        (dict(nframes=200), "cannot sample 200"),
+    ],
+)
 def test_bad_windows_raise_video_error(videos, backend, kw, what):
     with pytest.raises(VideoError, match=what) as e:
         load_clip(videos["a.mp4"], backend=backend, **kw)
@@ -468,8 +535,12 @@ def test_load_image_matches_qwen_fetch_image(tmp_path):
     rng = np.random.default_rng(2)
     Image.fromarray(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
     Image.fromarray(rng.integers(0, 256, (40, 30, 4), dtype=np.uint8), "RGBA").save(tmp_path / "rgba.png")
-    for name, kw in [("rgb.png", {}), ("rgb.png", {"max_pixels": 20_000}), ("rgba.png", {}),
-                     ("rgb.png", {"resized_height": 100, "resized_width": 150})]:
+    for name, kw in [
+        ("rgb.png", {}),
+        ("rgb.png", {"max_pixels": 20_000}),
+        ("rgba.png", {}),
+        ("rgb.png", {"resized_height": 100, "resized_width": 150}),
+    ]:
         ours = load_image(tmp_path / name, **kw)
         ref = np.asarray(qv.fetch_image({"image": str(tmp_path / name), **kw}))
         assert ours.dtype == np.uint8 and np.array_equal(ours, ref), (name, kw)
@@ -488,8 +559,11 @@ def view_clip():
 
 
 def view_interaction():
-    boxes = [TimedBox(0.0, "cup", [0.1, 0.1, 0.3, 0.3]), TimedBox(1.0, "cup", [0.5, 0.5, 0.9, 0.9]),
-             TimedBox(0.5, "left_hand", [0.6, 0.0, 0.8, 0.2])]
+    boxes = [
+        TimedBox(0.0, "cup", [0.1, 0.1, 0.3, 0.3]),
+        TimedBox(1.0, "cup", [0.5, 0.5, 0.9, 0.9]),
+        TimedBox(0.5, "left_hand", [0.6, 0.0, 0.8, 0.2]),
+    ]
     return Interaction(objects=[InteractionObject("cup")], action="pick up", boxes=boxes)
 
 

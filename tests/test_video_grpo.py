@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 from trl import GRPOTrainer
 
-from conftest import write_video
 from ego3s.data import Sample
-from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.models.inputs import vision_token_ids
+from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.rl.trainer import VideoGRPOTrainer
+from helpers import write_video
 
 EPS32 = float(torch.finfo(torch.float32).eps)
 
@@ -30,28 +30,45 @@ def fp32_logp_tolerance(model, seq_len: int, max_logit: float, patches: int = 0)
     stays inside this bound; the constant in front is 1."""
     t, v = model.config.text_config, model.config.vision_config
     d, f, hd = t.hidden_size, t.intermediate_size, t.hidden_size // t.num_attention_heads
-    layer = 2 * d ** .5 + hd ** .5 + 2 * seq_len ** .5 + 2 * d ** .5 + f ** .5
-    stages = t.num_hidden_layers * layer + 2 * d ** .5 + t.vocab_size ** .5
+    layer = 2 * d**0.5 + hd**0.5 + 2 * seq_len**0.5 + 2 * d**0.5 + f**0.5
+    stages = t.num_hidden_layers * layer + 2 * d**0.5 + t.vocab_size**0.5
     if patches:
         vd = getattr(v, "embed_dim", None) or v.hidden_size
         vf = getattr(v, "intermediate_size", None) or int(vd * getattr(v, "mlp_ratio", 4))
         vhd = vd // v.num_heads
-        stages += v.depth * (2 * vd ** .5 + vhd ** .5 + 2 * patches ** .5 + 2 * vd ** .5 + vf ** .5)
+        stages += v.depth * (2 * vd**0.5 + vhd**0.5 + 2 * patches**0.5 + 2 * vd**0.5 + vf**0.5)
     return 2 * EPS32 * max_logit * stages
 
 
 def _samples(tmp_path):
-    inter = {"objects": [{"name": "cup", "synonyms": ["mug"]}], "action": "pick up",
-             "boxes": [{"t": 0.0, "label": "cup", "box": [0.1, 0.1, 0.5, 0.5]}]}
+    inter = {
+        "objects": [{"name": "cup", "synonyms": ["mug"]}],
+        "action": "pick up",
+        "boxes": [{"t": 0.0, "label": "cup", "box": [0.1, 0.1, 0.5, 0.5]}],
+    }
     img = tmp_path / "img.png"
     Image.fromarray(np.random.default_rng(3).integers(0, 255, (56, 84, 3), dtype=np.uint8)).save(img)
     return [
-        Sample(id="v4", question="What did I pick up?", answer="A", task="closeqa", options=["cup", "knife"],
-               video=write_video(tmp_path / "a.mp4", n=8, seed=1), interaction=inter),
-        Sample(id="v6", question="Where did I put the cup?", answer="in the sink", task="openqa",
-               video=write_video(tmp_path / "b.mp4", n=12, size=84, seed=2), interaction=inter),
-        Sample(id="img", question="What is on the table?", answer="a cup", task="openqa", image=str(img),
-               interaction=inter),
+        Sample(
+            id="v4",
+            question="What did I pick up?",
+            answer="A",
+            task="closeqa",
+            options=["cup", "knife"],
+            video=write_video(tmp_path / "a.mp4", n=8, seed=1),
+            interaction=inter,
+        ),
+        Sample(
+            id="v6",
+            question="Where did I put the cup?",
+            answer="in the sink",
+            task="openqa",
+            video=write_video(tmp_path / "b.mp4", n=12, size=84, seed=2),
+            interaction=inter,
+        ),
+        Sample(
+            id="img", question="What is on the table?", answer="a cup", task="openqa", image=str(img), interaction=inter
+        ),
         Sample(id="txt", question="What colour is a banana?", answer="yellow", task="openqa"),
     ]
 
@@ -61,16 +78,32 @@ def _trainer(tiny_model_dir, tmp_path, samples, strategy="grpo", G=2, beta=0.04,
 
     model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
     per_device = per_device or G * len(samples)
-    cfg = TrainingConfig(model=tiny_model_dir, out=str(tmp_path / "run"), strategy=strategy,
-                         batch_size=per_device, per_device_train_batch_size=per_device,
-                         num_generations=G, max_completion_length=8, max_steps=1, learning_rate=1e-3,
-                         nframes=4, max_pixels=84 * 84, min_pixels=28 * 28, beta=beta, **kw)
+    cfg = TrainingConfig(
+        model=tiny_model_dir,
+        out=str(tmp_path / "run"),
+        strategy=strategy,
+        batch_size=per_device,
+        per_device_train_batch_size=per_device,
+        num_generations=G,
+        max_completion_length=8,
+        max_steps=1,
+        learning_rate=1e-3,
+        nframes=4,
+        max_pixels=84 * 84,
+        min_pixels=28 * 28,
+        beta=beta,
+        **kw,
+    )
     return VideoGRPOTrainer(
-        model=model, processing_class=processor,
+        model=model,
+        processing_class=processor,
         args=grpo_args(cfg, suppress_tokens=vision_token_ids(processor.tokenizer), num_prompts=len(samples)),
-        reward_funcs=reward_functions(cfg, ["cup", "knife"]), train_dataset=training_dataset(samples),
-        sampling={"nframes": 4, "max_pixels": 84 * 84, "min_pixels": 28 * 28}, strategy=strategy,
-        reward_log=str(tmp_path / "rewards.jsonl"))
+        reward_funcs=reward_functions(cfg, ["cup", "knife"]),
+        train_dataset=training_dataset(samples),
+        sampling={"nframes": 4, "max_pixels": 84 * 84, "min_pixels": 28 * 28},
+        strategy=strategy,
+        reward_log=str(tmp_path / "rewards.jsonl"),
+    )
 
 
 class ForwardAudit:
@@ -89,9 +122,18 @@ class ForwardAudit:
         if ids is not None and ids.shape[1] > 1:  # prefill / teacher-forced passes, not decode steps
             has_tokens = bool(torch.isin(ids, torch.tensor(self.vis_ids)).any())
             # newer transformers encode the visuals once before generating and pass the features
-            visual = any(kwargs.get(k) is not None for k in ("pixel_values_videos", "pixel_values", "mm_encoder_outputs"))
-            self.calls.append({"visual_tokens": has_tokens, "visual_tensors": visual,
-                               "mm_types": kwargs.get("mm_token_type_ids") is not None, "pos3d": None, "ids": ids})
+            visual = any(
+                kwargs.get(k) is not None for k in ("pixel_values_videos", "pixel_values", "mm_encoder_outputs")
+            )
+            self.calls.append(
+                {
+                    "visual_tokens": has_tokens,
+                    "visual_tensors": visual,
+                    "mm_types": kwargs.get("mm_token_type_ids") is not None,
+                    "pos3d": None,
+                    "ids": ids,
+                }
+            )
 
     def inner(self, module, args, kwargs):
         pos = kwargs.get("position_ids")
@@ -105,7 +147,9 @@ class ForwardAudit:
             self.calls[-1]["pos3d"] = ok
 
     def bad(self):
-        return [c for c in self.calls if c["visual_tokens"] and not (c["visual_tensors"] and c["mm_types"] and c["pos3d"])]
+        return [
+            c for c in self.calls if c["visual_tokens"] and not (c["visual_tensors"] and c["mm_types"] and c["pos3d"])
+        ]
 
     def remove(self):
         self.h1.remove()
@@ -117,10 +161,13 @@ def logp_tolerance(model, out) -> float:
     ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
     mask = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
     with torch.no_grad():
-        max_logit = max(model(input_ids=ids[i:i + 1], attention_mask=mask[i:i + 1]).logits.abs().max().item()
-                        for i in range(ids.shape[0]))
-    patches = max((int(v["pixel_values_videos"].shape[0]) for v in out["visual"] if "pixel_values_videos" in v),
-                  default=0)
+        max_logit = max(
+            model(input_ids=ids[i : i + 1], attention_mask=mask[i : i + 1]).logits.abs().max().item()
+            for i in range(ids.shape[0])
+        )
+    patches = max(
+        (int(v["pixel_values_videos"].shape[0]) for v in out["visual"] if "pixel_values_videos" in v), default=0
+    )
     return fp32_logp_tolerance(model, ids.shape[1], max_logit, patches)
 
 
@@ -141,7 +188,7 @@ def _plain_logps(model, out, visual, row, dtype=torch.float32):
         logits = model(input_ids=ids, attention_mask=mask, **kw).logits[0].to(dtype)
     n = int(out["completion_mask"][row].sum())
     comp = out["completion_ids"][row][:n]
-    lp = torch.log_softmax(logits[-n - 1:-1], -1)
+    lp = torch.log_softmax(logits[-n - 1 : -1], -1)
     return lp.gather(1, comp[:, None]).squeeze(1)
 
 
@@ -211,8 +258,9 @@ def test_strategy_advantages_hand_computed(tiny_model_dir, tmp_path, strategy, f
     samples = _samples(tmp_path)[:2]
     trainer = _trainer(tiny_model_dir, tmp_path, samples, strategy=strategy)
     rewards = torch.zeros(4, len(trainer.reward_funcs))  # acc, fmt, int, correct (weight 0)
-    rewards[:, :4] = torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0],
-                                   [0.0, 1.0, 0.5, 0.0]])
+    rewards[:, :4] = torch.tensor(
+        [[1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 1.0], [0.0, 1.0, 0.5, 0.0]]
+    )
     monkeypatch.setattr(GRPOTrainer, "_calculate_rewards", lambda self, *a: rewards.clone())
     rows = [r for r in trainer.train_dataset for _ in range(2)]
     trainer.model.train()
@@ -291,7 +339,8 @@ def test_generation_never_emits_vision_placeholders(tiny_model_dir, tmp_path):
     trainer = _trainer(tiny_model_dir, tmp_path, samples, beta=0.0)
     vid = trainer.model.config.video_token_id
     handle = trainer.model.lm_head.register_forward_hook(
-        lambda m, i, out: out.index_add(-1, torch.tensor([vid]), torch.full_like(out[..., :1], 100.0)))
+        lambda m, i, out: out.index_add(-1, torch.tensor([vid]), torch.full_like(out[..., :1], 100.0))
+    )
     try:
         rows = [r for r in trainer.train_dataset for _ in range(2)]
         out = trainer._generate_and_score_completions(rows)
@@ -318,11 +367,13 @@ def test_an_unreadable_video_does_not_stop_training(tiny_model_dir, tmp_path):
 
 # ---------------------------------------------------------------------------- DAPO as defined, PPO clipping
 
+
 def test_dapo_defaults_are_the_papers():
     from ego3s.rl.strategies import optimizer_steps_per_generation
 
-    cfg = TrainingConfig(strategy="dapo", batch_size=512, per_device_train_batch_size=8, num_generations=8,
-                         max_completion_length=20480)
+    cfg = TrainingConfig(
+        strategy="dapo", batch_size=512, per_device_train_batch_size=8, num_generations=8, max_completion_length=20480
+    )
     args = grpo_args(cfg, world_size=8, num_prompts=100_000)
     # clip-higher, token-level loss, no KL; a rollout trained as 16 mini-batches of batch_size completions
     assert (args.epsilon, args.epsilon_high, args.loss_type, args.beta) == (0.2, 0.28, "dapo", 0.0)
@@ -332,8 +383,18 @@ def test_dapo_defaults_are_the_papers():
     # fewer prompts than 16 steps need (64 prompts per step): as many steps as the data holds
     assert grpo_args(cfg, world_size=8, num_prompts=300).steps_per_generation == 4 * 8
     assert optimizer_steps_per_generation("grpo", None, 64, 300) == 1  # the others stay on-policy
-    assert grpo_args(TrainingConfig(strategy="grpo", num_iterations=2, optimizer_steps_per_generation=3,
-                                    batch_size=64, per_device_train_batch_size=8)).steps_per_generation == 3 * 8
+    assert (
+        grpo_args(
+            TrainingConfig(
+                strategy="grpo",
+                num_iterations=2,
+                optimizer_steps_per_generation=3,
+                batch_size=64,
+                per_device_train_batch_size=8,
+            )
+        ).steps_per_generation
+        == 3 * 8
+    )
     with pytest.raises(ValueError, match="num_iterations"):
         TrainingConfig(num_iterations=0)
     with pytest.raises(ValueError, match="overlong_cache"):
@@ -348,12 +409,15 @@ def test_dapo_overlong_penalty_hand_computed():
     f = [fn for fn in reward_functions(cfg, []) if fn.__name__ == "overlong"][0]
     lengths = [1, 16, 17, 18, 19, 20]
     assert f([[7] * n for n in lengths]) == pytest.approx([0.0, 0.0, -0.25, -0.5, -0.75, -1.0])
-    assert [overlong_penalty(n, 20, 4) for n in lengths + [21]] == pytest.approx([0, 0, -.25, -.5, -.75, -1, -1])
+    assert [overlong_penalty(n, 20, 4) for n in lengths + [21]] == pytest.approx([0, 0, -0.25, -0.5, -0.75, -1, -1])
     paper = TrainingConfig(strategy="dapo", max_completion_length=20480)
     g = [fn for fn in reward_functions(paper, []) if fn.__name__ == "overlong"][0]
     assert g([[0] * 16384, [0] * 18432, [0] * 20480]) == pytest.approx([0.0, -0.5, -1.0])
-    h = [fn for fn in reward_functions(TrainingConfig(strategy="dapo", max_completion_length=20, overlong_cache=10),
-                                       []) if fn.__name__ == "overlong"][0]
+    h = [
+        fn
+        for fn in reward_functions(TrainingConfig(strategy="dapo", max_completion_length=20, overlong_cache=10), [])
+        if fn.__name__ == "overlong"
+    ][0]
     assert h([[0] * 15]) == pytest.approx([-0.5])
     assert not [fn for fn in reward_functions(TrainingConfig(strategy="grpo"), []) if fn.__name__ == "overlong"]
 
@@ -361,8 +425,10 @@ def test_dapo_overlong_penalty_hand_computed():
 def test_uninformative_groups_by_correctness():
     from ego3s.rl.trainer import uninformative_groups
 
-    out = {"advantages": torch.tensor([0.5, -0.5, 0.0, 0.0, 0.3, -0.3, 0.0, 0.0]),
-           "correct": torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0, float("nan"), 0.0])}
+    out = {
+        "advantages": torch.tensor([0.5, -0.5, 0.0, 0.0, 0.3, -0.3, 0.0, 0.0]),
+        "correct": torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 0.0, float("nan"), 0.0]),
+    }
     # group 0: both right (total varies: dropped anyway); 1: both wrong; 2: mixed (kept); 3: NaN + wrong
     assert uninformative_groups(out, 2) == [0, 1, 3]
     del out["correct"]  # no correctness column: all-zero advantages
@@ -418,7 +484,9 @@ def test_clip_higher_binds_by_the_hand_computed_amount(tiny_model_dir, tmp_path,
     mask = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
     trainer._rows_visual = out["visual"]
     with torch.no_grad():
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, out["completion_ids"].shape[1])
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, ids, mask, out["completion_ids"].shape[1]
+        )
     trainer._rows_visual = None
     out["old_per_token_logps"] = logps - ratio.log()[:, None]  # new / old = ratio
     loss = trainer._compute_loss(trainer.model, out)
@@ -445,8 +513,17 @@ def test_several_updates_per_generation_carry_the_video_and_clip(tiny_model_dir,
     steps from TRL's buffer (shuffled, split); every forward still gets its rows' visuals, the old
     log-probs are computed, and once the policy has moved the clip binds (logged ratio > 0)."""
     samples = _samples(tmp_path)
-    trainer = _trainer(tiny_model_dir, tmp_path, samples, strategy="dapo", beta=0.0, G=2,
-                       num_iterations=2, optimizer_steps_per_generation=2, per_device=4)
+    trainer = _trainer(
+        tiny_model_dir,
+        tmp_path,
+        samples,
+        strategy="dapo",
+        beta=0.0,
+        G=2,
+        num_iterations=2,
+        optimizer_steps_per_generation=2,
+        per_device=4,
+    )
     trainer.args.learning_rate = 0.05
 
     def rewards(self, inputs, prompts, completions, ids):  # one right, one wrong answer per group: a gradient

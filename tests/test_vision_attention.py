@@ -10,9 +10,13 @@ from ego3s.models.vision_attention import grouped_attention, patch_vision_attent
 
 
 def _loop(q, k, v, cu, scaling):  # transformers' reference: one SDPA per chunk
-    outs = [torch.nn.functional.scaled_dot_product_attention(q[:, a:b][None], k[:, a:b][None], v[:, a:b][None],
-                                                             scale=scaling)[0].transpose(0, 1)
-            for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()) if b > a]
+    outs = [
+        torch.nn.functional.scaled_dot_product_attention(
+            q[:, a:b][None], k[:, a:b][None], v[:, a:b][None], scale=scaling
+        )[0].transpose(0, 1)
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist())
+        if b > a
+    ]
     return torch.cat(outs)
 
 
@@ -40,11 +44,12 @@ def test_patched_tower_matches_stock(tiny_model_dir, monkeypatch):
     assert patch_vision_attention(load_model(tiny_model_dir, dtype="float32", attn_implementation="eager")[0]) == 0
     cfg = stock.config.vision_config
     grid = torch.tensor([[4, 10, 14]])  # 4 x 10 x 14 patches: windows of unequal size at the edges
-    pix = torch.randn(int(grid.prod()), cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size ** 2)
+    pix = torch.randn(int(grid.prod()), cfg.in_channels * cfg.temporal_patch_size * cfg.patch_size**2)
     calls = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention",
-                        lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    monkeypatch.setattr(
+        torch.nn.functional, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k)
+    )
     a = stock.model.visual(pix, grid_thw=grid).pooler_output
     n_stock = len(calls)
     b = patched.model.visual(pix, grid_thw=grid).pooler_output

@@ -2,6 +2,7 @@
 once instead of once per completion, and the log-probs do not change."""
 
 import torch
+
 from test_video_grpo import _plain_logps, _samples, _trainer, logp_tolerance
 
 
@@ -17,8 +18,9 @@ def _logps(trainer, out):
     mask = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
     try:
         with torch.no_grad():
-            lp, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask,
-                                                                  out["completion_ids"].shape[1], batch_size=5)
+            lp, _, _ = trainer._get_per_token_logps_and_entropies(
+                trainer.model, ids, mask, out["completion_ids"].shape[1], batch_size=5
+            )
     finally:
         trainer._rows_visual = None
     return lp
@@ -51,14 +53,16 @@ def test_each_clip_is_encoded_once_and_logps_are_unchanged(tiny_model_dir, tmp_p
     cached = _logps(trainer, out)
     # 8 video rows in chunks of 5: each of the 2 clips encoded once, the other 6 rows reuse them
     assert (cache.encoded, cache.reused) == (2, 6)
-    patches = sum(int(v["video_grid_thw"].prod()) for v in {id(v): v for v in out["visual"]
-                                                            if "video_grid_thw" in v}.values())
+    patches = sum(
+        int(v["video_grid_thw"].prod()) for v in {id(v): v for v in out["visual"] if "video_grid_thw" in v}.values()
+    )
     assert sum(frames) == patches
     tol = logp_tolerance(trainer.model, out)  # float32 rounding only (derived in test_video_grpo)
     for row in range(len(rows)):  # the same log-probs as a plain forward of each row with its video
         n = int(out["completion_mask"][row].sum())
-        torch.testing.assert_close(cached[row, :n], _plain_logps(trainer.model, out, out["visual"], row),
-                                   atol=tol, rtol=0)
+        torch.testing.assert_close(
+            cached[row, :n], _plain_logps(trainer.model, out, out["visual"], row), atol=tol, rtol=0
+        )
     # a second pass over the batch (the loss after the old-policy pass) encodes nothing
     frames.clear()
     _logps(trainer, out)

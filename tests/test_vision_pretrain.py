@@ -9,14 +9,18 @@ import torch
 
 from ego3s.data.schema import Interaction, InteractionObject, TimedBox
 from ego3s.data.video import ClipSpec
-from ego3s.train.vision_pretrain import pretrain_vision, token_box_targets
-from ego3s.train.vision_pretrain import VisionPretrainConfig
+from ego3s.train.vision_pretrain import VisionPretrainConfig, pretrain_vision, token_box_targets
 
 
 def test_token_box_targets_mark_the_cells_a_box_touches():
-    it = Interaction(objects=[InteractionObject("mug")], boxes=[
-        TimedBox(0.0, "mug", [0.0, 0.0, 0.5, 0.5]), TimedBox(1.0, "mug", [0.0, 0.0, 0.5, 0.5]),
-        TimedBox(3.0, "right_hand", [0.75, 0.75, 1.0, 1.0])])
+    it = Interaction(
+        objects=[InteractionObject("mug")],
+        boxes=[
+            TimedBox(0.0, "mug", [0.0, 0.0, 0.5, 0.5]),
+            TimedBox(1.0, "mug", [0.0, 0.0, 0.5, 0.5]),
+            TimedBox(3.0, "right_hand", [0.75, 0.75, 1.0, 1.0]),
+        ],
+    )
     # 4 frames -> 2 temporal tokens; 8 x 8 patches, merge 2 -> 4 x 4 tokens per temporal token
     t = token_box_targets(it, [0.0, 0.5, 1.0, 2.5], [2, 8, 8], merge=2).reshape(2, 4, 4)
     first = torch.zeros(4, 4)
@@ -61,7 +65,9 @@ def test_pretrain_moves_the_tower_and_restores_its_flags(tiny_model_dir, synth, 
     held = stats["held_out"]  # object accuracy of the held-out clips, unmasked and with the interaction masked
     assert set(held) == {"full", "context"} and all(0.0 <= held[v]["all"] <= 1.0 for v in held)
     assert [c["step"] for c in stats["curve"]] == [1, 2, 3, 4] and stats["curve"][-1]["full"] == held["full"]
-    assert stats["classes"] == len({s.interaction.objects[0].name for s in samples} | {bad["interaction"]["objects"][0]["name"]})
+    assert stats["classes"] == len(
+        {s.interaction.objects[0].name for s in samples} | {bad["interaction"]["objects"][0]["name"]}
+    )
     assert 0.0 <= stats["object_acc"] <= 1.0 and stats["box_loss"] > 0
     moved = sum(not torch.equal(p, before[n]) for n, p in tower.named_parameters())
     assert moved == len(before)  # every tower tensor, the merger included
@@ -71,8 +77,8 @@ def test_pretrain_moves_the_tower_and_restores_its_flags(tiny_model_dir, synth, 
 
 def test_non_finite_steps_are_skipped_and_a_diverged_tower_stops(tiny_model_dir, synth, monkeypatch):
     from ego3s.data.io import read_jsonl
-    from ego3s.train import vision_pretrain as vp
     from ego3s.models.loading import load_model
+    from ego3s.train import vision_pretrain as vp
 
     model, processor = load_model(tiny_model_dir, dtype="float32")
     samples = read_jsonl(synth / "train.jsonl")
@@ -90,11 +96,18 @@ def test_non_finite_steps_are_skipped_and_a_diverged_tower_stops(tiny_model_dir,
     assert stats["skipped_steps"] == 1
     assert all(torch.isfinite(p).all() for p in model.model.visual.parameters())  # the NaN step never landed
 
-    monkeypatch.setattr(vp, "tower_tokens", lambda tower, pix, grid: (lambda t: (t[0] * float("nan"), t[1]))(
-        real(tower, pix, grid)))
+    monkeypatch.setattr(
+        vp, "tower_tokens", lambda tower, pix, grid: (lambda t: (t[0] * float("nan"), t[1]))(real(tower, pix, grid))
+    )
     with pytest.raises(FloatingPointError, match="non-finite steps in a row"):
-        pretrain_vision(model, processor, samples, VisionPretrainConfig(steps=vp.MAX_SKIPS_IN_A_ROW + 5, batch_size=2,
-                                                                         held_out=0, workers=0), sampling, progress=False)
+        pretrain_vision(
+            model,
+            processor,
+            samples,
+            VisionPretrainConfig(steps=vp.MAX_SKIPS_IN_A_ROW + 5, batch_size=2, held_out=0, workers=0),
+            sampling,
+            progress=False,
+        )
 
 
 def test_warmup_stops_at_the_first_nan_log():
@@ -125,8 +138,15 @@ def test_heads_pool_a_batch_of_equal_clips_as_clip_by_clip():
 def test_a_diverging_warmup_stops_at_its_first_nan_log(tiny_model_dir, synth, tmp_path):
     from ego3s.train.warmup import WarmupConfig, warmup
 
-    cfg = WarmupConfig(steps=10, batch_size=2, learning_rate=1e8, nframes=4, max_pixels=56 * 56, min_pixels=56 * 56,
-                       train_language_model=True)
+    cfg = WarmupConfig(
+        steps=10,
+        batch_size=2,
+        learning_rate=1e8,
+        nframes=4,
+        max_pixels=56 * 56,
+        min_pixels=56 * 56,
+        train_language_model=True,
+    )
     with pytest.raises(FloatingPointError, match="diverged at step 10"):  # the first log (logging_steps 10)
         warmup(tiny_model_dir, str(synth / "train.jsonl"), str(tmp_path / "w"), cfg)
     assert not (tmp_path / "w" / "final").exists()
@@ -151,16 +171,28 @@ def test_warmup_can_keep_the_pretrained_tower_fixed(tiny_model_dir, synth, tmp_p
     monkeypatch.setattr(vp, "pretrain_vision", spy)
     pix = 56 * 56
     vcfg = VisionPretrainConfig(steps=2, batch_size=2, held_out=0, workers=0)
-    common = dict(steps=2, batch_size=2, learning_rate=1e-3, nframes=4, max_pixels=pix, min_pixels=pix,
-                  train_language_model=True, vision_pretrain=vcfg)
+    common = dict(
+        steps=2,
+        batch_size=2,
+        learning_rate=1e-3,
+        nframes=4,
+        max_pixels=pix,
+        min_pixels=pix,
+        train_language_model=True,
+        vision_pretrain=vcfg,
+    )
     before = load_file(f"{tiny_model_dir}/model.safetensors")
     block = next(k for k in before if k.startswith("visual.blocks.0") and k.endswith("qkv.weight"))
     merger = next(k for k in before if k.startswith("visual.merger") and k.endswith("weight"))
     lm = next(k for k in before if "visual" not in k and k.endswith("q_proj.weight"))
     after = {}
     for frozen in (False, True):
-        final = warmup(tiny_model_dir, str(synth / "train.jsonl"), str(tmp_path / f"w{frozen}"),
-                       WarmupConfig(**common, train_vision_tower=not frozen))
+        final = warmup(
+            tiny_model_dir,
+            str(synth / "train.jsonl"),
+            str(tmp_path / f"w{frozen}"),
+            WarmupConfig(**common, train_vision_tower=not frozen),
+        )
         after[frozen] = load_file(f"{final}/model.safetensors")
         assert not torch.equal(pretrained[block], before[block])  # pretraining moved the tower
         # frozen: exactly the pretrained tower; trained: the QA warm-up moved it further
@@ -193,8 +225,14 @@ def test_name_alignment_pulls_the_object_tokens_towards_the_name_embedding(tiny_
     # ... and the held-out report says how often the object's tokens read as its name
     assert 0.0 <= stats["held_out"]["full"]["as_name"]["all"] <= 1.0 and "as_name" in first["context"]
     assert all(torch.equal(p, lm_before[n]) for n, p in model.named_parameters() if n in lm_before)
-    off = pretrain_vision(model, processor, samples, VisionPretrainConfig(steps=1, batch_size=2, held_out=2, workers=0),
-                          sampling, progress=False)
+    off = pretrain_vision(
+        model,
+        processor,
+        samples,
+        VisionPretrainConfig(steps=1, batch_size=2, held_out=2, workers=0),
+        sampling,
+        progress=False,
+    )
     assert "name_loss" not in off and "as_name" not in off["held_out"]["full"]
 
 
@@ -206,8 +244,12 @@ def test_vision_pretraining_can_read_its_own_pool(tiny_model_dir, synth, tmp_pat
     write_jsonl(tmp_path / "vision.jsonl", read_jsonl(synth / "train.jsonl")[:4])
     pix = 56 * 56
     vcfg = VisionPretrainConfig(steps=1, batch_size=2, held_out=0, workers=0, data=str(tmp_path / "vision.jsonl"))
-    warmup(tiny_model_dir, str(synth / "train.jsonl"), str(tmp_path / "w"),
-           WarmupConfig(steps=1, batch_size=2, nframes=4, max_pixels=pix, min_pixels=pix, vision_pretrain=vcfg))
+    warmup(
+        tiny_model_dir,
+        str(synth / "train.jsonl"),
+        str(tmp_path / "w"),
+        WarmupConfig(steps=1, batch_size=2, nframes=4, max_pixels=pix, min_pixels=pix, vision_pretrain=vcfg),
+    )
     stats = json.loads((tmp_path / "w" / "vision_pretrain.json").read_text())
     assert stats["samples"] == 4 and stats["data"] == str(tmp_path / "vision.jsonl")  # not the warm-up's 6
 
@@ -225,14 +267,24 @@ def test_context_share_trains_typical_clips_with_the_interaction_masked(tiny_mod
     sampling = ClipSpec(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56)
     names = sorted({s.interaction.objects[0].name for s in samples})
     tower = model.model.visual
-    ds = _Encoded(samples, processor.video_processor, sampling, names, ("input",), tower.spatial_merge_size,
-                  tower.config.temporal_patch_size, context_share=1.0)
+    ds = _Encoded(
+        samples,
+        processor.video_processor,
+        sampling,
+        names,
+        ("input",),
+        tower.spatial_merge_size,
+        tower.config.temporal_patch_size,
+        context_share=1.0,
+    )
     for i, s in enumerate(samples):
         item = ds[i]
         assert item["masked"] is bool(s.meta["typical"])
         view = "context" if item["masked"] else "full"
-        want, _ = encode_clips(processor.video_processor, [make_view(load_sample_clip(s, **sampling.sampling_kwargs()),
-                                                                     view, s.interaction)])
+        want, _ = encode_clips(
+            processor.video_processor,
+            [make_view(load_sample_clip(s, **sampling.sampling_kwargs()), view, s.interaction)],
+        )
         assert torch.equal(item["input"][0], want.to(torch.bfloat16))
     assert any(ds[i]["masked"] for i in range(len(samples))) and not all(ds[i]["masked"] for i in range(len(samples)))
 
@@ -247,13 +299,16 @@ def test_context_share_trains_typical_clips_with_the_interaction_masked(tiny_mod
 def test_scene_token_labels_name_the_cells_of_scene_objects():
     from ego3s.train.vision_pretrain import scene_token_labels
 
-    scene = [{"name": "mug", "boxes": [[0.0, 0.0, 0.0, 0.5, 0.5]]},          # top-left quarter
-             {"name": "kettle", "boxes": [[0.0, 0.25, 0.0, 0.75, 0.25]]},   # top strip, overlaps the mug
-             {"name": "unknown", "boxes": [[0.0, 0.5, 0.5, 1.0, 1.0]]}]     # not a known name
+    scene = [
+        {"name": "mug", "boxes": [[0.0, 0.0, 0.0, 0.5, 0.5]]},  # top-left quarter
+        {"name": "kettle", "boxes": [[0.0, 0.25, 0.0, 0.75, 0.25]]},  # top strip, overlaps the mug
+        {"name": "unknown", "boxes": [[0.0, 0.5, 0.5, 1.0, 1.0]]},
+    ]  # not a known name
     exclude = torch.zeros(16)
     exclude[0] = 1  # an interaction cell
-    labels = scene_token_labels(scene, [0.0, 0.5], [1, 8, 8], merge=2, temporal_patch=2,
-                                names=["kettle", "mug"], exclude=exclude).reshape(4, 4)
+    labels = scene_token_labels(
+        scene, [0.0, 0.5], [1, 8, 8], merge=2, temporal_patch=2, names=["kettle", "mug"], exclude=exclude
+    ).reshape(4, 4)
     want = torch.full((4, 4), -1)
     want[:2, :2] = 1  # mug
     want[0, 2] = 0  # kettle alone

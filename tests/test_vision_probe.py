@@ -21,9 +21,30 @@ def _probe():
 def test_probe_runs_and_batches_exactly(tmp_path, monkeypatch):
     vp = _probe()
     out = tmp_path / "probe.json"
-    monkeypatch.setattr("sys.argv", ["vision_probe", "--side", "56", "--frames", "4", "--train", "8", "--test", "2",
-                                     "--epochs", "1", "--batch", "4", "--box-weight", "1", "--data", str(tmp_path / "data"),
-                                     "--out", str(out)])
+    monkeypatch.setattr(
+        "sys.argv",
+        [
+            "vision_probe",
+            "--side",
+            "56",
+            "--frames",
+            "4",
+            "--train",
+            "8",
+            "--test",
+            "2",
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--box-weight",
+            "1",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(out),
+        ],
+    )
     vp.main()
     r = json.loads(out.read_text())
     assert {"train_acc", "id_full", "atypical_full", "id_context", "atypical_context", "history"} <= r.keys()

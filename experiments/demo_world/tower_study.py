@@ -34,7 +34,9 @@ def main() -> None:
     ap.add_argument("--context-share", type=float, default=0.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--backend", default="auto", help="video decoder (FrameSampling.backend; opencv where PyAV is missing)")
+    ap.add_argument(
+        "--backend", default=None, help="video decoder (FrameSampling.backend; opencv where PyAV is missing)"
+    )
     ap.add_argument("--data", default=None, help="dataset folder to reuse/generate (default: a temp folder)")
     ap.add_argument("--device", default="cuda" if __import__("torch").cuda.is_available() else "cpu")
     a = ap.parse_args()
@@ -46,8 +48,7 @@ def main() -> None:
     from ego3s.data.video import FrameSampling
     from ego3s.models import load_model
     from ego3s.models.mini import build_mini
-    from ego3s.train.vision_pretrain import pretrain_vision
-    from ego3s.train.vision_pretrain import VisionPretrainConfig
+    from ego3s.train.vision_pretrain import VisionPretrainConfig, pretrain_vision
 
     defaults = EgoSynthConfig()
     world = {}
@@ -65,18 +66,43 @@ def main() -> None:
     model_dir = build_mini(Path(tempfile.mkdtemp(prefix="mini_")) / "mini", seed=a.seed)
     model, processor = load_model(str(model_dir), device=a.device)
     side = cfg.size
-    sampling = FrameSampling(nframes=cfg.frames, max_pixels=side * side, min_pixels=side * side, backend=a.backend)
-    vcfg = VisionPretrainConfig(steps=a.steps, batch_size=a.batch, learning_rate=a.lr, held_out=a.held_out,
-                                workers=a.workers, lm_align=a.lm_align, scene_align=a.scene_align,
-                                context_share=a.context_share)
+    sampling = FrameSampling(
+        nframes=cfg.frames,
+        max_pixels=side * side,
+        min_pixels=side * side,
+        **({"backend": a.backend} if a.backend else {}),
+    )
+    vcfg = VisionPretrainConfig(
+        steps=a.steps,
+        batch_size=a.batch,
+        learning_rate=a.lr,
+        held_out=a.held_out,
+        workers=a.workers,
+        lm_align=a.lm_align,
+        scene_align=a.scene_align,
+        context_share=a.context_share,
+    )
     torch.manual_seed(a.seed)
     t1 = time.time()
     stats = pretrain_vision(model, processor, samples, vcfg, sampling, seed=a.seed, progress=False)
     t_train = time.time() - t1
-    res = {"world": world, "pool": a.pool, "p_typical": a.p_typical, "steps": a.steps, "batch": a.batch, "lr": a.lr, "lm_align": a.lm_align,
-           "scene_align": a.scene_align, "context_share": a.context_share, "device": a.device,
-           "threads": torch.get_num_threads(), "seconds_data": round(t_data, 1),
-           "seconds_pretrain": round(t_train, 1), "clip_passes": a.steps * a.batch, **stats}
+    res = {
+        "world": world,
+        "pool": a.pool,
+        "p_typical": a.p_typical,
+        "steps": a.steps,
+        "batch": a.batch,
+        "lr": a.lr,
+        "lm_align": a.lm_align,
+        "scene_align": a.scene_align,
+        "context_share": a.context_share,
+        "device": a.device,
+        "threads": torch.get_num_threads(),
+        "seconds_data": round(t_data, 1),
+        "seconds_pretrain": round(t_train, 1),
+        "clip_passes": a.steps * a.batch,
+        **stats,
+    }
     Path(a.out).write_text(json.dumps(res, indent=1))
     for c in stats.get("curve", []):
         print(json.dumps(c))

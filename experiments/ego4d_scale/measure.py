@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 def _du(path: Path) -> int:
@@ -99,24 +99,33 @@ def run(args) -> int:
     wall = time.perf_counter() - t0
     sampler.stop.set()
     sampler.join()
-    rec = {"name": args.name, "started": started, "wall_s": round(wall, 2), "rc": rc,
-           "peak_host_rss_gib": round(sampler.peak_rss / GIB, 3),
-           "peak_gpu_used_gib": None if sampler.peak_gpu is None else round(sampler.peak_gpu / GIB, 3),
-           "gpu_used_before_gib": None if sampler.gpu_base is None else round(sampler.gpu_base / GIB, 3),
-           "disk_written_gib": round((_du(work) - before) / GIB, 4),
-           "outputs": [o for o in args.outputs.split(",") if o],
-           "command": " ".join(args.cmd)}
+    rec = {
+        "name": args.name,
+        "started": started,
+        "wall_s": round(wall, 2),
+        "rc": rc,
+        "peak_host_rss_gib": round(sampler.peak_rss / GIB, 3),
+        "peak_gpu_used_gib": None if sampler.peak_gpu is None else round(sampler.peak_gpu / GIB, 3),
+        "gpu_used_before_gib": None if sampler.gpu_base is None else round(sampler.gpu_base / GIB, 3),
+        "disk_written_gib": round((_du(work) - before) / GIB, 4),
+        "outputs": [o for o in args.outputs.split(",") if o],
+        "command": " ".join(args.cmd),
+    }
     what, per_s, note = rate(rec)  # read now: a later stage may delete these outputs (CLEAN=1)
     rec.update(rate_unit=what, rate_per_s=None if per_s is None else round(per_s, 4), note=note)
     with open(args.log, "a") as f:
         f.write(json.dumps(rec) + "\n")
-    print(f"[measure] {args.name}: {wall:.1f} s, rc {rc}, host {rec['peak_host_rss_gib']} GiB, "
-          f"gpu {rec['peak_gpu_used_gib']} GiB, disk +{rec['disk_written_gib']} GiB", flush=True)
+    print(
+        f"[measure] {args.name}: {wall:.1f} s, rc {rc}, host {rec['peak_host_rss_gib']} GiB, "
+        f"gpu {rec['peak_gpu_used_gib']} GiB, disk +{rec['disk_written_gib']} GiB",
+        flush=True,
+    )
     return rc
 
 
 # ---------------------------------------------------------------------------------------------
 # rates, read from what each stage wrote
+
 
 def _load(path) -> dict | list | None:
     p = Path(path)
@@ -135,8 +144,11 @@ def rate(rec: dict) -> tuple[str, float | None, str]:
     if name == "standin" and out is not None:
         s = _load(out / "standin.json") or {}
         frames = round(s.get("videos", 0) * s.get("minutes", 0) * 60 * s.get("fps", 0))
-        return "video frames encoded/s", frames / wall if frames else None, \
-            f"{s.get('videos')} videos x {s.get('minutes')} min at {s.get('width')}x{s.get('height')}, {s.get('fps')} fps"
+        return (
+            "video frames encoded/s",
+            frames / wall if frames else None,
+            f"{s.get('videos')} videos x {s.get('minutes')} min at {s.get('width')}x{s.get('height')}, {s.get('fps')} fps",
+        )
     if name == "build-ego4d" and out is not None:
         r = _load(out / "report.json") or {}
         return "NLQ queries/s", r.get("read", 0) / wall, f"{r.get('read')} queries read, {r.get('built')} samples built"
@@ -154,8 +166,9 @@ def rate(rec: dict) -> tuple[str, float | None, str]:
         note = f"{steps} optimizer steps of {cfg.get('batch_size')} completions; trainer loop {rt and round(rt, 1)} s"
         return "steps/s (trainer loop)", steps / rt if rt and steps else None, note
     if name.startswith("eval") and out is not None:
-        n = sum(_count_lines(p) for p in out.glob("*/predictions*.jsonl")) or \
-            sum(_count_lines(p) for p in out.glob("*/per_sample.jsonl"))
+        n = sum(_count_lines(p) for p in out.glob("*/predictions*.jsonl")) or sum(
+            _count_lines(p) for p in out.glob("*/per_sample.jsonl")
+        )
         return "questions/s", n / wall if n else None, f"{n} questions"
     if name.startswith("merge") and out is not None:
         size = _du(out) / GIB if out.exists() else 0
@@ -183,8 +196,10 @@ def table(args) -> None:
         gpu = "-" if r["peak_gpu_used_gib"] is None else f"{r['peak_gpu_used_gib']:.1f}"
         ok = "" if r["rc"] == 0 else f" (exit {r['rc']})"
         rt = "-" if r["rate_per_s"] is None else f"{r['rate_per_s']:.3g} {r['rate_unit']}"
-        lines.append(f"| {r['name']}{ok} | {r['wall_s']:.1f} | {gpu} | {r['peak_host_rss_gib']:.1f} | "
-                     f"{r['disk_written_gib']:.2f} | {rt} | {r['note']} |")
+        lines.append(
+            f"| {r['name']}{ok} | {r['wall_s']:.1f} | {gpu} | {r['peak_host_rss_gib']:.1f} | "
+            f"{r['disk_written_gib']:.2f} | {rt} | {r['note']} |"
+        )
     md = "\n".join(lines)
     print(md)
     if args.md:

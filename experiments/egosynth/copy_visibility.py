@@ -49,12 +49,20 @@ def main(argv=None):
             rows.append({"id": s.id, "copy_px_full": full, "copy_px_context": ctx})
     d = scores.merge(pd.DataFrame(rows), on="id")
     d = d[d.pass_coarse.astype(bool)]
-    print(f"typical samples past the coarse filter: {len(d)}; frame area {cfg.size ** 2 * cfg.frames} px per clip")
-    print(d.groupby("pass_fine")[["copy_px_full", "copy_px_context", "s_full", "s_context"]].agg(["mean", "min", "median"])
-          .round(3).to_string())
+    print(f"typical samples past the coarse filter: {len(d)}; frame area {cfg.size**2 * cfg.frames} px per clip")
+    print(
+        d.groupby("pass_fine")[["copy_px_full", "copy_px_context", "s_full", "s_context"]]
+        .agg(["mean", "min", "median"])
+        .round(3)
+        .to_string()
+    )
     d["copy_bin"] = pd.qcut(d.copy_px_context, 5)
-    print(d.groupby("copy_bin", observed=True).agg(n=("id", "size"), fine_mean=("fine", "mean"),
-                                                   pass_fine=("pass_fine", "mean")).round(3).to_string())
+    print(
+        d.groupby("copy_bin", observed=True)
+        .agg(n=("id", "size"), fine_mean=("fine", "mean"), pass_fine=("pass_fine", "mean"))
+        .round(3)
+        .to_string()
+    )
     return 0
 
 

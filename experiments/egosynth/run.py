@@ -47,12 +47,16 @@ from ego3s.files import append_jsonl, read_log, write_json, write_text
 HERE = Path(__file__).resolve().parent
 PAPER = {"ego3s_h": 32.6, "full_h": 60.5}
 SEEDED = ("random", "limo", "limr")  # selection methods whose result depends on the seed
-SECTIONS = {"selection": "Data selection at matched budget (plain GRPO reward unless noted)",
-            "rl": "RL strategy on CSM data", "ablation": "Ablation",
-            "long": "Longer runs (more steps than the matched rows; not part of the comparison)"}
+SECTIONS = {
+    "selection": "Data selection at matched budget (plain GRPO reward unless noted)",
+    "rl": "RL strategy on CSM data",
+    "ablation": "Ablation",
+    "long": "Longer runs (more steps than the matched rows; not part of the comparison)",
+}
 
 
 # ---------------------------------------------------------------------------------------- config
+
 
 def load_table_config(path: str | Path, smoke: bool = False, out: str | None = None) -> dict:
     """The YAML, with its `smoke` section merged in for `--smoke`."""
@@ -108,17 +112,25 @@ def row_dir(root: Path, name: str, seed: int) -> Path:
 
 # ------------------------------------------------------------------------------------ prepare
 
+
 def prep_inputs(cfg: dict) -> dict:
     """What each stage of prep/ is made from (ego3s.pipeline.Run.check_inputs)."""
     from ego3s.identity import file_identity
 
     rel = cfg["selection"].get("relevance_file")
-    return {"data": {"seed": cfg["data_seed"], "data": cfg["data"], "warmup_data": cfg["warmup_data"],
-                     "vision_data": cfg.get("vision_data"), "curve_questions": cfg["curve_questions"],
-                     "relevance_file": file_identity(rel, "content") if rel else None},
-            "model": {"model": cfg["model"], "seed": cfg["data_seed"]},
-            "warmup": {"warmup": cfg["warmup"]},
-            "base_eval": {"evaluation": cfg["evaluation"]}}
+    return {
+        "data": {
+            "seed": cfg["data_seed"],
+            "data": cfg["data"],
+            "warmup_data": cfg["warmup_data"],
+            "vision_data": cfg.get("vision_data"),
+            "curve_questions": cfg["curve_questions"],
+            "relevance_file": file_identity(rel, "content") if rel else None,
+        },
+        "model": {"model": cfg["model"], "seed": cfg["data_seed"]},
+        "warmup": {"warmup": cfg["warmup"]},
+        "base_eval": {"evaluation": cfg["evaluation"]},
+    }
 
 
 def prep_identity(cfg: dict) -> str:
@@ -130,14 +142,26 @@ def prep_identity(cfg: dict) -> str:
 
 
 def select_inputs(cfg: dict, method: str, seed: int) -> dict:
-    return {"prep": prep_identity(cfg), "selection": cfg["selection"], "budget": cfg["budget"], "method": method,
-            "seed": seed, **({"limr_source": limr_source(cfg)} if method == "limr" else {})}
+    return {
+        "prep": prep_identity(cfg),
+        "selection": cfg["selection"],
+        "budget": cfg["budget"],
+        "method": method,
+        "seed": seed,
+        **({"limr_source": limr_source(cfg)} if method == "limr" else {}),
+    }
 
 
 def row_inputs(cfg: dict, name: str, seed: int) -> dict:
     spec = cfg["rows"][name]
-    return {"select": select_inputs(cfg, spec["select"], seed), "train": cfg["train"], "row": spec,
-            "evaluation": cfg["evaluation"], "eval_every": cfg["eval_every"], "keep_checkpoints": cfg["keep_checkpoints"]}
+    return {
+        "select": select_inputs(cfg, spec["select"], seed),
+        "train": cfg["train"],
+        "row": spec,
+        "evaluation": cfg["evaluation"],
+        "eval_every": cfg["eval_every"],
+        "keep_checkpoints": cfg["keep_checkpoints"],
+    }
 
 
 def stale_row(cfg: dict, root: Path, name: str, seed: int) -> str | None:
@@ -158,8 +182,8 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
     """EgoSynth pools, the base model and its evaluation, once for every row (prep/prep.json)."""
     from ego3s.data.egosynth import EgoSynthConfig, generate
     from ego3s.models import BUILDERS
-    from ego3s.train.warmup import WarmupConfig, warmup
     from ego3s.pipeline import Run, RunConfig
+    from ego3s.train.warmup import WarmupConfig, warmup
 
     d = root / "prep"
     data_cfg = from_dict(EgoSynthConfig, cfg["data"], "data.")
@@ -185,8 +209,13 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
         rel = cfg["selection"].get("relevance_file")
         if rel:  # a copy the rows add to (ECR probes), next to the data it belongs to
             shutil.copy(rel, d / "relevance.json")
-        return {"pool": str(d / "data" / "train.jsonl"), "egosynth": str(d / "data"), "curve": str(curve),
-                "warmup_pool": str(d / "warmup_data" / "train.jsonl"), "relevance": str(d / "relevance.json")}
+        return {
+            "pool": str(d / "data" / "train.jsonl"),
+            "egosynth": str(d / "data"),
+            "curve": str(curve),
+            "warmup_pool": str(d / "warmup_data" / "train.jsonl"),
+            "relevance": str(d / "relevance.json"),
+        }
 
     paths = run.run_stage("data", data, echo, inputs)
 
@@ -210,8 +239,13 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
         return {"eval": full, "curve_accuracy": sub["accuracy"]}
 
     ev = run.run_stage("base_eval", base_eval, echo, inputs)
-    return {**paths, "base": base["model"], "fingerprint": base["fingerprint"], "base_eval": ev,
-            "identity": run.fingerprints["base_eval"]}
+    return {
+        **paths,
+        "base": base["model"],
+        "fingerprint": base["fingerprint"],
+        "base_eval": ev,
+        "identity": run.fingerprints["base_eval"],
+    }
 
 
 def _drop_checkpoints(folder: Path) -> None:
@@ -221,11 +255,11 @@ def _drop_checkpoints(folder: Path) -> None:
 
 # ------------------------------------------------------------------------------------ selection
 
+
 def select(cfg: dict, root: Path, prep: dict, method: str, seed: int, echo=print) -> dict:
     """Run (or reuse) one selection; returns its summary. Reused only if made from this base model."""
-    from ego3s.select.run import SelectionConfig, run_selection
-
     from ego3s.identity import describe_diff
+    from ego3s.select.run import SelectionConfig, run_selection
 
     key = f"{method}_s{seed}" if method in SEEDED else method
     d = root / "select" / key
@@ -235,9 +269,13 @@ def select(cfg: dict, root: Path, prep: dict, method: str, seed: int, echo=print
         summary = json.loads(done.read_text())
         if summary["base_fingerprint"] == prep["fingerprint"] and summary.get("inputs") == inputs:
             return summary
-        why = "another base model" if summary["base_fingerprint"] != prep["fingerprint"] else \
-            f"other inputs ({describe_diff(summary['inputs'], inputs)})" if "inputs" in summary else \
-            "inputs not recorded (an older driver)"
+        why = (
+            "another base model"
+            if summary["base_fingerprint"] != prep["fingerprint"]
+            else f"other inputs ({describe_diff(summary['inputs'], inputs)})"
+            if "inputs" in summary
+            else "inputs not recorded (an older driver)"
+        )
         echo(f"[select {key}] made from {why}: redoing it")
         shutil.rmtree(d)
     extra, prereq = {}, 0.0
@@ -248,18 +286,38 @@ def select(cfg: dict, root: Path, prep: dict, method: str, seed: int, echo=print
         full_row = json.loads((full / "row.json").read_text())
         extra["limr_log"] = str(full / "train" / "rewards.jsonl")
         prereq = full_row["train_s"]  # LIMR needs a full-data run first: its cost is LIMR's too
-    sc = from_dict(SelectionConfig, {**cfg["selection"], "relevance_file": prep["relevance"], "method": method,
-                                     "data": prep["pool"], "model": prep["base"], "out": str(d), "seed": seed, **extra},
-                   "selection.")
+    sc = from_dict(
+        SelectionConfig,
+        {
+            **cfg["selection"],
+            "relevance_file": prep["relevance"],
+            "method": method,
+            "data": prep["pool"],
+            "model": prep["base"],
+            "out": str(d),
+            "seed": seed,
+            **extra,
+        },
+        "selection.",
+    )
     echo(f"[select {key}] running")
     rep = run_selection(sc, progress=False)
     _free()
     from ego3s.data.io import read_jsonl
 
     chosen = read_jsonl(d / "selected.jsonl")
-    summary = {"method": method, "dir": str(d), "selected": len(chosen), "seconds": round(rep["seconds"], 1),
-               "prereq_s": prereq, "atypical_share": atypical_share(chosen), "topped_up": rep.get("topped_up"),
-               "funnel": rep.get("funnel"), "base_fingerprint": prep["fingerprint"], "inputs": inputs}
+    summary = {
+        "method": method,
+        "dir": str(d),
+        "selected": len(chosen),
+        "seconds": round(rep["seconds"], 1),
+        "prereq_s": prereq,
+        "atypical_share": atypical_share(chosen),
+        "topped_up": rep.get("topped_up"),
+        "funnel": rep.get("funnel"),
+        "base_fingerprint": prep["fingerprint"],
+        "inputs": inputs,
+    }
     write_json(done, summary)
     return summary
 
@@ -284,12 +342,23 @@ def atypical_share(samples) -> float | None:
 
 # ------------------------------------------------------------------------------------ evaluation
 
+
 def evaluate(cfg: dict, model: str, egosynth: str, out: Path, icu: bool) -> dict:
     """Evaluate `model` on EgoSynth's two test splits in `egosynth`; the metrics the table reads."""
     from ego3s.eval.runner import EvalConfig, run_eval
 
-    ec = from_dict(EvalConfig, {**cfg["evaluation"], "icu": icu, "data": ["EgoSynth"], "model": model,
-                                "paths": {"EgoSynth": egosynth}, "out": str(out)}, "evaluation.")
+    ec = from_dict(
+        EvalConfig,
+        {
+            **cfg["evaluation"],
+            "icu": icu,
+            "data": ["EgoSynth"],
+            "model": model,
+            "paths": {"EgoSynth": egosynth},
+            "out": str(out),
+        },
+        "evaluation.",
+    )
     res = run_eval(ec)
     _free()
     return metrics(res["benchmarks"]["egosynth"])
@@ -324,6 +393,7 @@ def _free() -> None:
 
 # ------------------------------------------------------------------------------------ one row
 
+
 def wall_clock(path: Path):
     """A callback logging cumulative wall seconds per optimizer step, continued across resumes.
     TRL's `step_time` leaves out data loading, ECR refreshes and checkpoint saves; this does not."""
@@ -336,7 +406,9 @@ def wall_clock(path: Path):
             self.offset, self.t0 = (kept[-1]["wall_s"] if kept else 0.0), time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            append_jsonl(path, {"step": state.global_step, "wall_s": round(self.offset + time.perf_counter() - self.t0, 3)})
+            append_jsonl(
+                path, {"step": state.global_step, "wall_s": round(self.offset + time.perf_counter() - self.t0, 3)}
+            )
 
     return WallClock()
 
@@ -349,11 +421,25 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
     spec = cfg["rows"][name]
     d = row_dir(root, name, seed)
     sel = select(cfg, root, prep, spec["select"], seed, echo)
-    tc = from_dict(TrainingConfig, merge(merge(cfg["train"], spec.get("train") or {}), {
-        "strategy": spec["strategy"], "interaction_reward": spec["irl"], "ecr": {"ecr": spec["ecr"]},
-        "model": prep["base"], "data": str(Path(sel["dir"]) / "selected.jsonl"), "candidates": prep["pool"],
-        "out": str(d / "train"), "seed": seed, "save_steps": spec.get("eval_every", cfg["eval_every"]),
-        "relevance_file": prep["relevance"]}), "train.")
+    tc = from_dict(
+        TrainingConfig,
+        merge(
+            merge(cfg["train"], spec.get("train") or {}),
+            {
+                "strategy": spec["strategy"],
+                "interaction_reward": spec["irl"],
+                "ecr": {"ecr": spec["ecr"]},
+                "model": prep["base"],
+                "data": str(Path(sel["dir"]) / "selected.jsonl"),
+                "candidates": prep["pool"],
+                "out": str(d / "train"),
+                "seed": seed,
+                "save_steps": spec.get("eval_every", cfg["eval_every"]),
+                "relevance_file": prep["relevance"],
+            },
+        ),
+        "train.",
+    )
     run = Run(RunConfig(out=str(d), seed=seed, model=prep["base"], data=tc.data, warmup_enabled=False, training=tc))
     inputs = json.loads(json.dumps(row_inputs(cfg, name, seed), default=str))
     stages = {"train": inputs, "eval": {}, "curve": {}}
@@ -367,8 +453,14 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
         return {"steps": steps}
 
     steps = run.run_stage("train", train, echo, stages)["steps"]
-    ev = run.run_stage("eval", lambda: evaluate(cfg, str(d / "train" / "final"), prep["egosynth"], d / "eval",
-                                                icu=cfg["evaluation"].get("icu", False)), echo, stages)
+    ev = run.run_stage(
+        "eval",
+        lambda: evaluate(
+            cfg, str(d / "train" / "final"), prep["egosynth"], d / "eval", icu=cfg["evaluation"].get("icu", False)
+        ),
+        echo,
+        stages,
+    )
 
     def curve() -> dict:
         walls = {r["step"]: r["wall_s"] for r in read_log(d / "train" / "wall.jsonl")}
@@ -389,13 +481,25 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
     rewards = read_log(d / "train" / "rewards.jsonl")
     events = read_log(d / "train" / "ecr_events.jsonl") if (d / "train" / "ecr_events.jsonl").exists() else []
     offset = sel["seconds"] + sel["prereq_s"]
-    row = {"row": name, "seed": seed, **{k: spec[k] for k in ("select", "strategy", "irl", "ecr")},
-           "selected": sel["selected"], "trained_on": len({r["sample_id"] for r in rewards}),
-           "atypical_share": sel["atypical_share"], "topped_up": sel["topped_up"],
-           "selection_s": sel["seconds"], "prereq_s": sel["prereq_s"], "train_s": walls[-1]["wall_s"] if walls else 0.0,
-           "steps": steps, "ecr_refreshes": len(events), "eval": ev,
-           "curve": [{**p, "gpu_s": round(offset + (p["train_s"] or 0.0), 3)} for p in points],
-           "base_fingerprint": prep["fingerprint"], "device": device_name(), "inputs": inputs}
+    row = {
+        "row": name,
+        "seed": seed,
+        **{k: spec[k] for k in ("select", "strategy", "irl", "ecr")},
+        "selected": sel["selected"],
+        "trained_on": len({r["sample_id"] for r in rewards}),
+        "atypical_share": sel["atypical_share"],
+        "topped_up": sel["topped_up"],
+        "selection_s": sel["seconds"],
+        "prereq_s": sel["prereq_s"],
+        "train_s": walls[-1]["wall_s"] if walls else 0.0,
+        "steps": steps,
+        "ecr_refreshes": len(events),
+        "eval": ev,
+        "curve": [{**p, "gpu_s": round(offset + (p["train_s"] or 0.0), 3)} for p in points],
+        "base_fingerprint": prep["fingerprint"],
+        "device": device_name(),
+        "inputs": inputs,
+    }
     row["gpu_s"] = round(offset + row["train_s"], 3)
     write_json(d / "row.json", row)
     return row
@@ -409,6 +513,7 @@ def device_name() -> str:
 
 # ------------------------------------------------------------------------------------ table
 
+
 def collect(cfg: dict, root: Path) -> dict:
     """Every finished row, mean and spread over seeds, time to the full-data accuracy, the ratio."""
     rows = {}
@@ -420,7 +525,7 @@ def collect(cfg: dict, root: Path) -> dict:
     full = rows.get("full", {}).get("runs", [])
     goals = targets(full)
     target = goals[0]["accuracy"] if goals else None
-    for name, entry in rows.items():
+    for entry in rows.values():
         for r in entry["runs"]:
             r["reach_s"] = time_to(r["curve"], target)
         entry["seeds"] = [r["seed"] for r in entry["runs"]]
@@ -431,10 +536,20 @@ def collect(cfg: dict, root: Path) -> dict:
     fps = sorted({r["base_fingerprint"] for e in rows.values() for r in e["runs"]})
     manifest = root / "prep" / "manifest.json"
     base = json.loads(manifest.read_text())["stages"].get("base_eval", {}).get("outputs") if manifest.exists() else None
-    return {"rows": rows, "base": base, "target_accuracy": target, "ratio": ratio, "ratios": ratios, "paper_ratio": round(PAPER["ego3s_h"] / PAPER[
-        "full_h"], 3), "base_models": fps, "devices": sorted({r["device"] for e in rows.values() for r in e["runs"]}),
-        "sections": {s: [(n, spec["labels"][s]) for n, spec in cfg["rows"].items() if s in spec.get("labels", {})]
-                     for s in SECTIONS}}
+    return {
+        "rows": rows,
+        "base": base,
+        "target_accuracy": target,
+        "ratio": ratio,
+        "ratios": ratios,
+        "paper_ratio": round(PAPER["ego3s_h"] / PAPER["full_h"], 3),
+        "base_models": fps,
+        "devices": sorted({r["device"] for e in rows.values() for r in e["runs"]}),
+        "sections": {
+            s: [(n, spec["labels"][s]) for n, spec in cfg["rows"].items() if s in spec.get("labels", {})]
+            for s in SECTIONS
+        },
+    }
 
 
 def time_to(curve: list[dict], target: float | None) -> float | None:
@@ -468,9 +583,15 @@ def time_ratio(ego: list[dict], full: list[dict], goal: dict) -> dict:
     t_ego = [time_to(r["curve"], goal["accuracy"]) for r in ego]
     t_full = [time_to(r["curve"], goal["accuracy"]) for r in full]
     a, b = _mean(t_ego), _mean(t_full)
-    return {**goal, "ego3s_s": a, "full_s": b, "ratio": round(a / b, 3) if a is not None and b else None,
-            "ego3s_reached": sum(t is not None for t in t_ego), "full_reached": sum(t is not None for t in t_full),
-            "seeds": [len(ego), len(full)]}
+    return {
+        **goal,
+        "ego3s_s": a,
+        "full_s": b,
+        "ratio": round(a / b, 3) if a is not None and b else None,
+        "ego3s_reached": sum(t is not None for t in t_ego),
+        "full_reached": sum(t is not None for t in t_full),
+        "seeds": [len(ego), len(full)],
+    }
 
 
 def _split(split: str, metric: str):
@@ -478,16 +599,37 @@ def _split(split: str, metric: str):
 
 
 COLUMNS = {  # key -> how a row.json gives it; the table prints them in this order
-    "id_acc": _split("test_id", "accuracy"), "id_em": _split("test_id", "em"), "id_rouge": _split("test_id", "rouge_l"),
-    "aty_acc": _split("test_atypical", "accuracy"), "aty_em": _split("test_atypical", "em"),
+    "id_acc": _split("test_id", "accuracy"),
+    "id_em": _split("test_id", "em"),
+    "id_rouge": _split("test_id", "rouge_l"),
+    "aty_acc": _split("test_atypical", "accuracy"),
+    "aty_em": _split("test_atypical", "em"),
     "aty_rouge": _split("test_atypical", "rouge_l"),
-    "icu_text": lambda r: r["eval"].get("icu_textual"), "icu_att": lambda r: r["eval"].get("icu_attention"),
-    "selected": lambda r: r["selected"], "trained_on": lambda r: r["trained_on"],
-    "atypical": lambda r: r["atypical_share"], "gpu_s": lambda r: r["gpu_s"], "reach_s": lambda r: r["reach_s"],
+    "icu_text": lambda r: r["eval"].get("icu_textual"),
+    "icu_att": lambda r: r["eval"].get("icu_attention"),
+    "selected": lambda r: r["selected"],
+    "trained_on": lambda r: r["trained_on"],
+    "atypical": lambda r: r["atypical_share"],
+    "gpu_s": lambda r: r["gpu_s"],
+    "reach_s": lambda r: r["reach_s"],
 }
-HEADER = ["method", "seeds", "test_id acc", "test_id EM", "test_id R-L", "atypical acc", "atypical EM",
-          "atypical R-L", "ICU text", "ICU attn", "samples", "trained on", "atypical %", "GPU s",
-          "GPU s to full-data acc"]
+HEADER = [
+    "method",
+    "seeds",
+    "test_id acc",
+    "test_id EM",
+    "test_id R-L",
+    "atypical acc",
+    "atypical EM",
+    "atypical R-L",
+    "ICU text",
+    "ICU attn",
+    "samples",
+    "trained on",
+    "atypical %",
+    "GPU s",
+    "GPU s to full-data acc",
+]
 
 
 def _mean(xs) -> float | None:
@@ -508,21 +650,29 @@ def _cell(v: dict, digits: int = 1) -> str:
 
 
 def table_markdown(t: dict, cfg: dict) -> str:
-    lines = ["# EgoSynth reproduction table (issue #9)", "",
-             f"Device(s): {', '.join(t['devices']) or '-'}. Base model(s): {', '.join(t['base_models']) or '-'}"
-             + (" (**more than one: rows were made from different warm-ups**)" if len(t["base_models"]) > 1 else "")
-             + ".", "",
-             "Accuracy: closed questions (%); EM and ROUGE-L: open questions (%); ICU text: share (%) of correct "
-             "answers naming an interaction object; ICU attn: answer attention (%) inside the interaction boxes "
-             f"(boxes cover {_box_area(t)}% of the frame). Mean ± sample std over seeds. GPU s: selection (LIMR: "
-             "plus its full-data run) + training wall time. Full-data final accuracy on the curve subset: "
-             f"{_fmt(t['target_accuracy'])}%.", ""]
+    lines = [
+        "# EgoSynth reproduction table (issue #9)",
+        "",
+        f"Device(s): {', '.join(t['devices']) or '-'}. Base model(s): {', '.join(t['base_models']) or '-'}"
+        + (" (**more than one: rows were made from different warm-ups**)" if len(t["base_models"]) > 1 else "")
+        + ".",
+        "",
+        "Accuracy: closed questions (%); EM and ROUGE-L: open questions (%); ICU text: share (%) of correct "
+        "answers naming an interaction object; ICU attn: answer attention (%) inside the interaction boxes "
+        f"(boxes cover {_box_area(t)}% of the frame). Mean ± sample std over seeds. GPU s: selection (LIMR: "
+        "plus its full-data run) + training wall time. Full-data final accuracy on the curve subset: "
+        f"{_fmt(t['target_accuracy'])}%.",
+        "",
+    ]
     b = (t.get("base") or {}).get("eval")
     if b:
-        lines += [f"Base model (warm-up only, no RL): test_id accuracy {_fmt(b['test_id']['accuracy'])}, EM "
-                  f"{_fmt(b['test_id']['em'])}; test_atypical accuracy {_fmt(b['test_atypical']['accuracy'])}, EM "
-                  f"{_fmt(b['test_atypical']['em'])}; ICU text {_fmt(b.get('icu_textual'))}, attn "
-                  f"{_fmt(b.get('icu_attention'))}.", ""]
+        lines += [
+            f"Base model (warm-up only, no RL): test_id accuracy {_fmt(b['test_id']['accuracy'])}, EM "
+            f"{_fmt(b['test_id']['em'])}; test_atypical accuracy {_fmt(b['test_atypical']['accuracy'])}, EM "
+            f"{_fmt(b['test_atypical']['em'])}; ICU text {_fmt(b.get('icu_textual'))}, attn "
+            f"{_fmt(b.get('icu_attention'))}.",
+            "",
+        ]
     for sec, title in SECTIONS.items():
         lines += [f"## {title}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
         for name, label in t["sections"][sec]:
@@ -531,19 +681,27 @@ def table_markdown(t: dict, cfg: dict) -> str:
                 lines.append(f"| {label} | not run |" + " |" * (len(HEADER) - 2))
                 continue
             reach = _cell(e["values"]["reach_s"]) + f" ({e['reached']}/{len(e['runs'])} reached)"
-            cells = [_cell(e["values"][k], 0 if k in ("selected", "trained_on") else 1) for k in COLUMNS if k != "reach_s"]
+            cells = [
+                _cell(e["values"][k], 0 if k in ("selected", "trained_on") else 1) for k in COLUMNS if k != "reach_s"
+            ]
             lines.append(f"| {label} | {len(e['runs'])} | " + " | ".join(cells) + f" | {reach} |")
         lines.append("")
-    lines += ["GPU-time(Ego3S to reach the target) / GPU-time(full data to reach the same target), targets "
-              "from the full-data run's step-0 accuracy to its final accuracy (100% of its gain: the chosen "
-              f"target; paper: total training times {PAPER['ego3s_h']} h / {PAPER['full_h']} h = {t['paper_ratio']}):",
-              "", "| target (share of full-data gain) | accuracy | Ego3S GPU s (reached) | full GPU s (reached) | ratio |",
-              "|---|---|---|---|---|"]
+    lines += [
+        "GPU-time(Ego3S to reach the target) / GPU-time(full data to reach the same target), targets "
+        "from the full-data run's step-0 accuracy to its final accuracy (100% of its gain: the chosen "
+        f"target; paper: total training times {PAPER['ego3s_h']} h / {PAPER['full_h']} h = {t['paper_ratio']}):",
+        "",
+        "| target (share of full-data gain) | accuracy | Ego3S GPU s (reached) | full GPU s (reached) | ratio |",
+        "|---|---|---|---|---|",
+    ]
     for r in t.get("ratios") or []:
         n_ego, n_full = r["seeds"]
-        lines.append(f"| {r['share']:.0%} | {_fmt(r['accuracy'])} | {_fmt(r['ego3s_s'])} ({r['ego3s_reached']}/{n_ego}) "
-                     f"| {_fmt(r['full_s'])} ({r['full_reached']}/{n_full}) | "
-                     + (f"**{_fmt(r['ratio'], 3)}**" if r["share"] == TARGET_SHARES[0] else _fmt(r["ratio"], 3)) + " |")
+        lines.append(
+            f"| {r['share']:.0%} | {_fmt(r['accuracy'])} | {_fmt(r['ego3s_s'])} ({r['ego3s_reached']}/{n_ego}) "
+            f"| {_fmt(r['full_s'])} ({r['full_reached']}/{n_full}) | "
+            + (f"**{_fmt(r['ratio'], 3)}**" if r["share"] == TARGET_SHARES[0] else _fmt(r["ratio"], 3))
+            + " |"
+        )
     lines.append("")
     return "\n".join(lines)
 
@@ -558,6 +716,7 @@ def _box_area(t: dict) -> str:
 
 # ------------------------------------------------------------------------------------ plots
 
+
 def plot_accuracy_vs_time(t: dict, path: Path) -> None:
     """Curve-subset accuracy against GPU seconds (selection + training), one line per row and seed."""
     import matplotlib
@@ -571,8 +730,16 @@ def plot_accuracy_vs_time(t: dict, path: Path) -> None:
             pts = [(p["gpu_s"], p["accuracy"]) for p in r["curve"] if p["accuracy"] is not None]
             if pts:
                 xs, ys = zip(*pts)
-                ax.plot(xs, ys, "o-", ms=3, lw=2 if name in ("full", "ego3s") else 1, color=f"C{i % 10}",
-                        alpha=0.9 if j == 0 else 0.45, label=name if j == 0 else None)
+                ax.plot(
+                    xs,
+                    ys,
+                    "o-",
+                    ms=3,
+                    lw=2 if name in ("full", "ego3s") else 1,
+                    color=f"C{i % 10}",
+                    alpha=0.9 if j == 0 else 0.45,
+                    label=name if j == 0 else None,
+                )
     if t["target_accuracy"] is not None:
         ax.axhline(t["target_accuracy"], color="k", ls="--", lw=1, label="full-data final accuracy")
     ax.set_xlabel("GPU seconds (selection + training)")
@@ -599,8 +766,7 @@ def plot_variance(root: Path, t: dict, path: Path, names=("ego3s_long", "ego3s",
             var, _ = variance_from_rewards(read_log(train / "rewards.jsonl"))
             if var:
                 xs, ys = zip(*var)
-                ax.plot(xs, ys, lw=1.2, color=f"C{i}", alpha=0.9 if j == 0 else 0.45,
-                        label=f"{name} s{r['seed']}")
+                ax.plot(xs, ys, lw=1.2, color=f"C{i}", alpha=0.9 if j == 0 else 0.45, label=f"{name} s{r['seed']}")
             events = read_log(train / "ecr_events.jsonl") if (train / "ecr_events.jsonl").exists() else []
             for e in events:
                 ax.axvline(e["step"], color=f"C{i}", ls="--", lw=1)
@@ -611,13 +777,17 @@ def plot_variance(root: Path, t: dict, path: Path, names=("ego3s_long", "ego3s",
     _save(fig, path)
 
 
-CURVES = (("reward", "total reward"), ("rewards/accuracy_reward/mean", "accuracy reward"),
-          ("rewards/interaction_reward/mean", "interaction reward"),
-          ("interaction/mentions", "object mentions in <think>"), ("frac_reward_zero_std", "zero-variance groups"))
+CURVES = (
+    ("reward", "total reward"),
+    ("rewards/accuracy_reward/mean", "accuracy reward"),
+    ("rewards/interaction_reward/mean", "interaction reward"),
+    ("interaction/mentions", "object mentions in <think>"),
+    ("frac_reward_zero_std", "zero-variance groups"),
+)
 
 
 def _rolling(ys, k: int) -> list[float]:
-    return [statistics.fmean(ys[max(0, i - k + 1):i + 1]) for i in range(len(ys))]
+    return [statistics.fmean(ys[max(0, i - k + 1) : i + 1]) for i in range(len(ys))]
 
 
 def plot_rewards(root: Path, t: dict, path: Path, names=("ego3s", "csm_irl", "csm", "full"), smooth: int = 1) -> None:
@@ -682,15 +852,31 @@ def write_table(cfg: dict, root: Path) -> dict:
 
 # ------------------------------------------------------------------------------------ pack
 
-PACKED = ("table.md", "table.json", "*.png", "run.log", "prep/manifest.json", "prep/data/audit.json",
-          "prep/warmup/log_history.json",
-          "prep/warmup/vision_pretrain.json", "prep/base_eval/results.*", "prep/base_eval/*/predictions.rank*.jsonl",
-          "prep/base_curve/results.json",
-          "select/*/done.json", "select/*/report.*", "select/*/scores.csv", "select/*/hist_*.png",
-          "rows/*/row.json", "rows/*/manifest.json", "rows/*/eval/results.*",
-          "rows/*/eval/*/predictions.rank*.jsonl",  # per-question answers: which questions each row gets right
-          "rows/*/curve/*/results.json",
-          "rows/*/train/*.json", "rows/*/train/*.jsonl", "rows/*/train/*.png")
+PACKED = (
+    "table.md",
+    "table.json",
+    "*.png",
+    "run.log",
+    "prep/manifest.json",
+    "prep/data/audit.json",
+    "prep/warmup/log_history.json",
+    "prep/warmup/vision_pretrain.json",
+    "prep/base_eval/results.*",
+    "prep/base_eval/*/predictions.rank*.jsonl",
+    "prep/base_curve/results.json",
+    "select/*/done.json",
+    "select/*/report.*",
+    "select/*/scores.csv",
+    "select/*/hist_*.png",
+    "rows/*/row.json",
+    "rows/*/manifest.json",
+    "rows/*/eval/results.*",
+    "rows/*/eval/*/predictions.rank*.jsonl",  # per-question answers: which questions each row gets right
+    "rows/*/curve/*/results.json",
+    "rows/*/train/*.json",
+    "rows/*/train/*.jsonl",
+    "rows/*/train/*.png",
+)
 
 
 def pack(root: Path, dest: Path, max_file: int = 4 << 20) -> Path:
@@ -723,6 +909,7 @@ def restore(tgz: Path, root: Path) -> int:
 
 # ------------------------------------------------------------------------------------ sizing
 
+
 def estimate(cfg: dict) -> dict:
     """GPU seconds of the table from the measured rates in `sizing` (docs/RESULTS.md)."""
     z, tr = cfg["sizing"], cfg["train"]
@@ -733,18 +920,32 @@ def estimate(cfg: dict) -> dict:
     step_s = z["grpo_s_per_step"] * step_scale
     eval_s = z["load_s"] + questions * z["eval_s_per_question"]
     vision_steps = (cfg["warmup"].get("vision_pretrain") or {}).get("steps", 0)
-    prep = (z["data_s"] + z["build_s"] + cfg["warmup"]["steps"] * cfg["warmup"]["batch_size"] * z["warmup_s_per_sample"]
-            + vision_steps * z.get("vision_pretrain_s_per_step", 0.0)
-            + eval_s + z["load_s"] + curve_q * z["eval_s_per_question"])
+    prep = (
+        z["data_s"]
+        + z["build_s"]
+        + cfg["warmup"]["steps"] * cfg["warmup"]["batch_size"] * z["warmup_s_per_sample"]
+        + vision_steps * z.get("vision_pretrain_s_per_step", 0.0)
+        + eval_s
+        + z["load_s"]
+        + curve_q * z["eval_s_per_question"]
+    )
     k = cfg["selection"].get("limo_k", 32)
-    select_s = {"full": 0.0, "random": 0.0, "limr": 0.0, "csm": z["load_s"] + 3 * pool * z["score_s_per_sample_view"],
-                "s1": z["load_s"] + pool * z["score_s_per_sample_view"],
-                "limo": z["load_s"] + pool * k * z["rollout_s_per_completion"]}
+    select_s = {
+        "full": 0.0,
+        "random": 0.0,
+        "limr": 0.0,
+        "csm": z["load_s"] + 3 * pool * z["score_s_per_sample_view"],
+        "s1": z["load_s"] + pool * z["score_s_per_sample_view"],
+        "limo": z["load_s"] + pool * k * z["rollout_s_per_completion"],
+    }
     refresh = cfg["train"]["ecr"]["probing_set_size"] * 3 * z["score_s_per_sample_view"]
     rows = {}
     for name, seed in plan(cfg):
         spec = cfg["rows"][name]
-        steps, every = (spec.get("train") or {}).get("max_steps", tr["max_steps"]), spec.get("eval_every", cfg["eval_every"])
+        steps, every = (
+            (spec.get("train") or {}).get("max_steps", tr["max_steps"]),
+            spec.get("eval_every", cfg["eval_every"]),
+        )
         train_s = z["load_s"] + steps * step_s * (z["dapo_factor"] if spec["strategy"] == "dapo" else 1)
         if spec["ecr"]:
             # worst case: a refresh every other window (after one, a new reference window is needed)
@@ -758,29 +959,48 @@ def estimate(cfg: dict) -> dict:
     selections = {m: round(s) for m, s in select_s.items() if any(cfg["rows"][n]["select"] == m for n in cfg["rows"])}
     total = prep + sum(rows.values()) + sum(selections.values())
     sessions = math.ceil((total - prep) / (z["session_s"] - z["session_overhead_s"] - prep))  # each redoes prep
-    return {"prep_s": round(prep), "selection_s": selections, "rows_s": rows, "total_s": round(total),
-            "total_min": round(total / 60, 1), "sessions": sessions,
-            "with_session_overheads_min": round((total + (sessions - 1) * prep + sessions * z["session_overhead_s"]) / 60, 1)}
+    return {
+        "prep_s": round(prep),
+        "selection_s": selections,
+        "rows_s": rows,
+        "total_s": round(total),
+        "total_min": round(total / 60, 1),
+        "sessions": sessions,
+        "with_session_overheads_min": round(
+            (total + (sessions - 1) * prep + sessions * z["session_overhead_s"]) / 60, 1
+        ),
+    }
 
 
 # ------------------------------------------------------------------------------------ main
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(HERE / "table.yaml"))
     ap.add_argument("--smoke", action="store_true", help="the tiny model on the CPU, a few samples, 1-2 steps a row")
     ap.add_argument("--out", help="run folder (default: the config's out)")
-    ap.add_argument("--rows", help="comma-separated rows (or row:seed) to run, in this order (LIMR brings in the "
-                    "full-data run it reads); default all, in the config's order")
-    ap.add_argument("--time-limit", type=float, help="seconds for this call: start no row whose estimate (--estimate, "
-                    "with its selection) would overrun it; then write the table and pack")
+    ap.add_argument(
+        "--rows",
+        help="comma-separated rows (or row:seed) to run, in this order (LIMR brings in the "
+        "full-data run it reads); default all, in the config's order",
+    )
+    ap.add_argument(
+        "--time-limit",
+        type=float,
+        help="seconds for this call: start no row whose estimate (--estimate, "
+        "with its selection) would overrun it; then write the table and pack",
+    )
     ap.add_argument("--pack", help="write a tgz of the small result files here")
     ap.add_argument("--restore", help="unpack an earlier session's pack into the run folder first")
     ap.add_argument("--estimate", action="store_true", help="print the GPU-time estimate of the config and exit")
     ap.add_argument("--table-only", action="store_true", help="rebuild table and plots from finished rows")
-    ap.add_argument("--select-only", help="comma-separated selection methods (csm, s1, ...): prepare the base "
-                    "model, run these selections, print what each kept (atypical share against the pool's) and "
-                    "stop before the rows; for iterating on the base model")
+    ap.add_argument(
+        "--select-only",
+        help="comma-separated selection methods (csm, s1, ...): prepare the base "
+        "model, run these selections, print what each kept (atypical share against the pool's) and "
+        "stop before the rows; for iterating on the base model",
+    )
     a = ap.parse_args(argv)
     cfg = load_table_config(a.config, a.smoke, a.out)
     if a.estimate:
@@ -817,8 +1037,10 @@ def main(argv: list[str] | None = None) -> int:
                 pool_share = atypical_share(read_jsonl(prep["pool"]))
                 for method in a.select_only.split(","):
                     sel = select(cfg, root, prep, method, 0, echo)
-                    echo(f"[select {method}] kept {sel['selected']}, atypical {sel['atypical_share']}% "
-                         f"(pool {pool_share}%), topped up {sel['topped_up']}, funnel {sel['funnel']}")
+                    echo(
+                        f"[select {method}] kept {sel['selected']}, atypical {sel['atypical_share']}% "
+                        f"(pool {pool_share}%), topped up {sel['topped_up']}, funnel {sel['funnel']}"
+                    )
                 todo = []
             if todo:
                 prep = prepare(cfg, root, echo)

@@ -33,8 +33,12 @@ def _one(args):
     from ego3s.train.vision_pretrain import encode_clips, token_box_targets
 
     torch.set_num_threads(1)
-    proc = Qwen2VLVideoProcessor(patch_size=14, temporal_patch_size=2, merge_size=2,
-                                 size={"shortest_edge": side * side, "longest_edge": side * side})
+    proc = Qwen2VLVideoProcessor(
+        patch_size=14,
+        temporal_patch_size=2,
+        merge_size=2,
+        size={"shortest_edge": side * side, "longest_edge": side * side},
+    )
     fs = ClipSpec(nframes=nframes, max_pixels=side * side, min_pixels=side * side, backend=backend)
     clip = load_sample_clip(s, **fs.sampling_kwargs())
     per_view = {}
@@ -46,8 +50,7 @@ def _one(args):
     return per_view, s.interaction.objects[0].name, boxes
 
 
-def clips(data_dir: Path, split: str, side: int, nframes: int, views: tuple[str, ...], backend: str,
-          workers: int = 1):
+def clips(data_dir: Path, split: str, side: int, nframes: int, views: tuple[str, ...], backend: str, workers: int = 1):
     """Per view: the processor's patch tensors and grids for every clip of a split; the
     grasped-object labels; the token box targets of the full view. Decoded in `workers` processes."""
     from concurrent.futures import ProcessPoolExecutor
@@ -98,7 +101,9 @@ def accuracy(model, data, y, idx) -> float:
         return float("nan")
     model.eval()
     with torch.no_grad(), _autocast():
-            pred = torch.cat([model([data[i] for i in idx[j:j + 32]])[1].argmax(-1).cpu() for j in range(0, len(idx), 32)])
+        pred = torch.cat(
+            [model([data[i] for i in idx[j : j + 32]])[1].argmax(-1).cpu() for j in range(0, len(idx), 32)]
+        )
     model.train()
     return float((pred == torch.tensor([y[i] for i in idx])).float().mean())
 
@@ -120,8 +125,12 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--box-weight", type=float, default=0.0,
-                    help="add the dense interaction-box loss with this weight (0: the object label only)")
+    ap.add_argument(
+        "--box-weight",
+        type=float,
+        default=0.0,
+        help="add the dense interaction-box loss with this weight (0: the object label only)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=None, help="EgoSynth folder (generated when missing)")
     ap.add_argument("--backend", default=None, help="pyav, decord or opencv (default: pyav if installed)")
@@ -133,8 +142,15 @@ def main() -> None:
     torch.manual_seed(a.seed)
     data_dir = Path(a.data or f"/tmp/probe_data_{a.train}_{a.test}_{a.p_typical}")
     if not (data_dir / "train.jsonl").exists():
-        generate(data_dir, EgoSynthConfig(seed=a.seed, train=a.train, test=a.test, probe=0, p_typical=a.p_typical,
-                                          frames=8, size=224, fps=4.0), workers=a.workers, audit=False, log=None)
+        generate(
+            data_dir,
+            EgoSynthConfig(
+                seed=a.seed, train=a.train, test=a.test, probe=0, p_typical=a.p_typical, frames=8, size=224, fps=4.0
+            ),
+            workers=a.workers,
+            audit=False,
+            log=None,
+        )
     import importlib.util
 
     backend = a.backend or ("pyav" if importlib.util.find_spec("av") else "opencv")
@@ -158,7 +174,7 @@ def main() -> None:
         order = rng.permutation(n)
         losses = []
         for j in range(0, n, a.batch):
-            idx = order[j:j + a.batch]
+            idx = order[j : j + a.batch]
             with _autocast():
                 box_logit, logits = model([tr["full"][i] for i in idx])
             loss = nn.functional.cross_entropy(logits.float(), torch.tensor([ytr[i] for i in idx], device=device))
@@ -171,18 +187,37 @@ def main() -> None:
             opt.step()
             sched.step()
             losses.append(loss.item())
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)),
-               "train_acc": accuracy(model, tr["full"], ytr, list(range(min(n, 300)))),
-               "id_full": accuracy(model, te_id["full"], y_id, list(range(len(y_id)))),
-               "atypical_full": accuracy(model, te_at["full"], y_at, list(range(len(y_at))))}
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)),
+            "train_acc": accuracy(model, tr["full"], ytr, list(range(min(n, 300)))),
+            "id_full": accuracy(model, te_id["full"], y_id, list(range(len(y_id)))),
+            "atypical_full": accuracy(model, te_at["full"], y_at, list(range(len(y_at)))),
+        }
         history.append(row)
         print(json.dumps(row), flush=True)
-    final = {"id_context": accuracy(model, te_id["context"], y_id, list(range(len(y_id)))),
-             "atypical_context": accuracy(model, te_at["context"], y_at, list(range(len(y_at))))}
-    res = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "side": a.side, "frames": a.frames, "train": a.train, "test": a.test, "p_typical": a.p_typical,
-           "epochs": a.epochs, "lr": a.lr, "box_weight": a.box_weight, "classes": len(names), "chance": 1 / len(names),
-           "decode_s": round(decode_s, 1), "train_s": round(time.time() - t1, 1), "history": history,
-           **history[-1], **final}
+    final = {
+        "id_context": accuracy(model, te_id["context"], y_id, list(range(len(y_id)))),
+        "atypical_context": accuracy(model, te_at["context"], y_at, list(range(len(y_at)))),
+    }
+    res = {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "side": a.side,
+        "frames": a.frames,
+        "train": a.train,
+        "test": a.test,
+        "p_typical": a.p_typical,
+        "epochs": a.epochs,
+        "lr": a.lr,
+        "box_weight": a.box_weight,
+        "classes": len(names),
+        "chance": 1 / len(names),
+        "decode_s": round(decode_s, 1),
+        "train_s": round(time.time() - t1, 1),
+        "history": history,
+        **history[-1],
+        **final,
+    }
     Path(a.out).write_text(json.dumps(res, indent=2))
     print(json.dumps({k: v for k, v in res.items() if k != "history"}), flush=True)
 

@@ -16,15 +16,20 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import _common as C  # noqa: E402
-from ego3s.models.inputs import encode  # noqa: E402
-from ego3s.rl import rollout  # noqa: E402
+import _common as C  # noqa: E402 - after sys.path reaches the helpers
+
+from ego3s.models.inputs import encode  # noqa: E402 - after sys.path reaches the helpers
+from ego3s.rl import rollout  # noqa: E402 - after sys.path reaches the helpers
 
 
 def messages(i: int) -> list[dict]:
     words = "several times " * (i % 4)
-    return [{"role": "user", "content": [{"type": "video"},
-                                         {"type": "text", "text": f"What does C do {words}with the cup? Answer."}]}]
+    return [
+        {
+            "role": "user",
+            "content": [{"type": "video"}, {"type": "text", "text": f"What does C do {words}with the cup? Answer."}],
+        }
+    ]
 
 
 def main(argv=None):
@@ -39,13 +44,19 @@ def main(argv=None):
         a.frames, a.side, a.new = 4, 56, 4
     model, processor = C.load(C.model_folder(a.arch, None, a.smoke), a.smoke)
     clip = C.random_clip(a.frames, a.side)
-    batches = {"unpadded": encode(processor, [messages(0)] * 8, [clip] * 8),
-               "padded": encode(processor, [messages(i) for i in range(8)], [clip] * 8)}
-    ways = {"dynamic": lambda enc: model.generate(**enc, max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False),
-            "hf static": lambda enc: model.generate(**enc, max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False,
-                                                    cache_implementation="static"),
-            "ego3s static": lambda enc: rollout.group_generate(model, enc, 1, static_cache=True, max_new_tokens=a.new,
-                                                               min_new_tokens=a.new, do_sample=False)}
+    batches = {
+        "unpadded": encode(processor, [messages(0)] * 8, [clip] * 8),
+        "padded": encode(processor, [messages(i) for i in range(8)], [clip] * 8),
+    }
+    ways = {
+        "dynamic": lambda enc: model.generate(**enc, max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False),
+        "hf static": lambda enc: model.generate(
+            **enc, max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False, cache_implementation="static"
+        ),
+        "ego3s static": lambda enc: rollout.group_generate(
+            model, enc, 1, static_cache=True, max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False
+        ),
+    }
     rows = []
     for bname, enc in batches.items():
         enc = {k: v.to(model.device) for k, v in enc.items()}
@@ -70,9 +81,16 @@ def main(argv=None):
                 times.append(time.perf_counter() - t0)
             ref = out if ref is None else ref
             same = out is not None and out.shape == ref.shape and bool(torch.equal(out, ref))
-            rows.append([bname, pads, wname] + [round(t, 3) for t in times] + [round(times[-1] / a.new * 1000, 2), same])
+            rows.append(
+                [bname, pads, wname] + [round(t, 3) for t in times] + [round(times[-1] / a.new * 1000, 2), same]
+            )
             print(rows[-1], flush=True)
-    print(C.table(["batch", "max pad", "decode", "run 1 s", "run 2 s", "run 3 s", "ms/token (run 3)", "tokens = dynamic's"], rows))
+    print(
+        C.table(
+            ["batch", "max pad", "decode", "run 1 s", "run 2 s", "run 3 s", "ms/token (run 3)", "tokens = dynamic's"],
+            rows,
+        )
+    )
     return 0
 
 

@@ -19,8 +19,16 @@ from functools import lru_cache
 
 from ego3s.data.schema import LETTERS
 
-__all__ = ["extract_answer", "extract_letter", "extract_think", "format_ok", "normalize_text",
-           "exact_match", "rouge_l_f", "as_text"]
+__all__ = [
+    "extract_answer",
+    "extract_letter",
+    "extract_think",
+    "format_ok",
+    "normalize_text",
+    "exact_match",
+    "rouge_l_f",
+    "as_text",
+]
 
 # Longer inputs are cut (from the front: the answer is at the end) before any parsing, so that a
 # runaway completion costs bounded time.
@@ -76,7 +84,7 @@ def _answer_span(text: str) -> tuple[str, bool]:
         last = opens[-1]
         close = next((m for m in tags if m.group(1) and m.start() >= last.end()), None)
         end = close.start() if close else len(text)
-        content = text[last.end():end]
+        content = text[last.end() : end]
         if close is None:  # unclosed: stop at a following think tag, if any
             t = _THINK_TAG.search(content)
             content = content[: t.start()] if t else content
@@ -88,7 +96,7 @@ def _answer_span(text: str) -> tuple[str, bool]:
         start = max([m.end() for m in think_ends if m.end() <= end] + [m.end() for m in closes[:-1]] + [0])
         return _THINK_TAG.sub(" ", text[start:end]).strip(), False
     if think_ends:
-        after = text[think_ends[-1].end():].strip()
+        after = text[think_ends[-1].end() :].strip()
         if after:
             return _THINK_TAG.sub(" ", after).strip(), False
     return _THINK_TAG.sub(" ", text).strip(), False
@@ -121,10 +129,10 @@ def extract_think(text) -> str:
             while j < len(tags) and not tags[j].group(1):
                 j += 1
             if j < len(tags):
-                out.append(_THINK_TAG.sub(" ", s[tags[i].end():tags[j].start()]))
+                out.append(_THINK_TAG.sub(" ", s[tags[i].end() : tags[j].start()]))
                 i = j + 1
             else:  # unclosed: to the next answer tag or the end
-                rest = s[tags[i].end():]
+                rest = s[tags[i].end() :]
                 a = _ANSWER_TAG.search(rest)
                 out.append(_THINK_TAG.sub(" ", rest[: a.start()] if a else rest))
                 break
@@ -146,8 +154,9 @@ def format_ok(text) -> bool:
         tags = list(_ANY_TAG.finditer(s))
         if [t.group(0) for t in tags] != _FORMAT_TAGS:
             return False
-        return not (s[:tags[0].start()].strip() or s[tags[1].end():tags[2].start()].strip()
-                    or s[tags[3].end():].strip())
+        return not (
+            s[: tags[0].start()].strip() or s[tags[1].end() : tags[2].start()].strip() or s[tags[3].end() :].strip()
+        )
     except Exception:
         return False
 
@@ -160,38 +169,75 @@ _MD = re.compile(r"[*_`#$\"“”‘’]+")
 # runs of brackets are bounded, so a hostile completion ("((((...", "answer      ...") costs
 # linear time.
 _CONNECT = r"(?:is|would\s+be|should\s+be|must\s+be|will\s+be|=|:)"
-_CUE_PREFIX = (r"(?:(?:so|thus|therefore|hence)(?:\s*,)?\s+)?(?:(?:the|my|our)\s+)?"
-               r"(?:(?:final|correct|best|right|most\s+likely)\s+)?"
-               r"(?:answer|option|choice)\b(?:\s+(?:is|would\s+be|should\s+be))?(?:\s*[:=\-])?\s*"
-               r"|答案(?:\s*(?:是|为|為))?(?:\s*:)?\s*|选(?:择|項|项)?(?:\s*(?:是|为))?\s*")
+_CUE_PREFIX = (
+    r"(?:(?:so|thus|therefore|hence)(?:\s*,)?\s+)?(?:(?:the|my|our)\s+)?"
+    r"(?:(?:final|correct|best|right|most\s+likely)\s+)?"
+    r"(?:answer|option|choice)\b(?:\s+(?:is|would\s+be|should\s+be))?(?:\s*[:=\-])?\s*"
+    r"|答案(?:\s*(?:是|为|為))?(?:\s*:)?\s*|选(?:择|項|项)?(?:\s*(?:是|为))?\s*"
+)
 # The whole answer is a letter: "B", "(B)", "B.", "[B]", "Option B", "The answer is B", "answer: (b)".
-_WHOLE = re.compile(rf"(?:{_CUE_PREFIX})?(?:(?:option|choice|letter)\s+)?"
-                    r"(?:[(\[{<]\s*)?([a-j])(?:\s*[)\]}>])?(?:\s*(?:选项|項|项))?", re.IGNORECASE)
+_WHOLE = re.compile(
+    rf"(?:{_CUE_PREFIX})?(?:(?:option|choice|letter)\s+)?"
+    r"(?:[(\[{<]\s*)?([a-j])(?:\s*[)\]}>])?(?:\s*(?:选项|項|项))?",
+    re.IGNORECASE,
+)
 # A letter leads the answer: "B. the red cup", "(B) red cup", "Option B: red cup".
-_LEAD_BRACKET = re.compile(rf"(?:{_CUE_PREFIX})?(?:(?:option|choice)\s+)?[(\[]\s*([a-j])\s*[)\]](.*)",
-                           re.IGNORECASE | re.DOTALL)
-_LEAD_DELIM = re.compile(rf"(?!(?:i\.?\s?e|e\.?\s?g)\.)(?:{_CUE_PREFIX})?(?:(?:option|choice)\s+)?"
-                         r"([A-J]|[a-j](?=\s*[.)]))\s*[.):]\s*(\S.*)", re.IGNORECASE | re.DOTALL)
+_LEAD_BRACKET = re.compile(
+    rf"(?:{_CUE_PREFIX})?(?:(?:option|choice)\s+)?[(\[]\s*([a-j])\s*[)\]](.*)", re.IGNORECASE | re.DOTALL
+)
+_LEAD_DELIM = re.compile(
+    rf"(?!(?:i\.?\s?e|e\.?\s?g)\.)(?:{_CUE_PREFIX})?(?:(?:option|choice)\s+)?"
+    r"([A-J]|[a-j](?=\s*[.)]))\s*[.):]\s*(\S.*)",
+    re.IGNORECASE | re.DOTALL,
+)
 _LEAD_SPACE = re.compile(r"([A-J])\s+(\S.*)", re.DOTALL)
 # Explicit statements anywhere; the last one wins.
 _OPEN, _CLOSE = r"(?P<open>[*(\[{\"'`]{0,4})", r"(?P<close>[*)\]}\"'`]{0,4})"
 _CUES = [
     # "answer is B", "Answer: (B)", "answer B"; "option"/"choice" need a verb or colon ("the
     # correct option is B"), since reasoning walks through "option A ..., option B ...".
-    re.compile(rf"(?:answer(?:\s*{_CONNECT})?|(?:choice|option)\s*{_CONNECT})\s*"
-               rf"(?:(?:option|choice|letter)\s+)?{_OPEN}(?P<L>[A-Za-z]){_CLOSE}", re.IGNORECASE),
-    re.compile(rf"\b(?:choose|chose|pick|select|go\s+with|going\s+with)\s+(?:(?:option|choice)\s+)?"
-               rf"{_OPEN}(?P<L>[A-Za-z]){_CLOSE}", re.IGNORECASE),
-    re.compile(r"(?:答案|选项|選項|选择|選擇|应选|選)\s*(?:(?:是|为|為|应该是|應該是|:)\s*)?"
-               r"(?P<open>[(\[]{0,2})(?P<L>[A-Za-z])(?P<close>[)\]]{0,2})"),
+    re.compile(
+        rf"(?:answer(?:\s*{_CONNECT})?|(?:choice|option)\s*{_CONNECT})\s*"
+        rf"(?:(?:option|choice|letter)\s+)?{_OPEN}(?P<L>[A-Za-z]){_CLOSE}",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        rf"\b(?:choose|chose|pick|select|go\s+with|going\s+with)\s+(?:(?:option|choice)\s+)?"
+        rf"{_OPEN}(?P<L>[A-Za-z]){_CLOSE}",
+        re.IGNORECASE,
+    ),
+    re.compile(
+        r"(?:答案|选项|選項|选择|選擇|应选|選)\s*(?:(?:是|为|為|应该是|應該是|:)\s*)?"
+        r"(?P<open>[(\[]{0,2})(?P<L>[A-Za-z])(?P<close>[)\]]{0,2})"
+    ),
     re.compile(r"\\boxed\s*\{\s*(?:\\text\s*\{\s*)?(?P<open>\(?)(?P<L>[A-Za-z])(?P<close>\)?)\s*\}"),
-    re.compile(r"(?<![A-Za-z0-9])(?:(?i:option|choice)\s+)?(?P<open>[*(\[]{0,2})(?P<L>[A-J])(?P<close>[*)\]]{0,2})"
-               r"\s+(?:is|seems|appears|looks)\s+(?:to\s+be\s+)?(?:the\s+)?"
-               r"(?:correct|right|best|most\s+(?:likely|accurate|appropriate|plausible))\b"),
+    re.compile(
+        r"(?<![A-Za-z0-9])(?:(?i:option|choice)\s+)?(?P<open>[*(\[]{0,2})(?P<L>[A-J])(?P<close>[*)\]]{0,2})"
+        r"\s+(?:is|seems|appears|looks)\s+(?:to\s+be\s+)?(?:the\s+)?"
+        r"(?:correct|right|best|most\s+(?:likely|accurate|appropriate|plausible))\b"
+    ),
 ]
 # Words after an uppercase "A"/"I" that make it a letter rather than the article/pronoun.
-_LETTER_FOLLOWERS = {"is", "was", "seems", "appears", "looks", "matches", "fits", "because", "since",
-                     "as", "which", "best", "would", "should", "must", "correctly", "or", "and"}
+_LETTER_FOLLOWERS = {
+    "is",
+    "was",
+    "seems",
+    "appears",
+    "looks",
+    "matches",
+    "fits",
+    "because",
+    "since",
+    "as",
+    "which",
+    "best",
+    "would",
+    "should",
+    "must",
+    "correctly",
+    "or",
+    "and",
+}
 _I_FOLLOWERS = {"is", "seems", "matches", "fits", "best"}  # "I would", "I think" are the pronoun
 
 
@@ -217,7 +263,7 @@ def _clean_options(options) -> list[str] | None:
     # Tolerate options written with their letters ("A. red cup", "B. blue cup").
     prefixes = [_OPTION_PREFIX.match(o) for o in opts]
     if all(p and p.group(1) == LETTERS[i] for i, p in enumerate(prefixes) if i < len(LETTERS)):
-        opts = [o[p.end():] for o, p in zip(opts, prefixes)]
+        opts = [o[p.end() :] if p else o for o, p in zip(opts, prefixes)]
     return opts
 
 
@@ -262,15 +308,18 @@ def _match_option_near(region: str, norm_opts: list[str]) -> int | None:
 def _strip_cue(s: str) -> str:
     s = _MD.sub("", s).strip()
     m = re.match(rf"(?:{_CUE_PREFIX})", s, re.IGNORECASE)
-    return s[m.end():] if m and m.end() > 0 else s
+    return s[m.end() :] if m and m.end() > 0 else s
 
 
 def _rest_matches(rest: str, norm_opt: str | None) -> bool:
     if not norm_opt:
         return False
     r = normalize_text(rest)
-    return r == norm_opt or r.startswith(norm_opt + " ") or (
-        len(r) <= 2 * len(norm_opt) + 10 and difflib.SequenceMatcher(None, r, norm_opt).ratio() >= 0.9)
+    return (
+        r == norm_opt
+        or r.startswith(norm_opt + " ")
+        or (len(r) <= 2 * len(norm_opt) + 10 and difflib.SequenceMatcher(None, r, norm_opt).ratio() >= 0.9)
+    )
 
 
 _NONE, _AMBIG = object(), object()
@@ -289,14 +338,14 @@ def _cue_letter(region: str, valid: str, norm_opts: list[str] | None):
 
 def _read_cue(m: re.Match, region: str, valid: str, norm_opts: list[str] | None):
     L, opened, closed = m.group("L"), m.group("open").strip(), m.group("close").strip()
-    after = region[m.end():m.end() + 200]
+    after = region[m.end() : m.end() + 200]
     bracketed = bool(opened) and bool(closed)
     if not bracketed and re.match(r"[A-Za-z0-9]", after[:1] or " "):
         return None  # "answer is Bob"
     upper = L.upper()
     # EgoSchema-style option texts starting with a letter ("C picks up the knife").
     if norm_opts and not bracketed:
-        tail = re.split(r"[.\n;!?]", region[m.start("L"):m.start("L") + 400], maxsplit=1)[0]
+        tail = re.split(r"[.\n;!?]", region[m.start("L") : m.start("L") + 400], maxsplit=1)[0]
         hit = _match_option_exact(tail, norm_opts)
         if hit is not None and normalize_text(tail) != upper.lower():
             return LETTERS[hit]
@@ -306,8 +355,11 @@ def _read_cue(m: re.Match, region: str, valid: str, norm_opts: list[str] | None)
     if word and not bracketed:
         if L.islower():
             return None  # "the answer is a cup"
-        if upper in "AI" and not _letter_word(upper, after) and not (
-                norm_opts and upper in valid and _rest_matches(after, norm_opts[valid.index(upper)])):
+        if (
+            upper in "AI"
+            and not _letter_word(upper, after)
+            and not (norm_opts and upper in valid and _rest_matches(after, norm_opts[valid.index(upper)]))
+        ):
             return None  # "the answer is A cup", "answer: I think..."
     elif not bracketed and L.islower() and not re.match(r"\s*(?:[.,;:!?)\]]|$)", after):
         return None
@@ -327,8 +379,8 @@ def _standalone_letter(region: str, valid: str, options: list[str] | None) -> st
         if not bracket:
             if L in noisy:
                 continue
-            named = re.search(r"(?:option|choice)\s+$", region[max(0, m.start() - 12):m.start()], re.IGNORECASE)
-            if L in "AI" and not named and not _letter_word(L, region[m.end():m.end() + 40]):
+            named = re.search(r"(?:option|choice)\s+$", region[max(0, m.start() - 12) : m.start()], re.IGNORECASE)
+            if L in "AI" and not named and not _letter_word(L, region[m.end() : m.end() + 40]):
                 continue  # article / pronoun
         if L in valid:
             seen.add(L)
@@ -355,7 +407,7 @@ def _letter_in(region: str, valid: str, options: list[str] | None) -> str | None
     first_line = core.split("\n", 1)[0].strip()
     for pat in (_LEAD_BRACKET, _LEAD_DELIM):
         m = pat.fullmatch(first_line)
-        if m and not _AMBIGUOUS_TAIL.match(first_line[m.end(1):].lstrip(")]. ")):
+        if m and not _AMBIGUOUS_TAIL.match(first_line[m.end(1) :].lstrip(")]. ")):
             L = m.group(1).upper()
             if L in valid:
                 return L
@@ -396,8 +448,11 @@ def extract_letter(text, options: list[str] | None = None, n_options: int | None
         if not region:
             return None
         opts = _clean_options(options)
-        n = n_options if isinstance(n_options, int) and not isinstance(n_options, bool) and n_options > 0 else (
-            len(opts) if opts else len(LETTERS))
+        n = (
+            n_options
+            if isinstance(n_options, int) and not isinstance(n_options, bool) and n_options > 0
+            else (len(opts) if opts else len(LETTERS))
+        )
         valid = LETTERS[: min(n, len(LETTERS))]
         if opts is not None:
             opts = [unicodedata.normalize("NFKC", o) for o in opts[: len(valid)]]
@@ -439,6 +494,7 @@ class _Tokenizer:
 
     def __init__(self):
         from nltk.stem import porter
+
         self._stemmer = porter.PorterStemmer()
 
     def tokenize(self, text: str) -> list[str]:
@@ -451,6 +507,7 @@ class _Tokenizer:
 @lru_cache(maxsize=1)
 def _rouge():
     from rouge_score import rouge_scorer
+
     tok = _Tokenizer()
     return rouge_scorer.RougeScorer(["rougeL"], tokenizer=tok), tok
 

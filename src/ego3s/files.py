@@ -10,8 +10,9 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 
 @contextlib.contextmanager
@@ -214,14 +215,23 @@ def folder_lock(folder: str | os.PathLike, what: str = "ego3s", echo=None) -> It
                 f"{folder}: another process writes this folder ({old.get('what', '?')}, pid {old.get('pid', '?')} "
                 f"on {old.get('host', '?')}, since {old.get('started', '?')}: {old.get('command', '')!r}); wait for "
                 f"it to end or choose another out"
-                + ("" if held_by_other else f" (if that process is gone, delete {path})"))
+                + ("" if held_by_other else f" (if that process is gone, delete {path})")
+            )
         if old is not None:
             (echo or (lambda m: print(m, file=sys.stderr)))(
                 f"{folder}: taking over a stale lock (pid {old.get('pid')} on {old.get('host')}, since "
-                f"{old.get('started')}, is no longer running)" if old else f"{folder}: taking over a torn lock file")
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "what": what,
-                "command": " ".join(sys.argv)[:300]}
+                f"{old.get('started')}, is no longer running)"
+                if old
+                else f"{folder}: taking over a torn lock file"
+            )
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "proc_start": _proc_start(os.getpid()),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "what": what,
+            "command": " ".join(sys.argv)[:300],
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         fsync(fd, path)

@@ -19,8 +19,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ego3s.files import write_json
 
@@ -134,9 +135,17 @@ def read_identity(out: str | os.PathLike) -> dict | None:
         return None
 
 
-def claim_folder(out: str | os.PathLike, identity: dict, *, resume: bool, overwrite: bool = False,
-                 outputs: tuple[str, ...] = ("checkpoint-*", "final", "final.partial"),
-                 logs: tuple[str, ...] = (), what: str = "run", echo=print) -> None:
+def claim_folder(
+    out: str | os.PathLike,
+    identity: dict,
+    *,
+    resume: bool,
+    overwrite: bool = False,
+    outputs: tuple[str, ...] = ("checkpoint-*", "final", "final.partial"),
+    logs: tuple[str, ...] = (),
+    what: str = "run",
+    echo=print,
+) -> None:
     """Make sure `out` holds nothing produced by other inputs before a run writes into it.
 
     `outputs` (globs) are what a run leaves; `logs` are files cleared with them. No outputs: the
@@ -148,8 +157,10 @@ def claim_folder(out: str | os.PathLike, identity: dict, *, resume: bool, overwr
     found = sorted({p for g in outputs for p in out.glob(g)}) if out.is_dir() else []
     old = read_identity(out)
     if found and overwrite:
-        echo(f"{what} {out}: --overwrite: deleting {len(found)} earlier output(s) ({', '.join(p.name for p in found[:4])}"
-             f"{', ...' if len(found) > 4 else ''})")
+        echo(
+            f"{what} {out}: --overwrite: deleting {len(found)} earlier output(s) ({', '.join(p.name for p in found[:4])}"
+            f"{', ...' if len(found) > 4 else ''})"
+        )
         for p in found:
             shutil.rmtree(p) if p.is_dir() else p.unlink()
         for name in logs:
@@ -158,16 +169,22 @@ def claim_folder(out: str | os.PathLike, identity: dict, *, resume: bool, overwr
     if found:
         names = ", ".join(p.name for p in found[:4]) + (", ..." if len(found) > 4 else "")
         if not resume:
-            raise IdentityError(f"{out}: holds the outputs of an earlier {what} ({names}); pass --resume to continue "
-                                f"it, --overwrite to delete them and start over, or choose another out")
+            raise IdentityError(
+                f"{out}: holds the outputs of an earlier {what} ({names}); pass --resume to continue "
+                f"it, --overwrite to delete them and start over, or choose another out"
+            )
         if old is None:
-            raise IdentityError(f"{out}: holds {what} outputs ({names}) without a record of what produced them "
-                                f"({IDENTITY_FILE}: written by an older ego3s, or deleted); they cannot be checked "
-                                f"against this run: --overwrite to start over, or choose another out")
+            raise IdentityError(
+                f"{out}: holds {what} outputs ({names}) without a record of what produced them "
+                f"({IDENTITY_FILE}: written by an older ego3s, or deleted); they cannot be checked "
+                f"against this run: --overwrite to start over, or choose another out"
+            )
         if old != identity:
-            raise IdentityError(f"{out}: holds a {what} of other inputs ({describe_diff(old, identity)}); --resume "
-                                f"continues only the same run: --overwrite to delete it and start over, or choose "
-                                f"another out")
+            raise IdentityError(
+                f"{out}: holds a {what} of other inputs ({describe_diff(old, identity)}); --resume "
+                f"continues only the same run: --overwrite to delete it and start over, or choose "
+                f"another out"
+            )
     if old != identity:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / IDENTITY_FILE, identity)

@@ -25,18 +25,18 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ego3s.config import ConfigError, check_range, check_report_to
 from ego3s.data.egosynth import EgoSynthConfig
 from ego3s.eval.runner import EvalConfig
 from ego3s.files import folder_lock, write_json
 from ego3s.identity import describe_diff, stable_hash
-from ego3s.train.warmup import WarmupConfig
 from ego3s.rl.train import TrainingConfig
 from ego3s.select.run import SelectionConfig
+from ego3s.train.warmup import WarmupConfig
 
 STAGES = ("data", "model", "warmup", "select", "train", "eval", "report")
 
@@ -45,25 +45,44 @@ STAGES = ("data", "model", "warmup", "select", "train", "eval", "report")
 class RunConfig:
     out: str = field(default="runs/ego3s", metadata={"help": "run folder"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
-    model: str = field(default="smol", metadata={"help": "a builder (smol: the demo backbone; mini: from scratch, CPU experiments; tiny: tests), or a local model folder"})
-    data: str | None = field(default=None, metadata={
-        "help": "training pool (JSONL); None generates EgoSynth with `egosynth`"})
-    eval_data: list[str] = field(default_factory=lambda: ["EgoSynth"], metadata={
-        "help": "benchmarks to evaluate base and trained models on"})
+    model: str = field(
+        default="smol",
+        metadata={
+            "help": "a builder (smol: the demo backbone; mini: from scratch, CPU experiments; tiny: tests), or a local model folder"
+        },
+    )
+    data: str | None = field(
+        default=None, metadata={"help": "training pool (JSONL); None generates EgoSynth with `egosynth`"}
+    )
+    eval_data: list[str] = field(
+        default_factory=lambda: ["EgoSynth"], metadata={"help": "benchmarks to evaluate base and trained models on"}
+    )
     egosynth: EgoSynthConfig = field(default_factory=EgoSynthConfig)
     warmup_enabled: bool = field(default=True, metadata={"help": "supervised warm-up before selection"})
-    warmup_data: str | None = field(default=None, metadata={
-        "help": "the warm-up's own pool (JSONL), e.g. a cold-start set; None: warmup_egosynth, else the training pool"})
-    warmup_egosynth: EgoSynthConfig | None = field(default=None, metadata={
-        "help": "generate the warm-up's own EgoSynth pool with these settings (seed: the run's + 1, so it never "
-                "repeats the training pool); only when warmup_data is None"})
+    warmup_data: str | None = field(
+        default=None,
+        metadata={
+            "help": "the warm-up's own pool (JSONL), e.g. a cold-start set; None: warmup_egosynth, else the training pool"
+        },
+    )
+    warmup_egosynth: EgoSynthConfig | None = field(
+        default=None,
+        metadata={
+            "help": "generate the warm-up's own EgoSynth pool with these settings (seed: the run's + 1, so it never "
+            "repeats the training pool); only when warmup_data is None"
+        },
+    )
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
-    report_to: str | list[str] = field(default="none", metadata={
-        "help": "trackers for every stage (warm-up, selection, training, evaluation) that leaves its own "
-                "report_to at none: none, tensorboard, wandb, trackio, or a list (docs/training.md)"})
+    report_to: str | list[str] = field(
+        default="none",
+        metadata={
+            "help": "trackers for every stage (warm-up, selection, training, evaluation) that leaves its own "
+            "report_to at none: none, tensorboard, wandb, trackio, or a list (docs/training.md)"
+        },
+    )
 
     def __post_init__(self):
         from ego3s.eval.benchmarks import get_benchmark
@@ -91,7 +110,7 @@ def _tracked(cfg: RunConfig, stage):
 def versions() -> dict:
     import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for d in ("ego3s", "torch", "transformers", "trl", "accelerate", "datasets"):
         try:
             out[d] = md.version(d)
@@ -102,8 +121,12 @@ def versions() -> dict:
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).parent).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -118,8 +141,9 @@ class Run:
         import json
 
         self.manifest = json.loads(self.path.read_text()) if self.path.exists() else {"stages": {}}
-        self.manifest.update(config=dataclasses.asdict(cfg), versions=versions(), git_commit=git_commit(),
-                             seeds={"run": cfg.seed})
+        self.manifest.update(
+            config=dataclasses.asdict(cfg), versions=versions(), git_commit=git_commit(), seeds={"run": cfg.seed}
+        )
         self.save()
 
     def save(self) -> None:
@@ -133,7 +157,7 @@ class Run:
 
     def reset_from(self, stage: str) -> None:
         stages = getattr(self, "stages", STAGES)
-        for s in stages[stages.index(stage):]:
+        for s in stages[stages.index(stage) :]:
             self.manifest["stages"].pop(s, None)
             shutil.rmtree(self.dir / s, ignore_errors=True)
         self.save()
@@ -152,14 +176,17 @@ class Run:
             else:
                 diff = describe_diff(entry.get("inputs", {}), inputs[stage])
                 why = f"its inputs changed ({diff})" if diff else "an earlier stage was rerun"
-            later = self.stages[self.stages.index(stage) + 1:]
-            echo(f"[{stage}] reruns with {', '.join(later) or 'nothing after it'}: {why}; its earlier outputs "
-                 f"are deleted")
+            later = self.stages[self.stages.index(stage) + 1 :]
+            echo(
+                f"[{stage}] reruns with {', '.join(later) or 'nothing after it'}: {why}; its earlier outputs "
+                f"are deleted"
+            )
             self.reset_from(stage)
             return
 
-    def run_stage(self, stage: str, fn: Callable[[], dict], echo: Callable[[str], None],
-                  inputs: dict | None = None) -> dict:
+    def run_stage(
+        self, stage: str, fn: Callable[[], dict], echo: Callable[[str], None], inputs: dict | None = None
+    ) -> dict:
         if self.done(stage):
             echo(f"[{stage}] done already, skipping")
             return self.outputs(stage)
@@ -179,8 +206,15 @@ class Run:
 
 
 # keys that change how fast or how verbosely a stage runs, never what it writes
-_NOT_INPUTS = ("progress", "verbose", "decode_threads", "video_identity", "dist_timeout_minutes", "report_to",
-               "tracking_step")
+_NOT_INPUTS = (
+    "progress",
+    "verbose",
+    "decode_threads",
+    "video_identity",
+    "dist_timeout_minutes",
+    "report_to",
+    "tracking_step",
+)
 
 
 def _strip(d):
@@ -208,19 +242,35 @@ def stage_inputs(cfg: RunConfig) -> dict[str, dict]:
 
         model = {"path": str(Path(cfg.model).resolve()), "fingerprint": model_fingerprint(cfg.model)}
     a = dataclasses.asdict
-    return _strip({
-        "data": {"seed": cfg.seed, "data": pool(cfg.data), "egosynth": None if cfg.data else a(cfg.egosynth)},
-        "model": {"seed": cfg.seed, "model": model},
-        "warmup": {"seed": cfg.seed, "enabled": cfg.warmup_enabled, **({
-            "warmup": a(cfg.warmup), "warmup_data": pool(cfg.warmup_data),
-            "warmup_egosynth": a(cfg.warmup_egosynth) if cfg.warmup_egosynth and not cfg.warmup_data else None}
-            if cfg.warmup_enabled else {})},
-        "select": {"seed": cfg.seed, "selection": a(cfg.selection)},
-        "train": {"seed": cfg.seed, "training": a(cfg.training)},
-        "eval": {"eval_data": list(cfg.eval_data), "evaluation": a(cfg.evaluation),
-                 "benchmarks": benchmark_identities(cfg)},
-        "report": {},
-    })
+    return _strip(
+        {
+            "data": {"seed": cfg.seed, "data": pool(cfg.data), "egosynth": None if cfg.data else a(cfg.egosynth)},
+            "model": {"seed": cfg.seed, "model": model},
+            "warmup": {
+                "seed": cfg.seed,
+                "enabled": cfg.warmup_enabled,
+                **(
+                    {
+                        "warmup": a(cfg.warmup),
+                        "warmup_data": pool(cfg.warmup_data),
+                        "warmup_egosynth": a(cfg.warmup_egosynth)
+                        if cfg.warmup_egosynth and not cfg.warmup_data
+                        else None,
+                    }
+                    if cfg.warmup_enabled
+                    else {}
+                ),
+            },
+            "select": {"seed": cfg.seed, "selection": a(cfg.selection)},
+            "train": {"seed": cfg.seed, "training": a(cfg.training)},
+            "eval": {
+                "eval_data": list(cfg.eval_data),
+                "evaluation": a(cfg.evaluation),
+                "benchmarks": benchmark_identities(cfg),
+            },
+            "report": {},
+        }
+    )
 
 
 def benchmark_identities(cfg: RunConfig) -> dict:
@@ -328,19 +378,27 @@ def _run_pipeline(cfg: RunConfig, from_stage: str | None, echo: Callable[[str], 
     def select() -> dict:
         from ego3s.select.run import run_selection
 
-        sc = _tracked(cfg, dataclasses.replace(cfg.selection, data=pool, model=start, out=str(d / "select"),
-                                               seed=cfg.seed))
+        sc = _tracked(
+            cfg, dataclasses.replace(cfg.selection, data=pool, model=start, out=str(d / "select"), seed=cfg.seed)
+        )
         rep = run_selection(sc)
-        return {"selected": str(d / "select" / "selected.jsonl"), "kept": rep["selected"],
-                "candidates": rep["candidates"]}
+        return {
+            "selected": str(d / "select" / "selected.jsonl"),
+            "kept": rep["selected"],
+            "candidates": rep["candidates"],
+        }
 
     selected = run.run_stage("select", select, echo, inputs)["selected"]
 
     def train() -> dict:
         from ego3s.rl.train import run_training
 
-        tc = _tracked(cfg, dataclasses.replace(cfg.training, model=start, data=selected, candidates=pool,
-                                               out=str(d / "train"), seed=cfg.seed))
+        tc = _tracked(
+            cfg,
+            dataclasses.replace(
+                cfg.training, model=start, data=selected, candidates=pool, out=str(d / "train"), seed=cfg.seed
+            ),
+        )
         trainer = run_training(tc, resume=True)
         return {"model": str(d / "train" / "final"), "steps": trainer.state.global_step}
 
@@ -355,9 +413,17 @@ def _run_pipeline(cfg: RunConfig, from_stage: str | None, echo: Callable[[str], 
             paths.setdefault("EgoSynth", egosynth_dir)
         out = {}
         for tag, path in (("base", start), ("trained", trained)):
-            ec = _tracked(cfg, dataclasses.replace(cfg.evaluation, data=list(cfg.eval_data), model=path, paths=paths,
-                                                   out=str(d / "eval" / tag),
-                                                   tracking_step=trained_steps if tag == "trained" else 0))
+            ec = _tracked(
+                cfg,
+                dataclasses.replace(
+                    cfg.evaluation,
+                    data=list(cfg.eval_data),
+                    model=path,
+                    paths=paths,
+                    out=str(d / "eval" / tag),
+                    tracking_step=trained_steps if tag == "trained" else 0,
+                ),
+            )
             res = run_eval(ec, echo=echo)
             out[tag] = str(d / "eval" / tag / "results.json") if res is not None else None
         return out

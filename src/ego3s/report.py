@@ -36,9 +36,10 @@ import io
 import json
 import math
 import re
+from collections.abc import Callable, Iterable
 from itertools import zip_longest as _zip_longest
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from ego3s.files import read_log, write_text
 
@@ -816,8 +817,8 @@ def section_train(run: Run, refresh_steps: list[int]) -> str:
         parts.append(img_tag(_png(fig), "training curves", "wide"))
     # first vs last
     rows = []
-    for title, keys in panels:
-        for k, lab in keys:
+    for _title, keys in panels:
+        for k, _label in keys:
             _, ys = _points(hist, k)
             if len(ys) >= 2:
                 n = max(1, len(ys) // 10)

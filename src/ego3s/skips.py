@@ -11,7 +11,7 @@ stage.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 class NothingProduced(RuntimeError):
@@ -73,8 +73,12 @@ def from_eval(results: dict) -> dict:
         j = b.get("judge") or {}
         errors = j.get("errors") or {}
         first = next(iter(errors.items()), None)
-        add(out, f"{name}: judge failed", j.get("judge_failed") or 0,
-            f"sample {first[0]!r}: {first[1]}" if first else None)
+        add(
+            out,
+            f"{name}: judge failed",
+            j.get("judge_failed") or 0,
+            f"sample {first[0]!r}: {first[1]}" if first else None,
+        )
     return out
 
 
@@ -97,9 +101,9 @@ def of_run(run_dir) -> dict[str, dict]:
         n = sum(1 for line in warm.read_text().splitlines() if line.strip())
         add(out.setdefault("warmup", {}), "unreadable clip", n, str(warm))
     for stage, path in (("select", d / "select" / "report.json"), ("train", d / "train" / "training_config.json")):
-        if (s := read(path).get("skips")):
+        if s := read(path).get("skips"):
             out[stage] = s
     for res in sorted((d / "eval").glob("*/results.json")):
-        if (s := read(res).get("skips")):
+        if s := read(res).get("skips"):
             out[f"eval {res.parent.name}"] = s
     return {k: v for k, v in out.items() if v}

@@ -20,9 +20,10 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 REPORTERS = ("tensorboard", "wandb", "trackio")
 # the Python package each tracker needs (tensorboard: SummaryWriter's event-file writer)
@@ -53,8 +54,9 @@ def check_installed(names: Iterable[str], where: str = "report_to") -> None:
         pkg = PACKAGES[n]
         if importlib.util.find_spec(pkg) is None:
             hint = " (offline: WANDB_MODE=offline)" if n == "wandb" else ""
-            raise ModuleNotFoundError(f"{where}: {n!r} needs the Python package {pkg!r}, which is not installed: "
-                                      f"pip install {pkg}{hint}")
+            raise ModuleNotFoundError(
+                f"{where}: {n!r} needs the Python package {pkg!r}, which is not installed: pip install {pkg}{hint}"
+            )
 
 
 def trainer_report_to(value, where: str = "report_to") -> list[str]:
@@ -78,7 +80,7 @@ def tensorboard_dir(out: str | os.PathLike) -> Path:
 def _plain(config: Any) -> dict:
     if config is None:
         return {}
-    if is_dataclass(config):
+    if is_dataclass(config) and not isinstance(config, type):
         config = asdict(config)
     return {k: v for k, v in dict(config).items()}
 
@@ -91,8 +93,7 @@ class Tracker:
     """The open trackers of one stage. Non-numeric and non-finite values are skipped (trackers
     reject them or plot them as gaps)."""
 
-    def __init__(self, names: Sequence[str], out: str | os.PathLike, run_name: str | None = None,
-                 config: Any = None):
+    def __init__(self, names: Sequence[str], out: str | os.PathLike, run_name: str | None = None, config: Any = None):
         self.names = list(names)
         self.tb = self.wandb = self.trackio = None
         self.logdir: Path | None = None
@@ -107,8 +108,9 @@ class Tracker:
             import wandb
 
             # a run already open in this process (e.g. the Trainer's) is reused; WANDB_MODE=offline works
-            self.wandb = wandb.run or wandb.init(project=os.environ.get("WANDB_PROJECT", "huggingface"),
-                                                 name=run_name, dir=str(out), config=cfg)
+            self.wandb = wandb.run or wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "huggingface"), name=run_name, dir=str(out), config=cfg
+            )
         if "trackio" in self.names:
             import trackio
 
@@ -141,9 +143,11 @@ class Tracker:
             self.wandb.log({tag: wandb.Histogram(vals)}, step=step)
         if self.trackio is not None:  # summary statistics: portable across trackio versions
             s = sorted(vals)
-            q = lambda p: s[min(len(s) - 1, int(p * (len(s) - 1) + 0.5))]  # noqa: E731
-            self.trackio.log({f"{tag}/mean": sum(s) / len(s), f"{tag}/p10": q(0.1), f"{tag}/p50": q(0.5),
-                              f"{tag}/p90": q(0.9)}, step=step)
+            q = lambda p: s[min(len(s) - 1, int(p * (len(s) - 1) + 0.5))]  # noqa: E731 - a one-line quantile
+            self.trackio.log(
+                {f"{tag}/mean": sum(s) / len(s), f"{tag}/p10": q(0.1), f"{tag}/p50": q(0.5), f"{tag}/p90": q(0.9)},
+                step=step,
+            )
 
     def close(self) -> None:
         if self.tb is not None:
@@ -153,15 +157,16 @@ class Tracker:
         # a W&B / trackio run is finished by whoever started the process's run: a pipeline keeps
         # one run across stages; `finish()` at exit is automatic for both
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def open_tracker(report_to, out: str | os.PathLike, run_name: str | None = None, config: Any = None,
-                 where: str = "report_to") -> Tracker:
+def open_tracker(
+    report_to, out: str | os.PathLike, run_name: str | None = None, config: Any = None, where: str = "report_to"
+) -> Tracker:
     """A `Tracker` for `report_to` (empty: logs nowhere, costs nothing)."""
     return Tracker(report_to_list(report_to, where), out, run_name, config)
 
@@ -173,8 +178,10 @@ def ecr_metrics(curriculum, decision: dict | None) -> dict[str, float]:
     zero-variance share, the pool size, and at the end of a window its mean, the reference and
     the variance ratio (window mean / reference; < lambda_s triggers a refresh)."""
     mon = curriculum.monitor
-    out: dict[str, float] = {"ecr/pool_size": float(len(curriculum.active)),
-                             "ecr/refreshes": float(curriculum.refreshes)}
+    out: dict[str, float] = {
+        "ecr/pool_size": float(len(curriculum.active)),
+        "ecr/refreshes": float(curriculum.refreshes),
+    }
     if mon.get("step_variance"):
         out["ecr/step_variance"] = float(mon["step_variance"][-1][1])
     if mon.get("zero_share"):
@@ -204,8 +211,12 @@ def selection_metrics(funnel: Mapping[str, Any]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------- evaluation
-def eval_metrics(benchmark: str, split: str, metrics: Mapping[str, Any],
-                 breakdowns: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None) -> dict[str, float]:
+def eval_metrics(
+    benchmark: str,
+    split: str,
+    metrics: Mapping[str, Any],
+    breakdowns: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+) -> dict[str, float]:
     """`eval/<benchmark>/<split>/<metric>` for every numeric metric, and
     `eval/<benchmark>/<split>/<by>/<group>/<metric>` for the breakdowns (per dimension, domain, ...)."""
     base = f"eval/{benchmark}/{split}"

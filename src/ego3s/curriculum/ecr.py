@@ -18,9 +18,9 @@ import json
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.data import Sampler
@@ -34,8 +34,16 @@ STATE_FILE = "ecr_state.json"
 
 
 class Curriculum:
-    def __init__(self, cfg: ECRConfig, all_ids: list[str], active: list[str], seed: int = 0,
-                 out: str | Path | None = None, meta: dict[str, dict] | None = None, writer: bool = True):
+    def __init__(
+        self,
+        cfg: ECRConfig,
+        all_ids: list[str],
+        active: list[str],
+        seed: int = 0,
+        out: str | Path | None = None,
+        meta: dict[str, dict] | None = None,
+        writer: bool = True,
+    ):
         """`writer`: whether this process appends to the event log (one per run, the main process)."""
         self.cfg, self.seed, self.writer = cfg, seed, writer
         self.all_ids = list(all_ids)
@@ -60,11 +68,21 @@ class Curriculum:
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict:
         summary = self.usage_summary()
-        return {"active": self.active, "monitor": self.monitor, "outcomes": self.outcomes,
-                "refreshes": self.refreshes, "refreshes_used": summary["refreshes_used"],
-                "refresh_usage": summary["per_refresh"], "usage_totals": summary["totals"],
-                "schedule": self.schedule, "usage": self.usage, "trained_steps": self.trained_steps,
-                "config": asdict(self.cfg), "seed": self.seed, "epoch_size": self.epoch_size}
+        return {
+            "active": self.active,
+            "monitor": self.monitor,
+            "outcomes": self.outcomes,
+            "refreshes": self.refreshes,
+            "refreshes_used": summary["refreshes_used"],
+            "refresh_usage": summary["per_refresh"],
+            "usage_totals": summary["totals"],
+            "schedule": self.schedule,
+            "usage": self.usage,
+            "trained_steps": self.trained_steps,
+            "config": asdict(self.cfg),
+            "seed": self.seed,
+            "epoch_size": self.epoch_size,
+        }
 
     def load_state_dict(self, d: dict) -> None:
         self.active, self.monitor = list(d["active"]), d["monitor"]
@@ -110,12 +128,24 @@ class Curriculum:
             after = max(0, done - t) if (t is not None and done is not None) else 0
             drawn = len(u["drawn"])
             used = after > 0 and (drawn > 0 if u["added"] else u["removed"] > 0)
-            rows.append({"step": u["step"], "added": len(u["added"]), "removed": u["removed"],
-                         "steps_after": after, "added_drawn": drawn, "added_draws": sum(u["drawn"].values()),
-                         "used": used})
-        totals = {"refreshes": len(rows), "refreshes_used": sum(r["used"] for r in rows),
-                  "steps_after": sum(r["steps_after"] for r in rows),
-                  "added": sum(r["added"] for r in rows), "added_drawn": sum(r["added_drawn"] for r in rows)}
+            rows.append(
+                {
+                    "step": u["step"],
+                    "added": len(u["added"]),
+                    "removed": u["removed"],
+                    "steps_after": after,
+                    "added_drawn": drawn,
+                    "added_draws": sum(u["drawn"].values()),
+                    "used": used,
+                }
+            )
+        totals = {
+            "refreshes": len(rows),
+            "refreshes_used": sum(r["used"] for r in rows),
+            "steps_after": sum(r["steps_after"] for r in rows),
+            "added": sum(r["added"] for r in rows),
+            "added_drawn": sum(r["added_drawn"] for r in rows),
+        }
         return {"per_refresh": rows, "totals": totals, "refreshes_used": totals["refreshes_used"]}
 
     # ---------------------------------------------------------------- per step
@@ -139,7 +169,7 @@ class Curriculum:
             acc = r["rewards"].get("accuracy") or []
             hist = self.outcomes.setdefault(r["sample_id"], [])
             hist.append(bool(acc) and all(a is not None and a >= 1.0 for a in acc))
-            del hist[:-self.cfg.mastered_window]
+            del hist[: -self.cfg.mastered_window]
             if all(isinstance(x, (int, float)) and math.isfinite(x) for x in tot):
                 rewards += tot
             else:  # an unscorable completion (null or NaN total): reading it as 0 would fake variance
@@ -179,14 +209,28 @@ class Curriculum:
         for i in added:
             self.outcomes.pop(i, None)
         self.refreshes += 1
-        self.usage.append({"step": step, "added": list(added), "removed": len(set(before) - set(self.active)),
-                           "first_batch_step": None, "drawn": {}})
-        event = {"ratio": decision["ratio"], "window_mean": decision["window_mean"],
-                 "reference": decision["reference"], "pool_before": len(before), "pool_after": len(self.active),
-                 "removed": sorted(set(before) - set(self.active)), "added": added,
-                 "probed": decision.get("probed"), "high_value": len(high_value),
-                 "atypical_share_before": self.atypical_share(before),
-                 "atypical_share_after": self.atypical_share(self.active)}
+        self.usage.append(
+            {
+                "step": step,
+                "added": list(added),
+                "removed": len(set(before) - set(self.active)),
+                "first_batch_step": None,
+                "drawn": {},
+            }
+        )
+        event = {
+            "ratio": decision["ratio"],
+            "window_mean": decision["window_mean"],
+            "reference": decision["reference"],
+            "pool_before": len(before),
+            "pool_after": len(self.active),
+            "removed": sorted(set(before) - set(self.active)),
+            "added": added,
+            "probed": decision.get("probed"),
+            "high_value": len(high_value),
+            "atypical_share_before": self.atypical_share(before),
+            "atypical_share_after": self.atypical_share(self.active),
+        }
         if "atypical_share_probed" in decision:  # what CSM with the current policy keeps, against what it saw
             event["atypical_share_probed"] = decision["atypical_share_probed"]
             event["atypical_share_high_value"] = self.atypical_share(high_value)
@@ -206,8 +250,9 @@ class PoolSampler(Sampler):
     """TRL's repeat structure over the curriculum's current active pool (indices into the
     training dataset). Deterministic by seed; every rank draws the same sequence."""
 
-    def __init__(self, curriculum: Curriculum, mini_repeat_count: int, batch_size: int, repeat_count: int,
-                 seed: int = 0):
+    def __init__(
+        self, curriculum: Curriculum, mini_repeat_count: int, batch_size: int, repeat_count: int, seed: int = 0
+    ):
         self.cur, self.g, self.batch_size, self.repeat = curriculum, mini_repeat_count, batch_size, repeat_count
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -227,7 +272,7 @@ class PoolSampler(Sampler):
             order = [o for o in order if o in set(live)]  # the pool may have changed: drop stale entries
             while len(order) < self.batch_size:
                 order += [live[p] for p in torch.randperm(len(live), generator=self.generator).tolist()]
-            chunk, order = order[:self.batch_size], order[self.batch_size:]
+            chunk, order = order[: self.batch_size], order[self.batch_size :]
             for _ in range(self.repeat):
                 for idx in chunk:
                     yield from [idx] * self.g
@@ -239,8 +284,9 @@ class PoolSampler(Sampler):
         return self._chunks() * self.batch_size * self.g * self.repeat
 
 
-def refresh_with_csm(curriculum: Curriculum, step: int, decision: dict, score_fn: Callable[[list[str]], list[dict]],
-                     dist=None) -> dict:
+def refresh_with_csm(
+    curriculum: Curriculum, step: int, decision: dict, score_fn: Callable[[list[str]], list[dict]], dist=None
+) -> dict:
     """Probe, score with the current policy (`score_fn(ids) -> CSM rows with 'kept'`), refresh.
 
     `dist`: (rank, world, gather_fn, broadcast_fn) under several processes; each rank scores a
@@ -253,11 +299,12 @@ def refresh_with_csm(curriculum: Curriculum, step: int, decision: dict, score_fn
         per = math.ceil(len(probe) / world)
         shard = probe[rank::world]
         shard = shard + shard[:1] * (per - len(shard)) if shard else probe[:1] * per
-        rows = {r["id"]: r for part in gather(score_fn(shard)) for r in part}
-        rows = [rows[i] for i in probe if i in rows]
+        by_id = {r["id"]: r for part in gather(score_fn(shard)) for r in part}
+        rows = [by_id[i] for i in probe if i in by_id]
     high = [r["id"] for r in rows if r.get("kept")]
     event = curriculum.apply_refresh(
-        step, {**decision, "probed": len(probe), "atypical_share_probed": curriculum.atypical_share(probe)}, high)
+        step, {**decision, "probed": len(probe), "atypical_share_probed": curriculum.atypical_share(probe)}, high
+    )
     if dist is not None:
         curriculum.active = dist[3](curriculum.active)
         pools = {tuple(p) for p in dist[2](curriculum.active)}
@@ -290,8 +337,13 @@ class ECRCallback(TrainerCallback):
         self.cur.trained_steps = int(state.global_step)
         if state.is_world_process_zero:
             t = self.cur.usage_summary()["totals"]
-            log.info("ECR: %d refresh(es), %d used; %d added sample(s), %d of them drawn after their refresh",
-                     t["refreshes"], t["refreshes_used"], t["added"], t["added_drawn"])
+            log.info(
+                "ECR: %d refresh(es), %d used; %d added sample(s), %d of them drawn after their refresh",
+                t["refreshes"],
+                t["refreshes_used"],
+                t["added"],
+                t["added_drawn"],
+            )
         if state.is_world_process_zero and self.cur.out is not None:
             write_json(self.cur.out / STATE_FILE, self.cur.state_dict())
             plot_timeline(self.cur, self.cur.out / "ecr_timeline.png")
@@ -323,8 +375,14 @@ def plot_timeline(cur: Curriculum, path: Path) -> None:
         ax.plot(ws, wm, "o-", lw=1.5, label=f"window mean ({cur.cfg.monitoring_interval} steps)")
     for e in cur.monitor["events"]:
         ax.axvline(e["step"], color="r", ls="--", lw=1)
-        ax.annotate(f"refresh\n{e['pool_before']}→{e['pool_after']}", (e["step"], ax.get_ylim()[1]),
-                    fontsize=7, color="r", va="top", ha="left")
+        ax.annotate(
+            f"refresh\n{e['pool_before']}→{e['pool_after']}",
+            (e["step"], ax.get_ylim()[1]),
+            fontsize=7,
+            color="r",
+            va="top",
+            ha="left",
+        )
     ax.set_xlabel("step")
     ax.set_ylabel("reward variance")
     ax.legend(fontsize=8, loc="upper right")

@@ -19,25 +19,44 @@ MONITORING_UNITS = ("steps", "prompts")
 @dataclass
 class ECRConfig:
     ecr: bool = field(default=True, metadata={"help": "evolving curriculum recuration on/off"})
-    lambda_s: float = field(default=0.6, metadata={
-        "help": "stagnation when a window's mean reward variance / the reference window's < lambda_s"})
-    monitoring_interval: int = field(default=800, metadata={
-        "help": "length of a monitoring window, in `monitoring_unit`s; the first comparison (and so the first "
-                "possible refresh) comes after two windows. 800 prompts: the paper's 100 per-device generation "
-                "steps on 8 GPUs at one prompt (8 completions) per device and step, a quarter of an epoch of "
-                "3,180 samples (docs/training.md)"})
-    monitoring_unit: str = field(default="prompts", metadata={
-        "help": "what monitoring_interval counts: prompts (prompts drawn into training batches over all "
-                "devices, so the same on 1 or N GPUs) or steps (optimizer steps)"})
+    lambda_s: float = field(
+        default=0.6,
+        metadata={"help": "stagnation when a window's mean reward variance / the reference window's < lambda_s"},
+    )
+    monitoring_interval: int = field(
+        default=800,
+        metadata={
+            "help": "length of a monitoring window, in `monitoring_unit`s; the first comparison (and so the first "
+            "possible refresh) comes after two windows. 800 prompts: the paper's 100 per-device generation "
+            "steps on 8 GPUs at one prompt (8 completions) per device and step, a quarter of an epoch of "
+            "3,180 samples (docs/training.md)"
+        },
+    )
+    monitoring_unit: str = field(
+        default="prompts",
+        metadata={
+            "help": "what monitoring_interval counts: prompts (prompts drawn into training batches over all "
+            "devices, so the same on 1 or N GPUs) or steps (optimizer steps)"
+        },
+    )
     probing_set_size: int = field(default=500, metadata={"help": "samples re-scored with CSM at a refresh"})
-    mastered_window: int = field(default=2, metadata={
-        "help": "a sample is mastered when its last `mastered_window` groups were all correct"})
+    mastered_window: int = field(
+        default=2, metadata={"help": "a sample is mastered when its last `mastered_window` groups were all correct"}
+    )
     min_pool_size: int = field(default=8, metadata={"help": "never shrink the active pool below this"})
 
     def __post_init__(self):
-        check_fields(self, choices={"monitoring_unit": MONITORING_UNITS},
-                     ranges={"lambda_s": "(0, inf)", "monitoring_interval": "[1, inf)", "probing_set_size": "[0, inf)",
-                             "mastered_window": "[1, inf)", "min_pool_size": "[0, inf)"})
+        check_fields(
+            self,
+            choices={"monitoring_unit": MONITORING_UNITS},
+            ranges={
+                "lambda_s": "(0, inf)",
+                "monitoring_interval": "[1, inf)",
+                "probing_set_size": "[0, inf)",
+                "mastered_window": "[1, inf)",
+                "min_pool_size": "[0, inf)",
+            },
+        )
 
 
 def group_stats(rewards: list[float], group_size: int) -> tuple[float, float]:
@@ -48,7 +67,7 @@ def group_stats(rewards: list[float], group_size: int) -> tuple[float, float]:
         raise ValueError(f"{len(rewards)} rewards do not split into groups of {group_size}")
     variances = []
     for i in range(0, len(rewards), group_size):
-        g = rewards[i:i + group_size]
+        g = rewards[i : i + group_size]
         mu = sum(g) / len(g)
         variances.append(sum((x - mu) * (x - mu) for x in g) / len(g))  # overflows to inf, never raises
     n = len(variances)
@@ -56,8 +75,14 @@ def group_stats(rewards: list[float], group_size: int) -> tuple[float, float]:
 
 
 def new_state() -> dict:
-    return {"step_variance": [], "current": [], "current_units": 0.0, "window_means": [], "reference": None,
-            "events": []}
+    return {
+        "step_variance": [],
+        "current": [],
+        "current_units": 0.0,
+        "window_means": [],
+        "reference": None,
+        "events": [],
+    }
 
 
 def _ratio(window: float, reference: float, eps: float = 1e-12) -> float:
@@ -86,8 +111,13 @@ def observe(state: dict, step: int, variance: float, cfg: ECRConfig, units: floa
         state["reference"] = mean
         return {"step": step, "window_mean": mean, "reference": mean, "ratio": 1.0, "stagnant": False}
     ratio = _ratio(mean, state["reference"])
-    return {"step": step, "window_mean": mean, "reference": state["reference"], "ratio": ratio,
-            "stagnant": ratio < cfg.lambda_s}
+    return {
+        "step": step,
+        "window_mean": mean,
+        "reference": state["reference"],
+        "ratio": ratio,
+        "stagnant": ratio < cfg.lambda_s,
+    }
 
 
 def mark_refresh(state: dict, step: int, event: dict) -> None:
@@ -116,21 +146,35 @@ def plan(cfg: ECRConfig, planned_steps: int, steps_per_batch: float = 1.0, promp
             step = int(math.floor(i * steps_per_batch + 1e-9))  # global_step when batch i is generated
             refresh_steps.append(step)
             possible += i < batches - 1
-    return {"planned_steps": planned_steps, "monitoring_interval": cfg.monitoring_interval,
-            "monitoring_unit": cfg.monitoring_unit, "units_per_batch": units, "steps_per_batch": steps_per_batch,
-            "generation_batches": batches, "windows": windows,
-            "first_possible_refresh_step": refresh_steps[0] if refresh_steps else None,
-            "refresh_steps_possible": refresh_steps, "refreshes_possible": possible}
+    return {
+        "planned_steps": planned_steps,
+        "monitoring_interval": cfg.monitoring_interval,
+        "monitoring_unit": cfg.monitoring_unit,
+        "units_per_batch": units,
+        "steps_per_batch": steps_per_batch,
+        "generation_batches": batches,
+        "windows": windows,
+        "first_possible_refresh_step": refresh_steps[0] if refresh_steps else None,
+        "refresh_steps_possible": refresh_steps,
+        "refreshes_possible": possible,
+    }
 
 
 def plan_message(p: dict) -> str:
     """One line for the training log (a warning when no refresh can take effect)."""
-    where = (f"first possible refresh at step {p['first_possible_refresh_step']}"
-             if p["first_possible_refresh_step"] is not None else "no refresh possible")
-    head = (f"ECR schedule: {p['planned_steps']} planned optimizer steps, windows of {p['monitoring_interval']} "
-            f"{p['monitoring_unit']} ({p['units_per_batch']:g} per generation batch), {p['windows']} full window(s); "
-            f"{where}; at most {p['refreshes_possible']} refresh(es) that training can use")
+    where = (
+        f"first possible refresh at step {p['first_possible_refresh_step']}"
+        if p["first_possible_refresh_step"] is not None
+        else "no refresh possible"
+    )
+    head = (
+        f"ECR schedule: {p['planned_steps']} planned optimizer steps, windows of {p['monitoring_interval']} "
+        f"{p['monitoring_unit']} ({p['units_per_batch']:g} per generation batch), {p['windows']} full window(s); "
+        f"{where}; at most {p['refreshes_possible']} refresh(es) that training can use"
+    )
     if p["refreshes_possible"]:
         return head
-    return (head + ". ECR cannot change this run: the first comparison needs two full windows and a refresh "
-            "needs a generation batch after it; lower ecr.monitoring_interval or train longer")
+    return (
+        head + ". ECR cannot change this run: the first comparison needs two full windows and a refresh "
+        "needs a generation batch after it; lower ecr.monitoring_interval or train longer"
+    )

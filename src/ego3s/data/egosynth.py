@@ -30,16 +30,34 @@ import os
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from ego3s.data.egosynth_render import (MARGIN, E, G, P, R, background, decode_mp4, draw, encode_mp4, place,
-                                        prim_mask, to_image, to_packed, to_rgb, union_extent, visible_extent, warp)
 from ego3s.config import ConfigError, check_fields
+from ego3s.data.egosynth_render import (
+    MARGIN,
+    E,
+    G,
+    P,
+    R,
+    background,
+    decode_mp4,
+    draw,
+    encode_mp4,
+    place,
+    prim_mask,
+    to_image,
+    to_packed,
+    to_rgb,
+    union_extent,
+    visible_extent,
+    warp,
+)
 from ego3s.data.io import read_jsonl, write_jsonl
 from ego3s.data.schema import LETTERS, Interaction, InteractionObject, Sample, TimedBox
 from ego3s.files import atomic_open, write_json, write_text
@@ -606,7 +624,7 @@ class _Plan:
     obj_scale: float = 1.0            # EgoSynthConfig.object_scale
 
 
-@lru_cache(maxsize=None)
+@cache
 def catalog_of(scenes: int = 6, objects_per_scene: int = 5) -> tuple[tuple[str, ...], dict[str, tuple[str, ...]]]:
     """The first `scenes` scenes and each one's first `objects_per_scene` typical objects."""
     names = SCENE_NAMES[:scenes]
@@ -628,7 +646,7 @@ def _weighted(rng, items: Sequence, weights: Sequence[float]):
     return items[int(rng.choice(len(items), p=w / w.sum()))]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _local_extent(kind: str, name: str, scale: float = 1.0) -> tuple[float, float, float, float]:
     if kind == "obj":
         return union_extent(place(OBJECTS[name].parts, 0.0, 0.0, 0.0, OBJ_SCALE * scale))
@@ -907,7 +925,6 @@ def _question(pl: _Plan, rng: np.random.Generator, cfg: EgoSynthConfig) -> dict:
     text = TEMPLATES[template][1]
     o, d = OBJECTS[pl.obj], DESTINATIONS[pl.dest]
     scene_names, in_use = cfg.catalog()
-    typ = in_use[pl.scene]
     activity = None
     if "{activity}" in text:
         activity = OBJECTS[pl.obj if pl.typical else pl.theme].activity
@@ -1248,7 +1265,7 @@ def audit_samples(samples: Sequence[Sample]) -> dict:
     for oracle, fn in (("prior_only", prior_answer), ("context_only", context_answer)):
         hits = [(s, _correct(s, fn(s))) for s in samples]
 
-        def acc(pred):
+        def acc(pred, hits=hits):
             sel = [h for s, h in hits if pred(s)]
             return round(sum(sel) / len(sel), 4) if sel else None
         res[oracle] = {

@@ -249,7 +249,7 @@ def background(scene: str, variant: int, size: int) -> np.ndarray:
     img = np.zeros((n, n, 3), np.float32)
     yy = (np.arange(n, dtype=np.float32)[:, None] + 0.5) / size - MARGIN  # world y per row
     xx = (np.arange(n, dtype=np.float32)[None, :] + 0.5) / size - MARGIN
-    Y = lambda v: _px(v, size)  # noqa: E731
+    Y = lambda v: _px(v, size)  # noqa: E731 - a one-line scale
     tint = np.array([[1.0, 1.0, 1.0], [1.06, 0.98, 0.92], [0.93, 0.99, 1.07]][variant % 3], np.float32)
 
     def band(y0, y1, col):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ego3s.data.schema import Sample, SampleError
 from ego3s.files import atomic_open
@@ -34,8 +34,9 @@ def _admit(s: Sample, seen: dict[str, int], pos: int, unit: str, base: Path) -> 
     return s
 
 
-def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
-               errors: list[SampleError] | None = None) -> list[Sample]:
+def read_jsonl(
+    path: str | os.PathLike, *, skip_invalid: bool = False, errors: list[SampleError] | None = None
+) -> list[Sample]:
     """Read and validate samples from a JSONL file (or a `save_to_disk` folder: `read_dataset_folder`).
     Invalid records raise SampleError naming file, line, id and field; with `skip_invalid` they are
     appended to `errors` instead, so a long job can count them."""
@@ -54,13 +55,13 @@ def read_jsonl(path: str | os.PathLike, *, skip_invalid: bool = False,
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
-                    raise SampleError(f"not valid UTF-8 ({e.reason} at byte {e.start})")
+                    raise SampleError(f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
                 if not line.strip():
                     continue
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise SampleError(f"not valid JSON ({e.msg} at column {e.colno})")
+                    raise SampleError(f"not valid JSON ({e.msg} at column {e.colno})") from None
                 samples.append(_admit(Sample.from_dict(record), seen, lineno, "line", base))
             except SampleError as e:
                 e = e.located(file=str(path), line=lineno)
@@ -75,9 +76,13 @@ class DataFormatError(ValueError):
     """A data file in another format than the JSONL expected; the message names the file and the format."""
 
 
-_MAGIC = {b"PAR1": "a Parquet file (read it with datasets or pandas and write JSONL)",
-          b"\x1f\x8b": "gzip-compressed (decompress it first)", b"PK\x03\x04": "a zip archive (extract it first)",
-          b"\x89HDF": "an HDF5 file", b"ARROW1": "an Arrow file (read it with datasets and write JSONL)"}
+_MAGIC = {
+    b"PAR1": "a Parquet file (read it with datasets or pandas and write JSONL)",
+    b"\x1f\x8b": "gzip-compressed (decompress it first)",
+    b"PK\x03\x04": "a zip archive (extract it first)",
+    b"\x89HDF": "an HDF5 file",
+    b"ARROW1": "an Arrow file (read it with datasets and write JSONL)",
+}
 
 
 def check_jsonl_format(path: str | os.PathLike) -> None:
@@ -95,16 +100,23 @@ def check_jsonl_format(path: str | os.PathLike) -> None:
         return
     first = text.split(b"\n", 1)[0].strip()
     if text[:1] == b"[":
-        raise DataFormatError(f"{path}: is a JSON array; expected JSONL, one object per line (convert: "
-                              f"jq -c '.[]' {path.name} > {path.stem}.jsonl)")
+        raise DataFormatError(
+            f"{path}: is a JSON array; expected JSONL, one object per line (convert: "
+            f"jq -c '.[]' {path.name} > {path.stem}.jsonl)"
+        )
     if first == b"{":
-        raise DataFormatError(f"{path}: is one JSON document spread over several lines (pretty-printed); "
-                              "expected JSONL, one object per line")
+        raise DataFormatError(
+            f"{path}: is one JSON document spread over several lines (pretty-printed); "
+            "expected JSONL, one object per line"
+        )
     if text[:1] != b"{":
         sep = b"," if b"," in first else b"\t" if b"\t" in first else None
-        kind = {b",": "a CSV table", b"\t": "a TSV table"}.get(sep, "not JSON Lines")
-        raise DataFormatError(f"{path}: looks like {kind} (line 1: {first[:80].decode('utf-8', 'replace')!r}); "
-                              "expected JSONL, one JSON object per line")
+        kinds: dict[bytes | None, str] = {b",": "a CSV table", b"\t": "a TSV table"}
+        kind = kinds.get(sep, "not JSON Lines")
+        raise DataFormatError(
+            f"{path}: looks like {kind} (line 1: {first[:80].decode('utf-8', 'replace')!r}); "
+            "expected JSONL, one JSON object per line"
+        )
 
 
 def write_jsonl(path: str | os.PathLike, samples: Iterable[Sample]) -> int:
@@ -170,8 +182,9 @@ def is_dataset_folder(path: str | os.PathLike) -> bool:
     return p.is_dir() and (p / "state.json").is_file() and (p / "dataset_info.json").is_file()
 
 
-def read_dataset_folder(path: str | os.PathLike, *, skip_invalid: bool = False,
-                        errors: list[SampleError] | None = None) -> list[Sample]:
+def read_dataset_folder(
+    path: str | os.PathLike, *, skip_invalid: bool = False, errors: list[SampleError] | None = None
+) -> list[Sample]:
     """Samples from a `save_to_disk` folder, validated like JSONL records (row numbers from 0 in
     place of line numbers; duplicate ids are an error). A `DatasetDict` folder is refused with the
     split names, since which split to train on is the caller's choice."""
@@ -180,11 +193,15 @@ def read_dataset_folder(path: str | os.PathLike, *, skip_invalid: bool = False,
     path = Path(path)
     if (path / "dataset_dict.json").is_file():
         splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
-        raise ValueError(f"{path}: a DatasetDict folder (splits {splits}); pass one split's folder, "
-                         f"e.g. {path / (splits[0] if splits else 'train')}")
+        raise ValueError(
+            f"{path}: a DatasetDict folder (splits {splits}); pass one split's folder, "
+            f"e.g. {path / (splits[0] if splits else 'train')}"
+        )
     if not is_dataset_folder(path):
-        raise FileNotFoundError(f"{path}: a folder, but not one written by datasets' save_to_disk "
-                                "(no state.json / dataset_info.json); samples are JSONL or such a folder")
+        raise FileNotFoundError(
+            f"{path}: a folder, but not one written by datasets' save_to_disk "
+            "(no state.json / dataset_info.json); samples are JSONL or such a folder"
+        )
     ds = datasets.load_from_disk(str(path))
     base = path.resolve()
     samples: list[Sample] = []
@@ -197,7 +214,7 @@ def read_dataset_folder(path: str | os.PathLike, *, skip_invalid: bool = False,
                     try:
                         d[k] = json.loads(d[k])
                     except json.JSONDecodeError as e:
-                        raise SampleError(f"not valid JSON ({e.msg})", field=k, sample_id=d.get("id"))
+                        raise SampleError(f"not valid JSON ({e.msg})", field=k, sample_id=d.get("id")) from None
             if d.get("meta") is None:
                 d["meta"] = {}
             samples.append(_admit(Sample.from_dict(d), seen, i, "row", base))

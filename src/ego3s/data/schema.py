@@ -19,8 +19,15 @@ BOX_TOLERANCE = 1.0  # seconds a track's first/last box is held beyond its annot
 class SampleError(ValueError):
     """A record that does not fit the schema; says where (file, line, sample id) and which field."""
 
-    def __init__(self, message: str, *, field: str | None = None, sample_id: str | None = None,
-                 file: str | None = None, line: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        sample_id: str | None = None,
+        file: str | None = None,
+        line: int | None = None,
+    ):
         self.message, self.field, self.sample_id, self.file, self.line = message, field, sample_id, file, line
         super().__init__(self._text())
 
@@ -39,10 +46,14 @@ class SampleError(ValueError):
         """What is wrong, without where: the key runs count invalid records by."""
         return f"invalid {self.field}" if self.field else "unreadable record"
 
-    def located(self, *, file: str | None = None, line: int | None = None,
-                sample_id: str | None = None) -> "SampleError":
-        return SampleError(self.message, field=self.field, sample_id=self.sample_id or sample_id,
-                           file=file or self.file, line=line if line is not None else self.line)
+    def located(self, *, file: str | None = None, line: int | None = None, sample_id: str | None = None) -> SampleError:
+        return SampleError(
+            self.message,
+            field=self.field,
+            sample_id=self.sample_id or sample_id,
+            file=file or self.file,
+            line=line if line is not None else self.line,
+        )
 
 
 @dataclass
@@ -115,7 +126,7 @@ class Sample:
         return asdict(self)
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> "Sample":
+    def from_dict(d: dict[str, Any]) -> Sample:
         """Build and validate; raises SampleError naming the field."""
         if not isinstance(d, dict):
             raise SampleError(f"expected a JSON object, got {type(d).__name__}")
@@ -128,12 +139,17 @@ class Sample:
                 if name not in d or d[name] is None:
                     raise SampleError("missing required field", field=name)
             inter = d.get("interaction")
-            s = Sample(**{**d, "interaction": _interaction_from(inter) if inter is not None else None,
-                          "meta": {} if d.get("meta") is None else d["meta"]})
+            s = Sample(
+                **{
+                    **d,
+                    "interaction": _interaction_from(inter) if inter is not None else None,
+                    "meta": {} if d.get("meta") is None else d["meta"],
+                }
+            )
             s.validate()
             return s
         except SampleError as e:
-            raise e.located(sample_id=str(sid) if sid is not None else None)
+            raise e.located(sample_id=str(sid) if sid is not None else None) from None
 
     def validate(self) -> None:
         _typed(self.id, str, "id")
@@ -153,8 +169,10 @@ class Sample:
             if len({o.strip().lower() for o in self.options}) != len(self.options):
                 raise SampleError("options must be distinct", field="options")
             if self.answer not in LETTERS[: len(self.options)]:
-                raise SampleError(f"closeqa answer must be an option letter A..{LETTERS[len(self.options) - 1]}, "
-                                  f"got {self.answer!r}", field="answer")
+                raise SampleError(
+                    f"closeqa answer must be an option letter A..{LETTERS[len(self.options) - 1]}, got {self.answer!r}",
+                    field="answer",
+                )
         elif self.options is not None:
             raise SampleError("openqa samples have no options (use null)", field="options")
         for name in ("video", "image"):
@@ -193,9 +211,11 @@ class Sample:
             tracks.setdefault(b.label, []).append(b.t)
         if not any(min(ts) - BOX_TOLERANCE <= hi and max(ts) + BOX_TOLERANCE >= lo for ts in tracks.values()):
             times = [b.t for b in boxes]
-            raise SampleError(f"every box (times {min(times):g} to {max(times):g} s) lies outside the clip's window "
-                              f"[{lo:g}, {hi:g}] s: the context view would equal the full view",
-                              field="interaction.boxes")
+            raise SampleError(
+                f"every box (times {min(times):g} to {max(times):g} s) lies outside the clip's window "
+                f"[{lo:g}, {hi:g}] s: the context view would equal the full view",
+                field="interaction.boxes",
+            )
 
 
 def _typed(v: Any, t: type, name: str) -> None:
@@ -252,8 +272,10 @@ def _validate_interaction(it: Interaction) -> None:
         if not (0 <= x1 <= 1 and 0 <= y1 <= 1 and 0 <= x2 <= 1 and 0 <= y2 <= 1):
             raise SampleError(f"box coordinates must lie in [0, 1], got {list(b.box)}", field="interaction.boxes.box")
         if x1 >= x2 or y1 >= y2:
-            raise SampleError(f"box needs x1 < x2 and y1 < y2 (a zero-area or inverted box masks nothing), got "
-                              f"{list(b.box)}", field="interaction.boxes.box")
+            raise SampleError(
+                f"box needs x1 < x2 and y1 < y2 (a zero-area or inverted box masks nothing), got {list(b.box)}",
+                field="interaction.boxes.box",
+            )
     if it.contact is not None:
         if not isinstance(it.contact, (list, tuple)) or len(it.contact) != 2:
             raise SampleError("contact must be [start, end] in seconds", field="interaction.contact")

@@ -26,10 +26,10 @@ import os
 import re
 import sys
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -73,23 +73,47 @@ class ClipSpec:
     max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap (None: Qwen's rule)"})
     min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor (None: Qwen's default)"})
     backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
-    decode_threads: int | None = field(default=None, metadata={
-        "help": "PyAV: threads that decode one long clip's stretches (None: 1 in a DataLoader worker, "
-                "else min(8, 2 x CPUs / processes on this machine))"})
-    video_identity: str = field(default="stat", metadata={
-        "help": "how a video file is recognised in caches, prediction logs and run identities: stat (path, size, "
-                "modification time) or content (a hash of its bytes: survives copies and touches, reads every "
-                "file once per process)"})
-    blind_mode: str = field(default="blank", metadata={
-        "help": "blind view: blank (same-shape gray clip) or none (no visual entry at all)"})
-    context_fill: str = field(default="mean", metadata={
-        "help": "context view: what fills the interaction boxes, mean (the frame's mean colour) or blur"})
+    decode_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "PyAV: threads that decode one long clip's stretches (None: 1 in a DataLoader worker, "
+            "else min(8, 2 x CPUs / processes on this machine))"
+        },
+    )
+    video_identity: str = field(
+        default="stat",
+        metadata={
+            "help": "how a video file is recognised in caches, prediction logs and run identities: stat (path, size, "
+            "modification time) or content (a hash of its bytes: survives copies and touches, reads every "
+            "file once per process)"
+        },
+    )
+    blind_mode: str = field(
+        default="blank", metadata={"help": "blind view: blank (same-shape gray clip) or none (no visual entry at all)"}
+    )
+    context_fill: str = field(
+        default="mean",
+        metadata={"help": "context view: what fills the interaction boxes, mean (the frame's mean colour) or blur"},
+    )
 
     def __post_init__(self):
-        check_fields(self, choices={"backend": BACKENDS, "video_identity": ("stat", "content"),
-                                    "blind_mode": BLIND_MODES, "context_fill": FILLS},
-                     ranges={"nframes": "[1, inf)", "fps": "(0, inf)", "max_frames": "[1, inf)",
-                             "max_pixels": "[1, inf)", "min_pixels": "[1, inf)", "decode_threads": "[1, inf)"})
+        check_fields(
+            self,
+            choices={
+                "backend": BACKENDS,
+                "video_identity": ("stat", "content"),
+                "blind_mode": BLIND_MODES,
+                "context_fill": FILLS,
+            },
+            ranges={
+                "nframes": "[1, inf)",
+                "fps": "(0, inf)",
+                "max_frames": "[1, inf)",
+                "max_pixels": "[1, inf)",
+                "min_pixels": "[1, inf)",
+                "decode_threads": "[1, inf)",
+            },
+        )
 
     def sampling_kwargs(self) -> dict:
         """The `load_clip` keyword arguments these settings stand for."""
@@ -99,7 +123,7 @@ class ClipSpec:
                 kw[k] = getattr(self, k)
         return kw
 
-    def clip_spec(self) -> "ClipSpec":
+    def clip_spec(self) -> ClipSpec:
         """These settings alone, out of a stage config that inherits them."""
         return ClipSpec(**{k: getattr(self, k) for k in ClipSpec.__dataclass_fields__})
 
@@ -141,8 +165,10 @@ class Clip:
     def __post_init__(self):
         f = self.frames
         if not (isinstance(f, np.ndarray) and f.ndim == 4 and f.shape[-1] == 3 and f.dtype == np.uint8):
-            raise ValueError(f"Clip frames must be a (T, H, W, 3) uint8 array, got "
-                             f"{getattr(f, 'shape', type(f))} {getattr(f, 'dtype', '')}")
+            raise ValueError(
+                f"Clip frames must be a (T, H, W, 3) uint8 array, got "
+                f"{getattr(f, 'shape', type(f))} {getattr(f, 'dtype', '')}"
+            )
         self.timestamps = np.asarray(self.timestamps, dtype=np.float64)
         if self.timestamps.shape != (len(f),):
             raise ValueError(f"Clip has {len(f)} frames but {self.timestamps.shape} timestamps")
@@ -153,19 +179,38 @@ class Clip:
         Qwen2.5-VL processor assumes 24 fps and gets `second_per_grid_ts` wrong."""
         t, h, w = self.frames.shape[:3]
         if self.video_fps and self.indices is not None and self.window_frames:
-            return dict(total_num_frames=int(self.window_frames), fps=float(self.video_fps), width=w,
-                        height=h, duration=self.window_frames / self.video_fps,
-                        video_backend=self.backend, frames_indices=[int(i) for i in self.indices])
+            return dict(
+                total_num_frames=int(self.window_frames),
+                fps=float(self.video_fps),
+                width=w,
+                height=h,
+                duration=self.window_frames / self.video_fps,
+                video_backend=self.backend,
+                frames_indices=[int(i) for i in self.indices],
+            )
         # frames made in memory: describe them as a whole video played at the sampling rate
-        return dict(total_num_frames=t, fps=float(self.fps), width=w, height=h, duration=t / self.fps,
-                    video_backend=self.backend, frames_indices=list(range(t)))
+        return dict(
+            total_num_frames=t,
+            fps=float(self.fps),
+            width=w,
+            height=h,
+            duration=t / self.fps,
+            video_backend=self.backend,
+            frames_indices=list(range(t)),
+        )
 
 
 # ----------------------------------------------------------------------------- sampling rules
 
 
-def smart_resize(height: int, width: int, *, factor: int = IMAGE_FACTOR, min_pixels: int = IMAGE_MIN_PIXELS,
-                 max_pixels: int = IMAGE_MAX_PIXELS) -> tuple[int, int]:
+def smart_resize(
+    height: int,
+    width: int,
+    *,
+    factor: int = IMAGE_FACTOR,
+    min_pixels: int = IMAGE_MIN_PIXELS,
+    max_pixels: int = IMAGE_MAX_PIXELS,
+) -> tuple[int, int]:
     """Qwen's resize rule: both sides multiples of `factor`, area in [min_pixels, max_pixels],
     aspect ratio kept as closely as the grid allows."""
     if height <= 0 or width <= 0:
@@ -187,8 +232,14 @@ def smart_resize(height: int, width: int, *, factor: int = IMAGE_FACTOR, min_pix
     return h, w
 
 
-def frame_window(total_frames: int, video_fps: float, *, start: float | None = None, end: float | None = None,
-                 cutoff: float | None = None) -> tuple[int, int]:
+def frame_window(
+    total_frames: int,
+    video_fps: float,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    cutoff: float | None = None,
+) -> tuple[int, int]:
     """First and last frame index (inclusive) that may be sampled. Frame i is at i / video_fps.
 
     `start`/`end` follow Qwen (`calculate_video_frame_range`): clamped to the video, first frame at
@@ -214,13 +265,22 @@ def frame_window(total_frames: int, video_fps: float, *, start: float | None = N
             before += 1
         last = min(last, before)
     if last < first:
-        raise ValueError(f"no frames in window start={start}, end={end}, cutoff={cutoff} "
-                         f"(video: {total_frames} frames at {video_fps:g} fps)")
+        raise ValueError(
+            f"no frames in window start={start}, end={end}, cutoff={cutoff} "
+            f"(video: {total_frames} frames at {video_fps:g} fps)"
+        )
     return first, last
 
 
-def sample_nframes(total_frames: int, video_fps: float, *, nframes: int | None = None, fps: float = FPS,
-                   min_frames: int = FPS_MIN_FRAMES, max_frames: int = FPS_MAX_FRAMES) -> int:
+def sample_nframes(
+    total_frames: int,
+    video_fps: float,
+    *,
+    nframes: int | None = None,
+    fps: float = FPS,
+    min_frames: int = FPS_MIN_FRAMES,
+    max_frames: int = FPS_MAX_FRAMES,
+) -> int:
     """Qwen's frame count (`smart_nframes`) for a window of `total_frames` frames: `nframes` rounded
     to even, or `fps` frames a second clamped to [min_frames, max_frames] and to the window,
     rounded down to even. Raises ValueError when that is not in [2, total_frames]."""
@@ -234,8 +294,10 @@ def sample_nframes(total_frames: int, video_fps: float, *, nframes: int | None =
         n = min(max(total_frames / video_fps * fps, lo), hi, total_frames)
         n = math.floor(n / FRAME_FACTOR) * FRAME_FACTOR
     if not FRAME_FACTOR <= n <= total_frames:
-        raise ValueError(f"cannot sample {n} frames from a window of {total_frames} "
-                         f"(Qwen needs an even count in [{FRAME_FACTOR}, {total_frames}])")
+        raise ValueError(
+            f"cannot sample {n} frames from a window of {total_frames} "
+            f"(Qwen needs an even count in [{FRAME_FACTOR}, {total_frames}])"
+        )
     return n
 
 
@@ -249,14 +311,23 @@ def sample_indices(first: int, last: int, n: int) -> np.ndarray:
         return np.array([first], dtype=np.int64)
     i = np.arange(n, dtype=np.float32)
     step = np.float32(last - first) / np.float32(n - 1)
-    v = np.where(np.arange(n) < n // 2, np.float32(first) + step * i,
-                 np.float32(last) - step * (np.float32(n - 1) - i)).astype(np.float32)
+    v = np.where(
+        np.arange(n) < n // 2, np.float32(first) + step * i, np.float32(last) - step * (np.float32(n - 1) - i)
+    ).astype(np.float32)
     return np.round(v).astype(np.int64)
 
 
-def video_size(height: int, width: int, nframes: int, *, min_pixels: int = VIDEO_MIN_PIXELS,
-               max_pixels: int | None = None, total_pixels: float = VIDEO_TOTAL_PIXELS,
-               resized_height: int | None = None, resized_width: int | None = None) -> tuple[int, int]:
+def video_size(
+    height: int,
+    width: int,
+    nframes: int,
+    *,
+    min_pixels: int = VIDEO_MIN_PIXELS,
+    max_pixels: int | None = None,
+    total_pixels: float = VIDEO_TOTAL_PIXELS,
+    resized_height: int | None = None,
+    resized_width: int | None = None,
+) -> tuple[int, int]:
     """Frame size for a clip of `nframes` frames, as Qwen's `fetch_video` computes it: the per-frame
     cap is min(VIDEO_MAX_PIXELS, total_pixels spread over nframes / 2 temporal patches), never
     below 1.05 * min_pixels; a `max_pixels` above that cap is ignored. `resized_height` and
@@ -272,13 +343,24 @@ def video_size(height: int, width: int, nframes: int, *, min_pixels: int = VIDEO
 # ----------------------------------------------------------------------------- loading
 
 
-def load_clip(path: str | os.PathLike, *, start: float | None = None, end: float | None = None,
-              cutoff: float | None = None, nframes: int | None = None, fps: float = FPS,
-              min_frames: int = FPS_MIN_FRAMES, max_frames: int = FPS_MAX_FRAMES,
-              min_pixels: int = VIDEO_MIN_PIXELS, max_pixels: int | None = None,
-              total_pixels: float = VIDEO_TOTAL_PIXELS, resized_height: int | None = None,
-              resized_width: int | None = None, backend: str = "pyav",
-              decode_threads: int | None = None) -> Clip:
+def load_clip(
+    path: str | os.PathLike,
+    *,
+    start: float | None = None,
+    end: float | None = None,
+    cutoff: float | None = None,
+    nframes: int | None = None,
+    fps: float = FPS,
+    min_frames: int = FPS_MIN_FRAMES,
+    max_frames: int = FPS_MAX_FRAMES,
+    min_pixels: int = VIDEO_MIN_PIXELS,
+    max_pixels: int | None = None,
+    total_pixels: float = VIDEO_TOTAL_PIXELS,
+    resized_height: int | None = None,
+    resized_width: int | None = None,
+    backend: str = "pyav",
+    decode_threads: int | None = None,
+) -> Clip:
     """Decode the frames Qwen2.5-VL would sample from `path` and resize them to its grid.
 
     `start`/`end`: window in seconds; `cutoff`: only frames strictly before it. `nframes`, when
@@ -295,8 +377,9 @@ def load_clip(path: str | os.PathLike, *, start: float | None = None, end: float
     try:
         try:
             first, last = frame_window(total, video_fps, start=start, end=end, cutoff=cutoff)
-            n = sample_nframes(last - first + 1, video_fps, nframes=nframes, fps=fps,
-                               min_frames=min_frames, max_frames=max_frames)
+            n = sample_nframes(
+                last - first + 1, video_fps, nframes=nframes, fps=fps, min_frames=min_frames, max_frames=max_frames
+            )
         except ValueError as e:
             raise VideoError(f"{path}: {e}") from None
         indices = sample_indices(first, last, n)
@@ -307,9 +390,18 @@ def load_clip(path: str | os.PathLike, *, start: float | None = None, end: float
                 if not size:
                     _check_source_size(path, rgb.shape[0], rgb.shape[1])
                     try:
-                        size.append(video_size(rgb.shape[0], rgb.shape[1], n, min_pixels=min_pixels,
-                                               max_pixels=max_pixels, total_pixels=total_pixels,
-                                               resized_height=resized_height, resized_width=resized_width))
+                        size.append(
+                            video_size(
+                                rgb.shape[0],
+                                rgb.shape[1],
+                                n,
+                                min_pixels=min_pixels,
+                                max_pixels=max_pixels,
+                                total_pixels=total_pixels,
+                                resized_height=resized_height,
+                                resized_width=resized_width,
+                            )
+                        )
                     except ValueError as e:
                         raise VideoError(f"{path}: {e}") from None
             return _resize(rgb, size[0])
@@ -319,9 +411,16 @@ def load_clip(path: str | os.PathLike, *, start: float | None = None, end: float
         close()
     if len(frames) != n:
         raise VideoError(f"{path}: decoded {len(frames)} of {n} frames")
-    return Clip(frames=np.stack(frames), timestamps=indices / video_fps, fps=n / (last - first + 1) * video_fps,
-                source=path, video_fps=video_fps, indices=indices, window_frames=last - first + 1,
-                backend=backend)
+    return Clip(
+        frames=np.stack(frames),
+        timestamps=indices / video_fps,
+        fps=n / (last - first + 1) * video_fps,
+        source=path,
+        video_fps=video_fps,
+        indices=indices,
+        window_frames=last - first + 1,
+        backend=backend,
+    )
 
 
 def load_sample_clip(sample: Sample, **sampling) -> Clip:
@@ -334,8 +433,14 @@ def load_sample_clip(sample: Sample, **sampling) -> Clip:
         raise VideoError(f"sample {sample.id!r}, field 'video': {e}") from e
 
 
-def load_image(path: str | os.PathLike, *, min_pixels: int = IMAGE_MIN_PIXELS, max_pixels: int = IMAGE_MAX_PIXELS,
-               resized_height: int | None = None, resized_width: int | None = None) -> np.ndarray:
+def load_image(
+    path: str | os.PathLike,
+    *,
+    min_pixels: int = IMAGE_MIN_PIXELS,
+    max_pixels: int = IMAGE_MAX_PIXELS,
+    resized_height: int | None = None,
+    resized_width: int | None = None,
+) -> np.ndarray:
     """An image as (H, W, 3) uint8, resized like Qwen's `fetch_image` (RGBA flattened on white,
     bicubic resize to `smart_resize`'s size)."""
     path = _existing_file(path)
@@ -362,7 +467,7 @@ def load_image(path: str | os.PathLike, *, min_pixels: int = IMAGE_MIN_PIXELS, m
 def _existing_file(path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if path.startswith("file://"):
-        path = path[len("file://"):]
+        path = path[len("file://") :]
     if not os.path.exists(path):
         raise VideoError(f"{path}: no such file")
     if not os.path.isfile(path):
@@ -471,8 +576,9 @@ def _count_packets(container, stream) -> int:
     return n
 
 
-def _pyav_frames(container, stream, indices: Sequence[int], total: int, path: str,
-                 stats: dict | None = None) -> Iterator[np.ndarray]:
+def _pyav_frames(
+    container, stream, indices: Sequence[int], total: int, path: str, stats: dict | None = None
+) -> Iterator[np.ndarray]:
     """Yield the frame at each (ascending) index, decoding as little as possible.
 
     Before each wanted frame, a second, demux-only handle asks the container's index where the
@@ -595,8 +701,11 @@ def _pyav_frames(container, stream, indices: Sequence[int], total: int, path: st
                 current = got
                 if got[0] == w and not variable:
                     break
-            if current is not None and current[0] < w and any(
-                    p > (current[1].pts or 0) and index_of(p) <= w for p in unseen):
+            if (
+                current is not None
+                and current[0] < w
+                and any(p > (current[1].pts or 0) and index_of(p) <= w for p in unseen)
+            ):
                 # a skipped frame lies after the last one decoded and at or before w: it is the answer
                 stats["redone"] += 1
                 skipping = False
@@ -629,7 +738,7 @@ def _open_decord(path: str) -> tuple[int, float, Reader, Callable[[], None]]:
 
     def read(indices: np.ndarray, convert) -> Iterator[np.ndarray]:
         for k in range(0, len(indices), _DECORD_CHUNK):
-            chunk = [int(i) for i in indices[k:k + _DECORD_CHUNK]]
+            chunk = [int(i) for i in indices[k : k + _DECORD_CHUNK]]
             try:
                 batch = vr.get_batch(chunk).asnumpy()
             except Exception as e:
@@ -700,8 +809,15 @@ def sample_view(sample: Sample, view: str, spec: ClipSpec, clip: Clip | None = N
     return None, None  # text-only sample: every view is the same
 
 
-def make_view(clip: Clip, view: str, interaction: Interaction | None = None, *, fill: str = "mean",
-              blind: str = "blank", tolerance: float = BOX_TOLERANCE) -> Clip | None:
+def make_view(
+    clip: Clip,
+    view: str,
+    interaction: Interaction | None = None,
+    *,
+    fill: str = "mean",
+    blind: str = "blank",
+    tolerance: float = BOX_TOLERANCE,
+) -> Clip | None:
     """A counterfactual view of `clip` (a new Clip; the input is never modified).
 
     - `full`: the same frames;
@@ -717,8 +833,9 @@ def make_view(clip: Clip, view: str, interaction: Interaction | None = None, *, 
             return None
         if blind != "blank":
             raise ValueError(f"blind must be 'blank' or 'none', got {blind!r}")
-        return dataclasses.replace(clip, frames=np.full_like(clip.frames, BLANK_VALUE),
-                                   timestamps=clip.timestamps.copy())
+        return dataclasses.replace(
+            clip, frames=np.full_like(clip.frames, BLANK_VALUE), timestamps=clip.timestamps.copy()
+        )
     if view != "context":
         raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
     if fill not in FILLS:
@@ -767,8 +884,12 @@ def box_to_pixels(box: Sequence[float], height: int, width: int) -> tuple[int, i
     """Normalised [x1, y1, x2, y2] -> pixel rows/cols (y0, y1, x0, x1), end-exclusive, rounded
     outwards (floor/ceil) so every pixel the box touches is covered."""
     x1, y1, x2, y2 = box
-    return (min(max(math.floor(y1 * height), 0), height), min(max(math.ceil(y2 * height), 0), height),
-            min(max(math.floor(x1 * width), 0), width), min(max(math.ceil(x2 * width), 0), width))
+    return (
+        min(max(math.floor(y1 * height), 0), height),
+        min(max(math.ceil(y2 * height), 0), height),
+        min(max(math.floor(x1 * width), 0), width),
+        min(max(math.ceil(x2 * width), 0), width),
+    )
 
 
 def mask_frame(frame: np.ndarray, rects: Sequence[tuple[int, int, int, int]], *, fill: str = "mean") -> np.ndarray:

@@ -32,20 +32,29 @@ interaction pixels.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from ego3s.data.video import boxes_at, box_to_pixels
+from ego3s.data.video import box_to_pixels, boxes_at
 
-__all__ = ["cell_coverage", "attention_in_box", "attention_icu", "textual_icu", "named_interaction",
-           "summarize_attention", "counterfactual_reliance", "reliance_scores"]
+__all__ = [
+    "cell_coverage",
+    "attention_in_box",
+    "attention_icu",
+    "textual_icu",
+    "named_interaction",
+    "summarize_attention",
+    "counterfactual_reliance",
+    "reliance_scores",
+]
 
 LAYERS = ("mean", "last")
 
 
 # ----------------------------------------------------------------------------------------------
 # Textual form
+
 
 def named_interaction(think: str, sample) -> bool | None:
     """Whether `think` names one of the sample's annotated interaction objects; None when the
@@ -67,17 +76,28 @@ def textual_icu(rows: Sequence[dict]) -> dict:
     annotated = [r for r in rows if r.get("named") is not None]
     correct = [r for r in annotated if r.get("correct")]
     named = sum(1 for r in correct if r["named"])
-    return {"share": round(100.0 * named / len(correct), 2) if correct else None, "n_correct": len(correct),
-            "n_named": named, "n_annotated": len(annotated),
-            "named_all": round(100.0 * sum(bool(r["named"]) for r in annotated) / len(annotated), 2)
-            if annotated else None}
+    return {
+        "share": round(100.0 * named / len(correct), 2) if correct else None,
+        "n_correct": len(correct),
+        "n_named": named,
+        "n_annotated": len(annotated),
+        "named_all": round(100.0 * sum(bool(r["named"]) for r in annotated) / len(annotated), 2) if annotated else None,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
 # Attention form: geometry
 
-def cell_coverage(grid_thw: Sequence[int], timestamps: Sequence[float], boxes, *, patch_size: int = 14,
-                  merge_size: int = 2, temporal_patch_size: int = 2) -> np.ndarray:
+
+def cell_coverage(
+    grid_thw: Sequence[int],
+    timestamps: Sequence[float],
+    boxes,
+    *,
+    patch_size: int = 14,
+    merge_size: int = 2,
+    temporal_patch_size: int = 2,
+) -> np.ndarray:
     """Fraction of each merged video cell inside the interaction boxes, flattened in token order
     (t, h, w): shape `(T * H/merge * W/merge,)`.
 
@@ -115,15 +135,21 @@ def attention_in_box(attn: np.ndarray, coverage: np.ndarray) -> dict:
         raise ValueError(f"attention {attn.shape} does not match {coverage.shape[0]} video cells")
     total = float(attn.sum())
     in_box = float((attn * coverage[None]).sum()) / total if total > 0 else None
-    return {"in_box": in_box, "area": float(coverage.mean()) if coverage.size else None,
-            "cells": int(coverage.size), "rows": int(attn.shape[0])}
+    return {
+        "in_box": in_box,
+        "area": float(coverage.mean()) if coverage.size else None,
+        "cells": int(coverage.size),
+        "rows": int(attn.shape[0]),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
 # Attention form: the forward pass
 
-def attention_icu(model, processor, messages: list[dict], clip, answer_ids: Sequence[int], boxes, *,
-                  layers: str = "mean") -> dict | None:
+
+def attention_icu(
+    model, processor, messages: list[dict], clip, answer_ids: Sequence[int], boxes, *, layers: str = "mean"
+) -> dict | None:
     """Attention ICU of one sample: `messages` and `clip` as generated from, `answer_ids` the
     generated answer tokens (without the end-of-turn token), `boxes` the interaction's
     `TimedBox`es. The model must use eager attention. None when there is no answer or no video."""
@@ -143,8 +169,13 @@ def attention_icu(model, processor, messages: list[dict], clip, answer_ids: Sequ
     extra = torch.tensor([answer_ids], dtype=torch.long)
     for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
         if key in enc:
-            fill = extra if key == "input_ids" else torch.ones_like(extra) if key == "attention_mask" \
+            fill = (
+                extra
+                if key == "input_ids"
+                else torch.ones_like(extra)
+                if key == "attention_mask"
                 else torch.zeros_like(extra)
+            )
             enc[key] = torch.cat([enc[key], fill], dim=1)
     video_pos = (enc["input_ids"][0] == model.config.video_token_id).nonzero().flatten()
     vp = getattr(processor, "video_processor", None)
@@ -152,14 +183,14 @@ def attention_icu(model, processor, messages: list[dict], clip, answer_ids: Sequ
     patch = int(getattr(vp, "patch_size", 14) or 14)
     tps = int(getattr(vp, "temporal_patch_size", 2) or 2)
     grid = enc["video_grid_thw"][0].tolist()
-    coverage = cell_coverage(grid, clip.timestamps, boxes, patch_size=patch, merge_size=merge,
-                             temporal_patch_size=tps)
+    coverage = cell_coverage(grid, clip.timestamps, boxes, patch_size=patch, merge_size=merge, temporal_patch_size=tps)
     if len(video_pos) != len(coverage):
         raise ValueError(f"{len(video_pos)} video tokens but {len(coverage)} cells for grid {grid}")
     impl = getattr(model.config, "_attn_implementation", None)
     if impl not in (None, "eager"):
-        raise ValueError(f"attention ICU needs eager attention (the model uses {impl!r}); load it with "
-                         "attn_implementation='eager'")
+        raise ValueError(
+            f"attention ICU needs eager attention (the model uses {impl!r}); load it with attn_implementation='eager'"
+        )
     rows = torch.arange(prompt_len - 1, prompt_len - 1 + len(answer_ids))
     with torch.inference_mode():
         out = model(**enc.to(model.device), output_attentions=True, use_cache=False)
@@ -189,13 +220,18 @@ def summarize_attention(values: Sequence[dict | None]) -> dict:
         return {"n": 0, "in_box": None, "area": None, "ratio": None}
     in_box = float(np.mean([v["in_box"] for v in vals]))
     area = float(np.mean([v["area"] for v in vals]))
-    return {"n": len(vals), "in_box": round(100 * in_box, 2), "area": round(100 * area, 2),
-            "ratio": round(in_box / area, 3) if area > 0 else None,
-            "visual_mass": round(100 * float(np.mean([v.get("visual_mass", 0.0) for v in vals])), 2)}
+    return {
+        "n": len(vals),
+        "in_box": round(100 * in_box, 2),
+        "area": round(100 * area, 2),
+        "ratio": round(in_box / area, 3) if area > 0 else None,
+        "visual_mass": round(100 * float(np.mean([v.get("visual_mass", 0.0) for v in vals])), 2),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
 # Counterfactual reliance
+
 
 def reliance_scores(sample, extracted) -> dict:
     """The per-question scores that reliance pairs: `correct` (0/1: closed, extracted letter =
@@ -261,7 +297,12 @@ def counterfactual_reliance(samples, full: dict, context: dict) -> dict:
     names = sorted({str(s.meta["split"]) for s in kept if s.meta.get("split") is not None})
     for name in names:
         splits[name] = split_entry([s for s in kept if str(s.meta.get("split")) == name])
-    return {"metric": "accuracy (%): closed, extracted letter = gold; open, normalised exact match",
-            "difference": "full view minus context view (interaction boxes masked), percentage points",
-            "interval": INTERVAL, "splits": splits, "n_paired": len(kept),
-            "excluded": dict(sorted(excluded.items())), "n_excluded": sum(excluded.values())}
+    return {
+        "metric": "accuracy (%): closed, extracted letter = gold; open, normalised exact match",
+        "difference": "full view minus context view (interaction boxes masked), percentage points",
+        "interval": INTERVAL,
+        "splits": splits,
+        "n_paired": len(kept),
+        "excluded": dict(sorted(excluded.items())),
+        "n_excluded": sum(excluded.values()),
+    }

@@ -31,14 +31,27 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ego3s.files import append_jsonl, read_log
 
-__all__ = ["Judge", "JudgeItem", "Judgement", "Rubric", "JudgeError", "JudgeParseError", "EGOTEXTVQA", "EGOTHINK",
-           "RUBRICS", "parse_egotextvqa", "parse_egothink", "request_key"]
+__all__ = [
+    "Judge",
+    "JudgeItem",
+    "Judgement",
+    "Rubric",
+    "JudgeError",
+    "JudgeParseError",
+    "EGOTEXTVQA",
+    "EGOTHINK",
+    "RUBRICS",
+    "parse_egotextvqa",
+    "parse_egothink",
+    "request_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +66,7 @@ class JudgeParseError(ValueError):
 
 # ----------------------------------------------------------------------------------------------
 # Rubrics
+
 
 @dataclass(frozen=True)
 class Rubric:
@@ -148,12 +162,12 @@ EGOTEXTVQA = Rubric(
         "##INSTRUCTIONS: "
         "- Focus on the meaningful match between the predicted answer and the correct answer. "
         "Please note that not only matches of noun phrases between answers, but also matches of prepositional phrases. "
-        "For example, \"at the car wash on your right\" does not exactly match \"car wash\". "
-        "\"at the gas station beside the sign 'gas sale'\" does not exactly match \"gas station\".\n"
+        'For example, "at the car wash on your right" does not exactly match "car wash". '
+        '"at the gas station beside the sign \'gas sale\'" does not exactly match "gas station".\n'
         "- Consider synonyms or paraphrases as valid matches. "
         "Note that the predicted answer must be consistent with the string type of the correct answer, which may include phone numbers, email addresses, numbers, dates, etc. "
-        "For example, the string types of \"www.usps.com\" and \"visit their website\" are inconsistent, "
-        "and the string types of \"9849041316\" and \"advertiser's contact number\" are inconsistent.\n"
+        'For example, the string types of "www.usps.com" and "visit their website" are inconsistent, '
+        'and the string types of "9849041316" and "advertiser\'s contact number" are inconsistent.\n'
         "- Evaluate the correctness of the prediction compared to the answer."
     ),
     template=(
@@ -188,7 +202,7 @@ EGOTHINK = Rubric(
         "same as or similar to the answer, then he must be wrong.  Be as objective as possible. Discourage "
         "uninformative answers. Also, equally treat short and long answers and focus on the correctness of "
         "answers.  After providing your explanation, you must rate the response with either 0, 0.5 or 1 by "
-        "strictly following this format: \"[[rating]]\", for example: \"Rating: [[0.5]]\".\n\n[Question]\n"
+        'strictly following this format: "[[rating]]", for example: "Rating: [[0.5]]".\n\n[Question]\n'
         "{question}\n\n[The Start of Reference Answer]\n{ref_answer_1}\n[The End of Reference Answer]\n\n"
         "[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's Answer]"
     ),
@@ -202,6 +216,7 @@ RUBRICS = {r.name: r for r in (EGOTEXTVQA, EGOTHINK)}
 
 # ----------------------------------------------------------------------------------------------
 # Items and results
+
 
 @dataclass
 class JudgeItem:
@@ -227,8 +242,9 @@ class Judgement:
 
 def request_key(messages: list[dict], temperature: float, max_tokens: int) -> str:
     """The hash of one judge request (the cache key beside the judge model's name)."""
-    blob = json.dumps({"messages": messages, "temperature": temperature, "max_tokens": max_tokens},
-                      sort_keys=True, ensure_ascii=False)
+    blob = json.dumps(
+        {"messages": messages, "temperature": temperature, "max_tokens": max_tokens}, sort_keys=True, ensure_ascii=False
+    )
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -238,6 +254,7 @@ class _Abort(Exception):
 
 # ----------------------------------------------------------------------------------------------
 # The judge
+
 
 class Judge:
     """An OpenAI-compatible chat endpoint used as a grader.
@@ -250,10 +267,23 @@ class Judge:
     `parse_retries`: extra requests after a reply that does not parse. `client`: an `openai.OpenAI`
     to use instead of making one."""
 
-    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 cache: str | os.PathLike | None = None, concurrency: int = 8, timeout: float = 60.0,
-                 max_retries: int = 5, parse_retries: int = 2, backoff: float = 1.0, max_backoff: float = 30.0,
-                 temperature: float = 0.0, seed: int | None = None, client: Any = None):
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        cache: str | os.PathLike | None = None,
+        concurrency: int = 8,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        parse_retries: int = 2,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        temperature: float = 0.0,
+        seed: int | None = None,
+        client: Any = None,
+    ):
         if not isinstance(model, str) or not model:
             raise ValueError("judge model name must be a non-empty string")
         if concurrency < 1:
@@ -275,8 +305,12 @@ class Judge:
         if client is None:
             import openai
 
-            client = openai.OpenAI(base_url=self.base_url, api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
-                                   timeout=self.timeout, max_retries=0)
+            client = openai.OpenAI(
+                base_url=self.base_url,
+                api_key=api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY",
+                timeout=self.timeout,
+                max_retries=0,
+            )
         self.client = client
         self.cache_path = Path(cache) if cache is not None else None
         self._cache: dict[tuple[str, str], dict] = {}
@@ -291,11 +325,17 @@ class Judge:
 
     def info(self) -> dict:
         """What a result file should record about the judge."""
-        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
-                "cache": str(self.cache_path) if self.cache_path else None, **self.stats}
+        return {
+            "model": self.model,
+            "base_url": self.base_url,
+            "temperature": self.temperature,
+            "cache": str(self.cache_path) if self.cache_path else None,
+            **self.stats,
+        }
 
-    def rate(self, rubric: Rubric, items: Sequence[JudgeItem], *, progress: Callable[[int, int], None] | None = None
-             ) -> list[Judgement]:
+    def rate(
+        self, rubric: Rubric, items: Sequence[JudgeItem], *, progress: Callable[[int, int], None] | None = None
+    ) -> list[Judgement]:
         """Judge every item (in parallel, cached); results in the order of `items`. Items whose
         prompts are identical share one request."""
         out: list[Judgement | None] = [None] * len(items)
@@ -323,10 +363,13 @@ class Judge:
             progress(done, len(items))
         if todo:
             abort = threading.Event()
-            with cf.ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo)),
-                                       thread_name_prefix="judge") as pool:
-                futures = {pool.submit(self._judge_one, rubric, items[idx[0]], msgs, max_tokens, abort): key
-                           for key, (idx, msgs) in todo.items()}
+            with cf.ThreadPoolExecutor(
+                max_workers=min(self.concurrency, len(todo)), thread_name_prefix="judge"
+            ) as pool:
+                futures = {
+                    pool.submit(self._judge_one, rubric, items[idx[0]], msgs, max_tokens, abort): key
+                    for key, (idx, msgs) in todo.items()
+                }
                 try:
                     for fut in cf.as_completed(futures):
                         key = futures[fut]
@@ -337,9 +380,15 @@ class Judge:
                         if j.ok:
                             self.stats["judged"] += len(idx)
                             if self.cache_path is not None:
-                                rec = {"model": self.model, "key": key, "rubric": rubric.name,
-                                       "rubric_version": rubric.version, "raw": j.raw, "rating": j.rating,
-                                       "time": round(time.time(), 3)}
+                                rec = {
+                                    "model": self.model,
+                                    "key": key,
+                                    "rubric": rubric.name,
+                                    "rubric_version": rubric.version,
+                                    "raw": j.raw,
+                                    "rating": j.rating,
+                                    "time": round(time.time(), 3),
+                                }
                                 append_jsonl(self.cache_path, rec)
                                 self._cache[(self.model, key)] = rec
                         else:
@@ -372,16 +421,17 @@ class Judge:
             self.stats[name] += k
 
     def _sleep(self, attempt: int, abort: threading.Event) -> None:
-        delay = min(self.max_backoff, self.backoff * (2 ** attempt))
+        delay = min(self.max_backoff, self.backoff * (2**attempt))
         delay += random.uniform(0, 0.1 * delay)
         if abort.wait(delay):
             raise _Abort()
 
-    def _judge_one(self, rubric: Rubric, item: JudgeItem, msgs: list[dict], max_tokens: int,
-                   abort: threading.Event) -> Judgement:
+    def _judge_one(
+        self, rubric: Rubric, item: JudgeItem, msgs: list[dict], max_tokens: int, abort: threading.Event
+    ) -> Judgement:
         j = Judgement(item.id)
         try:
-            for parse_try in range(self.parse_retries + 1):
+            for _parse_try in range(self.parse_retries + 1):
                 raw = self._request(msgs, max_tokens, j, abort)
                 if raw is None:
                     return j  # transport failure after retries; j.error is set
@@ -401,8 +451,9 @@ class Judge:
     def _request(self, msgs: list[dict], max_tokens: int, j: Judgement, abort: threading.Event) -> str | None:
         import openai
 
-        kwargs: dict[str, Any] = dict(model=self.model, messages=msgs, temperature=self.temperature,
-                                      max_tokens=max_tokens)
+        kwargs: dict[str, Any] = dict(
+            model=self.model, messages=msgs, temperature=self.temperature, max_tokens=max_tokens
+        )
         if self.seed is not None:
             kwargs["seed"] = self.seed
         for attempt in range(self.max_retries + 1):
@@ -415,8 +466,10 @@ class Judge:
             try:
                 resp = self.client.chat.completions.create(**kwargs)
             except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
-                raise JudgeError(f"judge endpoint {self.base_url or 'default'} refused model {self.model!r}: "
-                                 f"HTTP {e.status_code}: {_short(e)}") from None
+                raise JudgeError(
+                    f"judge endpoint {self.base_url or 'default'} refused model {self.model!r}: "
+                    f"HTTP {e.status_code}: {_short(e)}"
+                ) from None
             except openai.APIStatusError as e:
                 if e.status_code == 429 or e.status_code >= 500 or e.status_code in (408, 409):
                     j.error = f"HTTP {e.status_code}: {_short(e)}"

@@ -71,17 +71,33 @@ def _metric_names(entry: dict) -> dict[str, bool]:
 def to_lmms_eval(results: dict, date: str | None = None) -> dict:
     """The lmms-eval results dict of an `ego3s eval` results dict (see the module docstring)."""
     cfg = results.get("config") or {}
-    out: dict = {"results": {}, "groups": {}, "group_subtasks": {}, "configs": {}, "versions": {}, "n-shot": {},
-                 "higher_is_better": {}, "n-samples": {}}
+    out: dict = {
+        "results": {},
+        "groups": {},
+        "group_subtasks": {},
+        "configs": {},
+        "versions": {},
+        "n-shot": {},
+        "higher_is_better": {},
+        "n-samples": {},
+    }
 
     def add(task: str, entry: dict, bench, summary: dict, n_original: int, n_effective: int, subtasks=()):
         out["results"][task] = entry
         out["group_subtasks"][task] = list(subtasks)
         out["configs"][task] = {
-            "task": task, "output_type": "generate_until", "test_split": bench.split, "num_fewshot": 0,
+            "task": task,
+            "output_type": "generate_until",
+            "test_split": bench.split,
+            "num_fewshot": 0,
             "metric_list": [{"metric": m, "higher_is_better": True} for m in _metric_names(entry)],
-            "ego3s": {"benchmark": bench.name, "split": bench.split, "path": summary.get("path"),
-                      "lmms_eval_task": bench.lmms_eval is not None}}
+            "ego3s": {
+                "benchmark": bench.name,
+                "split": bench.split,
+                "path": summary.get("path"),
+                "lmms_eval_task": bench.lmms_eval is not None,
+            },
+        }
         out["versions"][task] = VERSIONS.get(bench.family, "Yaml")
         out["n-shot"][task] = 0
         out["higher_is_better"][task] = _metric_names(entry)
@@ -108,9 +124,20 @@ def to_lmms_eval(results: dict, date: str | None = None) -> dict:
                     d = dims[folder]
                     task = f"egothink_{k}"
                     subtasks.append(task)
-                    add(task, _task_entry(task, "gpt_eval_score", _frac(d.get("score")),
-                                          {x: v for x, v in d.items() if x != "n"}, "ego3s_"),
-                        get_benchmark(task), summary, d.get("n", 0), d.get("n", 0))
+                    add(
+                        task,
+                        _task_entry(
+                            task,
+                            "gpt_eval_score",
+                            _frac(d.get("score")),
+                            {x: v for x, v in d.items() if x != "n"},
+                            "ego3s_",
+                        ),
+                        get_benchmark(task),
+                        summary,
+                        d.get("n", 0),
+                        d.get("n", 0),
+                    )
             group = _task_entry("egothink", None, None, m, "ego3s_")
             out["groups"]["egothink"] = group
             add("egothink", group, b, summary, n_orig, n_eff, subtasks)
@@ -120,11 +147,22 @@ def to_lmms_eval(results: dict, date: str | None = None) -> dict:
     if not out["groups"]:
         del out["groups"]
     model = results.get("model") or ""
-    out["config"] = {"model": "ego3s", "model_args": f"pretrained={model}", "batch_size": cfg.get("batch_size"),
-                     "batch_sizes": [], "device": cfg.get("device"), "use_cache": None, "limit": cfg.get("limit"),
-                     "bootstrap_iters": 0, "gen_kwargs": {"fmt": cfg.get("fmt"), "max_new_tokens": cfg.get("max_new_tokens")},
-                     "random_seed": None, "numpy_seed": None, "torch_seed": None, "fewshot_seed": None,
-                     "ego3s": {"view": cfg.get("view"), "model_fingerprint": results.get("model_fingerprint")}}
+    out["config"] = {
+        "model": "ego3s",
+        "model_args": f"pretrained={model}",
+        "batch_size": cfg.get("batch_size"),
+        "batch_sizes": [],
+        "device": cfg.get("device"),
+        "use_cache": None,
+        "limit": cfg.get("limit"),
+        "bootstrap_iters": 0,
+        "gen_kwargs": {"fmt": cfg.get("fmt"), "max_new_tokens": cfg.get("max_new_tokens")},
+        "random_seed": None,
+        "numpy_seed": None,
+        "torch_seed": None,
+        "fewshot_seed": None,
+        "ego3s": {"view": cfg.get("view"), "model_fingerprint": results.get("model_fingerprint")},
+    }
     import ego3s
 
     out["git_hash"] = None

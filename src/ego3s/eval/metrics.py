@@ -22,15 +22,31 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ego3s.answers import as_text, exact_match, normalize_text, rouge_l_f
 
-__all__ = ["exact_match", "rouge_l_f", "normalize_text", "plain_match", "rouge_l_official", "tokenize_13a",
-           "BleuScore", "corpus_bleu", "sentence_bleu", "meteor", "meteor_tokens", "sentence_similarity",
-           "mean", "pct", "group_means", "breakdown"]
+__all__ = [
+    "exact_match",
+    "rouge_l_f",
+    "normalize_text",
+    "plain_match",
+    "rouge_l_official",
+    "tokenize_13a",
+    "BleuScore",
+    "corpus_bleu",
+    "sentence_bleu",
+    "meteor",
+    "meteor_tokens",
+    "sentence_similarity",
+    "mean",
+    "pct",
+    "group_means",
+    "breakdown",
+]
 
 
 def _refs(refs) -> list[str]:
@@ -43,6 +59,7 @@ def _refs(refs) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 # Exact match
 
+
 def plain_match(pred, refs) -> float:
     """QAEgo4D's `plain_acc`: 1.0 when the stripped prediction equals a stripped reference exactly
     (case and punctuation count), else 0.0."""
@@ -53,9 +70,11 @@ def plain_match(pred, refs) -> float:
 # ----------------------------------------------------------------------------------------------
 # ROUGE-L as QAEgo4D computes it
 
+
 @lru_cache(maxsize=1)
 def _official_rouge():
     from rouge_score.rouge_scorer import RougeScorer
+
     return RougeScorer(["rougeL"], use_stemmer=False)
 
 
@@ -112,7 +131,7 @@ def _ngram_counts(tokens: list[str], max_order: int) -> Counter:
     c: Counter = Counter()
     for n in range(1, max_order + 1):
         for i in range(len(tokens) - n + 1):
-            c[tuple(tokens[i:i + n])] += 1
+            c[tuple(tokens[i : i + n])] += 1
     return c
 
 
@@ -141,8 +160,9 @@ def _bleu_stats(pred: str, refs: list[str], max_order: int) -> tuple[list[int], 
     return correct, total, len(hyp), _closest_ref_len(len(hyp), [len(r) for r in ref_toks])
 
 
-def _bleu_from_stats(correct: list[int], total: list[int], sys_len: int, ref_len: int, *,
-                     effective_order: bool, max_order: int) -> BleuScore:
+def _bleu_from_stats(
+    correct: list[int], total: list[int], sys_len: int, ref_len: int, *, effective_order: bool, max_order: int
+) -> BleuScore:
     if sys_len < ref_len:
         bp = math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0
     else:
@@ -191,9 +211,11 @@ def sentence_bleu(pred, refs, *, max_order: int = 4) -> BleuScore:
 # ----------------------------------------------------------------------------------------------
 # METEOR
 
+
 @lru_cache(maxsize=1)
 def _porter():
     from nltk.stem.porter import PorterStemmer
+
     return PorterStemmer()
 
 
@@ -201,6 +223,7 @@ def meteor_tokens(text) -> list[str]:
     """QAEgo4D's METEOR tokens: `rouge-score`'s tokenizer without stemming (lowercase ASCII
     alphanumeric runs)."""
     from rouge_score.tokenize import tokenize
+
     return tokenize(as_text(text), None)
 
 
@@ -247,8 +270,7 @@ def _meteor_single(hyp_tokens: list[str], ref_tokens: list[str], alpha: float, b
     return (1 - penalty) * fmean
 
 
-def meteor(pred, refs, *, alpha: float = 0.9, beta: float = 3.0, gamma: float = 0.5,
-           synonyms: bool = False) -> float:
+def meteor(pred, refs, *, alpha: float = 0.9, beta: float = 3.0, gamma: float = 0.5, synonyms: bool = False) -> float:
     """METEOR in [0, 1], the best over the references, on QAEgo4D's tokens.
 
     Without `synonyms` (the default): NLTK's `meteor_score` with its WordNet stage removed (exact,
@@ -259,12 +281,14 @@ def meteor(pred, refs, *, alpha: float = 0.9, beta: float = 3.0, gamma: float = 
     ref_lists = [meteor_tokens(r) for r in _refs(refs)]
     if synonyms:
         from nltk.translate.meteor_score import meteor_score as nltk_meteor
+
         return float(nltk_meteor(ref_lists, hyp, alpha=alpha, beta=beta, gamma=gamma))
     return max(_meteor_single(hyp, r, alpha, beta, gamma) for r in ref_lists)
 
 
 # ----------------------------------------------------------------------------------------------
 # Sentence similarity
+
 
 def sentence_similarity(preds: Sequence, refs: Sequence, *, embedder: Any = None, batch_size: int = 64) -> list[float]:
     """Cosine similarity of sentence embeddings of each prediction and its (first) reference, as
@@ -284,7 +308,7 @@ def sentence_similarity(preds: Sequence, refs: Sequence, *, embedder: Any = None
     p_texts = [as_text(p) for p in preds]
     r_texts = [_refs(r)[0] for r in refs]
     emb = np.asarray(model.encode(p_texts + r_texts, batch_size=batch_size, convert_to_numpy=True), dtype=np.float64)
-    a, b = emb[: len(p_texts)], emb[len(p_texts):]
+    a, b = emb[: len(p_texts)], emb[len(p_texts) :]
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cos = np.sum(a * b, axis=1) / np.where(norms > 0, norms, 1.0)
     return [float(c) if math.isfinite(c) else 0.0 for c in cos]
@@ -292,6 +316,7 @@ def sentence_similarity(preds: Sequence, refs: Sequence, *, embedder: Any = None
 
 # ----------------------------------------------------------------------------------------------
 # Aggregation
+
 
 def mean(values: Iterable) -> float | None:
     """Mean of the values that are not None; None when there are none."""
@@ -314,8 +339,9 @@ def group_means(rows: Sequence[Mapping], fields: Mapping[str, float], *, digits:
     return out
 
 
-def breakdown(rows: Sequence[Mapping], by: str | Sequence[str], fields: Mapping[str, float], *,
-              digits: int = 2) -> dict[str, dict]:
+def breakdown(
+    rows: Sequence[Mapping], by: str | Sequence[str], fields: Mapping[str, float], *, digits: int = 2
+) -> dict[str, dict]:
     """Per-category `group_means`: rows grouped by the value of `by` (a key of each row, or several
     keys joined with '/'), categories in sorted order. Rows without the key go under 'unknown'."""
     keys = [by] if isinstance(by, str) else list(by)

@@ -17,17 +17,24 @@ independent proportions is far too wide when most questions are answered alike.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["paired_difference", "compare_predictions", "mcnemar_exact", "correctness", "read_correctness",
-           "BOOT_RESAMPLES", "BOOT_SEED", "INTERVAL"]
+__all__ = [
+    "paired_difference",
+    "compare_predictions",
+    "mcnemar_exact",
+    "correctness",
+    "read_correctness",
+    "BOOT_RESAMPLES",
+    "BOOT_SEED",
+    "INTERVAL",
+]
 
 BOOT_RESAMPLES = 10_000
 BOOT_SEED = 0
-INTERVAL = (f"paired bootstrap over questions ({BOOT_RESAMPLES} resamples, seed {BOOT_SEED}), "
-            "percentile 95% interval")
+INTERVAL = f"paired bootstrap over questions ({BOOT_RESAMPLES} resamples, seed {BOOT_SEED}), percentile 95% interval"
 
 
 def mcnemar_exact(n_a_only: int, n_b_only: int) -> float:
@@ -40,7 +47,7 @@ def mcnemar_exact(n_a_only: int, n_b_only: int) -> float:
     n, k = int(n_a_only) + int(n_b_only), min(int(n_a_only), int(n_b_only))
     if n == 0:
         return 1.0
-    tail = Fraction(sum(comb(n, i) for i in range(k + 1)), 2 ** n)
+    tail = Fraction(sum(comb(n, i) for i in range(k + 1)), 2**n)
     return float(min(Fraction(1), 2 * tail))
 
 
@@ -53,12 +60,18 @@ def _boot_means(d: np.ndarray, resamples: int, seed: int) -> np.ndarray:
     for start in range(0, resamples, chunk):
         m = min(chunk, resamples - start)
         idx = rng.integers(0, n, size=(m, n))
-        out[start:start + m] = d[idx].mean(axis=1)
+        out[start : start + m] = d[idx].mean(axis=1)
     return out
 
 
-def paired_difference(a: Sequence[float], b: Sequence[float], *, resamples: int = BOOT_RESAMPLES,
-                      seed: int = BOOT_SEED, level: float = 0.95) -> dict:
+def paired_difference(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    resamples: int = BOOT_RESAMPLES,
+    seed: int = BOOT_SEED,
+    level: float = 0.95,
+) -> dict:
     """`a[i]`, `b[i]`: the two sets' scores of question i (0/1 correctness, or a graded score in
     [0, 1]). Returns `{"value", "ci95": [lo, hi], "n", "a", "b"}` in percentage points / percent
     (None values when n = 0), plus for 0/1 scores `n_a_only`, `n_b_only` (questions only one set
@@ -81,8 +94,12 @@ def paired_difference(a: Sequence[float], b: Sequence[float], *, resamples: int 
     d = x - y
     boots = _boot_means(d, resamples, seed)
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    out.update(value=round(100.0 * float(d.mean()), 4), ci95=[round(100.0 * float(lo), 4), round(100.0 * float(hi), 4)],
-               a=round(100.0 * float(x.mean()), 4), b=round(100.0 * float(y.mean()), 4))
+    out.update(
+        value=round(100.0 * float(d.mean()), 4),
+        ci95=[round(100.0 * float(lo), 4), round(100.0 * float(hi), 4)],
+        a=round(100.0 * float(x.mean()), 4),
+        b=round(100.0 * float(y.mean()), 4),
+    )
     return out
 
 

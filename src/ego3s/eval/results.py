@@ -15,6 +15,7 @@ from ego3s.data.schema import Sample
 if TYPE_CHECKING:
     from ego3s.eval.runner import EvalConfig
 
+
 def _correct(bench, sample: Sample, output: str) -> bool:
     from ego3s.answers import exact_match
 
@@ -36,8 +37,15 @@ def _reliance_records(bench, samples: list[Sample], records: dict[str, dict]) ->
     return out
 
 
-def score_benchmark(bench, path, samples: list[Sample], records: dict[str, dict], cfg: EvalConfig, judge=None,
-                    context_records: dict[str, dict] | None = None) -> tuple[dict, list[dict]]:
+def score_benchmark(
+    bench,
+    path,
+    samples: list[Sample],
+    records: dict[str, dict],
+    cfg: EvalConfig,
+    judge=None,
+    context_records: dict[str, dict] | None = None,
+) -> tuple[dict, list[dict]]:
     """The results of one benchmark from its merged prediction records; (summary, per-sample rows).
     `context_records`: with `icu` on the full view, the context view's records of the annotated
     samples (`<out>/<benchmark>/context/`), for the counterfactual reliance."""
@@ -55,9 +63,19 @@ def score_benchmark(bench, path, samples: list[Sample], records: dict[str, dict]
         else:
             scored.append(s)
             outputs[s.id] = rec.get("output") or ""
-    res = bench.score(scored, outputs, judge=judge if bench.needs_judge else None) if scored else {
-        "benchmark": bench.name, "n": 0, "missing_predictions": 0, "metrics": {}, "by": {}, "judge": None,
-        "per_sample": []}
+    res = (
+        bench.score(scored, outputs, judge=judge if bench.needs_judge else None)
+        if scored
+        else {
+            "benchmark": bench.name,
+            "n": 0,
+            "missing_predictions": 0,
+            "metrics": {},
+            "by": {},
+            "judge": None,
+            "per_sample": [],
+        }
+    )
     rows = res.pop("per_sample", [])
     by_id = {r.get("id"): r for r in rows}
     for s in scored:
@@ -69,27 +87,41 @@ def score_benchmark(bench, path, samples: list[Sample], records: dict[str, dict]
                 r["icu_attention"] = rec["icu_attention"]
     recs = [records[s.id] for s in scored]
     gen = sum(r.get("new_tokens", 0) for r in recs)
-    summary = {"benchmark": bench.name, "path": str(path), "n_samples": len(samples), "n_scored": len(scored),
-               "n_missing": missing, "skipped": dict(sorted(skipped.items())), "n_skipped": sum(skipped.values()),
-               **{k: v for k, v in res.items() if k not in ("benchmark", "n")},
-               "timing": {"generate_s": round(sum(r.get("t_generate", 0) / max(r.get("batch_size", 1), 1)
-                                                  for r in recs), 3),
-                          "load_s": round(sum(r.get("t_load", 0) for r in recs), 3),
-                          "new_tokens": gen, "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in recs),
-                          "ranks": sorted({r.get("rank") for r in recs if r.get("rank") is not None})}}
+    summary = {
+        "benchmark": bench.name,
+        "path": str(path),
+        "n_samples": len(samples),
+        "n_scored": len(scored),
+        "n_missing": missing,
+        "skipped": dict(sorted(skipped.items())),
+        "n_skipped": sum(skipped.values()),
+        **{k: v for k, v in res.items() if k not in ("benchmark", "n")},
+        "timing": {
+            "generate_s": round(sum(r.get("t_generate", 0) / max(r.get("batch_size", 1), 1) for r in recs), 3),
+            "load_s": round(sum(r.get("t_load", 0) for r in recs), 3),
+            "new_tokens": gen,
+            "prompt_tokens": sum(r.get("prompt_tokens", 0) for r in recs),
+            "ranks": sorted({r.get("rank") for r in recs if r.get("rank") is not None}),
+        },
+    }
     if cfg.icu:
         text_rows = []
         for s in scored:
             out = outputs[s.id]
             text_rows.append({"correct": _correct(bench, s, out), "named": named_interaction(extract_think(out), s)})
         att = [records[s.id].get("icu_attention") for s in scored]
-        summary["icu"] = {"textual": textual_icu(text_rows), "attention": summarize_attention(att),
-                          "attention_layers": cfg.icu_layers,
-                          "attention_errors": sum(1 for s in scored if "icu_error" in records[s.id])}
+        summary["icu"] = {
+            "textual": textual_icu(text_rows),
+            "attention": summarize_attention(att),
+            "attention_layers": cfg.icu_layers,
+            "attention_errors": sum(1 for s in scored if "icu_error" in records[s.id]),
+        }
         if cfg.view == "full":
             summary["icu"]["counterfactual_reliance"] = counterfactual_reliance(
-                samples, _reliance_records(bench, samples, records),
-                _reliance_records(bench, samples, context_records or {}))
+                samples,
+                _reliance_records(bench, samples, records),
+                _reliance_records(bench, samples, context_records or {}),
+            )
         else:
             summary["icu"]["counterfactual_reliance"] = None
             summary["icu"]["counterfactual_reliance_note"] = f"needs the full view (this run: {cfg.view})"
@@ -99,12 +131,23 @@ def score_benchmark(bench, path, samples: list[Sample], records: dict[str, dict]
 def _reliance_md(cr: dict) -> list[str]:
     rows = []
     for split, e in cr["splits"].items():
-        rows.append([split, e["value"], _ci(e["ci95"]), e["full"], e["context"], e["n"],
-                     None if e.get("mcnemar_p") is None else f"{e['mcnemar_p']:.3g}"])
-    return (["", f"counterfactual reliance, {cr['difference']}; {cr['interval']}; excluded "
-             f"{cr['n_excluded']} ({', '.join(f'{k} {v}' for k, v in cr['excluded'].items()) or 'none'}):", ""]
-            + _md_table(["split", "reliance (pp)", "95% interval", "full (%)", "context (%)", "n", "McNemar p"],
-                        rows))
+        rows.append(
+            [
+                split,
+                e["value"],
+                _ci(e["ci95"]),
+                e["full"],
+                e["context"],
+                e["n"],
+                None if e.get("mcnemar_p") is None else f"{e['mcnemar_p']:.3g}",
+            ]
+        )
+    return [
+        "",
+        f"counterfactual reliance, {cr['difference']}; {cr['interval']}; excluded "
+        f"{cr['n_excluded']} ({', '.join(f'{k} {v}' for k, v in cr['excluded'].items()) or 'none'}):",
+        "",
+    ] + _md_table(["split", "reliance (pp)", "95% interval", "full (%)", "context (%)", "n", "McNemar p"], rows)
 
 
 def _ci(ci) -> str:
@@ -121,8 +164,7 @@ def _fmt(v) -> str:
 
 
 def _numeric(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            or v is None}
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None}
 
 
 def _md_table(header: list[str], rows: list[list]) -> list[str]:
@@ -150,17 +192,30 @@ def results_markdown(results: dict) -> str:
         for k in _numeric(b.get("metrics", {})):
             if k not in names and k != "n":
                 names.append(k)
-    lines = [f"# Evaluation: {results['model']}", "",
-             f"view `{results['config']['view']}`, format `{results['config']['fmt']}`, "
-             f"{results['world_size']} rank(s), model fingerprint `{results['model_fingerprint']}`", ""]
-    lines += _md_table(["benchmark", "scored", "skipped", *names],
-                       [[b["benchmark"], b["n_scored"], b["n_skipped"], *[b.get("metrics", {}).get(k) for k in names]]
-                        for b in benches.values()])
+    lines = [
+        f"# Evaluation: {results['model']}",
+        "",
+        f"view `{results['config']['view']}`, format `{results['config']['fmt']}`, "
+        f"{results['world_size']} rank(s), model fingerprint `{results['model_fingerprint']}`",
+        "",
+    ]
+    lines += _md_table(
+        ["benchmark", "scored", "skipped", *names],
+        [
+            [b["benchmark"], b["n_scored"], b["n_skipped"], *[b.get("metrics", {}).get(k) for k in names]]
+            for b in benches.values()
+        ],
+    )
     for b in benches.values():
-        lines += ["", f"## {b['benchmark']}", "",
-                  f"{b['n_scored']} scored of {b['n_samples']} from `{b['path']}`"
-                  + (f"; skipped: {', '.join(f'{k} {v}' for k, v in b['skipped'].items())}" if b["skipped"] else "")
-                  + (f"; not yet predicted: {b['n_missing']}" if b["n_missing"] else ""), ""]
+        lines += [
+            "",
+            f"## {b['benchmark']}",
+            "",
+            f"{b['n_scored']} scored of {b['n_samples']} from `{b['path']}`"
+            + (f"; skipped: {', '.join(f'{k} {v}' for k, v in b['skipped'].items())}" if b["skipped"] else "")
+            + (f"; not yet predicted: {b['n_missing']}" if b["n_missing"] else ""),
+            "",
+        ]
         lines += _md_table(["metric", "value"], [[k, v] for k, v in _numeric(b.get("metrics", {})).items()])
         groups: dict[str, list] = {}
         for group, cat, m in _flat_by(b.get("by")):
@@ -171,16 +226,21 @@ def results_markdown(results: dict) -> str:
             lines += _md_table([group, "n", *cols], [[c, m.get("n"), *[m.get(k) for k in cols]] for c, m in cats])
         if b.get("judge"):
             j = b["judge"]
-            lines += ["", f"judge `{j.get('model')}` ({j.get('rubric')}): judged {j.get('judged')}, failed "
-                      f"{j.get('judge_failed')}, cache hits {j.get('cache_hits')}"]
+            lines += [
+                "",
+                f"judge `{j.get('model')}` ({j.get('rubric')}): judged {j.get('judged')}, failed "
+                f"{j.get('judge_failed')}, cache hits {j.get('cache_hits')}",
+            ]
         if b.get("icu"):
             t, a = b["icu"]["textual"], b["icu"]["attention"]
             lines += ["", "interaction cue utilization:", ""]
-            lines += _md_table(["form", "value (%)", "chance (%)", "n"],
-                               [["textual (correct answers naming an interaction object)", t["share"], None,
-                                 t["n_correct"]],
-                                [f"attention in boxes ({b['icu']['attention_layers']} layers)", a["in_box"], a["area"],
-                                 a["n"]]])
+            lines += _md_table(
+                ["form", "value (%)", "chance (%)", "n"],
+                [
+                    ["textual (correct answers naming an interaction object)", t["share"], None, t["n_correct"]],
+                    [f"attention in boxes ({b['icu']['attention_layers']} layers)", a["in_box"], a["area"], a["n"]],
+                ],
+            )
             if b["icu"].get("counterfactual_reliance"):
                 lines += _reliance_md(b["icu"]["counterfactual_reliance"])
     return "\n".join(lines) + "\n"
@@ -203,15 +263,21 @@ def results_csv(results: dict) -> str:
             w.writerow([b["benchmark"], "skipped", reason, n, "count", n])
         if b.get("icu"):
             t, a = b["icu"]["textual"], b["icu"]["attention"]
-            w.writerow([b["benchmark"], "icu", "textual", t["n_correct"], "share",
-                        "" if t["share"] is None else t["share"]])
+            w.writerow(
+                [b["benchmark"], "icu", "textual", t["n_correct"], "share", "" if t["share"] is None else t["share"]]
+            )
             for k in ("in_box", "area", "ratio"):
                 w.writerow([b["benchmark"], "icu", "attention", a["n"], k, "" if a.get(k) is None else a[k]])
             cr = b["icu"].get("counterfactual_reliance")
             for split, e in ((cr or {}).get("splits") or {}).items():
                 lo, hi = e["ci95"]
-                for k, v in (("reliance", e["value"]), ("reliance_ci95_lo", lo), ("reliance_ci95_hi", hi),
-                             ("full", e["full"]), ("context", e["context"])):
+                for k, v in (
+                    ("reliance", e["value"]),
+                    ("reliance_ci95_lo", lo),
+                    ("reliance_ci95_hi", hi),
+                    ("full", e["full"]),
+                    ("context", e["context"]),
+                ):
                     w.writerow([b["benchmark"], "counterfactual_reliance", split, e["n"], k, "" if v is None else v])
     return buf.getvalue()
 
@@ -220,20 +286,29 @@ def results_table(results: dict) -> str:
     """The printed overview: one line per benchmark with its overall metrics."""
     lines = []
     for b in results["benchmarks"].values():
-        metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in _numeric(b.get("metrics", {})).items()
-                            if k != "n" and v is not None)
-        skip = f", skipped {b['n_skipped']} ({', '.join(f'{k} {v}' for k, v in b['skipped'].items())})" \
-            if b["n_skipped"] else ""
+        metrics = ", ".join(
+            f"{k} {_fmt(v)}" for k, v in _numeric(b.get("metrics", {})).items() if k != "n" and v is not None
+        )
+        skip = (
+            f", skipped {b['n_skipped']} ({', '.join(f'{k} {v}' for k, v in b['skipped'].items())})"
+            if b["n_skipped"]
+            else ""
+        )
         lines.append(f"{b['benchmark']:<20} n={b['n_scored']}{skip}: {metrics or '-'}")
         if b.get("icu"):
             t, a = b["icu"]["textual"], b["icu"]["attention"]
-            lines.append(f"{'':<20} ICU textual {_fmt(t['share'])} (of {t['n_correct']} correct), attention in boxes "
-                         f"{_fmt(a['in_box'])} vs area {_fmt(a['area'])} (n={a['n']})")
+            lines.append(
+                f"{'':<20} ICU textual {_fmt(t['share'])} (of {t['n_correct']} correct), attention in boxes "
+                f"{_fmt(a['in_box'])} vs area {_fmt(a['area'])} (n={a['n']})"
+            )
             cr = b["icu"].get("counterfactual_reliance")
             if cr:
                 parts = [f"{k} {_fmt(e['value'])} {_ci(e['ci95'])} (n={e['n']})" for k, e in cr["splits"].items()]
-                lines.append(f"{'':<20} counterfactual reliance, full - context accuracy (pp, 95% interval): "
-                             + "; ".join(parts) + f"; excluded {cr['n_excluded']}")
+                lines.append(
+                    f"{'':<20} counterfactual reliance, full - context accuracy (pp, 95% interval): "
+                    + "; ".join(parts)
+                    + f"; excluded {cr['n_excluded']}"
+                )
     return "\n".join(lines)
 
 
@@ -245,8 +320,11 @@ def examples_text(bench, samples: list[Sample], records: dict, k: int = 3) -> st
         if rec is None or "skipped" in rec:
             continue
         gold = f"{s.answer} ({s.answer_text})" if s.task == "closeqa" else s.answer
-        lines += [f"[{s.id}] Q: {s.question.strip()[:300]}", f"    output:    {rec.get('output', '')[:300]!r}",
-                  f"    extracted: {rec.get('extracted')!r}   gold: {gold!r}"]
+        lines += [
+            f"[{s.id}] Q: {s.question.strip()[:300]}",
+            f"    output:    {rec.get('output', '')[:300]!r}",
+            f"    extracted: {rec.get('extracted')!r}   gold: {gold!r}",
+        ]
         shown += 1
         if shown >= k:
             break
@@ -265,5 +343,6 @@ def track_results(cfg: EvalConfig, results: dict) -> None:
             return
         for name, summary in results["benchmarks"].items():
             b = get_benchmark(name)
-            t.scalars(eval_metrics(b.family, b.split, summary.get("metrics") or {}, summary.get("by")),
-                      step=cfg.tracking_step)
+            t.scalars(
+                eval_metrics(b.family, b.split, summary.get("metrics") or {}, summary.get("by")), step=cfg.tracking_step
+            )

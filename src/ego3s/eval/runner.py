@@ -26,16 +26,24 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from ego3s import skips
 from ego3s.config import DEVICES, DTYPES, Device, Dtype, check_fields, check_report_to
 from ego3s.data.schema import Sample
 from ego3s.data.video import VIEWS, ClipSpec
 from ego3s.eval.benchmarks import FORMATS
-from ego3s.eval.results import examples_text, results_csv, results_markdown, results_table, score_benchmark, track_results
+from ego3s.eval.results import (
+    examples_text,
+    results_csv,
+    results_markdown,
+    results_table,
+    score_benchmark,
+    track_results,
+)
 from ego3s.files import append_jsonl, read_log, write_json, write_text
 
 PRED_GLOB = "predictions.rank*.jsonl"
@@ -280,8 +288,7 @@ def _skip_reason(sample: Sample, e: Exception) -> str:
 def prepare(sample: Sample, bench, cfg: EvalConfig, scfg) -> tuple[list[dict], Any, Any]:
     """(messages, visual for `encode`, clip or None) of one sample under the configured view;
     raises `Skip`. The blind view with blind_mode='none' opens no file."""
-    from ego3s.data.video import VideoError
-    from ego3s.data.video import sample_view
+    from ego3s.data.video import VideoError, sample_view
 
     if cfg.view == "context" and (sample.interaction is None or not sample.interaction.boxes):
         raise Skip("no_interaction", f"sample {sample.id!r}: the context view needs interaction boxes")
@@ -415,11 +422,10 @@ def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConf
     """Generate this rank's remaining samples of one benchmark; append each result to `pred_path`,
     with the sample's fingerprint (`fps`, computed here when not given) so that a later run
     serves it only for the same sample."""
-    from ego3s.identity import sample_fingerprint
-
     from tqdm.auto import tqdm
 
     from ego3s.eval.icu import attention_icu
+    from ego3s.identity import sample_fingerprint
     from ego3s.models.inputs import encode
 
     scfg = cfg.clip_spec()
@@ -468,7 +474,7 @@ def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConf
                 continue
             answers, info = generate_batch(model, processor, enc, [answer_budget(s, bench, cfg) for s, *_ in group],
                                            static_cache=cfg.static_cache)
-            for (s, msgs, vis, clip, t_load), ids, n_prompt in zip(group, answers, info["prompt_tokens"]):
+            for (s, msgs, _vis, clip, t_load), ids, n_prompt in zip(group, answers, info["prompt_tokens"]):
                 output = tok.decode(ids, skip_special_tokens=True)
                 rec = {"id": s.id, "fp": fps[s.id], "rank": rank, "output": output, "extracted": bench.extract(s, output),
                        "prompt_tokens": int(n_prompt), "new_tokens": len(ids), "t_load": round(t_load, 4),
@@ -567,7 +573,7 @@ def _run_eval(cfg: EvalConfig, model, processor, echo) -> dict:
                 plans.append((bench, path, [s for s in samples if _annotated(s)],
                               cfolder / f"predictions.rank{rank}.jsonl", cdone, ccfg))
         barrier()  # every rank has read the files before anyone appends to them
-        for bench, path, samples, pred_path, done, pcfg in plans:
+        for bench, _path, samples, pred_path, done, pcfg in plans:
             stats = generate_shard(model, processor, bench, shard(samples, rank, world), pcfg, pred_path, done=done,
                                    rank=rank, fps=fps[bench.name])
             if pcfg is cfg:

@@ -38,8 +38,11 @@ def _safetensors_problem(path: Path) -> str | None:
         return f"{path.name}: unreadable safetensors header (not a safetensors file, or corrupt)"
     if not isinstance(header, dict):
         return f"{path.name}: unreadable safetensors header"
-    ends = [v["data_offsets"][1] for k, v in header.items()
-            if k != "__metadata__" and isinstance(v, dict) and isinstance(v.get("data_offsets"), list)]
+    ends = [
+        v["data_offsets"][1]
+        for k, v in header.items()
+        if k != "__metadata__" and isinstance(v, dict) and isinstance(v.get("data_offsets"), list)
+    ]
     need = 8 + n + max(ends, default=0)
     if need > size:
         return f"{path.name}: truncated ({size} bytes, its header needs {need})"
@@ -70,12 +73,15 @@ def check_model_folder(path: str | os.PathLike) -> Path:
     """Raise `ModelFolderError` naming every missing or unreadable part of a model folder."""
     root = Path(path)
     if not root.exists():
-        raise FileNotFoundError(f"{root}: no such model folder (one holding config.json, the weights, tokenizer and "
-                                "processor; weights are never downloaded: build a test model with "
-                                "`ego3s build-model tiny --out DIR`)")
+        raise FileNotFoundError(
+            f"{root}: no such model folder (one holding config.json, the weights, tokenizer and "
+            "processor; weights are never downloaded: build a test model with "
+            "`ego3s build-model tiny --out DIR`)"
+        )
     if not root.is_dir():
-        raise ModelFolderError(f"{root}: is a file; expected a model folder (config.json, weights, tokenizer, "
-                               "processor)")
+        raise ModelFolderError(
+            f"{root}: is a file; expected a model folder (config.json, weights, tokenizer, processor)"
+        )
     problems = []
     if not (root / "config.json").is_file():
         problems.append("config.json")
@@ -85,8 +91,11 @@ def check_model_folder(path: str | os.PathLike) -> Path:
         except (ValueError, UnicodeDecodeError):
             problems.append("config.json: not valid JSON")
     problems += _weights_problems(root)
-    if not ((root / "tokenizer.json").is_file() or (root / "tokenizer.model").is_file()
-            or ((root / "vocab.json").is_file() and (root / "merges.txt").is_file())):
+    if not (
+        (root / "tokenizer.json").is_file()
+        or (root / "tokenizer.model").is_file()
+        or ((root / "vocab.json").is_file() and (root / "merges.txt").is_file())
+    ):
         problems.append("tokenizer (tokenizer.json, tokenizer.model, or vocab.json + merges.txt)")
     if not any((root / n).is_file() for n in ("processor_config.json", "preprocessor_config.json")):
         problems.append("processor (processor_config.json or preprocessor_config.json)")

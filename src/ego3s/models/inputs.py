@@ -12,7 +12,8 @@ temporal_patch_size / sampled_fps` from it, and without metadata it silently ass
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,8 +54,10 @@ def _check_frames(frames: Any, factor: int, where: str) -> np.ndarray:
     if t < 1:
         raise ValueError(f"{where}: clip has no frames")
     if h % factor or w % factor:
-        raise ValueError(f"{where}: clip frames are {h}x{w}; sides must be multiples of {factor} "
-                         "(patch_size * merge_size): resize when sampling, the processor will not")
+        raise ValueError(
+            f"{where}: clip frames are {h}x{w}; sides must be multiples of {factor} "
+            "(patch_size * merge_size): resize when sampling, the processor will not"
+        )
     return frames
 
 
@@ -78,8 +81,14 @@ def _metadata(clip: Any, frames: np.ndarray, fps: float) -> dict[str, Any]:
         meta = dict(clip.metadata())
     else:
         t, h, w, _ = frames.shape
-        meta = {"total_num_frames": t, "fps": fps, "frames_indices": list(range(t)), "duration": t / fps,
-                "height": h, "width": w}
+        meta = {
+            "total_num_frames": t,
+            "fps": fps,
+            "frames_indices": list(range(t)),
+            "duration": t / fps,
+            "height": h,
+            "width": w,
+        }
     n, total, src_fps = len(meta["frames_indices"]), meta["total_num_frames"], meta["fps"]
     if not np.isclose(n / total * src_fps, fps, rtol=1e-9, atol=0):
         raise ValueError(f"clip metadata gives {n / total * src_fps} fps, the clip says {fps}")
@@ -95,8 +104,10 @@ def _split_visuals(messages_list, clips_list, factor: int):
         kinds = _visual_entries(messages)
         items = [] if visuals is None else list(visuals) if isinstance(visuals, (list, tuple)) else [visuals]
         if len(items) != len(kinds):
-            raise ValueError(f"encode: batch row {i}: the messages have {len(kinds)} visual entries "
-                             f"({kinds}) but {len(items)} clips/images were given")
+            raise ValueError(
+                f"encode: batch row {i}: the messages have {len(kinds)} visual entries "
+                f"({kinds}) but {len(items)} clips/images were given"
+            )
         for j, (kind, item) in enumerate(zip(kinds, items)):
             where = f"encode: batch row {i}, visual {j}"
             if kind == "video":
@@ -115,8 +126,12 @@ def _split_visuals(messages_list, clips_list, factor: int):
 
 def _video_kwargs(processor, metadata) -> dict[str, Any]:
     vp = getattr(processor, "video_processor", None)
-    kw: dict[str, Any] = {"do_sample_frames": False, "do_resize": False, "video_metadata": metadata,
-                          "return_metadata": True}
+    kw: dict[str, Any] = {
+        "do_sample_frames": False,
+        "do_resize": False,
+        "video_metadata": metadata,
+        "return_metadata": True,
+    }
     valid = getattr(getattr(vp, "valid_kwargs", None), "__annotations__", {})
     if "cap_pixels_per_frame" in valid:  # transformers 5.17-5.2x: silence its warning; no resize anyway
         kw["cap_pixels_per_frame"] = False
@@ -132,8 +147,14 @@ def _left_pad(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.
     return out
 
 
-def encode(processor, messages_list: Sequence[list[dict]], clips_list: Sequence[Any], *,
-           add_generation_prompt: bool = True, answers: Sequence[str] | None = None) -> BatchFeature:
+def encode(
+    processor,
+    messages_list: Sequence[list[dict]],
+    clips_list: Sequence[Any],
+    *,
+    add_generation_prompt: bool = True,
+    answers: Sequence[str] | None = None,
+) -> BatchFeature:
     """Turn a batch of conversations and their clips into model inputs.
 
     `messages_list[i]` is a chat (see `prompts.build_messages`); `clips_list[i]` is what its visual
@@ -158,8 +179,10 @@ def encode(processor, messages_list: Sequence[list[dict]], clips_list: Sequence[
     vp = getattr(processor, "video_processor", None) or getattr(processor, "image_processor", None)
     factor = int(getattr(vp, "patch_size", 14) or 14) * int(getattr(vp, "merge_size", 2) or 2)
     videos, metadata, images = _split_visuals(messages_list, clips_list, factor)
-    texts = [processor.apply_chat_template(m, tokenize=False, add_generation_prompt=add_generation_prompt)
-             for m in messages_list]
+    texts = [
+        processor.apply_chat_template(m, tokenize=False, add_generation_prompt=add_generation_prompt)
+        for m in messages_list
+    ]
 
     kwargs: dict[str, Any] = {"text": texts, "padding": False, "return_tensors": None}
     if videos:
@@ -183,8 +206,9 @@ def encode(processor, messages_list: Sequence[list[dict]], clips_list: Sequence[
                 raise ValueError(f"encode: batch row {i}: the answer tokenizes to nothing")
             prompt_len = len(r["input_ids"])
             for k in list(r):
-                r[k] = r[k] + (list(ids) if k == "input_ids" else [1] * len(ids) if k == "attention_mask"
-                               else [0] * len(ids))
+                r[k] = r[k] + (
+                    list(ids) if k == "input_ids" else [1] * len(ids) if k == "attention_mask" else [0] * len(ids)
+                )
             r["labels"] = [IGNORE_INDEX] * prompt_len + list(ids)
     data: dict[str, Any] = _left_pad(rows, pad_id)
     for k, v in feats.items():

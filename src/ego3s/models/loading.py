@@ -32,7 +32,7 @@ ATTENTION = (None, "sdpa", "eager", "flash_attention_2")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """"auto": this process's GPU (LOCAL_RANK under torchrun) when CUDA is available, else CPU."""
+    """ "auto": this process's GPU (LOCAL_RANK under torchrun) when CUDA is available, else CPU."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda":
@@ -43,7 +43,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """"auto": bfloat16 on a GPU that supports it, float32 otherwise (CPU kernels and exact tests)."""
+    """ "auto": bfloat16 on a GPU that supports it, float32 otherwise (CPU kernels and exact tests)."""
     if dtype == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -72,8 +72,9 @@ def resolve_model_path(name: str | os.PathLike, revision: str | None = None) -> 
     if (p / "config.json").is_file():
         return p
     if p.exists():
-        raise FileNotFoundError(f"{p}: no config.json; expected a model folder (build a test model with "
-                                "`ego3s build-model tiny --out DIR`)")
+        raise FileNotFoundError(
+            f"{p}: no config.json; expected a model folder (build a test model with `ego3s build-model tiny --out DIR`)"
+        )
     repo_id = str(name)
     if repo_id.count("/") > 1 or repo_id.startswith((".", "/", "~")) or not repo_id.strip():
         raise FileNotFoundError(f"{p}: no such model folder (and not a Hub id like org/name)")
@@ -86,15 +87,26 @@ def resolve_model_path(name: str | os.PathLike, revision: str | None = None) -> 
     except LocalEntryNotFoundError as e:
         raise FileNotFoundError(
             f"{repo_id}: not a local folder, and no snapshot of it in the Hugging Face cache {cache}"
-            + (" (HF_HUB_OFFLINE=1: nothing is downloaded; download it where the Hub is reachable, e.g. "
-               f"`hf download {repo_id}`, or pass a folder)" if offline else f" ({e})")) from None
+            + (
+                " (HF_HUB_OFFLINE=1: nothing is downloaded; download it where the Hub is reachable, e.g. "
+                f"`hf download {repo_id}`, or pass a folder)"
+                if offline
+                else f" ({e})"
+            )
+        ) from None
     if not (snap / "config.json").is_file():
         raise FileNotFoundError(f"{repo_id}: snapshot {snap} has no config.json (not a transformers model)")
     return snap
 
 
-def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "auto",
-               attn_implementation: str | None = None, grouped_vision_attention: bool = True) -> tuple[Any, Any]:
+def load_model(
+    path: str | os.PathLike,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    attn_implementation: str | None = None,
+    grouped_vision_attention: bool = True,
+) -> tuple[Any, Any]:
     """(model, processor) from a local folder or a Hub id (`resolve_model_path`) through
     `AutoModelForImageTextToText` / `AutoProcessor`. The model is in eval mode on `device`.
 
@@ -115,7 +127,7 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "a
     from ego3s.models.folder import ModelFolderError, check_model_folder
 
     if Path(path).is_dir() or str(path).startswith(("/", ".", "~")):  # a local folder, not a Hub id: name
-        check_model_folder(Path(path).expanduser())                        # every missing part, not only config.json
+        check_model_folder(Path(path).expanduser())  # every missing part, not only config.json
     p = check_model_folder(resolve_model_path(path))  # before transformers fails on a missing part
     dev = resolve_device(device)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype, dev), "local_files_only": True}
@@ -158,10 +170,16 @@ def load_model(path: str | os.PathLike, *, dtype: str = "auto", device: str = "a
 # temporal index 0, and each segment starts one past the previous segment's maximum.
 
 
-def qwen25_rope_index(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Tensor | None = None,
-                      image_grid_thw: torch.Tensor | None = None, video_grid_thw: torch.Tensor | None = None,
-                      second_per_grid_ts: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                      **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+def qwen25_rope_index(
+    self,
+    input_ids: torch.Tensor,
+    mm_token_type_ids: torch.Tensor | None = None,
+    image_grid_thw: torch.Tensor | None = None,
+    video_grid_thw: torch.Tensor | None = None,
+    second_per_grid_ts: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference Qwen2.5-VL position ids `(3, batch, seq)` and `rope_deltas` `(batch, 1)`.
 
     Same signature as transformers' `Qwen2_5_VLModel.get_rope_index` (5.17+); `self` is the
@@ -174,17 +192,24 @@ def qwen25_rope_index(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Te
     device = input_ids.device
     batch, length = input_ids.shape
     if mm_token_type_ids is None:
-        mm_token_type_ids = ((input_ids == cfg.image_token_id).long()
-                             + 2 * (input_ids == cfg.video_token_id).long())
-    grids = {1: iter(image_grid_thw.tolist() if image_grid_thw is not None else []),
-             2: iter(video_grid_thw.tolist() if video_grid_thw is not None else [])}
-    seconds = iter(torch.as_tensor(second_per_grid_ts, dtype=torch.float32).reshape(-1).cpu()
-                   if second_per_grid_ts is not None else [])
+        mm_token_type_ids = (input_ids == cfg.image_token_id).long() + 2 * (input_ids == cfg.video_token_id).long()
+    grids = {
+        1: iter(image_grid_thw.tolist() if image_grid_thw is not None else []),
+        2: iter(video_grid_thw.tolist() if video_grid_thw is not None else []),
+    }
+    seconds = iter(
+        torch.as_tensor(second_per_grid_ts, dtype=torch.float32).reshape(-1).cpu()
+        if second_per_grid_ts is not None
+        else []
+    )
     position_ids = torch.zeros(3, batch, length, dtype=torch.long, device=device)
     deltas = []
     for b in range(batch):
-        keep = (attention_mask[b].bool() if attention_mask is not None
-                else torch.ones(length, dtype=torch.bool, device=device))
+        keep = (
+            attention_mask[b].bool()
+            if attention_mask is not None
+            else torch.ones(length, dtype=torch.bool, device=device)
+        )
         kinds = mm_token_type_ids[b][keep].tolist()
         n = len(kinds)
         pos = torch.empty(3, n, dtype=torch.long)
@@ -213,10 +238,11 @@ def qwen25_rope_index(self, input_ids: torch.Tensor, mm_token_type_ids: torch.Te
             h_index = torch.arange(gh).view(1, -1, 1).expand(gt, -1, gw).flatten()
             w_index = torch.arange(gw).view(1, 1, -1).expand(gt, gh, -1).flatten()
             block = torch.stack([t_index, h_index, w_index]) + start
-            if i + count > n or any(k != kind for k in kinds[i:i + count]):
-                raise ValueError(f"row {b}: {count} placeholder tokens expected for grid "
-                                 f"{[gt, gh * merge, gw * merge]} at token {i}")
-            pos[:, i:i + count] = block
+            if i + count > n or any(k != kind for k in kinds[i : i + count]):
+                raise ValueError(
+                    f"row {b}: {count} placeholder tokens expected for grid {[gt, gh * merge, gw * merge]} at token {i}"
+                )
+            pos[:, i : i + count] = block
             start = int(block.max()) + 1
             i += count
         position_ids[:, b, keep] = pos.to(device)
@@ -234,8 +260,10 @@ def patch_qwen25_rope_index(model) -> bool:
             continue
         params = inspect.signature(type(module).get_rope_index).parameters
         if "mm_token_type_ids" not in params or "second_per_grid_ts" not in params:
-            log.warning("transformers' Qwen2_5_VLModel.get_rope_index has an unexpected signature %s; "
-                        "not replacing it", list(params))
+            log.warning(
+                "transformers' Qwen2_5_VLModel.get_rope_index has an unexpected signature %s; not replacing it",
+                list(params),
+            )
             continue
         module.get_rope_index = types.MethodType(qwen25_rope_index, module)
         patched = True
@@ -326,8 +354,9 @@ def load_checkpoint_weights(model, checkpoint: str | os.PathLike) -> None:
     with torch.no_grad():
         missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RuntimeError(f"{checkpoint}: checkpoint does not match the model (missing {missing[:3]}, "
-                           f"unexpected {unexpected[:3]})")
+        raise RuntimeError(
+            f"{checkpoint}: checkpoint does not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     del loaded
 
 
@@ -345,8 +374,11 @@ def upcast_trainable(model, master_weights: str = "float32") -> torch.dtype | No
     trainable weights had (to save the final model in it), or None when nothing was cast."""
     if master_weights not in MASTER_WEIGHTS:
         raise ValueError(f"master_weights must be one of {MASTER_WEIGHTS}, got {master_weights!r}")
-    if master_weights != "float32" or os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true" \
-            or os.environ.get("ACCELERATE_USE_FSDP") == "true":
+    if (
+        master_weights != "float32"
+        or os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true"
+        or os.environ.get("ACCELERATE_USE_FSDP") == "true"
+    ):
         return None
     low = None
     for p in model.parameters():

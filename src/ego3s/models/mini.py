@@ -28,8 +28,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ego3s.models.tiny import (QWEN_SPECIAL_TOKENS, _CORPUS, _train_tokenizer, _vision_ids, _wrap_tokenizer,
-                               cached_build, make_processor, qwen_chat_template)
+from ego3s.models.tiny import (
+    _CORPUS,
+    QWEN_SPECIAL_TOKENS,
+    _train_tokenizer,
+    _vision_ids,
+    _wrap_tokenizer,
+    cached_build,
+    make_processor,
+    qwen_chat_template,
+)
 
 MINI_VERSION = 1
 VOCAB = 2048

@@ -63,8 +63,9 @@ def target_text(sample: Sample, *, fmt: str = "direct") -> str:
     return f"<answer>{gold}</answer>" if fmt == "reasoning" else gold
 
 
-def build_messages(sample: Sample, *, fmt: str = "reasoning", visual: str | None = "auto",
-                   system: str | None = None) -> list[dict[str, Any]]:
+def build_messages(
+    sample: Sample, *, fmt: str = "reasoning", visual: str | None = "auto", system: str | None = None
+) -> list[dict[str, Any]]:
     """Chat messages for one sample.
 
     `visual`: "video", "image", None (no visual entry: the blind view without a clip), or "auto"

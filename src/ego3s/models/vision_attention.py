@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 
 
-def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-                      scaling: float) -> torch.Tensor:
+def grouped_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor, scaling: float
+) -> torch.Tensor:
     """Block-diagonal attention over the chunks `cu_seqlens` delimits. q, k, v: (heads, seq, dim);
     returns (seq, heads, dim), as the per-chunk loop concatenates it."""
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).tolist()

@@ -23,7 +23,9 @@ the caller, ...) returns None from `sampling_of`, and the caller falls back to `
 Positions: the caller passes the 4 position rows (text, then Qwen2.5-VL's t/h/w) of the last
 prompt token; each step adds one to all four, as `generate` does. The static cache tracks its own
 write position (`cumulative_length`, advanced in place by every layer), so the same captured
-graph serves every step.
+graph serves every step. The graph is kept on the model for the next call with the same cache,
+rows, budget and settings, and captured again when any weight tensor has moved (ZeRO-3 and FSDP
+gather the weights afresh for each generation); where capture fails the step runs eagerly.
 """
 
 from __future__ import annotations
@@ -35,17 +37,38 @@ import torch
 # GenerationConfig fields whose non-neutral values change the tokens in ways this loop does not
 # implement; any of them set sends the call back to `generate`.
 _NEUTRAL = {
-    "repetition_penalty": (None, 1.0), "encoder_repetition_penalty": (None, 1.0),
-    "no_repeat_ngram_size": (None, 0), "encoder_no_repeat_ngram_size": (None, 0),
-    "bad_words_ids": (None,), "sequence_bias": (None,), "begin_suppress_tokens": (None,),
-    "forced_bos_token_id": (None,), "forced_eos_token_id": (None,), "exponential_decay_length_penalty": (None,),
-    "min_p": (None,), "top_h": (None,), "typical_p": (None, 1.0), "epsilon_cutoff": (None, 0.0),
-    "eta_cutoff": (None, 0.0), "guidance_scale": (None, 1.0), "num_beams": (None, 1),
-    "num_return_sequences": (None, 1), "num_beam_groups": (None, 1), "diversity_penalty": (None, 0.0),
-    "penalty_alpha": (None,), "stop_strings": (None,), "max_time": (None,), "watermarking_config": (None,),
-    "renormalize_logits": (None, False), "output_scores": (None, False), "output_logits": (None, False),
-    "output_attentions": (None, False), "output_hidden_states": (None, False),
-    "return_dict_in_generate": (None, False), "min_length": (None, 0), "prompt_lookup_num_tokens": (None,),
+    "repetition_penalty": (None, 1.0),
+    "encoder_repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "encoder_no_repeat_ngram_size": (None, 0),
+    "bad_words_ids": (None,),
+    "sequence_bias": (None,),
+    "begin_suppress_tokens": (None,),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "exponential_decay_length_penalty": (None,),
+    "min_p": (None,),
+    "top_h": (None,),
+    "typical_p": (None, 1.0),
+    "epsilon_cutoff": (None, 0.0),
+    "eta_cutoff": (None, 0.0),
+    "guidance_scale": (None, 1.0),
+    "num_beams": (None, 1),
+    "num_return_sequences": (None, 1),
+    "num_beam_groups": (None, 1),
+    "diversity_penalty": (None, 0.0),
+    "penalty_alpha": (None,),
+    "stop_strings": (None,),
+    "max_time": (None,),
+    "watermarking_config": (None,),
+    "renormalize_logits": (None, False),
+    "output_scores": (None, False),
+    "output_logits": (None, False),
+    "output_attentions": (None, False),
+    "output_hidden_states": (None, False),
+    "return_dict_in_generate": (None, False),
+    "min_length": (None, 0),
+    "prompt_lookup_num_tokens": (None,),
     "assistant_early_exit": (None,),
 }
 
@@ -84,13 +107,18 @@ def sampling_of(model, generation_config=None, **generate_kwargs) -> Sampling | 
     eos = () if eos is None else tuple(int(e) for e in ([eos] if isinstance(eos, int) else eos))
     pad = gc.pad_token_id if gc.pad_token_id is not None else (eos[0] if eos else 0)
     sample = bool(gc.do_sample)
-    return Sampling(max_new=int(gc.max_new_tokens), greedy=not sample,
-                    temperature=float(gc.temperature) if sample and gc.temperature is not None else 1.0,
-                    top_k=int(gc.top_k) if sample and gc.top_k else 0,
-                    top_p=float(gc.top_p) if sample and gc.top_p is not None else 1.0,
-                    min_tokens_to_keep=int(getattr(gc, "min_tokens_to_keep", None) or 1),
-                    min_new=int(gc.min_new_tokens or 0),
-                    suppress=tuple(int(t) for t in (gc.suppress_tokens or ())), eos=eos, pad=int(pad))
+    return Sampling(
+        max_new=int(gc.max_new_tokens),
+        greedy=not sample,
+        temperature=float(gc.temperature) if sample and gc.temperature is not None else 1.0,
+        top_k=int(gc.top_k) if sample and gc.top_k else 0,
+        top_p=float(gc.top_p) if sample and gc.top_p is not None else 1.0,
+        min_tokens_to_keep=int(getattr(gc, "min_tokens_to_keep", None) or 1),
+        min_new=int(gc.min_new_tokens or 0),
+        suppress=tuple(int(t) for t in (gc.suppress_tokens or ())),
+        eos=eos,
+        pad=int(pad),
+    )
 
 
 _ID_TENSORS: dict = {}
@@ -126,7 +154,7 @@ def process(logits: torch.Tensor, step: torch.Tensor, s: Sampling) -> torch.Tens
         srt, idx = torch.sort(scores, descending=False)
         cum = srt.softmax(-1).cumsum(-1)
         drop = cum <= (1 - s.top_p)
-        drop[..., -s.min_tokens_to_keep:] = False
+        drop[..., -s.min_tokens_to_keep :] = False
         scores = scores.masked_fill(drop.scatter(1, idx, drop), neg)
     return scores
 
@@ -136,6 +164,11 @@ def choose(scores: torch.Tensor, u: torch.Tensor, s: Sampling) -> torch.Tensor:
     exceeds the row's uniform `u` (inverse-CDF sampling of softmax(scores))."""
     if s.greedy:
         return scores.argmax(-1)
+    return _inverse_cdf(scores, u)
+
+
+@torch.compiler.disable  # inductor (torch 2.11) fails to generate its cumsum over a 152k vocabulary; eager
+def _inverse_cdf(scores: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # kernels are captured all the same
     cdf = scores.softmax(-1).cumsum(-1)
     x = (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
     return torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp_(max=scores.shape[-1] - 1)
@@ -157,8 +190,14 @@ class _Buffers:
 
 
 def _step(base, cache, b: _Buffers, s: Sampling, cache_kw: str) -> None:
-    logits = base(input_ids=b.tok, attention_mask=b.mask, position_ids=b.pos, use_cache=True,
-                  logits_to_keep=1, **{cache_kw: cache}).logits[:, -1]
+    logits = base(
+        input_ids=b.tok,
+        attention_mask=b.mask,
+        position_ids=b.pos,
+        use_cache=True,
+        logits_to_keep=1,
+        **{cache_kw: cache},
+    ).logits[:, -1]
     nxt = choose(process(logits, b.step, s), b.u.index_select(0, b.step).squeeze(0), s)
     nxt = torch.where(b.done, torch.full_like(nxt, s.pad), nxt)
     b.out.index_copy_(1, b.step, nxt.unsqueeze(1))
@@ -183,8 +222,9 @@ def _packed_gqa_sdpa(module, query, key, value, attention_mask, **kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     b, h, _, d = query.shape
     q = query.reshape(b, h // groups, groups, d)
-    out = torch.nn.functional.scaled_dot_product_attention(q, key, value, attn_mask=attention_mask,
-                                                           scale=kwargs.get("scaling"))
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q, key, value, attn_mask=attention_mask, scale=kwargs.get("scaling")
+    )
     return out.reshape(b, h, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
 
 
@@ -228,12 +268,45 @@ class _attention:
         self.cfg._attn_implementation = self.old
 
 
+def _capture(base, cache, b: _Buffers, s: Sampling, cache_kw: str, step, reset, dev):
+    """The step captured as a CUDA graph after warm-up steps on a side stream (compilation,
+    allocator, lazy initialisation), or None where capture fails (hooks that synchronise, such as
+    a sharded model's parameter fetches): the loop then runs the step eagerly."""
+    reset()
+    stream = torch.cuda.Stream(device=dev)
+    stream.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(stream), _attention(base, _ATTN):
+        for _ in range(3):
+            step(base, cache, b, s, cache_kw)
+    torch.cuda.current_stream(dev).wait_stream(stream)
+    reset()
+    g = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(g), _attention(base, _ATTN):
+            step(base, cache, b, s, cache_kw)
+    except RuntimeError as e:
+        import logging
+
+        logging.getLogger(__name__).warning("decode step not captured as a CUDA graph (%s); running it eagerly", e)
+        return None
+    return g
+
+
 def _lengths(cache) -> list[torch.Tensor]:
     return [layer.cumulative_length for layer in cache.layers]
 
 
-def decode(model, cache, input_ids: torch.Tensor, attention_mask: torch.Tensor, last_positions: torch.Tensor,
-           s: Sampling, graph: bool | None = None, check_every: int | None = None, compile_step: bool = False) -> torch.Tensor:
+def decode(
+    model,
+    cache,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    last_positions: torch.Tensor,
+    s: Sampling,
+    graph: bool | None = None,
+    check_every: int | None = None,
+    compile_step: bool = False,
+) -> torch.Tensor:
     """`generate`'s output (prompt ids then completion ids, `(rows, L + n)`) continued from a
     StaticCache holding every prompt token but the last.
 
@@ -252,7 +325,10 @@ def decode(model, cache, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     mask_len = cache.layers[0].max_cache_len
     if L - 1 + s.max_new > mask_len:
         raise ValueError(f"static cache of {mask_len} positions is too short for {L - 1} + {s.max_new}")
-    key = (rows, s.max_new, mask_len, s, torch.is_inference_mode_enabled(), graph, compile_step)
+    # a graph reads the weights where they were at capture: any moved tensor (ZeRO-3 or FSDP
+    # gathering them afresh for each generation, a reload) means a new capture
+    weights = tuple(t.data_ptr() for t in (*base.parameters(), *base.buffers())) if graph else ()
+    key = (rows, s.max_new, mask_len, s, torch.is_inference_mode_enabled(), graph, compile_step, weights)
     held = getattr(base, "_ego_graph_decode", None)
     if held is not None and held[0] == key and held[1] is cache:
         b, g = held[2], held[3]
@@ -277,17 +353,7 @@ def decode(model, cache, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     step = _compiled_step() if compile_step else _step
     _ids(s.suppress, dev), _ids(s.eos, dev)  # made before any step (a compiled step would recompile)
     if graph and g is None:
-        reset()
-        stream = torch.cuda.Stream(device=dev)
-        stream.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(stream), _attention(base, _ATTN):
-            for _ in range(3):  # warm-up outside the capture (compilation, allocator, lazy inits)
-                step(base, cache, b, s, cache_kw)
-        torch.cuda.current_stream(dev).wait_stream(stream)
-        reset()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g), _attention(base, _ATTN):
-            step(base, cache, b, s, cache_kw)
+        g = _capture(base, cache, b, s, cache_kw, step, reset, dev) or False  # False: failed, not retried
     base._ego_graph_decode = (key, cache, b, g)
     reset()
     if not s.greedy:
@@ -296,7 +362,7 @@ def decode(model, cache, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     with _attention(base, _ATTN):
         while n < s.max_new:
             for _ in range(min(check_every, s.max_new - n)):
-                if g is not None:
+                if g:
                     g.replay()
                 else:
                     step(base, cache, b, s, cache_kw)
@@ -305,8 +371,7 @@ def decode(model, cache, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
                 break
     out = b.out[:, :n]
     if s.eos and n > 1:  # trim the steps run after every row had finished (all pad)
-        first = torch.where(torch.isin(out, _ids(s.eos, dev)),
-                            torch.arange(n, device=dev), n).min(1).values
+        first = torch.where(torch.isin(out, _ids(s.eos, dev)), torch.arange(n, device=dev), n).min(1).values
         n = int(first.max().clamp(max=n - 1)) + 1 if bool(b.done.all()) else n
         out = out[:, :n]
     for x in _lengths(cache):  # what generate leaves: every fed token written

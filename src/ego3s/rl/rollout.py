@@ -18,8 +18,10 @@ How the continuation lines up with the stock path:
 
 Static decode (`group_generate(..., static_cache=True)`, off by default): after the same one-row
 prefill, the repeated keys/values are copied into a `StaticCache` of B x G rows and at least
-L + max_new_tokens positions (kept on the model and reused, growing only, by later calls with as many rows), and
-`generate` continues from it with compilation allowed. Why: a decode step against a dynamic cache
+L + max_new_tokens positions (kept on the model and reused, growing only, by later calls with as many rows).
+By default ego3s's own loop decodes from it (`ego3s.rl.graph_decode`: the whole step, sampling
+included, captured once as a CUDA graph and replayed per token); with `decoder="generate"`, or
+settings that loop does not implement, `generate` continues from it with compilation allowed. Why: a decode step against a dynamic cache
 is bound by Python and kernel launches (about 20-27 ms per step for the 7B model on an H100,
 against a bandwidth floor near 5 ms); against a fixed-shape cache, transformers' auto-compile
 (`torch.compile` of the forward, by default with CUDA graphs, `mode="reduce-overhead"`; CUDA only,
@@ -39,7 +41,6 @@ import inspect
 import torch
 
 from ego3s.models.inputs import VISUAL_KEYS
-
 
 
 def _base(model):
@@ -68,8 +69,9 @@ def prompt_positions(model, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     text = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
     grids = {k: inputs.get(k) for k in ("image_grid_thw", "video_grid_thw", "second_per_grid_ts")}
-    pos3d, deltas = inner.get_rope_index(ids, mm_token_type_ids=inputs.get("mm_token_type_ids"),
-                                         attention_mask=mask, **grids)
+    pos3d, deltas = inner.get_rope_index(
+        ids, mm_token_type_ids=inputs.get("mm_token_type_ids"), attention_mask=mask, **grids
+    )
     return torch.cat([text[None], pos3d.to(text.device)]), deltas
 
 
@@ -93,8 +95,15 @@ def _prefill(model, inputs: dict, group: int):
     kw = {k: inputs[k] for k in VISUAL_KEYS if inputs.get(k) is not None}
     if inputs.get("mm_token_type_ids") is not None:
         kw["mm_token_type_ids"] = inputs["mm_token_type_ids"][:, :-1]
-    base(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[..., :-1], use_cache=True,
-         logits_to_keep=1, **{_cache_kwarg(base): cache}, **kw)
+    base(
+        input_ids=ids[:, :-1],
+        attention_mask=mask[:, :-1],
+        position_ids=positions[..., :-1],
+        use_cache=True,
+        logits_to_keep=1,
+        **{_cache_kwarg(base): cache},
+        **kw,
+    )
     cache.batch_repeat_interleave(group)
     base.model.rope_deltas = deltas.repeat_interleave(group, dim=0)
     return cache, positions[..., -1].repeat_interleave(group, dim=1)
@@ -143,8 +152,15 @@ def _max_length(prompt_len: int, gc, generate_kwargs: dict) -> int:
     return prompt_len + new if new is not None else generate_kwargs.get("max_length", gc.max_length)
 
 
-def group_generate(model, inputs: dict, group: int, generation_config=None, static_cache: bool = False,
-                   decoder: str = "graph", **generate_kwargs) -> torch.Tensor:
+def group_generate(
+    model,
+    inputs: dict,
+    group: int,
+    generation_config=None,
+    static_cache: bool = False,
+    decoder: str = "graph",
+    **generate_kwargs,
+) -> torch.Tensor:
     """What `model.generate` returns for the batch in which each row of `inputs` appears `group`
     times in a row (`(B * group, L + new)` token ids), with one vision encoding and one prefill per
     row instead of `group`.
@@ -167,17 +183,26 @@ def group_generate(model, inputs: dict, group: int, generation_config=None, stat
     if static_cache:
         if decoder not in ("graph", "graph-compiled", "generate"):
             raise ValueError(f"decoder must be graph, graph-compiled or generate, not {decoder!r}")
-        fast = (graph_decode.sampling_of(_base(model), generation_config, **generate_kwargs)
-                if decoder != "generate" else None)
+        fast = (
+            graph_decode.sampling_of(_base(model), generation_config, **generate_kwargs)
+            if decoder != "generate"
+            else None
+        )
         generation_config = copy.deepcopy(generation_config or _base(model).generation_config)
         generation_config.disable_compile = False
         cache = static_copy(model, cache, _max_length(ids.shape[1], generation_config, generate_kwargs))
         if fast is not None:  # ego3s's own decode loop (one CUDA graph per step), see graph_decode
-            return graph_decode.decode(model, cache, ids, mask, last_positions, fast,
-                                       compile_step=decoder == "graph-compiled")
+            return graph_decode.decode(
+                model, cache, ids, mask, last_positions, fast, compile_step=decoder == "graph-compiled"
+            )
     # through the caller's model (a PEFT wrapper, or a model whose generate was wrapped), as TRL calls it
-    return model.generate(input_ids=ids, attention_mask=mask, generation_config=generation_config,
-                          **{_cache_kwarg(_base(model)): cache}, **generate_kwargs)
+    return model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        generation_config=generation_config,
+        **{_cache_kwarg(_base(model)): cache},
+        **generate_kwargs,
+    )
 
 
 def groups_of(prompt_ids: list, visual: list | None, group: int) -> list[int] | None:
@@ -202,5 +227,8 @@ def _same_visual(a: dict | None, b: dict | None) -> bool:
     a, b = a or {}, b or {}
     if a.keys() != b.keys():
         return False
-    return all(a[k] is b[k] or (a[k].shape == b[k].shape and torch.equal(a[k], b[k])
-                                if isinstance(a[k], torch.Tensor) else a[k] == b[k]) for k in a)
+    return all(
+        a[k] is b[k]
+        or (a[k].shape == b[k].shape and torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k])
+        for k in a
+    )

@@ -20,8 +20,8 @@ import hashlib
 import torch
 
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
-_M1 = -4658895280553007687      # 0xBF58476D1CE4E5B9
-_M2 = -7723592293110705685      # 0x94D049BB133111EB
+_M1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
+_M2 = -7723592293110705685  # 0x94D049BB133111EB
 
 
 def _shr(x: torch.Tensor, s: int) -> torch.Tensor:
@@ -74,5 +74,7 @@ class GumbelSampler:
 
 def check_supported(top_p: float | None, top_k: int | None, min_p: float | None) -> None:
     if (top_p is not None and top_p < 1.0) or (top_k or 0) > 0 or (min_p or 0.0) > 0:
-        raise ValueError("layout_invariant_sampling supports temperature only: set top_p=1.0, top_k=0, min_p=None "
-                         f"(got top_p={top_p}, top_k={top_k}, min_p={min_p})")
+        raise ValueError(
+            "layout_invariant_sampling supports temperature only: set top_p=1.0, top_k=0, min_p=None "
+            f"(got top_p={top_p}, top_k={top_k}, min_p={min_p})"
+        )

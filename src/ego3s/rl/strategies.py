@@ -33,8 +33,9 @@ def grpo_config_kwargs(strategy: str) -> dict:
     return dict(STRATEGIES[strategy])
 
 
-def optimizer_steps_per_generation(strategy: str, configured: int | None, prompts_per_step: int | None = None,
-                                   num_prompts: int | None = None) -> int:
+def optimizer_steps_per_generation(
+    strategy: str, configured: int | None, prompts_per_step: int | None = None, num_prompts: int | None = None
+) -> int:
     """Optimizer steps trained on one generation batch: `configured` when given; otherwise 1
     (on-policy) and, for `dapo`, the paper's 16, lowered to what the data holds (a generation
     batch never asks for more distinct prompts than there are, else TRL's sampler yields none)."""

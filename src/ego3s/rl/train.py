@@ -14,15 +14,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ego3s import skips
-from ego3s.config import (DTYPES, MASTER_WEIGHTS, ConfigError, Dtype, MasterWeights, check_fields, check_report_to,
-                          check_steps)
+from ego3s.config import (
+    DTYPES,
+    MASTER_WEIGHTS,
+    ConfigError,
+    Dtype,
+    MasterWeights,
+    check_fields,
+    check_report_to,
+    check_steps,
+)
 from ego3s.curriculum.monitor import ECRConfig
 from ego3s.data.video import VIEWS, ClipSpec
 from ego3s.rl.rewards import RewardConfig
 from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
-from ego3s.train.plumbing import (checkpoint_step, last_checkpoint, lora_config, start_model_fingerprint,
-                                  training_identity)
+from ego3s.train.plumbing import (
+    checkpoint_step,
+    last_checkpoint,
+    lora_config,
+    start_model_fingerprint,
+    training_identity,
+)
 
 
 def _reward_key(name: str):
@@ -37,31 +50,54 @@ class TrainingConfig(ClipSpec):
     data: str = field(default="", metadata={"help": "training samples (JSONL, ego3s schema)"})
     out: str = field(default="runs/train", metadata={"help": "output folder (checkpoints, logs, rewards.jsonl)"})
     strategy: str = field(default="grpo", metadata={"help": "grpo, rloo, dapo or dr_grpo"})
-    dynamic_sampling_rounds: int = field(default=3, metadata={
-        "help": "dapo: rounds of refilling groups whose answers are all right or all wrong with fresh prompts "
-                "per generation batch (0: off)"})
-    num_iterations: int = field(default=1, metadata={
-        "help": "optimizer passes over each generation batch (TRL's num_iterations, GRPO's mu). Above 1 the "
-                "policy moves away from the one that sampled, so the importance ratio and its clip act"})
-    optimizer_steps_per_generation: int | None = field(default=None, metadata={
-        "help": "optimizer steps (batches of batch_size completions) trained on one generation batch; TRL's "
-                "steps_per_generation = this x gradient accumulation steps. None: 1 (on-policy); dapo: the "
-                "DAPO paper's 16 (a rollout of 16 mini-batches), fewer when the data has fewer prompts"})
-    overlong_cache: int | None = field(default=None, metadata={
-        "help": "dapo: soft overlong punishment cache L_cache in tokens (penalty 0 up to max_completion_length - "
-                "L_cache, linear to -1 at max_completion_length). None: a fifth of max_completion_length, the "
-                "paper's 4,096 of 20,480"})
-    mask_truncated_completions: bool = field(default=False, metadata={
-        "help": "leave completions cut at max_completion_length out of the loss (TRL's option; DAPO's "
-                "'overlong filtering', which the paper replaced by the soft overlong punishment)"})
+    dynamic_sampling_rounds: int = field(
+        default=3,
+        metadata={
+            "help": "dapo: rounds of refilling groups whose answers are all right or all wrong with fresh prompts "
+            "per generation batch (0: off)"
+        },
+    )
+    num_iterations: int = field(
+        default=1,
+        metadata={
+            "help": "optimizer passes over each generation batch (TRL's num_iterations, GRPO's mu). Above 1 the "
+            "policy moves away from the one that sampled, so the importance ratio and its clip act"
+        },
+    )
+    optimizer_steps_per_generation: int | None = field(
+        default=None,
+        metadata={
+            "help": "optimizer steps (batches of batch_size completions) trained on one generation batch; TRL's "
+            "steps_per_generation = this x gradient accumulation steps. None: 1 (on-policy); dapo: the "
+            "DAPO paper's 16 (a rollout of 16 mini-batches), fewer when the data has fewer prompts"
+        },
+    )
+    overlong_cache: int | None = field(
+        default=None,
+        metadata={
+            "help": "dapo: soft overlong punishment cache L_cache in tokens (penalty 0 up to max_completion_length - "
+            "L_cache, linear to -1 at max_completion_length). None: a fifth of max_completion_length, the "
+            "paper's 4,096 of 20,480"
+        },
+    )
+    mask_truncated_completions: bool = field(
+        default=False,
+        metadata={
+            "help": "leave completions cut at max_completion_length out of the loss (TRL's option; DAPO's "
+            "'overlong filtering', which the paper replaced by the soft overlong punishment)"
+        },
+    )
     # the interaction-centric reward (paper's names)
     alpha: float = field(default=0.5, metadata={"help": "penalty weight for object mentions above N"})
     N: int = field(default=5, metadata={"help": "allowed object mentions inside <think>"})
-    H: float = field(default=1.1, metadata={
-        "help": "r_int only when correct + r_fmt >= H (1 < H <= 2: correct and well formed)"})
+    H: float = field(
+        default=1.1, metadata={"help": "r_int only when correct + r_fmt >= H (1 < H <= 2: correct and well formed)"}
+    )
     interaction_reward: bool = field(default=True, metadata={"help": "add r_int (off: plain accuracy + format)"})
-    open_metric: str = field(default="rouge_l", metadata={
-        "help": "open-QA partial credit of a wrong answer: rouge_l or similarity (x open_partial_credit)"})
+    open_metric: str = field(
+        default="rouge_l",
+        metadata={"help": "open-QA partial credit of a wrong answer: rouge_l or similarity (x open_partial_credit)"},
+    )
     # when an open answer is correct: the same keys, defaults and help as the reward's own config
     open_correct: str = _reward_key("open_correct")
     open_correct_threshold: float = _reward_key("open_correct_threshold")
@@ -69,15 +105,20 @@ class TrainingConfig(ClipSpec):
     judge: dict | None = _reward_key("judge")
     # optimisation (paper's names where it has them)
     learning_rate: float = field(default=1e-6, metadata={"help": "AdamW learning rate"})
-    batch_size: int = field(default=512, metadata={
-        "help": "completions per optimizer step, all devices (prompts x num_generations)"})
+    batch_size: int = field(
+        default=512, metadata={"help": "completions per optimizer step, all devices (prompts x num_generations)"}
+    )
     per_device_train_batch_size: int = field(default=8, metadata={"help": "completions per device per micro-step"})
     num_generations: int = field(default=8, metadata={"help": "G: completions per prompt"})
     max_completion_length: int = field(default=256, metadata={"help": "tokens per completion"})
     temperature: float = field(default=1.0, metadata={"help": "rollout temperature"})
-    layout_invariant_sampling: bool = field(default=False, metadata={
-        "help": "draw each rollout from its own key (seed, step, sample, replica) so 1 and N GPUs give the same "
-                "completions at the same global batch (temperature only; see ego3s.rl.sampling)"})
+    layout_invariant_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "draw each rollout from its own key (seed, step, sample, replica) so 1 and N GPUs give the same "
+            "completions at the same global batch (temperature only; see ego3s.rl.sampling)"
+        },
+    )
     beta: float = field(default=0.04, metadata={"help": "KL coefficient (0: no reference model)"})
     max_steps: int = field(default=-1, metadata={"help": "optimizer steps (-1: use num_train_epochs)"})
     num_train_epochs: float = field(default=1.0, metadata={"help": "epochs over the data"})
@@ -87,41 +128,73 @@ class TrainingConfig(ClipSpec):
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha"})
     freeze_vision: bool = field(default=True, metadata={"help": "keep the vision tower frozen (full fine-tuning)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
-    vision_feature_cache: bool = field(default=True, metadata={
-        "help": "with the vision tower frozen, encode each clip once per generation batch in the log-prob "
-                "forwards instead of once per completion (ego3s.rl.vision_cache)"})
-    shared_prefix_rollouts: bool = field(default=True, metadata={
-        "help": "without vLLM: encode the video and prefill each prompt once per group of G completions and "
-                "decode them from copies of the KV cache (same outputs as TRL's path, less compute)"})
-    static_cache_rollouts: bool = field(default=False, metadata={
-        "help": "with shared_prefix_rollouts: decode against a static KV cache that transformers compiles with "
-                "CUDA graphs (1.77x stock TRL's rollout throughput on an H200, 7B, G=8, 256 tokens; the first "
-                "rollout pays about 30 s of compilation; a prompt longer than any before grows the cache and "
-                "recompiles, once)"})
+    vision_feature_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "with the vision tower frozen, encode each clip once per generation batch in the log-prob "
+            "forwards instead of once per completion (ego3s.rl.vision_cache)"
+        },
+    )
+    shared_prefix_rollouts: bool = field(
+        default=True,
+        metadata={
+            "help": "without vLLM: encode the video and prefill each prompt once per group of G completions and "
+            "decode them from copies of the KV cache (same outputs as TRL's path, less compute)"
+        },
+    )
+    static_cache_rollouts: bool = field(
+        default=False,
+        metadata={
+            "help": "with shared_prefix_rollouts: decode against a static KV cache that transformers compiles with "
+            "CUDA graphs (1.77x stock TRL's rollout throughput on an H200, 7B, G=8, 256 tokens; the first "
+            "rollout pays about 30 s of compilation; a prompt longer than any before grows the cache and "
+            "recompiles, once)"
+        },
+    )
     dtype: Dtype = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
-    master_weights: MasterWeights = field(default="float32", metadata={
-        "help": "float32: keep the trained weights in fp32 with bf16 compute (bf16 weights lose updates "
-                "below lr ~|w|/256: ego3s.models.loading.upcast_trainable); bfloat16: pure bf16, half the "
-                "memory of the trained weights and their optimizer states"})
+    master_weights: MasterWeights = field(
+        default="float32",
+        metadata={
+            "help": "float32: keep the trained weights in fp32 with bf16 compute (bf16 weights lose updates "
+            "below lr ~|w|/256: ego3s.models.loading.upcast_trainable); bfloat16: pure bf16, half the "
+            "memory of the trained weights and their optimizer states"
+        },
+    )
     # video
     view: str = field(default="full", metadata={"help": "view the policy trains on (full; others for ablations)"})
     # bookkeeping
     save_steps: int = field(default=100, metadata={"help": "checkpoint every N steps"})
-    save_checkpoints: bool = field(default=True, metadata={
-        "help": "false: no checkpoint-N at all (transformers also writes one at the last step); `final` is "
-                "still saved. A full fine-tuning checkpoint of the 7B holds its optimizer states (about 100 GB)"})
+    save_checkpoints: bool = field(
+        default=True,
+        metadata={
+            "help": "false: no checkpoint-N at all (transformers also writes one at the last step); `final` is "
+            "still saved. A full fine-tuning checkpoint of the 7B holds its optimizer states (about 100 GB)"
+        },
+    )
     save_total_limit: int | None = field(default=None, metadata={"help": "keep at most N checkpoints"})
     logging_steps: int = field(default=1, metadata={"help": "log every N steps"})
-    report_to: str | list[str] = field(default="none", metadata={
-        "help": "trackers, as transformers' report_to: none, tensorboard, wandb, trackio, or a list of them "
-                "(ECR and reward metrics go to the same trackers)"})
-    log_completions: bool = field(default=False, metadata={
-        "help": "TRL's log_completions: print and log (wandb/trackio table) a sample of prompts and completions "
-                "at each logging step"})
+    report_to: str | list[str] = field(
+        default="none",
+        metadata={
+            "help": "trackers, as transformers' report_to: none, tensorboard, wandb, trackio, or a list of them "
+            "(ECR and reward metrics go to the same trackers)"
+        },
+    )
+    log_completions: bool = field(
+        default=False,
+        metadata={
+            "help": "TRL's log_completions: print and log (wandb/trackio table) a sample of prompts and completions "
+            "at each logging step"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed"})
     ecr: ECRConfig = field(default_factory=ECRConfig)
-    candidates: str | None = field(default=None, metadata={
-        "help": "ECR candidate pool (JSONL): unselected samples probed at a refresh (None: only the training data)"})
+    candidates: str | None = field(
+        default=None,
+        metadata={
+            "help": "ECR candidate pool (JSONL): unselected samples probed at a refresh (None: only the training data)"
+        },
+    )
     csm: CSMThresholds = field(default_factory=CSMThresholds, metadata={"help": "ECR re-scoring thresholds"})
     embedder: str | None = field(default=None, metadata={"help": "sentence embedder for ECR relevance (None: MiniLM)"})
     relevance_file: str | None = field(default=None, metadata={"help": "JSON {id: relevance} computed earlier"})
@@ -129,22 +202,41 @@ class TrainingConfig(ClipSpec):
 
     def __post_init__(self):
         super().__post_init__()
-        check_fields(self, choices={"strategy": tuple(STRATEGIES), "dtype": DTYPES,
-                                    "master_weights": MASTER_WEIGHTS, "view": VIEWS},
-                     ranges={"dynamic_sampling_rounds": "[0, inf)", "learning_rate": "(0, inf)", "batch_size": "[1, inf)",
-                             "per_device_train_batch_size": "[1, inf)", "num_generations": "[2, inf)",
-                             "max_completion_length": "[1, inf)", "temperature": "(0, inf)", "beta": "[0, inf)",
-                             "num_train_epochs": "(0, inf)", "warmup_ratio": "[0, 1)", "lora_r": "[1, inf)",
-                             "lora_alpha": "[1, inf)", "save_steps": "[1, inf)", "save_total_limit": "[1, inf)",
-                             "logging_steps": "[1, inf)", "ecr_batch_size": "[1, inf)", "num_iterations": "[1, inf)",
-                             "optimizer_steps_per_generation": "[1, inf)", "overlong_cache": "[1, inf)",
-                             "seed": "[0, inf)"})
+        check_fields(
+            self,
+            choices={"strategy": tuple(STRATEGIES), "dtype": DTYPES, "master_weights": MASTER_WEIGHTS, "view": VIEWS},
+            ranges={
+                "dynamic_sampling_rounds": "[0, inf)",
+                "learning_rate": "(0, inf)",
+                "batch_size": "[1, inf)",
+                "per_device_train_batch_size": "[1, inf)",
+                "num_generations": "[2, inf)",
+                "max_completion_length": "[1, inf)",
+                "temperature": "(0, inf)",
+                "beta": "[0, inf)",
+                "num_train_epochs": "(0, inf)",
+                "warmup_ratio": "[0, 1)",
+                "lora_r": "[1, inf)",
+                "lora_alpha": "[1, inf)",
+                "save_steps": "[1, inf)",
+                "save_total_limit": "[1, inf)",
+                "logging_steps": "[1, inf)",
+                "ecr_batch_size": "[1, inf)",
+                "num_iterations": "[1, inf)",
+                "optimizer_steps_per_generation": "[1, inf)",
+                "overlong_cache": "[1, inf)",
+                "seed": "[0, inf)",
+            },
+        )
         check_steps("max_steps", self.max_steps)
         check_report_to("report_to", self.report_to)
         if self.overlong_cache is not None and self.overlong_cache > self.max_completion_length:
-            raise ConfigError(f"overlong_cache: {self.overlong_cache} exceeds max_completion_length "
-                              f"({self.max_completion_length})")
-        RewardConfig(alpha=self.alpha, N=self.N, H=self.H, **reward_rule(self))  # the reward keys, checked where they live
+            raise ConfigError(
+                f"overlong_cache: {self.overlong_cache} exceeds max_completion_length ({self.max_completion_length})"
+            )
+        RewardConfig(
+            alpha=self.alpha, N=self.N, H=self.H, **reward_rule(self)
+        )  # the reward keys, checked where they live
 
 
 def training_dataset(samples, fmt: str = "reasoning"):
@@ -157,20 +249,29 @@ def training_dataset(samples, fmt: str = "reasoning"):
     rows = []
     for s in samples:
         visual = "video" if s.video is not None else "image" if s.image is not None else None
-        rows.append({
-            "prompt": build_messages(s, fmt=fmt, visual=visual),
-            "sample": json.dumps(s.to_dict()),
-            "sample_id": s.id, "task": s.task, "answer": s.answer,
-            "options": json.dumps(s.options), "interaction": json.dumps(s.to_dict()["interaction"]),
-        })
+        rows.append(
+            {
+                "prompt": build_messages(s, fmt=fmt, visual=visual),
+                "sample": json.dumps(s.to_dict()),
+                "sample_id": s.id,
+                "task": s.task,
+                "answer": s.answer,
+                "options": json.dumps(s.options),
+                "interaction": json.dumps(s.to_dict()["interaction"]),
+            }
+        )
     return datasets.Dataset.from_list(rows)
 
 
 def reward_rule(cfg: TrainingConfig) -> dict:
     """The open-QA keys every reward function gets (accuracy, gate and correctness agree)."""
-    return dict(open_metric=cfg.open_metric, open_correct=cfg.open_correct,
-                open_correct_threshold=cfg.open_correct_threshold, open_partial_credit=cfg.open_partial_credit,
-                judge=cfg.judge)
+    return dict(
+        open_metric=cfg.open_metric,
+        open_correct=cfg.open_correct,
+        open_correct_threshold=cfg.open_correct_threshold,
+        open_partial_credit=cfg.open_partial_credit,
+        judge=cfg.judge,
+    )
 
 
 def reward_functions(cfg: TrainingConfig, vocabulary: list[str]) -> list:
@@ -193,8 +294,13 @@ def reward_functions(cfg: TrainingConfig, vocabulary: list[str]) -> list:
     return funcs
 
 
-def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, suppress_tokens: list[int] | None = None,
-              num_prompts: int | None = None):
+def grpo_args(
+    cfg: TrainingConfig,
+    world_size: int = 1,
+    bf16: bool = False,
+    suppress_tokens: list[int] | None = None,
+    num_prompts: int | None = None,
+):
     """TRL's GRPOConfig for `cfg` on `world_size` devices; `num_prompts` (the training set's size)
     caps dapo's default generation batch at what the data holds."""
     from trl import GRPOConfig
@@ -205,30 +311,45 @@ def grpo_args(cfg: TrainingConfig, world_size: int = 1, bf16: bool = False, supp
 
     per_step = cfg.per_device_train_batch_size * world_size
     if cfg.batch_size % per_step:
-        raise ValueError(f"batch_size {cfg.batch_size} is not a multiple of per_device_train_batch_size x "
-                         f"devices = {per_step}")
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is not a multiple of per_device_train_batch_size x devices = {per_step}"
+        )
     if per_step % cfg.num_generations and cfg.batch_size % cfg.num_generations:
         raise ValueError(f"batch_size {cfg.batch_size} must be a multiple of num_generations {cfg.num_generations}")
     kw = {"beta": cfg.beta, **grpo_config_kwargs(cfg.strategy)}
     accumulation = cfg.batch_size // per_step
-    per_generation = optimizer_steps_per_generation(cfg.strategy, cfg.optimizer_steps_per_generation,
-                                                    cfg.batch_size // cfg.num_generations, num_prompts)
+    per_generation = optimizer_steps_per_generation(
+        cfg.strategy, cfg.optimizer_steps_per_generation, cfg.batch_size // cfg.num_generations, num_prompts
+    )
     return GRPOConfig(
-        num_iterations=cfg.num_iterations, steps_per_generation=per_generation * accumulation,
+        num_iterations=cfg.num_iterations,
+        steps_per_generation=per_generation * accumulation,
         mask_truncated_completions=cfg.mask_truncated_completions,
-        output_dir=cfg.out, learning_rate=cfg.learning_rate,
+        output_dir=cfg.out,
+        learning_rate=cfg.learning_rate,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=accumulation,
-        num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
-        temperature=cfg.temperature, max_steps=cfg.max_steps, num_train_epochs=cfg.num_train_epochs,
-        warmup_steps=cfg.warmup_ratio, gradient_checkpointing=cfg.gradient_checkpointing,
-        save_steps=cfg.save_steps, save_strategy="steps" if cfg.save_checkpoints else "no",
-        save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
-        report_to=trainer_report_to(cfg.report_to, "training.report_to"), seed=cfg.seed, bf16=bf16,
-        remove_unused_columns=False, shuffle_dataset=True, log_completions=cfg.log_completions,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        max_steps=cfg.max_steps,
+        num_train_epochs=cfg.num_train_epochs,
+        warmup_steps=cfg.warmup_ratio,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        save_steps=cfg.save_steps,
+        save_strategy="steps" if cfg.save_checkpoints else "no",
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        report_to=trainer_report_to(cfg.report_to, "training.report_to"),
+        seed=cfg.seed,
+        bf16=bf16,
+        remove_unused_columns=False,
+        shuffle_dataset=True,
+        log_completions=cfg.log_completions,
         use_cpu=use_cpu(),
         generation_kwargs={"suppress_tokens": list(suppress_tokens)} if suppress_tokens else None,
-        **kw)
+        **kw,
+    )
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -262,8 +383,9 @@ def make_ecr_scorer(cfg: TrainingConfig, processor, samples_by_id: dict, curricu
         # keyed by the policy's weights: a crash mid-refresh resumes, a new run never reuses old scores
         from ego3s.models.loading import model_fingerprint
 
-        cache = ScoreCache(out / "ecr_cache", refresh=curriculum.refreshes, model=model_fingerprint(model),
-                           **asdict(scoring))
+        cache = ScoreCache(
+            out / "ecr_cache", refresh=curriculum.refreshes, model=model_fingerprint(model), **asdict(scoring)
+        )
         score_all(model, processor, probe, scoring, cache, progress=False)
         rows = score_table(probe, cache)
         for r in rows:
@@ -273,12 +395,20 @@ def make_ecr_scorer(cfg: TrainingConfig, processor, samples_by_id: dict, curricu
     return scorer
 
 
-RUN_OUTPUTS = ("checkpoint-*", "final", "final.partial", "rewards.jsonl", "ecr_events.jsonl", "ecr_cache",
-               "log_history.json")
+RUN_OUTPUTS = (
+    "checkpoint-*",
+    "final",
+    "final.partial",
+    "rewards.jsonl",
+    "ecr_events.jsonl",
+    "ecr_cache",
+    "log_history.json",
+)
 
 
-def run_training(cfg: TrainingConfig, resume: bool = False, model=None, processor=None, callbacks=None,
-                 overwrite: bool = False):
+def run_training(
+    cfg: TrainingConfig, resume: bool = False, model=None, processor=None, callbacks=None, overwrite: bool = False
+):
     """Train; returns the trainer (its state holds the log history).
 
     One process (group) at a time writes `cfg.out` (`ego3s.files.folder_lock`). Into a folder
@@ -301,9 +431,15 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
     from ego3s.models.loading import load_model
     from ego3s.rl.rewards import object_vocabulary
     from ego3s.rl.trainer import VideoGRPOTrainer
-    from ego3s.train.plumbing import (check_finite_weights, freeze_vision, load_resume_weights, save_final,
-                                      stop_on_nan, train_or_restore)
     from ego3s.tracking import trainer_report_to
+    from ego3s.train.plumbing import (
+        check_finite_weights,
+        freeze_vision,
+        load_resume_weights,
+        save_final,
+        stop_on_nan,
+        train_or_restore,
+    )
 
     trainer_report_to(cfg.report_to, "training.report_to")  # unknown tracker or missing package: now
     out = Path(cfg.out)
@@ -315,8 +451,11 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
     if os.environ.get("RANK", "0") == "0":  # one rank checks and clears the shared folder
         from ego3s.identity import claim_folder, jsonl_fingerprint
 
-        extra = {"candidates": jsonl_fingerprint(cfg.candidates, cfg.video_identity)
-                 if cfg.ecr.ecr and cfg.candidates else None}
+        extra = {
+            "candidates": jsonl_fingerprint(cfg.candidates, cfg.video_identity)
+            if cfg.ecr.ecr and cfg.candidates
+            else None
+        }
         if model is None and not Path(cfg.model).is_dir():
             raise FileNotFoundError(f"model: {cfg.model!r} is not a model folder")
         ident = training_identity(cfg, samples, start_model_fingerprint(cfg.model, model), extra)
@@ -333,8 +472,9 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
     loaded_dtype = None if cfg.lora else upcast_trainable(model, cfg.master_weights)  # PEFT upcasts adapters
     from ego3s.models.inputs import vision_token_ids
 
-    args = grpo_args(cfg, world, bf16=bf16, suppress_tokens=vision_token_ids(processor.tokenizer),
-                     num_prompts=len(samples))
+    args = grpo_args(
+        cfg, world, bf16=bf16, suppress_tokens=vision_token_ids(processor.tokenizer), num_prompts=len(samples)
+    )
     sampling = asdict(cfg.clip_spec())
     pool = samples
     curriculum, scorer, callbacks = None, None, list(callbacks or [])
@@ -344,23 +484,42 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
         extra = read_jsonl(cfg.candidates, skip_invalid=True, errors=errors) if cfg.candidates else []
         seen = {s.id for s in samples}
         pool = samples + [s for s in extra if s.id not in seen]
-        curriculum = Curriculum(cfg.ecr, [s.id for s in pool], [s.id for s in samples], seed=cfg.seed, out=out,
-                                meta={s.id: s.meta for s in pool}, writer=int(os.environ.get("RANK", "0")) == 0)
+        curriculum = Curriculum(
+            cfg.ecr,
+            [s.id for s in pool],
+            [s.id for s in samples],
+            seed=cfg.seed,
+            out=out,
+            meta={s.id: s.meta for s in pool},
+            writer=int(os.environ.get("RANK", "0")) == 0,
+        )
         scorer = make_ecr_scorer(cfg, processor, {s.id: s for s in pool}, curriculum, out)
         callbacks.append(ECRCallback(curriculum))
     callbacks.append(stop_on_nan("training run"))
     trainer = VideoGRPOTrainer(
-        model=model, processing_class=processor, args=args,
+        model=model,
+        processing_class=processor,
+        args=args,
         reward_funcs=reward_functions(cfg, object_vocabulary(pool)),
-        train_dataset=training_dataset(pool), peft_config=peft_config, callbacks=callbacks,
-        sampling=sampling, view=cfg.view, reward_log=str(out / "rewards.jsonl"), strategy=cfg.strategy,
-        curriculum=curriculum, ecr_scorer=scorer, dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
-        layout_invariant_sampling=cfg.layout_invariant_sampling, shared_prefix_rollouts=cfg.shared_prefix_rollouts,
+        train_dataset=training_dataset(pool),
+        peft_config=peft_config,
+        callbacks=callbacks,
+        sampling=sampling,
+        view=cfg.view,
+        reward_log=str(out / "rewards.jsonl"),
+        strategy=cfg.strategy,
+        curriculum=curriculum,
+        ecr_scorer=scorer,
+        dynamic_sampling_rounds=cfg.dynamic_sampling_rounds,
+        layout_invariant_sampling=cfg.layout_invariant_sampling,
+        shared_prefix_rollouts=cfg.shared_prefix_rollouts,
         static_cache_rollouts=cfg.static_cache_rollouts,
-        vision_feature_cache=cfg.vision_feature_cache)
+        vision_feature_cache=cfg.vision_feature_cache,
+    )
     trainer.skips = skips.from_errors(errors)  # invalid records of the data and candidate pool
-    write_json(out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors),
-                                              "skips": trainer.skips})
+    write_json(
+        out / "training_config.json", {**asdict(cfg), "invalid_records_skipped": len(errors), "skips": trainer.skips}
+    )
     required = ("trainer_state.json",) + (("ecr_state.json",) if curriculum is not None else ())
     ckpt = last_checkpoint(out, required) if resume else None
     for log in ("rewards.jsonl", "ecr_events.jsonl"):  # from scratch (no checkpoint): step 0, an empty log

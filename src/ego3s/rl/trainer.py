@@ -34,7 +34,6 @@ from ego3s.models.inputs import VISUAL_KEYS, encode
 from ego3s.models.prompts import build_messages
 
 
-
 def sample_from_row(row: dict) -> Sample:
     """The Sample a training row was made from (stored whole in its `sample` column)."""
     return Sample.from_dict(json.loads(row["sample"]))
@@ -80,16 +79,20 @@ def replace_rows(out: dict, rows: list[int], new: dict, pad_id: int = 0) -> dict
         elif isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == out["advantages"].shape[0]:
             if v.dim() == 2 and v.shape[1] != w.shape[1]:
                 width = max(v.shape[1], w.shape[1])
-                def pad(t):
+
+                def pad(t, width=width, k=k):  # bound now: B023
                     extra = width - t.shape[1]
                     fill = pad_id if k.endswith("_ids") else 0
                     return F.pad(t, (extra, 0) if k in _LEFT_PADDED else (0, extra), value=fill)
+
                 v, w = pad(v), pad(w)
             v = v.clone()
             v[rows] = w.to(v.device, v.dtype)
         merged[k] = v
     if "num_items_in_batch" in out:
-        mask = merged["completion_mask"] if "tool_mask" not in merged else merged["completion_mask"] * merged["tool_mask"]
+        mask = (
+            merged["completion_mask"] if "tool_mask" not in merged else merged["completion_mask"] * merged["tool_mask"]
+        )
         merged["num_items_in_batch"] = mask.sum().to(out["num_items_in_batch"].device)
     return merged
 
@@ -97,9 +100,12 @@ def replace_rows(out: dict, rows: list[int], new: dict, pad_id: int = 0) -> dict
 def first_rows(out: dict, n: int) -> dict:
     """The first `n` rows of a scored batch (per-row lists and tensors; other entries as they are)."""
     rows = out["advantages"].shape[0]
-    return {k: v[:n] if isinstance(v, list) and len(v) == rows or
-            isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows else v
-            for k, v in out.items()}
+    return {
+        k: v[:n]
+        if isinstance(v, list) and len(v) == rows or isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == rows
+        else v
+        for k, v in out.items()
+    }
 
 
 def uninformative_groups(out: dict, g: int) -> list[int]:
@@ -135,10 +141,12 @@ class _VisualFeeder:
         if ids is None:
             return None
         n = ids.shape[0]
-        chunk = self.rows[self.cursor:self.cursor + n]
+        chunk = self.rows[self.cursor : self.cursor + n]
         if len(chunk) != n:
-            raise RuntimeError(f"visual feeder: forward over {n} rows but only {len(chunk)} visual rows remain "
-                               f"(cursor {self.cursor} of {len(self.rows)})")
+            raise RuntimeError(
+                f"visual feeder: forward over {n} rows but only {len(chunk)} visual rows remain "
+                f"(cursor {self.cursor} of {len(self.rows)})"
+            )
         self.cursor += n
         vis = merge_visual(chunk)
         device = ids.device
@@ -172,11 +180,23 @@ class VideoGRPOTrainer(GRPOTrainer):
       batch in the log-prob forwards instead of once per row (`ego3s.rl.vision_cache`).
     """
 
-    def __init__(self, *args, sampling: dict | None = None, view: str = "full", reward_log: str | None = None,
-                 strategy: str = "grpo", prompt_format: str = "reasoning", curriculum=None,
-                 ecr_scorer=None, dynamic_sampling_rounds: int = 3, layout_invariant_sampling: bool = False,
-                 shared_prefix_rollouts: bool = True, static_cache_rollouts: bool = False,
-                 vision_feature_cache: bool = True, **kwargs):
+    def __init__(
+        self,
+        *args,
+        sampling: dict | None = None,
+        view: str = "full",
+        reward_log: str | None = None,
+        strategy: str = "grpo",
+        prompt_format: str = "reasoning",
+        curriculum=None,
+        ecr_scorer=None,
+        dynamic_sampling_rounds: int = 3,
+        layout_invariant_sampling: bool = False,
+        shared_prefix_rollouts: bool = True,
+        static_cache_rollouts: bool = False,
+        vision_feature_cache: bool = True,
+        **kwargs,
+    ):
         # set before TRL's __init__, which builds the sampler through _get_train_sampler
         self.curriculum, self.ecr_scorer = curriculum, ecr_scorer
         self.dynamic_sampling_rounds = dynamic_sampling_rounds
@@ -257,8 +277,7 @@ class VideoGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ encoding prompts ourselves
     def _encode_rows(self, inputs: list[dict]) -> None:
         """Encode each row's prompt with its clip (one decode per distinct sample)."""
-        from ego3s.data.video import VideoError
-        from ego3s.data.video import ClipSpec, sample_view
+        from ego3s.data.video import ClipSpec, VideoError, sample_view
 
         cfg = ClipSpec(**{k: v for k, v in self.ego_sampling.items() if k in ClipSpec.__dataclass_fields__})
         cache: dict[str, tuple] = {}
@@ -297,8 +316,9 @@ class VideoGRPOTrainer(GRPOTrainer):
             return super()._tokenize_prompts(prompts)
         fields: dict[str, Any] = merge_visual(self._rows_visual)
         if fields:
-            fields["mm_token_type_ids"] = [t if t is not None else [0] * len(p)
-                                           for t, p in zip(self._rows_mm, self._rows_prompt_ids)]
+            fields["mm_token_type_ids"] = [
+                t if t is not None else [0] * len(p) for t, p in zip(self._rows_mm, self._rows_prompt_ids)
+            ]
         return [list(p) for p in self._rows_prompt_ids], None, fields
 
     # ------------------------------------------------------------------ shared-prefix rollouts
@@ -306,9 +326,15 @@ class VideoGRPOTrainer(GRPOTrainer):
         """Start rows of the prompt groups when the shared-prefix path applies, else None."""
         from ego3s.rl import rollout
 
-        if (not self.ego_shared_prefix or self.use_vllm or getattr(self, "use_transformers_continuous_batching", False)
-                or self.tools or self._rows_visual is None or len(self._rows_visual) != len(prompt_ids)
-                or not rollout.supported(self.accelerator.unwrap_model(self.model))):
+        if (
+            not self.ego_shared_prefix
+            or self.use_vllm
+            or getattr(self, "use_transformers_continuous_batching", False)
+            or self.tools
+            or self._rows_visual is None
+            or len(self._rows_visual) != len(prompt_ids)
+            or not rollout.supported(self.accelerator.unwrap_model(self.model))
+        ):
             return None
         return rollout.groups_of(prompt_ids, self._rows_visual, group)
 
@@ -317,8 +343,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         starts = self._shared_prefix_groups(prompt_ids, num_generations)
         self._metrics[mode]["rollout/shared_prefix"].append(float(starts is not None))
         if starts is None:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                 has_tool_images)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
         return self._generate_shared_prefix(prompt_ids, starts, num_generations), None
 
     def _generate_shared_prefix(self, prompt_ids: list, starts: list[int], group: int) -> list[list[int]]:
@@ -333,23 +360,32 @@ class VideoGRPOTrainer(GRPOTrainer):
         pad_id = self._tokenizer.pad_token_id
         prompts = [torch.tensor(prompt_ids[s]) for s in starts]
         ids = pad(prompts, padding_value=pad_id, padding_side="left", pad_to_multiple_of=self.pad_to_multiple_of)
-        mask = pad([torch.ones_like(p) for p in prompts], padding_value=0, padding_side="left",
-                   pad_to_multiple_of=self.pad_to_multiple_of)
-        inputs = {"input_ids": ids, "attention_mask": mask,
-                  "mm_token_type_ids": mm_token_type_ids(ids, self._image_token_id, self._video_token_id) * mask,
-                  **merge_visual([self._rows_visual[s] for s in starts])}
+        mask = pad(
+            [torch.ones_like(p) for p in prompts],
+            padding_value=0,
+            padding_side="left",
+            pad_to_multiple_of=self.pad_to_multiple_of,
+        )
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "mm_token_type_ids": mm_token_type_ids(ids, self._image_token_id, self._video_token_id) * mask,
+            **merge_visual([self._rows_visual[s] for s in starts]),
+        }
         inputs = Trainer._prepare_inputs(self, inputs)  # to the device (TRL calls the same base method)
         with (
-            unwrap_model_for_generation(self.model_wrapped, self.accelerator,
-                                        gather_deepspeed3_params=self.args.ds3_gather_for_generation,
-                                        generation_kwargs=self.generation_kwargs,
-                                        gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs)
-            as unwrapped,
+            unwrap_model_for_generation(
+                self.model_wrapped,
+                self.accelerator,
+                gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                generation_kwargs=self.generation_kwargs,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped,
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
             out = group_generate(unwrapped, inputs, group, self.generation_config, static_cache=self.ego_static_cache)
-        completions = out[:, ids.shape[1]:].cpu()
+        completions = out[:, ids.shape[1] :].cpu()
         # keep each completion up to and including its first EOS, as TRL does
         eos = torch.isin(completions, torch.tensor(self.eos_token_ids))
         result = []
@@ -434,10 +470,15 @@ class VideoGRPOTrainer(GRPOTrainer):
 
                 logging.getLogger(__name__).warning(
                     "DAPO dynamic sampling skipped: %d rows per process is not a multiple of num_generations %d, "
-                    "so groups span processes", len(inputs), g)
+                    "so groups span processes",
+                    len(inputs),
+                    g,
+                )
                 self._warned_ds = True
             return out
-        rng = random.Random((self.args.seed * 7919 + int(self.state.global_step)) * 131 + self.accelerator.process_index)
+        rng = random.Random(
+            (self.args.seed * 7919 + int(self.state.global_step)) * 131 + self.accelerator.process_index
+        )
         for round_ in range(1, self.dynamic_sampling_rounds + 1):
             self._sampling_round = round_  # fresh keys for refilled groups
             dead = uninformative_groups(out, g)
@@ -449,8 +490,11 @@ class VideoGRPOTrainer(GRPOTrainer):
                 need = max(gather_object([need]))
             if not need:
                 break
-            pool = ([self.curriculum.index[i] for i in self.curriculum.active] if self.curriculum is not None
-                    else list(range(len(self.train_dataset))))
+            pool = (
+                [self.curriculum.index[i] for i in self.curriculum.active]
+                if self.curriculum is not None
+                else list(range(len(self.train_dataset)))
+            )
             fresh = [self.train_dataset[rng.choice(pool)] for _ in range(need)]
             new = first_rows(self._score_rows([row for row in fresh for _ in range(g)]), len(dead) * g)
             rows = [r for d in dead for r in range(d * g, (d + 1) * g)]
@@ -472,8 +516,13 @@ class VideoGRPOTrainer(GRPOTrainer):
             return super()._get_train_sampler(dataset)
         from ego3s.curriculum.ecr import PoolSampler
 
-        return PoolSampler(self.curriculum, self.num_generations, self.args.generation_batch_size // self.num_generations,
-                           self.num_iterations * self.args.steps_per_generation, seed=self.args.seed)
+        return PoolSampler(
+            self.curriculum,
+            self.num_generations,
+            self.args.generation_batch_size // self.num_generations,
+            self.num_iterations * self.args.steps_per_generation,
+            seed=self.args.seed,
+        )
 
     def _curriculum_step(self, records: list[dict]) -> None:
         from ego3s.curriculum.ecr import refresh_with_csm
@@ -495,8 +544,12 @@ class VideoGRPOTrainer(GRPOTrainer):
                 broadcast_object_list(box, from_process=0)
                 return box[0]
 
-            dist = (self.accelerator.process_index, self.accelerator.num_processes,
-                    lambda part: gather_object([part]), broadcast)
+            dist = (
+                self.accelerator.process_index,
+                self.accelerator.num_processes,
+                lambda part: gather_object([part]),
+                broadcast,
+            )
         model = self.accelerator.unwrap_model(self.model)
         was_training = model.training
         model.eval()
@@ -509,19 +562,29 @@ class VideoGRPOTrainer(GRPOTrainer):
 
             logging.getLogger(__name__).warning(
                 "ECR refresh at step %d: variance ratio %.3f < %.2f; pool %d -> %d (+%d, -%d); high-value %d of %d "
-                "probed", step, event["ratio"], self.curriculum.cfg.lambda_s, event["pool_before"], event["pool_after"],
-                len(event["added"]), len(event["removed"]), event["high_value"], event["probed"] or 0)
+                "probed",
+                step,
+                event["ratio"],
+                self.curriculum.cfg.lambda_s,
+                event["pool_before"],
+                event["pool_after"],
+                len(event["added"]),
+                len(event["removed"]),
+                event["high_value"],
+                event["probed"] or 0,
+            )
         self._metrics["train"]["ecr/refreshes"].append(float(self.curriculum.refreshes))
 
     # ------------------------------------------------------------------ per-sample reward log
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = self._unscorable_if_not_finite(
-            super()._calculate_rewards(inputs, prompts, completions, completion_ids_list))
+            super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        )
         names = [getattr(f, "__name__", None) for f in self.reward_funcs]
         col = next((names.index(n) for n in ("correct_reward", "accuracy_reward") if n in names), None)
         if col is not None:  # this process's rows of the gathered rewards (TRL slices the advantages alike)
             start = self.accelerator.process_index * len(inputs)
-            self._rows_correct = rewards_per_func[start:start + len(inputs), col].detach().clone()
+            self._rows_correct = rewards_per_func[start : start + len(inputs), col].detach().clone()
         if self.model.training and (self.ego_reward_log or self.curriculum is not None):
             from accelerate.utils import gather_object
 
@@ -549,8 +612,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         self._metrics[mode]["rewards/non_finite"].append(float(bad.sum()))
         import logging
 
-        logging.getLogger(__name__).warning("%d completion(s) with a non-finite reward: unscorable, zero advantage",
-                                            int(bad.sum()))
+        logging.getLogger(__name__).warning(
+            "%d completion(s) with a non-finite reward: unscorable, zero advantage", int(bad.sum())
+        )
         return rewards
 
     def _group_records(self, ids: list[str], rewards: torch.Tensor) -> list[dict]:
@@ -559,11 +623,19 @@ class VideoGRPOTrainer(GRPOTrainer):
         weights = self.reward_weights.cpu().tolist()
         records = []
         for start in range(0, len(ids), g):
-            block = rewards[start:start + g]
+            block = rewards[start : start + g]
             comp = {n: [None if math.isnan(x) else x for x in block[:, j].tolist()] for j, n in enumerate(names)}
-            total = [None if any(math.isnan(x) for x in row) else sum(w * x for w, x in zip(weights, row))
-                     for row in block.tolist()]  # unscorable: null, never a made-up 0
+            total = [
+                None if any(math.isnan(x) for x in row) else sum(w * x for w, x in zip(weights, row))
+                for row in block.tolist()
+            ]  # unscorable: null, never a made-up 0
             comp["total"] = total
-            records.append({"step": int(self.state.global_step), "epoch": float(self.state.epoch or 0.0),
-                            "sample_id": ids[start], "rewards": comp})
+            records.append(
+                {
+                    "step": int(self.state.global_step),
+                    "epoch": float(self.state.epoch or 0.0),
+                    "sample_id": ids[start],
+                    "rewards": comp,
+                }
+            )
         return records

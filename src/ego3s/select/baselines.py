@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 
 def _seeded_order(ids: list[str], seed: int) -> list[str]:
@@ -27,8 +27,9 @@ def select_full(ids: list[str]) -> list[str]:
     return list(ids)
 
 
-def s1_stats(samples: list, greedy: dict[str, str], correct: Callable[[list[str], dict], list[float]]
-             ) -> tuple[dict[str, bool], dict[str, float]]:
+def s1_stats(
+    samples: list, greedy: dict[str, str], correct: Callable[[list[str], dict], list[float]]
+) -> tuple[dict[str, bool], dict[str, float]]:
     """s1's difficulty and length signals from one greedy rollout per sample (RL prompt, full view):
     solved = the greedy answer is correct (`correct(completions, columns) -> 0/1`, the training's
     correctness rule); length = words of its reasoning (the `<think>` part, else the whole text)."""
@@ -45,16 +46,24 @@ def s1_stats(samples: list, greedy: dict[str, str], correct: Callable[[list[str]
     return solved, length
 
 
-def select_s1(samples: list, solved: dict[str, bool], reasoning_len: dict[str, float], budget: int,
-              seed: int = 0, min_question_words: int = 3, category_field: str = "template") -> list[str]:
+def select_s1(
+    samples: list,
+    solved: dict[str, bool],
+    reasoning_len: dict[str, float],
+    budget: int,
+    seed: int = 0,
+    min_question_words: int = 3,
+    category_field: str = "template",
+) -> list[str]:
     """s1's three stages (simplescaling/s1, data/filter.ipynb). Quality: drop samples with a too-short
     question, an empty answer or no greedy answer (unreadable video). Difficulty: drop what the base
     model answers correctly. Diversity, one pick at a time until the budget: a category drawn
     uniformly among those with samples left (`meta[category_field]`, else the question's first two
     words), then a sample of it drawn with weight 2^-rank, rank 0 being the longest reasoning (ties
     by id), as s1 does with its traces' lengths."""
-    pool = [s for s in samples if len(s.question.split()) >= min_question_words and s.answer_text.strip()
-            and s.id in solved]
+    pool = [
+        s for s in samples if len(s.question.split()) >= min_question_words and s.answer_text.strip() and s.id in solved
+    ]
     pool = [s for s in pool if not solved[s.id]]
     by_cat: dict[str, list] = defaultdict(list)
     for s in pool:
@@ -66,15 +75,16 @@ def select_s1(samples: list, solved: dict[str, bool], reasoning_len: dict[str, f
     while len(out) < budget and cats:
         c = cats[rng.randrange(len(cats))]
         q = queues[c]
-        i = rng.choices(range(len(q)), weights=[2.0 ** -r for r in range(len(q))])[0]
+        i = rng.choices(range(len(q)), weights=[2.0**-r for r in range(len(q))])[0]
         out.append(q.pop(i).id)
         if not q:
             cats.remove(c)
     return out
 
 
-def select_limo(pass_counts: dict[str, int], quality: dict[str, float], budget: int, band: tuple[int, int] = (1, 3),
-                seed: int = 0) -> list[str]:
+def select_limo(
+    pass_counts: dict[str, int], quality: dict[str, float], budget: int, band: tuple[int, int] = (1, 3), seed: int = 0
+) -> list[str]:
     """LIMO: keep samples the model solves in `band` (inclusive) of its K samples, i.e. hard but
     solvable, then rank by the quality of their correct reasoning (higher first)."""
     lo, hi = band
@@ -105,8 +115,9 @@ def learning_impact(trajectories: dict[str, dict[int, float]]) -> dict[str, floa
     return out
 
 
-def trajectories_from_log(records: list[dict], steps_per_epoch: int | None = None,
-                          reward_key: str = "accuracy", reward_max: float = 1.0) -> dict[str, dict[int, float]]:
+def trajectories_from_log(
+    records: list[dict], steps_per_epoch: int | None = None, reward_key: str = "accuracy", reward_max: float = 1.0
+) -> dict[str, dict[int, float]]:
     """Per-sample, per-epoch mean reward from the training reward log (see docs/training.md):
     lines ``{"step", "epoch", "sample_id", "rewards": {component: [group values]}}``."""
     sums: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -125,8 +136,14 @@ def limr_coverage(trajectories: dict[str, dict[int, float]], ids: list[str], min
     epochs = sorted({k for t in trajectories.values() for k in t})
     seen = [i for i in ids if trajectories.get(i)]
     covered = [i for i in ids if len(trajectories.get(i) or {}) >= min_epochs]
-    return {"epochs": len(epochs), "candidates": len(ids), "seen": len(seen), "covered": len(covered),
-            "coverage": len(covered) / len(ids) if ids else 0.0, "min_epochs": min_epochs}
+    return {
+        "epochs": len(epochs),
+        "candidates": len(ids),
+        "seen": len(seen),
+        "covered": len(covered),
+        "coverage": len(covered) / len(ids) if ids else 0.0,
+        "min_epochs": min_epochs,
+    }
 
 
 def check_limr_log(cov: dict, log: str, min_coverage: float) -> None:
@@ -140,7 +157,8 @@ def check_limr_log(cov: dict, log: str, min_coverage: float) -> None:
         f"{cov['covered']} ({cov['coverage']:.1%}) were drawn in at least {cov['min_epochs']} epochs, and LIMR "
         f"needs {min_coverage:.0%} (selection keys limr_min_epochs={cov['min_epochs']}, "
         f"limr_min_coverage={min_coverage}). Train the full-data run for at least {cov['min_epochs']} epochs "
-        f"over the whole pool.")
+        f"over the whole pool."
+    )
 
 
 def tie_groups(scores: dict[str, float | None], digits: int = 12) -> list[list[str]]:

@@ -21,7 +21,6 @@ from ego3s.data.schema import Sample
 from ego3s.files import append_jsonl, read_log, write_text
 from ego3s.identity import sample_fingerprint
 
-
 # settings that change how fast a score comes (or how a file is recognised), never its value: left
 # out of the key, so changing them (or a release adding them) reuses the scores on disk
 SPEED_ONLY = ("decode_threads", "video_identity")
@@ -32,9 +31,15 @@ ADDED_DEFAULTS = {"greedy": False}
 
 def setup_key(**settings) -> str:
     """A short stable hash of the settings that determine a score."""
-    blob = json.dumps({k: v for k, v in settings.items()
-                       if k not in SPEED_ONLY and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])},
-                      sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            k: v
+            for k, v in settings.items()
+            if k not in SPEED_ONLY and not (k in ADDED_DEFAULTS and v == ADDED_DEFAULTS[k])
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -19,17 +19,20 @@ from ego3s.config import check_fields
 @dataclass
 class CSMThresholds:
     lambda_c: float = field(default=0.1, metadata={"help": "coarse filter: keep if s_full - s_blind > lambda_c"})
-    lambda_f: float = field(default=0.5, metadata={
-        "help": "fine filter: keep if (s_full - s_context) / max(s_full, eps) >= lambda_f"})
-    lambda_o: float = field(default=0.21, metadata={
-        "help": "interaction relevance: keep if cos(question+answer, interaction) >= lambda_o"})
+    lambda_f: float = field(
+        default=0.5, metadata={"help": "fine filter: keep if (s_full - s_context) / max(s_full, eps) >= lambda_f"}
+    )
+    lambda_o: float = field(
+        default=0.21, metadata={"help": "interaction relevance: keep if cos(question+answer, interaction) >= lambda_o"}
+    )
     eps: float = field(default=1e-6, metadata={"help": "floor of s_full in the fine criterion"})
 
     def __post_init__(self):
         # the criteria are at most 1 (coarse: s_full - s_blind; fine: a ratio; relevance: a cosine), so
         # a higher threshold keeps nothing; any threshold below their range keeps everything (filter off)
-        check_fields(self, ranges={"lambda_c": "(-inf, 1)", "lambda_f": "(-inf, 1]", "lambda_o": "(-inf, 1]",
-                                   "eps": "(0, 1]"})
+        check_fields(
+            self, ranges={"lambda_c": "(-inf, 1)", "lambda_f": "(-inf, 1]", "lambda_o": "(-inf, 1]", "eps": "(0, 1]"}
+        )
 
 
 def criteria(s_full: float, s_blind: float, s_context: float, eps: float = 1e-6) -> tuple[float, float]:
@@ -50,8 +53,15 @@ def apply_filters(rows: list[dict], th: CSMThresholds) -> list[dict]:
         r = dict(r)
         scores = [r.get("s_full"), r.get("s_blind"), r.get("s_context")]
         if not all(isinstance(x, (int, float)) and 0.0 <= x <= 1.0 for x in scores):  # NaN fails too
-            r.update(coarse=None, fine=None, pass_coarse=False, pass_fine=False, pass_relevance=False,
-                     kept=False, invalid=True)
+            r.update(
+                coarse=None,
+                fine=None,
+                pass_coarse=False,
+                pass_fine=False,
+                pass_relevance=False,
+                kept=False,
+                invalid=True,
+            )
             out.append(r)
             continue
         coarse, fine = criteria(*scores, eps=th.eps)
@@ -72,11 +82,17 @@ def funnel(rows: list[dict]) -> dict[str, int]:
     after_c = [r for r in valid if r["pass_coarse"]]
     after_f = [r for r in after_c if r["pass_fine"]]
     after_o = [r for r in after_f if r["pass_relevance"]]
-    return {"scored": len(rows), "invalid": len(rows) - len(valid), "after_coarse": len(after_c),
-            "after_fine": len(after_f), "after_relevance": len(after_o), "kept": len(after_o),
-            "failed_coarse": sum(not r["pass_coarse"] for r in valid),
-            "failed_fine": sum(not r["pass_fine"] for r in valid),
-            "failed_relevance": sum(not r["pass_relevance"] for r in valid)}
+    return {
+        "scored": len(rows),
+        "invalid": len(rows) - len(valid),
+        "after_coarse": len(after_c),
+        "after_fine": len(after_f),
+        "after_relevance": len(after_o),
+        "kept": len(after_o),
+        "failed_coarse": sum(not r["pass_coarse"] for r in valid),
+        "failed_fine": sum(not r["pass_fine"] for r in valid),
+        "failed_relevance": sum(not r["pass_relevance"] for r in valid),
+    }
 
 
 def relevance_texts(sample) -> tuple[str, str] | None:

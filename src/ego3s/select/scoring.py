@@ -15,8 +15,8 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from ego3s.config import ConfigError, check_fields
 from ego3s.data.schema import LETTERS, Sample
@@ -29,26 +29,40 @@ ESTIMATORS = ("likelihood", "sampling")
 
 @dataclass
 class ScoringConfig(ClipSpec):
-    estimator: str = field(default="likelihood", metadata={"help": "likelihood (teacher-forced) or sampling (K rollouts)"})
+    estimator: str = field(
+        default="likelihood", metadata={"help": "likelihood (teacher-forced) or sampling (K rollouts)"}
+    )
     views: list[str] = field(default_factory=lambda: list(VIEWS), metadata={"help": "views to score"})
     batch_size: int = field(default=8, metadata={"help": "samples per forward pass (likelihood)"})
     num_samples: int = field(default=8, metadata={"help": "K rollouts per view (sampling)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (sampling)"})
-    greedy: bool = field(default=False, metadata={
-        "help": "sampling: decode greedily instead (one rollout per view; s1's base-model answer)"})
+    greedy: bool = field(
+        default=False,
+        metadata={"help": "sampling: decode greedily instead (one rollout per view; s1's base-model answer)"},
+    )
     max_new_tokens: int = field(default=256, metadata={"help": "completion length cap (sampling)"})
-    static_cache: bool = field(default=False, metadata={
-        "help": "sampling: decode the K rollouts against a compiled static KV cache (ego3s.rl.rollout; on a "
-                "GPU the first batch pays the compilation)"})
+    static_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "sampling: decode the K rollouts against a compiled static KV cache (ego3s.rl.rollout; on a "
+            "GPU the first batch pays the compilation)"
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
-        check_fields(self, choices={"estimator": ESTIMATORS, "views": VIEWS},
-                     ranges={"batch_size": "[1, inf)", "num_samples": "[1, inf)", "temperature": "(0, inf)",
-                             "max_new_tokens": "[1, inf)"})
+        check_fields(
+            self,
+            choices={"estimator": ESTIMATORS, "views": VIEWS},
+            ranges={
+                "batch_size": "[1, inf)",
+                "num_samples": "[1, inf)",
+                "temperature": "(0, inf)",
+                "max_new_tokens": "[1, inf)",
+            },
+        )
         if not self.views or len(set(self.views)) != len(self.views):
-            raise ConfigError(f"views: {self.views!r} must name at least one view, each once "
-                              f"(of {', '.join(VIEWS)})")
+            raise ConfigError(f"views: {self.views!r} must name at least one view, each once (of {', '.join(VIEWS)})")
 
 
 def letter_token_ids(tokenizer, n: int) -> list[int]:
@@ -65,12 +79,14 @@ def letter_token_ids(tokenizer, n: int) -> list[int]:
 # parameters gathered here would become inference tensors that the next backward cannot use
 def _no_grad(fn):
     """`torch.no_grad()` entered at call time: importing this module (configs, `--help`) stays free of torch."""
+
     @functools.wraps(fn)
     def run(*args, **kwargs):
         import torch
 
         with torch.no_grad():
             return fn(*args, **kwargs)
+
     return run
 
 
@@ -82,8 +98,12 @@ def likelihood_batch(model, processor, items: list[tuple[Sample, list, object]])
     from ego3s.models.inputs import encode
 
     samples = [s for s, _, _ in items]
-    enc = encode(processor, [m for _, m, _ in items], [v for _, _, v in items],
-                 answers=[target_text(s, fmt="direct") for s in samples])
+    enc = encode(
+        processor,
+        [m for _, m, _ in items],
+        [v for _, _, v in items],
+        answers=[target_text(s, fmt="direct") for s in samples],
+    )
     labels = enc.pop("labels")
     keep = int((labels != -100).sum(1).max()) + 1
     enc = enc.to(model.device)
@@ -104,8 +124,9 @@ def likelihood_batch(model, processor, items: list[tuple[Sample, list, object]])
 
 
 @_no_grad  # see likelihood_batch
-def sampling_batch(model, processor, items: list[tuple[Sample, list, object]], cfg: ScoringConfig,
-                   reward: Callable | None = None) -> list[tuple[float, list[str]]]:
+def sampling_batch(
+    model, processor, items: list[tuple[Sample, list, object]], cfg: ScoringConfig, reward: Callable | None = None
+) -> list[tuple[float, list[str]]]:
     """(mean accuracy reward over K rollouts, the rollouts) for each item."""
     from ego3s.models.inputs import encode, vision_token_ids
     from ego3s.rl import rollout
@@ -114,26 +135,40 @@ def sampling_batch(model, processor, items: list[tuple[Sample, list, object]], c
     reward = reward or accuracy_reward
     enc = encode(processor, [m for _, m, _ in items], [v for _, _, v in items]).to(model.device)
     k = cfg.num_samples
-    sample = dict(do_sample=False, temperature=None, top_p=None, top_k=None) if cfg.greedy else \
-        dict(do_sample=True, temperature=cfg.temperature, top_p=1.0, top_k=0)
-    kw = dict(**sample, max_new_tokens=cfg.max_new_tokens,
-              pad_token_id=processor.tokenizer.pad_token_id, suppress_tokens=vision_token_ids(processor.tokenizer))
+    sample = (
+        dict(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if cfg.greedy
+        else dict(do_sample=True, temperature=cfg.temperature, top_p=1.0, top_k=0)
+    )
+    kw = dict(
+        **sample,
+        max_new_tokens=cfg.max_new_tokens,
+        pad_token_id=processor.tokenizer.pad_token_id,
+        suppress_tokens=vision_token_ids(processor.tokenizer),
+    )
     if k > 1 and rollout.supported(model):  # one vision encoding and prefill per sample, not K
         out = rollout.group_generate(model, dict(enc), k, static_cache=cfg.static_cache, **kw)
     else:
         out = model.generate(**enc, num_return_sequences=k, **kw)
-    texts = processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    texts = processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     results = []
     for i, (s, _, _) in enumerate(items):
-        comps = texts[i * k:(i + 1) * k]
+        comps = texts[i * k : (i + 1) * k]
         r = reward(comps, task=[s.task] * k, answer=[s.answer] * k, options=[s.options] * k)
         r = [x for x in r if x is not None and math.isfinite(x)]
         results.append((sum(r) / len(r) if r else 0.0, comps))
     return results
 
 
-def score_all(model, processor, samples: list[Sample], cfg: ScoringConfig, cache: ScoreCache,
-              progress: bool = True, on_batch: Callable[[int], None] | None = None) -> dict:
+def score_all(
+    model,
+    processor,
+    samples: list[Sample],
+    cfg: ScoringConfig,
+    cache: ScoreCache,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict:
     """Fill `cache` with a score for every (sample, view); return counts for the report.
 
     Samples are processed in batches ordered by prompt length (padding-aware), all views of a
@@ -148,7 +183,7 @@ def score_all(model, processor, samples: list[Sample], cfg: ScoringConfig, cache
     bar = tqdm(total=len(todo), desc=f"scoring ({cfg.estimator})", unit="sample", disable=not progress)
     t0 = time.perf_counter()
     for start in range(0, len(todo), cfg.batch_size):
-        batch = todo[start:start + cfg.batch_size]
+        batch = todo[start : start + cfg.batch_size]
         per_view: dict[str, list] = {v: [] for v in cfg.views}
         for s in batch:
             try:

@@ -24,8 +24,11 @@ def rationale(sample, grounded_share: float = 0.5) -> str:
         who = f"my {hand} hand" if hand in ("left", "right") else "my hand"
         return f"I watch {who}: it takes the {it.objects[0].name} ({it.action})."
     scene = sample.meta.get("scene")
-    return f"I am in the {scene} and think about what usually happens here." if scene else \
-        "I think about what usually happens in a scene like this."
+    return (
+        f"I am in the {scene} and think about what usually happens here."
+        if scene
+        else "I think about what usually happens in a scene like this."
+    )
 
 
 def trace_text(sample, source: str = "template", grounded_share: float = 0.5) -> str:
@@ -37,7 +40,7 @@ def trace_text(sample, source: str = "template", grounded_share: float = 0.5) ->
         return rationale(sample, grounded_share)
     if not source.startswith("meta.") or source == "meta.":
         raise ValueError(f"rationale must be 'template' or 'meta.KEY', got {source!r}")
-    key = source[len("meta."):]
+    key = source[len("meta.") :]
     value = sample.meta.get(key)
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"sample {sample.id!r}: field meta.{key} (the reasoning trace) is missing or empty")
@@ -48,8 +51,12 @@ def sample_view_name(sample, context_share: float = 0.0) -> str:
     """`context` for a deterministic `context_share` (by id) of the samples flagged `typical` in
     their metadata (the scene shows the answer), else `full`. Samples without the flag, or without
     an interaction to mask, always get the full view."""
-    if (context_share > 0 and sample.meta.get("typical") is True and sample.interaction is not None
-            and zlib.crc32(f"context:{sample.id}".encode()) % 1000 < context_share * 1000):
+    if (
+        context_share > 0
+        and sample.meta.get("typical") is True
+        and sample.interaction is not None
+        and zlib.crc32(f"context:{sample.id}".encode()) % 1000 < context_share * 1000
+    ):
         return "context"
     return "full"
 
@@ -77,10 +84,9 @@ class ClipCollator:
         import json
 
         from ego3s.data.schema import Sample
-        from ego3s.data.video import VideoError
+        from ego3s.data.video import VideoError, sample_view
         from ego3s.models.inputs import encode
         from ego3s.models.prompts import build_messages, target_text
-        from ego3s.data.video import sample_view
 
         msgs, visuals, answers = [], [], []
         eos = self.processor.tokenizer.eos_token or ""

@@ -19,8 +19,8 @@ tensor by tensor with what was meant to be saved.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -52,13 +52,22 @@ def detect(path: str | Path) -> tuple[str, Path]:
         return "fsdp", dcp[0]
     if (p / "config.json").is_file() and (any(p.glob("*.safetensors")) or any(p.glob("pytorch_model*.bin"))):
         return "hf", p
-    raise MergeError(f"{p}: found neither a LoRA adapter (adapter_config.json), a DeepSpeed ZeRO checkpoint "
-                     "(latest, global_step*/*_model_states.pt), an FSDP checkpoint (.metadata, "
-                     "pytorch_model_fsdp_*/) nor a Hugging Face model (config.json + weights)")
+    raise MergeError(
+        f"{p}: found neither a LoRA adapter (adapter_config.json), a DeepSpeed ZeRO checkpoint "
+        "(latest, global_step*/*_model_states.pt), an FSDP checkpoint (.metadata, "
+        "pytorch_model_fsdp_*/) nor a Hugging Face model (config.json + weights)"
+    )
 
 
-def merge(path: str | Path, out: str | Path, *, base: str | Path | None = None, dtype: str = "bfloat16",
-          verify: bool = True, echo: Callable[[str], None] = print) -> dict:
+def merge(
+    path: str | Path,
+    out: str | Path,
+    *,
+    base: str | Path | None = None,
+    dtype: str = "bfloat16",
+    verify: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Write the merged model and its processor to `out`; returns a summary of what was done.
 
     `base`: the model the run started from. A LoRA merge needs it unless the adapter names an
@@ -122,11 +131,13 @@ def _merge_lora(folder: Path, base: str | Path | None, echo):
     cfg = PeftConfig.from_pretrained(str(folder))
     base_dir = Path(base) if base else Path(cfg.base_model_name_or_path or "")
     if not base and cfg.base_model_name_or_path and not base_dir.is_dir():  # adapters usually name a Hub id
-        base_dir = _hub_base(cfg.base_model_name_or_path, f"{folder}: LoRA adapter over "
-                                                           f"{cfg.base_model_name_or_path!r}")
+        base_dir = _hub_base(
+            cfg.base_model_name_or_path, f"{folder}: LoRA adapter over {cfg.base_model_name_or_path!r}"
+        )
     if not (base_dir / "config.json").is_file():
-        raise MergeError(f"{folder}: LoRA adapter over {str(base_dir)!r}, which is not a local model folder; "
-                         "pass --base MODEL_DIR")
+        raise MergeError(
+            f"{folder}: LoRA adapter over {str(base_dir)!r}, which is not a local model folder; pass --base MODEL_DIR"
+        )
     echo(f"found: LoRA adapter ({cfg.peft_type}, r={getattr(cfg, 'r', '?')}) in {folder}, base model {base_dir}")
     model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32, local_files_only=True)
     cfg.inference_mode = True
@@ -136,8 +147,10 @@ def _merge_lora(folder: Path, base: str | Path | None, echo):
     lora_names = [n for n, _ in peft_model.named_parameters() if "lora_" in n]
     missing = [k for k in result.missing_keys if "lora_" in k]
     if result.unexpected_keys or missing or not lora_names:
-        raise MergeError(f"{folder}: adapter does not match the base model {base_dir} (unexpected "
-                         f"{list(result.unexpected_keys)[:3]}, LoRA parameters without weights {missing[:3]})")
+        raise MergeError(
+            f"{folder}: adapter does not match the base model {base_dir} (unexpected "
+            f"{list(result.unexpected_keys)[:3]}, LoRA parameters without weights {missing[:3]})"
+        )
     echo(f"loaded {len(weights)} adapter tensors onto {len(lora_names)} LoRA parameters; folding them in")
     return peft_model.merge_and_unload(), base_dir
 
@@ -146,11 +159,12 @@ def _zero_state_dict(folder: Path, echo) -> dict:
     try:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     except ImportError:
-        raise MergeError(f"{folder}: a DeepSpeed ZeRO checkpoint; reading it needs deepspeed "
-                         "(pip install 'ego3s[deepspeed]')") from None
+        raise MergeError(
+            f"{folder}: a DeepSpeed ZeRO checkpoint; reading it needs deepspeed (pip install 'ego3s[deepspeed]')"
+        ) from None
     tag = (folder / "latest").read_text().strip() if (folder / "latest").is_file() else None
     if tag is None:
-        steps = sorted(folder.glob("global_step*"), key=lambda d: int(d.name[len("global_step"):] or 0))
+        steps = sorted(folder.glob("global_step*"), key=lambda d: int(d.name[len("global_step") :] or 0))
         tag = steps[-1].name
     echo(f"found: DeepSpeed ZeRO checkpoint {folder / tag}; gathering the fp32 weights from its shards")
     return get_fp32_state_dict_from_zero_checkpoint(str(folder), tag=tag)
@@ -179,12 +193,16 @@ def _model_from_state_dict(config_dir: Path, state: dict, where: str):
 
     config = AutoConfig.from_pretrained(config_dir, local_files_only=True)
     cls = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING[type(config)]  # the Auto class takes no state_dict alone
-    model, info = cls.from_pretrained(None, config=config, state_dict=state, dtype=torch.float32,
-                                      output_loading_info=True)
+    model, info = cls.from_pretrained(
+        None, config=config, state_dict=state, dtype=torch.float32, output_loading_info=True
+    )
     bad = {k: sorted(map(str, v))[:3] for k, v in info.items() if v}
     if bad:
-        hint = (" (LoRA keys: this is a LoRA run; merge its adapter folder instead)"
-                if any("lora_" in k for k in state) else "")
+        hint = (
+            " (LoRA keys: this is a LoRA run; merge its adapter folder instead)"
+            if any("lora_" in k for k in state)
+            else ""
+        )
         raise MergeError(f"{where}: the checkpoint does not match the model of {config_dir}: {bad}{hint}")
     return model
 
@@ -222,8 +240,10 @@ def _verify(model, out: Path, dtype: torch.dtype) -> None:
     reloaded = type(model).from_pretrained(out, dtype=dtype, local_files_only=True)
     want, got = model.state_dict(), reloaded.state_dict()
     if set(want) != set(got):
-        raise MergeError(f"{out}: reloaded model has other keys (missing {sorted(set(want) - set(got))[:3]}, "
-                         f"extra {sorted(set(got) - set(want))[:3]})")
+        raise MergeError(
+            f"{out}: reloaded model has other keys (missing {sorted(set(want) - set(got))[:3]}, "
+            f"extra {sorted(set(got) - set(want))[:3]})"
+        )
     diff = [k for k in want if not torch.equal(want[k], got[k])]
     if diff:
         raise MergeError(f"{out}: {len(diff)} tensors differ after reloading, e.g. {diff[:3]}")

@@ -23,9 +23,21 @@ VISION_PREFIXES = ("model.visual.", "visual.")
 
 # keys that change no trained value: where the run goes, how long it runs (`--resume` may extend a
 # run), how often it saves and logs, how fast clips decode and how files are recognised
-NOT_IDENTITY = ("model", "data", "candidates", "out", "max_steps", "num_train_epochs", "save_steps",
-                "save_total_limit", "logging_steps", "report_to", "decode_threads", "video_identity",
-                "gradient_checkpointing")
+NOT_IDENTITY = (
+    "model",
+    "data",
+    "candidates",
+    "out",
+    "max_steps",
+    "num_train_epochs",
+    "save_steps",
+    "save_total_limit",
+    "logging_steps",
+    "report_to",
+    "decode_threads",
+    "video_identity",
+    "gradient_checkpointing",
+)
 
 
 def use_cpu() -> bool:
@@ -61,8 +73,13 @@ def lora_config(r: int, alpha: int, dropout: float = 0.05):
     """LoRA on the language model's attention and MLP projections (the vision tower stays as it is)."""
     from peft import LoraConfig
 
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
-                      target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)")
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        task_type="CAUSAL_LM",
+        target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+    )
 
 
 def last_checkpoint(out: str | Path, required: tuple[str, ...] = ("trainer_state.json",)) -> str | None:
@@ -71,8 +88,7 @@ def last_checkpoint(out: str | Path, required: tuple[str, ...] = ("trainer_state
     out = Path(out)
     if not out.is_dir():
         return None
-    steps = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*")
-                   if p.name.split("-")[1].isdigit())
+    steps = sorted((int(p.name.split("-")[1]), p) for p in out.glob("checkpoint-*") if p.name.split("-")[1].isdigit())
     for _, p in reversed(steps):
         if all((p / f).exists() for f in required):
             return str(p)
@@ -91,15 +107,20 @@ def finished(ckpt: str, max_steps: int) -> bool:
     return 0 < max_steps <= checkpoint_step(ckpt)
 
 
-def training_identity(cfg, samples, model_fp: str, extra: dict | None = None,
-                      leave_out: tuple[str, ...] = NOT_IDENTITY) -> dict:
+def training_identity(
+    cfg, samples, model_fp: str, extra: dict | None = None, leave_out: tuple[str, ...] = NOT_IDENTITY
+) -> dict:
     """What a training run's checkpoints depend on: the starting model's fingerprint, the training
     samples' fingerprints (content and video files) and the settings that change values. Written
     to the run folder's `identity.json`; a resume into a folder of another run is refused."""
     from ego3s.identity import config_identity, data_fingerprint
 
-    return {"model": model_fp, "data": data_fingerprint(samples, cfg.video_identity), **(extra or {}),
-            "config": config_identity(cfg, leave_out)}
+    return {
+        "model": model_fp,
+        "data": data_fingerprint(samples, cfg.video_identity),
+        **(extra or {}),
+        "config": config_identity(cfg, leave_out),
+    }
 
 
 def start_model_fingerprint(path: str, model=None) -> str:
@@ -181,8 +202,9 @@ def check_finite_weights(trainer, what: str, out: str | Path, hint: str = "lower
         return
     bad = [n for n, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
-        raise FloatingPointError(f"{what} {out}: {len(bad)} weights are NaN/inf after training (first: {bad[0]}); "
-                                 f"{hint}")
+        raise FloatingPointError(
+            f"{what} {out}: {len(bad)} weights are NaN/inf after training (first: {bad[0]}); {hint}"
+        )
 
 
 def save_final(trainer, processor, path: Path) -> None:

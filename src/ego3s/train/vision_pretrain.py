@@ -31,7 +31,7 @@ probe (experiments/egosynth/vision_probe.py) trains.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -41,8 +41,14 @@ from ego3s.data.video import ClipSpec
 from ego3s.train.vision_pretrain_config import VisionPretrainConfig
 
 
-def token_box_targets(interaction, timestamps: Sequence[float], grid_thw: Sequence[int], merge: int,
-                      temporal_patch: int = 2, objects_only: bool = False) -> torch.Tensor:
+def token_box_targets(
+    interaction,
+    timestamps: Sequence[float],
+    grid_thw: Sequence[int],
+    merge: int,
+    temporal_patch: int = 2,
+    objects_only: bool = False,
+) -> torch.Tensor:
     """(tokens,) 0/1: does the cell of each merged token (raster order t, h, w, as the tower
     outputs them) overlap an interaction box (only the objects' with `objects_only`, not the
     hands') in any frame of its temporal patch?"""
@@ -58,12 +64,19 @@ def token_box_targets(interaction, timestamps: Sequence[float], grid_thw: Sequen
                     continue
                 r0, r1 = math.floor(y1 * hh), math.ceil(y2 * hh)
                 c0, c1 = math.floor(x1 * ww), math.ceil(x2 * ww)
-                out[ti, max(r0, 0):min(r1, hh), max(c0, 0):min(c1, ww)] = 1.0
+                out[ti, max(r0, 0) : min(r1, hh), max(c0, 0) : min(c1, ww)] = 1.0
     return torch.from_numpy(out.reshape(-1))
 
 
-def scene_token_labels(scene_objects, timestamps: Sequence[float], grid_thw: Sequence[int], merge: int,
-                       temporal_patch: int, names: Sequence[str], exclude: torch.Tensor) -> torch.Tensor:
+def scene_token_labels(
+    scene_objects,
+    timestamps: Sequence[float],
+    grid_thw: Sequence[int],
+    merge: int,
+    temporal_patch: int,
+    names: Sequence[str],
+    exclude: torch.Tensor,
+) -> torch.Tensor:
     """(tokens,) int64: the index in `names` of the scene object whose box each merged token's cell
     overlaps, or -1 where none does, where two different objects do, where the name is not in
     `names`, or where `exclude` (the interaction's cells) is set. `scene_objects`: EgoSynth's
@@ -76,8 +89,9 @@ def scene_token_labels(scene_objects, timestamps: Sequence[float], grid_thw: Seq
         if obj["name"] not in names:
             continue
         boxes = [TimedBox(float(b[0]), f"scene{k}", [float(v) for v in b[1:5]]) for b in obj["boxes"]]
-        cells = token_box_targets(Interaction(objects=[], boxes=boxes), timestamps, grid_thw, merge,
-                                  temporal_patch).bool()
+        cells = token_box_targets(
+            Interaction(objects=[], boxes=boxes), timestamps, grid_thw, merge, temporal_patch
+        ).bool()
         idx = names.index(obj["name"])
         clash |= cells & (out >= 0) & (out != idx)
         out[cells] = idx
@@ -112,7 +126,7 @@ class VisionHeads(nn.Module):
         self.box = nn.Linear(dim, 1)
         self.query = nn.Parameter(torch.randn(dim) * 0.02)
         self.cls = nn.Linear(dim, n_classes)
-        self.scale = dim ** 0.5
+        self.scale = dim**0.5
 
     def forward(self, tokens: torch.Tensor, counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(box logits over all tokens, class logits per clip)."""
@@ -135,13 +149,14 @@ def tower_tokens(tower, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> t
     tok = out.pooler_output if hasattr(out, "pooler_output") else out
     if isinstance(tok, (list, tuple)):
         tok = torch.cat(list(tok), 0)
-    merge = tower.spatial_merge_size ** 2
+    merge = tower.spatial_merge_size**2
     return tok, (grid_thw.prod(-1) // merge).tolist()
 
 
 def encode_clips(video_processor, clips) -> tuple[torch.Tensor, torch.Tensor]:
-    enc = video_processor(videos=[c.frames for c in clips], return_tensors="pt", do_resize=False,
-                          do_sample_frames=False)
+    enc = video_processor(
+        videos=[c.frames for c in clips], return_tensors="pt", do_resize=False, do_sample_frames=False
+    )
     return enc["pixel_values_videos"], enc["video_grid_thw"]
 
 
@@ -152,8 +167,17 @@ class _Encoded(torch.utils.data.Dataset):
     """One sample -> its clip in the tower's input form (decoded in a DataLoader worker), or None
     when the video cannot be read."""
 
-    def __init__(self, samples, video_processor, sampling: ClipSpec, names: list[str], views: tuple[str, ...],
-                 merge: int, temporal: int, context_share: float = 0.0):
+    def __init__(
+        self,
+        samples,
+        video_processor,
+        sampling: ClipSpec,
+        names: list[str],
+        views: tuple[str, ...],
+        merge: int,
+        temporal: int,
+        context_share: float = 0.0,
+    ):
         self.samples, self.proc, self.kw = samples, video_processor, sampling.sampling_kwargs()
         self.names, self.views, self.merge, self.temporal = names, views, merge, temporal
         self.context_share = context_share
@@ -171,17 +195,28 @@ class _Encoded(torch.utils.data.Dataset):
         except (VideoError, OSError, ValueError):
             return None
         shown = sample_view_name(s, self.context_share)  # what the "input" view is: full, or context
-        item = {"label": self.names.index(s.interaction.objects[0].name),
-                "typical": bool((s.meta or {}).get("typical", True)), "masked": shown == "context"}
+        item = {
+            "label": self.names.index(s.interaction.objects[0].name),
+            "typical": bool((s.meta or {}).get("typical", True)),
+            "masked": shown == "context",
+        }
         for v in self.views:
             pix, grid = encode_clips(self.proc, [make_view(clip, shown if v == "input" else v, s.interaction)])
             item[v] = (pix.to(torch.bfloat16), grid)  # bf16 on the CPU: 0.6 MB per 8-frame 112 px clip
         grid = item[self.views[0]][1][0].tolist()
         item["boxes"] = token_box_targets(s.interaction, clip.timestamps, grid, self.merge, self.temporal)
-        item["object_cells"] = token_box_targets(s.interaction, clip.timestamps, grid, self.merge, self.temporal,
-                                                 objects_only=True).bool()
-        item["scene_cells"] = scene_token_labels(((s.meta or {}).get("gt") or {}).get("scene_objects"), clip.timestamps,
-                                                 grid, self.merge, self.temporal, self.names, item["boxes"])
+        item["object_cells"] = token_box_targets(
+            s.interaction, clip.timestamps, grid, self.merge, self.temporal, objects_only=True
+        ).bool()
+        item["scene_cells"] = scene_token_labels(
+            ((s.meta or {}).get("gt") or {}).get("scene_objects"),
+            clip.timestamps,
+            grid,
+            self.merge,
+            self.temporal,
+            self.names,
+            item["boxes"],
+        )
         return item
 
 
@@ -198,17 +233,31 @@ def _own(item):
     descriptors (torch shares them by descriptor)."""
     if item is None:
         return None
-    return {k: (tuple(t.clone() for t in v) if isinstance(v, tuple) else v.clone() if torch.is_tensor(v) else v)
-            for k, v in item.items()}
+    return {
+        k: (tuple(t.clone() for t in v) if isinstance(v, tuple) else v.clone() if torch.is_tensor(v) else v)
+        for k, v in item.items()
+    }
 
 
-def _encode_all(samples, processor, sampling, names, views, merge, temporal, workers: int, desc: str, progress: bool,
-                context_share: float = 0.0):
+def _encode_all(
+    samples,
+    processor,
+    sampling,
+    names,
+    views,
+    merge,
+    temporal,
+    workers: int,
+    desc: str,
+    progress: bool,
+    context_share: float = 0.0,
+):
     from tqdm.auto import tqdm
 
     ds = _Encoded(samples, processor.video_processor, sampling, names, views, merge, temporal, context_share)
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=workers, collate_fn=_first,
-                                         worker_init_fn=_one_thread if workers else None)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=1, num_workers=workers, collate_fn=_first, worker_init_fn=_one_thread if workers else None
+    )
     items = [_own(x) for x in tqdm(loader, total=len(ds), desc=desc, disable=not progress)]
     return [x for x in items if x is not None], sum(x is None for x in items)
 
@@ -218,8 +267,14 @@ def _to_device_if_it_fits(items, dev) -> bool:
     then never copy pixels from the host (64 clips of 8 x 112 px are 38 MB a step)."""
     if dev.type != "cuda":
         return False
-    size = sum(t.numel() * t.element_size() for x in items for v in x.values() if isinstance(v, tuple)
-               for t in v if torch.is_tensor(t))
+    size = sum(
+        t.numel() * t.element_size()
+        for x in items
+        for v in x.values()
+        if isinstance(v, tuple)
+        for t in v
+        if torch.is_tensor(t)
+    )
     if size > torch.cuda.mem_get_info(dev)[0] / 4:
         return False
     for x in items:
@@ -238,9 +293,11 @@ def _batch(items, view: str, dev, dtype):
 
 
 def _shares(hits: dict) -> dict:
-    return {"typical": float(np.mean(hits[True])) if hits[True] else None,
-            "atypical": float(np.mean(hits[False])) if hits[False] else None,
-            "all": float(np.mean(hits[True] + hits[False])) if hits[True] + hits[False] else None}
+    return {
+        "typical": float(np.mean(hits[True])) if hits[True] else None,
+        "atypical": float(np.mean(hits[False])) if hits[False] else None,
+        "all": float(np.mean(hits[True] + hits[False])) if hits[True] + hits[False] else None,
+    }
 
 
 @torch.no_grad()
@@ -257,7 +314,7 @@ def _held_out_accuracy(tower, heads, items, batch_size: int, dev, amp, prototype
     for view in ("full", "context"):
         hits, named, scene_named = {True: [], False: []}, {True: [], False: []}, {True: [], False: []}
         for i in range(0, len(items), batch_size):
-            chunk = items[i:i + batch_size]
+            chunk = items[i : i + batch_size]
             with amp:
                 tok, counts = tower_tokens(tower, *_batch(chunk, view, dev, dtype))
                 _, logits = heads(tok.float(), counts)
@@ -281,8 +338,15 @@ def _held_out_accuracy(tower, heads, items, batch_size: int, dev, amp, prototype
     return out
 
 
-def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConfig, sampling: ClipSpec,
-                    seed: int = 0, progress: bool = True) -> dict:
+def pretrain_vision(
+    model,
+    processor,
+    samples: Sequence,
+    cfg: VisionPretrainConfig,
+    sampling: ClipSpec,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Train the vision tower of `model` in place on clips sampled as `sampling` says (the
     warm-up's); `seed` fixes the held-out split, the clip order and the heads. Returns counts, the
     last training losses/accuracy and the held-out accuracy under `full` and `context` during
@@ -307,13 +371,25 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
     n_held = min(cfg.held_out, len(usable) // 2)
     held = [usable[i] for i in order[:n_held]]
     train = [usable[i] for i in order[n_held:]]
-    enc = dict(processor=processor, sampling=sampling, names=names, merge=merge, temporal=temporal,
-               workers=cfg.workers, progress=progress)
-    train_items, bad = _encode_all(train, views=("input",), desc="vision pretraining: decoding",
-                                   context_share=cfg.context_share, **enc)
+    enc = dict(
+        processor=processor,
+        sampling=sampling,
+        names=names,
+        merge=merge,
+        temporal=temporal,
+        workers=cfg.workers,
+        progress=progress,
+    )
+    train_items, bad = _encode_all(
+        train, views=("input",), desc="vision pretraining: decoding", context_share=cfg.context_share, **enc
+    )
     held_items, bad_held = _encode_all(held, views=("full", "context"), desc="vision pretraining: held-out", **enc)
-    stats.update(unreadable=bad + bad_held, train_clips=len(train_items), held_out_clips=len(held_items),
-                 masked_clips=sum(x["masked"] for x in train_items))
+    stats.update(
+        unreadable=bad + bad_held,
+        train_clips=len(train_items),
+        held_out_clips=len(held_items),
+        masked_clips=sum(x["masked"] for x in train_items),
+    )
     if not train_items:
         raise RuntimeError(f"vision pretraining: none of the {len(train)} training clips could be read")
     stats["pool_on_device"] = _to_device_if_it_fits(train_items + held_items, dev)
@@ -347,10 +423,14 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
         with amp:
             tok, counts = tower_tokens(tower, *_batch(batch, "input", dev, dtype))
             box_logit, cls_logit = heads(tok.float(), counts)
-        unmasked = torch.repeat_interleave(torch.tensor([not x["masked"] for x in batch], device=dev),
-                                           torch.tensor(counts, device=dev))
-        box_loss = (nn.functional.binary_cross_entropy_with_logits(box_logit[unmasked].float(), boxes[unmasked])
-                    if unmasked.any() else torch.zeros((), device=dev))  # a masked clip shows no interaction
+        unmasked = torch.repeat_interleave(
+            torch.tensor([not x["masked"] for x in batch], device=dev), torch.tensor(counts, device=dev)
+        )
+        box_loss = (
+            nn.functional.binary_cross_entropy_with_logits(box_logit[unmasked].float(), boxes[unmasked])
+            if unmasked.any()
+            else torch.zeros((), device=dev)
+        )  # a masked clip shows no interaction
         cls_loss = nn.functional.cross_entropy(cls_logit.float(), labels)
         loss = cls_loss + cfg.box_weight * box_loss
         align_loss = scene_loss = torch.zeros((), device=dev)
@@ -376,24 +456,40 @@ def pretrain_vision(model, processor, samples: Sequence, cfg: VisionPretrainConf
             skipped, run_of_skips = skipped + 1, run_of_skips + 1
             sched.step()
             if run_of_skips >= MAX_SKIPS_IN_A_ROW:
-                raise FloatingPointError(f"vision pretraining diverged: {run_of_skips} non-finite steps in a row "
-                                         f"(up to step {step}); lower warmup.vision_pretrain.learning_rate")
+                raise FloatingPointError(
+                    f"vision pretraining diverged: {run_of_skips} non-finite steps in a row "
+                    f"(up to step {step}); lower warmup.vision_pretrain.learning_rate"
+                )
             continue
         run_of_skips = 0
         opt.step()
         sched.step()
         acc = float((cls_logit.argmax(-1) == labels).float().mean())
         recent = (recent + [(cls_loss.item(), box_loss.item(), acc, align_loss.item(), scene_loss.item())])[-20:]
-        bar.set_postfix(obj=f"{np.mean([r[0] for r in recent]):.3f}", box=f"{np.mean([r[1] for r in recent]):.3f}",
-                        acc=f"{np.mean([r[2] for r in recent]):.2f}", name=f"{np.mean([r[3] for r in recent]):.3f}")
+        bar.set_postfix(
+            obj=f"{np.mean([r[0] for r in recent]):.3f}",
+            box=f"{np.mean([r[1] for r in recent]):.3f}",
+            acc=f"{np.mean([r[2] for r in recent]):.2f}",
+            name=f"{np.mean([r[3] for r in recent]):.3f}",
+        )
         if step in checkpoints:
-            curve.append({"step": step, "train_acc": float(np.mean([r[2] for r in recent])),
-                          **_held_out_accuracy(tower, heads, held_items, cfg.batch_size, dev, amp, prototypes)})
+            curve.append(
+                {
+                    "step": step,
+                    "train_acc": float(np.mean([r[2] for r in recent])),
+                    **_held_out_accuracy(tower, heads, held_items, cfg.batch_size, dev, amp, prototypes),
+                }
+            )
     tower.train(was_training)
     for p, flag in zip(tower.parameters(), flags):
         p.requires_grad_(flag)
-    stats.update(steps=cfg.steps, skipped_steps=skipped, object_loss=float(np.mean([r[0] for r in recent])),
-                 box_loss=float(np.mean([r[1] for r in recent])), object_acc=float(np.mean([r[2] for r in recent])))
+    stats.update(
+        steps=cfg.steps,
+        skipped_steps=skipped,
+        object_loss=float(np.mean([r[0] for r in recent])),
+        box_loss=float(np.mean([r[1] for r in recent])),
+        object_acc=float(np.mean([r[2] for r in recent])),
+    )
     if cfg.lm_align > 0:
         stats["name_loss"] = float(np.mean([r[3] for r in recent]))
     if cfg.scene_align > 0:

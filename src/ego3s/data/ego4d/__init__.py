@@ -36,10 +36,36 @@ from __future__ import annotations
 
 from ego3s.data.ego4d.annotations import load_fho_main, load_fho_scod, load_metadata, load_narrations, load_nlq
 from ego3s.data.ego4d.build import build_ego4d, summary
-from ego3s.data.ego4d.config import (CANONICAL_FPS, DROP_REASONS, FRAME_TYPES, HAND_TYPES, LAYOUTS, OBJECT_TYPES,
-                                     TEMPLATE_ANSWERS, Ego4DConfig, Ego4DFormatError)
+from ego3s.data.ego4d.config import (
+    CANONICAL_FPS,
+    DROP_REASONS,
+    FRAME_TYPES,
+    HAND_TYPES,
+    LAYOUTS,
+    OBJECT_TYPES,
+    TEMPLATE_ANSWERS,
+    Ego4DConfig,
+    Ego4DFormatError,
+)
 from ego3s.data.ego4d.names import clean_name, same_name
 
-__all__ = ["CANONICAL_FPS", "DROP_REASONS", "FRAME_TYPES", "HAND_TYPES", "LAYOUTS", "OBJECT_TYPES", "TEMPLATE_ANSWERS",
-           "Ego4DConfig", "Ego4DFormatError", "build_ego4d", "clean_name", "load_fho_main", "load_fho_scod",
-           "load_metadata", "load_narrations", "load_nlq", "same_name", "summary"]
+__all__ = [
+    "CANONICAL_FPS",
+    "DROP_REASONS",
+    "FRAME_TYPES",
+    "HAND_TYPES",
+    "LAYOUTS",
+    "OBJECT_TYPES",
+    "TEMPLATE_ANSWERS",
+    "Ego4DConfig",
+    "Ego4DFormatError",
+    "build_ego4d",
+    "clean_name",
+    "load_fho_main",
+    "load_fho_scod",
+    "load_metadata",
+    "load_narrations",
+    "load_nlq",
+    "same_name",
+    "summary",
+]

@@ -21,8 +21,8 @@ from ego3s.data.schema import InteractionObject
 # --------------------------------------------------------------------------------------------
 # NLQ
 
-def load_nlq(path: str | Path, split: str, *, strict: bool = False,
-             unknown: Counter | None = None) -> list[_Query]:
+
+def load_nlq(path: str | Path, split: str, *, strict: bool = False, unknown: Counter | None = None) -> list[_Query]:
     """Every language query of an nlq_<split>.json, with its record path."""
     path = Path(path)
     r = _Reader(path, _NLQ_KEYS, strict, unknown if unknown is not None else Counter())
@@ -48,21 +48,32 @@ def load_nlq(path: str | Path, split: str, *, strict: bool = False,
                     s, e = r.num(lq, "video_start_sec", qp), r.num(lq, "video_end_sec", qp)
                     for key in ("clip_start_sec", "clip_end_sec"):  # checked: the clips layout's times
                         r.num(lq, key, qp)
-                    out.append(_Query(
-                        split=split, path=qp, video_uid=vuid, clip_uid=cuid, clip_start=c0, clip_end=c1,
-                        annotation_uid=auid, index=qi,
-                        template=r.str_(lq, "template", qp, required=False),
-                        query=r.str_(lq, "query", qp, required=False),
-                        slot_x=r.str_(lq, "slot_x", qp, required=False),
-                        verb_x=r.str_(lq, "verb_x", qp, required=False),
-                        slot_y=r.str_(lq, "slot_y", qp, required=False),
-                        verb_y=r.str_(lq, "verb_y", qp, required=False),
-                        start=s, end=e))
+                    out.append(
+                        _Query(
+                            split=split,
+                            path=qp,
+                            video_uid=vuid,
+                            clip_uid=cuid,
+                            clip_start=c0,
+                            clip_end=c1,
+                            annotation_uid=auid,
+                            index=qi,
+                            template=r.str_(lq, "template", qp, required=False),
+                            query=r.str_(lq, "query", qp, required=False),
+                            slot_x=r.str_(lq, "slot_x", qp, required=False),
+                            verb_x=r.str_(lq, "verb_x", qp, required=False),
+                            slot_y=r.str_(lq, "slot_y", qp, required=False),
+                            verb_y=r.str_(lq, "verb_y", qp, required=False),
+                            start=s,
+                            end=e,
+                        )
+                    )
     return out
 
 
 # --------------------------------------------------------------------------------------------
 # FHO
+
 
 class _BoxStats:
     def __init__(self) -> None:
@@ -90,9 +101,18 @@ def _norm_box(r: _Reader, b: dict, path: str, w: float, h: float, stats: _BoxSta
     return [round(v, 6) for v in box]
 
 
-def _parse_boxes(r: _Reader, boxes: list, path: str, t: float, w: float | None, h: float | None,
-                 stats: _BoxStats, counts: Counter, objects: dict[str, tuple[InteractionObject, str]],
-                 out: list[_Box]) -> None:
+def _parse_boxes(
+    r: _Reader,
+    boxes: list,
+    path: str,
+    t: float,
+    w: float | None,
+    h: float | None,
+    stats: _BoxStats,
+    counts: Counter,
+    objects: dict[str, tuple[InteractionObject, str]],
+    out: list[_Box],
+) -> None:
     for bi, b in enumerate(boxes):
         bp = f"{path}[{bi}]"
         b = r.record(b, bp, "box")
@@ -116,18 +136,43 @@ def _parse_boxes(r: _Reader, boxes: list, path: str, t: float, w: float | None, 
         out.append(_Box(t, label, box))
 
 
-def _finish_action(uid: str, vuid: str, span: tuple[float, float], verb_raw: str | None, free_verb: str | None,
-                   objects: dict, counts: Counter, boxes: list[_Box], contact, narration: str) -> _Action:
+def _finish_action(
+    uid: str,
+    vuid: str,
+    span: tuple[float, float],
+    verb_raw: str | None,
+    free_verb: str | None,
+    objects: dict,
+    counts: Counter,
+    boxes: list[_Box],
+    contact,
+    narration: str,
+) -> _Action:
     order = sorted(objects, key=lambda n: (objects[n][1] != "object_of_change", -counts[n], list(objects).index(n)))
     verbs = _verb_forms(verb_raw) | _verb_forms(free_verb)
     verb = _verb_head(verb_raw) or _verb_head(free_verb)
-    return _Action(uid=uid, video_uid=vuid, span=span, verb=verb, verbs=verbs,
-                   objects=[objects[n] for n in order], boxes=boxes, contact=contact, narration=narration)
+    return _Action(
+        uid=uid,
+        video_uid=vuid,
+        span=span,
+        verb=verb,
+        verbs=verbs,
+        objects=[objects[n] for n in order],
+        boxes=boxes,
+        contact=contact,
+        narration=narration,
+    )
 
 
-def load_fho_main(path: str | Path, *, strict: bool = False, unknown: Counter | None = None,
-                  skipped: Counter | None = None, stats: _BoxStats | None = None,
-                  only: set[str] | None = None) -> dict[str, _Video]:
+def load_fho_main(
+    path: str | Path,
+    *,
+    strict: bool = False,
+    unknown: Counter | None = None,
+    skipped: Counter | None = None,
+    stats: _BoxStats | None = None,
+    only: set[str] | None = None,
+) -> dict[str, _Video]:
     """fho_main.json (v2): videos -> annotated_intervals -> narrated_actions -> frames -> boxes.
     With `only`, the actions of other videos are neither parsed nor checked (most FHO videos have
     no NLQ query; parsing their ~2M boxes is most of the load time)."""
@@ -179,7 +224,7 @@ def load_fho_main(path: str | Path, *, strict: bool = False, unknown: Counter | 
                     cp = f"{ap}.critical_frames"
                     if not isinstance(crit, dict):
                         raise r.err(f"expected an object or null, got {type(crit).__name__}", ap, "critical_frames")
-                    for k, fv in crit.items():
+                    for k, _fv in crit.items():
                         if k not in FRAME_TYPES:
                             raise r.err(f"unknown critical frame {k!r} (expected one of {FRAME_TYPES})", cp, k)
                         n = r.num(crit, k, cp, nullable=True)
@@ -209,20 +254,40 @@ def load_fho_main(path: str | Path, *, strict: bool = False, unknown: Counter | 
                 c1 = crit_t.get("post_frame", crit_t.get("pnr_frame"))
                 contact = (c0, c1) if c0 is not None and c1 is not None and c1 >= c0 else None
                 uid = r.str_(act, "uid", ap, required=False) or f"{vuid}:{ii}:{ai}"
-                v.actions.append(_finish_action(
-                    uid, vuid, span, r.str_(act, "structured_verb", ap, required=False),
-                    r.str_(act, "freeform_verb", ap, required=False), objects, counts, boxes, contact,
-                    r.str_(act, "narration_text", ap, required=False) or ""))
+                v.actions.append(
+                    _finish_action(
+                        uid,
+                        vuid,
+                        span,
+                        r.str_(act, "structured_verb", ap, required=False),
+                        r.str_(act, "freeform_verb", ap, required=False),
+                        objects,
+                        counts,
+                        boxes,
+                        contact,
+                        r.str_(act, "narration_text", ap, required=False) or "",
+                    )
+                )
     return videos
 
 
-def load_fho_scod(path: str | Path, *, fps_of: dict[str, float], strict: bool = False,
-                  unknown: Counter | None = None, skipped: Counter | None = None,
-                  stats: _BoxStats | None = None) -> dict[str, _Video]:
+def load_fho_scod(
+    path: str | Path,
+    *,
+    fps_of: dict[str, float],
+    strict: bool = False,
+    unknown: Counter | None = None,
+    skipped: Counter | None = None,
+    stats: _BoxStats | None = None,
+) -> dict[str, _Video]:
     """v1 fho_scod_<split>.json: clips with pre_frame / pnr_frame / post_frame boxes (no verbs)."""
     path = Path(path)
-    r = _Reader(path, _SCOD_KEYS | {"box": _FHO_KEYS["box"], "bbox": _FHO_KEYS["bbox"]}, strict,
-                unknown if unknown is not None else Counter())
+    r = _Reader(
+        path,
+        _SCOD_KEYS | {"box": _FHO_KEYS["box"], "bbox": _FHO_KEYS["bbox"]},
+        strict,
+        unknown if unknown is not None else Counter(),
+    )
     skipped = skipped if skipped is not None else Counter()
     stats = stats or _BoxStats()
     root = r.record(_load_json(path), "", "root")
@@ -245,21 +310,35 @@ def load_fho_scod(path: str | Path, *, fps_of: dict[str, float], strict: bool = 
             fr = r.record(fr, fp, "frame")
             t = r.num(fr, "frame_number", fp) / fps
             crit_t[ftype] = t
-            _parse_boxes(r, r.list_(fr, "bbox", fp), f"{fp}.bbox", t, r.num(fr, "width", fp),
-                         r.num(fr, "height", fp), stats, counts, objects, boxes)
+            _parse_boxes(
+                r,
+                r.list_(fr, "bbox", fp),
+                f"{fp}.bbox",
+                t,
+                r.num(fr, "width", fp),
+                r.num(fr, "height", fp),
+                stats,
+                counts,
+                objects,
+                boxes,
+            )
         if not crit_t:
             skipped["no_frames"] += 1
             continue
         contact = (crit_t.get("pre_frame", crit_t.get("pnr_frame")), crit_t.get("post_frame", crit_t.get("pnr_frame")))
         contact = contact if None not in contact and contact[1] >= contact[0] else None
         uid = r.str_(clip, "clip_uid", cp, required=False) or str(clip.get("clip_id") or f"{vuid}:{ci}")
-        v.actions.append(_finish_action(uid, vuid, (min(crit_t.values()), max(crit_t.values())), None, None,
-                                        objects, counts, boxes, contact, ""))
+        v.actions.append(
+            _finish_action(
+                uid, vuid, (min(crit_t.values()), max(crit_t.values())), None, None, objects, counts, boxes, contact, ""
+            )
+        )
     return videos
 
 
 # --------------------------------------------------------------------------------------------
 # Optional files: narrations and the ego4d.json metadata
+
 
 def load_narrations(path: str | Path, only: set[str] | None = None) -> dict[str, list[tuple[float, str]]]:
     """narration.json: {video_uid: {narration_pass_1: {narrations: [{timestamp_sec, narration_text}]}}}."""
@@ -299,8 +378,11 @@ def load_metadata(path: str | Path) -> dict[str, dict]:
         uid = r.str_(v, "video_uid", vp, nullable=False)
         scen = r.list_(v, "scenarios", vp, required=False, nullable=True)
         vm = v.get("video_metadata") or {}
-        out[uid] = {"scenarios": [s for s in scen if isinstance(s, str)],
-                    "duration_sec": r.num(v, "duration_sec", vp, required=False, nullable=True),
-                    "fps": r.num(vm, "fps", f"{vp}.video_metadata", required=False, nullable=True)
-                    if isinstance(vm, dict) else None}
+        out[uid] = {
+            "scenarios": [s for s in scen if isinstance(s, str)],
+            "duration_sec": r.num(v, "duration_sec", vp, required=False, nullable=True),
+            "fps": r.num(vm, "fps", f"{vp}.video_metadata", required=False, nullable=True)
+            if isinstance(vm, dict)
+            else None,
+        }
     return out

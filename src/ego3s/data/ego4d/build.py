@@ -30,6 +30,7 @@ from ego3s.files import write_json
 # --------------------------------------------------------------------------------------------
 # The build
 
+
 @dataclass
 class _Candidate:
     q: _Query
@@ -66,8 +67,15 @@ def _pick(q: _Query, family: str, actions: list[_Action], cfg: Ego4DConfig):
     near = [a for a in actions if _gap(a.span, window) <= cfg.max_gap_sec]
     if not near:
         return "no_interaction_nearby"
-    ranked = sorted(near, key=lambda a: (_gap(a.span, window), -_overlap(a.span, window),
-                                         abs((a.span[0] + a.span[1]) - (q.start + q.end)), a.uid))
+    ranked = sorted(
+        near,
+        key=lambda a: (
+            _gap(a.span, window),
+            -_overlap(a.span, window),
+            abs((a.span[0] + a.span[1]) - (q.start + q.end)),
+            a.uid,
+        ),
+    )
     if family == "interaction":
         verbs = _verb_forms(q.verb_x) | _verb_forms(q.verb_y)
         excluded = [s for s in (q.slot_x, q.slot_y) if s and s.strip()]
@@ -103,8 +111,17 @@ def _nearest_narration(items: list[tuple[float, str]], start: float, end: float,
     return best
 
 
-def _make_candidate(q: _Query, family: str, v: _Video, picked, cfg: Ego4DConfig, video_root: Path,
-                    narrations: dict, scenarios: list[str], box_stats: Counter):
+def _make_candidate(
+    q: _Query,
+    family: str,
+    v: _Video,
+    picked,
+    cfg: Ego4DConfig,
+    video_root: Path,
+    narrations: dict,
+    scenarios: list[str],
+    box_stats: Counter,
+):
     action, answer, excluded = picked
     # time base: video seconds (full_scale) or seconds of the NLQ clip (clips)
     if cfg.layout == "clips":
@@ -128,8 +145,9 @@ def _make_candidate(q: _Query, family: str, v: _Video, picked, cfg: Ego4DConfig,
             box_stats["outside_window"] += 1
     if not boxes:
         return "no_boxes_in_window"
-    objects = [answer] + [o for o, _ in action.objects
-                          if not any(same_name(n, m) for n in o.names() for m in answer.names())]
+    objects = [answer] + [
+        o for o, _ in action.objects if not any(same_name(n, m) for n in o.names() for m in answer.names())
+    ]
     verb = action.verb
     narr = _nearest_narration(narrations.get(q.video_uid, []), q.start, q.end, cfg.max_gap_sec)
     if not verb:
@@ -144,17 +162,40 @@ def _make_candidate(q: _Query, family: str, v: _Video, picked, cfg: Ego4DConfig,
         qverb = _verb_head(q.verb_x) or verb or "interact with"
         question = f"Which object did I {qverb}?"
     inter = Interaction(objects=objects, action=verb, boxes=boxes, contact=contact)
-    meta = {"source": "ego4d", "split": q.split, "video_uid": q.video_uid, "clip_uid": q.clip_uid,
-            "annotation_uid": q.annotation_uid, "query_index": q.index, "record": q.path,
-            "template": q.template, "nlq_query": q.query, "slot_x": q.slot_x, "verb_x": q.verb_x,
-            "answer_source": "fho_object" if family == "interaction" else "nlq_slot",
-            "answer_window": [round(a0, 4), round(a1, 4)], "fho_action": action.uid,
-            "fho_narration": action.narration, "gap_sec": round(_gap(action.span, (q.start, q.end)), 4),
-            "layout": cfg.layout, "scenarios": scenarios}
+    meta = {
+        "source": "ego4d",
+        "split": q.split,
+        "video_uid": q.video_uid,
+        "clip_uid": q.clip_uid,
+        "annotation_uid": q.annotation_uid,
+        "query_index": q.index,
+        "record": q.path,
+        "template": q.template,
+        "nlq_query": q.query,
+        "slot_x": q.slot_x,
+        "verb_x": q.verb_x,
+        "answer_source": "fho_object" if family == "interaction" else "nlq_slot",
+        "answer_window": [round(a0, 4), round(a1, 4)],
+        "fho_action": action.uid,
+        "fho_narration": action.narration,
+        "gap_sec": round(_gap(action.span, (q.start, q.end)), 4),
+        "layout": cfg.layout,
+        "scenarios": scenarios,
+    }
     if narr:
         meta["narration"] = narr
-    return _Candidate(q=q, question=question, answer=answer, action=action, excluded=excluded, video=str(video),
-                      start=round(start, 4), end=round(end, 4), interaction=inter, meta=meta)
+    return _Candidate(
+        q=q,
+        question=question,
+        answer=answer,
+        action=action,
+        excluded=excluded,
+        video=str(video),
+        start=round(start, 4),
+        end=round(end, 4),
+        interaction=inter,
+        meta=meta,
+    )
 
 
 def _head(name: str) -> str:
@@ -193,8 +234,13 @@ def _distractors(c: _Candidate, k: int, tiers: list[tuple[str, list[str]]], rng:
     return None
 
 
-def build_ego4d(annotations: str | Path, video_root: str | Path, out: str | Path | None = None,
-                config: Ego4DConfig | None = None, **options) -> tuple[list[Sample], dict]:
+def build_ego4d(
+    annotations: str | Path,
+    video_root: str | Path,
+    out: str | Path | None = None,
+    config: Ego4DConfig | None = None,
+    **options,
+) -> tuple[list[Sample], dict]:
     """Build the Ego4D OpenQA + CloseQA subset. Returns (samples, report); with `out`, also writes
     `<out>/train.jsonl` and `<out>/report.json` atomically. `options` override `config` fields."""
     cfg = dataclasses.replace(config or Ego4DConfig(), **options)  # checked again by __post_init__
@@ -225,19 +271,27 @@ def build_ego4d(annotations: str | Path, video_root: str | Path, out: str | Path
     stats = _BoxStats()
     if (ann / "fho_main.json").exists():
         files["fho"] = [str(ann / "fho_main.json")]
-        fho = load_fho_main(ann / "fho_main.json", strict=cfg.strict, unknown=unknown, skipped=fho_skipped,
-                            stats=stats, only={q.video_uid for q in queries})
+        fho = load_fho_main(
+            ann / "fho_main.json",
+            strict=cfg.strict,
+            unknown=unknown,
+            skipped=fho_skipped,
+            stats=stats,
+            only={q.video_uid for q in queries},
+        )
     else:
         scod = sorted(ann.glob("fho_scod_*.json"))
         if not scod:
-            raise FileNotFoundError(f"{ann}: no hand-object annotations: expected fho_main.json (v2) or "
-                                    f"fho_scod_<split>.json (v1)")
+            raise FileNotFoundError(
+                f"{ann}: no hand-object annotations: expected fho_main.json (v2) or fho_scod_<split>.json (v1)"
+            )
         files["fho"] = [str(p) for p in scod]
         fps_of = {u: m["fps"] for u, m in metadata.items() if m.get("fps")}
         fho = {}
         for p in scod:
-            for uid, v in load_fho_scod(p, fps_of=fps_of, strict=cfg.strict, unknown=unknown,
-                                        skipped=fho_skipped, stats=stats).items():
+            for uid, v in load_fho_scod(
+                p, fps_of=fps_of, strict=cfg.strict, unknown=unknown, skipped=fho_skipped, stats=stats
+            ).items():
                 if uid in fho:
                     fho[uid].actions.extend(v.actions)
                 else:
@@ -279,11 +333,10 @@ def build_ego4d(annotations: str | Path, video_root: str | Path, out: str | Path
     seen: set[str] = set()
     for q in queries:
         tkey = q.template if q.template is not None else "(none)"
-        pt = per_template.setdefault(tkey, {"read": 0, "built": 0, "closeqa": 0, "openqa": 0,
-                                            "dropped": Counter()})
+        pt = per_template.setdefault(tkey, {"read": 0, "built": 0, "closeqa": 0, "openqa": 0, "dropped": Counter()})
         pt["read"] += 1
 
-        def drop(reason: str) -> None:
+        def drop(reason: str, pt=pt) -> None:
             dropped[reason] += 1
             pt["dropped"][reason] += 1
 
@@ -332,8 +385,11 @@ def build_ego4d(annotations: str | Path, video_root: str | Path, out: str | Path
         key = tuple(sorted(scen))
         if key not in scenario_pools:
             scenario_pools[key] = sorted(set().union(*(by_scenario[s] for s in key))) if key else []
-        tiers = [("video", video_pools.get(q.video_uid, [])), ("scenario", scenario_pools[key]),
-                 ("global", global_pool)]
+        tiers = [
+            ("video", video_pools.get(q.video_uid, [])),
+            ("scenario", scenario_pools[key]),
+            ("global", global_pool),
+        ]
         c.distractors = _distractors(c, k, tiers, random.Random(f"{cfg.seed}/{sid}/options"))
         candidates.append(c)
 
@@ -365,8 +421,18 @@ def build_ego4d(annotations: str | Path, video_root: str | Path, out: str | Path
             tier_counts.update(meta["distractor_tiers"])
         else:
             opts, answer = None, c.answer.name
-        s = Sample(id=c.sid, question=c.question, answer=answer, task=task, options=opts, video=c.video,
-                   start=c.start, end=c.end, interaction=c.interaction, meta=meta)
+        s = Sample(
+            id=c.sid,
+            question=c.question,
+            answer=answer,
+            task=task,
+            options=opts,
+            video=c.video,
+            start=c.start,
+            end=c.end,
+            interaction=c.interaction,
+            meta=meta,
+        )
         s.validate()
         samples.append(s)
         pt = per_template[c.q.template]
@@ -378,8 +444,10 @@ def build_ego4d(annotations: str | Path, video_root: str | Path, out: str | Path
         "source": "ego4d",
         "annotations": str(ann),
         "video_root": str(video_root),
-        "options": {k: (sorted(v) if isinstance(v, (set, frozenset)) else list(v) if isinstance(v, tuple) else v)
-                    for k, v in dataclasses.asdict(cfg).items()},
+        "options": {
+            k: (sorted(v) if isinstance(v, (set, frozenset)) else list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(cfg).items()
+        },
         "files": files,
         "read": len(queries),
         "built": len(samples),
@@ -391,15 +459,20 @@ def build_ego4d(annotations: str | Path, video_root: str | Path, out: str | Path
         "shortfall": max(0, cfg.size - len(samples)),
         "dropped": dict(sorted(dropped.items())),
         "dropped_total": sum(dropped.values()),
-        "per_template": {t: {**d, "dropped": dict(sorted(d["dropped"].items()))}
-                         for t, d in sorted(per_template.items())},
+        "per_template": {
+            t: {**d, "dropped": dict(sorted(d["dropped"].items()))} for t, d in sorted(per_template.items())
+        },
         "distractor_tiers": dict(sorted(tier_counts.items())),
-        "fho": {"videos": len(fho), "videos_without_queries": stats.videos_without_queries,
-                "actions": sum(len(v.actions) for v in fho.values()),
-                "actions_skipped": dict(sorted(fho_skipped.items())),
-                "boxes_kept": stats.kept, "boxes_clipped_to_frame": stats.clipped,
-                "boxes_dropped": dict(sorted(stats.dropped.items())),
-                "boxes_outside_clip_window": box_stats["outside_window"]},
+        "fho": {
+            "videos": len(fho),
+            "videos_without_queries": stats.videos_without_queries,
+            "actions": sum(len(v.actions) for v in fho.values()),
+            "actions_skipped": dict(sorted(fho_skipped.items())),
+            "boxes_kept": stats.kept,
+            "boxes_clipped_to_frame": stats.clipped,
+            "boxes_dropped": dict(sorted(stats.dropped.items())),
+            "boxes_outside_clip_window": box_stats["outside_window"],
+        },
         "unknown_keys": dict(sorted(unknown.items())),
         "drop_reasons": DROP_REASONS,
     }
@@ -413,15 +486,19 @@ def build_ego4d(annotations: str | Path, video_root: str | Path, out: str | Path
 
 def summary(report: dict) -> str:
     """A few lines for the terminal."""
-    lines = [f"read {report['read']} NLQ queries, built {report['built']} samples "
-             f"({report['closeqa']} closeqa, {report['openqa']} openqa); usable {report['usable']}, "
-             f"not selected {report['not_selected']}, shortfall {report['shortfall']}"]
+    lines = [
+        f"read {report['read']} NLQ queries, built {report['built']} samples "
+        f"({report['closeqa']} closeqa, {report['openqa']} openqa); usable {report['usable']}, "
+        f"not selected {report['not_selected']}, shortfall {report['shortfall']}"
+    ]
     if report["dropped"]:
         lines.append("dropped: " + ", ".join(f"{k} {v}" for k, v in report["dropped"].items()))
     f = report["fho"]
-    lines.append(f"fho: {f['videos']} videos, {f['actions']} actions, skipped {f['actions_skipped'] or 0}; "
-                 f"boxes kept {f['boxes_kept']}, clipped {f['boxes_clipped_to_frame']}, "
-                 f"dropped {f['boxes_dropped'] or 0}")
+    lines.append(
+        f"fho: {f['videos']} videos, {f['actions']} actions, skipped {f['actions_skipped'] or 0}; "
+        f"boxes kept {f['boxes_kept']}, clipped {f['boxes_clipped_to_frame']}, "
+        f"dropped {f['boxes_dropped'] or 0}"
+    )
     if report["unknown_keys"]:
         lines.append(f"unknown keys (ignored): {report['unknown_keys']}")
     return "\n".join(lines)

@@ -59,36 +59,110 @@ DROP_REASONS = {
 _NLQ_KEYS = {
     "root": {"version", "date", "description", "manifest", "videos"},
     "video": {"video_uid", "clips", "split"},
-    "clip": {"clip_uid", "video_start_sec", "video_end_sec", "video_start_frame", "video_end_frame",
-             "clip_start_sec", "clip_end_sec", "clip_start_frame", "clip_end_frame", "source_clip_uid",
-             "annotations"},
+    "clip": {
+        "clip_uid",
+        "video_start_sec",
+        "video_end_sec",
+        "video_start_frame",
+        "video_end_frame",
+        "clip_start_sec",
+        "clip_end_sec",
+        "clip_start_frame",
+        "clip_end_frame",
+        "source_clip_uid",
+        "annotations",
+    },
     "annotation": {"language_queries", "annotation_uid"},
-    "language_query": {"clip_start_sec", "clip_end_sec", "video_start_sec", "video_end_sec",
-                       "video_start_frame", "video_end_frame", "template", "query", "slot_x", "verb_x",
-                       "slot_y", "verb_y", "raw_tags"},
+    "language_query": {
+        "clip_start_sec",
+        "clip_end_sec",
+        "video_start_sec",
+        "video_end_sec",
+        "video_start_frame",
+        "video_end_frame",
+        "template",
+        "query",
+        "slot_x",
+        "verb_x",
+        "slot_y",
+        "verb_y",
+        "raw_tags",
+    },
 }
 _FHO_KEYS = {
     "root": {"version", "date", "description", "metadata", "manifest", "videos"},
     "video": {"annotated_intervals", "video_metadata", "video_uid"},
-    "video_metadata": {"video_start_pts", "video_base_numerator", "video_base_denominator", "duration_sec",
-                       "num_frames", "fps", "width", "height", "rotation"},
-    "interval": {"clip_id", "clip_uid", "start_sec", "end_sec", "clip_parent_start_sec", "clip_parent_end_sec",
-                 "narrated_actions", "start_frame", "end_frame", "clip_parent_start_frame",
-                 "clip_parent_end_frame", "redacted"},
-    "action": {"warnings", "uid", "start_sec", "end_sec", "start_frame", "end_frame", "is_valid_action",
-               "is_partial", "clip_start_sec", "clip_end_sec", "clip_start_frame", "clip_end_frame",
-               "narration_timestamp_sec", "clip_narration_timestamp_sec", "narration_text",
-               "narration_annotation_uid", "structured_verb", "freeform_verb", "state_transition",
-               "critical_frames", "clip_critical_frames", "frames", "is_rejected", "is_invalid_annotation",
-               "reject_reason", "stage"},
+    "video_metadata": {
+        "video_start_pts",
+        "video_base_numerator",
+        "video_base_denominator",
+        "duration_sec",
+        "num_frames",
+        "fps",
+        "width",
+        "height",
+        "rotation",
+    },
+    "interval": {
+        "clip_id",
+        "clip_uid",
+        "start_sec",
+        "end_sec",
+        "clip_parent_start_sec",
+        "clip_parent_end_sec",
+        "narrated_actions",
+        "start_frame",
+        "end_frame",
+        "clip_parent_start_frame",
+        "clip_parent_end_frame",
+        "redacted",
+    },
+    "action": {
+        "warnings",
+        "uid",
+        "start_sec",
+        "end_sec",
+        "start_frame",
+        "end_frame",
+        "is_valid_action",
+        "is_partial",
+        "clip_start_sec",
+        "clip_end_sec",
+        "clip_start_frame",
+        "clip_end_frame",
+        "narration_timestamp_sec",
+        "clip_narration_timestamp_sec",
+        "narration_text",
+        "narration_annotation_uid",
+        "structured_verb",
+        "freeform_verb",
+        "state_transition",
+        "critical_frames",
+        "clip_critical_frames",
+        "frames",
+        "is_rejected",
+        "is_invalid_annotation",
+        "reject_reason",
+        "stage",
+    },
     "frame": {"frame_type", "frame_number", "clip_frame_number", "boxes", "width", "height"},
     "box": {"object_type", "structured_noun", "instance_number", "bbox"},
     "bbox": {"x", "y", "width", "height"},
 }
 _SCOD_KEYS = {
     "root": {"version", "date", "description", "split", "clips"},
-    "clip": {"video_uid", "clip_id", "clip_uid", "clip_parent_start_sec", "clip_parent_end_sec",
-             "clip_parent_start_frame", "clip_parent_end_frame", "pre_frame", "pnr_frame", "post_frame"},
+    "clip": {
+        "video_uid",
+        "clip_id",
+        "clip_uid",
+        "clip_parent_start_sec",
+        "clip_parent_end_sec",
+        "clip_parent_start_frame",
+        "clip_parent_end_frame",
+        "pre_frame",
+        "pnr_frame",
+        "post_frame",
+    },
     "frame": {"frame_number", "clip_frame_number", "width", "height", "bbox"},
 }
 
@@ -96,25 +170,39 @@ _SCOD_KEYS = {
 # --------------------------------------------------------------------------------------------
 # Options and errors
 
+
 @dataclass
 class Ego4DConfig:
     size: int = field(default=12000, metadata={"help": "number of samples to build (fewer if fewer are usable)"})
     closed_fraction: float = field(default=0.5, metadata={"help": "share of closed (4-option) questions"})
     seed: int = field(default=0, metadata={"help": "seed of the subset draw, distractors and letter positions"})
-    splits: tuple[str, ...] = field(default=("train",), metadata={
-        "help": "NLQ splits to read (nlq_<split>.json). val is left out by default: QAEgo4D's val/test "
-                "questions come from NLQ val, so training on it leaks into that benchmark"})
-    layout: Layout = field(default="full_scale", metadata={
-        "help": "full_scale: <video_root>/<video_uid>.mp4, times in video seconds; "
-                "clips: <video_root>/<clip_uid>.mp4, times in seconds of the NLQ clip"})
+    splits: tuple[str, ...] = field(
+        default=("train",),
+        metadata={
+            "help": "NLQ splits to read (nlq_<split>.json). val is left out by default: QAEgo4D's val/test "
+            "questions come from NLQ val, so training on it leaks into that benchmark"
+        },
+    )
+    layout: Layout = field(
+        default="full_scale",
+        metadata={
+            "help": "full_scale: <video_root>/<video_uid>.mp4, times in video seconds; "
+            "clips: <video_root>/<clip_uid>.mp4, times in seconds of the NLQ clip"
+        },
+    )
     context_sec: float = field(default=2.0, metadata={"help": "padding on each side of the clip window"})
-    max_gap_sec: float = field(default=2.0, metadata={
-        "help": "largest gap between the answer window and an FHO action's span for the action to count as nearby"})
+    max_gap_sec: float = field(
+        default=2.0,
+        metadata={
+            "help": "largest gap between the answer window and an FHO action's span for the action to count as nearby"
+        },
+    )
     min_window_sec: float = field(default=0.5, metadata={"help": "shortest usable answer window"})
     num_options: int = field(default=4, metadata={"help": "options of a closed question (answer included)"})
     strict: bool = field(default=False, metadata={"help": "raise on keys outside the published schemas"})
-    exclude_video_uids: frozenset[str] = field(default=frozenset(), metadata={
-        "help": "videos to leave out (e.g. those of an evaluation benchmark)"})
+    exclude_video_uids: frozenset[str] = field(
+        default=frozenset(), metadata={"help": "videos to leave out (e.g. those of an evaluation benchmark)"}
+    )
 
     def __post_init__(self):
         self.splits = tuple(self.splits)

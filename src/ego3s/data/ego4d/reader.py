@@ -15,6 +15,7 @@ from ego3s.data.schema import InteractionObject
 # --------------------------------------------------------------------------------------------
 # Reading JSON with named errors
 
+
 class _Reader:
     def __init__(self, file: Path, keys: dict[str, set[str]], strict: bool, unknown: Counter):
         self.file, self.keys, self.strict, self.unknown = file, keys, strict, unknown
@@ -89,6 +90,7 @@ def _load_json(path: Path) -> Any:
 
 # --------------------------------------------------------------------------------------------
 # Parsed records
+
 
 @dataclass
 class _Query:

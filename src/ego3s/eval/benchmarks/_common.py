@@ -7,8 +7,9 @@ import json
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ego3s.answers import as_text, exact_match, extract_answer, extract_letter, rouge_l_f
 from ego3s.data.schema import Sample, SampleError
@@ -21,6 +22,7 @@ FORMATS = (*PROMPT_FORMATS, "official")  # official: the benchmark's own prompt
 
 # ----------------------------------------------------------------------------------------------
 # Files
+
 
 def find_file(path: str | os.PathLike, candidates: Sequence[str], what: str) -> Path:
     """`path` itself when it is a file; else the first of `candidates` inside the folder `path`."""
@@ -102,6 +104,7 @@ def number_text(v) -> str:
 # ----------------------------------------------------------------------------------------------
 # Predictions
 
+
 def pair(samples: Sequence[Sample], predictions) -> tuple[list[str], int]:
     """Raw outputs aligned with `samples` from a mapping {sample id: output} or a sequence of the
     same length; a missing output is "" and counted."""
@@ -116,8 +119,9 @@ def pair(samples: Sequence[Sample], predictions) -> tuple[list[str], int]:
         return outs, missing
     preds = list(predictions)
     if len(preds) != len(samples):
-        raise ValueError(f"{len(preds)} predictions for {len(samples)} samples; pass a dict {{id: output}} "
-                         f"to score a subset")
+        raise ValueError(
+            f"{len(preds)} predictions for {len(samples)} samples; pass a dict {{id: output}} to score a subset"
+        )
     return [as_text(p) for p in preds], sum(p is None for p in preds)
 
 
@@ -142,6 +146,7 @@ def strip_answer_prefix(text: str | None) -> str:
 # ----------------------------------------------------------------------------------------------
 # Prompts
 
+
 def question_text(sample: Sample, fmt: str, official: Callable[[Sample], str] | None = None) -> str:
     """The user text: `ego3s.models.prompts.question_text` for 'direct' and 'reasoning'; the
     benchmark's own wording for 'official' (the direct format when it has none)."""
@@ -154,8 +159,14 @@ def question_text(sample: Sample, fmt: str, official: Callable[[Sample], str] | 
     return prompts.question_text(sample, fmt=fmt)
 
 
-def build_messages(sample: Sample, fmt: str, official: Callable[[Sample], str] | None = None, *,
-                   visual: str | None = "auto", system: str | None = None) -> list[dict]:
+def build_messages(
+    sample: Sample,
+    fmt: str,
+    official: Callable[[Sample], str] | None = None,
+    *,
+    visual: str | None = "auto",
+    system: str | None = None,
+) -> list[dict]:
     """Chat messages (`ego3s.models.prompts.build_messages`) with the benchmark's question text."""
     from ego3s.models import prompts
 
@@ -171,13 +182,19 @@ def build_messages(sample: Sample, fmt: str, official: Callable[[Sample], str] |
 # ----------------------------------------------------------------------------------------------
 # Scoring
 
+
 def closed_rows(samples: Sequence[Sample], outputs: Sequence[str], meta_keys: Sequence[str] = ()) -> list[dict]:
     """Per-sample rows for closed QA: extracted letter, gold, correct (1.0/0.0)."""
     rows = []
     for s, out in zip(samples, outputs):
         letter = extract_letter(out, s.options)
-        row = {"id": s.id, "pred": letter, "gold": s.answer, "correct": float(letter == s.answer),
-               "parsed": letter is not None}
+        row = {
+            "id": s.id,
+            "pred": letter,
+            "gold": s.answer,
+            "correct": float(letter == s.answer),
+            "parsed": letter is not None,
+        }
         for k in meta_keys:
             row[k] = s.meta.get(k)
         rows.append(row)
@@ -188,8 +205,13 @@ def open_rows(samples: Sequence[Sample], preds: Sequence[str], meta_keys: Sequen
     """Per-sample rows for open QA with the deterministic metrics (EM, ROUGE-L F)."""
     rows = []
     for s, p in zip(samples, preds):
-        row = {"id": s.id, "pred": p, "gold": s.answer, "em": exact_match(p, s.answer),
-               "rouge_l": rouge_l_f(p, s.answer)}
+        row = {
+            "id": s.id,
+            "pred": p,
+            "gold": s.answer,
+            "em": exact_match(p, s.answer),
+            "rouge_l": rouge_l_f(p, s.answer),
+        }
         for k in meta_keys:
             row[k] = s.meta.get(k)
         rows.append(row)
@@ -211,21 +233,43 @@ def run_judge(judge, rubric, items: list, empty: Any) -> tuple[list, dict]:
             failed += 1
             errors[it.id] = j.error
         ratings.append(j.rating)
-    summary = {"model": judge.model, "rubric": rubric.name, "rubric_version": rubric.version,
-               "judged": len(items) - failed, "judge_failed": failed,
-               "cache_hits": sum(1 for j in results.values() if j.cached),
-               "requests": sum(j.attempts for j in results.values()),
-               "empty_predictions": len(items) - len(ask)}
+    summary = {
+        "model": judge.model,
+        "rubric": rubric.name,
+        "rubric_version": rubric.version,
+        "judged": len(items) - failed,
+        "judge_failed": failed,
+        "cache_hits": sum(1 for j in results.values() if j.cached),
+        "requests": sum(j.attempts for j in results.values()),
+        "empty_predictions": len(items) - len(ask),
+    }
     if errors:
         summary["errors"] = dict(list(errors.items())[:20])
     return ratings, summary
 
 
-def result(benchmark: str, samples: Sequence[Sample], missing: int, metrics: dict, by: dict, rows: list[dict], *,
-           judge: dict | None = None, **extra) -> dict:
+def result(
+    benchmark: str,
+    samples: Sequence[Sample],
+    missing: int,
+    metrics: dict,
+    by: dict,
+    rows: list[dict],
+    *,
+    judge: dict | None = None,
+    **extra,
+) -> dict:
     """The score dict every benchmark returns."""
-    return {"benchmark": benchmark, "n": len(samples), "missing_predictions": missing, "metrics": metrics,
-            "by": by, "judge": judge, **extra, "per_sample": rows}
+    return {
+        "benchmark": benchmark,
+        "n": len(samples),
+        "missing_predictions": missing,
+        "metrics": metrics,
+        "by": by,
+        "judge": judge,
+        **extra,
+        "per_sample": rows,
+    }
 
 
 def accuracy_of(rows: Sequence[dict]) -> float | None:

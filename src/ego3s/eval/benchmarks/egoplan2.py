@@ -19,8 +19,8 @@ File (from the benchmark's dataset page, not in the repository): a JSON list of 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ego3s.answers import extract_letter, normalize_text
 from ego3s.data.schema import Sample
@@ -34,11 +34,15 @@ SUBDIR = "egoplan2"
 FPS = 30.0
 MAX_NEW_TOKENS = 16
 FILES = ("EgoPlan-Bench2.json", "EgoPlan_Bench2.json", "egoplan_bench2.json", "egoplan2.json", "annotations.json")
-QUESTION = ("Considering the progress shown in the video and my current observation in the last frame, "
-            "what action should I take next in order to {goal}?")
-OFFICIAL_TEMPLATE = ("Select the best answer to the following multiple-choice question based on the video. "
-                     "Respond with only the letter (A, B, C, or D) of the correct option.\n\n{question}\n\n"
-                     "A. {a}\nB. {b}\nC. {c}\nD. {d}")
+QUESTION = (
+    "Considering the progress shown in the video and my current observation in the last frame, "
+    "what action should I take next in order to {goal}?"
+)
+OFFICIAL_TEMPLATE = (
+    "Select the best answer to the following multiple-choice question based on the video. "
+    "Respond with only the letter (A, B, C, or D) of the correct option.\n\n{question}\n\n"
+    "A. {a}\nB. {b}\nC. {c}\nD. {d}"
+)
 
 
 def _find(path: Path) -> Path:
@@ -67,22 +71,50 @@ def load(path: str | os.PathLike, *, fps: float = FPS, video_root=None, skip_inv
             raise C.bad(file, i, sid, "golden_choice_idx", f"must be one of A..D, got {gold!r}")
         text = rec.get("answer")
         if isinstance(text, str) and normalize_text(text) != normalize_text(options["ABCD".index(gold)]):
-            C.log.warning("%s: sample %s: answer %r is not choice %s (%r); using golden_choice_idx", file, sid, text,
-                          gold, options["ABCD".index(gold)])
+            C.log.warning(
+                "%s: sample %s: answer %r is not choice %s (%r); using golden_choice_idx",
+                file,
+                sid,
+                text,
+                gold,
+                options["ABCD".index(gold)],
+            )
         f0 = C.field_of(rec, "task_start_frame", (int, float), file, i, sid)
         f1 = C.field_of(rec, "current_observation_frame", (int, float), file, i, sid)
         if f0 < 0 or f1 < f0:
-            raise C.bad(file, i, sid, "current_observation_frame",
-                        f"frames must satisfy 0 <= task_start_frame <= current_observation_frame, got {f0}, {f1}")
+            raise C.bad(
+                file,
+                i,
+                sid,
+                "current_observation_frame",
+                f"frames must satisfy 0 <= task_start_frame <= current_observation_frame, got {f0}, {f1}",
+            )
         vuid = rec.get("video_uid") or rec.get("video_id") or sid.split("_")[0]
         start = f0 / fps
         end = f1 / fps if f1 > f0 else start + 0.5 / fps  # the last frame is the current observation
-        out.append(Sample(
-            id=sid, question=QUESTION.format(goal=goal), answer=gold, task="closeqa", options=options,
-            video=str(video_root / f"{vuid}.mp4"), start=start, end=end,
-            meta={"benchmark": NAME, "domain": rec.get("domain"), "scenario": rec.get("scenario"), "task_goal": goal,
-                  "video_uid": vuid, "task_start_frame": f0, "current_observation_frame": f1, "fps": fps,
-                  "task_progress_metadata": rec.get("task_progress_metadata") or []}))
+        out.append(
+            Sample(
+                id=sid,
+                question=QUESTION.format(goal=goal),
+                answer=gold,
+                task="closeqa",
+                options=options,
+                video=str(video_root / f"{vuid}.mp4"),
+                start=start,
+                end=end,
+                meta={
+                    "benchmark": NAME,
+                    "domain": rec.get("domain"),
+                    "scenario": rec.get("scenario"),
+                    "task_goal": goal,
+                    "video_uid": vuid,
+                    "task_start_frame": f0,
+                    "current_observation_frame": f1,
+                    "fps": fps,
+                    "task_progress_metadata": rec.get("task_progress_metadata") or [],
+                },
+            )
+        )
     return C.finish(out, file, skip_invalid=skip_invalid)
 
 

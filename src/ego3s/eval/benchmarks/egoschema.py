@@ -20,8 +20,8 @@ Files: `questions.json` (or the mirrored `questions_first20.json`): `[{"q_uid", 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ego3s.answers import extract_letter
 from ego3s.data.schema import LETTERS, Sample, SampleError
@@ -46,13 +46,20 @@ def load_answers(path: str | os.PathLike) -> dict[str, int]:
         raise ValueError(f"{file}: expected a JSON object {{q_uid: answer index}}")
     for k, v in data.items():
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 4:
-            raise SampleError(f"answer must be an integer 0..4, got {v!r}", field="answer", file=str(file),
-                              sample_id=k)
+            raise SampleError(f"answer must be an integer 0..4, got {v!r}", field="answer", file=str(file), sample_id=k)
     return dict(data)
 
 
-def load(path: str | os.PathLike, *, split: str = "subset", answers=None, video_root=None, ego4d_root=None,
-         mapping=None, skip_invalid: bool = False) -> list[Sample]:
+def load(
+    path: str | os.PathLike,
+    *,
+    split: str = "subset",
+    answers=None,
+    video_root=None,
+    ego4d_root=None,
+    mapping=None,
+    skip_invalid: bool = False,
+) -> list[Sample]:
     """Samples from the questions file `path` or the folder holding it (and `subset_answers.json`,
     `uid_to_ego4d.json` beside it unless given)."""
     if split not in SPLITS:
@@ -79,8 +86,13 @@ def load(path: str | os.PathLike, *, split: str = "subset", answers=None, video_
         question = C.field_of(rec, "question", str, file, i, uid)
         options = [str(C.field_of(rec, f"option {k}", (str, int, float), file, i, uid)).strip() for k in range(5)]
         hidden = uid not in answers
-        meta = {"benchmark": NAME, "q_uid": uid, "google_drive_id": rec.get("google_drive_id"),
-                "answer_hidden": hidden, "subset": not hidden}
+        meta = {
+            "benchmark": NAME,
+            "q_uid": uid,
+            "google_drive_id": rec.get("google_drive_id"),
+            "answer_hidden": hidden,
+            "subset": not hidden,
+        }
         start = end = None
         if ego4d_root is not None:
             m = ego4d.get(uid)
@@ -91,8 +103,19 @@ def load(path: str | os.PathLike, *, split: str = "subset", answers=None, video_
             meta["ego4d"] = m
         else:
             video = str(video_root / f"{uid}.mp4")
-        out.append(Sample(id=uid, question=question.strip(), answer="A" if hidden else LETTERS[answers[uid]],
-                          task="closeqa", options=options, video=video, start=start, end=end, meta=meta))
+        out.append(
+            Sample(
+                id=uid,
+                question=question.strip(),
+                answer="A" if hidden else LETTERS[answers[uid]],
+                task="closeqa",
+                options=options,
+                video=video,
+                start=start,
+                end=end,
+                meta=meta,
+            )
+        )
     if split == "subset" and not out:
         C.log.warning("%s holds none of the %d subset questions of %s", file, len(answers), root)
     return C.finish(out, file, skip_invalid=skip_invalid)
@@ -103,8 +126,9 @@ LMMS_EVAL_POST_PROMPT = "\nAnswer with the option's letter from the given choice
 
 def official_prompt(sample: Sample) -> str:
     """lmms-eval's EgoSchema prompt, character for character (its options carry "A. " already)."""
-    return sample.question + "".join(f"\n{LETTERS[i]}. {o}" for i, o in enumerate(sample.options)) + \
-        LMMS_EVAL_POST_PROMPT
+    return (
+        sample.question + "".join(f"\n{LETTERS[i]}. {o}" for i, o in enumerate(sample.options)) + LMMS_EVAL_POST_PROMPT
+    )
 
 
 def max_new_tokens(sample: Sample, fmt: str = "direct") -> int:
@@ -139,7 +163,11 @@ def score(samples: Sequence[Sample], predictions, judge=None) -> dict:
     for r in rows:
         if r["answer_hidden"]:
             r["gold"] = r["correct"] = None
-    metrics = {"accuracy": C.accuracy_of(scored), "n_scored": len(scored), "n_hidden": len(rows) - len(scored),
-               "unparsed": sum(not r["parsed"] for r in rows)}
+    metrics = {
+        "accuracy": C.accuracy_of(scored),
+        "n_scored": len(scored),
+        "n_hidden": len(rows) - len(scored),
+        "unparsed": sum(not r["parsed"] for r in rows),
+    }
     sub = {s.meta.get("q_uid", s.id): (LETTERS.index(r["pred"]) if r["pred"] else -1) for s, r in zip(samples, rows)}
     return C.result(NAME, samples, missing, metrics, {}, rows, submission=sub)

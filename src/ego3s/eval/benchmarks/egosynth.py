@@ -12,10 +12,10 @@ scores about `p_typical` on test_id and about 0 on test_atypical.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-from ego3s.answers import extract_answer, extract_letter, exact_match, rouge_l_f
+from ego3s.answers import exact_match, extract_answer, extract_letter, rouge_l_f
 from ego3s.data.io import read_jsonl
 from ego3s.data.schema import Sample
 from ego3s.eval.benchmarks import _common as C
@@ -36,8 +36,9 @@ def load(path: str | os.PathLike, *, splits: Sequence[str] = SPLITS, skip_invali
     p = Path(path)
     if isinstance(splits, str):
         splits = (splits,)
-    files = [(p.stem, p)] if p.is_file() else [(s, C.find_file(p, (f"{s}.jsonl",), f"EgoSynth {s} split"))
-                                              for s in splits]
+    files = (
+        [(p.stem, p)] if p.is_file() else [(s, C.find_file(p, (f"{s}.jsonl",), f"EgoSynth {s} split")) for s in splits]
+    )
     out: list[Sample] = []
     errors: list = []
     for split, file in files:
@@ -63,9 +64,17 @@ def score(samples: Sequence[Sample], predictions, judge=None) -> dict:
     outputs, missing = C.pair(samples, predictions)
     rows = []
     for s, o in zip(samples, outputs):
-        row = {"id": s.id, "task": s.task, "split": s.meta.get("split"), "kind": s.meta.get("kind"),
-               "typical": "typical" if s.meta.get("typical") else "atypical", "gold": s.answer,
-               "accuracy": None, "em": None, "rouge_l": None}
+        row = {
+            "id": s.id,
+            "task": s.task,
+            "split": s.meta.get("split"),
+            "kind": s.meta.get("kind"),
+            "typical": "typical" if s.meta.get("typical") else "atypical",
+            "gold": s.answer,
+            "accuracy": None,
+            "em": None,
+            "rouge_l": None,
+        }
         if s.task == "closeqa":
             letter = extract_letter(o, s.options)
             row.update(pred=letter, accuracy=float(letter == s.answer))
@@ -76,6 +85,9 @@ def score(samples: Sequence[Sample], predictions, judge=None) -> dict:
     metrics = group_means(rows, FIELDS)
     metrics["n_closed"] = sum(r["task"] == "closeqa" for r in rows)
     metrics["n_open"] = len(rows) - metrics["n_closed"]
-    by = {"split": breakdown(rows, "split", FIELDS), "typical": breakdown(rows, ("split", "typical"), FIELDS),
-          "kind": breakdown(rows, "kind", FIELDS)}
+    by = {
+        "split": breakdown(rows, "split", FIELDS),
+        "typical": breakdown(rows, ("split", "typical"), FIELDS),
+        "kind": breakdown(rows, "kind", FIELDS),
+    }
     return C.result(NAME, samples, missing, metrics, by, rows)

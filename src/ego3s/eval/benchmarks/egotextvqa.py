@@ -22,8 +22,8 @@ and `data/egotextvqa_outdoor/real_time.json`. Each is `[{"dataset", "split", "ta
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ego3s.answers import extract_answer
 from ego3s.data.schema import Sample
@@ -41,8 +41,11 @@ MAX_NEW_TOKENS = 64
 FILES = {
     "indoor": ("indoor_total.json", "egotextvqa_indoor/total.json", "data/egotextvqa_indoor/total.json"),
     "outdoor": ("outdoor_total.json", "egotextvqa_outdoor/total.json", "data/egotextvqa_outdoor/total.json"),
-    "realtime": ("outdoor_real_time.json", "egotextvqa_outdoor/real_time.json",
-                 "data/egotextvqa_outdoor/real_time.json"),
+    "realtime": (
+        "outdoor_real_time.json",
+        "egotextvqa_outdoor/real_time.json",
+        "data/egotextvqa_outdoor/real_time.json",
+    ),
 }
 QUESTION_TYPES = {
     "indoor": ("hands-on", "kitchen", "shopping", "gameplay", "book-related", "others"),
@@ -50,17 +53,26 @@ QUESTION_TYPES = {
 }
 
 # The benchmark's published prompt for API models (mllm_prompt.json: gpt-4o / gemini entries).
-OFFICIAL_PROMPT = ("Based on the video, please briefly answer the following question with a single word, a "
-                   "phrase, or a short sentence. Question: {question}.  Output the answer to the question in "
-                   "the following format: Answer: [Full answer]. If you cannot answer the question, please "
-                   "answer 'Unanswerable' and briefly explain why you cannot answer.")
+OFFICIAL_PROMPT = (
+    "Based on the video, please briefly answer the following question with a single word, a "
+    "phrase, or a short sentence. Question: {question}.  Output the answer to the question in "
+    "the following format: Answer: [Full answer]. If you cannot answer the question, please "
+    "answer 'Unanswerable' and briefly explain why you cannot answer."
+)
 FIELDS = {"accuracy": 100.0, "score": 1.0, "em": 100.0, "rouge_l": 100.0}
 # What official gpt_eval.py records when a judgement fails (`score_dict.get('pred', 'no')`, `.get('score', 0)`)
 FAILED = {"pred": "no", "score": 0}
 
 
-def load(path: str | os.PathLike, *, settings: Sequence[str] = ("indoor", "outdoor"), video_root=None,
-         indoor_videos=None, outdoor_videos=None, skip_invalid: bool = False) -> list[Sample]:
+def load(
+    path: str | os.PathLike,
+    *,
+    settings: Sequence[str] = ("indoor", "outdoor"),
+    video_root=None,
+    indoor_videos=None,
+    outdoor_videos=None,
+    skip_invalid: bool = False,
+) -> list[Sample]:
     """Samples of the given settings ('indoor', 'outdoor', 'realtime') from the folder `path`,
     or of the one annotation file `path` (its setting read from the file)."""
     p = Path(path)
@@ -76,8 +88,10 @@ def load(path: str | os.PathLike, *, settings: Sequence[str] = ("indoor", "outdo
         jobs = [(s, C.find_file(p, FILES[s], f"EgoTextVQA {s} annotations")) for s in settings]
         root = p
     video_root = Path(video_root) if video_root is not None else root
-    dirs = {"indoor": Path(indoor_videos) if indoor_videos else video_root / "indoor",
-            "outdoor": Path(outdoor_videos) if outdoor_videos else video_root / "outdoor"}
+    dirs = {
+        "indoor": Path(indoor_videos) if indoor_videos else video_root / "indoor",
+        "outdoor": Path(outdoor_videos) if outdoor_videos else video_root / "outdoor",
+    }
     out: list[Sample] = []
     for setting, file in jobs:
         out += _load_file(file, setting, dirs)
@@ -108,11 +122,25 @@ def _load_file(path: Path, setting: str | None, dirs: dict) -> list[Sample]:
             ts = C.field_of(rec, "timestamp", (int, float), path, i, sid)
             if ts <= 0:
                 raise C.bad(path, i, sid, "timestamp", f"must be > 0 (frames before it are shown), got {ts}")
-            out.append(Sample(
-                id=sid, question=question.strip(), answer=str(answer).strip(), task="openqa",
-                video=str(dirs[this] / f"{vid}.mp4"), cutoff=float(ts),
-                meta={"benchmark": NAME, "setting": this, "realtime": realtime, "video_id": vid,
-                      "question_id": qid, "question_type": qtype.strip().lower(), "timestamp": ts}))
+            out.append(
+                Sample(
+                    id=sid,
+                    question=question.strip(),
+                    answer=str(answer).strip(),
+                    task="openqa",
+                    video=str(dirs[this] / f"{vid}.mp4"),
+                    cutoff=float(ts),
+                    meta={
+                        "benchmark": NAME,
+                        "setting": this,
+                        "realtime": realtime,
+                        "video_id": vid,
+                        "question_id": qid,
+                        "question_type": qtype.strip().lower(),
+                        "timestamp": ts,
+                    },
+                )
+            )
     return out
 
 
@@ -156,6 +184,8 @@ def score(samples: Sequence[Sample], predictions, judge=None) -> dict:
         for row in rows:
             row["accuracy"] = row["score"] = None
     metrics = group_means(rows, FIELDS)
-    by = {"setting": breakdown(rows, "setting", FIELDS),
-          "question_type": breakdown(rows, ("setting", "question_type"), FIELDS)}
+    by = {
+        "setting": breakdown(rows, "setting", FIELDS),
+        "question_type": breakdown(rows, ("setting", "question_type"), FIELDS),
+    }
     return C.result(NAME, samples, missing, metrics, by, rows, judge=jsum)

@@ -16,8 +16,8 @@ in `images/` beside it; each file is `[{"source_dataset", "image_path": ["1.jpg"
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ego3s.answers import extract_answer
 from ego3s.data.schema import Sample
@@ -29,9 +29,20 @@ TASK = "openqa"
 VISUAL = "image"
 NEEDS_JUDGE = True
 SUBDIR = "egothink"
-DIMENSIONS = ("Activity", "Forecast", "Localization/location", "Localization/spatial", "Object/affordance",
-              "Object/attribute", "Object/existence", "Planning/assistance", "Planning/navigation",
-              "Reasoning/comparing", "Reasoning/counting", "Reasoning/situated")
+DIMENSIONS = (
+    "Activity",
+    "Forecast",
+    "Localization/location",
+    "Localization/spatial",
+    "Object/affordance",
+    "Object/attribute",
+    "Object/existence",
+    "Planning/assistance",
+    "Planning/navigation",
+    "Reasoning/comparing",
+    "Reasoning/counting",
+    "Reasoning/situated",
+)
 PLANNING = ("Planning/assistance", "Planning/navigation")
 # Official generation lengths (eval.py): 300 new tokens for the planning dimensions, 30 otherwise.
 MAX_NEW_TOKENS, MAX_NEW_TOKENS_PLANNING = 30, 300
@@ -64,14 +75,18 @@ def find_dimensions(root: str | os.PathLike) -> dict[str, Path]:
     return found
 
 
-def load(path: str | os.PathLike, *, dimensions: Sequence[str] | None = None, skip_invalid: bool = False
-         ) -> list[Sample]:
+def load(
+    path: str | os.PathLike, *, dimensions: Sequence[str] | None = None, skip_invalid: bool = False
+) -> list[Sample]:
     """Samples of every dimension under the folder `path` (or of `dimensions` only), or of the
     one `annotations.json` file `path`."""
     p = Path(path)
     if p.is_file():
-        dim = "/".join(p.parent.parts[-2:]) if p.parent.parent.name in ("Localization", "Object", "Planning",
-                                                                          "Reasoning") else p.parent.name
+        dim = (
+            "/".join(p.parent.parts[-2:])
+            if p.parent.parent.name in ("Localization", "Object", "Planning", "Reasoning")
+            else p.parent.name
+        )
         files = {dim: p}
     elif p.is_dir():
         files = find_dimensions(p)
@@ -106,10 +121,23 @@ def _load_dimension(path: Path, dim: str) -> list[Sample]:
         name = images[0].replace("\\", "/").split("/")[-1]
         question = C.field_of(rec, "question", str, path, i, sid)
         answer = C.field_of(rec, "answer", (str, int, float), path, i, sid)
-        out.append(Sample(id=sid, question=question.strip(), answer=str(answer).strip(), task="openqa",
-                          image=str(path.parent / "images" / name),
-                          meta={"benchmark": NAME, "dimension": dim, "capability": dim.split("/")[0], "index": i,
-                                "source_dataset": rec.get("source_dataset"), "image_name": name}))
+        out.append(
+            Sample(
+                id=sid,
+                question=question.strip(),
+                answer=str(answer).strip(),
+                task="openqa",
+                image=str(path.parent / "images" / name),
+                meta={
+                    "benchmark": NAME,
+                    "dimension": dim,
+                    "capability": dim.split("/")[0],
+                    "index": i,
+                    "source_dataset": rec.get("source_dataset"),
+                    "image_name": name,
+                },
+            )
+        )
     return out
 
 

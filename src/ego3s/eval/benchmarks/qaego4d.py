@@ -24,14 +24,22 @@ from __future__ import annotations
 import os
 import random
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ego3s.answers import extract_answer
 from ego3s.data.schema import LETTERS, Sample
 from ego3s.eval.benchmarks import _common as C
-from ego3s.eval.metrics import (corpus_bleu, exact_match, group_means, meteor, plain_match,
-                                rouge_l_official, sentence_bleu, sentence_similarity)
+from ego3s.eval.metrics import (
+    corpus_bleu,
+    exact_match,
+    group_means,
+    meteor,
+    plain_match,
+    rouge_l_official,
+    sentence_bleu,
+    sentence_similarity,
+)
 
 NAME = "qaego4d"
 TASK = "openqa"  # "closeqa" for the close variant
@@ -48,12 +56,24 @@ WINDOWS = ("moment", "full")
 def _candidates(split: str, variant: str) -> tuple[str, ...]:
     if variant == "open":
         return (f"annotations.{split}.json", f"annotations.QaEgo4D_{split}.json")
-    return (f"annotations.QaEgo4D_{split}_close.json", f"annotations.{split}_close.json",
-            f"annotations.{split}.close.json")
+    return (
+        f"annotations.QaEgo4D_{split}_close.json",
+        f"annotations.{split}_close.json",
+        f"annotations.{split}.close.json",
+    )
 
 
-def load(path: str | os.PathLike, *, variant: str = "open", split: str = "test", seeds: Sequence[int] = SEEDS,
-         window: str = "full", fps: float = FPS, video_root=None, skip_invalid: bool = False) -> list[Sample]:
+def load(
+    path: str | os.PathLike,
+    *,
+    variant: str = "open",
+    split: str = "test",
+    seeds: Sequence[int] = SEEDS,
+    window: str = "full",
+    fps: float = FPS,
+    video_root=None,
+    skip_invalid: bool = False,
+) -> list[Sample]:
     """Open samples, or close samples (one per question and seed), from the annotation file `path`
     or the folder holding it."""
     if variant not in VARIANTS:
@@ -75,24 +95,53 @@ def load(path: str | os.PathLike, *, variant: str = "open", split: str = "test",
         f0 = C.field_of(rec, "moment_start_frame", (int, float), file, i, sid)
         f1 = C.field_of(rec, "moment_end_frame", (int, float), file, i, sid)
         if f0 < 0 or f1 < f0:
-            raise C.bad(file, i, sid, "moment_end_frame", f"moment frames must satisfy 0 <= start <= end, got {f0}, {f1}")
+            raise C.bad(
+                file, i, sid, "moment_end_frame", f"moment frames must satisfy 0 <= start <= end, got {f0}, {f1}"
+            )
         t0, t1 = f0 / fps, f1 / fps
         start, end = (t0, t1 if t1 > t0 else t0 + 1.0 / fps) if window == "moment" else (None, None)
-        meta = {"benchmark": NAME, "variant": variant, "video_id": vid, "sample_id": sid,
-                "moment": [round(t0, 4), round(t1, 4)], "moment_frames": [f0, f1], "window": window}
+        meta = {
+            "benchmark": NAME,
+            "variant": variant,
+            "video_id": vid,
+            "sample_id": sid,
+            "moment": [round(t0, 4), round(t1, 4)],
+            "moment_frames": [f0, f1],
+            "window": window,
+        }
         video = str(video_root / f"{vid}.mp4")
         if variant == "open":
-            out.append(Sample(id=sid, question=question.strip(), answer=answer, task="openqa", video=video,
-                              start=start, end=end, meta=meta))
+            out.append(
+                Sample(
+                    id=sid,
+                    question=question.strip(),
+                    answer=answer,
+                    task="openqa",
+                    video=video,
+                    start=start,
+                    end=end,
+                    meta=meta,
+                )
+            )
             continue
         wrong = C.field_of(rec, "wrong_answers", list, file, i, sid)
         if len(wrong) != 3 or not all(isinstance(w, (str, int, float)) for w in wrong):
             raise C.bad(file, i, sid, "wrong_answers", f"expected 3 wrong answers, got {wrong!r:.80}")
         for seed in seeds:
             options = shuffled_options(answer, [str(w).strip() for w in wrong], seed, sid)
-            out.append(Sample(id=f"{sid}@seed{seed}", question=question.strip(), answer=LETTERS[options.index(answer)],
-                              task="closeqa", options=options, video=video, start=start, end=end,
-                              meta={**meta, "seed": seed, "answer_text": answer}))
+            out.append(
+                Sample(
+                    id=f"{sid}@seed{seed}",
+                    question=question.strip(),
+                    answer=LETTERS[options.index(answer)],
+                    task="closeqa",
+                    options=options,
+                    video=video,
+                    start=start,
+                    end=end,
+                    meta={**meta, "seed": seed, "answer_text": answer},
+                )
+            )
     return C.finish(out, file, skip_invalid=skip_invalid)
 
 
@@ -112,42 +161,72 @@ def extract(sample: Sample, output) -> str | None:
     return C.extract(sample, output)
 
 
-def score(samples: Sequence[Sample], predictions, judge=None, *, similarity: bool = True, embedder=None,
-          meteor_synonyms: bool = False) -> dict:
+def score(
+    samples: Sequence[Sample],
+    predictions,
+    judge=None,
+    *,
+    similarity: bool = True,
+    embedder=None,
+    meteor_synonyms: bool = False,
+) -> dict:
     """Open: EM, plain_acc, BLEU-4 (corpus), ROUGE-L F, METEOR, sentence similarity (all x 100).
     Close: accuracy per seed, mean and standard deviation over seeds. A set mixing both is scored
     as two parts. `judge` is not used (QAEgo4D has none)."""
     closed = [s for s in samples if s.task == "closeqa"]
     opened = [s for s in samples if s.task != "closeqa"]
     if closed and opened:
-        return {"benchmark": NAME, "n": len(samples),
-                "parts": {"open": score(opened, predictions, similarity=similarity, embedder=embedder,
-                                        meteor_synonyms=meteor_synonyms),
-                          "close": score(closed, predictions)}}
+        return {
+            "benchmark": NAME,
+            "n": len(samples),
+            "parts": {
+                "open": score(
+                    opened, predictions, similarity=similarity, embedder=embedder, meteor_synonyms=meteor_synonyms
+                ),
+                "close": score(closed, predictions),
+            },
+        }
     outputs, missing = C.pair(samples, predictions)
     if closed:
         rows = C.closed_rows(samples, outputs, ("seed", "sample_id"))
         per_seed = C.accuracy_by(rows, "seed")
         accs = [v["accuracy"] for v in per_seed.values()]
-        metrics = {"accuracy": round(statistics.fmean(accs), 2) if accs else None,
-                   "accuracy_std": round(statistics.stdev(accs), 2) if len(accs) > 1 else 0.0,
-                   "n_seeds": len(per_seed), "n_questions": len({r["sample_id"] for r in rows}),
-                   "unparsed": sum(not r["parsed"] for r in rows)}
+        metrics = {
+            "accuracy": round(statistics.fmean(accs), 2) if accs else None,
+            "accuracy_std": round(statistics.stdev(accs), 2) if len(accs) > 1 else 0.0,
+            "n_seeds": len(per_seed),
+            "n_questions": len({r["sample_id"] for r in rows}),
+            "unparsed": sum(not r["parsed"] for r in rows),
+        }
         by = {"seed": per_seed}
         return C.result(NAME + "-close", samples, missing, metrics, by, rows)
     preds = [(extract_answer(o) or "").strip() for o in outputs]
     refs = [s.answer for s in samples]
     rows = []
     for s, p in zip(samples, preds):
-        rows.append({"id": s.id, "pred": p, "gold": s.answer, "em": exact_match(p, s.answer),
-                     "plain_acc": plain_match(p, s.answer), "rouge_l": rouge_l_official(p, s.answer),
-                     "meteor": meteor(p, s.answer, synonyms=meteor_synonyms),
-                     "bleu4_sentence": sentence_bleu(p, s.answer).score / 100.0})
+        rows.append(
+            {
+                "id": s.id,
+                "pred": p,
+                "gold": s.answer,
+                "em": exact_match(p, s.answer),
+                "plain_acc": plain_match(p, s.answer),
+                "rouge_l": rouge_l_official(p, s.answer),
+                "meteor": meteor(p, s.answer, synonyms=meteor_synonyms),
+                "bleu4_sentence": sentence_bleu(p, s.answer).score / 100.0,
+            }
+        )
     if similarity and rows:
         for row, sim in zip(rows, sentence_similarity(preds, refs, embedder=embedder)):
             row["similarity"] = sim
-    fields = {"em": 100.0, "plain_acc": 100.0, "rouge_l": 100.0, "meteor": 100.0, "similarity": 100.0,
-              "bleu4_sentence": 100.0}
+    fields = {
+        "em": 100.0,
+        "plain_acc": 100.0,
+        "rouge_l": 100.0,
+        "meteor": 100.0,
+        "similarity": 100.0,
+        "bleu4_sentence": 100.0,
+    }
     metrics = group_means(rows, fields)
     bleu = corpus_bleu(preds, refs) if rows else None
     metrics["bleu4"] = round(bleu.score, 2) if bleu else None
