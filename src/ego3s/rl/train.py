@@ -530,7 +530,7 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
 
         restore(curriculum, ckpt)
     train_or_restore(trainer, ckpt, cfg.max_steps, cfg.lora, callbacks)
-    check_finite_weights(trainer.model, "training run", out)
+    check_finite_weights(trainer, "training run", out)
     downcast(model, loaded_dtype)
     save_final(trainer, processor, out / "final")
     if trainer.is_world_process_zero():

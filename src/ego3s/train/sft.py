@@ -260,7 +260,7 @@ def _run_sft(cfg: SFTRunConfig, resume: bool, overwrite: bool):
     ckpt = last_checkpoint(out) if resume else None
     load_resume_weights(trainer, ckpt, cfg.lora)
     train_or_restore(trainer, ckpt, cfg.max_steps, cfg.lora)
-    check_finite_weights(trainer.model, "sft run", out)
+    check_finite_weights(trainer, "sft run", out)
     downcast(model, loaded_dtype)
     save_final(trainer, processor, out / "final")
     if trainer.is_world_process_zero():

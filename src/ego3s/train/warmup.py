@@ -244,7 +244,7 @@ def _warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool
     load_resume_weights(trainer, ckpt, lora=False)
     train_or_restore(trainer, ckpt, cfg.steps, lora=False)
     # the Trainer logs NaN losses as 0 and carries on; a NaN base model must not reach selection
-    check_finite_weights(model, "warm-up", out, hint)
+    check_finite_weights(trainer, "warm-up", out, hint)
     skipped = Path(out) / "skipped.jsonl"
     if skipped.exists():
         print(
