@@ -88,7 +88,9 @@ def check_report_to(key: str, value: Any) -> None:
 Dtype = Literal["auto", "bfloat16", "float32", "float16"]
 Device = Literal["auto", "cpu", "cuda"]
 MasterWeights = Literal["float32", "bfloat16"]
-DTYPES, DEVICES, MASTER_WEIGHTS = get_args(Dtype), get_args(Device), get_args(MasterWeights)
+DTYPES = get_args(Dtype)
+DEVICES = get_args(Device)
+MASTER_WEIGHTS = get_args(MasterWeights)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -30,7 +30,8 @@ from ego3s.select.scoring import ScoringConfig
 
 Method = Literal["csm", "random", "full", "s1", "limo", "limr"]
 LimrReward = Literal["total", "accuracy", "format", "interaction", "overlong"]
-METHODS, LIMR_REWARDS = get_args(Method), get_args(LimrReward)  # the components `ego3s train` logs
+METHODS = get_args(Method)
+LIMR_REWARDS = get_args(LimrReward)  # the components `ego3s train` logs
 
 
 @dataclass
