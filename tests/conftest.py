@@ -1,8 +1,9 @@
-"""Shared fixtures: the tiny Qwen2.5-VL (built once per session, offline) and small videos."""
+"""Shared fixtures: the tiny Qwen2.5-VL, built once per session (offline), and a generate-call counter.
+Shared helpers that are not fixtures (small videos, tiny configs, the repository's folders) are in
+helpers.py."""
 
 import os
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,24 +15,6 @@ def tiny_model_dir(tmp_path_factory):
     from ego3s.models import build_tiny
 
     return str(build_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0))
-
-
-def write_video(path, n=8, size=56, fps=4, seed=0):
-    """A small H.264 mp4 of random frames (distinct content per frame)."""
-    import av
-
-    rng = np.random.default_rng(seed)
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
-        for _ in range(n):
-            frame = av.VideoFrame.from_ndarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8), format="rgb24")
-            for p in s.encode(frame):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return str(path)
 
 
 @pytest.fixture(scope="module")

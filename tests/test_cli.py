@@ -36,13 +36,7 @@ REQUIRED = {
 # candidate values (the first that differs from the default is used) for keys whose type does not say
 # what they accept: choices kept as plain strings, lists checked against a registry
 _VALUES = {
-    "view": ("blind", "full"),
     "views": (["full", "blind"],),
-    "blind_mode": ("blank", "none"),
-    "context_fill": ("blur", "mean"),
-    "fmt": ("reasoning", "direct"),
-    "backend": ("decord",),
-    "video_identity": ("content",),
     "strategy": ("dapo",),
     "estimator": ("sampling",),
     "rationale": ("meta.trace",),
@@ -177,6 +171,17 @@ def test_help_lists_every_key_with_its_help_and_default(command, monkeypatch):
         words = f.metadata.get("help", "").split()
         assert " ".join(words[:3]) in " ".join(lines[key].split()), key
         assert "(default: " in lines[key], key
+
+
+def test_plain_help_without_rich_lists_the_keys():
+    """Without Rich, click formats the help: the keys come as a definition list."""
+    import click
+
+    command = typer.main.get_command(cli.app).commands["synth"]
+    command.rich_markup_mode = None
+    text = command.get_help(click.Context(command, info_name="synth"))
+    for key, *_ in config_keys(cli._config_class(_commands()["synth"])):
+        assert f"\n  {key} " in text, key
 
 
 def test_yaml_then_overrides(tmp_path, built):
@@ -335,6 +340,8 @@ def test_cli_overrides_spellings():
     ) == ["a.b=1", "fps=2", "fps=3", "icu=true", "verbose=false", "paths.A=/x", "progress=false"]
     with pytest.raises(ConfigError, match="--fps: needs a value"):
         cli_overrides(EvalConfig, ["--fps"])
+    with pytest.raises(ConfigError, match="--path: 'EgoSynth' is not NAME=VALUE"):
+        cli_overrides(EvalConfig, ["--path", "EgoSynth"], cli._EVAL_FLAGS)
 
 
 def test_start_up_and_help_do_not_import_torch():

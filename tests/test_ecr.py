@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from conftest import write_video
 from ego3s.curriculum.ecr import Curriculum, PoolSampler
 from ego3s.curriculum.monitor import ECRConfig
 from ego3s.data import Sample, write_jsonl
 from ego3s.files import read_log
+from helpers import tiny_grpo_config, write_video
 
 
 def _samples(tmp_path, prefix, n, typical):
@@ -42,26 +42,15 @@ always_right.__name__ = "accuracy_reward"
 
 
 def _cfg(tiny_model_dir, tmp_path, max_steps):
-    from ego3s.rl.train import TrainingConfig
     from ego3s.select.csm import CSMThresholds
 
-    return TrainingConfig(
-        model=tiny_model_dir,
-        data=str(tmp_path / "selected.jsonl"),
+    return tiny_grpo_config(
+        tiny_model_dir,
+        tmp_path / "selected.jsonl",
+        tmp_path / "run",
+        batch=8,
         candidates=str(tmp_path / "pool.jsonl"),
-        out=str(tmp_path / "run"),
-        batch_size=8,
-        per_device_train_batch_size=8,
-        num_generations=2,
-        max_completion_length=4,
         max_steps=max_steps,
-        save_steps=1,
-        learning_rate=1e-4,
-        beta=0.0,
-        nframes=4,
-        max_pixels=56 * 56,
-        min_pixels=28 * 28,
-        dtype="float32",
         ecr=ECRConfig(
             monitoring_interval=2, monitoring_unit="steps", probing_set_size=4, mastered_window=2, min_pool_size=1
         ),

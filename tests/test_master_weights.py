@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from ego3s.models.loading import downcast, upcast_trainable
+from helpers import tiny_grpo_config
 
 
 def _changed_share(master_weights: str, lr: float) -> float:
@@ -79,30 +80,19 @@ def _lm_changed_share(start_dir, ckpt) -> float:
 
 
 def test_grpo_in_bf16_trains_fp32_masters_and_saves_bf16(tiny_model_dir, synth, tmp_path):
-    from ego3s.curriculum.monitor import ECRConfig
-    from ego3s.rl.train import TrainingConfig, run_training
+    from ego3s.rl.train import run_training
 
     for mw, ckpt_dtypes in (("float32", {torch.float32, torch.bfloat16}), ("bfloat16", {torch.bfloat16})):
         out = tmp_path / mw
         run_training(
-            TrainingConfig(
-                model=tiny_model_dir,
-                data=str(synth / "train.jsonl"),
-                out=str(out),
-                batch_size=4,
-                per_device_train_batch_size=4,
-                num_generations=2,
+            tiny_grpo_config(
+                tiny_model_dir,
+                synth / "train.jsonl",
+                out,
                 max_completion_length=8,
-                max_steps=1,
-                save_steps=1,
                 learning_rate=1e-5,
-                beta=0.0,
-                nframes=4,
-                max_pixels=56 * 56,
-                min_pixels=28 * 28,
                 dtype="bfloat16",
                 master_weights=mw,
-                ecr=ECRConfig(ecr=False),
             )
         )
         assert _dtypes(out / "checkpoint-1") == ckpt_dtypes  # trained LM in fp32; frozen tower bf16

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from ego3s.curriculum.monitor import ECRConfig
+from helpers import tiny_grpo_config
 
 PIX = 56 * 56
 
@@ -32,26 +32,9 @@ def _raises_on_nan(trainer):
 
 
 def test_grpo_stops_on_a_nan_loss(tiny_model_dir, synth, tmp_path):
-    from ego3s.rl.train import TrainingConfig, run_training
+    from ego3s.rl.train import run_training
 
-    cfg = TrainingConfig(
-        model=tiny_model_dir,
-        data=str(synth / "train.jsonl"),
-        out=str(tmp_path / "grpo"),
-        batch_size=4,
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=4,
-        max_steps=1,
-        save_steps=1,
-        learning_rate=1e-4,
-        beta=0.0,
-        nframes=4,
-        max_pixels=PIX,
-        min_pixels=28 * 28,
-        dtype="float32",
-        ecr=ECRConfig(ecr=False),
-    )
+    cfg = tiny_grpo_config(tiny_model_dir, synth / "train.jsonl", tmp_path / "grpo", max_pixels=PIX)
     _raises_on_nan(run_training(cfg))
 
 

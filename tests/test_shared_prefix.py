@@ -8,7 +8,6 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from conftest import write_video
 from ego3s.data import Sample
 from ego3s.data.video import Clip
 from ego3s.models.inputs import encode, vision_token_ids
@@ -16,6 +15,7 @@ from ego3s.models.loading import load_model
 from ego3s.rl.rollout import group_generate, groups_of, supported
 from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.rl.trainer import VideoGRPOTrainer
+from helpers import write_video
 
 
 class PrefillCount:

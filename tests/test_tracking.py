@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_video
 from ego3s.tracking import ecr_metrics, eval_metrics, report_to_list, selection_metrics
+from helpers import tiny_grpo_config, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,22 +116,12 @@ def test_two_step_training_writes_reward_parts_and_ecr_to_tensorboard(tiny_model
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_one, zero_then_one])
     write_jsonl(tmp_path / "data.jsonl", _train_samples(tmp_path))
-    cfg = T.TrainingConfig(
-        model=tiny_model_dir,
-        data=str(tmp_path / "data.jsonl"),
-        out=str(tmp_path / "run"),
-        batch_size=4,
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=4,
+    cfg = tiny_grpo_config(
+        tiny_model_dir,
+        tmp_path / "data.jsonl",
+        tmp_path / "run",
         max_steps=2,
         save_steps=10,
-        learning_rate=1e-4,
-        beta=0.0,
-        nframes=4,
-        max_pixels=56 * 56,
-        min_pixels=28 * 28,
-        dtype="float32",
         report_to=["tensorboard"],
         ecr=ECRConfig(monitoring_interval=1, lambda_s=0.5),
     )

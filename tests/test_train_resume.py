@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from ego3s.curriculum.monitor import ECRConfig
 from ego3s.data.egosynth import EgoSynthConfig, generate
 from ego3s.data.io import read_jsonl
 from ego3s.files import read_log
-from ego3s.rl.train import TrainingConfig, run_training
+from ego3s.rl.train import run_training
+from helpers import tiny_grpo_config
 
 N = 8
 G = 2
@@ -26,23 +26,15 @@ def synth(tmp_path_factory):
 
 
 def _cfg(tiny_model_dir, synth, out, max_steps):
-    return TrainingConfig(
-        model=tiny_model_dir,
-        data=str(synth / "train.jsonl"),
-        out=str(out),
-        batch_size=8,
-        per_device_train_batch_size=8,
+    return tiny_grpo_config(
+        tiny_model_dir,
+        synth / "train.jsonl",
+        out,
+        batch=8,
         num_generations=G,
         max_completion_length=8,
         max_steps=max_steps,
         save_steps=2,
-        learning_rate=1e-4,
-        beta=0.0,
-        nframes=4,
-        max_pixels=56 * 56,
-        min_pixels=28 * 28,
-        dtype="float32",
-        ecr=ECRConfig(ecr=False),
     )
 
 

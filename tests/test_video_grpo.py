@@ -7,11 +7,11 @@ import torch
 from PIL import Image
 from trl import GRPOTrainer
 
-from conftest import write_video
 from ego3s.data import Sample
 from ego3s.models.inputs import vision_token_ids
 from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.rl.trainer import VideoGRPOTrainer
+from helpers import write_video
 
 EPS32 = float(torch.finfo(torch.float32).eps)
 

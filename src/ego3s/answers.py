@@ -263,7 +263,7 @@ def _clean_options(options) -> list[str] | None:
     # Tolerate options written with their letters ("A. red cup", "B. blue cup").
     prefixes = [_OPTION_PREFIX.match(o) for o in opts]
     if all(p and p.group(1) == LETTERS[i] for i, p in enumerate(prefixes) if i < len(LETTERS)):
-        opts = [o[p.end() :] for o, p in zip(opts, prefixes)]
+        opts = [o[p.end() :] if p else o for o, p in zip(opts, prefixes)]
     return opts
 
 

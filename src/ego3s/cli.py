@@ -231,6 +231,7 @@ def build_ego4d_cmd(
     config: Path | None = typer.Option(None, help="YAML file of the keys below"),
 ) -> None:
     """Build the Ego4D OpenQA + CloseQA training subset from NLQ + FHO annotations (docs/ego4d.md).
+
     Extra `key=value` arguments set the keys below, e.g. `size=500 splits=train,val`."""
     from ego3s.data.ego4d import build_ego4d, summary
 
@@ -250,6 +251,7 @@ def synth_cmd(
     preview: bool = typer.Option(False, "--preview/--no-preview", help="also write preview.png"),
 ) -> None:
     """Generate EgoSynth, the procedural egocentric benchmark with measurable shortcuts (docs/egosynth.md).
+
     Deterministic by its keys (below; e.g. `seed=1 train=2000`); a rerun into the same folder keeps
     the videos already written."""
     from ego3s.data.egosynth import generate, synth_summary
@@ -265,8 +267,9 @@ def select_cmd(
     config: Path | None = typer.Option(None, help="YAML config (see configs/selection_config.yaml)"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
-    """Select training samples (CSM or a baseline). Extra `key=value` arguments override the config,
-    e.g. `csm.lambda_c=0.2 scoring.estimator=sampling out=runs/sel`."""
+    """Select training samples (CSM or a baseline).
+
+    Extra `key=value` arguments override the config, e.g. `csm.lambda_c=0.2 scoring.estimator=sampling out=runs/sel`."""
     from ego3s.select.run import run_selection
 
     cfg = _stage_config("ego3s.select.run:SelectionConfig", config, list(ctx.args))
@@ -287,8 +290,9 @@ def train_cmd(
         False, "--overwrite", help="`out` holds another run's checkpoints: delete them and start over"
     ),
 ) -> None:
-    """GRPO/RLOO/DAPO/Dr.GRPO on video with the interaction-centric reward. Extra `key=value`
-    arguments override the config, e.g. `strategy=dapo max_steps=200 ecr.ecr=false`."""
+    """GRPO/RLOO/DAPO/Dr.GRPO on video with the interaction-centric reward.
+
+    Extra `key=value` arguments override the config, e.g. `strategy=dapo max_steps=200 ecr.ecr=false`."""
     from ego3s.rl.train import run_training
 
     cfg = _stage_config("ego3s.rl.train:TrainingConfig", config, list(ctx.args))
@@ -306,8 +310,10 @@ def sft_cmd(
         False, "--overwrite", help="`out` holds another run's checkpoints: delete them and start over"
     ),
 ) -> None:
-    """Supervised fine-tuning on video (answers or <think> traces), through TRL's SFTTrainer with
-    ego3s's frame sampler. Extra `key=value` arguments override the config, e.g. `lora=true max_steps=100`."""
+    """Supervised fine-tuning on video (answers or <think> traces), through TRL's SFTTrainer.
+
+    Frames come from ego3s's sampler. Extra `key=value` arguments override the config, e.g.
+    `lora=true max_steps=100`."""
     from ego3s.train.sft import run_sft
 
     cfg = _stage_config("ego3s.train.sft:SFTRunConfig", config, list(ctx.args))
@@ -334,8 +340,9 @@ def merge_cmd(
     dtype: str = typer.Option("bfloat16", help="output dtype: bfloat16, float16 or float32"),
     verify: bool = typer.Option(True, "--verify/--no-verify", help="reload the output and compare every tensor"),
 ) -> None:
-    """Fold LoRA adapters into the base, or consolidate sharded DeepSpeed ZeRO / FSDP checkpoints,
-    into a Hugging Face folder that `ego3s eval` loads (docs/training.md)."""
+    """Fold LoRA adapters into the base, or consolidate sharded DeepSpeed ZeRO / FSDP checkpoints.
+
+    The result is a Hugging Face folder that `ego3s eval` loads (docs/training.md)."""
     from ego3s.train.merge import merge
 
     merge(checkpoint, out, base=base, dtype=dtype, verify=verify, echo=typer.echo)
@@ -356,6 +363,7 @@ def eval_cmd(
     ),
 ) -> None:
     """Evaluate a model on benchmarks; data-parallel under torchrun, resumable (docs/evaluation.md).
+
     Extra `key=value` arguments (or `--key value`) set the keys below, e.g. `data=EgoSynth,EgoThink
     model=DIR root=data/benchmarks`; `--path NAME=PATH` is `paths.NAME=PATH`, `--opt NAME.KEY=VALUE`
     is `options.NAME.KEY=VALUE`, `--quiet` is `progress=false`."""
@@ -382,8 +390,9 @@ def run_cmd(
         None, "--from", help="restart from this stage: data, model, warmup, select, train, eval or report"
     ),
 ) -> None:
-    """Select -> train with curriculum -> evaluate -> report, resumable. Extra `key=value`
-    arguments override the config, e.g. `training.max_steps=50 out=runs/mine`."""
+    """Select -> train with curriculum -> evaluate -> report, resumable.
+
+    Extra `key=value` arguments override the config, e.g. `training.max_steps=50 out=runs/mine`."""
     _pipeline(config, list(ctx.args), from_stage)
 
 
@@ -393,8 +402,9 @@ def demo_cmd(
     config: Path | None = typer.Option(None, help="YAML config read instead of configs/demo.yaml"),
     from_stage: str | None = typer.Option(None, "--from", help="restart from this stage"),
 ) -> None:
-    """`ego3s run` on the built-in defaults (configs/demo.yaml): EgoSynth, the offline smol
-    backbone, minutes on a CPU. Extra `key=value` arguments override them."""
+    """`ego3s run` on the built-in defaults (configs/demo.yaml): minutes on a CPU.
+
+    EgoSynth and the offline smol backbone. Extra `key=value` arguments override the defaults."""
     _pipeline(config or _packaged_config("demo.yaml"), list(ctx.args), from_stage)
 
 

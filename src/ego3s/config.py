@@ -88,7 +88,9 @@ def check_report_to(key: str, value: Any) -> None:
 Dtype = Literal["auto", "bfloat16", "float32", "float16"]
 Device = Literal["auto", "cpu", "cuda"]
 MasterWeights = Literal["float32", "bfloat16"]
-DTYPES, DEVICES, MASTER_WEIGHTS = get_args(Dtype), get_args(Device), get_args(MasterWeights)
+DTYPES = get_args(Dtype)
+DEVICES = get_args(Device)
+MASTER_WEIGHTS = get_args(MasterWeights)
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -328,5 +330,7 @@ def cli_overrides(cls: type, args: list[str], renames: dict[str, Any] | None = N
                 raise ConfigError(f"{flag}: needs a value")
             value = args[i]
             i += 1
+        if target.endswith(".") and "=" not in value:  # --path NAME=PATH
+            raise ConfigError(f"{flag}: {value!r} is not NAME=VALUE")
         out.append(f"{target}{value}" if target.endswith(".") else f"{target}={value}")
     return out

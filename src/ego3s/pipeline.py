@@ -110,7 +110,7 @@ def _tracked(cfg: RunConfig, stage):
 def versions() -> dict:
     import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for d in ("ego3s", "torch", "transformers", "trl", "accelerate", "datasets"):
         try:
             out[d] = md.version(d)

@@ -299,8 +299,8 @@ def refresh_with_csm(
         per = math.ceil(len(probe) / world)
         shard = probe[rank::world]
         shard = shard + shard[:1] * (per - len(shard)) if shard else probe[:1] * per
-        rows = {r["id"]: r for part in gather(score_fn(shard)) for r in part}
-        rows = [rows[i] for i in probe if i in rows]
+        by_id = {r["id"]: r for part in gather(score_fn(shard)) for r in part}
+        rows = [by_id[i] for i in probe if i in by_id]
     high = [r["id"] for r in rows if r.get("kept")]
     event = curriculum.apply_refresh(
         step, {**decision, "probed": len(probe), "atypical_share_probed": curriculum.atypical_share(probe)}, high

@@ -111,7 +111,8 @@ def check_jsonl_format(path: str | os.PathLike) -> None:
         )
     if text[:1] != b"{":
         sep = b"," if b"," in first else b"\t" if b"\t" in first else None
-        kind = {b",": "a CSV table", b"\t": "a TSV table"}.get(sep, "not JSON Lines")
+        kinds: dict[bytes | None, str] = {b",": "a CSV table", b"\t": "a TSV table"}
+        kind = kinds.get(sep, "not JSON Lines")
         raise DataFormatError(
             f"{path}: looks like {kind} (line 1: {first[:80].decode('utf-8', 'replace')!r}); "
             "expected JSONL, one JSON object per line"

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image
@@ -50,10 +51,15 @@ IMAGE_MIN_PIXELS = 4 * 28 * 28
 IMAGE_MAX_PIXELS = 16384 * 28 * 28
 MAX_RATIO = 200
 
-BACKENDS = ("pyav", "decord", "opencv")
-VIEWS = ("full", "blind", "context")
-BLIND_MODES = ("blank", "none")
-FILLS = ("mean", "blur")  # what fills the boxes of the context view
+Backend = Literal["pyav", "decord", "opencv"]
+View = Literal["full", "blind", "context"]
+BlindMode = Literal["blank", "none"]
+Fill = Literal["mean", "blur"]  # what fills the boxes of the context view
+VideoIdentity = Literal["stat", "content"]  # ego3s.identity.VIDEO_IDENTITIES
+BACKENDS = get_args(Backend)
+VIEWS = get_args(View)
+BLIND_MODES = get_args(BlindMode)
+FILLS = get_args(Fill)
 BLANK_VALUE = 128  # the blind view's constant gray
 _SEEK_GAP = 60  # frames; when the container's index can't tell, seek across gaps longer than this
 _DECORD_CHUNK = 32  # frames per decord batch, so memory stays bounded before resizing
@@ -72,7 +78,7 @@ class ClipSpec:
     max_frames: int = field(default=16, metadata={"help": "at most this many frames per clip"})
     max_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel cap (None: Qwen's rule)"})
     min_pixels: int | None = field(default=None, metadata={"help": "per-frame pixel floor (None: Qwen's default)"})
-    backend: str = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
+    backend: Backend = field(default="pyav", metadata={"help": "video decoder: pyav, decord or opencv"})
     decode_threads: int | None = field(
         default=None,
         metadata={
@@ -80,7 +86,7 @@ class ClipSpec:
             "else min(8, 2 x CPUs / processes on this machine))"
         },
     )
-    video_identity: str = field(
+    video_identity: VideoIdentity = field(
         default="stat",
         metadata={
             "help": "how a video file is recognised in caches, prediction logs and run identities: stat (path, size, "
@@ -88,10 +94,10 @@ class ClipSpec:
             "file once per process)"
         },
     )
-    blind_mode: str = field(
+    blind_mode: BlindMode = field(
         default="blank", metadata={"help": "blind view: blank (same-shape gray clip) or none (no visual entry at all)"}
     )
-    context_fill: str = field(
+    context_fill: Fill = field(
         default="mean",
         metadata={"help": "context view: what fills the interaction boxes, mean (the frame's mean colour) or blur"},
     )
@@ -101,7 +107,7 @@ class ClipSpec:
             self,
             choices={
                 "backend": BACKENDS,
-                "video_identity": ("stat", "content"),
+                "video_identity": get_args(VideoIdentity),
                 "blind_mode": BLIND_MODES,
                 "context_fill": FILLS,
             },

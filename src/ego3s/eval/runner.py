@@ -34,7 +34,7 @@ from typing import Any, Literal
 from ego3s import skips
 from ego3s.config import DEVICES, DTYPES, Device, Dtype, check_fields, check_report_to
 from ego3s.data.schema import Sample
-from ego3s.data.video import VIEWS, ClipSpec
+from ego3s.data.video import VIEWS, BlindMode, ClipSpec, View
 from ego3s.eval.benchmarks import FORMATS
 from ego3s.eval.results import (
     examples_text,
@@ -45,6 +45,7 @@ from ego3s.eval.results import (
     track_results,
 )
 from ego3s.files import append_jsonl, read_log, write_json, write_text
+from ego3s.models.prompts import PromptFormat
 
 PRED_GLOB = "predictions.rank*.jsonl"
 # skip reasons that a rerun may cure (the file restored or fixed): tried again on every run
@@ -70,8 +71,8 @@ class EvalConfig(ClipSpec):
         "help": "per-benchmark folder or file overriding root: {name: path} (CLI: --path EgoSynth=/data/egosynth)"})
     options: dict[str, dict] = field(default_factory=dict, metadata={
         "help": "per-benchmark load options: {name: {key: value}} (CLI: --opt EgoTextVQA.video_root=/videos)"})
-    view: str = field(default="full", metadata={"help": "full, blind (no visual evidence) or context (boxes masked)"})
-    blind_mode: str = field(default="none", metadata={
+    view: View = field(default="full", metadata={"help": "full, blind (no visual evidence) or context (boxes masked)"})
+    blind_mode: BlindMode = field(default="none", metadata={
         "help": "blind view: none (no visual entry at all, needs no video file) or blank (gray clip, same shape)"})
     limit: int | None = field(default=None, metadata={"help": "only the first N samples of each benchmark"})
     frames: int | None = field(default=None, metadata={
@@ -81,7 +82,7 @@ class EvalConfig(ClipSpec):
         "help": "decode against a static KV cache that transformers compiles with CUDA graphs (patched "
                 "Qwen2.5-VL; ego3s.rl.rollout): faster decode steps, one compilation per batch size (the cache "
                 "grows to the longest prompt, recompiling once each time, and is reused)"})
-    fmt: str = field(default="direct", metadata={"help": "prompt format: direct, reasoning or official"})
+    fmt: Literal[PromptFormat, "official"] = field(default="direct", metadata={"help": "prompt format: direct, reasoning or official"})
     max_new_tokens: int | None = field(default=None, metadata={
         "help": "answer budget for every sample (None: the benchmark's for direct/official, "
                 "reasoning_max_new_tokens for reasoning)"})
@@ -137,31 +138,6 @@ class EvalConfig(ClipSpec):
         if d.get("judge_api_key"):
             d["judge_api_key"] = "***"
         return d
-
-
-def parse_assignments(items, what: str = "NAME=VALUE") -> dict[str, str]:
-    """`["EgoSynth=/data/x"]` -> `{"EgoSynth": "/data/x"}`."""
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"{item!r} is not {what}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
-def parse_options(items) -> dict[str, dict]:
-    """`["EgoTextVQA.video_root=/v", "QAEgo4D.window=full"]` -> `{"EgoTextVQA": {"video_root": "/v"}, ...}`;
-    values are parsed as YAML (numbers, lists, booleans)."""
-    import yaml
-
-    out: dict[str, dict] = {}
-    for k, v in parse_assignments(items, "NAME.KEY=VALUE").items():
-        if "." not in k:
-            raise ValueError(f"option {k!r} must be NAME.KEY=VALUE")
-        name, key = k.split(".", 1)
-        out.setdefault(name, {})[key] = yaml.safe_load(v) if v else ""
-    return out
 
 
 # ----------------------------------------------------------------------------------------------

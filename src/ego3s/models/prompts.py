@@ -13,11 +13,12 @@ frames themselves are not in the messages: `ego3s.models.inputs.encode` takes th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ego3s.data.schema import LETTERS, Sample
 
-FORMATS = ("direct", "reasoning")  # the answer alone, or <think>...</think> then the answer
+PromptFormat = Literal["direct", "reasoning"]  # the answer alone, or <think>...</think> then the answer
+FORMATS = get_args(PromptFormat)
 VISUALS = ("video", "image", None)
 
 REASONING_CLOSED = (

@@ -23,7 +23,9 @@ the caller, ...) returns None from `sampling_of`, and the caller falls back to `
 Positions: the caller passes the 4 position rows (text, then Qwen2.5-VL's t/h/w) of the last
 prompt token; each step adds one to all four, as `generate` does. The static cache tracks its own
 write position (`cumulative_length`, advanced in place by every layer), so the same captured
-graph serves every step.
+graph serves every step. The graph is kept on the model for the next call with the same cache,
+rows, budget and settings, and captured again when any weight tensor has moved (ZeRO-3 and FSDP
+gather the weights afresh for each generation); where capture fails the step runs eagerly.
 """
 
 from __future__ import annotations
@@ -266,6 +268,30 @@ class _attention:
         self.cfg._attn_implementation = self.old
 
 
+def _capture(base, cache, b: _Buffers, s: Sampling, cache_kw: str, step, reset, dev):
+    """The step captured as a CUDA graph after warm-up steps on a side stream (compilation,
+    allocator, lazy initialisation), or None where capture fails (hooks that synchronise, such as
+    a sharded model's parameter fetches): the loop then runs the step eagerly."""
+    reset()
+    stream = torch.cuda.Stream(device=dev)
+    stream.wait_stream(torch.cuda.current_stream(dev))
+    with torch.cuda.stream(stream), _attention(base, _ATTN):
+        for _ in range(3):
+            step(base, cache, b, s, cache_kw)
+    torch.cuda.current_stream(dev).wait_stream(stream)
+    reset()
+    g = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(g), _attention(base, _ATTN):
+            step(base, cache, b, s, cache_kw)
+    except RuntimeError as e:
+        import logging
+
+        logging.getLogger(__name__).warning("decode step not captured as a CUDA graph (%s); running it eagerly", e)
+        return None
+    return g
+
+
 def _lengths(cache) -> list[torch.Tensor]:
     return [layer.cumulative_length for layer in cache.layers]
 
@@ -299,7 +325,10 @@ def decode(
     mask_len = cache.layers[0].max_cache_len
     if L - 1 + s.max_new > mask_len:
         raise ValueError(f"static cache of {mask_len} positions is too short for {L - 1} + {s.max_new}")
-    key = (rows, s.max_new, mask_len, s, torch.is_inference_mode_enabled(), graph, compile_step)
+    # a graph reads the weights where they were at capture: any moved tensor (ZeRO-3 or FSDP
+    # gathering them afresh for each generation, a reload) means a new capture
+    weights = tuple(t.data_ptr() for t in (*base.parameters(), *base.buffers())) if graph else ()
+    key = (rows, s.max_new, mask_len, s, torch.is_inference_mode_enabled(), graph, compile_step, weights)
     held = getattr(base, "_ego_graph_decode", None)
     if held is not None and held[0] == key and held[1] is cache:
         b, g = held[2], held[3]
@@ -324,17 +353,7 @@ def decode(
     step = _compiled_step() if compile_step else _step
     _ids(s.suppress, dev), _ids(s.eos, dev)  # made before any step (a compiled step would recompile)
     if graph and g is None:
-        reset()
-        stream = torch.cuda.Stream(device=dev)
-        stream.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(stream), _attention(base, _ATTN):
-            for _ in range(3):  # warm-up outside the capture (compilation, allocator, lazy inits)
-                step(base, cache, b, s, cache_kw)
-        torch.cuda.current_stream(dev).wait_stream(stream)
-        reset()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g), _attention(base, _ATTN):
-            step(base, cache, b, s, cache_kw)
+        g = _capture(base, cache, b, s, cache_kw, step, reset, dev) or False  # False: failed, not retried
     base._ego_graph_decode = (key, cache, b, g)
     reset()
     if not s.greedy:
@@ -343,7 +362,7 @@ def decode(
     with _attention(base, _ATTN):
         while n < s.max_new:
             for _ in range(min(check_every, s.max_new - n)):
-                if g is not None:
+                if g:
                     g.replay()
                 else:
                     step(base, cache, b, s, cache_kw)

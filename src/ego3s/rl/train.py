@@ -25,7 +25,7 @@ from ego3s.config import (
     check_steps,
 )
 from ego3s.curriculum.monitor import ECRConfig
-from ego3s.data.video import VIEWS, ClipSpec
+from ego3s.data.video import VIEWS, ClipSpec, View
 from ego3s.rl.rewards import RewardConfig
 from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
@@ -161,7 +161,7 @@ class TrainingConfig(ClipSpec):
         },
     )
     # video
-    view: str = field(default="full", metadata={"help": "view the policy trains on (full; others for ablations)"})
+    view: View = field(default="full", metadata={"help": "view the policy trains on (full; others for ablations)"})
     # bookkeeping
     save_steps: int = field(default=100, metadata={"help": "checkpoint every N steps"})
     save_checkpoints: bool = field(
@@ -530,7 +530,7 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
 
         restore(curriculum, ckpt)
     train_or_restore(trainer, ckpt, cfg.max_steps, cfg.lora, callbacks)
-    check_finite_weights(trainer.model, "training run", out)
+    check_finite_weights(trainer, "training run", out)
     downcast(model, loaded_dtype)
     save_final(trainer, processor, out / "final")
     if trainer.is_world_process_zero():

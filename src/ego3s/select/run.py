@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from ego3s import skips
 from ego3s.config import DEVICES, DTYPES, ConfigError, Device, Dtype, check_fields, check_report_to
@@ -30,7 +30,8 @@ from ego3s.select.scoring import ScoringConfig
 
 Method = Literal["csm", "random", "full", "s1", "limo", "limr"]
 LimrReward = Literal["total", "accuracy", "format", "interaction", "overlong"]
-METHODS, LIMR_REWARDS = get_args(Method), get_args(LimrReward)  # the components `ego3s train` logs
+METHODS = get_args(Method)
+LIMR_REWARDS = get_args(LimrReward)  # the components `ego3s train` logs
 
 
 @dataclass
@@ -207,7 +208,7 @@ def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> di
     ids = [s.id for s in samples]
     budget = _budget(cfg, len(samples))
     t0 = time.perf_counter()
-    rows = [{"id": s.id} for s in samples]
+    rows: list[dict[str, Any]] = [{"id": s.id} for s in samples]
     score_stats: dict = {}
 
     needs_model = cfg.method in ("csm", "s1", "limo")

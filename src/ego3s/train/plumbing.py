@@ -192,11 +192,15 @@ def _finite(value) -> bool:
         return True  # not a number: nothing to judge
 
 
-def check_finite_weights(model, what: str, out: str | Path, hint: str = "lower the learning rate") -> None:
-    """Raise when a trained weight is NaN/inf: a NaN model must not reach the next stage."""
+def check_finite_weights(trainer, what: str, out: str | Path, hint: str = "lower the learning rate") -> None:
+    """Raise when a trained weight is NaN/inf: a NaN model must not reach the next stage. Every
+    rank holds the same weights under DDP, so all raise together; DeepSpeed and FSDP shards are
+    not checked (a rank seeing NaN in its shard alone would raise while the others wait)."""
     import torch
 
-    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled:
+        return
+    bad = [n for n, p in trainer.model.named_parameters() if not torch.isfinite(p).all()]
     if bad:
         raise FloatingPointError(
             f"{what} {out}: {len(bad)} weights are NaN/inf after training (first: {bad[0]}); {hint}"

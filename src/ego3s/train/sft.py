@@ -31,7 +31,7 @@ from ego3s.config import (
     check_steps,
 )
 from ego3s.data.video import ClipSpec
-from ego3s.models.prompts import FORMATS
+from ego3s.models.prompts import FORMATS, PromptFormat
 
 
 @dataclass
@@ -39,7 +39,7 @@ class SFTRunConfig(ClipSpec):
     model: str = field(default="", metadata={"help": "local model folder to start from"})
     data: str = field(default="", metadata={"help": "training samples (JSONL, ego3s schema)"})
     out: str = field(default="runs/sft", metadata={"help": "output folder (checkpoints, final/, log_history.json)"})
-    fmt: Literal["direct", "reasoning"] = field(
+    fmt: PromptFormat = field(
         default="reasoning",
         metadata={
             "help": "direct (target: the answer alone) or reasoning (<think>trace</think><answer>..</answer>, the RL format)"
@@ -260,7 +260,7 @@ def _run_sft(cfg: SFTRunConfig, resume: bool, overwrite: bool):
     ckpt = last_checkpoint(out) if resume else None
     load_resume_weights(trainer, ckpt, cfg.lora)
     train_or_restore(trainer, ckpt, cfg.max_steps, cfg.lora)
-    check_finite_weights(trainer.model, "sft run", out)
+    check_finite_weights(trainer, "sft run", out)
     downcast(model, loaded_dtype)
     save_final(trainer, processor, out / "final")
     if trainer.is_world_process_zero():

@@ -16,7 +16,7 @@ from pathlib import Path
 from ego3s import skips
 from ego3s.config import MASTER_WEIGHTS, MasterWeights, check_fields, check_report_to
 from ego3s.data.video import ClipSpec
-from ego3s.models.prompts import FORMATS
+from ego3s.models.prompts import FORMATS, PromptFormat
 from ego3s.train.vision_pretrain_config import VisionPretrainConfig
 
 
@@ -28,7 +28,7 @@ class WarmupConfig(ClipSpec):
     train_language_model: bool = field(
         default=False, metadata={"help": "also train the language model (else only the vision tower and merger)"}
     )
-    fmt: str = field(
+    fmt: PromptFormat = field(
         default="direct",
         metadata={
             "help": "direct (answer only) or reasoning (a cold start in the RL format: template rationale "
@@ -244,7 +244,7 @@ def _warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool
     load_resume_weights(trainer, ckpt, lora=False)
     train_or_restore(trainer, ckpt, cfg.steps, lora=False)
     # the Trainer logs NaN losses as 0 and carries on; a NaN base model must not reach selection
-    check_finite_weights(model, "warm-up", out, hint)
+    check_finite_weights(trainer, "warm-up", out, hint)
     skipped = Path(out) / "skipped.jsonl"
     if skipped.exists():
         print(
