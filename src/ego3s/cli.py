@@ -208,7 +208,7 @@ def info() -> None:
 def build_model(
     kind: str = typer.Argument(
         ...,
-        help="tiny (tests), tiny-qwen2vl (tests, another family), mini (from scratch, 1.6M, CPU experiments) or smol (demo backbone, 135M)",
+        help="tiny (tests), tiny-qwen2vl (tests, another family), mini (from scratch, 1.6M, the CPU demo) or smol (135M, GPU runs)",
     ),
     out: Path = typer.Option(..., "--out", help="folder to save the model and processor in"),
     seed: int = typer.Option(0, help="seed of the randomly initialised parts"),
@@ -404,7 +404,7 @@ def demo_cmd(
 ) -> None:
     """`ego3s run` on the built-in defaults (configs/demo.yaml): minutes on a CPU.
 
-    EgoSynth and the offline smol backbone. Extra `key=value` arguments override the defaults."""
+    EgoSynth and the from-scratch mini backbone. Extra `key=value` arguments override the defaults."""
     _pipeline(config or _packaged_config("demo.yaml"), list(ctx.args), from_stage)
 
 

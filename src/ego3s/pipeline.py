@@ -48,7 +48,7 @@ class RunConfig:
     model: str = field(
         default="smol",
         metadata={
-            "help": "a builder (smol: the demo backbone; mini: from scratch, CPU experiments; tiny: tests), or a local model folder"
+            "help": "a builder (mini: from scratch, the CPU demo; smol: SmolLM2-135M, GPU runs; tiny: tests), or a local model folder"
         },
     )
     data: str | None = field(

@@ -1437,7 +1437,8 @@ def mechanism_lines(s: dict) -> list[tuple[bool | None, str]]:
         d = e["detail"]
         verdict = ("refreshed the training pool, and training drew the new samples" if e["showed"]
                    else "did NOT refresh the pool with samples that were then trained on")
-        out.append((e["showed"], f"The evolving curriculum {verdict}: {fmt(d['refreshes'])} refreshes, "
+        n = d["refreshes"]
+        out.append((e["showed"], f"The evolving curriculum {verdict}: {fmt(n)} refresh{'' if n == 1 else 'es'}, "
                                  f"{fmt(d['refreshes_used'])} of them trained on."))
     r = m.get("reliance_rises") or {}
     if r.get("showed") is None:
