@@ -32,6 +32,7 @@ MARGIN = 0.2
 # ---------------------------------------------------------------------------------------------
 # Part constructors (local units; sizes are full widths/heights, angles in degrees)
 
+
 def R(cx, cy, w, h, col, ang=0.0):
     return ("r", cx, cy, w / 2, h / 2, math.radians(ang), tuple(col))
 
@@ -62,8 +63,15 @@ def place(parts, x: float, y: float, ang: float, scale: float, flip: bool = Fals
         else:
             px = -p[1] if flip else p[1]
             pang = -p[5] if flip else p[5]
-            q = (p[0], x + scale * (c * px - s * p[2]), y + scale * (s * px + c * p[2]),
-                 p[3] * scale, p[4] * scale, pang + ang, p[6])
+            q = (
+                p[0],
+                x + scale * (c * px - s * p[2]),
+                y + scale * (s * px + c * p[2]),
+                p[3] * scale,
+                p[4] * scale,
+                pang + ang,
+                p[6],
+            )
             out.append(q + p[7:])
     return out
 
@@ -166,8 +174,8 @@ def prim_mask(p, h: int, w: int):
         return i0, j0, mask
     _, cx, cy, a, b, ang = p[:6]
     c, s = math.cos(ang), math.sin(ang)
-    dx = np.arange(j0 + 0.5 - cx, j1 - cx, dtype=np.float64)[:j1 - j0]
-    dy = np.arange(i0 + 0.5 - cy, i1 - cy, dtype=np.float64)[:i1 - i0, None]
+    dx = np.arange(j0 + 0.5 - cx, j1 - cx, dtype=np.float64)[: j1 - j0]
+    dy = np.arange(i0 + 0.5 - cy, i1 - cy, dtype=np.float64)[: i1 - i0, None]
     u = dx * c + dy * s
     v = dy * c - dx * s
     if p[0] == "r":
@@ -201,7 +209,7 @@ def fill(img: np.ndarray, p, outline: bool = True) -> None:
         return
     i0, j0, mask = m
     col = p[6] if p[0] != "p" else p[3]
-    region = img[i0:i0 + mask.shape[0], j0:j0 + mask.shape[1]]
+    region = img[i0 : i0 + mask.shape[0], j0 : j0 + mask.shape[1]]
     region[mask] = pack(col)
     if outline and mask.shape[0] > 2 and mask.shape[1] > 2:
         edge = mask.copy()
@@ -229,6 +237,7 @@ def to_rgb(img: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Scene backgrounds (precomputed per scene, palette variant and size; cached per process)
 
+
 def _canvas_side(size: int) -> int:
     return int(round((1 + 2 * MARGIN) * size))
 
@@ -253,72 +262,72 @@ def background(scene: str, variant: int, size: int) -> np.ndarray:
     tint = np.array([[1.0, 1.0, 1.0], [1.06, 0.98, 0.92], [0.93, 0.99, 1.07]][variant % 3], np.float32)
 
     def band(y0, y1, col):
-        img[max(0, Y(y0)):max(0, Y(y1))] = np.array(col, np.float32) * tint
+        img[max(0, Y(y0)) : max(0, Y(y1))] = np.array(col, np.float32) * tint
 
     if scene == "kitchen":
-        band(-1, 0.42, (232, 226, 208))                      # cream tiles
+        band(-1, 0.42, (232, 226, 208))  # cream tiles
         tile = 0.075
         grout = ((np.mod(xx + 0.02, tile) < 0.008) | (np.mod(yy, tile) < 0.008)) & (yy < 0.42)
         img[np.broadcast_to(grout, (n, n))] = np.array((190, 185, 170), np.float32) * tint
-        band(-1, 0.1, (150, 98, 58))                         # upper cabinets
+        band(-1, 0.1, (150, 98, 58))  # upper cabinets
         for x in np.arange(-0.2, 1.2, 0.3):
-            img[:Y(0.08), max(0, _px(x, size)):max(0, _px(x, size)) + max(1, size // 80)] = (95, 60, 35)
-        band(0.42, 0.47, (70, 70, 76))                       # counter edge
-        band(0.47, 2, (112, 116, 128))                       # slate granite counter
-        img[Y(0.47):] += _noise(rng, n - Y(0.47), n, 11)
+            img[: Y(0.08), max(0, _px(x, size)) : max(0, _px(x, size)) + max(1, size // 80)] = (95, 60, 35)
+        band(0.42, 0.47, (70, 70, 76))  # counter edge
+        band(0.47, 2, (112, 116, 128))  # slate granite counter
+        img[Y(0.47) :] += _noise(rng, n - Y(0.47), n, 11)
     elif scene == "workshop":
-        band(-1, 0.44, (150, 152, 150))                      # concrete wall
-        img[:Y(0.44)] += _noise(rng, Y(0.44), n, 7)
+        band(-1, 0.44, (150, 152, 150))  # concrete wall
+        img[: Y(0.44)] += _noise(rng, Y(0.44), n, 7)
         x0, x1, y0, y1 = _px(-0.1, size), _px(1.1, size), _px(0.02, size), _px(0.38, size)
-        img[y0:y1, x0:x1] = np.array((176, 136, 92), np.float32) * tint   # pegboard panel
+        img[y0:y1, x0:x1] = np.array((176, 136, 92), np.float32) * tint  # pegboard panel
         holes = (np.mod(xx, 0.05) < 0.012) & (np.mod(yy, 0.05) < 0.012) & (yy > 0.02) & (yy < 0.38)
         img[np.broadcast_to(holes, (n, n))] = (90, 66, 40)
-        band(0.44, 0.5, (120, 84, 48))                       # bench edge
-        band(0.5, 2, (206, 172, 118))                        # plywood bench top
+        band(0.44, 0.5, (120, 84, 48))  # bench edge
+        band(0.5, 2, (206, 172, 118))  # plywood bench top
         grain = 10 * np.sin(yy * 90 + 3 * np.sin(xx * 7)) * (yy > 0.5)
         img += grain[..., None]
     elif scene == "garden":
         sky = np.clip((yy + 0.2) / 0.4, 0, 1)
-        img[:] = (np.array((120, 180, 235)) * (1 - sky[..., None]) + np.array((205, 228, 245)) * sky[..., None])
+        img[:] = np.array((120, 180, 235)) * (1 - sky[..., None]) + np.array((205, 228, 245)) * sky[..., None]
         fence = (yy > 0.04) & (yy < 0.42)
         planks = np.mod(xx, 0.09) < 0.078
         col = np.where(planks[..., None], np.array((160, 118, 72)), np.array((110, 78, 45)))
         img[np.broadcast_to(fence, (n, n))] = np.broadcast_to(col, (n, n, 3))[np.broadcast_to(fence, (n, n))]
-        band(0.42, 2, (78, 146, 62))                         # lawn
-        img[Y(0.42):] += _noise(rng, n - Y(0.42), n, 14) * np.array((0.6, 1.0, 0.5), np.float32)
-        band(0.42, 0.47, (112, 76, 44))                      # soil strip
+        band(0.42, 2, (78, 146, 62))  # lawn
+        img[Y(0.42) :] += _noise(rng, n - Y(0.42), n, 14) * np.array((0.6, 1.0, 0.5), np.float32)
+        band(0.42, 0.47, (112, 76, 44))  # soil strip
     elif scene == "office":
-        band(-1, 0.45, (196, 208, 224))                      # pale blue wall
+        band(-1, 0.45, (196, 208, 224))  # pale blue wall
         wx0, wx1 = _px(0.55, size), _px(1.05, size)
-        img[Y(0.0):Y(0.34), wx0:wx1] = (235, 240, 245)       # window with blinds
+        img[Y(0.0) : Y(0.34), wx0:wx1] = (235, 240, 245)  # window with blinds
         blinds = (np.mod(yy, 0.04) < 0.012) & (yy > 0.0) & (yy < 0.34) & (xx > 0.55) & (xx < 1.05)
         img[np.broadcast_to(blinds, (n, n))] = (170, 175, 185)
-        img[Y(0.06):Y(0.3), _px(-0.1, size):_px(0.25, size)] = (30, 30, 34)   # monitor on the wall arm
-        img[Y(0.08):Y(0.28), _px(-0.08, size):_px(0.23, size)] = (60, 110, 170)
-        band(0.45, 0.5, (150, 120, 85))                      # desk edge
-        band(0.5, 2, (214, 186, 146))                        # light desk
-        img[Y(0.5):] += _noise(rng, n - Y(0.5), n, 4)
+        img[Y(0.06) : Y(0.3), _px(-0.1, size) : _px(0.25, size)] = (30, 30, 34)  # monitor on the wall arm
+        img[Y(0.08) : Y(0.28), _px(-0.08, size) : _px(0.23, size)] = (60, 110, 170)
+        band(0.45, 0.5, (150, 120, 85))  # desk edge
+        band(0.5, 2, (214, 186, 146))  # light desk
+        img[Y(0.5) :] += _noise(rng, n - Y(0.5), n, 4)
     elif scene == "bathroom":
-        band(-1, 0.44, (186, 224, 228))                      # aqua small tiles
+        band(-1, 0.44, (186, 224, 228))  # aqua small tiles
         tile = 0.045
         grout = ((np.mod(xx, tile) < 0.006) | (np.mod(yy, tile) < 0.006)) & (yy < 0.44)
         img[np.broadcast_to(grout, (n, n))] = (245, 250, 250)
-        img[Y(-0.1):Y(0.3), _px(0.25, size):_px(0.75, size)] = (200, 215, 225)  # mirror
-        img[Y(-0.08):Y(0.28), _px(0.27, size):_px(0.73, size)] = (168, 196, 212)
-        band(0.44, 0.49, (215, 215, 220))                    # vanity edge
-        band(0.49, 2, (242, 242, 240))                       # white marble
+        img[Y(-0.1) : Y(0.3), _px(0.25, size) : _px(0.75, size)] = (200, 215, 225)  # mirror
+        img[Y(-0.08) : Y(0.28), _px(0.27, size) : _px(0.73, size)] = (168, 196, 212)
+        band(0.44, 0.49, (215, 215, 220))  # vanity edge
+        band(0.49, 2, (242, 242, 240))  # white marble
         vein = np.abs(np.sin(xx * 11 + yy * 19 + 1.5 * np.sin(yy * 13 + xx * 5))) < 0.05
         img[np.broadcast_to(vein & (yy > 0.49), (n, n))] -= 30
     elif scene == "living room":
-        band(-1, 0.4, (222, 196, 152))                       # warm wall
-        img[Y(0.02):Y(0.26), _px(0.1, size):_px(0.42, size)] = (90, 60, 35)    # picture frame
-        img[Y(0.04):Y(0.24), _px(0.12, size):_px(0.40, size)] = (120, 160, 120)
-        img[Y(0.14):Y(0.24), _px(0.12, size):_px(0.40, size)] = (90, 130, 170)
-        band(0.4, 0.45, (240, 236, 226))                     # skirting board
-        band(0.45, 2, (150, 46, 52))                         # red carpet
+        band(-1, 0.4, (222, 196, 152))  # warm wall
+        img[Y(0.02) : Y(0.26), _px(0.1, size) : _px(0.42, size)] = (90, 60, 35)  # picture frame
+        img[Y(0.04) : Y(0.24), _px(0.12, size) : _px(0.40, size)] = (120, 160, 120)
+        img[Y(0.14) : Y(0.24), _px(0.12, size) : _px(0.40, size)] = (90, 130, 170)
+        band(0.4, 0.45, (240, 236, 226))  # skirting board
+        band(0.45, 2, (150, 46, 52))  # red carpet
         diamonds = (np.mod(np.abs(xx - 0.5) + np.abs(yy - 0.8), 0.16) < 0.02) & (yy > 0.45)
         img[np.broadcast_to(diamonds, (n, n))] = (205, 160, 80)
-        img[Y(0.45):] += _noise(rng, n - Y(0.45), n, 6)
+        img[Y(0.45) :] += _noise(rng, n - Y(0.45), n, 6)
     else:
         raise ValueError(f"unknown scene {scene!r}")
     return np.clip(img, 0, 255).astype(np.uint8)
@@ -326,6 +335,7 @@ def background(scene: str, variant: int, size: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # Camera warp
+
 
 @lru_cache(maxsize=8)
 def _grid(size: int):
@@ -361,6 +371,7 @@ def to_image(x: float, y: float, cam) -> tuple[float, float]:
 # ---------------------------------------------------------------------------------------------
 # H.264 output
 
+
 def encode_mp4(frames: np.ndarray, fps: float, crf: int = 26, preset: str = "superfast") -> bytes:
     """H.264 (libx264, yuv420p) in MP4 from (T, H, W, 3) uint8 or packed (T, H, W) uint32 frames.
     Single-threaded and bit-exact: the same frames give the same bytes on every run.
@@ -382,8 +393,11 @@ def encode_mp4(frames: np.ndarray, fps: float, crf: int = 26, preset: str = "sup
         st.codec_context.thread_count = 1
         st.options = {"crf": str(crf), "preset": preset, "threads": "1"}
         for f in frames:
-            vf = (av.VideoFrame.from_ndarray(f.view(np.uint8).reshape(h, w, 4), format="rgba") if packed
-                  else av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24"))
+            vf = (
+                av.VideoFrame.from_ndarray(f.view(np.uint8).reshape(h, w, 4), format="rgba")
+                if packed
+                else av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            )
             for pkt in st.encode(vf):
                 c.mux(pkt)
         for pkt in st.encode():
