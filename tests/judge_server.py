@@ -140,7 +140,7 @@ class LMBackend:
 
 
 # ----------------------------------------------------------------------------------------------
-# Scripted grading (reads the prompts of ego3s.eval.judge)
+# Scripted grading (reads the prompts of ego3s.judge)
 
 
 def _words(s: str) -> set[str]:

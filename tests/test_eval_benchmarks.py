@@ -14,7 +14,7 @@ from ego3s.data.schema import LETTERS, Sample, SampleError
 from ego3s.eval import metrics as M
 from ego3s.eval.benchmarks import ALIASES, BENCHMARKS, get_benchmark
 from ego3s.eval.benchmarks import egothink as egothink_mod
-from ego3s.eval.judge import Judge
+from ego3s.judge import Judge
 from judge_server import JudgeServer
 
 SHARED = Path(__file__).parents[1] / "data" / "benchmarks"

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ego3s.answers import extract_letter
-from ego3s.eval.judge import JudgeParseError, parse_egotextvqa, parse_egothink
-from ego3s.rl.rewards import RewardConfig, compute_rewards
+from ego3s.judge import JudgeParseError, parse_egotextvqa, parse_egothink
+from ego3s.rewards import RewardConfig, compute_rewards
 from ego3s.select.csm import CSMThresholds, apply_filters, funnel
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

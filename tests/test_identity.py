@@ -350,7 +350,7 @@ def test_evaluation_retries_missing_videos_but_not_deterministic_skips(tmp_path,
 @pytest.mark.slow
 def test_a_judge_that_was_unreachable_is_asked_again(tmp_path):
     from ego3s.eval.benchmarks import get_benchmark
-    from ego3s.eval.judge import Judge
+    from ego3s.judge import Judge
     from judge_server import JudgeServer
 
     samples = [

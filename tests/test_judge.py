@@ -1,11 +1,12 @@
-"""The LLM judge (ego3s.eval.judge) against a real OpenAI-compatible HTTP server on 127.0.0.1
+"""The LLM judge (ego3s.judge) against a real OpenAI-compatible HTTP server on 127.0.0.1
 (tests/judge_server.py): parsing, retries, timeouts, caching, concurrency, a real model."""
 
 import time
 
 import pytest
 
-from ego3s.eval.judge import (
+from ego3s.files import read_log
+from ego3s.judge import (
     EGOTEXTVQA,
     EGOTHINK,
     RUBRICS,
@@ -17,7 +18,6 @@ from ego3s.eval.judge import (
     parse_egothink,
     request_key,
 )
-from ego3s.files import read_log
 from judge_server import ByteLM, JudgeServer, TinyQwenLM
 
 ITEMS = [

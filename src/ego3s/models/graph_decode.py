@@ -315,7 +315,7 @@ def decode(
     step in a CUDA graph (default: on CUDA); the graph and its buffers are kept on the model and
     replayed by later calls with the same cache, rows, token budget and settings. `compile_step`:
     compile the step with inductor first (fused element-wise kernels; the first call compiles)."""
-    from ego3s.rl.rollout import _base, _cache_kwarg
+    from ego3s.models.generation import _base, _cache_kwarg
 
     base = _base(model)
     rows, L = input_ids.shape
