@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import math
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from make_bad import make_corpus
 
 from ego3s.data.io import read_jsonl
 from ego3s.data.schema import Sample, SampleError
@@ -25,9 +25,6 @@ from ego3s.files import read_log
 from ego3s.select.csm import CSMThresholds
 from ego3s.select.run import SelectionConfig, run_selection
 from ego3s.select.scoring import ScoringConfig
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from make_bad import make_corpus  # noqa: E402 - after sys.path reaches tests/fixtures
 
 PIX = 56 * 56
 SAMPLING = {"nframes": 4, "max_pixels": PIX, "min_pixels": 28 * 28}

@@ -6,7 +6,7 @@ is needed), with data generated here (tests/fixtures/make_bad.py, `twin_pool`):
 - identity: caches, prediction logs, checkpoint folders and pipeline stages keyed by what made them;
 - failures are not final: a missing video or an unreachable judge is tried again by the next run;
 - one writer per folder: a second process is refused; a dead one's lock is taken over.
-The reuse property over two pools with the same ids is in tests/test_reuse_property.py.
+The reuse property over two pools with the same ids is in tests/integration/test_reuse_property.py.
 """
 
 from __future__ import annotations
@@ -20,14 +20,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from make_bad import _video, twin_pool
 
 from ego3s.data.io import read_jsonl
 from ego3s.data.schema import Sample
 from ego3s.files import LOCK_NAME, FolderLocked, folder_lock
 from ego3s.identity import IdentityError, claim_folder, describe_diff, sample_fingerprint
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from make_bad import _video, twin_pool  # noqa: E402 - after sys.path reaches the helpers
+from helpers import REPO
 
 PIX = 56 * 56
 
@@ -238,15 +237,11 @@ def test_pipeline_data_and_eval_benchmark_files_are_part_of_the_fingerprint(tmp_
 def test_reproduction_driver_redoes_rows_made_from_other_inputs(tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "egosynth_table_driver", Path(__file__).parents[1] / "experiments" / "egosynth" / "run.py"
-    )
+    spec = importlib.util.spec_from_file_location("egosynth_table_driver", REPO / "experiments" / "egosynth" / "run.py")
     driver = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(driver)
 
-    cfg = driver.load_table_config(
-        Path(__file__).parents[1] / "experiments" / "egosynth" / "table.yaml", smoke=True, out=str(tmp_path)
-    )
+    cfg = driver.load_table_config(REPO / "experiments" / "egosynth" / "table.yaml", smoke=True, out=str(tmp_path))
     name = next(iter(cfg["rows"]))
     seed = driver.seeds_of(cfg, name)[0]
     d = driver.row_dir(tmp_path, name, seed)
@@ -349,9 +344,10 @@ def test_evaluation_retries_missing_videos_but_not_deterministic_skips(tmp_path,
 
 @pytest.mark.slow
 def test_a_judge_that_was_unreachable_is_asked_again(tmp_path):
+    from judge_server import JudgeServer
+
     from ego3s.eval.benchmarks import get_benchmark
     from ego3s.judge import Judge
-    from judge_server import JudgeServer
 
     samples = [
         Sample(

@@ -1,9 +1,10 @@
 """The LLM judge (ego3s.judge) against a real OpenAI-compatible HTTP server on 127.0.0.1
-(tests/judge_server.py): parsing, retries, timeouts, caching, concurrency, a real model."""
+(tests/fixtures/judge_server.py): parsing, retries, timeouts, caching, concurrency, a real model."""
 
 import time
 
 import pytest
+from judge_server import ByteLM, JudgeServer, TinyQwenLM
 
 from ego3s.files import read_log
 from ego3s.judge import (
@@ -18,7 +19,6 @@ from ego3s.judge import (
     parse_egothink,
     request_key,
 )
-from judge_server import ByteLM, JudgeServer, TinyQwenLM
 
 ITEMS = [
     JudgeItem("q1", "What special offer is advertised here?", "gas sale", "gas sale"),

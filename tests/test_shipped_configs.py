@@ -3,8 +3,6 @@ a renamed or misspelt key fails here and not at the start of a user's long job."
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from ego3s.config import load_config
@@ -12,8 +10,9 @@ from ego3s.pipeline import RunConfig
 from ego3s.rl.train import TrainingConfig
 from ego3s.select.run import SelectionConfig
 from ego3s.train.sft import SFTRunConfig
+from helpers import REPO
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = REPO / "configs"
 CLASSES = {
     "demo.yaml": RunConfig,
     "ego3s.yaml": RunConfig,

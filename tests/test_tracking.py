@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from ego3s.tracking import ecr_metrics, eval_metrics, report_to_list, selection_metrics
+from helpers import REPO as ROOT
 from helpers import tiny_grpo_config, write_video
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_scalars(out: Path) -> dict[str, list[tuple[int, float]]]:

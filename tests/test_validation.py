@@ -15,19 +15,10 @@ from __future__ import annotations
 
 import errno
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
-from ego3s.cli import app, error_message
-from ego3s.config import ConfigError, load_config
-from ego3s.data.io import read_jsonl
-from ego3s.data.schema import SampleError
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from make_bad import (  # noqa: E402 - after sys.path reaches tests/fixtures
+from make_bad import (
     BAD_CONFIGS,
     INVALID_SAMPLES,
     make_bad_configs,
@@ -35,6 +26,12 @@ from make_bad import (  # noqa: E402 - after sys.path reaches tests/fixtures
     make_invalid_samples,
     make_wrong_formats,
 )
+from typer.testing import CliRunner
+
+from ego3s.cli import app, error_message
+from ego3s.config import ConfigError, load_config
+from ego3s.data.io import read_jsonl
+from ego3s.data.schema import SampleError
 
 
 def cli(*args, env=None):

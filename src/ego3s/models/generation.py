@@ -28,7 +28,7 @@ is bound by Python and kernel launches (about 20-27 ms per step for the 7B model
 against a bandwidth floor near 5 ms); against a fixed-shape cache, transformers' auto-compile
 (`torch.compile` of the forward, by default with CUDA graphs, `mode="reduce-overhead"`; CUDA only,
 see `CompileConfig`) runs the decode steps. The prefill stays eager. Greedy tokens equal the
-dynamic path's (float32, CPU, tests/test_static_decode.py). On an H200 (7B architecture, G = 8,
+dynamic path's (float32, CPU, tests/models/test_static_decode.py). On an H200 (7B architecture, G = 8,
 256 tokens) the decode step fell from about 18 to 11 ms: 1.77x stock TRL's rollout throughput.
 
 Only models whose 3-D positions ego3s computes itself (Qwen2.5-VL with the reference rope index

@@ -11,7 +11,7 @@ prepares the next step. Here the host only replays a graph; it checks for end of
 What it draws is what `generate` draws, for the settings TRL and ego3s's evaluation use:
 - the logits processors of `generate` (suppressed tokens, `min_new_tokens`, temperature, top-k,
   top-p, in that order and with transformers' tie rules), applied to float32 logits;
-- greedy: the argmax, so greedy tokens equal `generate`'s (tests/test_graph_decode.py);
+- greedy: the argmax, so greedy tokens equal `generate`'s (tests/models/test_graph_decode.py);
 - sampling: inverse-CDF sampling of the processed distribution with uniforms drawn up front
   from the default generator (`torch.multinomial` draws from the same distribution with its own
   random stream, so seeds give different but identically distributed tokens);

@@ -368,7 +368,7 @@ def upcast_trainable(model, master_weights: str = "float32") -> torch.dtype | No
 
     A bf16 weight holds 8 significant bits: an AdamW step of size lr changes a weight w only when
     lr > |w| / 256, so at RL learning rates (1e-6 to 1e-5) almost every update of a pure-bf16 model
-    rounds away (at 1e-5, 6% of a 0.05-scale layer's weights move in 5 steps; tests/test_master_weights.py)
+    rounds away (at 1e-5, 6% of a 0.05-scale layer's weights move in 5 steps; tests/train/test_master_weights.py)
     and training silently does nothing. DeepSpeed and FSDP keep fp32 masters themselves and PEFT
     upcasts LoRA adapters; the plain one-GPU path (TRL, HF Trainer) does not. Returns the dtype the
     trainable weights had (to save the final model in it), or None when nothing was cast."""

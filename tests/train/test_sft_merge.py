@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from ego3s.data.egosynth import EgoSynthConfig, generate
 from ego3s.train.merge import MergeError, detect, merge
 from ego3s.train.sft import SFTRunConfig, run_sft
+from helpers import REPO
 
 PIX = 56 * 56
 
@@ -260,7 +261,7 @@ def test_detect_says_what_it_found(tiny_model_dir, tmp_path):
 def test_shipped_sft_config_loads():
     from ego3s.config import load_config
 
-    root = Path(__file__).resolve().parents[1]
+    root = REPO
     cfg = load_config(SFTRunConfig, root / "configs" / "sft_config.yaml", ["lora=true", "max_steps=5"])
     assert cfg.lora and cfg.max_steps == 5 and cfg.rationale == "meta.rationale"
 

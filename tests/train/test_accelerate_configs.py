@@ -1,11 +1,11 @@
 """configs/accelerate/*.yaml load with accelerate's own loader and launch-argument merge, and say
 what the example scripts rely on (ZeRO stage, bf16, 8 processes, clipping, FSDP2 wrap classes)."""
 
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "configs" / "accelerate"
+from helpers import REPO
+
+ROOT = REPO / "configs" / "accelerate"
 
 
 def _launch_args(path):

@@ -5,11 +5,12 @@ import importlib
 import json
 import sys
 import tempfile
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+from helpers import REPO
+
+BENCH = REPO / "benchmarks"
 COMMON = {"benchmark", "device", "torch", "transformers", "date", "git_commit", "code_hash"}
 
 

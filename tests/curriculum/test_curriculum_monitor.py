@@ -3,6 +3,7 @@ import random
 import pytest
 
 from ego3s.curriculum.monitor import ECRConfig, group_stats, mark_refresh, new_state, observe
+from helpers import REPO
 
 CFG = ECRConfig(monitoring_interval=10, monitoring_unit="steps", lambda_s=0.6)
 
@@ -94,13 +95,12 @@ def test_the_paper_scale_configs_can_refresh(path, key):
     """One epoch of the paper's 3,180 samples at 64 prompts (512 completions) per step: the sampler
     plans 3180 // 64 = 49 steps. 800 prompts close windows at steps 12, 25, 38 (13 batches each);
     the comparison at step 25 can refresh. Read as 100 optimizer steps, not one window closes."""
-    from pathlib import Path
 
     from ego3s.config import from_dict, read_yaml
     from ego3s.curriculum.monitor import plan
     from ego3s.rl.train import TrainingConfig
 
-    raw = read_yaml(Path(__file__).parent.parent / path)
+    raw = read_yaml(REPO / path)
     tc = from_dict(TrainingConfig, raw[key] if key else raw)
     steps, prompts = 3180 // (tc.batch_size // tc.num_generations), tc.batch_size // tc.num_generations
     assert (steps, prompts) == (49, 64)

@@ -16,9 +16,9 @@ from ego3s.data.schema import Interaction, InteractionObject, Sample, TimedBox
 from ego3s.eval.icu import attention_in_box, cell_coverage, named_interaction, summarize_attention, textual_icu
 from ego3s.eval.runner import EvalConfig, read_predictions, run_eval, shard
 from ego3s.files import read_log
-from helpers import write_video
+from helpers import REPO, write_video
 
-SHARED = Path(__file__).parents[1] / "data" / "benchmarks"
+SHARED = REPO / "data" / "benchmarks"
 PIXELS = dict(min_pixels=28 * 28 * 4, max_pixels=56 * 56)  # 56x56 frames: 2x2 cells per temporal patch
 INTERACTION = {
     "objects": [{"name": "cup", "synonyms": ["mug"]}],

@@ -8,8 +8,9 @@ import pytest
 
 from ego3s.data import read_jsonl
 from ego3s.data.ego4d import DROP_REASONS, Ego4DFormatError, build_ego4d, clean_name, same_name, summary
+from helpers import FIXTURES
 
-FIX = Path(__file__).parent / "fixtures" / "ego4d"
+FIX = FIXTURES / "ego4d"
 ANN = FIX / "annotations"
 DURATION = {v["video_uid"]: v["duration_sec"] for v in json.loads((FIX / "ego4d.json").read_text())["videos"]}
 V1, V2, V3, V4 = sorted(DURATION)

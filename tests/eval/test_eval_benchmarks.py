@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from judge_server import JudgeServer
 
 from ego3s.data.io import write_jsonl
 from ego3s.data.schema import LETTERS, Sample, SampleError
@@ -15,10 +16,10 @@ from ego3s.eval import metrics as M
 from ego3s.eval.benchmarks import ALIASES, BENCHMARKS, get_benchmark
 from ego3s.eval.benchmarks import egothink as egothink_mod
 from ego3s.judge import Judge
-from judge_server import JudgeServer
+from helpers import FIXTURES, REPO
 
-SHARED = Path(__file__).parents[1] / "data" / "benchmarks"
-FIX = Path(__file__).parent / "fixtures" / "eval"
+SHARED = REPO / "data" / "benchmarks"
+FIX = FIXTURES / "eval"
 
 
 def shared(sub: str) -> Path:

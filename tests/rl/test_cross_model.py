@@ -10,6 +10,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_video_grpo import ForwardAudit, _samples, _trainer
+from test_video_grpo import test_every_forward_sees_the_video_and_logps_match as _every_forward_check
 
 from ego3s.data import Sample
 from ego3s.data.video import Clip
@@ -18,8 +20,6 @@ from ego3s.models.inputs import encode
 from ego3s.models.loading import load_model, patch_qwen25_rope_index
 from ego3s.models.tiny import build_tiny_qwen2vl, read_marker
 from helpers import write_video
-from test_video_grpo import ForwardAudit, _samples, _trainer
-from test_video_grpo import test_every_forward_sees_the_video_and_logps_match as _every_forward_check
 
 
 @pytest.fixture(scope="session")

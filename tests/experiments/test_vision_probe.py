@@ -4,11 +4,10 @@ as one call per clip."""
 
 import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+from helpers import REPO as ROOT
 
 
 def _probe():

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path
 
 from ego3s.eval.benchmarks import BENCHMARKS, get_benchmark
+from helpers import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data" / "benchmarks"
 
 

@@ -2,7 +2,6 @@
 once instead of once per completion, and the log-probs do not change."""
 
 import torch
-
 from test_video_grpo import _plain_logps, _samples, _trainer, logp_tolerance
 
 

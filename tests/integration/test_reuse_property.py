@@ -13,16 +13,13 @@ predictions, resumed another run's checkpoints and skipped the changed pipeline'
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from make_bad import twin_changes, twin_pool
 
 from ego3s.identity import IdentityError
-
-sys.path.insert(0, str(Path(__file__).parent / "fixtures"))
-from make_bad import twin_changes, twin_pool  # noqa: E402 - after sys.path reaches tests/fixtures
 
 PIX = 56 * 56
 

@@ -13,13 +13,13 @@ import importlib.util
 import json
 import os
 import tarfile
-from pathlib import Path
 
 import pytest
 
+from helpers import REPO as ROOT
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[1]
 ROWS = ["full", "ego3s", "limr"]
 
 
