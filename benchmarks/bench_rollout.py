@@ -26,9 +26,9 @@ import _common as C
 import torch
 from transformers import GenerationConfig
 
+from ego3s.models import graph_decode
+from ego3s.models.generation import _cache_kwarg, _prefill, group_generate, prefill, static_copy
 from ego3s.models.inputs import encode, vision_token_ids
-from ego3s.rl import graph_decode
-from ego3s.rl.rollout import _cache_kwarg, _prefill, group_generate, prefill, static_copy
 
 
 def generation_config(processor, model, new_tokens: int, greedy: bool) -> GenerationConfig:

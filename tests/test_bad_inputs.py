@@ -307,7 +307,7 @@ def check_output(kind, corpus, tmp_path):
     from ego3s.answers import extract_answer, extract_letter, extract_think, format_ok
     from ego3s.eval.benchmarks import get_benchmark
     from ego3s.eval.runner import EvalConfig, score_benchmark
-    from ego3s.rl.rewards import compute_rewards
+    from ego3s.rewards import compute_rewards
 
     _, kinds = corpus
     bad = kinds[kind]
@@ -344,7 +344,7 @@ def check_judge(kind, corpus, judge_server):
     after its retries, is counted (`judge_failed`, with the error by sample id) and is left out of
     the score; the others are scored."""
     from ego3s.eval.benchmarks import get_benchmark
-    from ego3s.eval.judge import Judge
+    from ego3s.judge import Judge
 
     _, kinds = corpus
     samples = [

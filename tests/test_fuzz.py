@@ -1,7 +1,7 @@
 """Fuzzing (hypothesis, derandomized) of the parsers and numbers that long runs depend on: the
 judge-rating parsers, answer extraction against the option count, rewards under any reward
 configuration and embedder, the CSM filters and the curriculum monitor with non-finite inputs.
-tests/test_answers.py and tests/rl/test_rewards.py fuzz extraction and rewards on odd completions;
+tests/test_answers.py and tests/test_rewards.py fuzz extraction and rewards on odd completions;
 this file adds what they leave out. Property: no exception other than the documented one,
 outputs in range, and a non-finite input never passes as a number."""
 
@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ego3s.answers import extract_letter
-from ego3s.eval.judge import JudgeParseError, parse_egotextvqa, parse_egothink
-from ego3s.rl.rewards import RewardConfig, compute_rewards
+from ego3s.judge import JudgeParseError, parse_egotextvqa, parse_egothink
+from ego3s.rewards import RewardConfig, compute_rewards
 from ego3s.select.csm import CSMThresholds, apply_filters, funnel
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

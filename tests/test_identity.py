@@ -347,7 +347,7 @@ def test_a_judge_that_was_unreachable_is_asked_again(tmp_path):
     from judge_server import JudgeServer
 
     from ego3s.eval.benchmarks import get_benchmark
-    from ego3s.eval.judge import Judge
+    from ego3s.judge import Judge
 
     samples = [
         Sample(

@@ -379,7 +379,7 @@ def test_an_output_path_that_is_a_file_is_named(invalid, tmp_path):
 
 def test_judge_errors_and_tracebacks_only_with_debug(monkeypatch, tmp_path):
     import ego3s.eval.runner as runner
-    from ego3s.eval.judge import JudgeError
+    from ego3s.judge import JudgeError
 
     def refuse(*a, **k):
         raise JudgeError("judge endpoint http://127.0.0.1:9/v1 refused model 'gpt-x': HTTP 401: bad key")

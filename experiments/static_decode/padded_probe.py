@@ -18,8 +18,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import _common as C  # noqa: E402 - after sys.path reaches the helpers
 
+from ego3s.models import generation  # noqa: E402 - after sys.path reaches the helpers
 from ego3s.models.inputs import encode  # noqa: E402 - after sys.path reaches the helpers
-from ego3s.rl import rollout  # noqa: E402 - after sys.path reaches the helpers
 
 
 def messages(i: int) -> list[dict]:
@@ -53,7 +53,7 @@ def main(argv=None):
         "hf static": lambda enc: model.generate(
             **enc, max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False, cache_implementation="static"
         ),
-        "ego3s static": lambda enc: rollout.group_generate(
+        "ego3s static": lambda enc: generation.group_generate(
             model, enc, 1, static_cache=True, max_new_tokens=a.new, min_new_tokens=a.new, do_sample=False
         ),
     }

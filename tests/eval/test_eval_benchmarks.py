@@ -15,7 +15,7 @@ from ego3s.data.schema import LETTERS, Sample, SampleError
 from ego3s.eval import metrics as M
 from ego3s.eval.benchmarks import ALIASES, BENCHMARKS, get_benchmark
 from ego3s.eval.benchmarks import egothink as egothink_mod
-from ego3s.eval.judge import Judge
+from ego3s.judge import Judge
 from helpers import FIXTURES, REPO
 
 SHARED = REPO / "data" / "benchmarks"

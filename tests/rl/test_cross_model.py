@@ -44,7 +44,7 @@ def _user(kind, text):
 def test_qwen2vl_builds_reloads_offline_forward_and_generate(qwen2vl_dir, qwen2vl, caplog):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from ego3s.eval.runner import generate_batch
+    from ego3s.models.generation import generate_batch
 
     assert BUILDERS["tiny-qwen2vl"] is build_tiny_qwen2vl
     marker = read_marker(qwen2vl_dir)

@@ -10,9 +10,10 @@ from transformers import GenerationConfig
 
 from ego3s.data import Sample
 from ego3s.data.video import Clip
+from ego3s.models.generation import group_generate, supported
 from ego3s.models.inputs import encode, vision_token_ids
 from ego3s.models.loading import load_model
-from ego3s.rl.rollout import group_generate, groups_of, supported
+from ego3s.rl.rollout import groups_of
 from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.rl.trainer import VideoGRPOTrainer
 from helpers import write_video
@@ -175,7 +176,7 @@ def test_trainer_rollouts_same_as_trl_with_one_prefill_per_group(tiny_model_dir,
     assert torch.equal(single[False]["completion_ids"], single[True]["completion_ids"])
     assert getattr(trainer.model, "_ego_static_cache", None) is not None  # the static path really ran
     # through ego3s's decode loop, and TRL's sampled settings take it too (no fallback to generate)
-    from ego3s.rl import graph_decode
+    from ego3s.models import graph_decode
 
     assert getattr(trainer.model, "_ego_graph_decode", None) is not None
     trainer.generation_config.do_sample = True
@@ -210,7 +211,7 @@ def test_keyed_sampling_draws_the_same_rollouts_either_path(tiny_model_dir, tmp_
 
 def test_sampling_estimator_shares_the_prefix(tiny_model_dir, monkeypatch):
     """CSM's sampling estimator (K rollouts per sample) takes the shared path; same draws, same seed."""
-    from ego3s.rl import rollout
+    from ego3s.models import generation
     from ego3s.select.scoring import ScoringConfig, sampling_batch
 
     model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
@@ -222,14 +223,14 @@ def test_sampling_estimator_shares_the_prefix(tiny_model_dir, monkeypatch):
     cfg = ScoringConfig(estimator="sampling", num_samples=3, max_new_tokens=6)
     runs = {}
     for shared in (True, False):
-        monkeypatch.setattr(rollout, "supported", lambda m, shared=shared: shared)
+        monkeypatch.setattr(generation, "supported", lambda m, shared=shared: shared)
         count = PrefillCount(model)
         torch.manual_seed(0)
         runs[shared] = (sampling_batch(model, processor, items, cfg), count.rows)
         count.remove()
     assert runs[True][0] == runs[False][0]
     assert (runs[True][1], runs[False][1]) == (2, 6)
-    monkeypatch.setattr(rollout, "supported", lambda m: True)
+    monkeypatch.setattr(generation, "supported", lambda m: True)
     torch.manual_seed(0)
     static = sampling_batch(
         model, processor, items, ScoringConfig(estimator="sampling", num_samples=3, max_new_tokens=6, static_cache=True)

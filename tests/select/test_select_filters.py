@@ -149,7 +149,7 @@ def test_s1_draws_a_category_uniformly_then_prefers_long_reasoning():
 
 
 def test_s1_stats_from_greedy_answers():
-    from ego3s.rl.rewards import correct_reward
+    from ego3s.rewards import correct_reward
     from ego3s.select.baselines import s1_stats
 
     close = Sample(id="c", question="What did I pick up?", answer="B", task="closeqa", options=["cup", "knife"])

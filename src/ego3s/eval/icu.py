@@ -2,7 +2,7 @@
 
 Textual ICU (`textual_icu`): among the correct answers of samples that carry interaction
 annotations, the share whose `<think>` names at least one annotated interaction object (name or
-synonym, plural allowed; `ego3s.rl.rewards.count_mentions`, the matcher of the interaction reward).
+synonym, plural allowed; `ego3s.rewards.count_mentions`, the matcher of the interaction reward).
 Only meaningful with the reasoning format: a direct answer has no `<think>`.
 
 Attention ICU (`attention_icu`): one teacher-forced forward pass over prompt + generated answer
@@ -59,7 +59,7 @@ LAYERS = ("mean", "last")
 def named_interaction(think: str, sample) -> bool | None:
     """Whether `think` names one of the sample's annotated interaction objects; None when the
     sample has no interaction objects."""
-    from ego3s.rl.rewards import count_mentions
+    from ego3s.rewards import count_mentions
 
     inter = getattr(sample, "interaction", None)
     if inter is None or not inter.objects:

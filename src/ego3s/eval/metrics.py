@@ -302,7 +302,7 @@ def sentence_similarity(preds: Sequence, refs: Sequence, *, embedder: Any = None
         return []
     import numpy as np
 
-    from ego3s.rl.rewards import load_embedder
+    from ego3s.rewards import load_embedder
 
     model = load_embedder(embedder)
     p_texts = [as_text(p) for p in preds]

@@ -80,7 +80,7 @@ class EvalConfig(ClipSpec):
     batch_size: int = field(default=8, metadata={"help": "samples per generate call (per rank)"})
     static_cache: bool = field(default=False, metadata={
         "help": "decode against a static KV cache that transformers compiles with CUDA graphs (patched "
-                "Qwen2.5-VL; ego3s.rl.rollout): faster decode steps, one compilation per batch size (the cache "
+                "Qwen2.5-VL; ego3s.models.generation): faster decode steps, one compilation per batch size (the cache "
                 "grows to the longest prompt, recompiling once each time, and is reused)"})
     fmt: Literal[PromptFormat, "official"] = field(default="direct", metadata={"help": "prompt format: direct, reasoning or official"})
     max_new_tokens: int | None = field(default=None, metadata={
@@ -318,54 +318,6 @@ def length_key(sample: Sample, text_tokens: int, cfg: EvalConfig) -> tuple:
 # ----------------------------------------------------------------------------------------------
 # Generation
 
-def _stop_ids(model, tokenizer) -> set[int]:
-    ids = set()
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    for v in (eos if isinstance(eos, (list, tuple)) else [eos]):
-        if v is not None:
-            ids.add(int(v))
-    for v in (tokenizer.eos_token_id, tokenizer.pad_token_id):
-        if v is not None:
-            ids.add(int(v))
-    return ids
-
-
-def generate_batch(model, processor, enc, budgets: list[int], static_cache: bool = False) -> tuple[list[list[int]], dict]:
-    """Greedy answers (token ids up to the first stop token, each cut to its own budget) for one
-    encoded batch (`ego3s.models.inputs.encode`), and the batch's statistics. `static_cache`: decode
-    through `ego3s.rl.rollout.group_generate` (one copy per prompt) against a compiled static cache,
-    where the model supports it."""
-    import torch
-
-    from ego3s.rl import rollout
-
-    tok = processor.tokenizer
-    prompt_tokens = enc["attention_mask"].sum(1).tolist()
-    enc = enc.to(model.device)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    t0 = time.perf_counter()
-    kw = dict(do_sample=False, max_new_tokens=max(budgets), pad_token_id=pad, temperature=None, top_p=None, top_k=None)
-    with torch.inference_mode():
-        if static_cache and rollout.supported(model) and enc["input_ids"].shape[1] > 1:
-            out = rollout.group_generate(model, dict(enc), 1, static_cache=True, **kw)
-        else:
-            out = model.generate(**enc, **kw)
-    if torch.cuda.is_available() and model.device.type == "cuda":
-        torch.cuda.synchronize(model.device)
-    seconds = time.perf_counter() - t0
-    new = out[:, enc["input_ids"].shape[1]:].tolist()
-    stop = _stop_ids(model, tok)
-    answers = []
-    for row, budget in zip(new, budgets):
-        ids = []
-        for t in row[:budget]:
-            if t in stop:
-                break
-            ids.append(int(t))
-        answers.append(ids)
-    return answers, {"prompt_tokens": prompt_tokens, "seconds": seconds, "batch_size": len(budgets)}
-
-
 def _bench_folder(out: Path, bench) -> Path:
     return out / bench.name
 
@@ -402,6 +354,7 @@ def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConf
 
     from ego3s.eval.icu import attention_icu
     from ego3s.identity import sample_fingerprint
+    from ego3s.models.generation import generate_batch
     from ego3s.models.inputs import encode
 
     scfg = cfg.clip_spec()
@@ -563,7 +516,7 @@ def _run_eval(cfg: EvalConfig, model, processor, echo) -> dict:
         # rank 0: gather, score, report
         judge = None
         if cfg.judge_model and any(b.needs_judge for b, _, _ in loaded):
-            from ego3s.eval.judge import Judge
+            from ego3s.judge import Judge
 
             judge = Judge(cfg.judge_model, base_url=cfg.judge_base_url, api_key=cfg.judge_api_key,
                           cache=out / "judge_cache.jsonl", concurrency=cfg.judge_concurrency)

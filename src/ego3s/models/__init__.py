@@ -3,6 +3,7 @@
 - `load_model(path)` -> (model, processor); `model_fingerprint(path_or_model)` -> cache key
 - `build_messages(sample, fmt=..., visual=...)` -> chat messages
 - `encode(processor, messages_list, clips_list, answers=None)` -> model inputs
+- `generation`: shared-prefix group rollouts and static-cache decode (`graph_decode`), batched greedy answers
 - `BUILDERS`: `tiny` (unit tests), `tiny-qwen2vl` (the same as a Qwen2-VL: cross-architecture tests)
   `smol` (SmolLM2-135M + random vision tower, the demo and GPU backbone) and `mini` (1.6 M parameters
   from scratch, for CPU experiments)

@@ -26,7 +26,7 @@ from ego3s.config import (
 )
 from ego3s.curriculum.monitor import ECRConfig
 from ego3s.data.video import VIEWS, ClipSpec, View
-from ego3s.rl.rewards import RewardConfig
+from ego3s.rewards import RewardConfig
 from ego3s.rl.strategies import STRATEGIES
 from ego3s.select.csm import CSMThresholds
 from ego3s.train.plumbing import (
@@ -275,7 +275,7 @@ def reward_rule(cfg: TrainingConfig) -> dict:
 
 
 def reward_functions(cfg: TrainingConfig, vocabulary: list[str]) -> list:
-    from ego3s.rl import rewards as R
+    from ego3s import rewards as R
 
     rule = reward_rule(cfg)
     funcs = [R.make_accuracy_reward(**rule), R.format_reward]
@@ -429,7 +429,7 @@ def _run_training(cfg: TrainingConfig, resume: bool, model, processor, callbacks
     from ego3s.data.io import read_jsonl
     from ego3s.files import write_json
     from ego3s.models.loading import load_model
-    from ego3s.rl.rewards import object_vocabulary
+    from ego3s.rewards import object_vocabulary
     from ego3s.rl.trainer import VideoGRPOTrainer
     from ego3s.tracking import trainer_report_to
     from ego3s.train.plumbing import (

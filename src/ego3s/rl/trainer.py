@@ -172,7 +172,7 @@ class VideoGRPOTrainer(GRPOTrainer):
     - `curriculum`, `ecr_scorer`: ECR's pool and its CSM re-scorer (see `ego3s.curriculum.ecr`);
     - `dynamic_sampling_rounds`: DAPO's refills of groups whose answers are all right or all wrong;
     - `shared_prefix_rollouts`: without vLLM, encode and prefill each group's prompt once and decode
-      its G completions from copies of the KV cache (`ego3s.rl.rollout`); falls back to TRL's path
+      its G completions from copies of the KV cache (`ego3s.models.generation`); falls back to TRL's path
       when the rows of a group differ or the model is not a patched Qwen2.5-VL;
     - `static_cache_rollouts`: with shared-prefix rollouts, decode against a static KV cache that
       transformers compiles (CUDA graphs) on the first rollout (`group_generate(static_cache=True)`);
@@ -324,6 +324,7 @@ class VideoGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ shared-prefix rollouts
     def _shared_prefix_groups(self, prompt_ids: list, group: int) -> list[int] | None:
         """Start rows of the prompt groups when the shared-prefix path applies, else None."""
+        from ego3s.models import generation
         from ego3s.rl import rollout
 
         if (
@@ -333,7 +334,7 @@ class VideoGRPOTrainer(GRPOTrainer):
             or self.tools
             or self._rows_visual is None
             or len(self._rows_visual) != len(prompt_ids)
-            or not rollout.supported(self.accelerator.unwrap_model(self.model))
+            or not generation.supported(self.accelerator.unwrap_model(self.model))
         ):
             return None
         return rollout.groups_of(prompt_ids, self._rows_visual, group)
@@ -350,12 +351,12 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def _generate_shared_prefix(self, prompt_ids: list, starts: list[int], group: int) -> list[list[int]]:
         """TRL's regular generation path (same contexts, generation config and EOS masking) with
-        one vision encoding and one prompt prefill per group (`ego3s.rl.rollout.group_generate`)."""
+        one vision encoding and one prompt prefill per group (`ego3s.models.generation.group_generate`)."""
         from transformers import Trainer
         from trl.models import unwrap_model_for_generation
         from trl.trainer.utils import pad
 
-        from ego3s.rl.rollout import group_generate
+        from ego3s.models.generation import group_generate
 
         pad_id = self._tokenizer.pad_token_id
         prompts = [torch.tensor(prompt_ids[s]) for s in starts]

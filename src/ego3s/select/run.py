@@ -233,7 +233,7 @@ def _run_selection(cfg: SelectionConfig, progress: bool, model, processor) -> di
     elif cfg.method == "full":
         selected = baselines.select_full(ids)
     elif cfg.method == "s1":
-        from ego3s.rl.rewards import correct_reward
+        from ego3s.rewards import correct_reward
 
         # one greedy rollout per sample: s_full is its accuracy reward, the rollout is cached
         sc = ScoringConfig(
@@ -405,7 +405,7 @@ def _scores(cfg, sc: ScoringConfig, samples, model, processor, progress):
 def _limo_stats(cache, samples):
     """Pass counts out of K and reasoning quality (mean format + interaction reward of the
     correct rollouts) from the cached rollouts."""
-    from ego3s.rl.rewards import compute_rewards
+    from ego3s.rewards import compute_rewards
 
     counts, quality = {}, {}
     for s in samples:

@@ -44,7 +44,7 @@ class ScoringConfig(ClipSpec):
     static_cache: bool = field(
         default=False,
         metadata={
-            "help": "sampling: decode the K rollouts against a compiled static KV cache (ego3s.rl.rollout; on a "
+            "help": "sampling: decode the K rollouts against a compiled static KV cache (ego3s.models.generation; on a "
             "GPU the first batch pays the compilation)"
         },
     )
@@ -128,9 +128,9 @@ def sampling_batch(
     model, processor, items: list[tuple[Sample, list, object]], cfg: ScoringConfig, reward: Callable | None = None
 ) -> list[tuple[float, list[str]]]:
     """(mean accuracy reward over K rollouts, the rollouts) for each item."""
+    from ego3s.models import generation
     from ego3s.models.inputs import encode, vision_token_ids
-    from ego3s.rl import rollout
-    from ego3s.rl.rewards import accuracy_reward
+    from ego3s.rewards import accuracy_reward
 
     reward = reward or accuracy_reward
     enc = encode(processor, [m for _, m, _ in items], [v for _, _, v in items]).to(model.device)
@@ -146,8 +146,8 @@ def sampling_batch(
         pad_token_id=processor.tokenizer.pad_token_id,
         suppress_tokens=vision_token_ids(processor.tokenizer),
     )
-    if k > 1 and rollout.supported(model):  # one vision encoding and prefill per sample, not K
-        out = rollout.group_generate(model, dict(enc), k, static_cache=cfg.static_cache, **kw)
+    if k > 1 and generation.supported(model):  # one vision encoding and prefill per sample, not K
+        out = generation.group_generate(model, dict(enc), k, static_cache=cfg.static_cache, **kw)
     else:
         out = model.generate(**enc, num_return_sequences=k, **kw)
     texts = processor.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)

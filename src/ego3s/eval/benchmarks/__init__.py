@@ -124,7 +124,7 @@ class Benchmark:
     # -- scoring
     def score(self, samples: Sequence[Sample], predictions, judge=None, **opts) -> dict:
         """Official metrics and breakdowns. `predictions`: {sample id: raw output} or a list
-        aligned with `samples`. `judge`: an `ego3s.eval.judge.Judge` for the judge metrics."""
+        aligned with `samples`. `judge`: an `ego3s.judge.Judge` for the judge metrics."""
         return self.module.score(samples, predictions, judge=judge, **opts)
 
 

@@ -14,7 +14,7 @@ and `data/egotextvqa_outdoor/real_time.json`. Each is `[{"dataset", "split", "ta
 - Scoring (official `gpt_eval.py`): an LLM judge says yes/no and gives a 0-5 score per answer, on
   the lowercased, newline-free reference and prediction; accuracy = share of yes, score = mean;
   per question type and overall. The judge prompt is the official one, verbatim
-  (`ego3s.eval.judge.EGOTEXTVQA`). A judgement that still fails after the retries is graded no / 0,
+  (`ego3s.judge.EGOTEXTVQA`). A judgement that still fails after the retries is graded no / 0,
   as the official script does, and counted (`judge_failed`, and `judge_failed: true` on its row).
   EM and ROUGE-L are always computed beside it.
 """
@@ -165,7 +165,7 @@ def _clean(text: str) -> str:
 def score(samples: Sequence[Sample], predictions, judge=None) -> dict:
     """Judge accuracy (% yes) and score (mean 0-5) with `judge` (a `Judge`), plus EM and ROUGE-L F
     (%), overall, per setting and per setting/question type."""
-    from ego3s.eval.judge import EGOTEXTVQA, JudgeItem
+    from ego3s.judge import EGOTEXTVQA, JudgeItem
 
     outputs, missing = C.pair(samples, predictions)
     preds = [extract(s, o) or "" for s, o in zip(samples, outputs)]

@@ -156,7 +156,7 @@ def extract(sample: Sample, output) -> str | None:
 
 def score(samples: Sequence[Sample], predictions, judge=None) -> dict:
     """Judge score (mean rating x 100) per dimension and their mean, with EM and ROUGE-L F (%)."""
-    from ego3s.eval.judge import EGOTHINK, JudgeItem
+    from ego3s.judge import EGOTHINK, JudgeItem
 
     outputs, missing = C.pair(samples, predictions)
     preds = [extract(s, o) or "" for s, o in zip(samples, outputs)]

@@ -1,4 +1,4 @@
-"""ego3s's static-cache decode loop (`ego3s.rl.graph_decode`): greedy tokens equal to stock
+"""ego3s's static-cache decode loop (`ego3s.models.graph_decode`): greedy tokens equal to stock
 `generate` (float32, CPU; early end of sequence, padding, host checks every k steps, the step
 compiled as one graph), and sampled tokens drawn from the distribution `generate` draws from
 (transformers' own logits processors, then the same uniforms through the inverse CDF)."""
@@ -17,10 +17,10 @@ from transformers.generation.logits_process import (
 )
 
 from ego3s.data.video import Clip
+from ego3s.models import graph_decode
+from ego3s.models.generation import _prefill, group_generate, static_copy
 from ego3s.models.inputs import encode
 from ego3s.models.loading import load_model
-from ego3s.rl import graph_decode
-from ego3s.rl.rollout import _prefill, group_generate, static_copy
 
 G = 3
 
@@ -249,7 +249,7 @@ def test_the_compiled_step_is_one_graph_with_packed_attention(loaded, monkeypatc
 def test_padded_evaluation_batch_through_the_loop_answers_as_one_at_a_time(loaded):
     """Direct-answer evaluation with `static_cache`: a left-padded batch decoded by the loop gives
     each question the greedy answer it gets alone through plain `generate`."""
-    from ego3s.eval.runner import generate_batch
+    from ego3s.models.generation import generate_batch
 
     model, processor = loaded
     msgs, clips, _ = _inputs(processor)

@@ -8,9 +8,9 @@ import torch
 from transformers import CompileConfig, GenerationConfig, StaticCache
 
 from ego3s.data.video import Clip
+from ego3s.models.generation import STATIC_BUCKET, group_generate
 from ego3s.models.inputs import encode
 from ego3s.models.loading import load_model
-from ego3s.rl.rollout import STATIC_BUCKET, group_generate
 
 G, NEW = 3, 10
 
@@ -136,7 +136,7 @@ def test_static_decode_step_compiles_as_one_graph(loaded, questions):
 
 def test_evaluation_answers_the_same_through_the_static_cache(tiny_model_dir):
     """`ego3s eval --static_cache`: the batched greedy answers equal the plain path's."""
-    from ego3s.eval.runner import generate_batch
+    from ego3s.models.generation import generate_batch
 
     model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
     rng = np.random.default_rng(0)

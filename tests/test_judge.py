@@ -1,4 +1,4 @@
-"""The LLM judge (ego3s.eval.judge) against a real OpenAI-compatible HTTP server on 127.0.0.1
+"""The LLM judge (ego3s.judge) against a real OpenAI-compatible HTTP server on 127.0.0.1
 (tests/fixtures/judge_server.py): parsing, retries, timeouts, caching, concurrency, a real model."""
 
 import time
@@ -6,7 +6,8 @@ import time
 import pytest
 from judge_server import ByteLM, JudgeServer, TinyQwenLM
 
-from ego3s.eval.judge import (
+from ego3s.files import read_log
+from ego3s.judge import (
     EGOTEXTVQA,
     EGOTHINK,
     RUBRICS,
@@ -18,7 +19,6 @@ from ego3s.eval.judge import (
     parse_egothink,
     request_key,
 )
-from ego3s.files import read_log
 
 ITEMS = [
     JudgeItem("q1", "What special offer is advertised here?", "gas sale", "gas sale"),

@@ -111,7 +111,7 @@ class RewardConfig:
     judge: Any = field(
         default=None,
         metadata={
-            "help": "for open_correct='judge': keyword arguments of ego3s.eval.judge.Judge (model, base_url, "
+            "help": "for open_correct='judge': keyword arguments of ego3s.judge.Judge (model, base_url, "
             "api_key, cache, ...) plus 'rubric' (egothink: correct when rated 1; egotextvqa: when 'yes'), "
             "or a Judge object (not picklable). A failed judgement counts as wrong"
         },
@@ -144,7 +144,7 @@ class RewardConfig:
             raise ConfigError(f"N: {self.N!r} is not an integer >= 1")
         if self.open_correct == "judge" and self.judge is None:
             raise ValueError(
-                "open_correct='judge' needs `judge` (ego3s.eval.judge.Judge keyword arguments, at least 'model')"
+                "open_correct='judge' needs `judge` (ego3s.judge.Judge keyword arguments, at least 'model')"
             )
         if self.judge is not None and not (isinstance(self.judge, dict) or hasattr(self.judge, "rate")):
             raise ValueError(
@@ -354,10 +354,10 @@ _JUDGES: dict[str, Any] = {}
 
 
 def judge_correct(questions: list[str], preds: list[str], refs: list[str], spec) -> list[float]:
-    """1.0 where the LLM judge (`ego3s.eval.judge`, `spec` = Judge keyword arguments plus
+    """1.0 where the LLM judge (`ego3s.judge`, `spec` = Judge keyword arguments plus
     `rubric`, or a Judge) rates the answer correct: EgoThink's rubric rating 1, EgoTextVQA's 'yes'.
     A failed judgement is wrong (0.0), as the benchmarks' official scripts count it."""
-    from ego3s.eval.judge import RUBRICS, Judge, JudgeItem
+    from ego3s.judge import RUBRICS, Judge, JudgeItem
 
     if hasattr(spec, "rate"):
         judge, rubric = spec, "egothink"

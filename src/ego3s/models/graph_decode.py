@@ -11,7 +11,7 @@ prepares the next step. Here the host only replays a graph; it checks for end of
 What it draws is what `generate` draws, for the settings TRL and ego3s's evaluation use:
 - the logits processors of `generate` (suppressed tokens, `min_new_tokens`, temperature, top-k,
   top-p, in that order and with transformers' tie rules), applied to float32 logits;
-- greedy: the argmax, so greedy tokens equal `generate`'s (tests/rl/test_graph_decode.py);
+- greedy: the argmax, so greedy tokens equal `generate`'s (tests/models/test_graph_decode.py);
 - sampling: inverse-CDF sampling of the processed distribution with uniforms drawn up front
   from the default generator (`torch.multinomial` draws from the same distribution with its own
   random stream, so seeds give different but identically distributed tokens);
@@ -315,7 +315,7 @@ def decode(
     step in a CUDA graph (default: on CUDA); the graph and its buffers are kept on the model and
     replayed by later calls with the same cache, rows, token budget and settings. `compile_step`:
     compile the step with inductor first (fused element-wise kernels; the first call compiles)."""
-    from ego3s.rl.rollout import _base, _cache_kwarg
+    from ego3s.models.generation import _base, _cache_kwarg
 
     base = _base(model)
     rows, L = input_ids.shape

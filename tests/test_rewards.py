@@ -1,4 +1,4 @@
-"""Ego3S rewards (ego3s.rl.rewards): hand-computed values on tricky completions, TRL calling
+"""Ego3S rewards (ego3s.rewards): hand-computed values on tricky completions, TRL calling
 convention, and fuzzing."""
 
 import json
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ego3s.data.schema import Interaction, InteractionObject, Sample
-from ego3s.rl.rewards import (
+from ego3s.rewards import (
     accuracy_reward,
     count_mentions,
     format_reward,
@@ -249,7 +249,7 @@ def test_property_correct_never_earns_less(alpha, partial, H, threshold, rule, c
 
 
 def test_correct_reward_has_weight_zero_and_logs_correctness():
-    from ego3s.rl.rewards import correct_reward
+    from ego3s.rewards import correct_reward
 
     assert correct_reward.weight == 0.0 and correct_reward.__name__ == "correct_reward"
     assert correct_reward([fmt("x", "B"), fmt("x", "C")], **close_cols(2)) == [1.0, 0.0]
