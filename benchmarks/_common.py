@@ -39,13 +39,23 @@ def environment() -> dict:
     import transformers
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or "unknown"
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
-    return {"device": device_name(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"), "git_commit": commit, "code_hash": code_hash()}
+    return {
+        "device": device_name(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": commit,
+        "code_hash": code_hash(),
+    }
 
 
 def code_hash() -> str:
@@ -81,8 +91,10 @@ def median(xs) -> float:
 
 def table(header: list[str], rows: list[list]) -> str:
     """A markdown table (what docs/PERFORMANCE.md quotes)."""
+
     def cell(v):
         return f"{v:.3g}" if isinstance(v, float) else str(v)
+
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -129,8 +141,12 @@ def random_clip(frames: int, side: int, seed: int = 0):
     from ego3s.data.video import Clip
 
     rng = np.random.default_rng(seed)
-    return Clip(frames=rng.integers(0, 255, (frames, side, side, 3), dtype=np.uint8),
-                timestamps=np.arange(frames) / 2.0, fps=2.0, source="random")
+    return Clip(
+        frames=rng.integers(0, 255, (frames, side, side, 3), dtype=np.uint8),
+        timestamps=np.arange(frames) / 2.0,
+        fps=2.0,
+        source="random",
+    )
 
 
 def write_clip(path: Path, frames: int, side: int, seed: int, fps: float = 2.0) -> None:
@@ -140,7 +156,7 @@ def write_clip(path: Path, frames: int, side: int, seed: int, fps: float = 2.0) 
     for i in range(frames):
         f = rng.integers(0, 255, (side, side, 3), dtype=np.uint8)
         x = int(side * 0.1 + i * side * 0.02) % max(side - side // 6, 1)
-        f[side // 3: side // 2, x: x + side // 6] = 255
+        f[side // 3 : side // 2, x : x + side // 6] = 255
         imgs.append(f)
     try:
         import av

@@ -35,7 +35,7 @@ def write_long_clip(path: Path, seconds: float, fps: int, width: int, height: in
     def frame(i):
         f = np.roll(base, i * 3, axis=1) + np.roll(noise, i, axis=0)
         x = (i * 5) % (width - width // 6)
-        f[height // 3: height // 2, x: x + width // 6] = (255, 40 + i % 200, 40)
+        f[height // 3 : height // 2, x : x + width // 6] = (255, 40 + i % 200, 40)
         return f
 
     try:
@@ -75,8 +75,7 @@ def qwen_fetch(path: str, nframes: int, max_pixels: int):
     """Qwen's utilities: (frames tensor, frame indices)."""
     from qwen_vl_utils import fetch_video
 
-    video, meta = fetch_video({"video": path, "nframes": nframes, "max_pixels": max_pixels},
-                              return_video_metadata=True)
+    video, meta = fetch_video({"video": path, "nframes": nframes, "max_pixels": max_pixels}, return_video_metadata=True)
     return video, [int(i) for i in meta["frames_indices"]]
 
 
@@ -91,9 +90,12 @@ def main(argv=None):
     ap.add_argument("--max-pixels", type=int, default=448 * 448)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--video", default=None, help="time an existing video instead of writing one")
-    ap.add_argument("--loaders", default="pyav:1,pyav,decord,opencv",
-                    help="ego3s backends to time (installed ones only); pyav:N decodes with N threads, "
-                         "pyav with the default (min(8, 2 x CPUs))")
+    ap.add_argument(
+        "--loaders",
+        default="pyav:1,pyav,decord,opencv",
+        help="ego3s backends to time (installed ones only); pyav:N decodes with N threads, "
+        "pyav with the default (min(8, 2 x CPUs))",
+    )
     ap.add_argument("--smoke", action="store_true", help="a 10-second 320x180 clip, one repeat")
     ap.add_argument("--out", default=None)
     a = ap.parse_args(argv)
@@ -105,6 +107,7 @@ def main(argv=None):
         write_s = write_long_clip(Path(path), a.seconds, a.fps, a.width, a.height, a.gop)
     try:
         import qwen_vl_utils  # noqa: F401 - only checks that it imports
+
         have_qwen = True
     except ImportError:
         have_qwen = False
@@ -116,8 +119,16 @@ def main(argv=None):
                 t, (video, qwen_idx) = C.timed(qwen_fetch, path, n, a.max_pixels)
                 qwen_times.append(t)
             shape = list(video.shape)
-            rows.append({"loader": "qwen_vl_utils (decord)", "frames": n, "s_median": C.median(qwen_times),
-                         "s_all": qwen_times, "indices_match": True, "shape_tchw": shape})
+            rows.append(
+                {
+                    "loader": "qwen_vl_utils (decord)",
+                    "frames": n,
+                    "s_median": C.median(qwen_times),
+                    "s_all": qwen_times,
+                    "indices_match": True,
+                    "shape_tchw": shape,
+                }
+            )
         for loader in a.loaders.split(","):
             b, _, threads = loader.partition(":")
             if b not in backends():
@@ -136,20 +147,56 @@ def main(argv=None):
             t_, h, w, _ = clip.frames.shape
             if shape is not None and [t_, h, w] != [shape[0], shape[2], shape[3]]:
                 raise AssertionError(f"{b}, {n} frames: ego3s frames {clip.frames.shape} vs Qwen's {shape}")
-            rows.append({"loader": f"ego3s ({b})", "frames": n, "s_median": C.median(times), "s_all": times,
-                         "indices_match": same, "shape_tchw": [t_, 3, h, w]})
+            rows.append(
+                {
+                    "loader": f"ego3s ({b})",
+                    "frames": n,
+                    "s_median": C.median(times),
+                    "s_all": times,
+                    "indices_match": same,
+                    "shape_tchw": [t_, 3, h, w],
+                }
+            )
     for r in rows:
         q = next((x for x in rows if x["frames"] == r["frames"] and x["loader"].startswith("qwen")), None)
         r["speedup_vs_qwen"] = q["s_median"] / r["s_median"] if q else None
-    print(f"device: {C.device_name()}, {os.cpu_count()} CPUs; {a.seconds:g} s at {a.fps} fps, {a.width}x{a.height}, GOP {a.gop}; "
-          f"max_pixels {a.max_pixels}; median of {a.reps}")
-    print(C.table(["loader", "frames", "s (median)", "frames/s", "vs Qwen utils", "same indices"],
-                  [[r["loader"], r["frames"], r["s_median"], r["frames"] / r["s_median"],
-                    f"{r['speedup_vs_qwen']:.2f}x" if r["speedup_vs_qwen"] else "-", r["indices_match"]]
-                   for r in rows]))
-    C.write_result(a.out, "decode", {"seconds": a.seconds, "fps": a.fps, "width": a.width, "height": a.height,
-                                     "gop": a.gop, "max_pixels": a.max_pixels, "reps": a.reps, "write_s": write_s,
-                                     "qwen_vl_utils": have_qwen, "cpus": os.cpu_count(), "rows": rows})
+    print(
+        f"device: {C.device_name()}, {os.cpu_count()} CPUs; {a.seconds:g} s at {a.fps} fps, {a.width}x{a.height}, GOP {a.gop}; "
+        f"max_pixels {a.max_pixels}; median of {a.reps}"
+    )
+    print(
+        C.table(
+            ["loader", "frames", "s (median)", "frames/s", "vs Qwen utils", "same indices"],
+            [
+                [
+                    r["loader"],
+                    r["frames"],
+                    r["s_median"],
+                    r["frames"] / r["s_median"],
+                    f"{r['speedup_vs_qwen']:.2f}x" if r["speedup_vs_qwen"] else "-",
+                    r["indices_match"],
+                ]
+                for r in rows
+            ],
+        )
+    )
+    C.write_result(
+        a.out,
+        "decode",
+        {
+            "seconds": a.seconds,
+            "fps": a.fps,
+            "width": a.width,
+            "height": a.height,
+            "gop": a.gop,
+            "max_pixels": a.max_pixels,
+            "reps": a.reps,
+            "write_s": write_s,
+            "qwen_vl_utils": have_qwen,
+            "cpus": os.cpu_count(),
+            "rows": rows,
+        },
+    )
     return 0
 
 

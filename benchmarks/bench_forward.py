@@ -34,9 +34,18 @@ def main():
     model, processor = load_model(path, dtype="bfloat16", device="cuda", attn_implementation=a.attn)
     t_load = time.perf_counter() - t
     rng = np.random.default_rng(0)
-    clip = Clip(frames=rng.integers(0, 255, (a.frames, a.side, a.side, 3), dtype=np.uint8),
-                timestamps=np.arange(a.frames) / 2.0, fps=2.0, source="random")
-    msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "What did I pick up? Answer briefly."}]}]
+    clip = Clip(
+        frames=rng.integers(0, 255, (a.frames, a.side, a.side, 3), dtype=np.uint8),
+        timestamps=np.arange(a.frames) / 2.0,
+        fps=2.0,
+        source="random",
+    )
+    msgs = [
+        {
+            "role": "user",
+            "content": [{"type": "video"}, {"type": "text", "text": "What did I pick up? Answer briefly."}],
+        }
+    ]
     enc = encode(processor, [msgs], [clip]).to("cuda")
     n_tokens = int(enc["input_ids"].shape[1])
     n_video = int((enc["input_ids"] == model.config.video_token_id).sum())
@@ -55,16 +64,28 @@ def main():
             torch.cuda.synchronize()
             if i >= 2:
                 vis_times.append(time.perf_counter() - t)
-    res = {"device": torch.cuda.get_device_name(0), "arch": a.arch, "frames": a.frames, "side": a.side,
-           "prompt_tokens": n_tokens, "video_tokens": n_video, "attn": a.attn,
-           "build_s": round(t_build, 1), "load_s": round(t_load, 1),
-           "prefill_s_median": float(np.median(times)), "vision_s_median": float(np.median(vis_times)),
-           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
-           "params_b": sum(p.numel() for p in model.parameters()) / 1e9,
-           "torch": torch.__version__, "transformers": __import__("transformers").__version__}
+    res = {
+        "device": torch.cuda.get_device_name(0),
+        "arch": a.arch,
+        "frames": a.frames,
+        "side": a.side,
+        "prompt_tokens": n_tokens,
+        "video_tokens": n_video,
+        "attn": a.attn,
+        "build_s": round(t_build, 1),
+        "load_s": round(t_load, 1),
+        "prefill_s_median": float(np.median(times)),
+        "vision_s_median": float(np.median(vis_times)),
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "params_b": sum(p.numel() for p in model.parameters()) / 1e9,
+        "torch": torch.__version__,
+        "transformers": __import__("transformers").__version__,
+    }
     print("| arch | frames | tokens (video) | prefill s | vision s | peak GiB | load s |")
-    print(f"| {a.arch} | {a.frames}x{a.side}² | {n_tokens} ({n_video}) | {res['prefill_s_median']:.3f} | "
-          f"{res['vision_s_median']:.3f} | {res['peak_mem_gib']:.1f} | {t_load:.1f} |")
+    print(
+        f"| {a.arch} | {a.frames}x{a.side}² | {n_tokens} ({n_video}) | {res['prefill_s_median']:.3f} | "
+        f"{res['vision_s_median']:.3f} | {res['peak_mem_gib']:.1f} | {t_load:.1f} |"
+    )
     print(json.dumps(res))
     if a.out:
         json.dump(res, open(a.out, "w"), indent=2)

@@ -32,12 +32,24 @@ def samples(folder: Path, n: int, frames: int, side: int) -> list[Sample]:
         p = folder / f"c{i}.mp4"
         C.write_clip(p, frames, side, i)
         closed = i % 2 == 0
-        out.append(Sample(id=f"s{i}", question="What did I pick up from the counter?",
-                          answer="B" if closed else "the red cup", task="closeqa" if closed else "openqa",
-                          options=["a knife", "a red cup", "a sponge", "a plate"] if closed else None, video=str(p),
-                          interaction={"objects": [{"name": "cup"}], "action": "pick up",
-                                       "boxes": [{"t": 0.0, "label": "cup", "box": [0.1, 0.33, 0.3, 0.5]},
-                                                 {"t": frames / 2.0, "label": "cup", "box": [0.4, 0.33, 0.6, 0.5]}]}))
+        out.append(
+            Sample(
+                id=f"s{i}",
+                question="What did I pick up from the counter?",
+                answer="B" if closed else "the red cup",
+                task="closeqa" if closed else "openqa",
+                options=["a knife", "a red cup", "a sponge", "a plate"] if closed else None,
+                video=str(p),
+                interaction={
+                    "objects": [{"name": "cup"}],
+                    "action": "pick up",
+                    "boxes": [
+                        {"t": 0.0, "label": "cup", "box": [0.1, 0.33, 0.3, 0.5]},
+                        {"t": frames / 2.0, "label": "cup", "box": [0.4, 0.33, 0.6, 0.5]},
+                    ],
+                },
+            )
+        )
     return out
 
 
@@ -50,9 +62,15 @@ def run(model, processor, ss, cfg: ScoringConfig, folder: Path, tag: str) -> dic
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     dt = time.perf_counter() - t
-    return {"estimator": cfg.estimator, "views": cfg.views, "samples": len(ss), "seconds": dt,
-            "samples_per_s": len(ss) / dt, "sample_views_per_s": len(ss) * len(cfg.views) / dt,
-            "skipped": stats["skipped_unreadable"]}
+    return {
+        "estimator": cfg.estimator,
+        "views": cfg.views,
+        "samples": len(ss),
+        "seconds": dt,
+        "samples_per_s": len(ss) / dt,
+        "sample_views_per_s": len(ss) * len(cfg.views) / dt,
+        "skipped": stats["skipped_unreadable"],
+    }
 
 
 def matmul_peak(dtype: torch.dtype, n: int, iters: int = 20) -> float:
@@ -70,11 +88,25 @@ def forward_flops(model, processor, frames: int, side: int, batch: int) -> tuple
     tokens per sample), on an encoded batch: the model alone, no decoding."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    msgs = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text":
-             "What did I pick up from the counter?\nA. a knife\nB. a red cup\nC. a sponge\nD. a plate\n"
-             "Answer with the option's letter."}]}]
-    enc = encode(processor, [msgs] * batch, [C.random_clip(frames, side, i) for i in range(batch)],
-                 answers=["B<|im_end|>"] * batch)
+    msgs = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "video"},
+                {
+                    "type": "text",
+                    "text": "What did I pick up from the counter?\nA. a knife\nB. a red cup\nC. a sponge\nD. a plate\n"
+                    "Answer with the option's letter.",
+                },
+            ],
+        }
+    ]
+    enc = encode(
+        processor,
+        [msgs] * batch,
+        [C.random_clip(frames, side, i) for i in range(batch)],
+        answers=["B<|im_end|>"] * batch,
+    )
     enc = {k: v.to(model.device) for k, v in enc.items() if k != "labels"}
     with torch.inference_mode():
         # counted with eager attention: torch's counter rejects SDPA's grouped-query shapes (the
@@ -122,12 +154,19 @@ def main(argv=None):
     # warm-up
     run(model, processor, ss[: a.batch_size], ScoringConfig(views=["full"], **common), folder, "warm")
     for views in (["full"], ["blind"], ["context"], ["full", "blind", "context"]):
-        results.append(run(model, processor, ss, ScoringConfig(views=views, **common), folder, "lik-" + "-".join(views)))
+        results.append(
+            run(model, processor, ss, ScoringConfig(views=views, **common), folder, "lik-" + "-".join(views))
+        )
     r = run(model, processor, ss, ScoringConfig(views=["blind"], blind_mode="none", **common), folder, "lik-blind-none")
     r["views"] = ["blind (no video)"]
     results.append(r)
-    sm = ScoringConfig(views=["full"], estimator="sampling", num_samples=a.k, max_new_tokens=a.max_new_tokens,
-                       **{**common, "batch_size": 1})
+    sm = ScoringConfig(
+        views=["full"],
+        estimator="sampling",
+        num_samples=a.k,
+        max_new_tokens=a.max_new_tokens,
+        **{**common, "batch_size": 1},
+    )
     results.append(run(model, processor, ss[: a.sampling_n], sm, folder, "samp"))
     dtype = next(model.parameters()).dtype
     peak = matmul_peak(dtype, a.peak_n)
@@ -135,27 +174,65 @@ def main(argv=None):
     lik = next(r for r in results if r["views"] == ["full"])
     samp = results[-1]
     per_sample = flops / a.batch_size
-    mfu = {"flops_per_sample": per_sample, "tokens_per_sample": tokens, "peak_tflops": peak,
-           "peak_dtype": str(dtype).replace("torch.", ""), "forward_s": fwd_s,
-           "forward_tflops": flops / fwd_s / 1e12, "forward_mfu": flops / fwd_s / 1e12 / peak,
-           "pipeline_tflops": per_sample * lik["samples_per_s"] / 1e12,
-           "pipeline_mfu": per_sample * lik["samples_per_s"] / 1e12 / peak}
+    mfu = {
+        "flops_per_sample": per_sample,
+        "tokens_per_sample": tokens,
+        "peak_tflops": peak,
+        "peak_dtype": str(dtype).replace("torch.", ""),
+        "forward_s": fwd_s,
+        "forward_tflops": flops / fwd_s / 1e12,
+        "forward_mfu": flops / fwd_s / 1e12 / peak,
+        "pipeline_tflops": per_sample * lik["samples_per_s"] / 1e12,
+        "pipeline_mfu": per_sample * lik["samples_per_s"] / 1e12 / peak,
+    }
     print(f"device: {C.device_name()}; model: {path}; {a.frames} frames at {a.side}px; batch {a.batch_size}")
-    print(C.table(["estimator", "views", "samples", "s", "samples/s", "sample-views/s"],
-                  [[r["estimator"], ",".join(r["views"]), r["samples"], r["seconds"], r["samples_per_s"],
-                    r["sample_views_per_s"]] for r in results]))
+    print(
+        C.table(
+            ["estimator", "views", "samples", "s", "samples/s", "sample-views/s"],
+            [
+                [
+                    r["estimator"],
+                    ",".join(r["views"]),
+                    r["samples"],
+                    r["seconds"],
+                    r["samples_per_s"],
+                    r["sample_views_per_s"],
+                ]
+                for r in results
+            ],
+        )
+    )
     ratio = lik["samples_per_s"] / samp["samples_per_s"]
     print(f"likelihood / sampling (full view, samples/s): {ratio:.1f}x")
-    print(C.table(["full view", "TFLOP/s", "MFU"],
-                  [["forward alone (encoded batch)", mfu["forward_tflops"], f"{mfu['forward_mfu']:.1%}"],
-                   ["end to end (decode, views, encode, forward)", mfu["pipeline_tflops"],
-                    f"{mfu['pipeline_mfu']:.1%}"]]))
-    print(f"{per_sample / 1e12:.3g} TFLOP per sample ({tokens} tokens); measured {mfu['peak_dtype']} matmul peak "
-          f"{peak:.3g} TFLOP/s")
-    C.write_result(a.out, "select", {"model": str(path), "frames": a.frames, "side": a.side, "k": a.k,
-                                     "batch_size": a.batch_size, "max_new_tokens": a.max_new_tokens,
-                                     "backend": a.backend, "results": results, "likelihood_over_sampling": ratio,
-                                     "mfu": mfu})
+    print(
+        C.table(
+            ["full view", "TFLOP/s", "MFU"],
+            [
+                ["forward alone (encoded batch)", mfu["forward_tflops"], f"{mfu['forward_mfu']:.1%}"],
+                ["end to end (decode, views, encode, forward)", mfu["pipeline_tflops"], f"{mfu['pipeline_mfu']:.1%}"],
+            ],
+        )
+    )
+    print(
+        f"{per_sample / 1e12:.3g} TFLOP per sample ({tokens} tokens); measured {mfu['peak_dtype']} matmul peak "
+        f"{peak:.3g} TFLOP/s"
+    )
+    C.write_result(
+        a.out,
+        "select",
+        {
+            "model": str(path),
+            "frames": a.frames,
+            "side": a.side,
+            "k": a.k,
+            "batch_size": a.batch_size,
+            "max_new_tokens": a.max_new_tokens,
+            "backend": a.backend,
+            "results": results,
+            "likelihood_over_sampling": ratio,
+            "mfu": mfu,
+        },
+    )
     return 0
 
 

@@ -47,9 +47,17 @@ def samples(folder: Path, n: int, frames: int, side: int) -> list[Sample]:
     for i in range(n):
         p = folder / f"c{i}.mp4"
         C.write_clip(p, frames, side, i)
-        out.append(Sample(id=f"s{i}", question="What did I pick up from the counter?", answer="B", task="closeqa",
-                          options=["a knife", "a red cup", "a sponge", "a plate"], video=str(p),
-                          interaction={"objects": [{"name": "cup"}], "action": "pick up"}))
+        out.append(
+            Sample(
+                id=f"s{i}",
+                question="What did I pick up from the counter?",
+                answer="B",
+                task="closeqa",
+                options=["a knife", "a red cup", "a sponge", "a plate"],
+                video=str(p),
+                interaction={"objects": [{"name": "cup"}], "action": "pick up"},
+            )
+        )
     return out
 
 
@@ -57,10 +65,20 @@ def run_config(path, smoke, data, *, lora, checkpointing, static, a) -> dict:
     """One configuration: fresh model and trainer, warm-up steps, timed steps."""
     model, processor = C.load(path, smoke)
     G = a.group
-    cfg = TrainingConfig(model=str(path), out=tempfile.mkdtemp(prefix="bench_train_"), batch_size=G * a.prompts,
-                         per_device_train_batch_size=a.micro_batch, num_generations=G,
-                         max_completion_length=a.new_tokens, max_steps=a.warmup + a.steps, learning_rate=1e-6,
-                         lora=lora, gradient_checkpointing=checkpointing, save_steps=10**6, beta=a.beta)
+    cfg = TrainingConfig(
+        model=str(path),
+        out=tempfile.mkdtemp(prefix="bench_train_"),
+        batch_size=G * a.prompts,
+        per_device_train_batch_size=a.micro_batch,
+        num_generations=G,
+        max_completion_length=a.new_tokens,
+        max_steps=a.warmup + a.steps,
+        learning_rate=1e-6,
+        lora=lora,
+        gradient_checkpointing=checkpointing,
+        save_steps=10**6,
+        beta=a.beta,
+    )
     if not lora:
         for name, p in model.named_parameters():
             if name.startswith(VISION_PREFIXES):
@@ -69,8 +87,13 @@ def run_config(path, smoke, data, *, lora, checkpointing, static, a) -> dict:
     if lora:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.05, task_type="CAUSAL_LM",
-                                 target_modules=LORA_TARGETS)
+        peft_config = LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=0.05,
+            task_type="CAUSAL_LM",
+            target_modules=LORA_TARGETS,
+        )
     bf16 = next(model.parameters()).dtype == torch.bfloat16
     if not lora:  # as `ego3s train` does: fp32 master weights unless --master-weights bfloat16
         from ego3s.models.loading import upcast_trainable
@@ -82,10 +105,16 @@ def run_config(path, smoke, data, *, lora, checkpointing, static, a) -> dict:
     pix = a.side * a.side
     timer = StepTimer()
     trainer = VideoGRPOTrainer(
-        model=model, processing_class=processor, args=args, reward_funcs=reward_functions(cfg, ["cup", "knife"]),
-        train_dataset=training_dataset(data), peft_config=peft_config, callbacks=[timer],
+        model=model,
+        processing_class=processor,
+        args=args,
+        reward_funcs=reward_functions(cfg, ["cup", "knife"]),
+        train_dataset=training_dataset(data),
+        peft_config=peft_config,
+        callbacks=[timer],
         sampling={"nframes": a.frames, "max_pixels": pix, "min_pixels": pix, "backend": a.backend},
-        static_cache_rollouts=static)
+        static_cache_rollouts=static,
+    )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     error = None
@@ -93,15 +122,21 @@ def run_config(path, smoke, data, *, lora, checkpointing, static, a) -> dict:
         trainer.train()
     except torch.cuda.OutOfMemoryError as e:  # full fine-tuning without checkpointing may not fit
         error = f"out of memory: {str(e)[:200]}"
-    times, tokens = timer.times[a.warmup:], timer.tokens[a.warmup:]
+    times, tokens = timer.times[a.warmup :], timer.tokens[a.warmup :]
     step = C.median(times)
-    res = {"mode": "lora" if lora else "full", "gradient_checkpointing": checkpointing, "static_cache": static,
-           "error": error,
-           "master_weights": None if lora else a.master_weights,
-           "trainable_params_m": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) / 1e6,
-           "step_s_median": step, "step_s_all": timer.times, "tokens_per_step": C.median(tokens),
-           "tokens_per_s": C.median(tokens) / step if times else float("nan"),
-           "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None}
+    res = {
+        "mode": "lora" if lora else "full",
+        "gradient_checkpointing": checkpointing,
+        "static_cache": static,
+        "error": error,
+        "master_weights": None if lora else a.master_weights,
+        "trainable_params_m": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) / 1e6,
+        "step_s_median": step,
+        "step_s_all": timer.times,
+        "tokens_per_step": C.median(tokens),
+        "tokens_per_s": C.median(tokens) / step if times else float("nan"),
+        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
+    }
     del trainer, model
     gc.collect()
     if torch.cuda.is_available():
@@ -136,24 +171,51 @@ def main(argv=None):
     data = samples(Path(tempfile.mkdtemp(prefix="bench_train_clips_")), max(a.prompts, 1) * 4, a.frames, a.side)
     results = []
     tiny = C.model_folder(None, a.model, True) if (a.smoke and not a.model) else None
-    setup = {"prompts": a.prompts, "group": a.group, "micro_batch": a.micro_batch, "new_tokens": a.new_tokens,
-             "frames": a.frames, "side": a.side, "beta": a.beta, "warmup": a.warmup, "steps": a.steps}
+    setup = {
+        "prompts": a.prompts,
+        "group": a.group,
+        "micro_batch": a.micro_batch,
+        "new_tokens": a.new_tokens,
+        "frames": a.frames,
+        "side": a.side,
+        "beta": a.beta,
+        "warmup": a.warmup,
+        "steps": a.steps,
+    }
     for mode in a.modes.split(","):
         path = tiny or C.model_folder(a.lora_arch if mode == "lora" else a.full_arch, a.model, a.smoke)
         for ckpt in a.checkpointing.split(","):
             for static in a.static_cache.split(","):
-                r = run_config(path, a.smoke, data, lora=mode == "lora", checkpointing=ckpt == "on",
-                               static=static == "on", a=a)
+                r = run_config(
+                    path, a.smoke, data, lora=mode == "lora", checkpointing=ckpt == "on", static=static == "on", a=a
+                )
                 r["arch"] = "tiny" if tiny else (a.model or (a.lora_arch if mode == "lora" else a.full_arch))
                 results.append(r)
                 C.write_result(a.out, "train_step", {**setup, "results": results})  # kept if a later run overruns
-    print(f"device: {C.device_name()}; {a.prompts} prompt(s) x G={a.group}, {a.new_tokens} new tokens, "
-          f"{a.frames} frames x {a.side} px, micro-batch {a.micro_batch}, beta {a.beta}; "
-          f"median of {a.steps} steps after {a.warmup} warm-up")
-    print(C.table(["arch", "mode", "grad ckpt", "static", "step s", "tokens/step", "tokens/s", "peak GiB", "error"],
-                  [[r["arch"], r["mode"], r["gradient_checkpointing"], r["static_cache"], r["step_s_median"],
+    print(
+        f"device: {C.device_name()}; {a.prompts} prompt(s) x G={a.group}, {a.new_tokens} new tokens, "
+        f"{a.frames} frames x {a.side} px, micro-batch {a.micro_batch}, beta {a.beta}; "
+        f"median of {a.steps} steps after {a.warmup} warm-up"
+    )
+    print(
+        C.table(
+            ["arch", "mode", "grad ckpt", "static", "step s", "tokens/step", "tokens/s", "peak GiB", "error"],
+            [
+                [
+                    r["arch"],
+                    r["mode"],
+                    r["gradient_checkpointing"],
+                    r["static_cache"],
+                    r["step_s_median"],
                     r["tokens_per_step"],
-                    r["tokens_per_s"], r["peak_mem_gib"] or "-", r["error"] or ""] for r in results]))
+                    r["tokens_per_s"],
+                    r["peak_mem_gib"] or "-",
+                    r["error"] or "",
+                ]
+                for r in results
+            ],
+        )
+    )
     return 0
 
 

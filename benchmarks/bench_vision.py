@@ -51,8 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     for mode in ("loop", "grouped"):
         if gpu:
             torch.cuda.empty_cache()
-        m, _ = load_model(path, dtype=str(dtype).replace("torch.", ""), device=dev, attn_implementation="sdpa",
-                          grouped_vision_attention=mode == "grouped")
+        m, _ = load_model(
+            path,
+            dtype=str(dtype).replace("torch.", ""),
+            device=dev,
+            attn_implementation="sdpa",
+            grouped_vision_attention=mode == "grouped",
+        )
         tower = m.model.visual
         with torch.inference_mode():
             tower(pix, grid_thw=grid)  # warm-up
@@ -72,14 +77,27 @@ def main(argv: list[str] | None = None) -> int:
     diff = float((outputs["grouped"] - outputs["loop"]).abs().max())
     scale = float(outputs["loop"].abs().max())
     windows = int(grid.prod()) // 64  # 8 x 8-patch windows (Qwen2.5-VL's 112 px) in the windowed blocks
-    res = {"arch": "tiny" if a.smoke and not a.model else (a.model or a.arch), "frames": a.frames, "side": a.side,
-           "patches": int(grid.prod()), "windows_approx": windows, "flops": flops, "results": results,
-           "speedup": results["loop"]["s_median"] / results["grouped"]["s_median"],
-           "max_abs_diff": diff, "max_abs_value": scale}
-    print(f"device: {C.device_name()}; {a.frames} frames x {a.side} px = {int(grid.prod())} patches; "
-          f"{flops / 1e12:.3g} TFLOP per clip")
-    print(C.table(["window attention", "s (median)", "TFLOP/s"],
-                  [[m, r["s_median"], r["tflops"]] for m, r in results.items()]))
+    res = {
+        "arch": "tiny" if a.smoke and not a.model else (a.model or a.arch),
+        "frames": a.frames,
+        "side": a.side,
+        "patches": int(grid.prod()),
+        "windows_approx": windows,
+        "flops": flops,
+        "results": results,
+        "speedup": results["loop"]["s_median"] / results["grouped"]["s_median"],
+        "max_abs_diff": diff,
+        "max_abs_value": scale,
+    }
+    print(
+        f"device: {C.device_name()}; {a.frames} frames x {a.side} px = {int(grid.prod())} patches; "
+        f"{flops / 1e12:.3g} TFLOP per clip"
+    )
+    print(
+        C.table(
+            ["window attention", "s (median)", "TFLOP/s"], [[m, r["s_median"], r["tflops"]] for m, r in results.items()]
+        )
+    )
     print(f"grouped / loop speed-up: {res['speedup']:.2f}x; max |diff| {diff:.3g} (outputs up to {scale:.3g})")
     C.write_result(a.out, "vision", res)
     return 0

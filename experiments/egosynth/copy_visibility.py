@@ -16,7 +16,7 @@ import yaml
 
 from ego3s.data import egosynth as E
 from ego3s.data.egosynth_render import to_rgb
-from ego3s.data.video import box_to_pixels, boxes_at
+from ego3s.data.views import box_to_pixels, boxes_at
 
 
 def copy_pixels(cfg: E.EgoSynthConfig, index: int, sample) -> tuple[int, int]:

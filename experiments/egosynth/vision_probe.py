@@ -29,7 +29,8 @@ def _one(args):
     s, side, nframes, views, backend = args
     from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
-    from ego3s.data.video import ClipSpec, load_sample_clip, make_view
+    from ego3s.data.video import ClipSpec, load_sample_clip
+    from ego3s.data.views import make_view
     from ego3s.train.vision_pretrain import encode_clips, token_box_targets
 
     torch.set_num_threads(1)

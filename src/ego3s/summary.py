@@ -67,12 +67,21 @@ def _select(run: Path) -> dict:
     typ = (rep.get("breakdown") or {}).get("typical") or {}
     atyp = typ.get("False") or typ.get("false") or {}
     pool, kept = rep.get("candidates"), rep.get("selected")
-    share_pool, share_kept = (_pct(atyp.get("pool_share")) if typ else None,
-                              _pct(atyp.get("selected_share")) if typ else None)
+    share_pool, share_kept = (
+        _pct(atyp.get("pool_share")) if typ else None,
+        _pct(atyp.get("selected_share")) if typ else None,
+    )
     if typ and not atyp:
         share_pool = share_kept = 0.0
-    out = {"method": rep.get("method"), "pool": pool, "kept": kept, "topped_up": rep.get("topped_up") or 0,
-           "share_atypical_pool": share_pool, "share_atypical_kept": share_kept, "enrichment": None}
+    out = {
+        "method": rep.get("method"),
+        "pool": pool,
+        "kept": kept,
+        "topped_up": rep.get("topped_up") or 0,
+        "share_atypical_pool": share_pool,
+        "share_atypical_kept": share_kept,
+        "enrichment": None,
+    }
     if share_pool and share_kept is not None:
         out["enrichment"] = round(share_kept / share_pool, 2)
     return out
@@ -85,8 +94,11 @@ def _rows(run: Path, model: str) -> list[dict]:
 
 def _closed(rows: list[dict], split: str) -> dict[str, float]:
     """{id: 0/1} of the split's closed questions that were scored."""
-    return {str(r["id"]): float(r["accuracy"] >= 1.0) for r in rows
-            if r.get("split") == split and r.get("task") == "closeqa" and isinstance(r.get("accuracy"), (int, float))}
+    return {
+        str(r["id"]): float(r["accuracy"] >= 1.0)
+        for r in rows
+        if r.get("split") == split and r.get("task") == "closeqa" and isinstance(r.get("accuracy"), (int, float))
+    }
 
 
 def _eval_entry(rows: list[dict], split: str) -> dict | None:
@@ -94,11 +106,17 @@ def _eval_entry(rows: list[dict], split: str) -> dict | None:
     if not mine:
         return None
     closed = list(_closed(rows, split).values())
-    open_em = [float(r["em"] >= 1.0) for r in mine if r.get("task") == "openqa" and isinstance(r.get("em"), (int, float))]
+    open_em = [
+        float(r["em"] >= 1.0) for r in mine if r.get("task") == "openqa" and isinstance(r.get("em"), (int, float))
+    ]
     k = int(sum(closed))
-    return {"accuracy": round(100.0 * k / len(closed), 2) if closed else None,
-            "accuracy_ci95": wilson(k, len(closed)), "n_closed": len(closed), "n_open": len(open_em),
-            "em": round(100.0 * sum(open_em) / len(open_em), 2) if open_em else None}
+    return {
+        "accuracy": round(100.0 * k / len(closed), 2) if closed else None,
+        "accuracy_ci95": wilson(k, len(closed)),
+        "n_closed": len(closed),
+        "n_open": len(open_em),
+        "em": round(100.0 * sum(open_em) / len(open_em), 2) if open_em else None,
+    }
 
 
 def _paired(base: list[dict], trained: list[dict], split: str) -> dict | None:
@@ -107,8 +125,15 @@ def _paired(base: list[dict], trained: list[dict], split: str) -> dict | None:
     r = compare_predictions(_closed(trained, split), _closed(base, split))
     if not r["n"]:
         return None
-    return {"accuracy_delta": r["value"], "ci95": r["ci95"], "n": r["n"], "mcnemar_p": r.get("mcnemar_p"),
-            "n_trained_only": r.get("n_a_only"), "n_base_only": r.get("n_b_only"), "interval": r["interval"]}
+    return {
+        "accuracy_delta": r["value"],
+        "ci95": r["ci95"],
+        "n": r["n"],
+        "mcnemar_p": r.get("mcnemar_p"),
+        "n_trained_only": r.get("n_a_only"),
+        "n_base_only": r.get("n_b_only"),
+        "interval": r["interval"],
+    }
 
 
 def _reliance(run: Path, model: str) -> dict | None:
@@ -121,8 +146,13 @@ def _reliance(run: Path, model: str) -> dict | None:
     for split in SPLITS:
         e = (cr.get("splits") or {}).get(split)
         if isinstance(e, dict):
-            out[split] = {"reliance": e.get("value"), "ci95": e.get("ci95"), "full": e.get("full"),
-                          "context": e.get("context"), "n": e.get("n")}
+            out[split] = {
+                "reliance": e.get("value"),
+                "ci95": e.get("ci95"),
+                "full": e.get("full"),
+                "context": e.get("context"),
+                "n": e.get("n"),
+            }
     return out or None
 
 
@@ -146,21 +176,34 @@ def mechanisms(s: dict) -> dict:
     """The four checks, each {"showed": True / False / None, "detail": numbers}."""
     sel = s["select"]
     enr = sel.get("enrichment")
-    csm = {"showed": None if enr is None else enr >= ENRICHMENT,
-           "detail": {"enrichment": enr, "threshold": ENRICHMENT, "share_atypical_pool": sel.get("share_atypical_pool"),
-                      "share_atypical_kept": sel.get("share_atypical_kept")}}
+    csm = {
+        "showed": None if enr is None else enr >= ENRICHMENT,
+        "detail": {
+            "enrichment": enr,
+            "threshold": ENRICHMENT,
+            "share_atypical_pool": sel.get("share_atypical_pool"),
+            "share_atypical_kept": sel.get("share_atypical_kept"),
+        },
+    }
     p = (s.get("paired") or {}).get("test_atypical") or {}
     lo = (p.get("ci95") or [None])[0]
-    gain = {"showed": None if lo is None else lo > 0, "detail": {"accuracy_delta": p.get("accuracy_delta"),
-                                                                 "ci95": p.get("ci95")}}
+    gain = {
+        "showed": None if lo is None else lo > 0,
+        "detail": {"accuracy_delta": p.get("accuracy_delta"), "ci95": p.get("ci95")},
+    }
     e = s["ecr"]
-    ecr = {"showed": (None if e.get("refreshes") is None or e.get("refreshes_used") is None
-                      else e["refreshes"] >= 1 and e["refreshes_used"] >= 1), "detail": dict(e)}
+    ecr = {
+        "showed": (
+            None
+            if e.get("refreshes") is None or e.get("refreshes_used") is None
+            else e["refreshes"] >= 1 and e["refreshes_used"] >= 1
+        ),
+        "detail": dict(e),
+    }
     rel = s.get("reliance") or {}
     rb = ((rel.get("base") or {}).get("test_atypical") or {}).get("reliance")
     rt = ((rel.get("trained") or {}).get("test_atypical") or {}).get("reliance")
-    reliance = {"showed": None if rb is None or rt is None else rt > rb,
-                "detail": {"base": rb, "trained": rt}}
+    reliance = {"showed": None if rb is None or rt is None else rt > rb, "detail": {"base": rb, "trained": rt}}
     return {"csm_enrichment": csm, "atypical_gain": gain, "ecr_refresh": ecr, "reliance_rises": reliance}
 
 

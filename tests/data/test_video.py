@@ -24,19 +24,17 @@ from ego3s.data.video import (
     Clip,
     VideoError,
     _pyav_frames,
-    box_to_pixels,
-    boxes_at,
     default_decode_threads,
     frame_window,
     load_clip,
     load_image,
     load_sample_clip,
-    make_view,
     sample_indices,
     sample_nframes,
     stretches,
     video_size,
 )
+from ego3s.data.views import box_to_pixels, boxes_at, make_view
 
 H, W = 56, 84  # multiples of 28: with resized_height/width = H, W frames come back unresized
 NATIVE = dict(resized_height=H, resized_width=W)
@@ -634,7 +632,8 @@ def test_every_stage_config_is_a_clip_spec_that_sample_view_reads(tmp_path):
     """One clip spec (ego3s.data.video.ClipSpec): every stage config inherits it, YAML keys stay
     flat, and `sample_view` takes any of them, its view settings included."""
     from ego3s.config import load_config
-    from ego3s.data.video import ClipSpec, make_view, sample_view
+    from ego3s.data.video import ClipSpec
+    from ego3s.data.views import make_view, sample_view
     from ego3s.eval.runner import EvalConfig
     from ego3s.rl.train import TrainingConfig
     from ego3s.select.scoring import ScoringConfig

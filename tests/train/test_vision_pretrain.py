@@ -258,7 +258,8 @@ def test_context_share_trains_typical_clips_with_the_interaction_masked(tiny_mod
     """`context_share`: those clips reach the tower as CSM's context view and count in the object
     loss only (their box cells show the fill colour, not the object)."""
     from ego3s.data.io import read_jsonl
-    from ego3s.data.video import load_sample_clip, make_view
+    from ego3s.data.video import load_sample_clip
+    from ego3s.data.views import make_view
     from ego3s.models.loading import load_model
     from ego3s.train.vision_pretrain import _Encoded, encode_clips
 

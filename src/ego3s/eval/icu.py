@@ -14,7 +14,7 @@ video token is one merged 28x28 patch cell `(t, h, w)`: tokens run t-major, then
 columns, over `video_grid_thw // (1, merge, merge)`. A temporal cell covers `temporal_patch_size`
 (2) consecutive frames; its box mask is the union of the interaction boxes (all labels, hands
 included, as the `context` view masks them) interpolated at each of those frames' timestamps
-(`ego3s.data.video.boxes_at`), rasterised at pixel level (`box_to_pixels`). A cell's coverage
+(`ego3s.data.views.boxes_at`), rasterised at pixel level (`box_to_pixels`). A cell's coverage
 is the fraction of its pixels inside that mask. Then
 
     in_box = sum_rows sum_cells attn * coverage / sum_rows sum_cells attn     (attention form)
@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ego3s.data.video import box_to_pixels, boxes_at
+from ego3s.data.views import box_to_pixels, boxes_at
 
 __all__ = [
     "cell_coverage",

@@ -52,8 +52,22 @@ PRED_GLOB = "predictions.rank*.jsonl"
 RETRY_REASONS = ("missing_video", "unreadable_video", "missing_image", "unreadable_image")
 CONTEXT_DIR = "context"  # <out>/<benchmark>/context/: the context-view predictions of an --icu run
 # config keys that change what a prediction is: a resumed run must agree on them
-RUN_KEYS = ("view", "blind_mode", "context_fill", "fmt", "nframes", "fps", "max_frames", "max_pixels", "min_pixels",
-            "backend", "max_new_tokens", "reasoning_max_new_tokens", "system", "dtype")
+RUN_KEYS = (
+    "view",
+    "blind_mode",
+    "context_fill",
+    "fmt",
+    "nframes",
+    "fps",
+    "max_frames",
+    "max_pixels",
+    "min_pixels",
+    "backend",
+    "max_new_tokens",
+    "reasoning_max_new_tokens",
+    "system",
+    "dtype",
+)
 
 
 @dataclass
@@ -61,75 +75,142 @@ class EvalConfig(ClipSpec):
     """What `ego3s eval` runs: benchmarks, model, the clip spec (frames and view settings,
     inherited), prompt format, budgets, judge, outputs."""
 
-    data: list[str] = field(default_factory=list, metadata={
-        "help": "benchmarks, e.g. QAEgo4D,EgoTextVQA,egoschema_subset,EgoPlan2,EgoThink,EgoSynth (registry names or "
-                "aliases; a comma-separated string is split)"})
+    data: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "benchmarks, e.g. QAEgo4D,EgoTextVQA,egoschema_subset,EgoPlan2,EgoThink,EgoSynth (registry names or "
+            "aliases; a comma-separated string is split)"
+        },
+    )
     model: str = field(default="", metadata={"help": "local model folder (Hugging Face layout)"})
-    root: str | None = field(default=None, metadata={
-        "help": "benchmarks root: each benchmark is read from <root>/<subdir> (e.g. data/benchmarks in the repository)"})
-    paths: dict[str, str] = field(default_factory=dict, metadata={
-        "help": "per-benchmark folder or file overriding root: {name: path} (CLI: --path EgoSynth=/data/egosynth)"})
-    options: dict[str, dict] = field(default_factory=dict, metadata={
-        "help": "per-benchmark load options: {name: {key: value}} (CLI: --opt EgoTextVQA.video_root=/videos)"})
+    root: str | None = field(
+        default=None,
+        metadata={
+            "help": "benchmarks root: each benchmark is read from <root>/<subdir> (e.g. data/benchmarks in the repository)"
+        },
+    )
+    paths: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "per-benchmark folder or file overriding root: {name: path} (CLI: --path EgoSynth=/data/egosynth)"
+        },
+    )
+    options: dict[str, dict] = field(
+        default_factory=dict,
+        metadata={
+            "help": "per-benchmark load options: {name: {key: value}} (CLI: --opt EgoTextVQA.video_root=/videos)"
+        },
+    )
     view: View = field(default="full", metadata={"help": "full, blind (no visual evidence) or context (boxes masked)"})
-    blind_mode: BlindMode = field(default="none", metadata={
-        "help": "blind view: none (no visual entry at all, needs no video file) or blank (gray clip, same shape)"})
+    blind_mode: BlindMode = field(
+        default="none",
+        metadata={
+            "help": "blind view: none (no visual entry at all, needs no video file) or blank (gray clip, same shape)"
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "only the first N samples of each benchmark"})
-    frames: int | None = field(default=None, metadata={
-        "help": "the old name of nframes, still read (the other stages' configs always said nframes)"})
+    frames: int | None = field(
+        default=None,
+        metadata={"help": "the old name of nframes, still read (the other stages' configs always said nframes)"},
+    )
     batch_size: int = field(default=8, metadata={"help": "samples per generate call (per rank)"})
-    static_cache: bool = field(default=False, metadata={
-        "help": "decode against a static KV cache that transformers compiles with CUDA graphs (patched "
-                "Qwen2.5-VL; ego3s.models.generation): faster decode steps, one compilation per batch size (the cache "
-                "grows to the longest prompt, recompiling once each time, and is reused)"})
-    fmt: Literal[PromptFormat, "official"] = field(default="direct", metadata={"help": "prompt format: direct, reasoning or official"})
-    max_new_tokens: int | None = field(default=None, metadata={
-        "help": "answer budget for every sample (None: the benchmark's for direct/official, "
-                "reasoning_max_new_tokens for reasoning)"})
+    static_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "decode against a static KV cache that transformers compiles with CUDA graphs (patched "
+            "Qwen2.5-VL; ego3s.models.generation): faster decode steps, one compilation per batch size (the cache "
+            "grows to the longest prompt, recompiling once each time, and is reused)"
+        },
+    )
+    fmt: Literal[PromptFormat, "official"] = field(
+        default="direct", metadata={"help": "prompt format: direct, reasoning or official"}
+    )
+    max_new_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "answer budget for every sample (None: the benchmark's for direct/official, "
+            "reasoning_max_new_tokens for reasoning)"
+        },
+    )
     reasoning_max_new_tokens: int = field(default=512, metadata={"help": "answer budget of the reasoning format"})
     system: str | None = field(default=None, metadata={"help": "system prompt (None: the chat template's)"})
     judge_model: str | None = field(default=None, metadata={"help": "LLM judge model name (None: no judge)"})
-    judge_base_url: str | None = field(default=None, metadata={
-        "help": "OpenAI-compatible endpoint of the judge (default $OPENAI_BASE_URL)"})
+    judge_base_url: str | None = field(
+        default=None, metadata={"help": "OpenAI-compatible endpoint of the judge (default $OPENAI_BASE_URL)"}
+    )
     judge_api_key: str | None = field(default=None, metadata={"help": "judge API key (default $OPENAI_API_KEY)"})
     judge_concurrency: int = field(default=8, metadata={"help": "judge requests in flight"})
     out: str = field(default="runs/eval", metadata={"help": "output folder (predictions, results, judge cache)"})
     verbose: bool = field(default=False, metadata={"help": "print a few samples per benchmark"})
-    icu: bool = field(default=False, metadata={
-        "help": "interaction cue utilization, textual and attention (eager attention), where annotations allow"})
-    icu_layers: Literal["mean", "last"] = field(default="mean", metadata={"help": "attention ICU: mean over all layers, or last"})
-    retry_skipped: bool = field(default=False, metadata={
-        "help": "on resume, retry every sample skipped before (those skipped for a missing or unreadable file are "
-                "always retried)"})
-    overwrite: bool = field(default=False, metadata={
-        "help": "out holds predictions of other settings or another model: delete them (the judge cache stays) "
-                "instead of refusing"})
+    icu: bool = field(
+        default=False,
+        metadata={
+            "help": "interaction cue utilization, textual and attention (eager attention), where annotations allow"
+        },
+    )
+    icu_layers: Literal["mean", "last"] = field(
+        default="mean", metadata={"help": "attention ICU: mean over all layers, or last"}
+    )
+    retry_skipped: bool = field(
+        default=False,
+        metadata={
+            "help": "on resume, retry every sample skipped before (those skipped for a missing or unreadable file are "
+            "always retried)"
+        },
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "out holds predictions of other settings or another model: delete them (the judge cache stays) "
+            "instead of refusing"
+        },
+    )
     dtype: Dtype = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
     device: Device = field(default="auto", metadata={"help": "auto, cpu or cuda"})
     progress: bool = field(default=True, metadata={"help": "progress bars"})
-    report_to: str | list[str] = field(default="none", metadata={
-        "help": "trackers for every metric, per benchmark and split (eval/<benchmark>/<split>/<metric>): none, "
-                "tensorboard, wandb, trackio, or a list"})
-    tracking_step: int = field(default=0, metadata={
-        "help": "the step the metrics are logged at in the trackers (e.g. the evaluated checkpoint's training step)"})
-    dist_timeout_minutes: float = field(default=360.0, metadata={
-        "help": "torch.distributed timeout: the longest a rank waits at the barrier for the others"})
+    report_to: str | list[str] = field(
+        default="none",
+        metadata={
+            "help": "trackers for every metric, per benchmark and split (eval/<benchmark>/<split>/<metric>): none, "
+            "tensorboard, wandb, trackio, or a list"
+        },
+    )
+    tracking_step: int = field(
+        default=0,
+        metadata={
+            "help": "the step the metrics are logged at in the trackers (e.g. the evaluated checkpoint's training step)"
+        },
+    )
+    dist_timeout_minutes: float = field(
+        default=360.0,
+        metadata={"help": "torch.distributed timeout: the longest a rank waits at the barrier for the others"},
+    )
 
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.data, str):
             self.data = [d.strip() for d in self.data.split(",") if d.strip()]
-        check_fields(self, choices={"view": VIEWS, "fmt": FORMATS, "icu_layers": ("mean", "last"),
-                                    "dtype": DTYPES, "device": DEVICES},
-                     ranges={"batch_size": "[1, inf)", "limit": "[0, inf)", "frames": "[1, inf)",
-                             "max_new_tokens": "[1, inf)", "reasoning_max_new_tokens": "[1, inf)",
-                             "judge_concurrency": "[1, inf)", "dist_timeout_minutes": "(0, inf)",
-                             "tracking_step": "[0, inf)"})
+        check_fields(
+            self,
+            choices={"view": VIEWS, "fmt": FORMATS, "icu_layers": ("mean", "last"), "dtype": DTYPES, "device": DEVICES},
+            ranges={
+                "batch_size": "[1, inf)",
+                "limit": "[0, inf)",
+                "frames": "[1, inf)",
+                "max_new_tokens": "[1, inf)",
+                "reasoning_max_new_tokens": "[1, inf)",
+                "judge_concurrency": "[1, inf)",
+                "dist_timeout_minutes": "(0, inf)",
+                "tracking_step": "[0, inf)",
+            },
+        )
         check_report_to("report_to", self.report_to)
         if self.frames is not None:
             if self.nframes is not None and self.nframes != self.frames:
-                raise ValueError(f"frames ({self.frames}) and nframes ({self.nframes}) disagree: frames is the old "
-                                 f"name of nframes; give nframes only")
+                raise ValueError(
+                    f"frames ({self.frames}) and nframes ({self.nframes}) disagree: frames is the old "
+                    f"name of nframes; give nframes only"
+                )
             self.nframes, self.frames = self.frames, None
 
     def public(self) -> dict:
@@ -143,10 +224,14 @@ class EvalConfig(ClipSpec):
 # ----------------------------------------------------------------------------------------------
 # Distributed
 
+
 def dist_info() -> tuple[int, int, int]:
     """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) without it."""
-    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
-            int(os.environ.get("LOCAL_RANK", "0")))
+    return (
+        int(os.environ.get("RANK", "0")),
+        int(os.environ.get("WORLD_SIZE", "1")),
+        int(os.environ.get("LOCAL_RANK", "0")),
+    )
 
 
 def init_distributed(timeout_minutes: float) -> bool:
@@ -185,6 +270,7 @@ def shard(samples: list, rank: int, world: int) -> list:
 
 # ----------------------------------------------------------------------------------------------
 # Prediction files
+
 
 def read_predictions(folder: Path, fps: dict[str, str] | None = None) -> dict[str, dict]:
     """Every record of every `predictions.rank*.jsonl` in `folder`, by sample id. With `fps`
@@ -229,8 +315,10 @@ def check_run(out: Path, key: dict, overwrite: bool = False) -> None:
         return
     what = ", ".join(f"{k}: {old.get(k, '<absent>')!r} then, {key[k]!r} now" for k in diff)
     if not overwrite:
-        raise ValueError(f"{out}: holds predictions made with other settings ({what}); choose another --out, or "
-                         f"pass --overwrite to delete them")
+        raise ValueError(
+            f"{out}: holds predictions made with other settings ({what}); choose another --out, or "
+            f"pass --overwrite to delete them"
+        )
     import shutil
 
     print(f"{out}: --overwrite: deleting predictions made with other settings ({what})", flush=True)
@@ -242,6 +330,7 @@ def check_run(out: Path, key: dict, overwrite: bool = False) -> None:
 
 # ----------------------------------------------------------------------------------------------
 # Samples -> inputs
+
 
 class Skip(Exception):
     """A sample that cannot be evaluated; `reason` is the counter's key."""
@@ -264,7 +353,8 @@ def _skip_reason(sample: Sample, e: Exception) -> str:
 def prepare(sample: Sample, bench, cfg: EvalConfig, scfg) -> tuple[list[dict], Any, Any]:
     """(messages, visual for `encode`, clip or None) of one sample under the configured view;
     raises `Skip`. The blind view with blind_mode='none' opens no file."""
-    from ego3s.data.video import VideoError, sample_view
+    from ego3s.data.video import VideoError
+    from ego3s.data.views import sample_view
 
     if cfg.view == "context" and (sample.interaction is None or not sample.interaction.boxes):
         raise Skip("no_interaction", f"sample {sample.id!r}: the context view needs interaction boxes")
@@ -318,6 +408,7 @@ def length_key(sample: Sample, text_tokens: int, cfg: EvalConfig) -> tuple:
 # ----------------------------------------------------------------------------------------------
 # Generation
 
+
 def _bench_folder(out: Path, bench) -> Path:
     return out / bench.name
 
@@ -344,9 +435,19 @@ def _load_benchmark(name: str, cfg: EvalConfig):
     return bench, path, samples
 
 
-def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConfig, pred_path: Path, *,
-                   done: set[str], rank: int, on_batch: Callable[[int], None] | None = None,
-                   fps: dict[str, str] | None = None) -> dict:
+def generate_shard(
+    model,
+    processor,
+    bench,
+    samples: list[Sample],
+    cfg: EvalConfig,
+    pred_path: Path,
+    *,
+    done: set[str],
+    rank: int,
+    on_batch: Callable[[int], None] | None = None,
+    fps: dict[str, str] | None = None,
+) -> dict:
     """Generate this rank's remaining samples of one benchmark; append each result to `pred_path`,
     with the sample's fingerprint (`fps`, computed here when not given) so that a later run
     serves it only for the same sample."""
@@ -366,22 +467,32 @@ def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConf
     tok = processor.tokenizer
     texts = [bench.question_text(s, cfg.fmt) for s in todo]
     lengths = [len(ids) for ids in tok(texts, add_special_tokens=False)["input_ids"]] if todo else []
-    order = sorted(range(len(todo)), key=lambda i: (answer_budget(todo[i], bench, cfg),
-                                                    length_key(todo[i], lengths[i], cfg), todo[i].id), reverse=True)
+    order = sorted(
+        range(len(todo)),
+        key=lambda i: (answer_budget(todo[i], bench, cfg), length_key(todo[i], lengths[i], cfg), todo[i].id),
+        reverse=True,
+    )
     todo = [todo[i] for i in order]
     stats = Counter()
-    bar = tqdm(total=len(todo), desc=f"[rank {rank}] {bench.name}", unit="sample", position=rank,
-               leave=rank == 0, disable=not cfg.progress)
+    bar = tqdm(
+        total=len(todo),
+        desc=f"[rank {rank}] {bench.name}",
+        unit="sample",
+        position=rank,
+        leave=rank == 0,
+        disable=not cfg.progress,
+    )
     for start in range(0, len(todo), cfg.batch_size):
-        batch = todo[start:start + cfg.batch_size]
+        batch = todo[start : start + cfg.batch_size]
         ready = []
         for s in batch:
             t0 = time.perf_counter()
             try:
                 msgs, vis, clip = prepare(s, bench, cfg, scfg)
             except Skip as e:
-                append_jsonl(pred_path, {"id": s.id, "fp": fps[s.id], "rank": rank, "skipped": e.reason,
-                                         "error": str(e)})
+                append_jsonl(
+                    pred_path, {"id": s.id, "fp": fps[s.id], "rank": rank, "skipped": e.reason, "error": str(e)}
+                )
                 stats[f"skipped_{e.reason}"] += 1
                 continue
             ready.append((s, msgs, vis, clip, time.perf_counter() - t0))
@@ -397,22 +508,35 @@ def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConf
                     groups += [[g] for g in group]
                     continue
                 s = group[0][0]
-                append_jsonl(pred_path, {"id": s.id, "fp": fps[s.id], "rank": rank, "skipped": "bad_input",
-                                         "error": str(e)[:500]})
+                append_jsonl(
+                    pred_path,
+                    {"id": s.id, "fp": fps[s.id], "rank": rank, "skipped": "bad_input", "error": str(e)[:500]},
+                )
                 stats["skipped_bad_input"] += 1
                 continue
-            answers, info = generate_batch(model, processor, enc, [answer_budget(s, bench, cfg) for s, *_ in group],
-                                           static_cache=cfg.static_cache)
+            answers, info = generate_batch(
+                model, processor, enc, [answer_budget(s, bench, cfg) for s, *_ in group], static_cache=cfg.static_cache
+            )
             for (s, msgs, _vis, clip, t_load), ids, n_prompt in zip(group, answers, info["prompt_tokens"]):
                 output = tok.decode(ids, skip_special_tokens=True)
-                rec = {"id": s.id, "fp": fps[s.id], "rank": rank, "output": output, "extracted": bench.extract(s, output),
-                       "prompt_tokens": int(n_prompt), "new_tokens": len(ids), "t_load": round(t_load, 4),
-                       "t_generate": round(info["seconds"], 4), "batch_size": info["batch_size"]}
+                rec = {
+                    "id": s.id,
+                    "fp": fps[s.id],
+                    "rank": rank,
+                    "output": output,
+                    "extracted": bench.extract(s, output),
+                    "prompt_tokens": int(n_prompt),
+                    "new_tokens": len(ids),
+                    "t_load": round(t_load, 4),
+                    "t_generate": round(info["seconds"], 4),
+                    "batch_size": info["batch_size"],
+                }
                 if cfg.icu and clip is not None and s.interaction is not None and s.interaction.boxes:
                     t1 = time.perf_counter()
                     try:
-                        rec["icu_attention"] = attention_icu(model, processor, msgs, clip, ids, s.interaction.boxes,
-                                                             layers=cfg.icu_layers)
+                        rec["icu_attention"] = attention_icu(
+                            model, processor, msgs, clip, ids, s.interaction.boxes, layers=cfg.icu_layers
+                        )
                     except (ValueError, RuntimeError) as e:
                         rec["icu_error"] = str(e)[:300]
                     rec["t_icu"] = round(time.perf_counter() - t1, 4)
@@ -428,6 +552,7 @@ def generate_shard(model, processor, bench, samples: list[Sample], cfg: EvalConf
 
 # ----------------------------------------------------------------------------------------------
 # The runner
+
 
 def run_eval(cfg: EvalConfig, model=None, processor=None, echo: Callable[[str], None] | None = None) -> dict:
     """Evaluate `cfg.model` on `cfg.data`; see the module docstring. Returns the results dict on
@@ -466,8 +591,9 @@ def _run_eval(cfg: EvalConfig, model, processor, echo) -> dict:
         if model is None:
             if not cfg.model:
                 raise ValueError("no model given (model: a local model folder)")
-            model, processor = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device,
-                                          attn_implementation="eager" if cfg.icu else None)
+            model, processor = load_model(
+                cfg.model, dtype=cfg.dtype, device=cfg.device, attn_implementation="eager" if cfg.icu else None
+            )
         elif cfg.icu and getattr(model.config, "_attn_implementation", "eager") != "eager":
             model.set_attn_implementation("eager")
         fingerprint = model_fingerprint(cfg.model if cfg.model and Path(cfg.model).is_dir() else model)
@@ -499,12 +625,29 @@ def _run_eval(cfg: EvalConfig, model, processor, echo) -> dict:
                 cfolder.mkdir(parents=True, exist_ok=True)
                 crecords = read_predictions(cfolder, fps[bench.name])
                 cdone = {i for i, r in crecords.items() if is_done(r, cfg.retry_skipped)}
-                plans.append((bench, path, [s for s in samples if _annotated(s)],
-                              cfolder / f"predictions.rank{rank}.jsonl", cdone, ccfg))
+                plans.append(
+                    (
+                        bench,
+                        path,
+                        [s for s in samples if _annotated(s)],
+                        cfolder / f"predictions.rank{rank}.jsonl",
+                        cdone,
+                        ccfg,
+                    )
+                )
         barrier()  # every rank has read the files before anyone appends to them
         for bench, _path, samples, pred_path, done, pcfg in plans:
-            stats = generate_shard(model, processor, bench, shard(samples, rank, world), pcfg, pred_path, done=done,
-                                   rank=rank, fps=fps[bench.name])
+            stats = generate_shard(
+                model,
+                processor,
+                bench,
+                shard(samples, rank, world),
+                pcfg,
+                pred_path,
+                done=done,
+                rank=rank,
+                fps=fps[bench.name],
+            )
             if pcfg is cfg:
                 gen_stats[bench.name] = stats
             else:
@@ -518,22 +661,33 @@ def _run_eval(cfg: EvalConfig, model, processor, echo) -> dict:
         if cfg.judge_model and any(b.needs_judge for b, _, _ in loaded):
             from ego3s.judge import Judge
 
-            judge = Judge(cfg.judge_model, base_url=cfg.judge_base_url, api_key=cfg.judge_api_key,
-                          cache=out / "judge_cache.jsonl", concurrency=cfg.judge_concurrency)
-        results = {"model": cfg.model, "model_fingerprint": fingerprint, "world_size": world,
-                   "config": cfg.public(), "benchmarks": {}}
+            judge = Judge(
+                cfg.judge_model,
+                base_url=cfg.judge_base_url,
+                api_key=cfg.judge_api_key,
+                cache=out / "judge_cache.jsonl",
+                concurrency=cfg.judge_concurrency,
+            )
+        results = {
+            "model": cfg.model,
+            "model_fingerprint": fingerprint,
+            "world_size": world,
+            "config": cfg.public(),
+            "benchmarks": {},
+        }
         for bench, path, samples in loaded:
             folder = _bench_folder(out, bench)
             records = read_predictions(folder, fps[bench.name])
             crecords = read_predictions(folder / CONTEXT_DIR, fps[bench.name]) if reliance else None
-            summary, rows = score_benchmark(bench, path, samples, records, cfg, judge=judge,
-                                            context_records=crecords)
+            summary, rows = score_benchmark(bench, path, samples, records, cfg, judge=judge, context_records=crecords)
             summary["this_run"] = gen_stats.get(bench.name, {})
             summary["rank_files"] = sorted(p.name for p in folder.glob(PRED_GLOB))
             if "submission" in summary:
                 write_json(folder / "submission.json", summary.pop("submission"))
-            write_text(folder / "per_sample.jsonl",
-                       "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+            write_text(
+                folder / "per_sample.jsonl",
+                "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows),
+            )
             results["benchmarks"][bench.name] = summary
             if cfg.verbose and echo is not None:
                 echo(examples_text(bench, samples, records))
@@ -549,8 +703,9 @@ def _run_eval(cfg: EvalConfig, model, processor, echo) -> dict:
             echo(results_table(results))
         empty = [name for name, b in results["benchmarks"].items() if not b["n_scored"]]
         if empty:
-            raise skips.nothing_produced("eval", f"evaluated 0 samples of {', '.join(empty)} (results in "
-                                         f"{out / 'results.md'})", results["skips"])
+            raise skips.nothing_produced(
+                "eval", f"evaluated 0 samples of {', '.join(empty)} (results in {out / 'results.md'})", results["skips"]
+            )
         return results
     finally:
         if owned:

@@ -41,11 +41,28 @@ from ego3s.models.tiny import (
 
 MINI_VERSION = 1
 VOCAB = 2048
-TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4,
-            num_key_value_heads=2, mrope_section=[4, 6, 6])
-VISION = dict(depth=2, hidden_size=128, intermediate_size=256, num_heads=4, hidden_act="silu", in_channels=3,
-              patch_size=14, spatial_merge_size=2, temporal_patch_size=2, tokens_per_second=2,
-              window_size=112, fullatt_block_indexes=[1])
+TEXT = dict(
+    hidden_size=128,
+    intermediate_size=384,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    mrope_section=[4, 6, 6],
+)
+VISION = dict(
+    depth=2,
+    hidden_size=128,
+    intermediate_size=256,
+    num_heads=4,
+    hidden_act="silu",
+    in_channels=3,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    tokens_per_second=2,
+    window_size=112,
+    fullatt_block_indexes=[1],
+)
 
 
 def egosynth_corpus() -> str:
@@ -56,10 +73,13 @@ def egosynth_corpus() -> str:
     lines = [prompts.REASONING_CLOSED, prompts.REASONING_OPEN, prompts.DIRECT_CLOSED, prompts.DIRECT_OPEN]
     for o in es._O:
         for n in o.names():
-            lines += [f"<think>I watch my left hand: it takes the {n} (put).</think><answer>{n}</answer>",
-                      f"What did I do with the {n} before putting it down? A. the {n} B. {n}"]
-        lines.append(f"I was {o.activity} in the {o.scene}. I am in the {o.scene} and think about what "
-                     f"usually happens here.")
+            lines += [
+                f"<think>I watch my left hand: it takes the {n} (put).</think><answer>{n}</answer>",
+                f"What did I do with the {n} before putting it down? A. the {n} B. {n}",
+            ]
+        lines.append(
+            f"I was {o.activity} in the {o.scene}. I am in the {o.scene} and think about what usually happens here."
+        )
     for d in es.DESTINATIONS.values():
         lines.append(f"Where did I put it? {d.phrase}. What did I put {d.prep} the {d.name}?")
     lines += [f"I {v}. <answer>{v}</answer>" for v in es.VERBS.values()]
@@ -79,10 +99,17 @@ def mini_config(tokenizer, *, initializer_range: float = 0.02):
     if sum(section) * 2 != head_dim:
         raise ValueError(f"mrope_section {section} does not sum to head_dim / 2 = {head_dim // 2}")
     text = dict(
-        vocab_size=len(tokenizer), **t, hidden_act="silu", max_position_embeddings=4096, rms_norm_eps=1e-6,
-        use_sliding_window=False, initializer_range=initializer_range,
+        vocab_size=len(tokenizer),
+        **t,
+        hidden_act="silu",
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        use_sliding_window=False,
+        initializer_range=initializer_range,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
-        bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=None,
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
     )
     vision = {**VISION, "out_hidden_size": TEXT["hidden_size"], "initializer_range": initializer_range}
     return Qwen2_5_VLConfig(text_config=text, vision_config=vision, tie_word_embeddings=True, **_vision_ids(tokenizer))
@@ -106,8 +133,9 @@ def build_mini(out_dir: str | os.PathLike, *, seed: int = 0, force: bool = False
             torch.manual_seed(seed)
             model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()
         eos = [tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.convert_tokens_to_ids("<|endoftext|>")]
-        model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=tokenizer.pad_token_id,
-                                                   do_sample=False)
+        model.generation_config = GenerationConfig(
+            eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, do_sample=False
+        )
         model.save_pretrained(tmp)
         make_processor(tokenizer, template).save_pretrained(tmp)
         return {"transformers": transformers.__version__, "parameters": sum(p.numel() for p in model.parameters())}

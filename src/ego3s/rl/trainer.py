@@ -277,7 +277,8 @@ class VideoGRPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ encoding prompts ourselves
     def _encode_rows(self, inputs: list[dict]) -> None:
         """Encode each row's prompt with its clip (one decode per distinct sample)."""
-        from ego3s.data.video import ClipSpec, VideoError, sample_view
+        from ego3s.data.video import ClipSpec, VideoError
+        from ego3s.data.views import sample_view
 
         cfg = ClipSpec(**{k: v for k, v in self.ego_sampling.items() if k in ClipSpec.__dataclass_fields__})
         cache: dict[str, tuple] = {}

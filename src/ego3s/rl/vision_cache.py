@@ -73,7 +73,7 @@ class VisionCache:
             feats = tuple(self.store[k] for k in keys)
             current = set(keys)
             extra = len(self.store) - max(self.max_items, len(current))
-            for k in [k for k in self.store if k not in current][:max(0, extra)]:
+            for k in [k for k in self.store if k not in current][: max(0, extra)]:
                 del self.store[k]  # oldest first (dicts keep insertion order), never this call's clips
             return _Features(feats)
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from ego3s.config import ConfigError, check_fields
 from ego3s.data.schema import LETTERS, Sample
-from ego3s.data.video import VIEWS, ClipSpec, VideoError, load_sample_clip, sample_view
+from ego3s.data.video import VIEWS, ClipSpec, VideoError, load_sample_clip
+from ego3s.data.views import sample_view
 from ego3s.models.prompts import build_messages, target_text
 from ego3s.select.cache import ScoreCache
 

@@ -84,7 +84,8 @@ class ClipCollator:
         import json
 
         from ego3s.data.schema import Sample
-        from ego3s.data.video import VideoError, sample_view
+        from ego3s.data.video import VideoError
+        from ego3s.data.views import sample_view
         from ego3s.models.inputs import encode
         from ego3s.models.prompts import build_messages, target_text
 

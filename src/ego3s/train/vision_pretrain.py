@@ -52,7 +52,7 @@ def token_box_targets(
     """(tokens,) 0/1: does the cell of each merged token (raster order t, h, w, as the tower
     outputs them) overlap an interaction box (only the objects' with `objects_only`, not the
     hands') in any frame of its temporal patch?"""
-    from ego3s.data.video import boxes_at
+    from ego3s.data.views import boxes_at
 
     t_n, h_n, w_n = (int(x) for x in grid_thw)
     hh, ww = h_n // merge, w_n // merge
@@ -186,7 +186,8 @@ class _Encoded(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, i):
-        from ego3s.data.video import VideoError, load_sample_clip, make_view
+        from ego3s.data.video import VideoError, load_sample_clip
+        from ego3s.data.views import make_view
         from ego3s.train.collator import sample_view_name
 
         s = self.samples[i]
