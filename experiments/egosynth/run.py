@@ -651,7 +651,7 @@ def _cell(v: dict, digits: int = 1) -> str:
 
 def table_markdown(t: dict, cfg: dict) -> str:
     lines = [
-        "# EgoSynth reproduction table (issue #9)",
+        "# EgoSynth reproduction table",
         "",
         f"Device(s): {', '.join(t['devices']) or '-'}. Base model(s): {', '.join(t['base_models']) or '-'}"
         + (" (**more than one: rows were made from different warm-ups**)" if len(t["base_models"]) > 1 else "")
@@ -791,7 +791,7 @@ def _rolling(ys, k: int) -> list[float]:
 
 
 def plot_rewards(root: Path, t: dict, path: Path, names=("ego3s", "csm_irl", "csm", "full"), smooth: int = 1) -> None:
-    """Training curves per step (issue #5): total, accuracy and interaction reward, interaction-object
+    """Training curves per step: total, accuracy and interaction reward, interaction-object
     mentions (the last two logged by the rows with the interaction reward) and the share of
     zero-variance groups. `smooth` > 1 draws each step faintly under its trailing mean over
     `smooth` steps and marks ECR refreshes (dashed), for long runs."""

@@ -1,5 +1,5 @@
 """Why a left-padded batch decodes 10x slower through the compiled static-cache step (H200,
-session 5) while one prompt repeated G times gains 1.55x. Times `new` greedy tokens for a batch
+the 2026-11-26 complete-table study) while one prompt repeated G times gains 1.55x. Times `new` greedy tokens for a batch
 of 8 prompts, unpadded (one prompt x 8) and padded (8 prompts of different lengths), three ways:
 transformers' dynamic cache, transformers' own static cache (`cache_implementation="static"`),
 and ego3s's shared-prefix static copy (`group_generate(..., static_cache=True)`). Run it with

@@ -133,7 +133,7 @@ def test_rows_run_in_the_order_given_with_limr_after_full():
 
 
 def test_select_only_prepares_and_selects_without_rows(smoke):
-    """--select-only: the quick loop for iterating on the base model (issue #4's evidence)."""
+    """--select-only: the quick loop for iterating on the base model."""
     drv, out, _ = smoke
     before = sorted(p.name for p in (out / "rows").iterdir())
     assert drv.main(["--smoke", "--out", str(out), "--select-only", "csm,s1"]) == 0

@@ -268,7 +268,7 @@ def test_shipped_sft_config_loads():
 
 def test_reasoning_warmup_trains_a_share_in_the_direct_format(tiny_model_dir, synth):
     """A base model that only saw <think> gives CSM's direct-answer likelihoods noise (H200,
-    session 4: s_full = s_context = s_blind); `direct_share` trains that share answer-only."""
+    the first 2026-11-26 H200 study: s_full = s_context = s_blind); `direct_share` trains that share answer-only."""
     from ego3s.data.io import read_jsonl
     from ego3s.models.loading import load_model
     from ego3s.train.collator import sample_format
@@ -313,7 +313,7 @@ def test_collator_skips_and_lists_an_unreadable_clip(tiny_model_dir, synth, tmp_
 
 def test_context_share_masks_the_interaction_of_typical_samples_only(tiny_model_dir, synth):
     """A base that never saw a hidden hand cannot fall back on the scene, and CSM's fine filter then
-    keeps typical samples (session 5: s_context 0.30 vs s_full 0.61 on typical object questions)."""
+    keeps typical samples (the 2026-11-26 complete-table study: s_context 0.30 vs s_full 0.61 on typical object questions)."""
     import torch
 
     from ego3s.data.io import read_jsonl
