@@ -8,7 +8,7 @@ import math
 import zlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cache, lru_cache
 from pathlib import Path
 
@@ -66,6 +66,10 @@ X264_PRESETS = (
     "veryslow",
     "placebo",
 )
+
+
+# the keys that shrink the world (docs/egosynth.md, "Smaller worlds"); a sample records those not at default
+WORLD_KEYS = ("scenes", "objects_per_scene", "object_scale", "max_distractors")
 
 
 @dataclass(frozen=True)
@@ -162,16 +166,8 @@ class EgoSynthConfig:
     def world(self) -> dict:
         """The world keys that differ from the full catalog's defaults (recorded in each sample's
         `meta.generator`, so that the oracles and the checker know the catalog in use)."""
-        out = {}
-        for name, default in (
-            ("scenes", len(SCENE_NAMES)),
-            ("objects_per_scene", 5),
-            ("object_scale", 1.0),
-            ("max_distractors", 4),
-        ):
-            if getattr(self, name) != default:
-                out[name] = getattr(self, name)
-        return out
+        defaults = {f.name: f.default for f in fields(self) if f.name in WORLD_KEYS}
+        return {k: getattr(self, k) for k in WORLD_KEYS if getattr(self, k) != defaults[k]}
 
     def p_of(self, split: str) -> float:
         for name, _, p in self.splits():
@@ -229,7 +225,8 @@ def catalog_of(scenes: int = 6, objects_per_scene: int = 5) -> tuple[tuple[str, 
 def _meta_catalog(m: dict) -> dict[str, tuple[str, ...]]:
     """{scene: objects in use} of the world a sample was generated in (its `meta.generator`)."""
     gen = m.get("generator") or {}
-    return catalog_of(int(gen.get("scenes", len(SCENE_NAMES))), int(gen.get("objects_per_scene", 5)))[1]
+    full = EgoSynthConfig()
+    return catalog_of(int(gen.get("scenes", full.scenes)), int(gen.get("objects_per_scene", full.objects_per_scene)))[1]
 
 
 def _pick(rng, seq):
