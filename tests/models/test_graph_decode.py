@@ -261,3 +261,28 @@ def test_padded_evaluation_batch_through_the_loop_answers_as_one_at_a_time(loade
     ]
     assert batched == alone and all(alone)
     assert model._ego_graph_decode[2].rows == 2  # the loop decoded the batch
+
+
+def test_fused_projections_follow_weight_updates_and_are_undone_after_the_loop(loaded):
+    """The loop's one-product query/key/value projections: after an in-place update of the
+    weights (what an optimizer step does between rollouts) the loop decodes with the new weights,
+    as stock `generate` does; outside the loop the projections are the model's own again."""
+    model, processor = loaded
+    msgs, clips, inputs = _inputs(processor)
+    gc = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+    attn = model.model.language_model.layers[0].self_attn
+    with torch.no_grad():
+        group_generate(model, inputs, G, gc, static_cache=True, decoder="graph")
+        assert graph_decode.FUSE_QKV and model._ego_fused_qkv.layers  # the loop fused them
+        assert all("forward" not in p.__dict__ for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        old = [p.weight.clone() for p in (attn.k_proj, attn.v_proj)]
+        try:
+            attn.k_proj.weight.mul_(-1.5)
+            attn.v_proj.weight.add_(0.5)
+            stock = _stock(model, processor, msgs, clips, gc)
+            loop = group_generate(model, inputs, G, gc, static_cache=True, decoder="graph")
+        finally:
+            attn.k_proj.weight.copy_(old[0])
+            attn.v_proj.weight.copy_(old[1])
+        before = _stock(model, processor, msgs, clips, gc)
+    assert torch.equal(loop, stock) and not torch.equal(stock, before)

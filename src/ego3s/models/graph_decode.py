@@ -30,9 +30,18 @@ gather the weights afresh for each generation); where capture fails the step run
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
+
+from ego3s.models import split_kv
+
+# the decode step's attention: "split-kv" (default, where Triton runs) or "sdpa"; read once
+SPLIT_KV = os.environ.get("EGO3S_DECODE_ATTENTION", "split-kv") == "split-kv"
+# the query, key and value projections as one product per layer in the loop (`_FusedQKV`); "0": three
+FUSE_QKV = os.environ.get("EGO3S_DECODE_FUSED_QKV", "1") != "0"
 
 # GenerationConfig fields whose non-neutral values change the tokens in ways this loop does not
 # implement; any of them set sends the call back to `generate`.
@@ -167,11 +176,19 @@ def choose(scores: torch.Tensor, u: torch.Tensor, s: Sampling) -> torch.Tensor:
     return _inverse_cdf(scores, u)
 
 
-@torch.compiler.disable  # inductor (torch 2.11) fails to generate its cumsum over a 152k vocabulary; eager
-def _inverse_cdf(scores: torch.Tensor, u: torch.Tensor) -> torch.Tensor:  # kernels are captured all the same
+@torch.library.custom_op("ego3s::inverse_cdf", mutates_args=())
+def _inverse_cdf(scores: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """An op of its own, opaque to torch.compile: inductor (torch 2.11) fails to generate its
+    cumsum over a 152k vocabulary; as an op the compiled step keeps one graph (no break), and
+    its eager kernels are captured in the CUDA graph all the same."""
     cdf = scores.softmax(-1).cumsum(-1)
     x = (u.to(cdf.dtype) * cdf[:, -1]).unsqueeze(-1)
     return torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp_(max=scores.shape[-1] - 1)
+
+
+@_inverse_cdf.register_fake
+def _(scores, u):
+    return scores.new_empty(scores.shape[:-1], dtype=torch.long)
 
 
 class _Buffers:
@@ -213,10 +230,14 @@ def _packed_gqa_sdpa(module, query, key, value, attention_mask, **kwargs):
     head become rows of one query, so the keys and values are read as stored. transformers'
     SDPA path with a mask repeats them per query head instead (`repeat_kv`, a copy of the whole
     cache per layer per step: 7x the cache's bytes for Qwen2.5-VL-7B's 28 query and 4 key/value
-    heads) in 5.17, and under torch.compile in later versions too. Prompts (more than one query
-    token) go to transformers' SDPA unchanged."""
+    heads) in 5.17, and under torch.compile in later versions too. Where Triton runs (CUDA), the
+    step takes the split-KV kernel instead (`ego3s.models.split_kv`: the same packing, with the
+    cached positions spread over the whole GPU); `EGO3S_DECODE_ATTENTION=sdpa` keeps SDPA. Prompts
+    (more than one query token) go to transformers' SDPA unchanged."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+    if SPLIT_KV and split_kv.usable(query, key, value, attention_mask):
+        return split_kv.attention(query, key, value, attention_mask, kwargs.get("scaling")), None
     groups = getattr(module, "num_key_value_groups", 1)
     if query.shape[2] != 1 or groups == 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
@@ -268,6 +289,108 @@ class _attention:
         self.cfg._attn_implementation = self.old
 
 
+def _linear(m):
+    """The plain `nn.Linear` computing `m`'s base output (under a LoRA wrapper, its base layer)."""
+    m = getattr(m, "base_layer", m)
+    return m if type(m) is torch.nn.Linear else None
+
+
+class _FusedQKV:
+    """The text layers' query, key and value projections as one matrix product per layer while
+    the loop decodes. Why: at 8 rows the three products are matrix-vector work bound by reading
+    the weights, and the two small ones (512 outputs each for Qwen2.5-VL-7B) run far below
+    bandwidth; one product over the concatenated weights reads the same bytes in one launch.
+
+    The concatenated weights and biases are copies held with the loop's buffers (0.9 GB for the
+    7B model), refreshed from the parameters at every call (training updates them between
+    rollouts; a copy of 0.9 GB is well under a millisecond on a GPU). During the loop the query
+    projection's `forward` computes all three and hands the key and value parts to the other two
+    (which compute their own if called first); LoRA's own terms are added by its wrapper as
+    before. Projections that are not plain linear layers of one dtype are left alone."""
+
+    def __init__(self, base):
+        self.layers = []
+        for name, m in base.named_modules():
+            if "visual" in name or not all(hasattr(m, p) for p in ("q_proj", "k_proj", "v_proj")):
+                continue
+            lins = [_linear(getattr(m, p)) for p in ("q_proj", "k_proj", "v_proj")]
+            if (
+                any(x is None for x in lins)
+                or len({(x.weight.dtype, x.weight.device, x.in_features) for x in lins}) != 1
+            ):
+                continue
+            if len({x.bias is None for x in lins}) != 1:
+                continue
+            w = lins[0].weight
+            weight = torch.empty(sum(x.out_features for x in lins), w.shape[1], dtype=w.dtype, device=w.device)
+            bias = None if lins[0].bias is None else weight.new_empty(weight.shape[0])
+            self.layers.append((lins, weight, bias, self._forwards(lins, weight, bias)))
+        # the same function objects at every call: a compiled step's guards see the same forwards
+        self.key = self.key_of(base)
+
+    @staticmethod
+    def key_of(base) -> tuple:
+        """What the held copies are valid for: the parameters they copy, and inference mode (its
+        tensors cannot be written outside it)."""
+        names = ("q_proj", "k_proj", "v_proj")
+        ptrs = tuple(
+            t.data_ptr()
+            for n, m in base.named_modules()
+            if "visual" not in n and all(hasattr(m, p) for p in names)
+            for x in (_linear(getattr(m, p)) for p in names)
+            if x is not None
+            for t in (x.weight, x.bias)
+            if t is not None
+        )
+        return (torch.is_inference_mode_enabled(), ptrs)
+
+    @staticmethod
+    def _forwards(lins, weight, bias):
+        sizes = [x.out_features for x in lins]
+        held: dict = {}
+
+        def fused(x):
+            out_q, held["k"], held["v"] = torch.nn.functional.linear(x, weight, bias).split(sizes, -1)
+            return out_q
+
+        def part(lin, name):
+            def forward(x):
+                out = held.pop(name, None)
+                return torch.nn.functional.linear(x, lin.weight, lin.bias) if out is None else out
+
+            return forward
+
+        return fused, part(lins[1], "k"), part(lins[2], "v")
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        for lins, weight, bias, _ in self.layers:
+            torch.cat([x.weight for x in lins], out=weight)
+            if bias is not None:
+                torch.cat([x.bias for x in lins], out=bias)
+
+    def __enter__(self):
+        for lins, _, _, forwards in self.layers:
+            for lin, f in zip(lins, forwards):
+                lin.forward = f
+        return self
+
+    def __exit__(self, *exc):
+        for lins, *_ in self.layers:
+            for x in lins:
+                x.__dict__.pop("forward", None)
+
+
+def fused_qkv(base) -> _FusedQKV:
+    """The model's `_FusedQKV`, kept on it while its parameters stay where they are, refreshed."""
+    held = getattr(base, "_ego_fused_qkv", None)
+    if held is None or held.key != _FusedQKV.key_of(base):
+        base._ego_fused_qkv = None  # free the old copies first
+        held = base._ego_fused_qkv = _FusedQKV(base)
+    held.refresh()
+    return held
+
+
 def _capture(base, cache, b: _Buffers, s: Sampling, cache_kw: str, step, reset, dev):
     """The step captured as a CUDA graph after warm-up steps on a side stream (compilation,
     allocator, lazy initialisation), or None where capture fails (hooks that synchronise, such as
@@ -294,6 +417,26 @@ def _capture(base, cache, b: _Buffers, s: Sampling, cache_kw: str, step, reset, 
 
 def _lengths(cache) -> list[torch.Tensor]:
     return [layer.cumulative_length for layer in cache.layers]
+
+
+def _loop(base, cache, b: _Buffers, g, s: Sampling, cache_kw: str, step, reset, check_every: int) -> int:
+    """The decode steps (graph replays, or eager steps), the host checking for the end of every row
+    every `check_every` steps; returns the steps run."""
+    reset()
+    if not s.greedy:
+        b.u.uniform_()  # from the default generator: seeded runs repeat
+    n = 0
+    with _attention(base, _ATTN):
+        while n < s.max_new:
+            for _ in range(min(check_every, s.max_new - n)):
+                if g:
+                    g.replay()
+                else:
+                    step(base, cache, b, s, cache_kw)
+                n += 1
+            if s.eos and bool(b.done.all()):
+                break
+    return n
 
 
 def decode(
@@ -328,7 +471,8 @@ def decode(
     # a graph reads the weights where they were at capture: any moved tensor (ZeRO-3 or FSDP
     # gathering them afresh for each generation, a reload) means a new capture
     weights = tuple(t.data_ptr() for t in (*base.parameters(), *base.buffers())) if graph else ()
-    key = (rows, s.max_new, mask_len, s, torch.is_inference_mode_enabled(), graph, compile_step, weights)
+    fused = fused_qkv(base) if FUSE_QKV else None
+    key = (rows, s.max_new, mask_len, s, torch.is_inference_mode_enabled(), graph, compile_step, weights, id(fused))
     held = getattr(base, "_ego_graph_decode", None)
     if held is not None and held[0] == key and held[1] is cache:
         b, g = held[2], held[3]
@@ -352,23 +496,11 @@ def decode(
     _register()
     step = _compiled_step() if compile_step else _step
     _ids(s.suppress, dev), _ids(s.eos, dev)  # made before any step (a compiled step would recompile)
-    if graph and g is None:
-        g = _capture(base, cache, b, s, cache_kw, step, reset, dev) or False  # False: failed, not retried
-    base._ego_graph_decode = (key, cache, b, g)
-    reset()
-    if not s.greedy:
-        b.u.uniform_()  # from the default generator: seeded runs repeat
-    n = 0
-    with _attention(base, _ATTN):
-        while n < s.max_new:
-            for _ in range(min(check_every, s.max_new - n)):
-                if g:
-                    g.replay()
-                else:
-                    step(base, cache, b, s, cache_kw)
-                n += 1
-            if s.eos and bool(b.done.all()):
-                break
+    with fused or contextlib.nullcontext():
+        if graph and g is None:
+            g = _capture(base, cache, b, s, cache_kw, step, reset, dev) or False  # False: failed, not retried
+        base._ego_graph_decode = (key, cache, b, g)
+        n = _loop(base, cache, b, g, s, cache_kw, step, reset, check_every)
     out = b.out[:, :n]
     if s.eos and n > 1:  # trim the steps run after every row had finished (all pad)
         first = torch.where(torch.isin(out, _ids(s.eos, dev)), torch.arange(n, device=dev), n).min(1).values
