@@ -121,7 +121,7 @@ def main(argv=None):
         torch.cuda.empty_cache()
     res["table"] = rows
     print(f"device: {C.device_name()}; per layer, {LAYERS} layers in one CUDA graph")
-    print(C.table(["kernel", "ms per layer", "GB/s"], rows))
+    print(C.table(["kernel", "ms per layer", "TB/s"], rows))
     C.write_result(a.out, "decode_kernels", res)
     return 0
 

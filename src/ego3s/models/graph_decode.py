@@ -319,7 +319,9 @@ class _FusedQKV:
                 or len({(x.weight.dtype, x.weight.device, x.in_features) for x in lins}) != 1
             ):
                 continue
-            if len({x.bias is None for x in lins}) != 1:
+            if len({x.bias is None for x in lins}) != 1 or any(
+                tuple(x.weight.shape) != (x.out_features, x.in_features) for x in lins
+            ):  # mixed biases; or weights not held whole here (a sharded model outside its gather)
                 continue
             w = lins[0].weight
             weight = torch.empty(sum(x.out_features for x in lins), w.shape[1], dtype=w.dtype, device=w.device)
@@ -330,19 +332,22 @@ class _FusedQKV:
 
     @staticmethod
     def key_of(base) -> tuple:
-        """What the held copies are valid for: the parameters they copy, and inference mode (its
-        tensors cannot be written outside it)."""
+        """What the held copies fit: the projections (which modules, their shapes, dtypes and
+        devices) and inference mode (its tensors cannot be written outside it). Not where the
+        parameters are: the copies are refreshed from wherever they are at every call, so
+        parameters gathered afresh for each generation (ZeRO-3, FSDP) keep the same copies and
+        the same forwards, which a compiled step's guards see unchanged."""
         names = ("q_proj", "k_proj", "v_proj")
-        ptrs = tuple(
-            t.data_ptr()
-            for n, m in base.named_modules()
-            if "visual" not in n and all(hasattr(m, p) for p in names)
-            for x in (_linear(getattr(m, p)) for p in names)
-            if x is not None
-            for t in (x.weight, x.bias)
-            if t is not None
+        return (
+            torch.is_inference_mode_enabled(),
+            tuple(
+                (id(x), tuple(x.weight.shape), x.weight.dtype, x.weight.device, x.bias is None)
+                for n, m in base.named_modules()
+                if "visual" not in n and all(hasattr(m, p) for p in names)
+                for x in (_linear(getattr(m, p)) for p in names)
+                if x is not None
+            ),
         )
-        return (torch.is_inference_mode_enabled(), ptrs)
 
     @staticmethod
     def _forwards(lins, weight, bias):
@@ -382,7 +387,7 @@ class _FusedQKV:
 
 
 def fused_qkv(base) -> _FusedQKV:
-    """The model's `_FusedQKV`, kept on it while its parameters stay where they are, refreshed."""
+    """The model's `_FusedQKV` (kept on it while its projections keep their shapes), refreshed."""
     held = getattr(base, "_ego_fused_qkv", None)
     if held is None or held.key != _FusedQKV.key_of(base):
         base._ego_fused_qkv = None  # free the old copies first
@@ -498,7 +503,16 @@ def decode(
     _ids(s.suppress, dev), _ids(s.eos, dev)  # made before any step (a compiled step would recompile)
     with fused or contextlib.nullcontext():
         if graph and g is None:
-            g = _capture(base, cache, b, s, cache_kw, step, reset, dev) or False  # False: failed, not retried
+            try:
+                g = _capture(base, cache, b, s, cache_kw, step, reset, dev) or False  # False: failed, not retried
+            except Exception as e:  # noqa: BLE001 - a compiler failure must not stop a rollout
+                if not compile_step:
+                    raise
+                import logging
+
+                logging.getLogger(__name__).warning("decode step not compiled (%s); capturing the eager step", e)
+                step = _step
+                g = _capture(base, cache, b, s, cache_kw, step, reset, dev) or False
         base._ego_graph_decode = (key, cache, b, g)
         n = _loop(base, cache, b, g, s, cache_kw, step, reset, check_every)
     out = b.out[:, :n]

@@ -164,7 +164,7 @@ def split_kv_decode(
     mask: Optional[torch.Tensor],  # noqa: UP045
     scale: float,
 ) -> torch.Tensor:
-    """Attention of one query token per row; see the module docstring (`mask`: `(B, S)` uint8)."""
+    """Attention of one query token per row; see the module docstring (`mask`: `(B, S)` bool)."""
     split, merge = _kernels()
     b, hq, _, d = query.shape
     hk, s = key.shape[1], key.shape[2]
@@ -179,7 +179,8 @@ def split_kv_decode(
     part = torch.empty(b * hk * nsplit * block_m * d, dtype=torch.float32, device=query.device)
     lse = torch.empty(b * hk * nsplit * block_m, dtype=torch.float32, device=query.device)
     out = torch.empty(b, 1, hq, d, dtype=query.dtype, device=query.device)
-    m = mask if mask is not None else k  # any pointer: not read without a mask
+    # the mask's bytes as uint8 (a view; inside the op, where inductor does not lower it)
+    m = mask.view(torch.uint8) if mask is not None else k  # without a mask: any pointer, not read
     ieee = query.dtype == torch.float32
     split[(b * hk, nsplit)](
         q, k, v, m, part, lse,
@@ -210,7 +211,7 @@ def attention(
     scale: Optional[float] = None,  # noqa: UP045
 ) -> torch.Tensor:
     """`(B, 1, Hq, D)` attention output of one query token per row (see the module docstring)."""
-    if mask is not None:  # (B or 1, 1, 1, >= S) bool, see `usable`
-        mask = mask[:, 0, 0, : key.shape[2]].expand(query.shape[0], -1).view(torch.uint8)
+    if mask is not None:  # (B or 1, 1, 1, >= S) bool, see `usable`; views only, no kernel
+        mask = mask[:, 0, 0, : key.shape[2]].expand(query.shape[0], -1)
     scale = float(scale) if scale is not None else 1.0 / math.sqrt(query.shape[-1])
     return split_kv_decode(query, key, value, mask, scale)

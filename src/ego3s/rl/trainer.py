@@ -174,8 +174,9 @@ class VideoGRPOTrainer(GRPOTrainer):
     - `shared_prefix_rollouts`: without vLLM, encode and prefill each group's prompt once and decode
       its G completions from copies of the KV cache (`ego3s.models.generation`); falls back to TRL's path
       when the rows of a group differ or the model is not a patched Qwen2.5-VL;
-    - `static_cache_rollouts`: with shared-prefix rollouts, decode against a static KV cache that
-      transformers compiles (CUDA graphs) on the first rollout (`group_generate(static_cache=True)`);
+    - `static_cache_rollouts`: with shared-prefix rollouts, decode against a static KV cache in
+      ego3s's decode loop (`group_generate(static_cache=True)`; on CUDA the step is compiled on the
+      first rollout and captured as one CUDA graph);
     - `vision_feature_cache`: with the vision tower frozen, encode each clip once per generation
       batch in the log-prob forwards instead of once per row (`ego3s.rl.vision_cache`).
     """
@@ -386,7 +387,12 @@ class VideoGRPOTrainer(GRPOTrainer):
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            out = group_generate(unwrapped, inputs, group, self.generation_config, static_cache=self.ego_static_cache)
+            # on CUDA the decode step is compiled once per run (about 35 s) before its CUDA graph is
+            # captured: 5.5 against 7.3 ms per step for the 7B model (docs/PERFORMANCE.md)
+            decoder = "graph-compiled" if inputs["input_ids"].device.type == "cuda" else "graph"
+            out = group_generate(
+                unwrapped, inputs, group, self.generation_config, static_cache=self.ego_static_cache, decoder=decoder
+            )
         completions = out[:, ids.shape[1] :].cpu()
         # keep each completion up to and including its first EOS, as TRL does
         eos = torch.isin(completions, torch.tensor(self.eos_token_ids))
