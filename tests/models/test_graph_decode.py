@@ -286,3 +286,21 @@ def test_fused_projections_follow_weight_updates_and_are_undone_after_the_loop(l
             attn.v_proj.weight.copy_(old[1])
         before = _stock(model, processor, msgs, clips, gc)
     assert torch.equal(loop, stock) and not torch.equal(stock, before)
+
+
+def test_fused_projections_keep_lora_terms(tiny_model_dir):
+    """Under LoRA the loop fuses the base layers' products and the wrappers add their own terms:
+    greedy tokens equal stock `generate` through the same PEFT model (adapters non-zero)."""
+    from peft import LoraConfig, get_peft_model
+
+    model, processor = load_model(tiny_model_dir, dtype="float32", device="cpu")
+    targets = ["q_proj", "k_proj", "v_proj"]
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, init_lora_weights=False))
+    msgs, clips, inputs = _inputs(processor)
+    gc = GenerationConfig(max_new_tokens=6, do_sample=False, pad_token_id=processor.tokenizer.pad_token_id)
+    with torch.no_grad():
+        stock = _stock(model, processor, msgs, clips, gc)
+        loop = group_generate(model, inputs, G, gc, static_cache=True, decoder="graph")
+    base = model.get_base_model()
+    assert len(base._ego_fused_qkv.layers) == base.config.get_text_config().num_hidden_layers
+    assert torch.equal(loop, stock)
