@@ -14,15 +14,17 @@ def rows_for(r: dict) -> list[list]:
     """(workload, what, figure, ratio) rows of one benchmark's JSON."""
     name = r.get("benchmark")
     if name == "rollout":
-        ratio = {
-            "shared": f"{r['speedup']:.2f}x shared/stock; greedy identical: {r['greedy_identical']}",
-            "shared+static": f"{r.get('speedup_static', 0):.2f}x static/stock",
-        }
+        ratio = {}  # against stock, where the run timed it
+        if "speedup" in r:
+            ratio["shared"] = f"{r['speedup']:.2f}x shared/stock; greedy identical: {r.get('greedy_identical')}"
+        if "speedup_static" in r:
+            ratio["shared+static"] = f"{r['speedup_static']:.2f}x static/stock"
         return [
             [
                 "rollout",
                 f"G={r['group']}, {r['new_tokens']} tokens, {path}",
-                f"{r['tokens_per_s'][path]:.0f} tok/s",
+                f"{r['tokens_per_s'][path]:.0f} tok/s"
+                + (f", {r['decode_step_ms'][path]:.2f} ms/step" if path in r.get("decode_step_ms", {}) else ""),
                 ratio.get(path, ""),
             ]
             for path in r["tokens_per_s"]
@@ -81,6 +83,10 @@ def rows_for(r: dict) -> list[list]:
                 f"{r['speedup']:.2f}x grouped/loop" if m == "grouped" else "",
             ]
             for m, x in r["results"].items()
+        ]
+    if name == "decode_kernels":
+        return [
+            ["decode step, per layer", what, f"{ms * 1e3:.1f} us", f"{tbs:.2f} TB/s"] for what, ms, tbs in r["table"]
         ]
     if name == "decode":
         return [
