@@ -340,7 +340,7 @@ def atypical_share(samples) -> float | None:
 def evaluate(cfg: dict, model: str, egosynth: str, out: Path, icu: bool) -> dict:
     """Evaluate `model` on EgoSynth's two test splits in `egosynth` into `out` (the pipeline's eval
     stage); the metrics the table reads."""
-    from ego3s.eval.runner import EvalConfig
+    from ego3s.eval.run import EvalConfig
     from ego3s.pipeline import evaluate_models
 
     ec = from_dict(EvalConfig, {**cfg["evaluation"], "icu": icu, "paths": {}}, "evaluation.")  # EgoSynth: `egosynth`
@@ -403,7 +403,7 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
     Selection, training and evaluation are the pipeline's stage functions; the curve and the
     timing are the driver's."""
     from ego3s.pipeline import Run, RunConfig, train_policy
-    from ego3s.rl.train import TrainingConfig
+    from ego3s.rl.run import TrainingConfig
 
     spec = cfg["rows"][name]
     d = row_dir(root, name, seed)

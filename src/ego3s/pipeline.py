@@ -36,10 +36,10 @@ from pathlib import Path
 
 from ego3s.config import ConfigError, check_range, check_report_to
 from ego3s.data.egosynth import EgoSynthConfig
-from ego3s.eval.runner import EvalConfig
+from ego3s.eval.run import EvalConfig
 from ego3s.files import folder_lock, write_json
 from ego3s.identity import describe_diff, stable_hash
-from ego3s.rl.train import TrainingConfig
+from ego3s.rl.run import TrainingConfig
 from ego3s.select.run import SelectionConfig
 from ego3s.train.warmup import WarmupConfig
 
@@ -283,7 +283,7 @@ def benchmark_identities(cfg: RunConfig) -> dict:
     path in `evaluation.paths` or under `evaluation.root`): a benchmark rewritten in place makes
     the eval stage run again. The run's own EgoSynth test splits are covered by the data stage."""
     from ego3s.eval.benchmarks import get_benchmark
-    from ego3s.eval.runner import _load_benchmark
+    from ego3s.eval.run import _load_benchmark
     from ego3s.identity import data_fingerprint
 
     out = {}
@@ -378,7 +378,7 @@ def train_policy(
 ) -> dict:
     """RL of `model` on the selected `data` (ECR re-curates from `candidates`) into `folder`,
     resuming its checkpoints; `callbacks` go to the trainer."""
-    from ego3s.rl.train import run_training
+    from ego3s.rl.run import run_training
 
     tc = dataclasses.replace(tc, model=model, data=data, candidates=candidates, out=str(folder))
     trainer = run_training(tc, resume=True, callbacks=callbacks)
@@ -398,7 +398,7 @@ def evaluate_models(
     resuming from its predictions; EgoSynth is read from `egosynth` (a run's own data) unless
     `ec.paths` names it. `steps` (tag -> training step) is each evaluation's step in the trackers.
     Returns tag -> its results.json."""
-    from ego3s.eval.runner import run_eval
+    from ego3s.eval.run import run_eval
 
     paths = dict(ec.paths)
     if egosynth:
