@@ -59,7 +59,7 @@ def _cfg(tiny_model_dir, tmp_path, max_steps):
 
 
 def test_forced_stagnation_refreshes_and_resume_keeps_the_pool(tiny_model_dir, tmp_path, monkeypatch):
-    import ego3s.rl.train as T
+    import ego3s.rl.run as T
 
     monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_right])
     selected = _samples(tmp_path, "sel", 4, True)
@@ -114,7 +114,7 @@ def test_a_refresh_at_the_last_step_is_counted_unused(tiny_model_dir, tmp_path, 
     warns before training, and the refresh that happens anyway is recorded as unused."""
     import logging
 
-    import ego3s.rl.train as T
+    import ego3s.rl.run as T
 
     monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_right])
     selected = _samples(tmp_path, "sel", 4, True)
@@ -185,7 +185,7 @@ def test_an_epoch_keeps_its_length_when_the_pool_shrinks():
 
 
 def test_training_reaches_max_steps_after_the_pool_shrinks(tiny_model_dir, tmp_path, monkeypatch):
-    import ego3s.rl.train as T
+    import ego3s.rl.run as T
 
     monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_right])
     selected = _samples(tmp_path, "sel", 8, True)  # two generation batches of 4 prompts per epoch
