@@ -19,7 +19,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -195,7 +195,7 @@ class Curriculum:
         ids = sorted(self.all_ids)
         return rng.sample(ids, min(self.cfg.probing_set_size, len(ids)))
 
-    def apply_refresh(self, step: int, decision: dict, high_value: list[str], fill: list[str] = ()) -> dict:
+    def apply_refresh(self, step: int, decision: dict, high_value: list[str], fill: Sequence[str] = ()) -> dict:
         """Retire mastered samples, add the newly high-value ones, log the event.
 
         Below `min_pool_size`, the gap is filled from `fill` (the probe's closest CSM misses, best
@@ -206,7 +206,7 @@ class Curriculum:
         keep = [i for i in self.active if i not in retired]
         current = set(self.active)  # "newly" high-value: neither kept nor just retired as mastered
         added = [h for h in dict.fromkeys(high_value) if h not in current]
-        topped = []
+        topped: list[str] = []
         for i in dict.fromkeys(fill):
             if len(keep) + len(added) + len(topped) >= self.cfg.min_pool_size:
                 break
