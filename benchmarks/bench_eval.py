@@ -15,7 +15,7 @@ import _common as C
 
 from ego3s.data import Sample
 from ego3s.eval.benchmarks import get_benchmark
-from ego3s.eval.runner import EvalConfig, generate_shard
+from ego3s.eval.run import EvalConfig, generate_shard
 from ego3s.files import read_log
 
 

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 
 from ego3s.data import Sample
 from ego3s.models.inputs import vision_token_ids
-from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
+from ego3s.rl.run import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.rl.trainer import VideoGRPOTrainer
 from ego3s.train.plumbing import VISION_PREFIXES
 

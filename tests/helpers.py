@@ -34,7 +34,7 @@ def tiny_grpo_config(model, data, out, *, batch: int = 4, **overrides):
     per step on one device, 2 per prompt of at most 4 tokens, 4 frames of at most 56 x 56 pixels,
     float32, no KL term, ECR off. `overrides` set any other key."""
     from ego3s.curriculum.monitor import ECRConfig
-    from ego3s.rl.train import TrainingConfig
+    from ego3s.rl.run import TrainingConfig
 
     keys = dict(
         model=str(model),

@@ -124,7 +124,7 @@ def test_selection_skips_and_counts_bad_videos(selection_over_bad_videos, corpus
 
 @pytest.fixture(scope="module")
 def eval_over_bad_videos(corpus, tiny, tmp_path_factory):
-    from ego3s.eval.runner import EvalConfig, run_eval
+    from ego3s.eval.run import EvalConfig, run_eval
 
     _, kinds = corpus
     d = tmp_path_factory.mktemp("eval_videos")
@@ -216,7 +216,7 @@ def check_score(kind, corpus, tiny, tmp_path):
 def _reward_trainer(tiny_model_dir, tmp_path, G=3):
     from ego3s.models.inputs import vision_token_ids
     from ego3s.models.loading import load_model
-    from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
+    from ego3s.rl.run import TrainingConfig, grpo_args, reward_functions, training_dataset
     from ego3s.rl.trainer import VideoGRPOTrainer
 
     samples = [
@@ -306,7 +306,7 @@ def check_output(kind, corpus, tmp_path):
     the sample (wrong, not skipped) with finite metrics."""
     from ego3s.answers import extract_answer, extract_letter, extract_think, format_ok
     from ego3s.eval.benchmarks import get_benchmark
-    from ego3s.eval.runner import EvalConfig, score_benchmark
+    from ego3s.eval.run import EvalConfig, score_benchmark
     from ego3s.rewards import compute_rewards
 
     _, kinds = corpus

@@ -333,7 +333,7 @@ def test_unknown_flag_and_key_fail_naming_them():
 
 
 def test_cli_overrides_spellings():
-    from ego3s.eval.runner import EvalConfig
+    from ego3s.eval.run import EvalConfig
 
     assert cli_overrides(
         EvalConfig,

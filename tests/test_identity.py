@@ -145,7 +145,7 @@ def test_claim_folder_refuses_mixing_and_names_the_difference(tmp_path):
 
 @pytest.mark.slow
 def test_train_refuses_a_folder_of_another_run_before_loading_anything(tmp_path, tiny_model_dir):
-    from ego3s.rl.train import TrainingConfig, run_training
+    from ego3s.rl.run import TrainingConfig, run_training
 
     twin_pool(tmp_path / "data", "a")
     cfg = TrainingConfig(
@@ -313,7 +313,7 @@ def test_selection_retries_a_video_that_was_missing_and_counts_it_each_time(tmp_
 
 @pytest.mark.slow
 def test_evaluation_retries_missing_videos_but_not_deterministic_skips(tmp_path, tiny, tiny_model_dir, generate_calls):
-    from ego3s.eval.runner import EvalConfig, is_done, run_eval
+    from ego3s.eval.run import EvalConfig, is_done, run_eval
 
     assert not is_done({"skipped": "missing_video"}) and not is_done({"skipped": "unreadable_image"})
     assert is_done({"skipped": "no_interaction"}) and not is_done({"skipped": "no_interaction"}, retry_skipped=True)
@@ -448,9 +448,9 @@ def test_the_lock_is_reentrant_in_a_process_and_every_stage_takes_it(tmp_path, t
     pool = twin_pool(tmp_path / "data", "a", n=2)
     p = _holder(tmp_path / "busy", 60)
     try:
-        from ego3s.eval.runner import EvalConfig, run_eval
+        from ego3s.eval.run import EvalConfig, run_eval
         from ego3s.pipeline import RunConfig, run_pipeline
-        from ego3s.rl.train import TrainingConfig, run_training
+        from ego3s.rl.run import TrainingConfig, run_training
         from ego3s.select.run import SelectionConfig, run_selection
 
         busy = str(tmp_path / "busy")

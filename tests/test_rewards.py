@@ -507,7 +507,7 @@ def test_reward_functions_pickle():
 
 
 def test_training_config_checks_the_rule_when_it_is_made():
-    from ego3s.rl.train import TrainingConfig, reward_functions
+    from ego3s.rl.run import TrainingConfig, reward_functions
 
     with pytest.raises(ValueError, match="judge"):
         TrainingConfig(open_correct="judge")

@@ -79,7 +79,10 @@ def run(tmp_path):
                 }
             },
         )
-    _write(tmp_path / "train" / "ecr_state.json", {"refreshes": 2, "refreshes_used": 1})
+    _write(
+        tmp_path / "train" / "ecr_state.json",
+        {"refreshes": 2, "refreshes_used": 1, "usage_totals": {"added": 3, "added_drawn": 2}},
+    )
     _write(tmp_path / "manifest.json", {"stages": {"data": {"seconds": 1.5}, "train": {"seconds": 10.25}}})
     return tmp_path
 
@@ -113,7 +116,7 @@ def test_summary_schema_and_figures(run):
     assert p["accuracy_delta"] == 50.0 and p["n"] == 4 and p["ci95"][0] >= 0.0  # differences 0, 1, 1, 0
     assert (p["n_trained_only"], p["n_base_only"]) == (2, 0) and p["mcnemar_p"] == 0.5  # 2 * (1/2)^2
     assert s["paired"]["test_id"]["accuracy_delta"] == -50.0
-    assert s["ecr"] == {"refreshes": 2, "refreshes_used": 1}
+    assert s["ecr"] == {"refreshes": 2, "refreshes_used": 1, "added": 3, "added_drawn": 2}
     assert s["reliance"]["trained"]["test_atypical"]["reliance"] == 20.0
     assert s["seconds"] == 11.8  # 1.5 + 10.25, rounded to 0.1
     m = s["mechanisms"]
@@ -139,3 +142,12 @@ def test_an_empty_run_folder_summarizes_to_nones(tmp_path):
     s = summarize_run(tmp_path)
     assert s["select"]["pool"] is None and s["eval"]["base"]["test_id"] is None and s["paired"]["test_id"] is None
     assert all(v["showed"] is None for v in s["mechanisms"].values())
+
+
+def test_a_refresh_that_only_retired_samples_does_not_show_ecr(run):
+    """Used (a step trained on the smaller pool) but nothing new drawn: not the mechanism."""
+    _write(
+        run / "train" / "ecr_state.json",
+        {"refreshes": 1, "refreshes_used": 1, "usage_totals": {"added": 0, "added_drawn": 0}},
+    )
+    assert summarize_run(run)["mechanisms"]["ecr_refresh"]["showed"] is False

@@ -108,7 +108,7 @@ zero_then_one.__name__ = "format_reward"
 
 @pytest.mark.slow
 def test_two_step_training_writes_reward_parts_and_ecr_to_tensorboard(tiny_model_dir, tmp_path, monkeypatch):
-    import ego3s.rl.train as T
+    import ego3s.rl.run as T
     from ego3s.curriculum.monitor import ECRConfig
     from ego3s.data import write_jsonl
 
@@ -162,7 +162,7 @@ def test_ecr_metrics_after_a_refresh_by_hand():
 
 @pytest.mark.slow
 def test_evaluation_metrics_reach_tensorboard(tiny_model_dir, tmp_path, monkeypatch):
-    from ego3s.eval.runner import EvalConfig, run_eval
+    from ego3s.eval.run import EvalConfig, run_eval
 
     monkeypatch.delenv("TENSORBOARD_LOGGING_DIR", raising=False)
     cfg = EvalConfig(
@@ -229,7 +229,7 @@ def test_selection_funnel_and_score_histograms_reach_tensorboard(tmp_path, monke
 
 
 def test_trainer_arguments_take_the_list_and_log_completions():
-    from ego3s.rl.train import TrainingConfig, grpo_args
+    from ego3s.rl.run import TrainingConfig, grpo_args
     from ego3s.train.sft import SFTRunConfig, sft_args
     from ego3s.train.warmup import WarmupConfig
 
@@ -261,7 +261,7 @@ def test_trainer_arguments_take_the_list_and_log_completions():
 
 
 def test_the_run_level_report_to_fills_stages_left_at_none():
-    from ego3s.eval.runner import EvalConfig
+    from ego3s.eval.run import EvalConfig
     from ego3s.pipeline import RunConfig, _tracked
     from ego3s.select.run import SelectionConfig
 

@@ -40,7 +40,7 @@ def cli(*args, env=None):
 
 def _classes():
     from ego3s.pipeline import RunConfig
-    from ego3s.rl.train import TrainingConfig
+    from ego3s.rl.run import TrainingConfig
     from ego3s.select.run import SelectionConfig
     from ego3s.train.sft import SFTRunConfig
 
@@ -76,7 +76,7 @@ def test_bad_config_value_fails_at_load_naming_dotted_key_value_and_allowed(bad_
 
 
 def test_every_shipped_default_passes_and_a_direct_construction_is_checked_too():
-    from ego3s.eval.runner import EvalConfig
+    from ego3s.eval.run import EvalConfig
     from ego3s.select.scoring import ScoringConfig
 
     for cls in _classes().values():
@@ -378,7 +378,7 @@ def test_an_output_path_that_is_a_file_is_named(invalid, tmp_path):
 
 
 def test_judge_errors_and_tracebacks_only_with_debug(monkeypatch, tmp_path):
-    import ego3s.eval.runner as runner
+    import ego3s.eval.run as runner
     from ego3s.judge import JudgeError
 
     def refuse(*a, **k):

@@ -12,6 +12,11 @@ Layout of the run folder (`out` in the YAML):
                      row.json (written last: a row with row.json is finished and skipped on rerun)
     table.md, table.json, accuracy_vs_time.png, reward_variance.png, reward_curves.png
 
+The stages are the pipeline's own functions (ego3s.pipeline: make_data, make_model, warm_up,
+select_samples, train_policy, evaluate_models), composed here for one base model and many rows;
+what only the table needs stays here: the curve subset and the accuracy at every checkpoint, the
+wall clock per step, the table, plots and pack.
+
 Every stage resumes (the pipeline's manifest per folder; training from its checkpoints, evaluation
 from its predictions), so a killed run or a new session continues where it stopped. A new session
 rebuilds prep/ (the base model is too large to carry) and restores finished rows from a pack; each
@@ -179,11 +184,12 @@ def stale_row(cfg: dict, root: Path, name: str, seed: int) -> str | None:
 
 
 def prepare(cfg: dict, root: Path, echo=print) -> dict:
-    """EgoSynth pools, the base model and its evaluation, once for every row (prep/prep.json)."""
-    from ego3s.data.egosynth import EgoSynthConfig, generate
-    from ego3s.models import BUILDERS
-    from ego3s.pipeline import Run, RunConfig
-    from ego3s.train.warmup import WarmupConfig, warmup
+    """EgoSynth pools, the base model and its evaluation, once for every row (prep/manifest.json):
+    the pipeline's data, model and warm-up stages, plus the curve subset and the base evaluation."""
+    from ego3s.data.egosynth import EgoSynthConfig
+    from ego3s.models.loading import model_fingerprint
+    from ego3s.pipeline import Run, RunConfig, make_data, make_model, warm_up
+    from ego3s.train.warmup import WarmupConfig
 
     d = root / "prep"
     data_cfg = from_dict(EgoSynthConfig, cfg["data"], "data.")
@@ -197,10 +203,10 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
     run.check_inputs(inputs, echo)
 
     def data() -> dict:
-        generate(d / "data", data_cfg, audit=True, preview=False, log=None)
-        generate(d / "warmup_data", warm_data_cfg, audit=False, preview=False, log=None)
+        made = make_data(data_cfg, d / "data")
+        warm_pool = make_data(warm_data_cfg, d / "warmup_data", audit=False)["pool"]
         if vision_data_cfg is not None:
-            generate(d / "vision_data", vision_data_cfg, audit=False, preview=False, log=None)
+            make_data(vision_data_cfg, d / "vision_data", audit=False)
         curve = d / "curve_data"  # the fixed subset of the accuracy-over-time curves
         from ego3s.data.io import read_jsonl, write_jsonl
 
@@ -209,27 +215,15 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
         rel = cfg["selection"].get("relevance_file")
         if rel:  # a copy the rows add to (ECR probes), next to the data it belongs to
             shutil.copy(rel, d / "relevance.json")
-        return {
-            "pool": str(d / "data" / "train.jsonl"),
-            "egosynth": str(d / "data"),
-            "curve": str(curve),
-            "warmup_pool": str(d / "warmup_data" / "train.jsonl"),
-            "relevance": str(d / "relevance.json"),
-        }
+        return {**made, "curve": str(curve), "warmup_pool": warm_pool, "relevance": str(d / "relevance.json")}
 
     paths = run.run_stage("data", data, echo, inputs)
-
-    def model() -> dict:
-        return {"base": str(BUILDERS[cfg["model"]](d / "model" / cfg["model"], seed=cfg["data_seed"]))}
-
-    built = run.run_stage("model", model, echo, inputs)["base"]
+    built = run.run_stage("model", lambda: make_model(cfg["model"], d / "model", cfg["data_seed"]), echo, inputs)
 
     def warm() -> dict:
-        final = warmup(built, paths["warmup_pool"], str(d / "warmup"), warm_cfg, resume=True)
+        final = warm_up(warm_cfg, built["base"], paths["warmup_pool"], d / "warmup")["model"]
         _drop_checkpoints(d / "warmup")
-        from ego3s.models.loading import model_fingerprint
-
-        return {"model": str(final), "fingerprint": model_fingerprint(str(final))}
+        return {"model": final, "fingerprint": model_fingerprint(final)}
 
     base = run.run_stage("warmup", warm, echo, inputs)
 
@@ -257,9 +251,11 @@ def _drop_checkpoints(folder: Path) -> None:
 
 
 def select(cfg: dict, root: Path, prep: dict, method: str, seed: int, echo=print) -> dict:
-    """Run (or reuse) one selection; returns its summary. Reused only if made from this base model."""
+    """Run (or reuse) one selection (the pipeline's select stage); returns its summary. Reused only
+    if made from this base model."""
     from ego3s.identity import describe_diff
-    from ego3s.select.run import SelectionConfig, run_selection
+    from ego3s.pipeline import select_samples
+    from ego3s.select.run import SelectionConfig
 
     key = f"{method}_s{seed}" if method in SEEDED else method
     d = root / "select" / key
@@ -292,17 +288,15 @@ def select(cfg: dict, root: Path, prep: dict, method: str, seed: int, echo=print
             **cfg["selection"],
             "relevance_file": prep["relevance"],
             "method": method,
-            "data": prep["pool"],
-            "model": prep["base"],
-            "out": str(d),
             "seed": seed,
             **extra,
         },
         "selection.",
     )
     echo(f"[select {key}] running")
-    rep = run_selection(sc, progress=False)
+    select_samples(sc, prep["pool"], prep["base"], d, progress=False)
     _free()
+    rep = json.loads((d / "report.json").read_text())
     from ego3s.data.io import read_jsonl
 
     chosen = read_jsonl(d / "selected.jsonl")
@@ -344,24 +338,15 @@ def atypical_share(samples) -> float | None:
 
 
 def evaluate(cfg: dict, model: str, egosynth: str, out: Path, icu: bool) -> dict:
-    """Evaluate `model` on EgoSynth's two test splits in `egosynth`; the metrics the table reads."""
-    from ego3s.eval.runner import EvalConfig, run_eval
+    """Evaluate `model` on EgoSynth's two test splits in `egosynth` into `out` (the pipeline's eval
+    stage); the metrics the table reads."""
+    from ego3s.eval.run import EvalConfig
+    from ego3s.pipeline import evaluate_models
 
-    ec = from_dict(
-        EvalConfig,
-        {
-            **cfg["evaluation"],
-            "icu": icu,
-            "data": ["EgoSynth"],
-            "model": model,
-            "paths": {"EgoSynth": egosynth},
-            "out": str(out),
-        },
-        "evaluation.",
-    )
-    res = run_eval(ec)
+    ec = from_dict(EvalConfig, {**cfg["evaluation"], "icu": icu, "paths": {}}, "evaluation.")  # EgoSynth: `egosynth`
+    results = evaluate_models(ec, {out.name: model}, out.parent, ["EgoSynth"], egosynth)[out.name]
     _free()
-    return metrics(res["benchmarks"]["egosynth"])
+    return metrics(json.loads(Path(results).read_text())["benchmarks"]["egosynth"])
 
 
 def metrics(b: dict) -> dict:
@@ -414,13 +399,16 @@ def wall_clock(path: Path):
 
 
 def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print) -> dict:
-    """Select, train, evaluate and trace accuracy over time for one row and seed; writes row.json."""
-    from ego3s.pipeline import Run, RunConfig
-    from ego3s.rl.train import TrainingConfig, run_training
+    """Select, train, evaluate and trace accuracy over time for one row and seed; writes row.json.
+    Selection, training and evaluation are the pipeline's stage functions; the curve and the
+    timing are the driver's."""
+    from ego3s.pipeline import Run, RunConfig, train_policy
+    from ego3s.rl.run import TrainingConfig
 
     spec = cfg["rows"][name]
     d = row_dir(root, name, seed)
     sel = select(cfg, root, prep, spec["select"], seed, echo)
+    selected = str(Path(sel["dir"]) / "selected.jsonl")
     tc = from_dict(
         TrainingConfig,
         merge(
@@ -429,8 +417,9 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
                 "strategy": spec["strategy"],
                 "interaction_reward": spec["irl"],
                 "ecr": {"ecr": spec["ecr"]},
+                # train_policy fills these in too; here so that the row's manifest records them
                 "model": prep["base"],
-                "data": str(Path(sel["dir"]) / "selected.jsonl"),
+                "data": selected,
                 "candidates": prep["pool"],
                 "out": str(d / "train"),
                 "seed": seed,
@@ -440,15 +429,14 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
         ),
         "train.",
     )
-    run = Run(RunConfig(out=str(d), seed=seed, model=prep["base"], data=tc.data, warmup_enabled=False, training=tc))
+    run = Run(RunConfig(out=str(d), seed=seed, model=prep["base"], data=selected, warmup_enabled=False, training=tc))
     inputs = json.loads(json.dumps(row_inputs(cfg, name, seed), default=str))
     stages = {"train": inputs, "eval": {}, "curve": {}}
     run.check_inputs(stages, echo)  # an edited row redoes all three
 
     def train() -> dict:
-        trainer = run_training(tc, resume=True, callbacks=[wall_clock(d / "train" / "wall.jsonl")])
-        steps = trainer.state.global_step
-        del trainer
+        clock = wall_clock(d / "train" / "wall.jsonl")
+        steps = train_policy(tc, prep["base"], selected, prep["pool"], d / "train", callbacks=[clock])["steps"]
         _free()
         return {"steps": steps}
 

@@ -94,7 +94,7 @@ if [ "$phase" = eval ]; then
     python3 - "$MG/eval_${name}_1" "$MG/eval_${name}_$N" "$t0" "$t1" "$t2" "$name" "$OUTDIR/mg_eval_$name.json" <<'PY'
 import json, sys
 from pathlib import Path
-from ego3s.eval.runner import read_predictions
+from ego3s.eval.run import read_predictions
 a, b, t0, t1, t2, name, out = sys.argv[1:]
 ra, rb = json.loads((Path(a) / "results.json").read_text()), json.loads((Path(b) / "results.json").read_text())
 pa = {k: v.get("output") for k, v in read_predictions(Path(a) / "egosynth").items()}

@@ -228,7 +228,7 @@ def build_ego4d_cmd(
     annotations: Path = typer.Option(..., help="Ego4D annotations folder (<ego4d_data>/v2/annotations)"),
     video_root: Path = typer.Option(..., help="folder of <video_uid>.mp4 (full_scale) or <clip_uid>.mp4 (clips)"),
     out: Path = typer.Option(..., help="output folder: train.jsonl and report.json"),
-    config: Path | None = typer.Option(None, help="YAML file of the keys below"),
+    config: Path | None = typer.Option(None, help="YAML config (see configs/ego4d_config.yaml)"),
 ) -> None:
     """Build the Ego4D OpenQA + CloseQA training subset from NLQ + FHO annotations (docs/ego4d.md).
 
@@ -245,7 +245,7 @@ def build_ego4d_cmd(
 def synth_cmd(
     ctx: typer.Context,
     out: Path = typer.Option(..., help="dataset folder: videos/, <split>.jsonl, audit.json, card.md"),
-    config: Path | None = typer.Option(None, help="YAML file of the keys below"),
+    config: Path | None = typer.Option(None, help="YAML config (see configs/egosynth_config.yaml)"),
     workers: int | None = typer.Option(None, help="processes (default: all cores)"),
     audit: bool = typer.Option(True, "--audit/--no-audit", help="shortcut audit into audit.json and card.md"),
     preview: bool = typer.Option(False, "--preview/--no-preview", help="also write preview.png"),
@@ -281,7 +281,7 @@ def select_cmd(
     )
 
 
-@app.command("train", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.rl.train:TrainingConfig"))
+@app.command("train", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.rl.run:TrainingConfig"))
 def train_cmd(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, help="YAML config (see configs/training_config.yaml)"),
@@ -293,9 +293,9 @@ def train_cmd(
     """GRPO/RLOO/DAPO/Dr.GRPO on video with the interaction-centric reward.
 
     Extra `key=value` arguments override the config, e.g. `strategy=dapo max_steps=200 ecr.ecr=false`."""
-    from ego3s.rl.train import run_training
+    from ego3s.rl.run import run_training
 
-    cfg = _stage_config("ego3s.rl.train:TrainingConfig", config, list(ctx.args))
+    cfg = _stage_config("ego3s.rl.run:TrainingConfig", config, list(ctx.args))
     trainer = run_training(cfg, resume=resume, overwrite=overwrite)
     _echo_skips(getattr(trainer, "skips", None), "train")
     typer.echo(f"trained {trainer.state.global_step} steps; model in {Path(cfg.out) / 'final'}")
@@ -352,10 +352,10 @@ def merge_cmd(
 _EVAL_FLAGS = {"--path": "paths.", "--opt": "options.", "--quiet": ("progress", False)}
 
 
-@app.command("eval", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.eval.runner:EvalConfig"))
+@app.command("eval", context_settings=_EXTRA_ARGS, cls=_config_command("ego3s.eval.run:EvalConfig"))
 def eval_cmd(
     ctx: typer.Context,
-    config: Path | None = typer.Option(None, help="YAML file of the keys below"),
+    config: Path | None = typer.Option(None, help="YAML config (see configs/evaluation_config.yaml)"),
     export: str | None = typer.Option(
         None,
         "--export",
@@ -367,9 +367,9 @@ def eval_cmd(
     Extra `key=value` arguments (or `--key value`) set the keys below, e.g. `data=EgoSynth,EgoThink
     model=DIR root=data/benchmarks`; `--path NAME=PATH` is `paths.NAME=PATH`, `--opt NAME.KEY=VALUE`
     is `options.NAME.KEY=VALUE`, `--quiet` is `progress=false`."""
-    from ego3s.eval.runner import run_eval
+    from ego3s.eval.run import run_eval
 
-    cfg = _stage_config("ego3s.eval.runner:EvalConfig", config, list(ctx.args), _EVAL_FLAGS)
+    cfg = _stage_config("ego3s.eval.run:EvalConfig", config, list(ctx.args), _EVAL_FLAGS)
     if export not in (None, "lmms-eval"):
         raise ValueError(f"--export: unknown layout {export!r}; known: lmms-eval")
     results = run_eval(cfg, echo=typer.echo)

@@ -4,6 +4,11 @@ Stages, in order, each into its own folder of the run:
 
     data -> model -> warmup -> select -> train -> eval -> report
 
+Each stage is a function of this module (`make_data`, `make_model`, `warm_up`, `select_samples`,
+`train_policy`, `evaluate_models`, `write_report`): its config, folder and the earlier stages'
+outputs in, its outputs out. `run_pipeline` composes them with the manifest below; the
+reproduction driver (experiments/egosynth/run.py) composes the same functions for its table.
+
 The report stage writes `summary.json` (ego3s.summary: the headline figures and whether each of
 the method's four mechanisms showed) and the HTML report, whose top states the same in words.
 
@@ -31,10 +36,10 @@ from pathlib import Path
 
 from ego3s.config import ConfigError, check_range, check_report_to
 from ego3s.data.egosynth import EgoSynthConfig
-from ego3s.eval.runner import EvalConfig
+from ego3s.eval.run import EvalConfig
 from ego3s.files import folder_lock, write_json
 from ego3s.identity import describe_diff, stable_hash
-from ego3s.rl.train import TrainingConfig
+from ego3s.rl.run import TrainingConfig
 from ego3s.select.run import SelectionConfig
 from ego3s.train.warmup import WarmupConfig
 
@@ -278,7 +283,7 @@ def benchmark_identities(cfg: RunConfig) -> dict:
     path in `evaluation.paths` or under `evaluation.root`): a benchmark rewritten in place makes
     the eval stage run again. The run's own EgoSynth test splits are covered by the data stage."""
     from ego3s.eval.benchmarks import get_benchmark
-    from ego3s.eval.runner import _load_benchmark
+    from ego3s.eval.run import _load_benchmark
     from ego3s.identity import data_fingerprint
 
     out = {}
@@ -320,11 +325,105 @@ def warmup_pool(cfg: RunConfig, run_dir: Path, pool: str) -> str:
         return str(path.resolve())
     if cfg.warmup_egosynth is None:
         return pool
+    es = dataclasses.replace(cfg.warmup_egosynth, seed=cfg.seed + 1)
+    return make_data(es, run_dir / "warmup_data", audit=False)["pool"]
+
+
+# ------------------------------------------------------------------------------ the stages
+# One function per stage: its config (seed included), its folder and the earlier stages' outputs
+# in, the outputs the manifest records out. `_run_pipeline` and the reproduction driver
+# (experiments/egosynth/run.py) compose the same functions; the resuming, fingerprints and
+# manifest stay with the caller.
+
+
+def make_data(es: EgoSynthConfig, folder: Path, data: str | None = None, audit: bool = True) -> dict:
+    """The training pool: `data` (a JSONL) as given, or an EgoSynth folder generated into `folder`
+    with `es` (resumable: written clips are kept). `audit` writes its audit (oracles, checker)."""
+    if data:
+        return {"pool": str(Path(data).resolve()), "egosynth": None}
     from ego3s.data.egosynth import generate
 
-    es = dataclasses.replace(cfg.warmup_egosynth, seed=cfg.seed + 1)
-    generate(run_dir / "warmup_data", es, audit=False, preview=False, log=None)
-    return str(run_dir / "warmup_data" / "train.jsonl")
+    generate(folder, es, audit=audit, preview=False, log=None)
+    return {"pool": str(folder / "train.jsonl"), "egosynth": str(folder)}
+
+
+def make_model(model: str, folder: Path, seed: int) -> dict:
+    """The base model: built by the builder `model` names into `folder/model`, or the local model
+    folder `model` as given."""
+    from ego3s.models import BUILDERS
+
+    if model in BUILDERS:
+        return {"base": str(BUILDERS[model](folder / model, seed=seed))}
+    return {"base": str(Path(model).resolve())}
+
+
+def warm_up(wc: WarmupConfig, base: str, pool: str, folder: Path) -> dict:
+    """Supervised warm-up of `base` on `pool` into `folder`, resuming its checkpoints."""
+    from ego3s.train.warmup import warmup
+
+    return {"model": str(warmup(base, pool, str(folder), wc, resume=True)), "pool": pool}
+
+
+def select_samples(sc: SelectionConfig, pool: str, model: str, folder: Path, progress: bool = True) -> dict:
+    """Selection (`sc.method`) of `pool` scored by `model`, into `folder` (`selected.jsonl`, and
+    `report.json` with its timing, funnel and top-up); scoring resumes from its cache."""
+    from ego3s.select.run import run_selection
+
+    rep = run_selection(dataclasses.replace(sc, data=pool, model=model, out=str(folder)), progress=progress)
+    return {"selected": str(folder / "selected.jsonl"), "kept": rep["selected"], "candidates": rep["candidates"]}
+
+
+def train_policy(
+    tc: TrainingConfig, model: str, data: str, candidates: str, folder: Path, callbacks: list | None = None
+) -> dict:
+    """RL of `model` on the selected `data` (ECR re-curates from `candidates`) into `folder`,
+    resuming its checkpoints; `callbacks` go to the trainer."""
+    from ego3s.rl.run import run_training
+
+    tc = dataclasses.replace(tc, model=model, data=data, candidates=candidates, out=str(folder))
+    trainer = run_training(tc, resume=True, callbacks=callbacks)
+    return {"model": str(folder / "final"), "steps": trainer.state.global_step}
+
+
+def evaluate_models(
+    ec: EvalConfig,
+    models: dict[str, str],
+    folder: Path,
+    data: list[str],
+    egosynth: str | None = None,
+    steps: dict[str, int] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, str | None]:
+    """Evaluate each model (tag -> model folder) on the benchmarks `data` into `folder/tag`,
+    resuming from its predictions; EgoSynth is read from `egosynth` (a run's own data) unless
+    `ec.paths` names it. `steps` (tag -> training step) is each evaluation's step in the trackers.
+    Returns tag -> its results.json."""
+    from ego3s.eval.run import run_eval
+
+    paths = dict(ec.paths)
+    if egosynth:
+        paths.setdefault("EgoSynth", egosynth)
+    out: dict[str, str | None] = {}
+    for tag, model in models.items():
+        step = (steps or {}).get(tag, ec.tracking_step)
+        run = dataclasses.replace(
+            ec, data=list(data), model=model, paths=paths, out=str(folder / tag), tracking_step=step
+        )
+        res = run_eval(run, echo=echo)
+        out[tag] = str(folder / tag / "results.json") if res is not None else None
+    return out
+
+
+def write_report(folder: Path, echo: Callable[[str], None]) -> dict:
+    """`summary.json` and the HTML report of the run in `folder`; echoes whether each mechanism
+    showed."""
+    from ego3s.report import mechanism_lines, render_report
+    from ego3s.summary import summarize_run
+
+    summary = summarize_run(folder)  # summary.json first: the report's top reads it
+    for ok, line in mechanism_lines(summary):
+        echo(f"  [{ {True: 'showed', False: 'did not show', None: 'not measured'}[ok] }] {line}")
+    return {"html": str(render_report(folder)), "summary": str(folder / "summary.json")}
 
 
 def run_pipeline(cfg: RunConfig, from_stage: str | None = None, echo: Callable[[str], None] = print) -> Path:
@@ -336,107 +435,33 @@ def run_pipeline(cfg: RunConfig, from_stage: str | None = None, echo: Callable[[
 
 
 def _run_pipeline(cfg: RunConfig, from_stage: str | None, echo: Callable[[str], None]) -> Path:
-    from ego3s.models import BUILDERS
-
     inputs = stage_inputs(cfg)  # before anything is written: a bad model or data path fails here
     run = Run(cfg)
     if from_stage is not None:
         run.reset_from(from_stage)
     run.check_inputs(inputs, echo)
-    d = run.dir
+    d, seed, replace = run.dir, cfg.seed, dataclasses.replace
 
-    def data() -> dict:
-        if cfg.data:
-            return {"pool": str(Path(cfg.data).resolve()), "egosynth": None}
-        from ego3s.data.egosynth import generate
+    def stage(name: str, fn: Callable[[], dict]) -> dict:
+        return run.run_stage(name, fn, echo, inputs)
 
-        es = dataclasses.replace(cfg.egosynth, seed=cfg.seed)
-        generate(d / "data", es, audit=True, preview=False, log=None)
-        return {"pool": str(d / "data" / "train.jsonl"), "egosynth": str(d / "data")}
-
-    pool = run.run_stage("data", data, echo, inputs)["pool"]
+    pool = stage("data", lambda: make_data(replace(cfg.egosynth, seed=seed), d / "data", cfg.data))["pool"]
     egosynth_dir = run.outputs("data").get("egosynth")
-
-    def model() -> dict:
-        if cfg.model in BUILDERS:
-            return {"base": str(BUILDERS[cfg.model](d / "model" / cfg.model, seed=cfg.seed))}
-        return {"base": str(Path(cfg.model).resolve())}
-
-    base = run.run_stage("model", model, echo, inputs)["base"]
+    base = stage("model", lambda: make_model(cfg.model, d / "model", seed))["base"]
 
     def warm() -> dict:
         if not cfg.warmup_enabled:
             return {"model": base}
-        from ego3s.train.warmup import warmup
+        wc = _tracked(cfg, replace(cfg.warmup, seed=seed))
+        return warm_up(wc, base, warmup_pool(cfg, d, pool), d / "warmup")
 
-        wc = _tracked(cfg, dataclasses.replace(cfg.warmup, seed=cfg.seed))
-        wpool = warmup_pool(cfg, d, pool)
-        return {"model": str(warmup(base, wpool, str(d / "warmup"), wc, resume=True)), "pool": wpool}
-
-    start = run.run_stage("warmup", warm, echo, inputs)["model"]
-
-    def select() -> dict:
-        from ego3s.select.run import run_selection
-
-        sc = _tracked(
-            cfg, dataclasses.replace(cfg.selection, data=pool, model=start, out=str(d / "select"), seed=cfg.seed)
-        )
-        rep = run_selection(sc)
-        return {
-            "selected": str(d / "select" / "selected.jsonl"),
-            "kept": rep["selected"],
-            "candidates": rep["candidates"],
-        }
-
-    selected = run.run_stage("select", select, echo, inputs)["selected"]
-
-    def train() -> dict:
-        from ego3s.rl.train import run_training
-
-        tc = _tracked(
-            cfg,
-            dataclasses.replace(
-                cfg.training, model=start, data=selected, candidates=pool, out=str(d / "train"), seed=cfg.seed
-            ),
-        )
-        trainer = run_training(tc, resume=True)
-        return {"model": str(d / "train" / "final"), "steps": trainer.state.global_step}
-
-    trained_stage = run.run_stage("train", train, echo, inputs)
+    start = stage("warmup", warm)["model"]
+    sc = _tracked(cfg, replace(cfg.selection, seed=seed))
+    selected = stage("select", lambda: select_samples(sc, pool, start, d / "select"))["selected"]
+    tc = _tracked(cfg, replace(cfg.training, seed=seed))
+    trained_stage = stage("train", lambda: train_policy(tc, start, selected, pool, d / "train"))
     trained, trained_steps = trained_stage["model"], int(trained_stage.get("steps") or 0)
-
-    def evaluate() -> dict:
-        from ego3s.eval.runner import run_eval
-
-        paths = dict(cfg.evaluation.paths)
-        if egosynth_dir:
-            paths.setdefault("EgoSynth", egosynth_dir)
-        out = {}
-        for tag, path in (("base", start), ("trained", trained)):
-            ec = _tracked(
-                cfg,
-                dataclasses.replace(
-                    cfg.evaluation,
-                    data=list(cfg.eval_data),
-                    model=path,
-                    paths=paths,
-                    out=str(d / "eval" / tag),
-                    tracking_step=trained_steps if tag == "trained" else 0,
-                ),
-            )
-            res = run_eval(ec, echo=echo)
-            out[tag] = str(d / "eval" / tag / "results.json") if res is not None else None
-        return out
-
-    run.run_stage("eval", evaluate, echo, inputs)
-
-    def report() -> dict:
-        from ego3s.report import mechanism_lines, render_report
-        from ego3s.summary import summarize_run
-
-        summary = summarize_run(d)  # summary.json first: the report's top reads it
-        for ok, line in mechanism_lines(summary):
-            echo(f"  [{ {True: 'showed', False: 'did not show', None: 'not measured'}[ok] }] {line}")
-        return {"html": str(render_report(d)), "summary": str(d / "summary.json")}
-
-    return Path(run.run_stage("report", report, echo, inputs)["html"])
+    ec = _tracked(cfg, cfg.evaluation)
+    models, steps = {"base": start, "trained": trained}, {"base": 0, "trained": trained_steps}
+    stage("eval", lambda: evaluate_models(ec, models, d / "eval", cfg.eval_data, egosynth_dir, steps, echo))
+    return Path(stage("report", lambda: write_report(d, echo))["html"])

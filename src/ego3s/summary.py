@@ -14,7 +14,8 @@ Every figure is in percent (accuracies, shares) or percentage points (difference
   paired 95% interval (bootstrap over questions, `ego3s.eval.paired`) and the exact McNemar p;
 - `reliance`: per model and split, counterfactual reliance (full-view minus context-view
   accuracy, `ego3s eval --icu`), when the evaluation measured it;
-- `ecr`: refreshes, and how many of them added samples that training then drew (`refreshes_used`);
+- `ecr`: refreshes, how many were trained on afterwards (`refreshes_used`), the samples they
+  added (`added`) and how many of those training then drew (`added_drawn`);
 - `seconds`: the run's stages summed; `mechanisms`: the four checks below, each `showed` true,
   false or None (not measured), with the numbers it was decided on.
 
@@ -22,7 +23,7 @@ The checks (the demo's claims, docs/RESULTS.md):
 1. CSM enrichment: the kept samples' atypical share is at least 3x the pool's;
 2. trained beats base on `test_atypical`: the paired 95% interval of the accuracy difference lies
    above 0;
-3. ECR refreshed at least once and samples it added were trained on;
+3. ECR refreshed at least once and samples it added were trained on (`added_drawn` >= 1);
 4. counterfactual reliance on `test_atypical` rises from base to trained.
 """
 
@@ -161,8 +162,14 @@ def _ecr(run: Path) -> dict:
     `train/ecr_state.json`; None for a run written before it kept that count)."""
     state = _json(run / "train" / "ecr_state.json")
     if not isinstance(state, dict):
-        return {"refreshes": None, "refreshes_used": None}
-    return {"refreshes": state.get("refreshes"), "refreshes_used": state.get("refreshes_used")}
+        return {"refreshes": None, "refreshes_used": None, "added": None, "added_drawn": None}
+    totals = state.get("usage_totals") or {}
+    return {
+        "refreshes": state.get("refreshes"),
+        "refreshes_used": state.get("refreshes_used"),
+        "added": totals.get("added"),  # samples the refreshes put into the pool
+        "added_drawn": totals.get("added_drawn"),  # of them, drawn into a training batch afterwards
+    }
 
 
 def _seconds(run: Path) -> float | None:
@@ -193,10 +200,12 @@ def mechanisms(s: dict) -> dict:
     }
     e = s["ecr"]
     ecr = {
+        # shown only when refreshed samples were trained on: a refresh that only retired samples
+        # changes the pool but brings nothing new to learn from
         "showed": (
             None
             if e.get("refreshes") is None or e.get("refreshes_used") is None
-            else e["refreshes"] >= 1 and e["refreshes_used"] >= 1
+            else e["refreshes"] >= 1 and e["refreshes_used"] >= 1 and (e.get("added_drawn") or 0) >= 1
         ),
         "detail": dict(e),
     }

@@ -98,7 +98,7 @@ def test_the_paper_scale_configs_can_refresh(path, key):
 
     from ego3s.config import from_dict, read_yaml
     from ego3s.curriculum.monitor import plan
-    from ego3s.rl.train import TrainingConfig
+    from ego3s.rl.run import TrainingConfig
 
     raw = read_yaml(REPO / path)
     tc = from_dict(TrainingConfig, raw[key] if key else raw)

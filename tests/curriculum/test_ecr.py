@@ -59,7 +59,7 @@ def _cfg(tiny_model_dir, tmp_path, max_steps):
 
 
 def test_forced_stagnation_refreshes_and_resume_keeps_the_pool(tiny_model_dir, tmp_path, monkeypatch):
-    import ego3s.rl.train as T
+    import ego3s.rl.run as T
 
     monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_right])
     selected = _samples(tmp_path, "sel", 4, True)
@@ -114,7 +114,7 @@ def test_a_refresh_at_the_last_step_is_counted_unused(tiny_model_dir, tmp_path, 
     warns before training, and the refresh that happens anyway is recorded as unused."""
     import logging
 
-    import ego3s.rl.train as T
+    import ego3s.rl.run as T
 
     monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_right])
     selected = _samples(tmp_path, "sel", 4, True)
@@ -185,7 +185,7 @@ def test_an_epoch_keeps_its_length_when_the_pool_shrinks():
 
 
 def test_training_reaches_max_steps_after_the_pool_shrinks(tiny_model_dir, tmp_path, monkeypatch):
-    import ego3s.rl.train as T
+    import ego3s.rl.run as T
 
     monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_right])
     selected = _samples(tmp_path, "sel", 8, True)  # two generation batches of 4 prompts per epoch
@@ -204,3 +204,62 @@ def test_training_reaches_max_steps_after_the_pool_shrinks(tiny_model_dir, tmp_p
 def test_unknown_active_ids_are_an_error():
     with pytest.raises(ValueError, match="not in the training dataset"):
         Curriculum(ECRConfig(), ["a"], ["b"])
+
+
+def _csm_row(sid, coarse, fine, rel_ok, lam_c=0.0, lam_f=0.2):
+    return {
+        "id": sid,
+        "coarse": coarse,
+        "fine": fine,
+        "pass_coarse": coarse > lam_c,
+        "pass_fine": fine >= lam_f,
+        "pass_relevance": rel_ok,
+        "kept": coarse > lam_c and fine >= lam_f and rel_ok,
+        "invalid": False,
+    }
+
+
+def test_closest_misses_rank_by_filters_passed_then_reliance():
+    from ego3s.select.csm import closest_misses
+
+    rows = [
+        _csm_row("kept", 0.5, 0.5, True),
+        _csm_row("one_pass", -0.1, 0.05, True),  # relevance only
+        _csm_row("two_pass_low", 0.2, 0.1, True),  # coarse + relevance, reliance 0.1
+        _csm_row("two_pass_high", 0.1, 0.15, True),  # coarse + relevance, reliance 0.15
+        {**_csm_row("bad", 0.0, 0.0, False), "invalid": True},
+    ]
+    assert [r["id"] for r in closest_misses(rows)] == ["two_pass_high", "two_pass_low", "one_pass"]
+    assert [r["id"] for r in closest_misses(rows, exclude={"two_pass_high"})] == ["two_pass_low", "one_pass"]
+
+
+def test_refresh_fills_the_floor_with_closest_misses_before_mastered_samples():
+    """Pool a, b, c, d with a and b mastered; the probe keeps only c (already active), so nothing is
+    newly high-value. The floor of 4 is filled with the best two misses not in the pool (e, then f),
+    not with the mastered a and b, whose all-correct groups carry no GRPO advantage."""
+    cur = Curriculum(ECRConfig(min_pool_size=4, mastered_window=1), list("abcdefg"), list("abcd"))
+    cur.observe_step(0, [{"sample_id": i, "rewards": {"total": [2.0, 2.0], "accuracy": [1.0, 1.0]}} for i in "ab"])
+    assert sorted(cur.mastered()) == ["a", "b"]
+    rows = [
+        _csm_row("c", 0.5, 0.5, True),
+        _csm_row("a", 0.3, 0.1, True),  # a miss, but retired as mastered
+        _csm_row("f", 0.1, 0.1, True),
+        _csm_row("e", 0.1, 0.15, True),
+        _csm_row("g", -0.2, 0.0, False),
+    ]
+    from ego3s.curriculum.ecr import refresh_with_csm
+
+    cur.probe_ids = lambda: [r["id"] for r in rows]
+    event = refresh_with_csm(cur, 5, {"ratio": 0.1, "window_mean": 0.0, "reference": 1.0}, lambda ids: rows)
+    assert cur.active == ["c", "d", "e", "f"]
+    assert event["added"] == ["e", "f"] and event["topped_up"] == 2 and event["removed"] == ["a", "b"]
+    assert cur.usage[-1]["added"] == ["e", "f"]
+
+
+def test_mastered_samples_come_back_only_when_the_probe_has_no_misses_left():
+    cur = Curriculum(ECRConfig(min_pool_size=3, mastered_window=1), list("abcd"), list("abc"))
+    cur.observe_step(0, [{"sample_id": i, "rewards": {"total": [2.0, 2.0], "accuracy": [1.0, 1.0]}} for i in "ab"])
+    event = cur.apply_refresh(1, {"ratio": 0.1, "window_mean": 0.0, "reference": 1.0}, [], fill=["d"])
+    assert event["added"] == ["d"] and event["topped_up"] == 1
+    assert cur.active == ["c", "a", "d"]  # c kept, then a back in pool order, then the refill
+    assert event["pool_after"] == 3

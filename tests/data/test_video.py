@@ -620,8 +620,8 @@ def test_full_and_blind_views():
 
 
 def test_decode_threads_reaches_every_stage():
-    from ego3s.eval.runner import EvalConfig
-    from ego3s.rl.train import TrainingConfig
+    from ego3s.eval.run import EvalConfig
+    from ego3s.rl.run import TrainingConfig
 
     assert "decode_threads" not in TrainingConfig().sampling_kwargs()  # None: load_clip's default
     assert TrainingConfig(decode_threads=2).sampling_kwargs()["decode_threads"] == 2
@@ -634,8 +634,8 @@ def test_every_stage_config_is_a_clip_spec_that_sample_view_reads(tmp_path):
     from ego3s.config import load_config
     from ego3s.data.video import ClipSpec
     from ego3s.data.views import make_view, sample_view
-    from ego3s.eval.runner import EvalConfig
-    from ego3s.rl.train import TrainingConfig
+    from ego3s.eval.run import EvalConfig
+    from ego3s.rl.run import TrainingConfig
     from ego3s.select.scoring import ScoringConfig
     from ego3s.train.sft import SFTRunConfig
     from ego3s.train.warmup import WarmupConfig

@@ -369,7 +369,7 @@ def test_qaego4d_defaults_to_the_whole_clip_as_the_benchmark():
         assert b.load(FIX / "qaego4d")[0].meta["moment"] == [42.0, 47.0]
         moment = b.load(FIX / "qaego4d", window="moment")
         assert (moment[0].start, moment[0].end) == (42.0, 47.0)
-    from ego3s.eval.runner import EvalConfig, _load_benchmark
+    from ego3s.eval.run import EvalConfig, _load_benchmark
 
     cfg = EvalConfig(
         data=["QAEgo4D"], paths={"QAEgo4D": str(FIX / "qaego4d")}, options={"QAEgo4D": {"window": "moment"}}

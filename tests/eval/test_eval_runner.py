@@ -14,7 +14,7 @@ import pytest
 
 from ego3s.data.schema import Interaction, InteractionObject, Sample, TimedBox
 from ego3s.eval.icu import attention_in_box, cell_coverage, named_interaction, summarize_attention, textual_icu
-from ego3s.eval.runner import EvalConfig, read_predictions, run_eval, shard
+from ego3s.eval.run import EvalConfig, read_predictions, run_eval, shard
 from ego3s.files import read_log
 from helpers import REPO, write_video
 
@@ -179,7 +179,7 @@ def test_resume_skips_done_ids_and_survives_a_torn_line(tiny, synth, tmp_path, t
     assert res["benchmarks"]["egosynth"]["n_scored"] == 4
     # a previous run with more ranks left a rank-1 file (with a torn tail): merged, not regenerated
     # (its line carries the sample's fingerprint, as every prediction line does)
-    from ego3s.eval.runner import _load_benchmark
+    from ego3s.eval.run import _load_benchmark
     from ego3s.identity import sample_fingerprint
 
     fp4 = sample_fingerprint(next(s for s in _load_benchmark("EgoSynth", config(synth, out))[2] if s.id == "s4"))
@@ -425,7 +425,7 @@ def test_icu_end_to_end_on_tiny(synth, tmp_path, tiny_model_dir):
 
 def test_frames_is_still_read_as_the_old_name_of_nframes(tmp_path):
     from ego3s.config import load_config
-    from ego3s.eval.runner import check_run
+    from ego3s.eval.run import check_run
 
     assert EvalConfig(frames=6).nframes == 6 and EvalConfig(frames=6).frames is None
     assert EvalConfig(nframes=6, frames=6).nframes == 6

@@ -107,7 +107,7 @@ def _sample(i: int, closed: bool, split: str, inter=True) -> Sample:
 
 def test_reliance_of_a_scored_benchmark_from_hand_made_predictions(tmp_path):
     from ego3s.eval.benchmarks import get_benchmark
-    from ego3s.eval.runner import EvalConfig, results_csv, results_markdown, results_table, score_benchmark
+    from ego3s.eval.run import EvalConfig, results_csv, results_markdown, results_table, score_benchmark
 
     bench = get_benchmark("EgoSynth")
     samples = [

@@ -88,7 +88,7 @@ def test_select_folder_reused_for_other_data_equals_a_fresh_one(seed, tmp_path, 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_eval_folder_reused_for_other_data_equals_a_fresh_one(seed, tmp_path, tiny, tiny_model_dir, generate_calls):
-    from ego3s.eval.runner import EvalConfig, run_eval
+    from ego3s.eval.run import EvalConfig, run_eval
 
     pool = twin_pool(tmp_path / "data", "a", seed, N)
     calls, (model, processor) = generate_calls, tiny
@@ -155,7 +155,7 @@ def _perturbed(model):
 # ---------------------------------------------------------------------------------------- train
 @pytest.mark.slow
 def test_train_folder_reused_for_other_data_is_refused_or_overwritten_to_a_fresh_run(tmp_path, tiny_model_dir):
-    from ego3s.rl.train import TrainingConfig, run_training
+    from ego3s.rl.run import TrainingConfig, run_training
 
     pool = twin_pool(tmp_path / "data", "a", 0, N)
     base = TrainingConfig(

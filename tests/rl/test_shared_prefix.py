@@ -14,7 +14,7 @@ from ego3s.models.generation import group_generate, supported
 from ego3s.models.inputs import encode, vision_token_ids
 from ego3s.models.loading import load_model
 from ego3s.rl.rollout import groups_of
-from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
+from ego3s.rl.run import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.rl.trainer import VideoGRPOTrainer
 from helpers import write_video
 

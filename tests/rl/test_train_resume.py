@@ -10,7 +10,7 @@ import pytest
 from ego3s.data.egosynth import EgoSynthConfig, generate
 from ego3s.data.io import read_jsonl
 from ego3s.files import read_log
-from ego3s.rl.train import run_training
+from ego3s.rl.run import run_training
 from helpers import tiny_grpo_config
 
 N = 8

@@ -9,7 +9,7 @@ from trl import GRPOTrainer
 
 from ego3s.data import Sample
 from ego3s.models.inputs import vision_token_ids
-from ego3s.rl.train import TrainingConfig, grpo_args, reward_functions, training_dataset
+from ego3s.rl.run import TrainingConfig, grpo_args, reward_functions, training_dataset
 from ego3s.rl.trainer import VideoGRPOTrainer
 from helpers import write_video
 

@@ -80,7 +80,7 @@ def _lm_changed_share(start_dir, ckpt) -> float:
 
 
 def test_grpo_in_bf16_trains_fp32_masters_and_saves_bf16(tiny_model_dir, synth, tmp_path):
-    from ego3s.rl.train import run_training
+    from ego3s.rl.run import run_training
 
     for mw, ckpt_dtypes in (("float32", {torch.float32, torch.bfloat16}), ("bfloat16", {torch.bfloat16})):
         out = tmp_path / mw

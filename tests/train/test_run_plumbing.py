@@ -32,7 +32,7 @@ def _raises_on_nan(trainer):
 
 
 def test_grpo_stops_on_a_nan_loss(tiny_model_dir, synth, tmp_path):
-    from ego3s.rl.train import run_training
+    from ego3s.rl.run import run_training
 
     cfg = tiny_grpo_config(tiny_model_dir, synth / "train.jsonl", tmp_path / "grpo", max_pixels=PIX)
     _raises_on_nan(run_training(cfg))

@@ -7,7 +7,8 @@
   pool each time a new chunk starts, so a refresh takes effect from the next generation batch
   although TRL builds its dataloader once.
 - On stagnation, `refresh` re-scores a probe set with CSM using the current policy weights (in
-  process, no reload), retires mastered samples and adds the newly high-value ones. Under several
+  process, no reload), retires mastered samples and adds the newly high-value ones (topped up with
+  the probe's closest misses up to `min_pool_size`). Under several
   processes each rank scores a shard, the scores are gathered, and every rank applies the same
   deterministic decision; rank 0's pool is then broadcast so all ranks train on one pool.
 """
@@ -18,7 +19,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from transformers import TrainerCallback
 
 from ego3s.curriculum.monitor import ECRConfig, group_stats, mark_refresh, new_state, observe, plan, plan_message
 from ego3s.files import append_jsonl, write_json
+from ego3s.select.csm import closest_misses
 
 log = logging.getLogger(__name__)
 STATE_FILE = "ecr_state.json"
@@ -193,14 +195,25 @@ class Curriculum:
         ids = sorted(self.all_ids)
         return rng.sample(ids, min(self.cfg.probing_set_size, len(ids)))
 
-    def apply_refresh(self, step: int, decision: dict, high_value: list[str]) -> dict:
-        """Retire mastered samples, add the newly high-value ones, log the event."""
+    def apply_refresh(self, step: int, decision: dict, high_value: list[str], fill: Sequence[str] = ()) -> dict:
+        """Retire mastered samples, add the newly high-value ones, log the event.
+
+        Below `min_pool_size`, the gap is filled from `fill` (the probe's closest CSM misses, best
+        first) before any mastered sample comes back: a mastered sample's groups are all correct,
+        so their advantages are 0 and GRPO learns nothing from them."""
         before = list(self.active)
         retired = set(self.mastered())
         keep = [i for i in self.active if i not in retired]
         current = set(self.active)  # "newly" high-value: neither kept nor just retired as mastered
         added = [h for h in dict.fromkeys(high_value) if h not in current]
-        for i in self.active:  # never shrink below the floor: put retirees back in pool order
+        topped: list[str] = []
+        for i in dict.fromkeys(fill):
+            if len(keep) + len(added) + len(topped) >= self.cfg.min_pool_size:
+                break
+            if i not in current and i not in added:
+                topped.append(i)
+        added += topped
+        for i in self.active:  # still short: put retirees back in pool order
             if len(keep) + len(added) >= self.cfg.min_pool_size:
                 break
             if i in retired and i not in added:
@@ -226,6 +239,7 @@ class Curriculum:
             "pool_after": len(self.active),
             "removed": sorted(set(before) - set(self.active)),
             "added": added,
+            "topped_up": len(topped),
             "probed": decision.get("probed"),
             "high_value": len(high_value),
             "atypical_share_before": self.atypical_share(before),
@@ -302,8 +316,9 @@ def refresh_with_csm(
         by_id = {r["id"]: r for part in gather(score_fn(shard)) for r in part}
         rows = [by_id[i] for i in probe if i in by_id]
     high = [r["id"] for r in rows if r.get("kept")]
+    fill = [r["id"] for r in closest_misses(rows)]
     event = curriculum.apply_refresh(
-        step, {**decision, "probed": len(probe), "atypical_share_probed": curriculum.atypical_share(probe)}, high
+        step, {**decision, "probed": len(probe), "atypical_share_probed": curriculum.atypical_share(probe)}, high, fill
     )
     if dist is not None:
         curriculum.active = dist[3](curriculum.active)

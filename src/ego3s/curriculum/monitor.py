@@ -43,7 +43,14 @@ class ECRConfig:
     mastered_window: int = field(
         default=2, metadata={"help": "a sample is mastered when its last `mastered_window` groups were all correct"}
     )
-    min_pool_size: int = field(default=8, metadata={"help": "never shrink the active pool below this"})
+    min_pool_size: int = field(
+        default=8,
+        metadata={
+            "help": "never shrink the active pool below this: when retiring mastered samples and adding the newly "
+            "high-value ones leaves fewer, the probe's closest CSM misses fill the gap (as selection's min_kept "
+            "does), and mastered samples come back only when the probe has no misses left"
+        },
+    )
 
     def __post_init__(self):
         check_fields(

@@ -1,6 +1,6 @@
 """Scoring a benchmark's predictions and reporting the results: metrics with confidence
 intervals, breakdowns, reliance on the interaction, and the markdown, CSV and console tables;
-`track_results` sends every metric to the trackers. `ego3s.eval.runner` calls these after
+`track_results` sends every metric to the trackers. `ego3s.eval.run` calls these after
 generation."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ego3s.data.schema import Sample
 
 if TYPE_CHECKING:
-    from ego3s.eval.runner import EvalConfig
+    from ego3s.eval.run import EvalConfig
 
 
 def _correct(bench, sample: Sample, output: str) -> bool:

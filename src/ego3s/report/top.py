@@ -171,7 +171,8 @@ def mechanism_lines(s: dict) -> list[tuple[bool | None, str]]:
             (
                 e["showed"],
                 f"The evolving curriculum {verdict}: {fmt(n)} refresh{'' if n == 1 else 'es'}, "
-                f"{fmt(d['refreshes_used'])} of them trained on.",
+                f"{fmt(d['refreshes_used'])} of them trained on; {fmt(d.get('added'))} sample(s) added, "
+                f"{fmt(d.get('added_drawn'))} of them drawn into training batches afterwards.",
             )
         )
     r = m.get("reliance_rises") or {}

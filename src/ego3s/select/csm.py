@@ -76,6 +76,17 @@ def apply_filters(rows: list[dict], th: CSMThresholds) -> list[dict]:
     return out
 
 
+def closest_misses(rows: list[dict], exclude=()) -> list[dict]:
+    """Valid rows that failed CSM, best first: most filters passed, then highest interaction
+    reliance, then highest language-prior gain. Selection's `min_kept` top-up and ECR's
+    `min_pool_size` refill both take from the head of this list, so both fall back the same way."""
+    skip = set(exclude)
+    misses = [r for r in rows if not r["kept"] and not r.get("invalid") and r["id"] not in skip]
+    return sorted(
+        misses, key=lambda r: (-(r["pass_coarse"] + r["pass_fine"] + r["pass_relevance"]), -r["fine"], -r["coarse"])
+    )
+
+
 def funnel(rows: list[dict]) -> dict[str, int]:
     """How many samples survive each filter in turn (coarse -> fine -> relevance)."""
     valid = [r for r in rows if not r.get("invalid")]

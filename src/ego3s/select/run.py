@@ -25,7 +25,7 @@ from ego3s.config import DEVICES, DTYPES, ConfigError, Device, Dtype, check_fiel
 from ego3s.data.io import read_jsonl, write_jsonl
 from ego3s.files import write_json, write_text
 from ego3s.select import baselines
-from ego3s.select.csm import CSMThresholds, apply_filters, funnel, relevance_texts
+from ego3s.select.csm import CSMThresholds, apply_filters, closest_misses, funnel, relevance_texts
 from ego3s.select.scoring import ScoringConfig
 
 Method = Literal["csm", "random", "full", "s1", "limo", "limr"]
@@ -381,8 +381,7 @@ def _top_up(rows: list[dict], n: int) -> list[str]:
     """The `n` best samples that failed CSM (see `min_kept`); marks them `topped_up`."""
     if n <= 0:
         return []
-    misses = [r for r in rows if not r["kept"] and not r.get("invalid")]
-    misses.sort(key=lambda r: (-(r["pass_coarse"] + r["pass_fine"] + r["pass_relevance"]), -r["fine"], -r["coarse"]))
+    misses = closest_misses(rows)
     for r in misses[:n]:
         r["topped_up"] = True
     return [r["id"] for r in misses[:n]]

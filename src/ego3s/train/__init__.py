@@ -6,5 +6,5 @@
 - `merge`: `ego3s merge`, a LoRA adapter or sharded checkpoint -> one model folder
 - `collator`: clips -> teacher-forced batches (warm-up and SFT)
 - `plumbing`: LoRA config, checkpoints and resume guard, NaN stop, atomic final save, placement;
-  also used by GRPO (`ego3s.rl.train`)
+  also used by GRPO (`ego3s.rl.run`)
 """

@@ -1,4 +1,4 @@
-"""Run plumbing every training loop shares (GRPO in ego3s.rl.train, SFT, the warm-up).
+"""Run plumbing every training loop shares (GRPO in ego3s.rl.run, SFT, the warm-up).
 
 Each loop differs in what it trains; how a run is set up, guarded, resumed and saved is the same,
 and lives here once so that a fix reaches all three:
