@@ -250,7 +250,11 @@ def test_refresh_fills_the_floor_with_closest_misses_before_mastered_samples():
     from ego3s.curriculum.ecr import refresh_with_csm
 
     cur.probe_ids = lambda: [r["id"] for r in rows]
-    event = refresh_with_csm(cur, 5, {"ratio": 0.1, "window_mean": 0.0, "reference": 1.0}, lambda ids: rows)
+    from ego3s.select.csm import closest_misses
+
+    event = refresh_with_csm(
+        cur, 5, {"ratio": 0.1, "window_mean": 0.0, "reference": 1.0}, lambda ids: rows, rank_misses=closest_misses
+    )
     assert cur.active == ["c", "d", "e", "f"]
     assert event["added"] == ["e", "f"] and event["topped_up"] == 2 and event["removed"] == ["a", "b"]
     assert cur.usage[-1]["added"] == ["e", "f"]
@@ -263,3 +267,58 @@ def test_mastered_samples_come_back_only_when_the_probe_has_no_misses_left():
     assert event["added"] == ["d"] and event["topped_up"] == 1
     assert cur.active == ["c", "a", "d"]  # c kept, then a back in pool order, then the refill
     assert event["pool_after"] == 3
+
+
+def test_the_demo_config_refreshes_and_trains_on_the_refreshed_samples(tiny_model_dir, tmp_path, monkeypatch):
+    """configs/demo.yaml's ECR block and batch shape (4 prompts x 4 completions, windows of 5 steps)
+    on the tiny model, with a 16-sample pool that every rollout answers right: the reward variance
+    is flat, so the first comparison (after two windows, at step 9) finds stagnation; all 16 are
+    mastered and retired, and the pool floor is refilled from the probe's closest CSM misses (the
+    tiny model passes none of CSM's filters). The steps after it must draw those samples. The
+    demo's own 100-step schedule must leave room for refreshes."""
+    import yaml
+
+    import ego3s.rl.run as T
+    from ego3s.curriculum.monitor import plan
+    from helpers import REPO
+
+    full = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
+    demo = full["training"]
+    ecr = ECRConfig(**demo["ecr"])
+    assert ecr.ecr and ecr.min_pool_size == full["selection"]["min_kept"]  # the floor keeps the selection's size
+    schedule = plan(ecr, demo["max_steps"], 1.0, demo["batch_size"] // demo["num_generations"])
+    assert schedule["first_possible_refresh_step"] == 2 * ecr.monitoring_interval - 1
+    assert schedule["refreshes_possible"] >= 1
+
+    monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_right])
+    selected = _samples(tmp_path, "sel", 16, True)
+    fresh = _samples(tmp_path, "new", 24, False)
+    write_jsonl(tmp_path / "selected.jsonl", selected)
+    write_jsonl(tmp_path / "pool.jsonl", selected + fresh)
+    cfg = tiny_grpo_config(
+        tiny_model_dir,
+        tmp_path / "selected.jsonl",
+        tmp_path / "run",
+        batch=demo["batch_size"],
+        num_generations=demo["num_generations"],
+        candidates=str(tmp_path / "pool.jsonl"),
+        max_steps=12,
+        save_steps=12,
+        ecr=ecr,
+    )
+    T.run_training(cfg)
+    run = tmp_path / "run"
+    ev = read_log(run / "ecr_events.jsonl")[0]
+    assert ev["step"] == 2 * ecr.monitoring_interval - 1
+    assert ev["pool_before"] == 16 and ev["pool_after"] == 16
+    assert ev["high_value"] == 0 and ev["topped_up"] == 16 and set(ev["added"]) <= {s.id for s in fresh}
+    log = read_log(run / "rewards.jsonl")
+    # accelerate's loader reads one batch ahead: the batch of step 10 was drawn before the refresh
+    # (from the old pool); every later batch comes from the refill only
+    drawn_later = {r["sample_id"] for r in log if r["step"] > ev["step"] + 1}
+    assert drawn_later and drawn_later <= set(ev["added"])
+    state = json.loads((run / "ecr_state.json").read_text())
+    assert state["refreshes_used"] >= 1
+    assert state["usage_totals"]["added_drawn"] == len(
+        {r["sample_id"] for r in log if r["sample_id"] in set(ev["added"])}
+    )

@@ -29,7 +29,6 @@ from transformers import TrainerCallback
 
 from ego3s.curriculum.monitor import ECRConfig, group_stats, mark_refresh, new_state, observe, plan, plan_message
 from ego3s.files import append_jsonl, write_json
-from ego3s.select.csm import closest_misses
 
 log = logging.getLogger(__name__)
 STATE_FILE = "ecr_state.json"
@@ -299,9 +298,17 @@ class PoolSampler(Sampler):
 
 
 def refresh_with_csm(
-    curriculum: Curriculum, step: int, decision: dict, score_fn: Callable[[list[str]], list[dict]], dist=None
+    curriculum: Curriculum,
+    step: int,
+    decision: dict,
+    score_fn: Callable[[list[str]], list[dict]],
+    dist=None,
+    rank_misses: Callable[[list[dict]], list[dict]] | None = None,
 ) -> dict:
     """Probe, score with the current policy (`score_fn(ids) -> CSM rows with 'kept'`), refresh.
+
+    `rank_misses(rows)`: the rows that failed CSM, best first (`ego3s.select.csm.closest_misses`,
+    passed in by the trainer: curriculum/ builds on no other stage); they fill the pool floor.
 
     `dist`: (rank, world, gather_fn, broadcast_fn) under several processes; each rank scores a
     strided, equal-length shard (equal so sharded-parameter forwards stay in lockstep)."""
@@ -316,7 +323,7 @@ def refresh_with_csm(
         by_id = {r["id"]: r for part in gather(score_fn(shard)) for r in part}
         rows = [by_id[i] for i in probe if i in by_id]
     high = [r["id"] for r in rows if r.get("kept")]
-    fill = [r["id"] for r in closest_misses(rows)]
+    fill = [r["id"] for r in rank_misses(rows)] if rank_misses is not None else []
     event = curriculum.apply_refresh(
         step, {**decision, "probed": len(probe), "atypical_share_probed": curriculum.atypical_share(probe)}, high, fill
     )

@@ -534,6 +534,7 @@ class VideoGRPOTrainer(GRPOTrainer):
 
     def _curriculum_step(self, records: list[dict]) -> None:
         from ego3s.curriculum.ecr import refresh_with_csm
+        from ego3s.select.csm import closest_misses
 
         step = int(self.state.global_step)
         decision = self.curriculum.observe_step(step, records)
@@ -562,7 +563,9 @@ class VideoGRPOTrainer(GRPOTrainer):
         was_training = model.training
         model.eval()
         try:
-            event = refresh_with_csm(self.curriculum, step, decision, lambda ids: self.ecr_scorer(model, ids), dist)
+            event = refresh_with_csm(
+                self.curriculum, step, decision, lambda ids: self.ecr_scorer(model, ids), dist, closest_misses
+            )
         finally:
             model.train(was_training)
         if self.accelerator.is_main_process:
