@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import statistics
 import sys
@@ -129,13 +130,73 @@ def prep_inputs(cfg: dict) -> dict:
             "data": cfg["data"],
             "warmup_data": cfg["warmup_data"],
             "vision_data": cfg.get("vision_data"),
+            "second_test": second_test_config(cfg),
+            "curve": curve_config(cfg),
             "curve_questions": cfg["curve_questions"],
             "relevance_file": file_identity(rel, "content") if rel else None,
         },
         "model": {"model": cfg["model"], "seed": cfg["data_seed"]},
-        "warmup": {"warmup": cfg["warmup"]},
+        "warmup": {"warmup": cfg["warmup"], "deterministic": bool(cfg.get("deterministic"))},
         "base_eval": {"evaluation": cfg["evaluation"]},
     }
+
+
+def second_test_config(cfg: dict) -> dict:
+    """The second test set: the RL pool's world drawn with another data seed (`second_test_seed`),
+    `second_test` questions per split, no pool of its own."""
+    return {**cfg["data"], "seed": cfg["second_test_seed"], "train": 0, "probe": 0, "test": cfg["second_test"]}
+
+
+CURVE_MARGIN = 4  # clips generated per closed curve question wanted (about half the questions are closed)
+
+
+def curve_config(cfg: dict) -> dict:
+    """The curve set's generation: its own data seed (`curve_seed`), so that it shares no question
+    with either test set; its closed questions are kept (`curve_questions` per split)."""
+    return {
+        **cfg["data"],
+        "seed": cfg["curve_seed"],
+        "train": 0,
+        "probe": 0,
+        "test": CURVE_MARGIN * cfg["curve_questions"],
+    }
+
+
+def check_config(cfg: dict) -> None:
+    """Refuse a table whose test, curve and training data could share questions (one data seed
+    each), or whose ECR rows cannot refresh early enough to train on the refreshed samples."""
+    seeds = {
+        "data.seed": cfg["data"]["seed"],
+        "warmup_data.seed": cfg["warmup_data"]["seed"],
+        "second_test_seed": cfg["second_test_seed"],
+        "curve_seed": cfg["curve_seed"],
+    }
+    if cfg.get("vision_data"):
+        seeds["vision_data.seed"] = cfg["vision_data"]["seed"]
+    if len(set(seeds.values())) < len(seeds):
+        raise SystemExit(f"the table's data sets must each have their own seed (held out): {seeds}")
+    for name, sched in ecr_schedules(cfg).items():
+        if not sched["refreshes_possible"] or sched["first_possible_refresh_step"] > sched["planned_steps"] // 2:
+            raise SystemExit(
+                f"row {name}: ECR cannot refresh in the first half of its run ({sched['message']}); "
+                "lower train.ecr.monitoring_interval"
+            )
+
+
+def ecr_schedules(cfg: dict) -> dict:
+    """Per ECR row, the curriculum's own schedule check (ego3s.curriculum.monitor.plan): the steps
+    where a refresh can happen, and how many refreshes training can use."""
+    from ego3s.curriculum.monitor import ECRConfig, plan, plan_message
+
+    out = {}
+    for name, spec in cfg["rows"].items():
+        if not spec["ecr"]:
+            continue
+        tr = merge(cfg["train"], spec.get("train") or {})
+        ecr = from_dict(ECRConfig, {k: v for k, v in tr["ecr"].items() if k != "ecr"}, "train.ecr.")
+        p = plan(ecr, tr["max_steps"], 1.0, tr["batch_size"] // tr["num_generations"])
+        out[name] = {**p, "message": plan_message(p)}
+    return out
 
 
 def prep_identity(cfg: dict) -> str:
@@ -147,6 +208,7 @@ def prep_identity(cfg: dict) -> str:
 
 
 def select_inputs(cfg: dict, method: str, seed: int) -> dict:
+    seed = seed if method in SEEDED else 0
     return {
         "prep": prep_identity(cfg),
         "selection": cfg["selection"],
@@ -207,21 +269,27 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
         warm_pool = make_data(warm_data_cfg, d / "warmup_data", audit=False)["pool"]
         if vision_data_cfg is not None:
             make_data(vision_data_cfg, d / "vision_data", audit=False)
-        curve = d / "curve_data"  # the fixed subset of the accuracy-over-time curves
-        from ego3s.data.io import read_jsonl, write_jsonl
-
-        for split in ("test_id", "test_atypical"):
-            write_jsonl(curve / f"{split}.jsonl", read_jsonl(d / "data" / f"{split}.jsonl")[: cfg["curve_questions"]])
+        second = make_data(from_dict(EgoSynthConfig, second_test_config(cfg), "second_test."), d / "test2", audit=False)
+        curve = d / "curve_data"  # the held-out set of the accuracy-over-time curves
+        pool = make_data(from_dict(EgoSynthConfig, curve_config(cfg), "curve."), d / "curve_pool", audit=False)
+        write_curve_set(Path(pool["egosynth"]), curve, cfg["curve_questions"])
         rel = cfg["selection"].get("relevance_file")
         if rel:  # a copy the rows add to (ECR probes), next to the data it belongs to
             shutil.copy(rel, d / "relevance.json")
-        return {**made, "curve": str(curve), "warmup_pool": warm_pool, "relevance": str(d / "relevance.json")}
+        return {
+            **made,
+            "test2": second["egosynth"],
+            "curve": str(curve),
+            "warmup_pool": warm_pool,
+            "relevance": str(d / "relevance.json"),
+        }
 
     paths = run.run_stage("data", data, echo, inputs)
     built = run.run_stage("model", lambda: make_model(cfg["model"], d / "model", cfg["data_seed"]), echo, inputs)
 
     def warm() -> dict:
-        final = warm_up(warm_cfg, built["base"], paths["warmup_pool"], d / "warmup")["model"]
+        with deterministic(cfg.get("deterministic", False), cfg["data_seed"]):
+            final = warm_up(warm_cfg, built["base"], paths["warmup_pool"], d / "warmup")["model"]
         _drop_checkpoints(d / "warmup")
         return {"model": final, "fingerprint": model_fingerprint(final)}
 
@@ -229,8 +297,9 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
 
     def base_eval() -> dict:
         full = evaluate(cfg, base["model"], paths["egosynth"], d / "base_eval", icu=cfg["evaluation"].get("icu", False))
+        second = evaluate(cfg, base["model"], paths["test2"], d / "base_eval2", icu=False)
         sub = evaluate(cfg, base["model"], paths["curve"], d / "base_curve", icu=False)
-        return {"eval": full, "curve_accuracy": sub["accuracy"]}
+        return {"eval": full, "eval2": second, "curve_accuracy": sub["accuracy"]}
 
     ev = run.run_stage("base_eval", base_eval, echo, inputs)
     return {
@@ -240,6 +309,48 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
         "base_eval": ev,
         "identity": run.fingerprints["base_eval"],
     }
+
+
+def write_curve_set(src: Path, dest: Path, n: int) -> None:
+    """The first `n` closed questions of each test split of `src` (a generation of its own seed)
+    into `dest`: the curve reads closed accuracy only, so every question it pays for counts."""
+    from ego3s.data.io import read_jsonl, write_jsonl
+
+    for split in ("test_id", "test_atypical"):
+        closed = [s for s in read_jsonl(src / f"{split}.jsonl") if s.task == "closeqa"][:n]
+        if len(closed) < n:
+            raise SystemExit(f"curve set: {src / split}.jsonl has {len(closed)} closed questions, {n} wanted")
+        write_jsonl(dest / f"{split}.jsonl", closed)
+
+
+class deterministic:
+    """Deterministic kernels while building the base model (`deterministic: true`): seeded, cuDNN
+    autotuning off, `torch.use_deterministic_algorithms(True, warn_only=True)` (an op without a
+    deterministic kernel warns instead of failing). CUBLAS_WORKSPACE_CONFIG must be set before CUDA
+    starts: `main` sets it. The previous settings come back afterwards, so rows run at full speed."""
+
+    def __init__(self, on: bool, seed: int):
+        self.on, self.seed = on, seed
+
+    def __enter__(self):
+        if not self.on:
+            return self
+        import torch
+        from transformers import set_seed
+
+        self.prev = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        set_seed(self.seed)
+        return self
+
+    def __exit__(self, *exc):
+        if self.on:
+            import torch
+
+            torch.use_deterministic_algorithms(self.prev[0])
+            torch.backends.cudnn.benchmark = self.prev[1]
+        return False
 
 
 def _drop_checkpoints(folder: Path) -> None:
@@ -257,6 +368,7 @@ def select(cfg: dict, root: Path, prep: dict, method: str, seed: int, echo=print
     from ego3s.pipeline import select_samples
     from ego3s.select.run import SelectionConfig
 
+    seed = seed if method in SEEDED else 0  # one selection for every seed of an unseeded method
     key = f"{method}_s{seed}" if method in SEEDED else method
     d = root / "select" / key
     done = d / "done.json"
@@ -431,8 +543,8 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
     )
     run = Run(RunConfig(out=str(d), seed=seed, model=prep["base"], data=selected, warmup_enabled=False, training=tc))
     inputs = json.loads(json.dumps(row_inputs(cfg, name, seed), default=str))
-    stages = {"train": inputs, "eval": {}, "curve": {}}
-    run.check_inputs(stages, echo)  # an edited row redoes all three
+    stages = {"train": inputs, "eval": {}, "eval2": {}, "curve": {}}
+    run.check_inputs(stages, echo)  # an edited row redoes every stage
 
     def train() -> dict:
         clock = wall_clock(d / "train" / "wall.jsonl")
@@ -441,28 +553,36 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
         return {"steps": steps}
 
     steps = run.run_stage("train", train, echo, stages)["steps"]
-    ev = run.run_stage(
-        "eval",
-        lambda: evaluate(
-            cfg, str(d / "train" / "final"), prep["egosynth"], d / "eval", icu=cfg["evaluation"].get("icu", False)
-        ),
-        echo,
-        stages,
-    )
+    final = str(d / "train" / "final")
+    evaluated = spec.get("eval", True)  # false: a prerequisite run (LIMR's log), trained only
+    ev = ev2 = None
+    if evaluated:
+        ev = run.run_stage(
+            "eval",
+            lambda: evaluate(cfg, final, prep["egosynth"], d / "eval", icu=cfg["evaluation"].get("icu", False)),
+            echo,
+            stages,
+        )
+        ev2 = run.run_stage("eval2", lambda: evaluate(cfg, final, prep["test2"], d / "eval2", icu=False), echo, stages)
 
     def curve() -> dict:
         walls = {r["step"]: r["wall_s"] for r in read_log(d / "train" / "wall.jsonl")}
-        points = [{"step": 0, "train_s": 0.0, "accuracy": prep["base_eval"]["curve_accuracy"]}]
+        # `dir`: the evaluation (relative to the run folder) whose per-question answers give the interval
+        points = [
+            {"step": 0, "train_s": 0.0, "accuracy": prep["base_eval"]["curve_accuracy"], "dir": "prep/base_curve"}
+        ]
         ckpts = sorted((int(p.name.split("-")[1]), p) for p in (d / "train").glob("checkpoint-*"))
         for step, p in ckpts:
             m = evaluate(cfg, str(p), prep["curve"], d / "curve" / f"step-{step}", icu=False)
-            points.append({"step": step, "train_s": walls.get(step), "accuracy": m["accuracy"]})
+            where = str((d / "curve" / f"step-{step}").relative_to(root))
+            points.append({"step": step, "train_s": walls.get(step), "accuracy": m["accuracy"], "dir": where})
         if not ckpts or ckpts[-1][0] != steps:
-            m = evaluate(cfg, str(d / "train" / "final"), prep["curve"], d / "curve" / "final", icu=False)
-            points.append({"step": steps, "train_s": walls.get(steps), "accuracy": m["accuracy"]})
+            m = evaluate(cfg, final, prep["curve"], d / "curve" / "final", icu=False)
+            where = str((d / "curve" / "final").relative_to(root))
+            points.append({"step": steps, "train_s": walls.get(steps), "accuracy": m["accuracy"], "dir": where})
         return {"points": points}
 
-    points = run.run_stage("curve", curve, echo, stages)["points"]
+    points = run.run_stage("curve", curve, echo, stages)["points"] if evaluated else []
     if not cfg["keep_checkpoints"]:
         _drop_checkpoints(d / "train")
     walls = read_log(d / "train" / "wall.jsonl")
@@ -481,8 +601,9 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
         "prereq_s": sel["prereq_s"],
         "train_s": walls[-1]["wall_s"] if walls else 0.0,
         "steps": steps,
-        "ecr_refreshes": len(events),
+        **ecr_usage(d / "train", len(events)),
         "eval": ev,
+        "eval2": ev2,
         "curve": [{**p, "gpu_s": round(offset + (p["train_s"] or 0.0), 3)} for p in points],
         "base_fingerprint": prep["fingerprint"],
         "device": device_name(),
@@ -491,6 +612,21 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
     row["gpu_s"] = round(offset + row["train_s"], 3)
     write_json(d / "row.json", row)
     return row
+
+
+def ecr_usage(train: Path, events: int) -> dict:
+    """The curriculum's own count (`ecr_state.json`): refreshes, those training used afterwards,
+    the samples they added and how many of those were drawn into a training batch."""
+    path = train / "ecr_state.json"
+    state = json.loads(path.read_text()) if path.exists() else {}
+    totals = state.get("usage_totals") or {}
+    return {
+        "ecr_refreshes": state.get("refreshes", events),
+        "ecr_refreshes_used": state.get("refreshes_used"),
+        "ecr_added": totals.get("added"),
+        "ecr_added_drawn": totals.get("added_drawn"),
+        "ecr_schedule": {k: v for k, v in (state.get("schedule") or {}).items() if k != "message"} or None,
+    }
 
 
 def device_name() -> str:
@@ -503,14 +639,24 @@ def device_name() -> str:
 
 
 def collect(cfg: dict, root: Path) -> dict:
-    """Every finished row, mean and spread over seeds, time to the full-data accuracy, the ratio."""
-    rows = {}
+    """Every finished row made from the reference base model (the others are listed in `excluded`):
+    mean and spread over seeds, accuracies with 95% intervals, paired differences against the
+    full-data row and the base model, time to the full-data accuracy, the ratio."""
+    rows, runs_all = {}, []
     for name in cfg["rows"]:
         runs = [json.loads(p.read_text()) for p in sorted((root / "rows").glob(f"{name}_s*/row.json"))]
-        runs = [r for r in runs if r["row"] == name]
+        runs_all += [r for r in runs if r["row"] == name]
+    reference, source = reference_base(root, runs_all)
+    excluded = [
+        {"row": r["row"], "seed": r["seed"], "base_fingerprint": r["base_fingerprint"]}
+        for r in runs_all
+        if r["base_fingerprint"] != reference
+    ]
+    for name in cfg["rows"]:
+        runs = [r for r in runs_all if r["row"] == name and r["base_fingerprint"] == reference]
         if runs:
             rows[name] = {"runs": runs}
-    full = rows.get("full", {}).get("runs", [])
+    full = [r for r in rows.get("full", {}).get("runs", []) if r["curve"]]
     goals = targets(full)
     target = goals[0]["accuracy"] if goals else None
     for entry in rows.values():
@@ -521,23 +667,207 @@ def collect(cfg: dict, root: Path) -> dict:
         entry["reached"] = sum(r["reach_s"] is not None for r in entry["runs"])
     ratios = [time_ratio(rows["ego3s"]["runs"], full, g) for g in goals] if "ego3s" in rows and full else []
     ratio = ratios[0]["ratio"] if ratios else None
-    fps = sorted({r["base_fingerprint"] for e in rows.values() for r in e["runs"]})
     manifest = root / "prep" / "manifest.json"
-    base = json.loads(manifest.read_text())["stages"].get("base_eval", {}).get("outputs") if manifest.exists() else None
+    stages = json.loads(manifest.read_text())["stages"] if manifest.exists() else {}
+    base = stages.get("base_eval", {}).get("outputs")
+    prep_fp = (stages.get("warmup", {}).get("outputs") or {}).get("fingerprint")
+    stats = question_stats(root, rows, base_here=prep_fp is not None and prep_fp == reference)
     return {
         "rows": rows,
+        "stats": stats,
         "base": base,
         "target_accuracy": target,
         "ratio": ratio,
         "ratios": ratios,
         "paper_ratio": round(PAPER["ego3s_h"] / PAPER["full_h"], 3),
-        "base_models": fps,
+        "base_fingerprint": reference,
+        "base_fingerprint_source": source,
+        "base_models": sorted({r["base_fingerprint"] for r in runs_all}),
+        "excluded": excluded,
         "devices": sorted({r["device"] for e in rows.values() for r in e["runs"]}),
         "sections": {
             s: [(n, spec["labels"][s]) for n, spec in cfg["rows"].items() if s in spec.get("labels", {})]
             for s in SECTIONS
         },
     }
+
+
+def reference_base(root: Path, runs: list[dict]) -> tuple[str | None, str]:
+    """The base model the table is about: this run folder's own (prep/, the base whose evaluation
+    the paired comparisons use), else the one most finished rows were made from."""
+    from collections import Counter
+
+    manifest = root / "prep" / "manifest.json"
+    if manifest.exists():
+        fp = (json.loads(manifest.read_text())["stages"].get("warmup", {}).get("outputs") or {}).get("fingerprint")
+        if fp:
+            return fp, "prep"
+    counts = Counter(r["base_fingerprint"] for r in runs)
+    return (counts.most_common(1)[0][0], "most rows") if counts else (None, "none")
+
+
+def check_base(prep_fp: str, root: Path, echo=print) -> list[str]:
+    """Say whether this session's base model (rebuilt) is the one the finished (restored) rows were
+    made from; returns the rows that were not (the table leaves them out)."""
+    others = []
+    for p in sorted((root / "rows").glob("*/row.json")):
+        fp = json.loads(p.read_text())["base_fingerprint"]
+        if fp != prep_fp:
+            others.append(f"{p.parent.name} ({fp})")
+    n = len(list((root / "rows").glob("*/row.json")))
+    if not n:
+        echo(f"base model {prep_fp}: no finished rows yet")
+    elif not others:
+        echo(f"base model {prep_fp}: MATCHES all {n} finished rows")
+    else:
+        echo(
+            f"base model {prep_fp}: DOES NOT MATCH {len(others)} of {n} finished rows, left out of the table: "
+            + ", ".join(others)
+        )
+    return others
+
+
+SPLITS = ("test_id", "test_atypical")
+SETS = {"eval": SPLITS, "eval2": ("second_test_id", "second_test_atypical")}  # folder -> its splits' names
+METRICS = {"closeqa": "accuracy", "openqa": "em"}  # closed questions: accuracy; open: exact match
+
+
+def question_scores(folder: Path, names: tuple[str, ...] = SPLITS) -> dict[str, dict[str, dict[str, float]]]:
+    """`{split: {metric: {question id: 0/1}}}` from an evaluation's per-question answers
+    (`egosynth/per_sample.jsonl`, scored by `ego3s.eval.paired.correctness`); {} when absent."""
+    from ego3s.eval.paired import correctness
+
+    path = folder / "egosynth" / "per_sample.jsonl"
+    if not path.exists():
+        return {}
+    out: dict = {n: {m: {} for m in METRICS.values()} for n in names}
+    for r in read_log(path):
+        metric, split = METRICS.get(r.get("task")), r.get("split")
+        c = correctness(r) if metric and split in SPLITS else None
+        if c is not None:
+            out[names[SPLITS.index(split)]][metric][str(r["id"])] = c
+    return out
+
+
+def eval_scores(folder: Path) -> dict:
+    """Both test sets of a row (`eval/`, `eval2/`) or of the base model (`base_eval`, `base_eval2`)."""
+    out = {}
+    for sub, names in SETS.items():
+        out.update(question_scores(folder.parent / (folder.name + sub[4:]), names))
+    return out
+
+
+def pool_seeds(per_seed: list[dict[str, float]]) -> dict[str, float]:
+    """Per question, the mean score over seeds (on the questions every seed answered): the row's
+    pooled answer to each question, paired question by question with another row's."""
+    if not per_seed:
+        return {}
+    ids = set.intersection(*(set(x) for x in per_seed))
+    return {i: statistics.fmean(x[i] for x in per_seed) for i in sorted(ids)}
+
+
+def mean_interval(scores: dict[str, float]) -> dict:
+    """Mean (%) with its 95% interval: Wilson for 0/1 scores (one seed), else the bootstrap over
+    questions of `ego3s.eval.paired` (the difference to a zero score is the mean itself)."""
+    from ego3s.eval.paired import paired_difference
+    from ego3s.summary import wilson
+
+    vals = list(scores.values())
+    if not vals:
+        return {"mean": None, "ci95": [None, None], "n": 0, "interval": None}
+    if all(v in (0.0, 1.0) for v in vals):
+        return {
+            "mean": round(100 * statistics.fmean(vals), 2),
+            "ci95": wilson(int(sum(vals)), len(vals)),
+            "n": len(vals),
+            "interval": "wilson",
+        }
+    r = paired_difference(vals, [0.0] * len(vals))
+    return {
+        "mean": round(r["value"], 2),
+        "ci95": [round(x, 2) for x in r["ci95"]],
+        "n": len(vals),
+        "interval": "bootstrap over questions (per-question mean over seeds)",
+    }
+
+
+def paired(a: dict[str, float], b: dict[str, float]) -> dict | None:
+    """a - b in points, paired per question (`ego3s.eval.paired.compare_predictions`)."""
+    from ego3s.eval.paired import compare_predictions
+
+    if not a or not b:
+        return None
+    r = compare_predictions(a, b)
+    keep = ("value", "ci95", "n", "a", "b", "mcnemar_p", "n_a_only", "n_b_only", "only_a", "only_b")
+    return {k: r[k] for k in keep if k in r}
+
+
+def question_stats(root: Path, rows: dict, base_here: bool) -> dict:
+    """Per row and the base model: each split's closed accuracy and open EM with 95% intervals
+    (seeds pooled per question, and per seed), the paired difference against the full-data row and
+    against the base model, and the curve's accuracy with intervals at every step. `base_here`:
+    prep/ holds the evaluation of the base model the rows were made from."""
+    base = eval_scores(root / "prep" / "base_eval") if base_here else {}
+    out: dict = {"base": {k: {m: mean_interval(v) for m, v in ms.items()} for k, ms in base.items()}, "rows": {}}
+    pooled = {}
+    rows = {n: e for n, e in rows.items() if e["runs"][0]["eval"] is not None}  # not trained-only runs
+    for name, e in rows.items():
+        per_seed = [eval_scores(row_dir(root, name, r["seed"]) / "eval") for r in e["runs"]]
+        pooled[name] = {
+            k: {m: pool_seeds([s.get(k, {}).get(m, {}) for s in per_seed]) for m in METRICS.values()}
+            for k in (*SPLITS, *SETS["eval2"])
+        }
+        entry = {
+            k: {
+                m: {
+                    **mean_interval(pooled[name][k][m]),
+                    "per_seed": [
+                        {"seed": r["seed"], **mean_interval(s.get(k, {}).get(m, {}))}
+                        for r, s in zip(e["runs"], per_seed)
+                    ],
+                }
+                for m in METRICS.values()
+            }
+            for k in (*SPLITS, *SETS["eval2"])
+        }
+        entry["curve"] = curve_with_intervals(root, e["runs"])
+        out["rows"][name] = entry
+    for name in rows:
+        for ref, ref_scores in (("full", pooled.get("full")), ("base", base)):
+            out["rows"][name][f"paired_vs_{ref}"] = (
+                {
+                    k: {m: paired(pooled[name][k][m], (ref_scores.get(k) or {}).get(m, {})) for m in METRICS.values()}
+                    for k in pooled[name]
+                }
+                if ref_scores and name != ref
+                else None
+            )
+    return out
+
+
+def curve_with_intervals(root: Path, runs: list[dict]) -> list[dict]:
+    """The row's curve, seeds pooled: per step the mean GPU seconds and the closed accuracy of the
+    curve set with its 95% interval (per-question answers of each point's evaluation)."""
+    steps = sorted({p["step"] for r in runs for p in r["curve"]})
+    out = []
+    for step in steps:
+        pts = [p for r in runs for p in r["curve"] if p["step"] == step]
+        per_seed = []
+        for p in pts:
+            q = question_scores(root / p["dir"]) if p.get("dir") else {}
+            per_seed.append({i: v for k in SPLITS for i, v in (q.get(k) or {}).get("accuracy", {}).items()})
+        scores = pool_seeds([x for x in per_seed if x]) if all(per_seed) else {}
+        acc = mean_interval(scores) if scores else {"mean": _mean([p["accuracy"] for p in pts]), "ci95": [None, None]}
+        out.append(
+            {
+                "step": step,
+                "gpu_s": _mean([p["gpu_s"] for p in pts]),
+                "accuracy": acc["mean"],
+                "ci95": acc["ci95"],
+                "seeds": len(pts),
+            }
+        )
+    return out
 
 
 def time_to(curve: list[dict], target: float | None) -> float | None:
@@ -583,7 +913,7 @@ def time_ratio(ego: list[dict], full: list[dict], goal: dict) -> dict:
 
 
 def _split(split: str, metric: str):
-    return lambda r: (r["eval"].get(split) or {}).get(metric)
+    return lambda r: ((r["eval"] or {}).get(split) or {}).get(metric)
 
 
 COLUMNS = {  # key -> how a row.json gives it; the table prints them in this order
@@ -593,8 +923,8 @@ COLUMNS = {  # key -> how a row.json gives it; the table prints them in this ord
     "aty_acc": _split("test_atypical", "accuracy"),
     "aty_em": _split("test_atypical", "em"),
     "aty_rouge": _split("test_atypical", "rouge_l"),
-    "icu_text": lambda r: r["eval"].get("icu_textual"),
-    "icu_att": lambda r: r["eval"].get("icu_attention"),
+    "icu_text": lambda r: (r["eval"] or {}).get("icu_textual"),
+    "icu_att": lambda r: (r["eval"] or {}).get("icu_attention"),
     "selected": lambda r: r["selected"],
     "trained_on": lambda r: r["trained_on"],
     "atypical": lambda r: r["atypical_share"],
@@ -641,10 +971,19 @@ def table_markdown(t: dict, cfg: dict) -> str:
     lines = [
         "# EgoSynth reproduction table",
         "",
-        f"Device(s): {', '.join(t['devices']) or '-'}. Base model(s): {', '.join(t['base_models']) or '-'}"
-        + (" (**more than one: rows were made from different warm-ups**)" if len(t["base_models"]) > 1 else "")
-        + ".",
+        f"Device(s): {', '.join(t['devices']) or '-'}. Base model: {t['base_fingerprint'] or '-'} "
+        f"({'this run folder' if t['base_fingerprint_source'] == 'prep' else t['base_fingerprint_source']}).",
         "",
+    ]
+    if t["excluded"]:
+        lines += [
+            "**Left out: rows made from another base model** (a warm-up that did not reproduce this one's "
+            "fingerprint; their numbers are not comparable): "
+            + ", ".join(f"{x['row']}_s{x['seed']} ({x['base_fingerprint']})" for x in t["excluded"])
+            + ".",
+            "",
+        ]
+    lines += [
         "Accuracy: closed questions (%); EM and ROUGE-L: open questions (%); ICU text: share (%) of correct "
         "answers naming an interaction object; ICU attn: answer attention (%) inside the interaction boxes "
         f"(boxes cover {_box_area(t)}% of the frame). Mean ± sample std over seeds. GPU s: selection (LIMR: "
@@ -691,7 +1030,83 @@ def table_markdown(t: dict, cfg: dict) -> str:
             + " |"
         )
     lines.append("")
+    lines += intervals_markdown(t)
     return "\n".join(lines)
+
+
+def _ci(e: dict | None, key: str = "mean") -> str:
+    if not e or e.get(key) is None:
+        return "-"
+    lo, hi = e["ci95"]
+    return f"{e[key]:.1f} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def intervals_markdown(t: dict) -> list[str]:
+    """Every accuracy with its 95% interval and every row against the full-data row and the base
+    model, paired per question (seeds pooled per question)."""
+    st = t["stats"]
+    head = ["row", "seeds"] + [f"{k} {m}" for k in (*SPLITS, *SETS["eval2"]) for m in ("acc", "EM")]
+    lines = [
+        "## Accuracy with 95% intervals (%)",
+        "",
+        "Closed accuracy (acc) and open exact match (EM) per test set; `second_*`: the second test set "
+        "(another data seed). One seed: Wilson interval; several: the seeds' answers are averaged per "
+        "question and the interval is a bootstrap over questions (ego3s.eval.paired).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    if st["base"]:
+        lines.append(
+            "| base model | - | "
+            + " | ".join(
+                _ci((st["base"].get(k) or {}).get(m)) for k in (*SPLITS, *SETS["eval2"]) for m in ("accuracy", "em")
+            )
+            + " |"
+        )
+    for name, e in st["rows"].items():
+        lines.append(
+            f"| {name} | {len(t['rows'][name]['runs'])} | "
+            + " | ".join(_ci(e[k][m]) for k in (*SPLITS, *SETS["eval2"]) for m in ("accuracy", "em"))
+            + " |"
+        )
+    head = ["row", "vs"] + [f"{k} acc" for k in (*SPLITS, *SETS["eval2"])] + ["test_atypical EM"]
+    lines += [
+        "",
+        "## Paired differences (points, row minus reference, 95% interval; McNemar p for one seed each)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for name, e in st["rows"].items():
+        for ref in ("full", "base"):
+            d = e.get(f"paired_vs_{ref}")
+            if not d:
+                continue
+            cells = [d[k]["accuracy"] for k in (*SPLITS, *SETS["eval2"])] + [d["test_atypical"]["em"]]
+            lines.append(
+                f"| {name} | {ref} | "
+                + " | ".join(
+                    _ci(c, "value") + (f" p={c['mcnemar_p']:.3g}" if c and c.get("mcnemar_p") is not None else "")
+                    for c in cells
+                )
+                + " |"
+            )
+    lines += [
+        "",
+        "ECR per seed (refreshes / used / added samples drawn): "
+        + "; ".join(
+            f"{n}: "
+            + ", ".join(
+                f"{r.get('ecr_refreshes')}/{r.get('ecr_refreshes_used')}/{r.get('ecr_added_drawn')}" for r in e["runs"]
+            )
+            for n, e in t["rows"].items()
+            if e["runs"][0]["ecr"]
+        )
+        or "-",
+        "",
+    ]
+    return lines
 
 
 def _fmt(x, digits: int = 1) -> str:
@@ -699,14 +1114,15 @@ def _fmt(x, digits: int = 1) -> str:
 
 
 def _box_area(t: dict) -> str:
-    return _fmt(_mean([r["eval"].get("icu_area") for e in t["rows"].values() for r in e["runs"]]))
+    return _fmt(_mean([(r["eval"] or {}).get("icu_area") for e in t["rows"].values() for r in e["runs"]]))
 
 
 # ------------------------------------------------------------------------------------ plots
 
 
 def plot_accuracy_vs_time(t: dict, path: Path) -> None:
-    """Curve-subset accuracy against GPU seconds (selection + training), one line per row and seed."""
+    """Curve-set accuracy against GPU seconds (selection + training): per row, the seeds pooled
+    (mean GPU seconds per step) with the 95% interval of each point, the seeds faintly."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -714,29 +1130,37 @@ def plot_accuracy_vs_time(t: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, (name, e) in enumerate(t["rows"].items()):
-        for j, r in enumerate(e["runs"]):
+        color, wide = f"C{i % 10}", name in ("full", "ego3s")
+        for r in e["runs"]:
             pts = [(p["gpu_s"], p["accuracy"]) for p in r["curve"] if p["accuracy"] is not None]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(
-                    xs,
-                    ys,
-                    "o-",
-                    ms=3,
-                    lw=2 if name in ("full", "ego3s") else 1,
-                    color=f"C{i % 10}",
-                    alpha=0.9 if j == 0 else 0.45,
-                    label=name if j == 0 else None,
-                )
+            if pts and len(e["runs"]) > 1:
+                ax.plot(*zip(*pts), "-", lw=0.6, color=color, alpha=0.3)
+        pooled = [p for p in t["stats"]["rows"][name]["curve"] if p["accuracy"] is not None]
+        if pooled:
+            xs, ys = [p["gpu_s"] for p in pooled], [p["accuracy"] for p in pooled]
+            lo = [y - (p["ci95"][0] if p["ci95"][0] is not None else y) for y, p in zip(ys, pooled)]
+            hi = [(p["ci95"][1] if p["ci95"][1] is not None else y) - y for y, p in zip(ys, pooled)]
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=[lo, hi],
+                fmt="o-",
+                ms=3,
+                lw=2 if wide else 1,
+                capsize=2,
+                color=color,
+                label=f"{name} ({len(e['runs'])} seed{'s' * (len(e['runs']) > 1)})",
+            )
     if t["target_accuracy"] is not None:
-        ax.axhline(t["target_accuracy"], color="k", ls="--", lw=1, label="full-data final accuracy")
+        ax.axhline(t["target_accuracy"], color="k", ls="--", lw=1, label="target: full-data final accuracy")
     ax.set_xlabel("GPU seconds (selection + training)")
-    ax.set_ylabel("closed accuracy on the curve subset (%)")
+    ax.set_ylabel("closed accuracy on the held-out curve set (%)")
+    ax.set_title("seeds pooled per question; bars: 95% intervals", fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     _save(fig, path)
 
 
-def plot_variance(root: Path, t: dict, path: Path, names=("ego3s_long", "ego3s", "csm_irl", "csm")) -> None:
+def plot_variance(root: Path, t: dict, path: Path, names=("ego3s", "csm_irl", "csm_grpo")) -> None:
     """Mean within-group reward variance per step, with the ECR refreshes as vertical lines."""
     import matplotlib
 
@@ -778,7 +1202,9 @@ def _rolling(ys, k: int) -> list[float]:
     return [statistics.fmean(ys[max(0, i - k + 1) : i + 1]) for i in range(len(ys))]
 
 
-def plot_rewards(root: Path, t: dict, path: Path, names=("ego3s", "csm_irl", "csm", "full"), smooth: int = 1) -> None:
+def plot_rewards(
+    root: Path, t: dict, path: Path, names=("ego3s", "csm_irl", "csm_grpo", "full"), smooth: int = 1
+) -> None:
     """Training curves per step: total, accuracy and interaction reward, interaction-object
     mentions (the last two logged by the rows with the interaction reward) and the share of
     zero-variance groups. `smooth` > 1 draws each step faintly under its trailing mean over
@@ -829,13 +1255,83 @@ def _save(fig, path: Path) -> None:
 def write_table(cfg: dict, root: Path) -> dict:
     t = collect(cfg, root)
     write_json(root / "table.json", t)
+    write_json(root / "egosynth.json", results(cfg, root, t))
     write_text(root / "table.md", table_markdown(t, cfg))
     plot_accuracy_vs_time(t, root / "accuracy_vs_time.png")
     plot_variance(root, t, root / "reward_variance.png")
     plot_rewards(root, t, root / "reward_curves.png")
-    if "ego3s_long" in t["rows"]:
-        plot_rewards(root, t, root / "reward_curves_long.png", names=("ego3s_long",), smooth=10)
     return t
+
+
+def results(cfg: dict, root: Path, t: dict) -> dict:
+    """`egosynth.json`: the study's machine-readable results (docs/egosynth_study.md has the
+    schema): device, config, the commands that made the run folder, test set sizes, per row its
+    seeds, base model, selection, accuracies with 95% intervals, paired differences against the
+    full-data row and the base model, ECR usage, GPU seconds and time to target, and the ratio."""
+    st = t["stats"]
+    sizes = {}
+    for k in (*SPLITS, *SETS["eval2"]):
+        ns = [st["rows"][n][k]["accuracy"]["n"] + st["rows"][n][k]["em"]["n"] for n in st["rows"]]
+        base = st["base"].get(k)
+        sizes[k] = max(ns + ([base["accuracy"]["n"] + base["em"]["n"]] if base else []), default=0)
+    rows = {}
+    for name, e in t["rows"].items():
+        runs, s = e["runs"], st["rows"].get(name)
+        if s is None:  # trained only (LIMR's log): its cost is in LIMR's GPU seconds
+            continue
+        rows[name] = {
+            "seeds": e["seeds"],
+            "base_fingerprint": runs[0]["base_fingerprint"],
+            "selection": {
+                "method": runs[0]["select"],
+                "kept": _mean([r["selected"] for r in runs]),
+                "share_atypical": _mean([r["atypical_share"] for r in runs]),
+                "seconds": _mean([r["selection_s"] + r["prereq_s"] for r in runs]),
+            },
+            "strategy": runs[0]["strategy"],
+            "irl": runs[0]["irl"],
+            "ecr": runs[0]["ecr"],
+            **{k: s[k] for k in (*SPLITS, *SETS["eval2"])},
+            "paired_vs_full": s["paired_vs_full"],
+            "paired_vs_base": s["paired_vs_base"],
+            "ecr_refreshes": [r.get("ecr_refreshes") for r in runs],
+            "ecr_refreshes_used": [r.get("ecr_refreshes_used") for r in runs],
+            "ecr_added": [r.get("ecr_added") for r in runs],
+            "ecr_added_drawn": [r.get("ecr_added_drawn") for r in runs],
+            "gpu_s": {"mean": _mean([r["gpu_s"] for r in runs]), "per_seed": [r["gpu_s"] for r in runs]},
+            "time_to_target_s": {
+                "mean": _mean([r["reach_s"] for r in runs]),
+                "per_seed": [r["reach_s"] for r in runs],
+                "reached": e["reached"],
+            },
+            "curve": s["curve"],
+        }
+    ratios = t.get("ratios") or []
+
+    def ratio_entry(r: dict) -> dict:
+        return {
+            "target": r["accuracy"],
+            "share_of_full_gain": r["share"],
+            "ego3s_to_target_s": r["ego3s_s"],
+            "full_to_target_s": r["full_s"],
+            "ratio": r["ratio"],
+            "reached": {"ego3s": r["ego3s_reached"], "full": r["full_reached"]},
+            "seeds": r["seeds"],
+        }
+
+    log = root / "commands.jsonl"
+    return {
+        "device": ", ".join(t["devices"]) or None,
+        "config": cfg,
+        "commands": read_log(log) if log.exists() else [],
+        "base": {"fingerprint": t["base_fingerprint"], "source": t["base_fingerprint_source"], **st["base"]},
+        "excluded": t["excluded"],
+        "test": sizes,
+        "rows": rows,
+        "time_ratio": {**ratio_entry(ratios[0]), "others": [ratio_entry(r) for r in ratios[1:]]} if ratios else None,
+        "paper_ratio": t["paper_ratio"],
+        "pooling": "seeds pooled per question (mean over seeds), paired per question; one seed: Wilson interval",
+    }
 
 
 # ------------------------------------------------------------------------------------ pack
@@ -843,24 +1339,30 @@ def write_table(cfg: dict, root: Path) -> dict:
 PACKED = (
     "table.md",
     "table.json",
+    "egosynth.json",
+    "commands.jsonl",
     "*.png",
     "run.log",
     "prep/manifest.json",
     "prep/data/audit.json",
     "prep/warmup/log_history.json",
     "prep/warmup/vision_pretrain.json",
-    "prep/base_eval/results.*",
-    "prep/base_eval/*/predictions.rank*.jsonl",
+    "prep/base_eval*/results.*",
+    "prep/base_eval*/*/predictions.rank*.jsonl",
+    "prep/base_eval*/*/per_sample.jsonl",
     "prep/base_curve/results.json",
+    "prep/base_curve/*/per_sample.jsonl",
     "select/*/done.json",
     "select/*/report.*",
     "select/*/scores.csv",
     "select/*/hist_*.png",
     "rows/*/row.json",
     "rows/*/manifest.json",
-    "rows/*/eval/results.*",
-    "rows/*/eval/*/predictions.rank*.jsonl",  # per-question answers: which questions each row gets right
+    "rows/*/eval*/results.*",
+    "rows/*/eval*/*/predictions.rank*.jsonl",
+    "rows/*/eval*/*/per_sample.jsonl",  # per-question answers: the paired comparisons across sessions
     "rows/*/curve/*/results.json",
+    "rows/*/curve/*/*/per_sample.jsonl",  # the curve's intervals
     "rows/*/train/*.json",
     "rows/*/train/*.jsonl",
     "rows/*/train/*.png",
@@ -898,25 +1400,28 @@ def restore(tgz: Path, root: Path) -> int:
 # ------------------------------------------------------------------------------------ sizing
 
 
-def estimate(cfg: dict) -> dict:
-    """GPU seconds of the table from the measured rates in `sizing` (docs/RESULTS.md)."""
+def estimate(cfg: dict, only: list[str] | None = None) -> dict:
+    """GPU seconds of the table from the measured rates in `sizing` (docs/egosynth_study.md), and
+    how it spreads over device calls and sessions: each session loses `session_overhead_s` to the
+    machine's start and redoes prep (the base model cannot be carried back), each call is time-boxed
+    to `call_s`, and the rows (`only`: those of `--rows`) are packed into sessions in run order."""
     z, tr = cfg["sizing"], cfg["train"]
     pool = cfg["data"]["train"]
-    questions = 2 * cfg["data"]["test"]
-    curve_q = 2 * cfg["curve_questions"]
-    step_scale = tr["batch_size"] / 64 * tr["max_completion_length"] / 96
-    step_s = z["grpo_s_per_step"] * step_scale
-    eval_s = z["load_s"] + questions * z["eval_s_per_question"]
+    plain = z.get("eval_s_per_question_plain", z["eval_s_per_question"])
+    icu_rate = z["eval_s_per_question"] if cfg["evaluation"].get("icu") else plain
+    step_s = z["grpo_s_per_step"] * tr["batch_size"] / 64 * tr["max_completion_length"] / 96
+    eval_s = z["load_s"] + 2 * cfg["data"]["test"] * icu_rate  # the test set, with ICU when configured
+    eval2_s = z["load_s"] + 2 * cfg["second_test"] * plain  # the second test set, no ICU
+    curve_s = z["load_s"] + 2 * cfg["curve_questions"] * plain  # one point of the curve
     vision_steps = (cfg["warmup"].get("vision_pretrain") or {}).get("steps", 0)
-    prep = (
-        z["data_s"]
-        + z["build_s"]
-        + cfg["warmup"]["steps"] * cfg["warmup"]["batch_size"] * z["warmup_s_per_sample"]
-        + vision_steps * z.get("vision_pretrain_s_per_step", 0.0)
-        + eval_s
-        + z["load_s"]
-        + curve_q * z["eval_s_per_question"]
-    )
+    prep_parts = {
+        "data": z["data_s"],
+        "build": z["build_s"],
+        "warmup": cfg["warmup"]["steps"] * cfg["warmup"]["batch_size"] * z["warmup_s_per_sample"],
+        "vision_pretrain": vision_steps * z.get("vision_pretrain_s_per_step", 0.0),
+        "base_eval": eval_s + eval2_s + curve_s,
+    }
+    prep = sum(prep_parts.values())
     k = cfg["selection"].get("limo_k", 32)
     select_s = {
         "full": 0.0,
@@ -926,37 +1431,55 @@ def estimate(cfg: dict) -> dict:
         "s1": z["load_s"] + pool * z["score_s_per_sample_view"],
         "limo": z["load_s"] + pool * k * z["rollout_s_per_completion"],
     }
-    refresh = cfg["train"]["ecr"]["probing_set_size"] * 3 * z["score_s_per_sample_view"]
-    rows = {}
-    for name, seed in plan(cfg):
+    refresh = tr["ecr"]["probing_set_size"] * 3 * z["score_s_per_sample_view"]
+    schedules = ecr_schedules(cfg)
+    rows, parts = {}, {}
+    todo = plan(cfg, only)
+    for name, seed in todo:
         spec = cfg["rows"][name]
-        steps, every = (
-            (spec.get("train") or {}).get("max_steps", tr["max_steps"]),
-            spec.get("eval_every", cfg["eval_every"]),
-        )
-        train_s = z["load_s"] + steps * step_s * (z["dapo_factor"] if spec["strategy"] == "dapo" else 1)
-        if spec["ecr"]:
-            # worst case: a refresh every other window (after one, a new reference window is needed)
-            ecr = cfg["train"]["ecr"]
-            window = ecr["monitoring_interval"]  # in steps, or in prompts (tr["batch_size"] // G per step)
-            if ecr.get("monitoring_unit", "prompts") == "prompts":
-                window = math.ceil(window / (tr["batch_size"] // tr["num_generations"]))
-            train_s += refresh * (steps // (2 * window))
-        curve_s = (steps // every + (steps % every > 0)) * (z["load_s"] + curve_q * z["eval_s_per_question"])
-        rows[f"{name}_s{seed}"] = round(train_s + eval_s + curve_s)
-    selections = {m: round(s) for m, s in select_s.items() if any(cfg["rows"][n]["select"] == m for n in cfg["rows"])}
+        rt = merge(tr, spec.get("train") or {})
+        steps, every = rt["max_steps"], spec.get("eval_every", cfg["eval_every"])
+        row_step = z["grpo_s_per_step"] * rt["batch_size"] / 64 * rt["max_completion_length"] / 96
+        train_s = z["load_s"] + steps * row_step * (z["dapo_factor"] if spec["strategy"] == "dapo" else 1)
+        if spec["ecr"]:  # worst case: every possible refresh happens
+            train_s += refresh * len(schedules[name]["refresh_steps_possible"])
+        evals = (eval_s + eval2_s + (steps // every + (steps % every > 0)) * curve_s) if spec.get("eval", True) else 0
+        rows[f"{name}_s{seed}"] = round(train_s + evals)
+        parts[name] = {"train": round(train_s), "evaluation": round(evals)}
+    used = {cfg["rows"][n]["select"] for n, _ in todo}
+    selections = {m: round(s) for m, s in select_s.items() if m in used}
     total = prep + sum(rows.values()) + sum(selections.values())
-    sessions = math.ceil((total - prep) / (z["session_s"] - z["session_overhead_s"] - prep))  # each redoes prep
+    # sessions and calls, rows in run order, each row's first use of a selection paying for it
+    call = z.get("call_s", 570) - 30  # table_gpu.sh gives the driver its box minus 30 s
+    room = z["session_s"] - z["session_overhead_s"] - prep
+    sessions, calls, left, in_call, paid = 1, math.ceil(prep / call), room, call, set()
+    for name, seed in todo:
+        m = cfg["rows"][name]["select"]
+        need = rows[f"{name}_s{seed}"] + (selections.get(m, 0) if m not in paid else 0)
+        paid.add(m)
+        if need > left:
+            sessions, calls, left, in_call = sessions + 1, calls + math.ceil(prep / call), room, call
+        if need > in_call:
+            calls, in_call = calls + 1, call
+        left, in_call = left - need, in_call - need
     return {
         "prep_s": round(prep),
+        "prep_parts_s": {k: round(v) for k, v in prep_parts.items()},
+        "per_call_s": {"test set": round(eval_s), "second test set": round(eval2_s), "curve point": round(curve_s)},
         "selection_s": selections,
+        "row_parts_s": parts,
         "rows_s": rows,
         "total_s": round(total),
         "total_min": round(total / 60, 1),
         "sessions": sessions,
+        "calls": calls,
         "with_session_overheads_min": round(
             (total + (sessions - 1) * prep + sessions * z["session_overhead_s"]) / 60, 1
         ),
+        "ecr_schedule": {
+            n: {k: v[k] for k in ("first_possible_refresh_step", "refresh_steps_possible", "refreshes_possible")}
+            for n, v in schedules.items()
+        },
     }
 
 
@@ -982,6 +1505,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pack", help="write a tgz of the small result files here")
     ap.add_argument("--restore", help="unpack an earlier session's pack into the run folder first")
     ap.add_argument("--estimate", action="store_true", help="print the GPU-time estimate of the config and exit")
+    ap.add_argument(
+        "--publish",
+        nargs="?",
+        const=str(HERE.parent.parent / "docs" / "results" / "egosynth.json"),
+        help="copy the run folder's egosynth.json here at the end (default docs/results/egosynth.json)",
+    )
     ap.add_argument("--table-only", action="store_true", help="rebuild table and plots from finished rows")
     ap.add_argument(
         "--select-only",
@@ -991,9 +1520,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     a = ap.parse_args(argv)
     cfg = load_table_config(a.config, a.smoke, a.out)
+    check_config(cfg)
     if a.estimate:
-        print(json.dumps(estimate(cfg), indent=2))
+        print(json.dumps(estimate(cfg, a.rows.split(",") if a.rows else None), indent=2))
         return 0
+    if cfg.get("deterministic"):  # cuBLAS reads it when CUDA starts: before any model is built
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     root = Path(cfg["out"])
     root.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -1007,6 +1539,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.restore:
         echo(f"restored {restore(Path(a.restore), root)} files from {a.restore}")
+    append_jsonl(
+        root / "commands.jsonl",
+        {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "argv": ["run.py", *(argv or sys.argv[1:])]},
+    )
     try:
         if not a.table_only:
             todo = []
@@ -1022,6 +1558,7 @@ def main(argv: list[str] | None = None) -> int:
                 from ego3s.data.io import read_jsonl
 
                 prep = prepare(cfg, root, echo)
+                check_base(prep["fingerprint"], root, echo)
                 pool_share = atypical_share(read_jsonl(prep["pool"]))
                 for method in a.select_only.split(","):
                     sel = select(cfg, root, prep, method, 0, echo)
@@ -1032,6 +1569,7 @@ def main(argv: list[str] | None = None) -> int:
                 todo = []
             if todo:
                 prep = prepare(cfg, root, echo)
+                check_base(prep["fingerprint"], root, echo)
                 est = estimate(cfg)
                 for n, s in todo:
                     method = cfg["rows"][n]["select"]
@@ -1045,7 +1583,15 @@ def main(argv: list[str] | None = None) -> int:
                     run_row(cfg, root, prep, n, s, echo)
                     echo(f"[row {n}_s{s}] done in {time.perf_counter() - t:.0f} s")
         t = write_table(cfg, root)
-        echo(f"table: {len(t['rows'])} rows, ratio {t['ratio']} (paper {t['paper_ratio']})")
+        echo(
+            f"table: {len(t['rows'])} rows, ratio {t['ratio']} (paper {t['paper_ratio']}), base model "
+            f"{t['base_fingerprint']}"
+            + (f", {len(t['excluded'])} run(s) from another base left out" if t["excluded"] else "")
+        )
+        if a.publish:
+            Path(a.publish).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / "egosynth.json", a.publish)
+            echo(f"published {a.publish}")
     finally:
         if a.pack:
             echo(f"packed {pack(root, Path(a.pack))}")
