@@ -1,21 +1,26 @@
-"""Issue #9's table on EgoSynth: every selection method, RL strategy and ablation from one base model.
+"""The EgoSynth study: every selection method and RL strategy from one base model (docs/egosynth_study.md).
 
     python experiments/egosynth/run.py [--config experiments/egosynth/table.yaml] [--rows full,ego3s]
         [--smoke] [--out DIR] [--time-limit S] [--pack FILE.tgz] [--restore FILE.tgz] [--estimate]
+        [--publish [PATH]]
 
 Layout of the run folder (`out` in the YAML):
 
-    prep/            EgoSynth pool and warm-up pool, the base model (smol + supervised warm-up),
-                     the base model's evaluation (full test splits and the curve subset)
+    prep/            EgoSynth pool and warm-up pool, the second test set (test2/) and the held-out
+                     curve set (curve_data/), each from its own data seed, the base model (smol +
+                     supervised warm-up), the base model's evaluations (base_eval/, base_eval2/,
+                     base_curve/)
     select/<method>  one selection per method (per seed for the seeded ones), shared by the rows
-    rows/<row>_s<seed>/  train/ (checkpoints every `eval_every` steps, wall.jsonl), eval/, curve/,
-                     row.json (written last: a row with row.json is finished and skipped on rerun)
-    table.md, table.json, accuracy_vs_time.png, reward_variance.png, reward_curves.png
+    rows/<row>_s<seed>/  train/ (checkpoints every `eval_every` steps, wall.jsonl), eval/, eval2/,
+                     curve/, row.json (written last: a row with row.json is finished and skipped on rerun)
+    table.md, table.json, egosynth.json, commands.jsonl, accuracy_vs_time.png, reward_variance.png,
+    reward_curves.png
 
 The stages are the pipeline's own functions (ego3s.pipeline: make_data, make_model, warm_up,
 select_samples, train_policy, evaluate_models), composed here for one base model and many rows;
-what only the table needs stays here: the curve subset and the accuracy at every checkpoint, the
-wall clock per step, the table, plots and pack.
+what only the table needs stays here: the curve set and the accuracy at every checkpoint, the
+wall clock per step, the intervals and paired comparisons (ego3s.eval.paired, ego3s.summary), the
+table, plots and pack.
 
 Every stage resumes (the pipeline's manifest per folder; training from its checkpoints, evaluation
 from its predictions), so a killed run or a new session continues where it stopped. A new session
@@ -25,7 +30,7 @@ Nothing is reused from other inputs: prep/'s stages, each selection (`done.json`
 (`row.json`, its stages) record the config they were made from (`inputs`, fingerprints chained
 from prep/'s config); an edited config redoes what it changes and everything after it, saying why.
 
-Time to target: each row's accuracy curve (the curve subset, at every checkpoint) against GPU
+Time to target: each row's accuracy curve (the held-out curve set, at every checkpoint) against GPU
 seconds (selection + training). The time ratio is like for like: Ego3S's time to reach a target
 over the full-data run's time to reach the same target, reported at the chosen target (the
 full-data run's final accuracy) and at 75% and 50% of the full-data run's gain over its step-0
@@ -810,7 +815,7 @@ def question_stats(root: Path, rows: dict, base_here: bool) -> dict:
     base = eval_scores(root / "prep" / "base_eval") if base_here else {}
     out: dict = {"base": {k: {m: mean_interval(v) for m, v in ms.items()} for k, ms in base.items()}, "rows": {}}
     pooled = {}
-    rows = {n: e for n, e in rows.items() if e["runs"][0]["eval"] is not None}  # not trained-only runs
+    rows = {n: e for n, e in rows.items() if e["runs"][0].get("eval") is not None}  # not trained-only runs
     for name, e in rows.items():
         per_seed = [eval_scores(row_dir(root, name, r["seed"]) / "eval") for r in e["runs"]]
         pooled[name] = {
@@ -1101,7 +1106,7 @@ def intervals_markdown(t: dict) -> list[str]:
                 f"{r.get('ecr_refreshes')}/{r.get('ecr_refreshes_used')}/{r.get('ecr_added_drawn')}" for r in e["runs"]
             )
             for n, e in t["rows"].items()
-            if e["runs"][0]["ecr"]
+            if e["runs"][0].get("ecr")
         )
         or "-",
         "",
@@ -1409,7 +1414,6 @@ def estimate(cfg: dict, only: list[str] | None = None) -> dict:
     pool = cfg["data"]["train"]
     plain = z.get("eval_s_per_question_plain", z["eval_s_per_question"])
     icu_rate = z["eval_s_per_question"] if cfg["evaluation"].get("icu") else plain
-    step_s = z["grpo_s_per_step"] * tr["batch_size"] / 64 * tr["max_completion_length"] / 96
     eval_s = z["load_s"] + 2 * cfg["data"]["test"] * icu_rate  # the test set, with ICU when configured
     eval2_s = z["load_s"] + 2 * cfg["second_test"] * plain  # the second test set, no ICU
     curve_s = z["load_s"] + 2 * cfg["curve_questions"] * plain  # one point of the curve
@@ -1462,20 +1466,25 @@ def estimate(cfg: dict, only: list[str] | None = None) -> dict:
         if need > in_call:
             calls, in_call = calls + 1, call
         left, in_call = left - need, in_call - need
+    held = round((total + (sessions - 1) * prep + sessions * z["session_overhead_s"]) / 60, 1)
     return {
         "prep_s": round(prep),
         "prep_parts_s": {k: round(v) for k, v in prep_parts.items()},
-        "per_call_s": {"test set": round(eval_s), "second test set": round(eval2_s), "curve point": round(curve_s)},
+        "per_evaluation_s": {
+            "test set": round(eval_s),
+            "second test set": round(eval2_s),
+            "curve point": round(curve_s),
+        },
         "selection_s": selections,
         "row_parts_s": parts,
         "rows_s": rows,
         "total_s": round(total),
         "total_min": round(total / 60, 1),
-        "sessions": sessions,
+        "sessions": sessions,  # machines held up to session_s each, every one redoing prep
         "calls": calls,
-        "with_session_overheads_min": round(
-            (total + (sessions - 1) * prep + sessions * z["session_overhead_s"]) / 60, 1
-        ),
+        "with_session_overheads_min": held,
+        # device time charged: a one-chip machine has counted part of its held time (device_time_factor)
+        "device_min": round(held * z.get("device_time_factor", 1.0), 1),
         "ecr_schedule": {
             n: {k: v[k] for k in ("first_possible_refresh_step", "refresh_steps_possible", "refreshes_possible")}
             for n, v in schedules.items()

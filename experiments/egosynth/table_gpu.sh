@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue #9's table on the GPU image, one time-boxed call at a time (docs/RESULTS.md, "How the
-# reproduction is sized"). From the repo root:
+# The EgoSynth study's table on the GPU image, one time-boxed call at a time (docs/egosynth_study.md).
+# From the repo root:
 #   bash experiments/egosynth/table_gpu.sh [ROWS] [SECONDS]
 # ROWS: comma-separated rows (default: all, in table.yaml's order); SECONDS: this call's time box
 # (default 570, under the device's 600 s per command). Rerun it until run.log says "rows to run: none":
@@ -48,5 +48,8 @@ echo "driver exit: $rc"
 if [ "$rc" != 0 ]; then  # killed by the time box: table and pack from what is finished
   python3 experiments/egosynth/run.py --table-only --pack "${OUT:-/tmp}/egosynth_table.tgz" 2>&1 | tail -3
 fi
+# the study's results and table come back as files of their own too (docs/egosynth_study.md)
+run_dir=$(python3 -c "import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))['out'])" "${CONFIG:-experiments/egosynth/table.yaml}")
+cp "$run_dir/egosynth.json" "$run_dir/table.md" "${OUT:-/tmp}/" 2>/dev/null
 ls -la "${OUT:-/tmp}"
 exit $rc
