@@ -82,7 +82,7 @@ def load_table_config(path: str | Path, smoke: bool = False, out: str | None = N
 
 def plan(cfg: dict, only: list[str] | None = None) -> list[tuple[str, int]]:
     """(row, seed) in run order. Default: YAML order, a row's seeds together. `only` (e.g.
-    ["ego3s:0", "csm", "full:0"]) runs those rows, or one seed of a row, in the order given, so the
+    ["ego3s:0", "csm_grpo", "full:0"]) runs those rows, or one seed of a row, in the order given, so the
     evidence wanted first comes first. LIMR's full-data run (`limr_source`, first seed) goes before it in
     either case."""
     names = list(cfg["rows"])
@@ -1140,7 +1140,7 @@ def plot_accuracy_vs_time(t: dict, path: Path) -> None:
             pts = [(p["gpu_s"], p["accuracy"]) for p in r["curve"] if p["accuracy"] is not None]
             if pts and len(e["runs"]) > 1:
                 ax.plot(*zip(*pts), "-", lw=0.6, color=color, alpha=0.3)
-        pooled = [p for p in t["stats"]["rows"][name]["curve"] if p["accuracy"] is not None]
+        pooled = [p for p in (t["stats"]["rows"].get(name) or {}).get("curve", []) if p["accuracy"] is not None]
         if pooled:
             xs, ys = [p["gpu_s"] for p in pooled], [p["accuracy"] for p in pooled]
             lo = [y - (p["ci95"][0] if p["ci95"][0] is not None else y) for y, p in zip(ys, pooled)]
