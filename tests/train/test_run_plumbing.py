@@ -103,3 +103,40 @@ def test_warmup_resume_after_its_last_checkpoint_trains_no_further_step(tiny_mod
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
     saved, now = load_file(out / "checkpoint-3" / "model.safetensors"), load_file(final / "model.safetensors")
     assert saved.keys() == now.keys() and all(torch.equal(saved[k], now[k]) for k in saved)
+
+
+def test_resume_hides_only_the_trainers_key_warnings():
+    """The Trainer's own key check after `load_resume_weights` lists every Qwen2.5-VL weight as
+    missing; inside the resume it is dropped, outside it (and every other warning) still shows."""
+    import logging
+    from types import SimpleNamespace
+
+    from transformers import Trainer
+
+    from ego3s.train.plumbing import _quiet_key_warnings
+
+    class Keep(logging.Handler):  # transformers' loggers do not propagate to pytest's caplog
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    fake = SimpleNamespace(model=SimpleNamespace(_keys_to_ignore_on_save=None))
+    result = SimpleNamespace(missing_keys=["model.visual.w"], unexpected_keys=["visual.w"])
+    log = logging.getLogger("transformers.trainer")
+    keep = Keep()
+    log.addHandler(keep)
+    try:
+        with _quiet_key_warnings("ckpt"):
+            Trainer._issue_warnings_after_load(fake, result)  # the real messages
+            log.warning("another warning")
+        assert keep.messages == ["another warning"]
+        Trainer._issue_warnings_after_load(fake, result)
+    finally:
+        log.removeHandler(keep)
+    assert [m.split(":")[0] for m in keep.messages[1:]] == [
+        "There were missing keys in the checkpoint model loaded",
+        "There were unexpected keys in the checkpoint model loaded",
+    ]

@@ -15,7 +15,9 @@ and lives here once so that a fix reaches all three:
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -152,7 +154,11 @@ def train_or_restore(trainer, ckpt: str | None, max_steps: int, lora: bool, call
     `load_resume_weights` first."""
     sharded = trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled  # their states load only in train()
     if ckpt is None or sharded or not finished(ckpt, max_steps):
-        trainer.train(resume_from_checkpoint=ckpt)
+        if ckpt is not None and not lora and not sharded:  # the weights came from load_resume_weights
+            with _quiet_key_warnings(ckpt):
+                trainer.train(resume_from_checkpoint=ckpt)
+        else:
+            trainer.train(resume_from_checkpoint=ckpt)
         return True
     from transformers import TrainerState
 
@@ -165,6 +171,32 @@ def train_or_restore(trainer, ckpt: str | None, max_steps: int, lora: bool, call
     for cb in callbacks:
         cb.on_train_end(trainer.args, trainer.state, trainer.control)
     return False
+
+
+class _KeyWarningFilter(logging.Filter):
+    """Drops the Trainer's "missing/unexpected keys in the checkpoint" warnings: on a resume whose
+    weights `load_resume_weights` already loaded, the Trainer's own load matches no key of
+    Qwen2.5-VL (transformers#43701) and would list every weight as missing, although none is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not msg.startswith(
+            ("There were missing keys in the checkpoint", "There were unexpected keys in the checkpoint")
+        )
+
+
+@contextlib.contextmanager
+def _quiet_key_warnings(ckpt: str):
+    log = logging.getLogger("transformers.trainer")
+    filt = _KeyWarningFilter()
+    log.addFilter(filt)
+    logging.getLogger(__name__).info(
+        "resuming from %s: weights loaded by ego3s (the Trainer's key check is skipped)", ckpt
+    )
+    try:
+        yield
+    finally:
+        log.removeFilter(filt)
 
 
 def stop_on_nan(what: str = "training run", hint: str = "lower the learning rate"):
