@@ -259,6 +259,8 @@ def test_fingerprint(tiny_dir, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(tiny_dir, copy)
     assert model_fingerprint(copy) == fp  # content, not mtimes
+    (copy / "training_args.bin").write_bytes(b"output_dir=/somewhere/else")  # saved by the Trainer
+    assert model_fingerprint(copy) == fp  # the same weights saved from another folder
     data = bytearray((copy / "model.safetensors").read_bytes())
     data[-5] ^= 0xFF
     (copy / "model.safetensors").write_bytes(bytes(data))

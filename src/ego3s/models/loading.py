@@ -274,6 +274,10 @@ def patch_qwen25_rope_index(model) -> bool:
 # Fingerprints: keys for score caches.
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+# Left out of a folder's fingerprint: ego3s's build marker, and the Trainer's pickled arguments,
+# which hold the output folder and logging paths (the same weights saved into two folders would
+# otherwise get two fingerprints).
+_PROVENANCE_FILES = ("ego3s_build.json", "training_args.bin")
 _SMALL_FILE = 64 << 20  # config / tokenizer / processor files are hashed whole below this size
 _SAMPLES, _BLOCK = 16, 64 << 10
 
@@ -294,7 +298,7 @@ def model_fingerprint(path_or_model: Any) -> str:
     """A stable hex key (20 chars) of a model.
 
     For a folder: every config / tokenizer / processor / chat-template file in full, plus each
-    weight file's name, size and 16 sampled 64 KiB blocks (content, not mtimes: a copied folder
+    weight file's name, size and 16 sampled 64 KiB blocks (not the Trainer's `training_args.bin`) (content, not mtimes: a copied folder
     keeps its fingerprint, a retrained checkpoint does not). For a live model (e.g. the policy
     during RL): its config and, per parameter, name, shape, dtype and 64 evenly spaced values.
     The two kinds are different keys ("dir:" / "live:" prefixes inside the hash): a model loaded
@@ -309,8 +313,8 @@ def model_fingerprint(path_or_model: Any) -> str:
         files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
         for p in files:
             rel = p.relative_to(root).as_posix()
-            if p.name == "ego3s_build.json":
-                continue  # build marker: provenance, not model content
+            if p.name in _PROVENANCE_FILES:
+                continue  # how the folder was made, not what the model is
             if p.suffix in _WEIGHT_SUFFIXES:
                 h.update(rel.encode())
                 _sampled_file_hash(p, h)
