@@ -304,6 +304,21 @@ def test_prompts_formats_and_views():
         build_messages(CLOSED, fmt="chain")
 
 
+def test_closed_answer_targets_are_read_as_the_gold_option():
+    """A base taught to answer a closed question with the option's text (or letter and text) is
+    scored by the same parser as one that answers with the letter."""
+    from ego3s.answers import extract_letter
+
+    assert target_text(CLOSED, closed_answer="text") == "a knife"
+    assert target_text(CLOSED, fmt="reasoning", closed_answer="letter_text") == "<answer>B. a knife</answer>"
+    assert target_text(OPEN, closed_answer="text") == "in the drawer"  # open QA: the reference, always
+    for style in ("letter", "text", "letter_text"):
+        for fmt in ("direct", "reasoning"):
+            assert extract_letter(target_text(CLOSED, fmt=fmt, closed_answer=style), CLOSED.options) == "B"
+    with pytest.raises(ValueError, match="closed_answer"):
+        target_text(CLOSED, closed_answer="word")
+
+
 # ----------------------------------------------------------------------------- smol (SmolLM2-135M)
 
 SMOL_TEXTS = ["The capital of France is", "Hello! In 2024, I bought 3 apples and a knife; don't ask why."]

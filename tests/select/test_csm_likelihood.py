@@ -32,9 +32,10 @@ def _clip(seed: int, n: int = 4, fps: float = 2.0) -> Clip:
     return Clip(frames, np.arange(n) / fps, fps)
 
 
-def _hand(model, processor, sample: Sample, clip: Clip | None) -> tuple[float, dict]:
+def _hand(model, processor, sample: Sample, clip: Clip | None, answer: str | None = None) -> tuple[float, dict]:
     """The score from scratch: chat text, processor, prompt + gold tokens, one plain forward,
-    float64 log-softmax. Also returns the numbers the margins below need."""
+    float64 log-softmax. Also returns the numbers the margins below need. `answer`: teacher-force
+    that text instead and return its summed log-probability."""
     tok = processor.tokenizer
     msgs = build_messages(sample, fmt="direct", visual="video" if clip is not None else None)
     text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
@@ -50,7 +51,7 @@ def _hand(model, processor, sample: Sample, clip: Clip | None) -> tuple[float, d
     else:
         inputs = processor(text=[text], return_tensors="pt")
     prompt_len = inputs["input_ids"].shape[1]
-    gold = tok(sample.answer, add_special_tokens=False)["input_ids"]
+    gold = tok(answer if answer is not None else sample.answer, add_special_tokens=False)["input_ids"]
     extra = torch.tensor([gold])
     inputs["input_ids"] = torch.cat([inputs["input_ids"], extra], 1)
     inputs["attention_mask"] = torch.cat([inputs["attention_mask"], torch.ones_like(extra)], 1)
@@ -60,6 +61,8 @@ def _hand(model, processor, sample: Sample, clip: Clip | None) -> tuple[float, d
         logits = model(**inputs, use_cache=False).logits[0].double()
     logp = torch.log_softmax(logits, -1)
     info = {"max_logit": float(logits.abs().max()), "vocab": logits.shape[-1]}
+    if answer is not None:
+        return float(sum(logp[prompt_len - 1 + j, t] for j, t in enumerate(gold))), info
     if sample.task == "closeqa":
         letters = [tok(L, add_special_tokens=False)["input_ids"] for L in LETTERS[: len(sample.options)]]
         assert all(len(ids) == 1 for ids in letters)
@@ -126,3 +129,42 @@ def test_likelihood_score_equals_a_hand_computation(tiny64):
             assert 0 < want < 1
         else:
             assert abs(info["shifted"] - want) > 1e3 * tol * want  # labels off by one position
+
+
+@pytest.mark.slow
+def test_likelihood_score_of_a_model_taught_to_answer_with_the_option_text(tiny64):
+    """A base whose warm-up taught it to answer closed questions with the option's text
+    (`closed_answer: text`, recorded in its config) is scored on the options' texts: p(gold text)
+    renormalised over the options' texts, each teacher-forced whole, not on a letter it never
+    says. Open questions score as before."""
+    from ego3s.select.scoring import closed_answer_of
+
+    model, processor = tiny64
+    closed = Sample.from_dict(
+        {
+            "id": "t",
+            "question": "What did I put in the crate?",
+            "answer": "B",
+            "task": "closeqa",
+            "options": ["in the bucket", "in the crate", "mug"],  # a shared prefix and a shorter one
+            "video": "v.mp4",
+        }
+    )
+    opened = Sample.from_dict(
+        {"id": "o", "question": "Where did I put the mug?", "answer": "on the shelf", "task": "openqa", "video": "v.mp4"}
+    )
+    cases = [(closed, _clip(4)), (opened, _clip(5))]
+    items = [(s, build_messages(s, fmt="direct", visual="video"), c) for s, c in cases]
+    letters = likelihood_batch(model, processor, items)
+    assert closed_answer_of(model) == "letter"
+    model.config.ego3s_closed_answer = "text"
+    try:
+        assert closed_answer_of(model) == "text"
+        got = likelihood_batch(model, processor, items)
+    finally:
+        del model.config.ego3s_closed_answer
+    seq = torch.tensor([_hand(model, processor, closed, cases[0][1], answer=o)[0] for o in closed.options])
+    want = float(torch.softmax(seq, -1)[1])
+    assert got[0] == pytest.approx(want, rel=1e-5, abs=0)
+    assert abs(letters[0] - want) > 1e-3  # the letter reading scores otherwise
+    assert got[1] == pytest.approx(letters[1], rel=1e-6)  # open questions: unchanged

@@ -348,3 +348,32 @@ def test_context_share_masks_the_interaction_of_typical_samples_only(tiny_model_
     assert masked_text.endswith(full_text.split("</think>")[1])  # same answer
     (a0, _), (a1, _) = batch(atypical, 0.0), batch(atypical, 1.0)
     assert torch.equal(a0["pixel_values_videos"], a1["pixel_values_videos"])
+
+
+def test_closed_answer_sets_what_the_warm_up_teaches_for_closed_questions(tiny_model_dir, synth):
+    """`closed_answer: text` trains the option's text as a closed question's answer (the letter by
+    default), in both formats; open questions keep their reference answer."""
+    from ego3s.data.io import read_jsonl
+    from ego3s.models.loading import load_model
+    from ego3s.train.collator import ClipCollator
+    from ego3s.train.warmup import WarmupConfig
+
+    samples = read_jsonl(synth / "train.jsonl")
+    closed = next(s for s in samples if s.task == "closeqa")
+    opened = next(s for s in samples if s.task == "openqa")
+    _, processor = load_model(tiny_model_dir, dtype="float32")
+    pix = 56 * 56
+
+    def taught(sample, **kw):
+        cfg = WarmupConfig(nframes=4, max_pixels=pix, min_pixels=pix, **kw)
+        b = ClipCollator(processor, cfg)([{"sample": json.dumps(sample.to_dict())}])
+        return processor.tokenizer.decode(b["input_ids"][0][b["labels"][0] != -100])
+
+    eos = processor.tokenizer.eos_token or ""
+    assert taught(closed) == closed.answer + eos
+    assert taught(closed, closed_answer="text") == closed.answer_text + eos
+    assert taught(closed, closed_answer="letter_text") == f"{closed.answer}. {closed.answer_text}" + eos
+    assert f"<answer>{closed.answer_text}</answer>" in taught(closed, fmt="reasoning", closed_answer="text")
+    assert taught(opened, closed_answer="text") == opened.answer + eos
+    with pytest.raises(ValueError, match="closed_answer"):
+        WarmupConfig(closed_answer="word")

@@ -57,10 +57,21 @@ def question_text(sample: Sample, *, fmt: str = "reasoning") -> str:
     return f"{body}\n{rule}"
 
 
-def target_text(sample: Sample, *, fmt: str = "direct") -> str:
-    """What a perfect completion contains as its answer: the gold letter (closed QA) or the
-    reference answer (open QA); wrapped in `<answer>` tags for the reasoning format."""
+ClosedAnswer = Literal["letter", "text", "letter_text"]
+CLOSED_ANSWERS = get_args(ClosedAnswer)
+
+
+def target_text(sample: Sample, *, fmt: str = "direct", closed_answer: str = "letter") -> str:
+    """What a perfect completion contains as its answer: for closed QA the gold letter
+    (`closed_answer="letter"`), the gold option's text ("text") or both ("letter_text": "B. mug"),
+    every one of which `ego3s.answers.extract_letter` reads as the gold option; for open QA the
+    reference answer. Wrapped in `<answer>` tags for the reasoning format."""
+    if closed_answer not in CLOSED_ANSWERS:
+        raise ValueError(f"sample {sample.id!r}: closed_answer must be one of {CLOSED_ANSWERS}, got {closed_answer!r}")
     gold = sample.answer.strip()
+    if sample.task == "closeqa" and closed_answer != "letter":
+        text = sample.answer_text.strip()
+        gold = text if closed_answer == "text" else f"{gold}. {text}"
     return f"<answer>{gold}</answer>" if fmt == "reasoning" else gold
 
 

@@ -2,7 +2,9 @@
 
 Two estimators (see docs/selection.md):
 - `likelihood`: one teacher-forced forward pass per (sample, view). Closed QA: p(gold letter)
-  renormalised over the option letters; open QA: geometric-mean token probability of the answer.
+  renormalised over the option letters, or, for a model taught to answer with the option's text
+  (`closed_answer_of`), p(gold text) renormalised over the options' texts (a pass per option);
+  open QA: geometric-mean token probability of the answer.
 - `sampling`: K rollouts with the RL prompt, mean accuracy reward.
 
 Scores go to a `ScoreCache` as they are computed, so a killed run resumes where it stopped. A
@@ -91,36 +93,56 @@ def _no_grad(fn):
     return run
 
 
+def closed_answer_of(model) -> str:
+    """How `model` answers closed questions: `letter` (every pretrained LVLM), or what its warm-up
+    taught it (`WarmupConfig.closed_answer`, recorded in its config as `ego3s_closed_answer`)."""
+    return str(getattr(getattr(model, "config", None), "ego3s_closed_answer", None) or "letter")
+
+
 @_no_grad
 def likelihood_batch(model, processor, items: list[tuple[Sample, list, object]]) -> list[float]:
-    """Scores of one batch of (sample, messages, visual) under the likelihood estimator."""
+    """Scores of one batch of (sample, messages, visual) under the likelihood estimator.
+
+    Closed QA, a model that answers with letters: p(gold letter) at the first answer token,
+    renormalised over the option letters. A model taught to answer with the option's text: the
+    probability of the gold option's whole text, renormalised over the options' texts (one
+    teacher-forced row per option), the same "which option does it commit to" read off what it
+    says. Open QA: the geometric-mean token probability of the reference."""
     import torch
 
     from ego3s.models.inputs import encode
 
-    samples = [s for s, _, _ in items]
-    enc = encode(
-        processor,
-        [m for _, m, _ in items],
-        [v for _, _, v in items],
-        answers=[target_text(s, fmt="direct") for s in samples],
-    )
+    texts = closed_answer_of(model) == "text"
+    rows: list[tuple[int, list, object, str]] = []  # (item index, messages, visual, teacher-forced answer)
+    for k, (s, m, v) in enumerate(items):
+        if texts and s.task == "closeqa":
+            rows += [(k, m, v, o.strip()) for o in s.options or []]
+        else:
+            rows.append((k, m, v, target_text(s, fmt="direct")))
+    enc = encode(processor, [r[1] for r in rows], [r[2] for r in rows], answers=[r[3] for r in rows])
     labels = enc.pop("labels")
     keep = int((labels != -100).sum(1).max()) + 1
     enc = enc.to(model.device)
     out = model(**enc, logits_to_keep=keep, use_cache=False)
     logits = out.logits[:, -keep:].float()  # position j predicts token j+1
     labels = labels[:, -keep:].to(logits.device)
-    scores = []
-    for i, s in enumerate(samples):
+    first: list[torch.Tensor] = []  # per row: the first answer token's logits
+    logps: list[torch.Tensor] = []  # per row: the answer tokens' log-probabilities
+    for i in range(len(rows)):
         pos = (labels[i] != -100).nonzero().flatten()
-        if s.task == "closeqa":
-            ids = letter_token_ids(processor.tokenizer, len(s.options))
-            first = logits[i, pos[0] - 1, ids]
-            scores.append(float(torch.softmax(first, -1)[s.answer_index]))
+        first.append(logits[i, pos[0] - 1])
+        logps.append(torch.log_softmax(logits[i, pos - 1], -1).gather(1, labels[i, pos][:, None]).squeeze(1))
+    scores = []
+    for k, (s, _, _) in enumerate(items):
+        mine = [i for i, r in enumerate(rows) if r[0] == k]
+        if s.task != "closeqa":
+            scores.append(float(logps[mine[0]].mean().exp()))
+        elif texts:
+            seq = torch.stack([logps[i].sum() for i in mine])  # log p(option text), per option
+            scores.append(float(torch.softmax(seq, -1)[s.answer_index]))
         else:
-            logp = torch.log_softmax(logits[i, pos - 1], -1).gather(1, labels[i, pos][:, None]).squeeze(1)
-            scores.append(float(logp.mean().exp()))
+            ids = letter_token_ids(processor.tokenizer, len(s.options))
+            scores.append(float(torch.softmax(first[mine[0]][ids], -1)[s.answer_index]))
     return scores
 
 

@@ -74,7 +74,8 @@ class ClipCollator:
 
     `cfg` is a WarmupConfig (ego3s.train.warmup) or an SFTRunConfig (ego3s.train.sft): its clip
     spec (frames and view settings), `fmt`, `grounded_share` and, optionally, `rationale` (where
-    the reasoning trace comes from), `context_share` and `direct_share` (warm-up only)."""
+    the reasoning trace comes from), `context_share`, `direct_share` and `closed_answer` (warm-up
+    only)."""
 
     def __init__(self, processor, cfg, skip_log: str | Path | None = None):
         self.processor, self.cfg, self.skip_log = processor, cfg, skip_log
@@ -106,7 +107,7 @@ class ClipCollator:
             fmt = sample_format(s, self.cfg.fmt, getattr(self.cfg, "direct_share", 0.0))
             msgs.append(build_messages(s, fmt=fmt, visual=kind))
             visuals.append(vis)
-            target = target_text(s, fmt=fmt)
+            target = target_text(s, fmt=fmt, closed_answer=getattr(self.cfg, "closed_answer", "letter"))
             if fmt == "reasoning":
                 source = getattr(self.cfg, "rationale", "template")
                 grounded = self.cfg.grounded_share if view == "full" else 0.0  # the hand is hidden: scene rationale

@@ -16,7 +16,7 @@ from pathlib import Path
 from ego3s import skips
 from ego3s.config import MASTER_WEIGHTS, MasterWeights, check_fields, check_report_to
 from ego3s.data.video import ClipSpec
-from ego3s.models.prompts import FORMATS, PromptFormat
+from ego3s.models.prompts import CLOSED_ANSWERS, FORMATS, ClosedAnswer, PromptFormat
 from ego3s.train.vision_pretrain_config import VisionPretrainConfig
 
 
@@ -57,6 +57,15 @@ class WarmupConfig(ClipSpec):
             "shown in the context view, interaction masked, with the same answer: the base learns to fall "
             "back on the scene when the hand is hidden, as web-pretrained LVLMs do, which is the behaviour "
             "CSM's fine filter measures"
+        },
+    )
+    closed_answer: ClosedAnswer = field(
+        default="letter",
+        metadata={
+            "help": "what a closed question's target answer is: the option's letter, its text, or both "
+            "(letter_text: \"B. mug\"); the answer parser reads each as the option. A small language model "
+            "trained from scratch learns to name what it sees long before it learns to look the name up among "
+            "the options and answer with its letter (docs/models.md)"
         },
     )
     train_vision_tower: bool = field(
@@ -100,7 +109,7 @@ class WarmupConfig(ClipSpec):
         super().__post_init__()
         check_fields(
             self,
-            choices={"fmt": FORMATS, "master_weights": MASTER_WEIGHTS},
+            choices={"fmt": FORMATS, "master_weights": MASTER_WEIGHTS, "closed_answer": CLOSED_ANSWERS},
             ranges={
                 "steps": "[0, inf)",
                 "batch_size": "[1, inf)",
@@ -252,6 +261,8 @@ def _warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool
             file=sys.stderr,
         )
     downcast(model, loaded_dtype)
+    if cfg.closed_answer != "letter":  # CSM and ECR's likelihood scorer reads it (closed_answer_of)
+        model.config.ego3s_closed_answer = cfg.closed_answer
     final = Path(out) / "final"
     save_final(trainer, processor, final)
     if trainer.is_world_process_zero():
