@@ -151,7 +151,13 @@ def test_likelihood_score_of_a_model_taught_to_answer_with_the_option_text(tiny6
         }
     )
     opened = Sample.from_dict(
-        {"id": "o", "question": "Where did I put the mug?", "answer": "on the shelf", "task": "openqa", "video": "v.mp4"}
+        {
+            "id": "o",
+            "question": "Where did I put the mug?",
+            "answer": "on the shelf",
+            "task": "openqa",
+            "video": "v.mp4",
+        }
     )
     cases = [(closed, _clip(4)), (opened, _clip(5))]
     items = [(s, build_messages(s, fmt="direct", visual="video"), c) for s, c in cases]

@@ -63,7 +63,7 @@ class WarmupConfig(ClipSpec):
         default="letter",
         metadata={
             "help": "what a closed question's target answer is: the option's letter, its text, or both "
-            "(letter_text: \"B. mug\"); the answer parser reads each as the option. A small language model "
+            '(letter_text: "B. mug"); the answer parser reads each as the option. A small language model '
             "trained from scratch learns to name what it sees long before it learns to look the name up among "
             "the options and answer with its letter (docs/models.md)"
         },
