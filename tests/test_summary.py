@@ -116,6 +116,11 @@ def test_summary_schema_and_figures(run):
     assert p["accuracy_delta"] == 50.0 and p["n"] == 4 and p["ci95"][0] >= 0.0  # differences 0, 1, 1, 0
     assert (p["n_trained_only"], p["n_base_only"]) == (2, 0) and p["mcnemar_p"] == 0.5  # 2 * (1/2)^2
     assert s["paired"]["test_id"]["accuracy_delta"] == -50.0
+    # every question: closed 1,0,0,0 -> 1,1,1,0 and open 0,0 -> 1,0, so 1 of 6 -> 4 of 6
+    pa = s["paired_all"]["test_atypical"]
+    assert pa["accuracy_delta"] == 50.0 and pa["n"] == 6 and (pa["n_trained_only"], pa["n_base_only"]) == (3, 0)
+    assert s["paired_all"]["test_id"]["n"] == 3  # closed 1,1 -> 1,0; open 1 -> 1: -1 of 3
+    assert s["paired_all"]["test_id"]["accuracy_delta"] == pytest.approx(-33.33, abs=0.01)
     assert s["ecr"] == {"refreshes": 2, "refreshes_used": 1, "added": 3, "added_drawn": 2}
     assert s["reliance"]["trained"]["test_atypical"]["reliance"] == 20.0
     assert s["seconds"] == 11.8  # 1.5 + 10.25, rounded to 0.1

@@ -12,6 +12,8 @@ Every figure is in percent (accuracies, shares) or percentage points (difference
   question accuracy with its 95% Wilson interval, exact match on the open questions, the counts;
 - `paired`: per split, trained minus base closed-question accuracy on the same questions, with a
   paired 95% interval (bootstrap over questions, `ego3s.eval.paired`) and the exact McNemar p;
+- `paired_all`: the same over every question of the split, each scored by closed accuracy or open
+  exact match (an extra figure: the mechanisms' check stays on `paired`, the closed questions);
 - `reliance`: per model and split, counterfactual reliance (full-view minus context-view
   accuracy, `ego3s eval --icu`), when the evaluation measured it;
 - `ecr`: refreshes, how many were trained on afterwards (`refreshes_used`), the samples they
@@ -102,6 +104,19 @@ def _closed(rows: list[dict], split: str) -> dict[str, float]:
     }
 
 
+def _correct(rows: list[dict], split: str) -> dict[str, float]:
+    """{id: 0/1} of every scored question of the split: closed accuracy, open exact match."""
+    out = _closed(rows, split)
+    out.update(
+        {
+            str(r["id"]): float(r["em"] >= 1.0)
+            for r in rows
+            if r.get("split") == split and r.get("task") == "openqa" and isinstance(r.get("em"), (int, float))
+        }
+    )
+    return out
+
+
 def _eval_entry(rows: list[dict], split: str) -> dict | None:
     mine = [r for r in rows if r.get("split") == split]
     if not mine:
@@ -120,10 +135,13 @@ def _eval_entry(rows: list[dict], split: str) -> dict | None:
     }
 
 
-def _paired(base: list[dict], trained: list[dict], split: str) -> dict | None:
+def _paired(base: list[dict], trained: list[dict], split: str, every: bool = False) -> dict | None:
+    """Trained minus base on the same questions: closed accuracy, or with `every` each question's
+    correctness (closed accuracy, open exact match)."""
     from ego3s.eval.paired import compare_predictions
 
-    r = compare_predictions(_closed(trained, split), _closed(base, split))
+    pick = _correct if every else _closed
+    r = compare_predictions(pick(trained, split), pick(base, split))
     if not r["n"]:
         return None
     return {
@@ -225,6 +243,7 @@ def summarize_run(run_dir: str | Path, write: bool = True) -> dict:
         "select": _select(run),
         "eval": {m: {sp: _eval_entry(rows[m], sp) for sp in SPLITS} for m in MODELS},
         "paired": {sp: _paired(rows["base"], rows["trained"], sp) for sp in SPLITS},
+        "paired_all": {sp: _paired(rows["base"], rows["trained"], sp, every=True) for sp in SPLITS},
         "reliance": {m: _reliance(run, m) for m in MODELS},
         "ecr": _ecr(run),
         "seconds": _seconds(run),
