@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tarfile
+from types import SimpleNamespace
 
 import pytest
 
@@ -235,20 +236,13 @@ def test_a_later_session_reuses_the_evaluation_of_the_same_base(smoke, tmp_path)
         out / "prep" / "base_eval" / "egosynth" / "per_sample.jsonl"
     ).read_text()
 
-    class Fresh:  # this session's run, before its base evaluation
-        fingerprints = {"base_eval": json.loads((root / "prep" / "manifest.json").read_text())["stages"]["base_eval"][
-            "input_fingerprint"
-        ]}
-        manifest = {"stages": {}}
-
-        def save(self):
-            pass
-
+    inputs = json.loads((root / "prep" / "manifest.json").read_text())["stages"]["base_eval"]["input_fingerprint"]
+    fresh = SimpleNamespace(fingerprints={"base_eval": inputs}, manifest={"stages": {}}, save=lambda: None)
     said.clear()
-    assert not drv.reuse_base_eval(Fresh(), root, "0" * 20, said.append)  # another base model
+    assert not drv.reuse_base_eval(fresh, root, "0" * 20, said.append)  # another base model
     assert "is not this one" in said[0]
-    Fresh.fingerprints = {"base_eval": "other inputs"}
-    assert not drv.reuse_base_eval(Fresh(), root, prep["fingerprint"], said.append)
+    fresh.fingerprints = {"base_eval": "other inputs"}
+    assert not drv.reuse_base_eval(fresh, root, prep["fingerprint"], said.append)
 
 
 def test_select_only_prepares_and_selects_without_rows(smoke):
