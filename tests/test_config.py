@@ -31,7 +31,8 @@ def test_yaml_and_overrides(tmp_path):
 @pytest.mark.parametrize(
     "ov, msg",
     [
-        (["stepz=1"], "unknown key"),
+        (["stepz=1"], "unknown key.*'stepz': did you mean 'steps'"),
+        (["inner.lambda_cc=1"], r"^inner: unknown key.*'lambda_cc': did you mean 'lambda_c'"),
         (["steps=1.5"], "integer"),
         (["ecr=yes please"], "true/false"),
         (["inner.lambda_c=abc"], "number"),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The EgoSynth study on the GPU image (see docs/RESULTS.md). Usage, from the repo root:
+# The EgoSynth study on the GPU image (see docs/notes/gpu_studies_2026-11.md). Usage, from the repo root:
 #   bash experiments/egosynth/gpu_run.sh [CONFIG] [SECONDS]
 # Needs benchmarks/gpu_setup.sh's wheels and the smol GGUF at $EGO3S_SMOL_GGUF. Resumable: a
 # rerun continues the run folder. Packs the small outputs into $OUT/egosynth_run.tgz.

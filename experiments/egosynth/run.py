@@ -306,6 +306,8 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
         sub = evaluate(cfg, base["model"], paths["curve"], d / "base_curve", icu=False)
         return {"eval": full, "eval2": second, "curve_accuracy": sub["accuracy"]}
 
+    if not run.done("base_eval"):
+        reuse_base_eval(run, root, base["fingerprint"], echo)
     ev = run.run_stage("base_eval", base_eval, echo, inputs)
     return {
         **paths,
@@ -314,6 +316,36 @@ def prepare(cfg: dict, root: Path, echo=print) -> dict:
         "base_eval": ev,
         "identity": run.fingerprints["base_eval"],
     }
+
+
+RESTORED = "restored"  # the run folder's copy of a restored pack's prep/ evaluation files
+
+
+def reuse_base_eval(run, root: Path, fingerprint: str, echo=print) -> bool:
+    """Take the base model's evaluation from a restored pack (`restore`) instead of redoing it
+    (about 2 GPU-minutes per machine), when it is an evaluation of this very model: the pack's
+    base has this session's weights fingerprint and its evaluation had this config's inputs."""
+    old = root / RESTORED / "prep"
+    path = old / "manifest.json"
+    if not path.exists():
+        return False
+    stages = json.loads(path.read_text()).get("stages", {})
+    warm, ev = stages.get("warmup", {}), stages.get("base_eval", {})
+    if ev.get("status") != "done" or ev.get("input_fingerprint") != run.fingerprints["base_eval"]:
+        echo("[base_eval] the restored pack's base evaluation had other inputs: evaluating anew")
+        return False
+    if (warm.get("outputs") or {}).get("fingerprint") != fingerprint:
+        echo(
+            f"[base_eval] the restored pack's base model {(warm.get('outputs') or {}).get('fingerprint')} is not "
+            f"this one ({fingerprint}): evaluating anew"
+        )
+        return False
+    for src in sorted(old.glob("base_eval*")) + sorted(old.glob("base_curve")):
+        shutil.copytree(src, root / "prep" / src.name, dirs_exist_ok=True)
+    run.manifest["stages"]["base_eval"] = {**ev, "reused": f"restored pack, base model {fingerprint}"}
+    run.save()
+    echo(f"[base_eval] reused from the restored pack: same base model {fingerprint}, same inputs")
+    return True
 
 
 def write_curve_set(src: Path, dest: Path, n: int) -> None:
@@ -1387,13 +1419,19 @@ def pack(root: Path, dest: Path, max_file: int = 4 << 20) -> Path:
 
 def restore(tgz: Path, root: Path) -> int:
     """Unpack the finished rows of an earlier session's pack; files present are kept. Its prep/ and
-    select/ are left out: they describe a base model this session does not have (it warms up anew),
-    and so are rows without row.json (their manifest would point at missing checkpoints)."""
+    select/ stay out of the run folder: they describe a base model this session may not have (it
+    warms up anew), and so do rows without row.json (their manifest would point at missing
+    checkpoints). The pack's base evaluation goes to `restored/prep/`, for `reuse_base_eval` to
+    take once this session's base model is known to be the same."""
     n = 0
+    shutil.rmtree(root / RESTORED, ignore_errors=True)
     with tarfile.open(tgz) as tar:
         names = set(tar.getnames())
         for m in tar.getmembers():
             parts = Path(m.name).parts
+            if parts[0] == "prep" and m.isfile():
+                tar.extract(m, root / RESTORED, filter="data")
+                continue
             if parts[0] in ("prep", "select") or (parts[0] == "rows" and f"rows/{parts[1]}/row.json" not in names):
                 continue
             if m.isfile() and not (root / m.name).exists():
@@ -1408,7 +1446,8 @@ def restore(tgz: Path, root: Path) -> int:
 def estimate(cfg: dict, only: list[str] | None = None) -> dict:
     """GPU seconds of the table from the measured rates in `sizing` (docs/egosynth_study.md), and
     how it spreads over device calls and sessions: each session loses `session_overhead_s` to the
-    machine's start and redoes prep (the base model cannot be carried back), each call is time-boxed
+    machine's start and rebuilds the base model (it cannot be carried back; its evaluation is
+    taken from the pack when the fingerprint matches), each call is time-boxed
     to `call_s`, and the rows (`only`: those of `--rows`) are packed into sessions in run order."""
     z, tr = cfg["sizing"], cfg["train"]
     pool = cfg["data"]["train"]
@@ -1455,20 +1494,29 @@ def estimate(cfg: dict, only: list[str] | None = None) -> dict:
     total = prep + sum(rows.values()) + sum(selections.values())
     # sessions and calls, rows in run order, each row's first use of a selection paying for it
     call = z.get("call_s", 570) - 30  # table_gpu.sh gives the driver its box minus 30 s
-    room = z["session_s"] - z["session_overhead_s"] - prep
-    sessions, calls, left, in_call, paid = 1, math.ceil(prep / call), room, call, set()
+    # later machines rebuild the base but take its evaluation from the pack (reuse_base_eval)
+    reprep = prep - prep_parts["base_eval"]
+    sessions, calls, left, in_call, paid = (
+        1,
+        math.ceil(prep / call),
+        z["session_s"] - z["session_overhead_s"] - prep,
+        call,
+        set(),
+    )
     for name, seed in todo:
         m = cfg["rows"][name]["select"]
         need = rows[f"{name}_s{seed}"] + (selections.get(m, 0) if m not in paid else 0)
         paid.add(m)
         if need > left:
-            sessions, calls, left, in_call = sessions + 1, calls + math.ceil(prep / call), room, call
+            sessions, calls, in_call = sessions + 1, calls + math.ceil(reprep / call), call
+            left = z["session_s"] - z["session_overhead_s"] - reprep
         if need > in_call:
             calls, in_call = calls + 1, call
         left, in_call = left - need, in_call - need
-    held = round((total + (sessions - 1) * prep + sessions * z["session_overhead_s"]) / 60, 1)
+    held = round((total + (sessions - 1) * reprep + sessions * z["session_overhead_s"]) / 60, 1)
     return {
         "prep_s": round(prep),
+        "later_prep_s": round(reprep),
         "prep_parts_s": {k: round(v) for k, v in prep_parts.items()},
         "per_evaluation_s": {
             "test set": round(eval_s),

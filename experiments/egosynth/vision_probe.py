@@ -1,6 +1,6 @@
 """Can the smol backbone's vision tower, trained from scratch, see which object the hand takes?
 
-A diagnostic for the reproduction's base model (docs/RESULTS.md): the warmed-up smol model scores
+A diagnostic for the reproduction's base model (docs/notes/gpu_studies_2026-11.md): the warmed-up smol model scores
 the same with and without the interaction region (CSM's `context` view), so it never looks at the
 hand. This probe removes the language model from the question: the smol vision tower (random
 init, as in `ego3s build-model smol`) plus an attention-pooling head is trained to name the

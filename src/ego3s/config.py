@@ -8,6 +8,7 @@ and converts values to the field's type, so a typo fails before a long job start
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -136,7 +137,11 @@ def from_dict(cls: Any, data: dict, where: str = "") -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; known: {sorted(fields)}")
+        close = {u: difflib.get_close_matches(u, fields, n=1) for u in unknown}
+        hint = "".join(f"; {u!r}: did you mean {m[0]!r}?" for u, m in close.items() if m)
+        raise ConfigError(
+            f"{where.rstrip('.') or cls.__name__}: unknown key(s) {unknown}{hint}; known: {sorted(fields)}"
+        )
     hints = typing.get_type_hints(cls)
     kwargs = {k: _convert(hints[k], v, f"{where}{k}") for k, v in data.items()}
     try:

@@ -317,7 +317,7 @@ def chain_fingerprints(inputs: dict[str, dict]) -> dict[str, str]:
 def warmup_pool(cfg: RunConfig, run_dir: Path, pool: str) -> str:
     """The JSONL the warm-up trains on: `warmup_data`, or an EgoSynth pool of its own generated
     under `run_dir/warmup_data` (why its own: the reproduction's warm-up needs a less biased pool
-    than RL's, docs/RESULTS.md), or the training pool."""
+    than RL's, docs/notes/gpu_studies_2026-11.md), or the training pool."""
     if cfg.warmup_data:
         path = Path(cfg.warmup_data)
         if not path.is_file():

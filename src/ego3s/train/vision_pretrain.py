@@ -1,7 +1,7 @@
 """Pretrain a from-scratch vision tower on the interaction before the question-answering warm-up.
 
 The smol backbone's tower starts random. Trained only through the language model on QA pairs it
-learns the scene and never the object in the hand (docs/RESULTS.md: CSM's `context` view scores
+learns the scene and never the object in the hand (docs/notes/gpu_studies_2026-11.md: CSM's `context` view scores
 exactly like `full`, and the vision probe names the grasped object of atypical clips at 0-1%).
 Real LVLMs bring a tower pretrained on grounding data; this is the synthetic analogue, from the
 annotations every interaction sample carries:
@@ -14,7 +14,7 @@ annotations every interaction sample carries:
   warm-up then finds the object where a language model reads best, a token that looks like its
   name, instead of having to learn a readout of the tower's features first: the 2026-11-26 complete-table study's base had a
   tower that named the object of 83% of atypical clips and a language model that still answered
-  from the scene (docs/RESULTS.md). The language model is not trained here;
+  from the scene (docs/notes/gpu_studies_2026-11.md). The language model is not trained here;
 - optionally (`scene_align`), per merged token on the box of an object lying in the scene
   (EgoSynth's `meta.gt.scene_objects`; not on the interaction's boxes): that object's name, as
   `lm_align` does for the grasped one, so that the scene's objects too reach the language model
@@ -22,7 +22,7 @@ annotations every interaction sample carries:
 - optionally (`context_share`), a share of the typical clips is shown with the interaction masked
   (CSM's context view) and trained on the object loss alone: the object must then be found among
   the scene's copies of it. The 2026-11-26 scene-fallback study's base misread small copies, and CSM's fine filter kept
-  those typical clips as if they needed the hand (docs/RESULTS.md).
+  those typical clips as if they needed the hand (docs/notes/gpu_studies_2026-11.md).
 
 `pretrain_vision` trains `model.model.visual` in place; `VisionHeads` is also what the vision
 probe (experiments/egosynth/vision_probe.py) trains.

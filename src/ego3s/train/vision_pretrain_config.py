@@ -41,7 +41,7 @@ class VisionPretrainConfig:
         metadata={
             "help": "share of the typical clips (meta `typical`: the scene shows the object) trained in the context "
             "view, interaction masked, on the object loss alone: the tower learns to find the object in the "
-            "scene too, which CSM's fine filter needs the base to do (docs/RESULTS.md, the 2026-11-26 scene-fallback study)"
+            "scene too, which CSM's fine filter needs the base to do (docs/notes/gpu_studies_2026-11.md, the 2026-11-26 scene-fallback study)"
         },
     )
     scene_align: float = field(
