@@ -62,10 +62,8 @@ class WarmupConfig(ClipSpec):
     closed_answer: ClosedAnswer = field(
         default="letter",
         metadata={
-            "help": "what a closed question's target answer is: the option's letter, its text, or both "
-            '(letter_text: "B. mug"); the answer parser reads each as the option. A small language model '
-            "trained from scratch learns to name what it sees long before it learns to look the name up among "
-            "the options and answer with its letter (docs/models.md)"
+            "help": "a closed question's target answer: the option's letter, its text, or both "
+            '(letter_text: "B. mug"); each parses as the option (why text: docs/models.md)'
         },
     )
     train_vision_tower: bool = field(
