@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/ego3s demo
 
+# the whole suite over up to 4 pytest-xdist workers, one test file per worker at a time (module
+# fixtures load once); PYTEST_ARGS="-n 0" runs it in one process
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadfile $(PYTEST_ARGS)
 
 # the tests not marked slow, spread over the CPU cores (pytest-xdist)
 test-fast: setup
