@@ -704,7 +704,8 @@ def collect(cfg: dict, root: Path) -> dict:
         entry["reached"] = sum(r["reach_s"] is not None for r in entry["runs"])
     ratios = [time_ratio(rows["ego3s"]["runs"], full, g) for g in goals] if "ego3s" in rows and full else []
     ratio = ratios[0]["ratio"] if ratios else None
-    manifest = root / "prep" / "manifest.json"
+    gain = curve_gain(root, full)
+    manifest = prep_dir(root) / "manifest.json"
     stages = json.loads(manifest.read_text())["stages"] if manifest.exists() else {}
     base = stages.get("base_eval", {}).get("outputs")
     prep_fp = (stages.get("warmup", {}).get("outputs") or {}).get("fingerprint")
@@ -714,6 +715,7 @@ def collect(cfg: dict, root: Path) -> dict:
         "stats": stats,
         "base": base,
         "target_accuracy": target,
+        "target_gain": gain,
         "ratio": ratio,
         "ratios": ratios,
         "paper_ratio": round(PAPER["ego3s_h"] / PAPER["full_h"], 3),
@@ -731,14 +733,15 @@ def collect(cfg: dict, root: Path) -> dict:
 
 def reference_base(root: Path, runs: list[dict]) -> tuple[str | None, str]:
     """The base model the table is about: this run folder's own (prep/, the base whose evaluation
-    the paired comparisons use), else the one most finished rows were made from."""
+    the paired comparisons use; a restored pack's when the table is rebuilt from the pack alone),
+    else the one most finished rows were made from."""
     from collections import Counter
 
-    manifest = root / "prep" / "manifest.json"
+    manifest = prep_dir(root) / "manifest.json"
     if manifest.exists():
         fp = (json.loads(manifest.read_text())["stages"].get("warmup", {}).get("outputs") or {}).get("fingerprint")
         if fp:
-            return fp, "prep"
+            return fp, "/".join(manifest.parent.relative_to(root).parts)
     counts = Counter(r["base_fingerprint"] for r in runs)
     return (counts.most_common(1)[0][0], "most rows") if counts else (None, "none")
 
@@ -843,8 +846,8 @@ def question_stats(root: Path, rows: dict, base_here: bool) -> dict:
     """Per row and the base model: each split's closed accuracy and open EM with 95% intervals
     (seeds pooled per question, and per seed), the paired difference against the full-data row and
     against the base model, and the curve's accuracy with intervals at every step. `base_here`:
-    prep/ holds the evaluation of the base model the rows were made from."""
-    base = eval_scores(root / "prep" / "base_eval") if base_here else {}
+    `prep_dir` holds the evaluation of the base model the rows were made from."""
+    base = eval_scores(prep_dir(root) / "base_eval") if base_here else {}
     out: dict = {"base": {k: {m: mean_interval(v) for m, v in ms.items()} for k, ms in base.items()}, "rows": {}}
     pooled = {}
     rows = {n: e for n, e in rows.items() if e["runs"][0].get("eval") is not None}  # not trained-only runs
@@ -882,6 +885,21 @@ def question_stats(root: Path, rows: dict, base_here: bool) -> dict:
     return out
 
 
+def prep_dir(root: Path) -> Path:
+    """The base model's folder: this machine's prep/, or, in a table rebuilt from a pack alone
+    (`--table-only --restore`), the pack's copy under restored/prep/."""
+    own = root / "prep"
+    if (own / "manifest.json").exists() or not (root / RESTORED / "prep" / "manifest.json").exists():
+        return own
+    return root / RESTORED / "prep"
+
+
+def point_dir(root: Path, d: str) -> Path:
+    """A curve point's evaluation folder; the step-0 point is the base model's (prep/...)."""
+    parts = Path(d).parts
+    return prep_dir(root).joinpath(*parts[1:]) if parts[:1] == ("prep",) else root / d
+
+
 def curve_with_intervals(root: Path, runs: list[dict]) -> list[dict]:
     """The row's curve, seeds pooled: per step the mean GPU seconds and the closed accuracy of the
     curve set with its 95% interval (per-question answers of each point's evaluation)."""
@@ -891,7 +909,7 @@ def curve_with_intervals(root: Path, runs: list[dict]) -> list[dict]:
         pts = [p for r in runs for p in r["curve"] if p["step"] == step]
         per_seed = []
         for p in pts:
-            q = question_scores(root / p["dir"]) if p.get("dir") else {}
+            q = question_scores(point_dir(root, p["dir"])) if p.get("dir") else {}
             per_seed.append({i: v for k in SPLITS for i, v in (q.get(k) or {}).get("accuracy", {}).items()})
         scores = pool_seeds([x for x in per_seed if x]) if all(per_seed) else {}
         acc = mean_interval(scores) if scores else {"mean": _mean([p["accuracy"] for p in pts]), "ci95": [None, None]}
@@ -930,6 +948,33 @@ def targets(full: list[dict]) -> list[dict]:
         return []
     base = final if base is None else base
     return [{"share": f, "accuracy": base + f * (final - base)} for f in TARGET_SHARES]
+
+
+def curve_gain(root: Path, full: list[dict]) -> dict | None:
+    """Whether the target means anything: the full-data row's gain on the curve set from its
+    step-0 point to its last, paired per question (seeds pooled). Unless its interval excludes 0 and
+    the exact McNemar test agrees (p < 0.05), every target between the two points is inside the
+    curve set's noise, and so is any time to it."""
+    if not full or any(len(r["curve"]) < 2 for r in full):
+        return None
+    ends = []
+    for point in (0, -1):
+        per_seed = []
+        for r in full:
+            d = r["curve"][point].get("dir")
+            q = question_scores(point_dir(root, d)) if d else {}
+            per_seed.append({i: v for k in SPLITS for i, v in (q.get(k) or {}).get("accuracy", {}).items()})
+        if not all(per_seed):
+            return None
+        ends.append(pool_seeds(per_seed))
+    gain = paired(ends[1], ends[0])
+    if gain is None:
+        return None
+    # both tests: with few discordant questions, all one way, the bootstrap's interval leaves out 0
+    # while the exact McNemar test does not (4 gained, 0 lost: p = 0.125)
+    lo, p = gain["ci95"][0], gain.get("mcnemar_p")
+    above = lo is not None and lo > 0 and p is not None and p < 0.05
+    return {**gain, "target_in_noise": not above}
 
 
 def time_ratio(ego: list[dict], full: list[dict], goal: dict) -> dict:
@@ -1067,6 +1112,20 @@ def table_markdown(t: dict, cfg: dict) -> str:
             + " |"
         )
     lines.append("")
+    g = t.get("target_gain")
+    if g:
+        lines += [
+            f"Full data's gain on the curve set, last point minus step 0, paired per question: "
+            f"{g['value']:+.1f} [{g['ci95'][0]:+.1f}, {g['ci95'][1]:+.1f}] points (n {g['n']}). "
+            + (
+                f"McNemar p {g['mcnemar_p']:.2g}. **Not above the noise: every target lies inside the "
+                "curve set's noise, and the times to it and their ratio are not evidence of a speed-up "
+                "or a slow-down.**"
+                if g["target_in_noise"]
+                else f"McNemar p {g['mcnemar_p']:.2g}: the targets lie above the curve set's noise at step 0."
+            ),
+            "",
+        ]
     lines += intervals_markdown(t)
     return "\n".join(lines)
 
@@ -1365,7 +1424,16 @@ def results(cfg: dict, root: Path, t: dict) -> dict:
         "excluded": t["excluded"],
         "test": sizes,
         "rows": rows,
-        "time_ratio": {**ratio_entry(ratios[0]), "others": [ratio_entry(r) for r in ratios[1:]]} if ratios else None,
+        "time_ratio": (
+            {
+                **ratio_entry(ratios[0]),
+                "target_in_noise": (t.get("target_gain") or {}).get("target_in_noise"),
+                "others": [ratio_entry(r) for r in ratios[1:]],
+            }
+            if ratios
+            else None
+        ),
+        "target_gain": t.get("target_gain"),
         "paper_ratio": t["paper_ratio"],
         "pooling": "seeds pooled per question (mean over seeds), paired per question; one seed: Wilson interval",
     }

@@ -71,3 +71,45 @@ def test_config_refuses_shared_seeds_and_late_ecr(drv):
     with pytest.raises(SystemExit, match="ECR cannot refresh"):
         drv.check_config(late)
     drv.check_config(drv.load_table_config(REPO / "experiments/egosynth/table.yaml", smoke=True))
+
+
+def _curve_point(root, d, correct):
+    """One curve evaluation's per-question answers: `correct[i]` for closed question i of test_id."""
+    (root / d / "egosynth").mkdir(parents=True)
+    rows = [{"id": f"q{i}", "task": "closeqa", "split": "test_id", "accuracy": float(c)} for i, c in enumerate(correct)]
+    (root / d / "egosynth" / "per_sample.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"step": 0, "dir": d, "gpu_s": 0.0, "accuracy": 100.0 * sum(correct) / len(correct)}
+
+
+def test_a_target_inside_the_curve_noise_is_flagged(drv, tmp_path):
+    # 200 questions: step 0 right on 140, the last point on 144 (4 gained, none lost) -> +2.0: the
+    # bootstrap's interval leaves out 0, the exact McNemar test (p 0.125) does not, so it is noise;
+    # the same curve with 40 gained is a gain the target can stand on
+    n = 200
+    first = [i < 140 for i in range(n)]
+    small = [
+        _curve_point(tmp_path, "prep/base_curve", first),
+        _curve_point(tmp_path, "rows/a/curve/step-30", [i < 144 for i in range(n)]),
+    ]
+    g = drv.curve_gain(tmp_path, [{"curve": small}])
+    assert g["value"] == pytest.approx(2.0) and g["n"] == n and g["mcnemar_p"] > 0.1 and g["target_in_noise"]
+    large = [small[0], _curve_point(tmp_path, "rows/b/curve/step-30", [i < 180 for i in range(n)])]
+    g = drv.curve_gain(tmp_path, [{"curve": large}])
+    assert g["value"] == pytest.approx(20.0) and g["ci95"][0] > 0 and g["mcnemar_p"] < 0.05
+    assert not g["target_in_noise"]
+    assert drv.curve_gain(tmp_path, [{"curve": small[:1]}]) is None  # one point: no gain to judge
+    assert drv.curve_gain(tmp_path, []) is None
+
+
+def test_the_base_is_found_in_a_restored_pack(drv, tmp_path):
+    # a table rebuilt from a pack alone has the base model's files under restored/prep/
+    restored = tmp_path / drv.RESTORED / "prep"
+    _curve_point(tmp_path / drv.RESTORED, "prep/base_curve", [True, False])
+    assert drv.prep_dir(tmp_path) == tmp_path / "prep"  # no manifest there: nothing to take
+    (restored / "manifest.json").write_text("{}")
+    assert drv.prep_dir(tmp_path) == restored
+    assert drv.point_dir(tmp_path, "prep/base_curve") == restored / "base_curve"
+    assert drv.point_dir(tmp_path, "rows/x/curve/step-10") == tmp_path / "rows/x/curve/step-10"
+    (tmp_path / "prep").mkdir()
+    (tmp_path / "prep" / "manifest.json").write_text("{}")  # this machine's own base wins
+    assert drv.point_dir(tmp_path, "prep/base_curve") == tmp_path / "prep" / "base_curve"

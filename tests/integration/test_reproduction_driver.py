@@ -109,13 +109,18 @@ def test_real_config_fits_the_budget():
     cfg = drv.load_table_config(ROOT / "experiments/egosynth/table.yaml")
     est = drv.estimate(cfg)
     assert len(est["rows_s"]) == len(drv.plan(cfg))
-    # every row fits one device call (the driver's box is call_s - 30), prep takes at most two
-    assert max(est["rows_s"].values()) + est["selection_s"]["limo"] < cfg["sizing"]["call_s"] - 30
-    assert est["prep_s"] < 2 * (cfg["sizing"]["call_s"] - 30)
-    # the headline rows (3 seeds each) fit 3 machines, three sessions of 30 device-minutes; the whole
-    # table 6 (docs/egosynth_study.md); machines after the first take the base evaluation from the pack
+    # every row with its own selection fits one device call (the driver's box is call_s - 30), else
+    # the driver could never start it; prep takes at most two
+    box = cfg["sizing"]["call_s"] - 30
+    for run, seconds in est["rows_s"].items():
+        method = cfg["rows"][run.rsplit("_s", 1)[0]]["select"]
+        assert seconds + est["selection_s"].get(method, 0) < box, run
+    assert est["prep_s"] < 2 * box
+    # at the rates measured on the H200 (docs/egosynth_study.md, "How it is sized"): the headline rows
+    # (3 seeds each) fit 4 machines of 30 device-minutes, the whole table 7; machines after the first
+    # take the base evaluation from the pack
     head = drv.estimate(cfg, ["full", "ego3s", "csm_grpo", "random"])
-    assert head["sessions"] <= 3 and head["device_min"] <= 90 and est["sessions"] <= 6
+    assert head["sessions"] <= 4 and head["device_min"] <= 4 * 30 and est["sessions"] <= 7
     assert est["later_prep_s"] < est["prep_s"] - 100
     order = [n for n, _ in drv.plan(cfg)]
     assert order.index(drv.limr_source(cfg)) < order.index("limr")
