@@ -93,10 +93,18 @@ def test_a_target_inside_the_curve_noise_is_flagged(drv, tmp_path):
     ]
     g = drv.curve_gain(tmp_path, [{"curve": small}])
     assert g["value"] == pytest.approx(2.0) and g["n"] == n and g["mcnemar_p"] > 0.1 and g["target_in_noise"]
+    assert "McNemar p 0.12" in drv.gain_sentence(g) and "Not above the noise" in drv.gain_sentence(g)
     large = [small[0], _curve_point(tmp_path, "rows/b/curve/step-30", [i < 180 for i in range(n)])]
     g = drv.curve_gain(tmp_path, [{"curve": large}])
     assert g["value"] == pytest.approx(20.0) and g["ci95"][0] > 0 and g["mcnemar_p"] < 0.05
     assert not g["target_in_noise"]
+    # seeds pooled per question give graded scores: no McNemar, the bootstrap's interval decides
+    other = [small[0], _curve_point(tmp_path, "rows/c/curve/step-30", [i < 170 for i in range(n)])]
+    g = drv.curve_gain(tmp_path, [{"curve": large}, {"curve": other}])
+    assert g["value"] == pytest.approx(17.5) and g.get("mcnemar_p") is None and not g["target_in_noise"]
+    g = drv.curve_gain(tmp_path, [{"curve": small}, {"curve": small}, {"curve": small[:1] + other[1:]}])
+    assert g.get("mcnemar_p") is None and g["value"] > 0
+    assert "McNemar" not in drv.gain_sentence(g) and "n 200)" in drv.gain_sentence(g)
     assert drv.curve_gain(tmp_path, [{"curve": small[:1]}]) is None  # one point: no gain to judge
     assert drv.curve_gain(tmp_path, []) is None
 
