@@ -900,6 +900,13 @@ def point_dir(root: Path, d: str) -> Path:
     return prep_dir(root).joinpath(*parts[1:]) if parts[:1] == ("prep",) else root / d
 
 
+def point_scores(root: Path, point: dict) -> dict[str, float]:
+    """A curve point's closed-question answers, `{question id: 0/1}` over both splits ({} when the
+    point has no evaluation folder or its answers are absent)."""
+    q = question_scores(point_dir(root, point["dir"])) if point.get("dir") else {}
+    return {i: v for k in SPLITS for i, v in (q.get(k) or {}).get("accuracy", {}).items()}
+
+
 def curve_with_intervals(root: Path, runs: list[dict]) -> list[dict]:
     """The row's curve, seeds pooled: per step the mean GPU seconds and the closed accuracy of the
     curve set with its 95% interval (per-question answers of each point's evaluation)."""
@@ -907,10 +914,7 @@ def curve_with_intervals(root: Path, runs: list[dict]) -> list[dict]:
     out = []
     for step in steps:
         pts = [p for r in runs for p in r["curve"] if p["step"] == step]
-        per_seed = []
-        for p in pts:
-            q = question_scores(point_dir(root, p["dir"])) if p.get("dir") else {}
-            per_seed.append({i: v for k in SPLITS for i, v in (q.get(k) or {}).get("accuracy", {}).items()})
+        per_seed = [point_scores(root, p) for p in pts]
         scores = pool_seeds([x for x in per_seed if x]) if all(per_seed) else {}
         acc = mean_interval(scores) if scores else {"mean": _mean([p["accuracy"] for p in pts]), "ci95": [None, None]}
         out.append(
@@ -959,11 +963,7 @@ def curve_gain(root: Path, full: list[dict]) -> dict | None:
         return None
     ends = []
     for point in (0, -1):
-        per_seed = []
-        for r in full:
-            d = r["curve"][point].get("dir")
-            q = question_scores(point_dir(root, d)) if d else {}
-            per_seed.append({i: v for k in SPLITS for i, v in (q.get(k) or {}).get("accuracy", {}).items()})
+        per_seed = [point_scores(root, r["curve"][point]) for r in full]
         if not all(per_seed):
             return None
         ends.append(pool_seeds(per_seed))
