@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import ego3s.rewards as R
 from ego3s.data.schema import Interaction, InteractionObject, Sample
 from ego3s.rewards import (
     accuracy_reward,
@@ -518,3 +519,43 @@ def test_training_config_checks_the_rule_when_it_is_made():
     assert all(
         f.config.open_correct == "exact" and f.config.open_partial_credit == 0.2 for f in funcs if hasattr(f, "config")
     )
+
+
+def _without_rouge_packages(monkeypatch):
+    """Make `rouge_score` unimportable, as on a GPU image that lacks it."""
+    import sys
+
+    from ego3s import answers
+
+    answers._rouge.cache_clear()
+    monkeypatch.setitem(sys.modules, "rouge_score", None)
+    monkeypatch.setitem(sys.modules, "rouge_score.rouge_scorer", None)
+    return answers
+
+
+def test_a_missing_rouge_package_raises_instead_of_scoring_every_open_answer_zero(monkeypatch):
+    answers = _without_rouge_packages(monkeypatch)
+    try:
+        with pytest.raises(ImportError, match="rouge-score and nltk"):
+            answers.rouge_l_f("the red cup", "red cup")
+        cols = {"task": ["openqa"], "answer": ["red cup"], "options": [None]}
+        with pytest.raises(ImportError, match="rouge-score"):
+            R.compute_rewards(["<think>x</think><answer>red cup</answer>"], cols, R.RewardConfig())
+        with pytest.raises(ImportError):
+            R.check_metric_packages(R.RewardConfig(open_correct="exact"))  # partial credit still uses ROUGE-L
+        R.check_metric_packages(R.RewardConfig(open_correct="exact", open_metric="similarity"))  # no ROUGE-L: fine
+    finally:
+        answers._rouge.cache_clear()
+
+
+def test_the_trainer_refuses_to_start_with_a_reward_it_cannot_compute(monkeypatch):
+    from ego3s.rl.run import TrainingConfig, reward_functions
+
+    answers = _without_rouge_packages(monkeypatch)
+    try:
+        with pytest.raises(ImportError, match="rouge-score"):
+            reward_functions(TrainingConfig(), [])
+    finally:
+        monkeypatch.undo()
+        answers._rouge.cache_clear()
+    assert len(reward_functions(TrainingConfig(), [])) >= 3  # with the packages back it builds

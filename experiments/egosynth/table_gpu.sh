@@ -4,11 +4,12 @@
 #   bash experiments/egosynth/table_gpu.sh [ROWS] [SECONDS]
 # ROWS: comma-separated rows (default: all, in table.yaml's order); SECONDS: this call's time box
 # (default 570, under the device's 600 s per command). Rerun it until run.log says "rows to run: none":
-# finished rows are skipped, a killed stage resumes. Needs .whl/ (benchmarks/gpu_setup.sh) and the
+# finished rows are skipped, a killed stage resumes. Needs .whl/ (benchmarks/gpu_wheels.sh) and the
 # smol GGUF split in .gguf/a and .gguf/b, carried in two calls in a row (each ~48 MB of the 64 MiB
 # carry): first `carry: [.gguf/a]` (it only stages the half and exits), then `carry: [.whl, .gguf/b]`.
-# The second call is close to the 64 MiB limit (8 MB of tree + 50.4 MB + .whl): if the device refuses
-# it, move the wheels this script does not need (deepspeed, hjson) out of .whl for that call.
+# The second call is close to the 64 MiB limit (13 MB of tree + 49.2 MB + 4 MB of .whl): if the device
+# refuses it, split the GGUF in three (`split -n 3`, parts in .gguf/a, .gguf/b, .gguf/c) and stage
+# one more staging call first; the staging takes any number of parts.
 # Restores an earlier session's results from $RESTORE (default experiments/egosynth/results/table_pack.tgz)
 # and packs the small results into $OUT/egosynth_table.tgz. CONFIG=path runs another table config;
 # SELECT_ONLY=csm prepares the base model and runs only that selection (run.py --select-only).

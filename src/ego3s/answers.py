@@ -506,9 +506,18 @@ class _Tokenizer:
 
 @lru_cache(maxsize=1)
 def _rouge():
-    from rouge_score import rouge_scorer
+    """The scorer and its tokenizer. A missing package raises: returning 0 instead would score
+    every open answer 0 and make an open-answer reward give nothing, silently."""
+    try:
+        from rouge_score import rouge_scorer
 
-    tok = _Tokenizer()
+        tok = _Tokenizer()
+    except ImportError as e:
+        raise ImportError(
+            f"ROUGE-L needs the packages rouge-score and nltk (dependencies of ego3s): {e}. "
+            "Install them (`pip install rouge-score nltk`; on a GPU image carry their wheels, "
+            "benchmarks/gpu_setup.sh)"
+        ) from e
     return rouge_scorer.RougeScorer(["rougeL"], tokenizer=tok), tok
 
 
@@ -518,9 +527,9 @@ def rouge_l_f(pred, ref) -> float:
     MAX_ROUGE_TOKENS tokens on a side, the LCS is taken over the first MAX_ROUGE_TOKENS tokens
     (same formula, own code) while precision/recall still divide by the full lengths, so a
     runaway completion costs bounded time and scores no higher than it would in full."""
+    scorer, tok = _rouge()  # outside the try: a missing package must raise, not score 0
     try:
         p, r = as_text(pred).lower(), as_text(ref).lower()
-        scorer, tok = _rouge()
         praw, rraw = _TOKEN.findall(p), _TOKEN.findall(r)
         if not praw or not rraw:
             return 0.0

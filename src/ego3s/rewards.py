@@ -54,6 +54,7 @@ __all__ = [
     "make_total_reward",
     "make_reward_components",
     "compute_rewards",
+    "check_metric_packages",
     "object_vocabulary",
     "count_mentions",
     "load_embedder",
@@ -527,6 +528,15 @@ class _Reward:
 
     def __repr__(self):
         return f"{self.__name__}({self.config})"
+
+
+def check_metric_packages(config: RewardConfig | None = None) -> None:
+    """Raise now if a metric `config` scores open answers with cannot run (ROUGE-L without
+    rouge-score or nltk): a trainer must not start with a reward that would pay every open answer
+    nothing."""
+    cfg = config or RewardConfig()
+    if "rouge_l" in (cfg.open_metric, cfg.open_correct):
+        rouge_l_f("a", "a")
 
 
 def make_accuracy_reward(open_metric: str = "rouge_l", embedder=None, **config) -> Callable:

@@ -278,6 +278,7 @@ def reward_functions(cfg: TrainingConfig, vocabulary: list[str]) -> list:
     from ego3s import rewards as R
 
     rule = reward_rule(cfg)
+    R.check_metric_packages(R.RewardConfig(**rule))
     funcs = [R.make_accuracy_reward(**rule), R.format_reward]
     if cfg.interaction_reward:
         funcs.append(R.make_interaction_reward(alpha=cfg.alpha, N=cfg.N, H=cfg.H, vocabulary=vocabulary, **rule))
