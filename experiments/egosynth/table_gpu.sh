@@ -7,7 +7,7 @@
 # finished rows are skipped, a killed stage resumes. Needs .whl/ (benchmarks/gpu_wheels.sh) and the
 # smol GGUF split in .gguf/a and .gguf/b, carried in two calls in a row (each ~48 MB of the 64 MiB
 # carry): first `carry: [.gguf/a]` (it only stages the half and exits), then `carry: [.whl, .gguf/b]`.
-# The second call is close to the 64 MiB limit (13 MB of tree + 49.2 MB + 4 MB of .whl): if the device
+# The second call is close to the 64 MiB limit (13 MB of tree + 49.2 MB + 3.5 MB of .whl): if the device
 # refuses it, split the GGUF in three (`split -n 3`, parts in .gguf/a, .gguf/b, .gguf/c) and stage
 # one more staging call first; the staging takes any number of parts.
 # Restores an earlier session's results from $RESTORE (default experiments/egosynth/results/table_pack.tgz)
