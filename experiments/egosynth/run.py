@@ -551,7 +551,7 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
     """Select, train, evaluate and trace accuracy over time for one row and seed; writes row.json.
     Selection, training and evaluation are the pipeline's stage functions; the curve and the
     timing are the driver's."""
-    from ego3s.pipeline import Run, RunConfig, train_policy
+    from ego3s.pipeline import Run, RunConfig, train_policy, versions
     from ego3s.rl.run import TrainingConfig
 
     spec = cfg["rows"][name]
@@ -644,6 +644,7 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
         "curve": [{**p, "gpu_s": round(offset + (p["train_s"] or 0.0), 3)} for p in points],
         "base_fingerprint": prep["fingerprint"],
         "device": device_name(),
+        "versions": versions(),  # the packages that computed it (rouge-score and nltk among them)
         "inputs": inputs,
     }
     row["gpu_s"] = round(offset + row["train_s"], 3)

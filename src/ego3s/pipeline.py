@@ -116,7 +116,7 @@ def versions() -> dict:
     import importlib.metadata as md
 
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for d in ("ego3s", "torch", "transformers", "trl", "accelerate", "datasets"):
+    for d in ("ego3s", "torch", "transformers", "trl", "accelerate", "datasets", "rouge-score", "nltk"):
         try:
             out[d] = md.version(d)
         except md.PackageNotFoundError:

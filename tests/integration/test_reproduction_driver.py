@@ -66,6 +66,7 @@ def test_table_has_every_row_and_column(smoke):
             for k in ("second_test_id", "second_test_atypical"):
                 assert k in json.loads((out / "egosynth.json").read_text())["test"]
             assert 0 < r["trained_on"] <= r["selected"] + cfg["data"]["train"] and 0 <= r["atypical_share"] <= 100
+            assert r["versions"]["rouge-score"] and r["versions"]["nltk"] and r["versions"]["trl"]
             spec = cfg["rows"][name]
             max_steps = (spec.get("train") or {}).get("max_steps", cfg["train"]["max_steps"])
             assert r["gpu_s"] >= r["train_s"] > 0 and r["steps"] == max_steps
