@@ -322,3 +322,54 @@ def test_the_demo_config_refreshes_and_trains_on_the_refreshed_samples(tiny_mode
     assert state["usage_totals"]["added_drawn"] == len(
         {r["sample_id"] for r in log if r["sample_id"] in set(ev["added"])}
     )
+
+
+def test_ecr_can_rescore_by_sampling_the_policy(tiny_model_dir, tmp_path, monkeypatch):
+    """`ecr_scoring: {estimator: sampling}`: the refresh samples the policy being trained (in its
+    own format) instead of scoring the direct answer's likelihood, with the training clips."""
+    import ego3s.rl.run as T
+    import ego3s.select.scoring as S
+
+    seen = []
+    real = S.score_all
+
+    def spy(model, processor, samples, cfg, *a, **kw):
+        seen.append((cfg.estimator, cfg.num_samples, cfg.max_new_tokens, cfg.nframes, len(samples)))
+        return real(model, processor, samples, cfg, *a, **kw)
+
+    monkeypatch.setattr(S, "score_all", spy)
+    monkeypatch.setattr(T, "reward_functions", lambda cfg, vocab: [always_right])
+    selected = _samples(tmp_path, "sel", 8, True)
+    write_jsonl(tmp_path / "selected.jsonl", selected)
+    write_jsonl(tmp_path / "pool.jsonl", selected + _samples(tmp_path, "new", 8, False))
+    ecr = ECRConfig(ecr=True, monitoring_unit="steps", monitoring_interval=2, probing_set_size=6, min_pool_size=4)
+    cfg = tiny_grpo_config(
+        tiny_model_dir,
+        tmp_path / "selected.jsonl",
+        tmp_path / "run",
+        candidates=str(tmp_path / "pool.jsonl"),
+        max_steps=4,
+        save_steps=4,
+        ecr=ecr,
+        ecr_scoring={"estimator": "sampling", "num_samples": 2, "max_new_tokens": 4},
+    )
+    T.run_training(cfg)
+    assert read_log(tmp_path / "run" / "ecr_events.jsonl"), "no refresh happened"
+    assert seen and all(s[:4] == ("sampling", 2, 4, cfg.nframes) for s in seen)
+
+
+def test_ecr_scoring_keys_are_checked_when_the_config_is_built(tmp_path):
+    from ego3s.config import ConfigError
+    from ego3s.rl.run import TrainingConfig
+
+    base = dict(model="m", data="d", out=str(tmp_path))
+    assert TrainingConfig(**base).ecr_scoring_config().estimator == "likelihood"  # selection's estimator
+    got = TrainingConfig(**base, nframes=6, ecr_batch_size=3, ecr_scoring={"estimator": "sampling"})
+    sc = got.ecr_scoring_config()
+    assert (sc.estimator, sc.nframes, sc.batch_size) == ("sampling", 6, 3)
+    with pytest.raises(ConfigError, match="ecr_scoring.*estimater.*did you mean 'estimator'"):
+        TrainingConfig(**base, ecr_scoring={"estimater": "sampling"})
+    with pytest.raises(ConfigError, match="ecr_scoring"):
+        TrainingConfig(**base, ecr_scoring={"estimator": "rollouts"})
+    with pytest.raises(ConfigError, match="training clips"):
+        TrainingConfig(**base, ecr_scoring={"nframes": 2})

@@ -199,9 +199,18 @@ class TrainingConfig(ClipSpec):
     embedder: str | None = field(default=None, metadata={"help": "sentence embedder for ECR relevance (None: MiniLM)"})
     relevance_file: str | None = field(default=None, metadata={"help": "JSON {id: relevance} computed earlier"})
     ecr_batch_size: int = field(default=8, metadata={"help": "samples per forward when ECR re-scores"})
+    ecr_scoring: dict = field(
+        default_factory=dict,
+        metadata={
+            "help": "how ECR re-scores with the current policy: ScoringConfig keys (estimator, num_samples, "
+            "temperature, greedy, max_new_tokens). Default: the likelihood of the direct answer, as selection "
+            "scores; {estimator: sampling} samples the policy in its own format instead, which RL moves"
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        self.ecr_scoring_config()  # a typo or a bad value fails here, not at the first refresh
         check_fields(
             self,
             choices={"strategy": tuple(STRATEGIES), "dtype": DTYPES, "master_weights": MASTER_WEIGHTS, "view": VIEWS},
@@ -237,6 +246,21 @@ class TrainingConfig(ClipSpec):
         RewardConfig(
             alpha=self.alpha, N=self.N, H=self.H, **reward_rule(self)
         )  # the reward keys, checked where they live
+
+    def ecr_scoring_config(self):
+        """ECR's re-scoring settings: the training clips (frames, pixels, backend: the policy sees
+        what it trains on), `ecr_batch_size`, and the overrides of `ecr_scoring`."""
+        from ego3s.config import from_dict
+        from ego3s.select.scoring import ScoringConfig
+
+        over = self.ecr_scoring or {}
+        if not isinstance(over, dict):
+            raise ConfigError(f"ecr_scoring: expected a mapping of scoring keys, got {type(over).__name__}")
+        clip = sorted(set(over) & set(ClipSpec.__dataclass_fields__))
+        if clip:
+            raise ConfigError(f"ecr_scoring: {clip} are the training clips' settings; set them on training itself")
+        base = {**asdict(self.clip_spec()), "batch_size": self.ecr_batch_size}
+        return from_dict(ScoringConfig, {**base, **over}, "ecr_scoring.")
 
 
 def training_dataset(samples, fmt: str = "reasoning"):
@@ -371,9 +395,9 @@ def make_ecr_scorer(cfg: TrainingConfig, processor, samples_by_id: dict, curricu
     from ego3s.select.cache import ScoreCache
     from ego3s.select.csm import apply_filters
     from ego3s.select.run import relevance_scores
-    from ego3s.select.scoring import ScoringConfig, score_all, score_table
+    from ego3s.select.scoring import score_all, score_table
 
-    scoring = ScoringConfig(**asdict(cfg.clip_spec()), batch_size=cfg.ecr_batch_size)
+    scoring = cfg.ecr_scoring_config()
     relevance: dict = {}
 
     def scorer(model, ids: list[str]) -> list[dict]:
