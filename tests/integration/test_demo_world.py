@@ -32,7 +32,7 @@ SMALLER = [
     "warmup.steps=300",
     "training.max_steps=20",
     "training.save_steps=10",
-    "training.ecr.probing_set_size=200",
+    "training.ecr.probing_set_size=60",  # a refresh samples 4 rollouts per view of each probed clip
     "selection.min_kept=8",
 ]
 
