@@ -515,8 +515,8 @@ def _rouge():
     except ImportError as e:
         raise ImportError(
             f"ROUGE-L needs the packages rouge-score and nltk (dependencies of ego3s): {e}. "
-            "Install them (`pip install rouge-score nltk`; on a GPU image carry their wheels, "
-            "benchmarks/gpu_setup.sh)"
+            "Install them (`pip install rouge-score nltk`; for a GPU image without them, "
+            "benchmarks/gpu_wheels.sh builds their wheels)"
         ) from e
     return rouge_scorer.RougeScorer(["rougeL"], tokenizer=tok), tok
 

@@ -531,9 +531,8 @@ class _Reward:
 
 
 def check_metric_packages(config: RewardConfig | None = None) -> None:
-    """Raise now if a metric `config` scores open answers with cannot run (ROUGE-L without
-    rouge-score or nltk): a trainer must not start with a reward that would pay every open answer
-    nothing."""
+    """Raise now if `config` scores open answers with a metric that cannot run here (ROUGE-L
+    without rouge-score or nltk): a trainer must not start with a reward that cannot be computed."""
     cfg = config or RewardConfig()
     if "rouge_l" in (cfg.open_metric, cfg.open_correct):
         rouge_l_f("a", "a")
