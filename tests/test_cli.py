@@ -53,7 +53,8 @@ _VALUES = {
     "splits": (["train", "val"],),
     "paths": ({"EgoSynth": "/x"},),
     "options": ({"EgoTextVQA": {"video_root": "/v"}},),
-    "ecr_scoring": ({"estimator": "sampling", "num_samples": 4, "max_new_tokens": 48},),  # mappings merge: the demo's whole block
+    # mappings merge into a config's own: the demo's whole block, so that the value is what it sets
+    "ecr_scoring": ({"estimator": "sampling", "num_samples": 4, "max_new_tokens": 48},),
 }
 _LISTS = {"data": ["EgoThink"]}  # a key that is a list in one config and a string in another
 _OLD_NAMES = {"frames": "nframes"}  # a config that still reads an old key name stores it under the new one
