@@ -1548,7 +1548,7 @@ def estimate(cfg: dict, only: list[str] | None = None) -> dict:
         "s1": z["load_s"] + pool * z["score_s_per_sample_view"],
         "limo": z["load_s"] + pool * k * z["rollout_s_per_completion"],
     }
-    refresh = z["ecr_refresh_s"]  # one refresh: re-scoring the probing set inside the trainer
+    refresh = tr["ecr"]["probing_set_size"] * z["ecr_refresh_s_per_probe"]  # re-scoring inside the trainer
     schedules = ecr_schedules(cfg)
     rows, parts = {}, {}
     todo = plan(cfg, only)

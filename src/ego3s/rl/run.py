@@ -210,7 +210,6 @@ class TrainingConfig(ClipSpec):
 
     def __post_init__(self):
         super().__post_init__()
-        self.ecr_scoring_config()  # a typo or a bad value fails here, not at the first refresh
         check_fields(
             self,
             choices={"strategy": tuple(STRATEGIES), "dtype": DTYPES, "master_weights": MASTER_WEIGHTS, "view": VIEWS},
@@ -246,6 +245,7 @@ class TrainingConfig(ClipSpec):
         RewardConfig(
             alpha=self.alpha, N=self.N, H=self.H, **reward_rule(self)
         )  # the reward keys, checked where they live
+        self.ecr_scoring_config()  # a typo or a bad value fails here, not at the first refresh
 
     def ecr_scoring_config(self):
         """ECR's re-scoring settings: the training clips (frames, pixels, backend: the policy sees
