@@ -646,6 +646,7 @@ def run_row(cfg: dict, root: Path, prep: dict, name: str, seed: int, echo=print)
         "device": device_name(),
         "versions": versions(),  # the packages that computed it (rouge-score and nltk among them)
         "inputs": inputs,
+        "command": (read_log(root / "commands.jsonl") or [None])[-1],  # the driver call that ran it
     }
     row["gpu_s"] = round(offset + row["train_s"], 3)
     write_json(d / "row.json", row)
@@ -1365,6 +1366,18 @@ def write_table(cfg: dict, root: Path) -> dict:
     return t
 
 
+def producing_commands(root: Path) -> list[dict]:
+    """The driver calls behind the current rows: the log from the first call that ran a row still
+    in the folder on. Calls whose rows were withdrawn or redone stay in commands.jsonl but are not
+    published as the table's commands. Rows from before rows recorded their command keep the whole log."""
+    log = read_log(root / "commands.jsonl")
+    rows = [json.loads(p.read_text()) for p in sorted((root / "rows").glob("*/row.json"))]
+    if not rows or any(not r.get("command") for r in rows):
+        return log
+    first = min(r["command"]["time"] for r in rows)
+    return [c for c in log if c["time"] >= first]
+
+
 def results(cfg: dict, root: Path, t: dict) -> dict:
     """`egosynth.json`: the study's machine-readable results (docs/egosynth_study.md has the
     schema): device, config, the commands that made the run folder, test set sizes, per row its
@@ -1421,11 +1434,10 @@ def results(cfg: dict, root: Path, t: dict) -> dict:
             "seeds": r["seeds"],
         }
 
-    log = root / "commands.jsonl"
     return {
         "device": ", ".join(t["devices"]) or None,
         "config": cfg,
-        "commands": read_log(log) if log.exists() else [],
+        "commands": producing_commands(root),
         "base": {"fingerprint": t["base_fingerprint"], "source": t["base_fingerprint_source"], **st["base"]},
         "excluded": t["excluded"],
         "test": sizes,

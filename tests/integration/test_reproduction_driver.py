@@ -172,6 +172,10 @@ def test_results_json_has_the_study_schema(smoke):
     d = json.loads((out / "egosynth.json").read_text())
     assert {"device", "config", "commands", "test", "rows", "time_ratio", "base", "excluded"} <= set(d)
     assert d["commands"] and d["commands"][0]["argv"][0] == "run.py"
+    # every row names the driver call that ran it, and the published commands start at the first of them
+    ran = [json.loads(p.read_text())["command"] for p in (out / "rows").glob("*/row.json")]
+    assert ran and all(c["argv"][0] == "run.py" for c in ran)
+    assert d["commands"][0]["time"] == min(c["time"] for c in ran)
     assert set(d["test"]) == {"test_id", "test_atypical", "second_test_id", "second_test_atypical"}
     assert d["excluded"] == [] and d["base"]["fingerprint"]
     cfg = drv.load_table_config(ROOT / "experiments/egosynth/table.yaml", smoke=True)
@@ -279,3 +283,19 @@ def test_vision_pretraining_gets_its_own_pool(tmp_path):
     assert drv.main(["--smoke", "--config", str(path), "--out", str(out), "--select-only", "csm"]) == 0
     stats = json.loads((out / "prep" / "warmup" / "vision_pretrain.json").read_text())
     assert stats["data"] == str(out / "prep" / "vision_data" / "train.jsonl") and stats["samples"] == 6
+
+
+def test_published_commands_leave_out_calls_whose_rows_are_gone(tmp_path):
+    drv = _driver()
+    log = tmp_path / "commands.jsonl"
+    old = {"time": "2026-01-01T10:00:00Z", "argv": ["run.py", "--rows", "withdrawn:0"]}
+    new = {"time": "2026-01-02T10:00:00Z", "argv": ["run.py", "--rows", "full:0"]}
+    publish = {"time": "2026-01-02T11:00:00Z", "argv": ["run.py", "--table-only"]}
+    for c in (old, new, publish):
+        drv.append_jsonl(log, c)
+    row = tmp_path / "rows" / "full_s0" / "row.json"
+    row.parent.mkdir(parents=True)
+    row.write_text(json.dumps({"row": "full", "command": new}))
+    assert drv.producing_commands(tmp_path) == [new, publish]
+    row.write_text(json.dumps({"row": "full"}))  # a row from before rows named their command
+    assert drv.producing_commands(tmp_path) == [old, new, publish]
