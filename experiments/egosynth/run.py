@@ -1259,7 +1259,7 @@ def plot_accuracy_vs_time(t: dict, path: Path) -> None:
     ax.set_xlabel("GPU seconds (selection + training)")
     ax.set_ylabel("closed accuracy on the held-out curve set (%)")
     ax.set_title("seeds pooled per question; bars: 95% intervals", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    _legend(ax, fontsize=7, ncol=2)
     _save(fig, path)
 
 
@@ -1288,7 +1288,7 @@ def plot_variance(root: Path, t: dict, path: Path, names=("ego3s", "csm_irl", "c
     ax.set_xlabel("step")
     ax.set_ylabel("mean within-group reward variance")
     ax.set_title("dashed: ECR refreshes", fontsize=9)
-    ax.legend(fontsize=7)
+    _legend(ax, fontsize=7)
     _save(fig, path)
 
 
@@ -1340,8 +1340,14 @@ def plot_rewards(
     for ax, (_, title) in zip(axes, CURVES):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
-    axes[0].legend(fontsize=7)
+    _legend(axes[0], fontsize=7)
     _save(fig, path)
+
+
+def _legend(ax, **kw) -> None:
+    """A legend only when something is labelled (a table with no rows yet plots empty axes)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
 
 
 def _save(fig, path: Path) -> None:

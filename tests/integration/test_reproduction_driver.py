@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tarfile
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -299,3 +300,12 @@ def test_published_commands_leave_out_calls_whose_rows_are_gone(tmp_path):
     assert drv.producing_commands(tmp_path) == [new, publish]
     row.write_text(json.dumps({"row": "full"}))  # a row from before rows named their command
     assert drv.producing_commands(tmp_path) == [old, new, publish]
+
+
+def test_a_table_with_no_rows_yet_is_written_without_warnings(tmp_path):
+    drv = _driver()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. matplotlib's "No artists with labels" on empty plots
+        assert drv.main(["--table-only", "--out", str(tmp_path / "t")]) == 0
+    assert json.loads((tmp_path / "t" / "egosynth.json").read_text())["rows"] == {}
+    assert (tmp_path / "t" / "accuracy_vs_time.png").exists()
