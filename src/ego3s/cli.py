@@ -451,6 +451,23 @@ def report_cmd(
     typer.echo(str(path))
 
 
+@app.command("seeds")
+def seeds_cmd(
+    run_dirs: list[Path] = typer.Argument(..., help="run folders of `ego3s run` / `ego3s demo`, one per seed"),
+    out: Path | None = typer.Option(None, "--out", help="also write the figures as JSON here"),
+) -> None:
+    """Runs of one config with different seeds side by side: trained minus base per seed, pooled
+    over their questions and over the seeds (t interval), and in how many seeds each mechanism
+    showed (docs/report.md)."""
+    from ego3s.files import write_json
+    from ego3s.seeds import format_seeds, summarize_seeds
+
+    s = summarize_seeds(run_dirs)
+    if out is not None:
+        write_json(out, s)
+    typer.echo(format_seeds(s))
+
+
 for _command in app.registered_commands:
     _command.callback = _guarded(_command.callback)
 

@@ -90,12 +90,12 @@ def _select(run: Path) -> dict:
     return out
 
 
-def _rows(run: Path, model: str) -> list[dict]:
+def eval_rows(run: Path, model: str) -> list[dict]:
     path = run / "eval" / model / "egosynth" / "per_sample.jsonl"
     return [r for r in read_log(path) if isinstance(r, dict)] if path.is_file() else []
 
 
-def _closed(rows: list[dict], split: str) -> dict[str, float]:
+def closed_correct(rows: list[dict], split: str) -> dict[str, float]:
     """{id: 0/1} of the split's closed questions that were scored."""
     return {
         str(r["id"]): float(r["accuracy"] >= 1.0)
@@ -106,7 +106,7 @@ def _closed(rows: list[dict], split: str) -> dict[str, float]:
 
 def _correct(rows: list[dict], split: str) -> dict[str, float]:
     """{id: 0/1} of every scored question of the split: closed accuracy, open exact match."""
-    out = _closed(rows, split)
+    out = closed_correct(rows, split)
     out.update(
         {
             str(r["id"]): float(r["em"] >= 1.0)
@@ -121,7 +121,7 @@ def _eval_entry(rows: list[dict], split: str) -> dict | None:
     mine = [r for r in rows if r.get("split") == split]
     if not mine:
         return None
-    closed = list(_closed(rows, split).values())
+    closed = list(closed_correct(rows, split).values())
     open_em = [
         float(r["em"] >= 1.0) for r in mine if r.get("task") == "openqa" and isinstance(r.get("em"), (int, float))
     ]
@@ -140,7 +140,7 @@ def _paired(base: list[dict], trained: list[dict], split: str, every: bool = Fal
     correctness (closed accuracy, open exact match)."""
     from ego3s.eval.paired import compare_predictions
 
-    pick = _correct if every else _closed
+    pick = _correct if every else closed_correct
     r = compare_predictions(pick(trained, split), pick(base, split))
     if not r["n"]:
         return None
@@ -238,7 +238,7 @@ def summarize_run(run_dir: str | Path, write: bool = True) -> dict:
     """The summary of a run folder of `ego3s run` (see the module docstring); parts the run lacks
     are None. Written to `<run_dir>/summary.json` unless `write` is false."""
     run = Path(run_dir)
-    rows = {m: _rows(run, m) for m in MODELS}
+    rows = {m: eval_rows(run, m) for m in MODELS}
     s: dict[str, Any] = {
         "select": _select(run),
         "eval": {m: {sp: _eval_entry(rows[m], sp) for sp in SPLITS} for m in MODELS},
