@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,7 @@ def _spread(values: list[float]) -> dict:
     }
 
 
-def summarize_seeds(run_dirs: list[str | Path]) -> dict:
+def summarize_seeds(run_dirs: Sequence[str | Path]) -> dict:
     """Per seed: its summary's headline figures; pooled and over seeds: trained minus base on the
     closed questions of each split, the CSM enrichment, the change in reliance, and in how many
     seeds each mechanism showed."""
@@ -137,7 +138,8 @@ def summarize_seeds(run_dirs: list[str | Path]) -> dict:
 
     runs = [Path(r) for r in run_dirs]
     seeds = check_runs(runs)
-    per_seed, pooled_rows = [], {m: {sp: {} for sp in SPLITS} for m in MODELS}
+    per_seed: list[dict] = []
+    pooled_rows: dict[str, dict[str, dict[str, float]]] = {m: {sp: {} for sp in SPLITS} for m in MODELS}
     for run, seed in zip(runs, seeds):
         s = summarize_run(run, write=False)
         for m in MODELS:
