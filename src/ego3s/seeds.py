@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ego3s.summary import MODELS, SPLITS, closed_correct, eval_rows, summarize_run
+from ego3s.summary import MODELS, SPLITS, closed_correct, eval_rows, summarize_run, trained_minus_base
 
 # two-sided 95% quantiles of Student's t, by degrees of freedom
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
@@ -134,8 +134,6 @@ def summarize_seeds(run_dirs: Sequence[str | Path]) -> dict:
     """Per seed: its summary's headline figures; pooled and over seeds: trained minus base on the
     closed questions of each split, the CSM enrichment, the change in reliance, and in how many
     seeds each mechanism showed."""
-    from ego3s.eval.paired import compare_predictions
-
     runs = [Path(r) for r in run_dirs]
     seeds = check_runs(runs)
     per_seed: list[dict] = []
@@ -165,18 +163,7 @@ def summarize_seeds(run_dirs: Sequence[str | Path]) -> dict:
             raise ValueError(
                 f"no scored closed {sp} questions of both base and trained in the runs: evaluate them first"
             )
-    pooled = {}
-    for sp in SPLITS:
-        r = compare_predictions(pooled_rows["trained"][sp], pooled_rows["base"][sp])
-        pooled[sp] = {
-            "accuracy_delta": r["value"],
-            "ci95": r["ci95"],
-            "n": r["n"],
-            "mcnemar_p": r.get("mcnemar_p"),
-            "n_trained_only": r.get("n_a_only"),
-            "n_base_only": r.get("n_b_only"),
-            "interval": r["interval"],
-        }
+    pooled = {sp: trained_minus_base(pooled_rows["trained"][sp], pooled_rows["base"][sp]) for sp in SPLITS}
     over: dict[str, Any] = {}
     for sp in SPLITS:
         deltas = [p["paired"][sp]["accuracy_delta"] for p in per_seed if p["paired"].get(sp)]

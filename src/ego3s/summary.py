@@ -138,10 +138,16 @@ def _eval_entry(rows: list[dict], split: str) -> dict | None:
 def _paired(base: list[dict], trained: list[dict], split: str, every: bool = False) -> dict | None:
     """Trained minus base on the same questions: closed accuracy, or with `every` each question's
     correctness (closed accuracy, open exact match)."""
+    pick = _correct if every else closed_correct
+    return trained_minus_base(pick(trained, split), pick(base, split))
+
+
+def trained_minus_base(trained: dict[str, float], base: dict[str, float]) -> dict | None:
+    """Trained minus base on the questions both answered ({id: 0/1} each), in the summary's
+    words: the difference, its paired 95% interval, McNemar p and the discordant counts."""
     from ego3s.eval.paired import compare_predictions
 
-    pick = _correct if every else closed_correct
-    r = compare_predictions(pick(trained, split), pick(base, split))
+    r = compare_predictions(trained, base)
     if not r["n"]:
         return None
     return {
