@@ -3,7 +3,7 @@ goes from a layer to the same or a lower one, and the packages import each other
 
 Layers, lowest first:
   core (config, files, skips, tracking, embedding) -> data (data, answers, identity, rewards, judge)
-  -> models -> stages (select, rl, train, curriculum) -> eval -> pipeline (pipeline, summary, report) -> cli
+  -> models -> stages (select, rl, train, curriculum) -> eval -> pipeline (pipeline, summary, seeds, report) -> cli
 
 Parsed with `ast` from the source files, so a lazy import inside a function counts as much as one
 at the top of the module.
@@ -24,7 +24,7 @@ LAYERS = [
     {"models"},
     {"select", "rl", "train", "curriculum"},
     {"eval"},
-    {"pipeline", "summary", "report"},
+    {"pipeline", "summary", "seeds", "report"},
     {"cli"},
 ]
 LEVEL = {unit: i for i, layer in enumerate(LAYERS) for unit in layer}
