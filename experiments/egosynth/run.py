@@ -1372,15 +1372,14 @@ def write_table(cfg: dict, root: Path) -> dict:
     return t
 
 
-def producing_commands(root: Path) -> list[dict]:
-    """The driver calls behind the current rows: the log from the first call that ran a row still
-    in the folder on. Calls whose rows were withdrawn or redone stay in commands.jsonl but are not
-    published as the table's commands. Rows from before rows recorded their command keep the whole log."""
-    log = read_log(root / "commands.jsonl")
-    rows = [json.loads(p.read_text()) for p in sorted((root / "rows").glob("*/row.json"))]
-    if not rows or any(not r.get("command") for r in rows):
+def producing_commands(log: list[dict], runs: list[dict]) -> list[dict]:
+    """The driver calls behind the table's row runs (`runs`, their row.json): `log` from the first
+    call that ran one of them on. Calls whose rows were withdrawn or redone stay in commands.jsonl
+    but are not published as the table's commands. Runs from before rows recorded their command
+    keep the whole log."""
+    if not runs or any(not r.get("command") for r in runs):
         return log
-    first = min(r["command"]["time"] for r in rows)
+    first = min(r["command"]["time"] for r in runs)
     return [c for c in log if c["time"] >= first]
 
 
@@ -1443,7 +1442,9 @@ def results(cfg: dict, root: Path, t: dict) -> dict:
     return {
         "device": ", ".join(t["devices"]) or None,
         "config": cfg,
-        "commands": producing_commands(root),
+        "commands": producing_commands(
+            read_log(root / "commands.jsonl"), [r for e in t["rows"].values() for r in e["runs"]]
+        ),
         "base": {"fingerprint": t["base_fingerprint"], "source": t["base_fingerprint_source"], **st["base"]},
         "excluded": t["excluded"],
         "test": sizes,

@@ -96,7 +96,7 @@ def jsonl_fingerprint(path: str | os.PathLike, video_identity: str = "stat") -> 
 
 def describe_diff(old: dict, new: dict, limit: int = 6) -> str:
     """`key: old then, new now` for the keys that differ (nested keys dotted), at most `limit`."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten(old), flatten(new)
     keys = [k for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
     parts = [f"{k}: {_short(a.get(k, '<absent>'))} then, {_short(b.get(k, '<absent>'))} now" for k in keys[:limit]]
     if len(keys) > limit:
@@ -104,11 +104,12 @@ def describe_diff(old: dict, new: dict, limit: int = 6) -> str:
     return "; ".join(parts)
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+    """A nested dict as one level, nested keys dotted (`training.learning_rate`)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out

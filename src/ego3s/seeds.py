@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ego3s.identity import flatten
 from ego3s.summary import MODELS, SPLITS, closed_correct, eval_rows, summarize_run, trained_minus_base
 
 # two-sided 95% quantiles of Student's t, by degrees of freedom
@@ -46,16 +47,6 @@ def t975(df: int) -> float:
         return _T975[df]
     z = 1.959963984540054
     return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df * df)
-
-
-def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _manifest(run: Path) -> dict:
@@ -104,9 +95,9 @@ def check_runs(runs: list[Path]) -> list[int]:
             )
         if fp is not None:
             shared[fp] = run
-    ref = _flat(configs[0])
+    ref = flatten(configs[0])
     for run, config in zip(runs[1:], configs[1:]):
-        other = _flat(config)
+        other = flatten(config)
         keys = set(ref) | set(other)
         differ = sorted(k for k in keys if k.split(".")[-1] not in _IGNORED and ref.get(k) != other.get(k))
         if differ:

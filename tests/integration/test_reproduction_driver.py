@@ -286,20 +286,15 @@ def test_vision_pretraining_gets_its_own_pool(tmp_path):
     assert stats["data"] == str(out / "prep" / "vision_data" / "train.jsonl") and stats["samples"] == 6
 
 
-def test_published_commands_leave_out_calls_whose_rows_are_gone(tmp_path):
+def test_published_commands_leave_out_calls_whose_rows_are_gone():
     drv = _driver()
-    log = tmp_path / "commands.jsonl"
     old = {"time": "2026-01-01T10:00:00Z", "argv": ["run.py", "--rows", "withdrawn:0"]}
     new = {"time": "2026-01-02T10:00:00Z", "argv": ["run.py", "--rows", "full:0"]}
     publish = {"time": "2026-01-02T11:00:00Z", "argv": ["run.py", "--table-only"]}
-    for c in (old, new, publish):
-        drv.append_jsonl(log, c)
-    row = tmp_path / "rows" / "full_s0" / "row.json"
-    row.parent.mkdir(parents=True)
-    row.write_text(json.dumps({"row": "full", "command": new}))
-    assert drv.producing_commands(tmp_path) == [new, publish]
-    row.write_text(json.dumps({"row": "full"}))  # a row from before rows named their command
-    assert drv.producing_commands(tmp_path) == [old, new, publish]
+    log = [old, new, publish]
+    assert drv.producing_commands(log, [{"row": "full", "command": new}]) == [new, publish]
+    # a run from before rows named their command
+    assert drv.producing_commands(log, [{"row": "full", "command": new}, {"row": "ego3s"}]) == log
 
 
 def test_a_table_with_no_rows_yet_is_written_without_warnings(tmp_path):
