@@ -140,3 +140,20 @@ def test_resume_hides_only_the_trainers_key_warnings():
         "There were missing keys in the checkpoint model loaded",
         "There were unexpected keys in the checkpoint model loaded",
     ]
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_trainer_args_set_checkpointing_without_a_deprecation_warning(on, tmp_path):
+    """transformers 5.2x warns on `gradient_checkpointing=` even when False; the args use the name
+    the installed version knows, and the value still reaches the trainer."""
+    import warnings
+
+    from ego3s.rl.run import TrainingConfig, grpo_args
+    from ego3s.train.sft import SFTRunConfig, sft_args
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        g = grpo_args(TrainingConfig(out=str(tmp_path / "g"), gradient_checkpointing=on, report_to=[]))
+        s = sft_args(SFTRunConfig(out=str(tmp_path / "s"), gradient_checkpointing=on, report_to=[]), bf16=False)
+    assert not [w for w in caught if "checkpointing" in str(w.message)]
+    assert g.gradient_checkpointing is on and s.gradient_checkpointing is on

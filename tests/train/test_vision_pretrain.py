@@ -336,3 +336,31 @@ def test_scene_alignment_pulls_scene_object_tokens_towards_their_names(tiny_mode
     assert stats["scene_name_loss"] < 0.5 * math.log(stats["classes"]) and "name_loss" not in stats
     for view in ("full", "context"):
         assert 0.0 <= stats["held_out"][view]["scene_as_name"]["all"] <= 1.0
+
+
+def test_encode_clips_passes_no_cap_so_transformers_does_not_warn(tiny_model_dir, synth, monkeypatch):
+    """transformers 5.17-5.2x warn once per process (every DataLoader worker of the warm-up) when
+    `cap_pixels_per_frame` is not passed; the frames are not resized, so passing False changes no
+    pixel and silences it."""
+    import importlib
+
+    from ego3s.data.io import read_jsonl
+    from ego3s.data.video import load_sample_clip
+    from ego3s.models.inputs import no_cap_kwargs
+    from ego3s.models.loading import load_model
+    from ego3s.train.vision_pretrain import encode_clips
+
+    _, processor = load_model(tiny_model_dir, dtype="float32")
+    vp = processor.video_processor
+    if not no_cap_kwargs(vp):
+        pytest.skip("this transformers has no cap_pixels_per_frame")
+    module = importlib.import_module(type(vp).__module__)
+    warned = []
+    monkeypatch.setattr(module.logger, "warning_once", lambda msg, *a, **k: warned.append(msg))
+    s = read_jsonl(synth / "train.jsonl")[0]
+    clip = load_sample_clip(s, **ClipSpec(nframes=4, max_pixels=56 * 56, min_pixels=56 * 56).sampling_kwargs())
+    pix, grid = encode_clips(vp, [clip])
+    assert warned == []
+    plain = vp(videos=[clip.frames], return_tensors="pt", do_resize=False, do_sample_frames=False)
+    assert any("cap_pixels_per_frame" in m for m in warned)  # the call without it does warn
+    assert torch.equal(pix, plain["pixel_values_videos"]) and torch.equal(grid, plain["video_grid_thw"])

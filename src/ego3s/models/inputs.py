@@ -124,18 +124,22 @@ def _split_visuals(messages_list, clips_list, factor: int):
     return videos, metadata, images
 
 
+def no_cap_kwargs(video_processor) -> dict[str, Any]:
+    """`cap_pixels_per_frame=False` where the video processor knows the option (transformers
+    5.17-5.2x warn on every call without it). Our frames arrive sized and are never resized
+    (`do_resize=False`), so the cap changes nothing; passing it only silences the warning."""
+    valid = getattr(getattr(video_processor, "valid_kwargs", None), "__annotations__", {})
+    return {"cap_pixels_per_frame": False} if "cap_pixels_per_frame" in valid else {}
+
+
 def _video_kwargs(processor, metadata) -> dict[str, Any]:
-    vp = getattr(processor, "video_processor", None)
-    kw: dict[str, Any] = {
+    return {
         "do_sample_frames": False,
         "do_resize": False,
         "video_metadata": metadata,
         "return_metadata": True,
+        **no_cap_kwargs(getattr(processor, "video_processor", None)),
     }
-    valid = getattr(getattr(vp, "valid_kwargs", None), "__annotations__", {})
-    if "cap_pixels_per_frame" in valid:  # transformers 5.17-5.2x: silence its warning; no resize anyway
-        kw["cap_pixels_per_frame"] = False
-    return kw
 
 
 def _left_pad(rows: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -332,7 +332,7 @@ def grpo_args(
 
     from ego3s.rl.strategies import grpo_config_kwargs, optimizer_steps_per_generation
     from ego3s.tracking import trainer_report_to
-    from ego3s.train.plumbing import use_cpu
+    from ego3s.train.plumbing import checkpointing_kwargs, use_cpu
 
     per_step = cfg.per_device_train_batch_size * world_size
     if cfg.batch_size % per_step:
@@ -360,7 +360,7 @@ def grpo_args(
         max_steps=cfg.max_steps,
         num_train_epochs=cfg.num_train_epochs,
         warmup_steps=cfg.warmup_ratio,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        **checkpointing_kwargs(GRPOConfig, cfg.gradient_checkpointing),
         save_steps=cfg.save_steps,
         save_strategy="steps" if cfg.save_checkpoints else "no",
         save_total_limit=cfg.save_total_limit,

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import warnings
 from typing import Any
 
 import torch
@@ -32,6 +33,10 @@ from ego3s.data.schema import Sample
 from ego3s.files import append_jsonl
 from ego3s.models.inputs import VISUAL_KEYS, encode
 from ego3s.models.prompts import build_messages
+
+# TRL's generation context reads `model.is_gradient_checkpointing`, which transformers 5.2x
+# deprecates with a FutureWarning at every rollout: nothing a user can act on, so it is not shown.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def sample_from_row(row: dict) -> Sample:

@@ -5,6 +5,7 @@ and lives here once so that a fix reaches all three:
 
 - what trains: `VISION_PREFIXES`, `freeze_vision`, `vision_optimizer`, `lora_config`;
 - where it runs: `use_cpu` (transformers' `use_cpu`, so torchrun on CPUs sets up gloo);
+- across transformers versions: `checkpointing_kwargs` (the option's old or new name);
 - resume: `last_checkpoint` (the newest complete checkpoint), the resume guard
   (`training_identity`, written to `identity.json` by `ego3s.identity.claim_folder`), and
   `train_or_restore`, which never trains past `max_steps` when the newest checkpoint already got there;
@@ -16,6 +17,7 @@ and lives here once so that a fix reaches all three:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -40,6 +42,14 @@ NOT_IDENTITY = (
     "video_identity",
     "gradient_checkpointing",
 )
+
+
+def checkpointing_kwargs(args_class, on: bool) -> dict:
+    """Activation checkpointing under the name `args_class` (a TrainingArguments dataclass) knows:
+    transformers 5.2x renamed `gradient_checkpointing` to `activation_checkpointing` and warns on
+    the old name even when it is False; older ones (5.17 on our GPU image) know only the old."""
+    names = {f.name for f in dataclasses.fields(args_class)}
+    return {"activation_checkpointing": on} if "activation_checkpointing" in names else {"gradient_checkpointing": on}
 
 
 def use_cpu() -> bool:

@@ -149,7 +149,7 @@ def sft_args(cfg: SFTRunConfig, bf16: bool):
     from trl import SFTConfig
 
     from ego3s.tracking import trainer_report_to
-    from ego3s.train.plumbing import use_cpu
+    from ego3s.train.plumbing import checkpointing_kwargs, use_cpu
 
     return SFTConfig(
         output_dir=cfg.out,
@@ -161,7 +161,7 @@ def sft_args(cfg: SFTRunConfig, bf16: bool):
         lr_scheduler_type="cosine",
         warmup_steps=cfg.warmup_ratio,
         loss_type=cfg.loss_type,
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        **checkpointing_kwargs(SFTConfig, cfg.gradient_checkpointing),
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps,

@@ -154,8 +154,14 @@ def tower_tokens(tower, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> t
 
 
 def encode_clips(video_processor, clips) -> tuple[torch.Tensor, torch.Tensor]:
+    from ego3s.models.inputs import no_cap_kwargs
+
     enc = video_processor(
-        videos=[c.frames for c in clips], return_tensors="pt", do_resize=False, do_sample_frames=False
+        videos=[c.frames for c in clips],
+        return_tensors="pt",
+        do_resize=False,
+        do_sample_frames=False,
+        **no_cap_kwargs(video_processor),
     )
     return enc["pixel_values_videos"], enc["video_grid_thw"]
 
