@@ -844,6 +844,16 @@ def paired(a: dict[str, float], b: dict[str, float]) -> dict | None:
     return {k: r[k] for k in keep if k in r}
 
 
+# Pairs of rows that differ in one part of the method: row minus reference is what that part adds,
+# on the same questions (the ablation the paper's table implies; docs/egosynth_study.md).
+ABLATIONS = (
+    ("ego3s", "csm_irl", "ECR"),
+    ("csm_irl", "csm_grpo", "IRL"),
+    ("csm_grpo", "full", "CSM's selection"),
+    ("csm_grpo", "random", "CSM against random at the same budget"),
+)
+
+
 def question_stats(root: Path, rows: dict, base_here: bool) -> dict:
     """Per row and the base model: each split's closed accuracy and open EM with 95% intervals
     (seeds pooled per question, and per seed), the paired difference against the full-data row and
@@ -884,6 +894,18 @@ def question_stats(root: Path, rows: dict, base_here: bool) -> dict:
                 if ref_scores and name != ref
                 else None
             )
+    out["ablations"] = [
+        {
+            "row": row,
+            "reference": ref,
+            "adds": adds,
+            "paired": {
+                k: {m: paired(pooled[row][k][m], pooled[ref][k][m]) for m in METRICS.values()} for k in pooled[row]
+            },
+        }
+        for row, ref, adds in ABLATIONS
+        if row in pooled and ref in pooled
+    ]
     return out
 
 
@@ -1195,6 +1217,22 @@ def intervals_markdown(t: dict) -> list[str]:
                 )
                 + " |"
             )
+    if st.get("ablations"):
+        cols = [(k, m) for k in SPLITS for m in ("accuracy", "em")] + [(k, "accuracy") for k in SETS["eval2"]]
+        head = ["what it adds", "row - reference"] + [f"{k} {'acc' if m == 'accuracy' else 'EM'}" for k, m in cols]
+        lines += [
+            "",
+            "## What each part adds (row minus the row without it, paired per question, 95% interval)",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "---|" * len(head),
+        ]
+        for a in st["ablations"]:
+            lines.append(
+                f"| {a['adds']} | {a['row']} - {a['reference']} | "
+                + " | ".join(_ci((a["paired"].get(k) or {}).get(m), "value") for k, m in cols)
+                + " |"
+            )
     lines += [
         "",
         "ECR per seed (refreshes / used / added samples drawn): "
@@ -1448,6 +1486,7 @@ def results(cfg: dict, root: Path, t: dict) -> dict:
         "base": {"fingerprint": t["base_fingerprint"], "source": t["base_fingerprint_source"], **st["base"]},
         "excluded": t["excluded"],
         "test": sizes,
+        "ablations": st.get("ablations", []),
         "rows": rows,
         "time_ratio": (
             {

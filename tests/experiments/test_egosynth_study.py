@@ -121,3 +121,40 @@ def test_the_base_is_found_in_a_restored_pack(drv, tmp_path):
     (tmp_path / "prep").mkdir()
     (tmp_path / "prep" / "manifest.json").write_text("{}")  # this machine's own base wins
     assert drv.point_dir(tmp_path, "prep/base_curve") == tmp_path / "prep" / "base_curve"
+
+
+def _row_answers(root, name, seed, right: list[bool]):
+    folder = root / "rows" / f"{name}_s{seed}" / "eval" / "egosynth"
+    folder.mkdir(parents=True)
+    rows = [{"id": f"q{i}", "task": "closeqa", "split": "test_id", "accuracy": float(ok)} for i, ok in enumerate(right)]
+    (folder / "per_sample.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"seed": seed, "eval": {"done": True}, "curve": []}
+
+
+def test_each_part_of_the_method_is_compared_with_the_row_without_it(drv, tmp_path):
+    """`ablations`: Ego3S - CSM + IRL (what ECR adds), CSM + IRL - CSM + GRPO (IRL), CSM + GRPO -
+    full and - random (the selection), paired per question with seeds pooled; a pair whose rows
+    have not both run is left out."""
+    n = 100
+    answers = {
+        "full": [[i < 60 for i in range(n)], [i < 62 for i in range(n)]],
+        "csm_grpo": [[i < 61 for i in range(n)]],
+        "csm_irl": [[i < 80 for i in range(n)]],
+        "ego3s": [[i < 80 or i == 99 for i in range(n)]],
+    }
+    rows = {
+        name: {"runs": [_row_answers(tmp_path, name, s, right) for s, right in enumerate(per_seed)]}
+        for name, per_seed in answers.items()
+    }
+    st = drv.question_stats(tmp_path, rows, base_here=False)
+    got = {(a["row"], a["reference"]): a for a in st["ablations"]}
+    assert list(got) == [("ego3s", "csm_irl"), ("csm_irl", "csm_grpo"), ("csm_grpo", "full")]  # no random row
+    ecr = got[("ego3s", "csm_irl")]["paired"]["test_id"]["accuracy"]
+    assert ecr["value"] == pytest.approx(1.0) and ecr["n_a_only"] == 1 and ecr["n_b_only"] == 0
+    irl = got[("csm_irl", "csm_grpo")]["paired"]["test_id"]["accuracy"]
+    assert irl["value"] == pytest.approx(19.0) and irl["ci95"][0] > 0
+    sel = got[("csm_grpo", "full")]["paired"]["test_id"]["accuracy"]  # full's two seeds pooled: 61 - 61
+    assert sel["value"] == pytest.approx(0.0) and sel.get("mcnemar_p") is None
+    assert got[("csm_irl", "csm_grpo")]["adds"] == "IRL"
+    md = "\n".join(drv.intervals_markdown({"stats": st, "rows": {k: {"runs": v["runs"]} for k, v in rows.items()}}))
+    assert "## What each part adds" in md and "| IRL | csm_irl - csm_grpo | 19.0 [" in md

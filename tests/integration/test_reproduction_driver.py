@@ -171,7 +171,8 @@ def test_rows_run_in_the_order_given_with_limr_after_full():
 def test_results_json_has_the_study_schema(smoke):
     drv, out, _ = smoke
     d = json.loads((out / "egosynth.json").read_text())
-    assert {"device", "config", "commands", "test", "rows", "time_ratio", "base", "excluded"} <= set(d)
+    assert {"device", "config", "commands", "test", "rows", "time_ratio", "base", "excluded", "ablations"} <= set(d)
+    assert d["ablations"] == []  # the smoke table runs full and ego3s only: no pair differs in one part
     assert d["commands"] and d["commands"][0]["argv"][0] == "run.py"
     # every row names the driver call that ran it, and the published commands start at the first of them
     ran = [json.loads(p.read_text())["command"] for p in (out / "rows").glob("*/row.json")]
