@@ -157,3 +157,26 @@ def test_trainer_args_set_checkpointing_without_a_deprecation_warning(on, tmp_pa
         s = sft_args(SFTRunConfig(out=str(tmp_path / "s"), gradient_checkpointing=on, report_to=[]), bf16=False)
     assert not [w for w in caught if "checkpointing" in str(w.message)]
     assert g.gradient_checkpointing is on and s.gradient_checkpointing is on
+
+
+def test_decoding_workers_are_capped_at_the_cores_this_process_may_use(
+    tiny_model_dir, synth, tmp_path, monkeypatch, caplog
+):
+    """A config sized for a 16-core GPU host (`workers: 12`) run where one core is free starts one
+    decoding process and says so, instead of oversubscribing the machine (torch only warns)."""
+    import dataclasses
+    import logging
+    import os
+    import warnings
+
+    from ego3s.train.plumbing import decode_workers
+    from ego3s.train.warmup import warmup
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert decode_workers(0, "k") == 0 and decode_workers(1, "k") == 1
+    cfg = dataclasses.replace(_warmup_cfg(), steps=1, workers=12)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        warmup(tiny_model_dir, str(synth / "train.jsonl"), str(tmp_path / "w"), cfg)
+    assert not [w for w in caught if "worker processes in total" in str(w.message)]
+    assert "warmup.workers=12, but this process may use 1 core(s): 1 worker(s)" in caplog.text

@@ -4,7 +4,8 @@ Each loop differs in what it trains; how a run is set up, guarded, resumed and s
 and lives here once so that a fix reaches all three:
 
 - what trains: `VISION_PREFIXES`, `freeze_vision`, `vision_optimizer`, `lora_config`;
-- where it runs: `use_cpu` (transformers' `use_cpu`, so torchrun on CPUs sets up gloo);
+- where it runs: `use_cpu` (transformers' `use_cpu`, so torchrun on CPUs sets up gloo) and
+  `decode_workers` (a config's decoding processes, at most the cores this process may use);
 - across transformers versions: `checkpointing_kwargs` (the option's old or new name);
 - resume: `last_checkpoint` (the newest complete checkpoint), the resume guard
   (`training_identity`, written to `identity.json` by `ego3s.identity.claim_folder`), and
@@ -59,6 +60,19 @@ def use_cpu() -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+def decode_workers(asked: int, key: str) -> int:
+    """The decoding processes to start: `asked`, at most the cores this process may use. A config
+    sized for a 16-core GPU host then runs on a laptop without oversubscribing it (torch only warns);
+    the number of workers changes no trained value, so nothing else needs to know."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if asked > cores:
+        logging.getLogger(__name__).warning(
+            "%s=%d, but this process may use %d core(s): %d worker(s)", key, asked, cores, cores
+        )
+        return cores
+    return asked
 
 
 def freeze_vision(model) -> None:

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ego3s.data.video import ClipSpec
+from ego3s.train.plumbing import decode_workers
 from ego3s.train.vision_pretrain_config import VisionPretrainConfig
 
 
@@ -384,7 +385,7 @@ def pretrain_vision(
         names=names,
         merge=merge,
         temporal=temporal,
-        workers=cfg.workers,
+        workers=decode_workers(cfg.workers, "warmup.vision_pretrain.workers"),
         progress=progress,
     )
     train_items, bad = _encode_all(

@@ -160,6 +160,7 @@ def _warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool
     from ego3s.train.plumbing import (
         VISION_PREFIXES,
         check_finite_weights,
+        decode_workers,
         last_checkpoint,
         load_resume_weights,
         save_final,
@@ -218,7 +219,7 @@ def _warmup(model_dir: str, data: str, out: str, cfg: WarmupConfig, resume: bool
         report_to=trainer_report_to(cfg.report_to, "warmup.report_to"),
         remove_unused_columns=False,
         bf16=bf16,
-        dataloader_num_workers=cfg.workers,
+        dataloader_num_workers=decode_workers(cfg.workers, "warmup.workers"),
         disable_tqdm=False,
         use_cpu=use_cpu(),
     )
