@@ -1124,7 +1124,7 @@ def table_markdown(t: dict, cfg: dict) -> str:
             "",
         ]
     for sec, title in SECTIONS.items():
-        lines += [f"## {title}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        lines += section(title, HEADER)[1:]
         for name, label in t["sections"][sec]:
             e = t["rows"].get(name)
             if e is None:
@@ -1166,21 +1166,30 @@ def _ci(e: dict | None, key: str = "mean") -> str:
     return f"{e[key]:.1f} [{_fmt(lo)}, {_fmt(hi)}]"
 
 
+def section(title: str, head: list[str], *notes: str) -> list[str]:
+    """A markdown section that opens with a table: its title, notes, and the table's header rows."""
+    return [
+        "",
+        f"## {title}",
+        "",
+        *(n for note in notes for n in (note, "")),
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+
+
 def intervals_markdown(t: dict) -> list[str]:
     """Every accuracy with its 95% interval and every row against the full-data row and the base
     model, paired per question (seeds pooled per question)."""
     st = t["stats"]
     head = ["row", "seeds"] + [f"{k} {m}" for k in (*SPLITS, *SETS["eval2"]) for m in ("acc", "EM")]
-    lines = [
-        "## Accuracy with 95% intervals (%)",
-        "",
+    lines = section(
+        "Accuracy with 95% intervals (%)",
+        head,
         "Closed accuracy (acc) and open exact match (EM) per test set; `second_*`: the second test set "
         "(another data seed). One seed: Wilson interval; several: the seeds' answers are averaged per "
         "question and the interval is a bootstrap over questions (ego3s.eval.paired).",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+    )[1:]
     if st["base"]:
         lines.append(
             "| base model | - | "
@@ -1196,13 +1205,9 @@ def intervals_markdown(t: dict) -> list[str]:
             + " |"
         )
     head = ["row", "vs"] + [f"{k} acc" for k in (*SPLITS, *SETS["eval2"])] + ["test_atypical EM"]
-    lines += [
-        "",
-        "## Paired differences (points, row minus reference, 95% interval; McNemar p for one seed each)",
-        "",
-        "| " + " | ".join(head) + " |",
-        "|" + "---|" * len(head),
-    ]
+    lines += section(
+        "Paired differences (points, row minus reference, 95% interval; McNemar p for one seed each)", head
+    )
     for name, e in st["rows"].items():
         for ref in ("full", "base"):
             d = e.get(f"paired_vs_{ref}")
@@ -1220,13 +1225,7 @@ def intervals_markdown(t: dict) -> list[str]:
     if st.get("ablations"):
         cols = [(k, m) for k in SPLITS for m in ("accuracy", "em")] + [(k, "accuracy") for k in SETS["eval2"]]
         head = ["what it adds", "row - reference"] + [f"{k} {'acc' if m == 'accuracy' else 'EM'}" for k, m in cols]
-        lines += [
-            "",
-            "## What each part adds (row minus the row without it, paired per question, 95% interval)",
-            "",
-            "| " + " | ".join(head) + " |",
-            "|" + "---|" * len(head),
-        ]
+        lines += section("What each part adds (row minus the row without it, paired per question, 95% interval)", head)
         for a in st["ablations"]:
             lines.append(
                 f"| {a['adds']} | {a['row']} - {a['reference']} | "
