@@ -1124,7 +1124,7 @@ def table_markdown(t: dict, cfg: dict) -> str:
             "",
         ]
     for sec, title in SECTIONS.items():
-        lines += section(title, HEADER)[1:]
+        lines += section(title, HEADER)
         for name, label in t["sections"][sec]:
             e = t["rows"].get(name)
             if e is None:
@@ -1169,7 +1169,6 @@ def _ci(e: dict | None, key: str = "mean") -> str:
 def section(title: str, head: list[str], *notes: str) -> list[str]:
     """A markdown section that opens with a table: its title, notes, and the table's header rows."""
     return [
-        "",
         f"## {title}",
         "",
         *(n for note in notes for n in (note, "")),
@@ -1189,7 +1188,7 @@ def intervals_markdown(t: dict) -> list[str]:
         "Closed accuracy (acc) and open exact match (EM) per test set; `second_*`: the second test set "
         "(another data seed). One seed: Wilson interval; several: the seeds' answers are averaged per "
         "question and the interval is a bootstrap over questions (ego3s.eval.paired).",
-    )[1:]
+    )
     if st["base"]:
         lines.append(
             "| base model | - | "
@@ -1205,7 +1204,7 @@ def intervals_markdown(t: dict) -> list[str]:
             + " |"
         )
     head = ["row", "vs"] + [f"{k} acc" for k in (*SPLITS, *SETS["eval2"])] + ["test_atypical EM"]
-    lines += section(
+    lines += [""] + section(
         "Paired differences (points, row minus reference, 95% interval; McNemar p for one seed each)", head
     )
     for name, e in st["rows"].items():
@@ -1225,7 +1224,9 @@ def intervals_markdown(t: dict) -> list[str]:
     if st.get("ablations"):
         cols = [(k, m) for k in SPLITS for m in ("accuracy", "em")] + [(k, "accuracy") for k in SETS["eval2"]]
         head = ["what it adds", "row - reference"] + [f"{k} {'acc' if m == 'accuracy' else 'EM'}" for k, m in cols]
-        lines += section("What each part adds (row minus the row without it, paired per question, 95% interval)", head)
+        lines += [""] + section(
+            "What each part adds (row minus the row without it, paired per question, 95% interval)", head
+        )
         for a in st["ablations"]:
             lines.append(
                 f"| {a['adds']} | {a['row']} - {a['reference']} | "

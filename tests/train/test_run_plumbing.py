@@ -172,6 +172,10 @@ def test_decoding_workers_are_capped_at_the_cores_this_process_may_use(
     from ego3s.train.plumbing import decode_workers
     from ego3s.train.warmup import warmup
 
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # torchrun's two processes on this machine share its 4 cores
+    assert decode_workers(8, "k") == 2 and decode_workers(1, "k") == 1
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert decode_workers(0, "k") == 0 and decode_workers(1, "k") == 1
     cfg = dataclasses.replace(_warmup_cfg(), steps=1, workers=12)

@@ -492,16 +492,21 @@ def _resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 Reader = Callable[[np.ndarray, Callable[[np.ndarray], np.ndarray]], Iterator[np.ndarray]]
 
 
+def cpu_share() -> float:
+    """The CPUs this process may run on (its affinity mask, not the machine's count) over the
+    processes torchrun started on this machine, which share them."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cpus / max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+
+
 def default_decode_threads() -> int:
     """1 inside a DataLoader worker (the workers already decode clips side by side), else
-    min(8, 2 x CPUs / local processes): PyAV holds the GIL for part of each frame, so two threads
-    per core overlap, and the processes torchrun starts on one machine share its CPUs."""
+    min(8, 2 x this process's CPU share): PyAV holds the GIL for part of each frame, so two
+    threads per core overlap."""
     data = sys.modules.get("torch.utils.data")
     if data is not None and data.get_worker_info() is not None:
         return 1
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
-    return max(1, min(8, 2 * cpus // local))
+    return max(1, min(8, int(2 * cpu_share())))
 
 
 def stretches(indices: np.ndarray, threads: int) -> list[np.ndarray]:

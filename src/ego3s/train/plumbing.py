@@ -5,7 +5,7 @@ and lives here once so that a fix reaches all three:
 
 - what trains: `VISION_PREFIXES`, `freeze_vision`, `vision_optimizer`, `lora_config`;
 - where it runs: `use_cpu` (transformers' `use_cpu`, so torchrun on CPUs sets up gloo) and
-  `decode_workers` (a config's decoding processes, at most the cores this process may use);
+  `decode_workers` (a config's decoding processes, at most this process's share of the cores);
 - across transformers versions: `checkpointing_kwargs` (the option's old or new name);
 - resume: `last_checkpoint` (the newest complete checkpoint), the resume guard
   (`training_identity`, written to `identity.json` by `ego3s.identity.claim_folder`), and
@@ -63,10 +63,13 @@ def use_cpu() -> bool:
 
 
 def decode_workers(asked: int, key: str) -> int:
-    """The decoding processes to start: `asked`, at most the cores this process may use. A config
-    sized for a 16-core GPU host then runs on a laptop without oversubscribing it (torch only warns);
-    the number of workers changes no trained value, so nothing else needs to know."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """The decoding processes to start: `asked`, at most this process's share of the cores
+    (`ego3s.data.video.cpu_share`). A config sized for a 16-core GPU host then runs on a laptop
+    without oversubscribing it (torch only warns); the number of workers changes no trained value,
+    so nothing else needs to know."""
+    from ego3s.data.video import cpu_share
+
+    cores = max(1, int(cpu_share()))
     if asked > cores:
         logging.getLogger(__name__).warning(
             "%s=%d, but this process may use %d core(s): %d worker(s)", key, asked, cores, cores
