@@ -43,7 +43,7 @@ def test_per_seed_pooled_and_over_seeds_figures(tmp_path):
     assert pooled["accuracy_delta"] == pytest.approx(10.0)
     over = s["over_seeds"]["test_atypical"]
     assert over["mean"] == pytest.approx(10.0) and over["sd"] == pytest.approx(14.14, abs=0.01)
-    half = t975(1) * 14.1421 / 2**0.5
+    half = 12.706 * 14.1421 / 2**0.5  # t(0.975, 1 df), from the printed tables
     assert over["ci95"] == pytest.approx([10 - half, 10 + half], abs=0.02)
     assert s["pooled"]["test_id"]["accuracy_delta"] == pytest.approx(-5.0)
 
@@ -72,10 +72,11 @@ def test_one_run_or_an_unfinished_folder_is_refused(tmp_path):
 
 
 def test_t_quantiles():
-    assert t975(4) == 2.776
+    """scipy's quantiles against the printed tables (3 decimals) and exact large-df values."""
+    assert [round(t975(df), 3) for df in (1, 2, 4, 10, 30)] == [12.706, 4.303, 2.776, 2.228, 2.042]
     for df, exact in ((40, 2.0211), (60, 2.0003), (120, 1.9799), (1000, 1.9623)):
         assert t975(df) == pytest.approx(exact, abs=0.001)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least 2 seeds"):
         t975(0)
 
 

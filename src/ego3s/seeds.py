@@ -30,23 +30,16 @@ from typing import Any
 from ego3s.identity import flatten
 from ego3s.summary import MODELS, SPLITS, closed_correct, eval_rows, summarize_run, trained_minus_base
 
-# two-sided 95% quantiles of Student's t, by degrees of freedom
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-_T975.update({11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101})
-_T975.update({19: 2.093, 20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056})
-_T975.update({27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042})
 _IGNORED = {"out", "seed"}
 
 
 def t975(df: int) -> float:
-    """Two-sided 95% quantile of Student's t (the table to 30 degrees of freedom, then the
-    Cornish-Fisher expansion around the normal quantile, within 0.001 of the exact value)."""
+    """Two-sided 95% quantile of Student's t with `df` degrees of freedom (scipy's)."""
+    from scipy.stats import t
+
     if df < 1:
         raise ValueError(f"a t interval needs at least 2 seeds (df {df})")
-    if df in _T975:
-        return _T975[df]
-    z = 1.959963984540054
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df * df)
+    return float(t.ppf(0.975, df))
 
 
 def _manifest(run: Path) -> dict:
